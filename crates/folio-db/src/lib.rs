@@ -1,0 +1,44 @@
+//! The schema's single owner: migrations, the pool, and the transactional job outbox.
+
+use std::time::Duration;
+
+use sqlx::{PgPool, Postgres, Transaction, postgres::PgPoolOptions};
+
+/// Every migration of Folio's schema, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The publication wal-ingest reads.
+pub const PUBLICATION: &str = "folio_changes";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("failed to connect to postgres")]
+    Connect(#[source] sqlx::Error),
+    #[error("failed to migrate the schema")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Opens a pool; fails fast when the database is unreachable.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .map_err(DbError::Connect)
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await.map_err(DbError::Migrate)
+}
+
+/// Writes a job into the WAL inside `tx`: it reaches `folio.jobs.<kind>` through wal-ingest if
+/// and only if the transaction commits (DESIGN.md: no dual writes).
+pub async fn emit_job(tx: &mut Transaction<'_, Postgres>, kind: &str, payload: &[u8]) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_logical_emit_message(true, $1, $2)")
+        .bind(format!("folio.jobs.{kind}"))
+        .bind(payload)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

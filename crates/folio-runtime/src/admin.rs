@@ -1,0 +1,70 @@
+//! The admin HTTP server every service runs: liveness, readiness and Prometheus metrics.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Set by the service once its dependencies answer; `/readyz` reports it.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    readiness: Readiness,
+    metrics: Option<PrometheusHandle>,
+}
+
+pub struct AdminServer {
+    pub local_addr: std::net::SocketAddr,
+    pub readiness: Readiness,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Installs the process-wide Prometheus recorder once; later calls (tests running several
+/// services in one process) reuse it.
+fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).clone()
+}
+
+impl AdminServer {
+    pub async fn start(listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<Self> {
+        let readiness = Readiness::default();
+        let state = AdminState { readiness: readiness.clone(), metrics: prometheus() };
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(ready))
+            .route("/metrics", get(render_metrics))
+            .with_state(state);
+        let local_addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+                tracing::error!("admin server failed: {e:#}");
+            }
+        });
+        Ok(Self { local_addr, readiness, task })
+    }
+}
+
+async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.readiness.is_ready() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+}
+
+async fn render_metrics(State(state): State<AdminState>) -> String {
+    state.metrics.map(|m| m.render()).unwrap_or_default()
+}

@@ -1,0 +1,106 @@
+//! Test harness shared by every Folio crate: a real PostgreSQL and a real NATS server, given by
+//! `FOLIO_DATABASE_URL` / `FOLIO_NATS_URL` (the README's test command starts both and sets
+//! them), an isolated database per test and a unique prefix per test for JetStream names.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// URL of a server-level PostgreSQL connection (the `postgres` database is fine).
+pub fn database_url() -> String {
+    std::env::var("FOLIO_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// URL of a NATS server with JetStream (>= 2.11).
+pub fn nats_url() -> String {
+    std::env::var("FOLIO_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4333".to_owned())
+}
+
+/// A unique lowercase token for names that must not collide between tests (streams, slots).
+pub fn unique_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// A freshly created and migrated database, private to one test. Dropped databases are not
+/// cleaned up automatically: `scripts/test.sh` removes `folio_test_*` before a run.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn new() -> anyhow::Result<Self> {
+        let server_url = database_url();
+        let name = format!("folio_test_{}", unique_suffix());
+        let mut admin = PgConnection::connect(&server_url)
+            .await
+            .with_context(|| format!("failed to connect to {server_url}: is PostgreSQL running (scripts/test.sh starts it)?"))?;
+        // The name is our own hex token, never user input.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.context("create test database")?;
+        admin.close().await.ok();
+        let url = with_database(&server_url, &name);
+        let pool = folio_db::connect(&url, 20).await?;
+        folio_db::migrate(&pool).await?;
+        Ok(Self { name, url, pool })
+    }
+}
+
+/// Replaces the database name of a postgres URL.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+pub async fn nats() -> anyhow::Result<async_nats::Client> {
+    let url = nats_url();
+    async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(&url)
+        .await
+        .with_context(|| format!("failed to connect to NATS at {url}: is nats-server >= 2.11 running (scripts/test.sh starts it)?"))
+}
+
+/// Polls `check` until it returns `Some`, or fails after the patience (`FOLIO_TEST_PATIENCE_MS`,
+/// default 15 s) so slow CI machines can be given more time without editing tests.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let patience = std::env::var("FOLIO_TEST_PATIENCE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(15_000);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(patience);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {patience} ms waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn with_database_swaps_only_the_name() {
+        assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
+        assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+}

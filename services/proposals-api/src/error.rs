@@ -1,0 +1,169 @@
+//! Every failure of the API, mapped once to a gRPC status with `google.rpc` details.
+
+use folio_domain::{ErrorCode, IllegalTransition, MoneyError};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{kind} {id} is at version {current}, the request expected version {expected}")]
+    StaleVersion { kind: &'static str, id: String, expected: i64, current: i64 },
+    #[error(transparent)]
+    IllegalTransition(#[from] IllegalTransition),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("failed to access the database")]
+    Db(#[from] sqlx::Error),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
+}
+
+impl From<MoneyError> for ApiError {
+    fn from(e: MoneyError) -> Self {
+        let field = match e {
+            MoneyError::Quantity(_) => "quantity_milli",
+            MoneyError::UnitPrice(_) => "unit_price_minor",
+            MoneyError::TaxRate(_) => "tax_rate_ppm",
+            MoneyError::Currency(_) => "currency",
+            MoneyError::Overflow => "line_items",
+        };
+        ApiError::InvalidArgument(vec![FieldViolation::new(field, e.to_string())])
+    }
+}
+
+impl ApiError {
+    pub fn not_found(kind: &'static str, id: impl ToString) -> Self {
+        ApiError::NotFound { kind, id: id.to_string() }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            ApiError::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            ApiError::NotFound { .. } => ErrorCode::NotFound,
+            ApiError::StaleVersion { .. } => ErrorCode::Conflict,
+            ApiError::IllegalTransition(_) | ApiError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            ApiError::Db(sqlx::Error::PoolTimedOut) => ErrorCode::Unavailable,
+            ApiError::Db(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        let code = tonic::Code::from(err.code().grpc_code());
+        match err {
+            ApiError::InvalidArgument(violations) => {
+                let message = format!("invalid request: {}", describe(&violations));
+                tonic::Status::with_error_details(code, message, ErrorDetails::with_bad_request(violations))
+            }
+            ApiError::StaleVersion { current, .. } => {
+                let message = err.to_string();
+                let details = ErrorDetails::with_error_info(
+                    "STALE_VERSION",
+                    "folio",
+                    [("current_version".to_owned(), current.to_string())],
+                );
+                let mut status = tonic::Status::with_error_details(code, message, details);
+                if let Ok(v) = current.to_string().parse() {
+                    status.metadata_mut().insert("folio-current-version", v);
+                }
+                status
+            }
+            ApiError::IllegalTransition(ref t) => {
+                let details = ErrorDetails::with_error_info(
+                    "ILLEGAL_TRANSITION",
+                    "folio",
+                    [("from".to_owned(), t.from.to_string()), ("to".to_owned(), t.to.to_string())],
+                );
+                tonic::Status::with_error_details(code, err.to_string(), details)
+            }
+            ApiError::Db(ref e) => {
+                // The cause is for operators, not callers.
+                tracing::error!(error = %error_chain(e), "database call failed");
+                tonic::Status::new(code, if code == tonic::Code::Unavailable { "database busy, retry" } else { "internal error" })
+            }
+            other => tonic::Status::new(code, other.to_string()),
+        }
+    }
+}
+
+/// `outer: cause: root cause`, as operators need it in one log line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Collects field violations so a request reports every bad field at once.
+#[derive(Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    pub fn check(&mut self, ok: bool, field: &str, description: impl FnOnce() -> String) {
+        if !ok {
+            self.add(field, description());
+        }
+    }
+
+    /// Parses a required id, recording a violation when it is malformed.
+    pub fn id<T>(&mut self, field: &str, raw: &str, parse: fn(&str) -> Result<T, folio_domain::IdParseError>) -> Option<T> {
+        if raw.is_empty() {
+            self.add(field, "is required");
+            return None;
+        }
+        match parse(raw) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(field, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Parses an optional id: empty means absent.
+    pub fn optional_id<T>(&mut self, field: &str, raw: &str, parse: fn(&str) -> Result<T, folio_domain::IdParseError>) -> Option<T> {
+        if raw.is_empty() { None } else { self.id(field, raw, parse) }
+    }
+
+    pub fn text(&mut self, field: &str, value: &str, min: usize, max: usize) {
+        let len = value.chars().count();
+        if len < min {
+            self.add(field, if min == 1 { "is required".to_owned() } else { format!("must be at least {min} characters") });
+        } else if len > max {
+            self.add(field, format!("must be at most {max} characters, got {len}"));
+        }
+    }
+
+    pub fn into_result(self) -> Result<(), ApiError> {
+        if self.0.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(self.0)) }
+    }
+}
+
+/// Postgres unique/foreign-key violations that callers can cause, turned into their errors.
+pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23503"))
+}
+
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}

@@ -1,0 +1,139 @@
+//! proposals-api: the only writer of proposals. gRPC (HTTP/2) and gRPC-Web (HTTP/1.1) share one
+//! port; every call is authenticated, scoped to the caller's agency and validated before it
+//! reaches PostgreSQL.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod store;
+
+use std::time::Duration;
+
+use folio_proto::api::v1::{
+    client_service_server::ClientServiceServer, proposal_service_server::ProposalServiceServer,
+    template_service_server::TemplateServiceServer,
+};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+
+pub use auth::{Authenticator, Caller, Role};
+pub use config::Config;
+
+/// Requests above this size are refused before decoding.
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("FOLIO_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes")]
+    WeakSecret,
+    #[error(transparent)]
+    Db(#[from] folio_db::DbError),
+    #[error("failed to bind {addr}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("server failed")]
+    Serve(#[source] std::io::Error),
+    #[error("failed to build the reflection service")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Binds the configured addresses and serves until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let bind = |addr| async move { TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source }) };
+    let listener = bind(config.listen_addr).await?;
+    let admin_listener = bind(config.common.admin_addr).await?;
+    let admin = folio_runtime::AdminServer::start(admin_listener, shutdown.clone())
+        .await
+        .map_err(RunError::Serve)?;
+    tracing::info!(api = %listener.local_addr().map_err(RunError::Serve)?, admin = %admin.local_addr, "proposals-api listening");
+    admin.readiness.set(true);
+    serve(config, listener, shutdown).await
+}
+
+/// Serves the API on `listener` (tests pass a port-0 listener) until `shutdown` is cancelled,
+/// then drains in-flight calls for up to the configured grace period.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), RunError> {
+    if config.jwt_secret.len() < MIN_JWT_SECRET_BYTES {
+        return Err(RunError::WeakSecret);
+    }
+    let pool = folio_db::connect(&config.database_url, config.db_max_connections).await?;
+    if config.migrate {
+        folio_db::migrate(&pool).await?;
+    }
+    let app = router(AppState { pool }, Authenticator::new(config.jwt_secret.as_bytes())).await?;
+    let grace = config.common.shutdown_grace;
+    let drained = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(drained.cancelled_owned());
+    let server = tokio::spawn(async move { server.await });
+    shutdown.cancelled().await;
+    match tokio::time::timeout(grace + Duration::from_millis(100), server).await {
+        Ok(Ok(result)) => result.map_err(RunError::Serve),
+        Ok(Err(join)) => Err(RunError::Serve(std::io::Error::other(join))),
+        Err(_) => {
+            tracing::warn!(?grace, "in-flight calls did not finish within the grace period");
+            Ok(())
+        }
+    }
+}
+
+/// The full HTTP app: the three authenticated services, health and reflection, with gRPC-Web
+/// and CORS for browsers and one tracing span per call.
+pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router, RunError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ProposalServiceServer<grpc::proposals::ProposalApi>>().await;
+    health.set_serving::<ClientServiceServer<grpc::clients::ClientApi>>().await;
+    health.set_serving::<TemplateServiceServer<grpc::templates::TemplateApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(folio_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let proposals = ProposalServiceServer::new(grpc::proposals::ProposalApi { state: state.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let clients = ClientServiceServer::new(grpc::clients::ClientApi { state: state.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let templates = TemplateServiceServer::new(grpc::templates::TemplateApi { state })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+    let routes = tonic::service::Routes::new(InterceptedService::new(proposals, auth.clone()))
+        .add_service(InterceptedService::new(clients, auth.clone()))
+        .add_service(InterceptedService::new(templates, auth))
+        .add_service(health_service)
+        .add_service(reflection);
+
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_headers(tower_http::cors::Any)
+        .allow_methods([http::Method::POST, http::Method::OPTIONS])
+        .expose_headers([
+            http::HeaderName::from_static("grpc-status"),
+            http::HeaderName::from_static("grpc-message"),
+            http::HeaderName::from_static("grpc-status-details-bin"),
+            http::HeaderName::from_static("folio-current-version"),
+        ]);
+    let trace = tower_http::trace::TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
+        let span = tracing::info_span!(
+            "grpc",
+            rpc = %req.uri().path(),
+            agency_id = tracing::field::Empty,
+            user_id = tracing::field::Empty,
+            proposal_id = tracing::field::Empty,
+        );
+        folio_runtime::trace_context::set_parent_from_http(&span, req.headers());
+        span
+    });
+    Ok(routes
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(cors)
+        .layer(trace))
+}

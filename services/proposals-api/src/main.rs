@@ -1,0 +1,33 @@
+use clap::Parser;
+use proposals_api::Config;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return std::process::ExitCode::from(64);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::SUCCESS;
+        }
+    };
+    let telemetry = match folio_runtime::telemetry::init("proposals-api", &config.common) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("proposals-api: bad telemetry configuration: {e:#}");
+            return std::process::ExitCode::from(64);
+        }
+    };
+    let result = proposals_api::run(config, folio_runtime::shutdown_on_signal()).await;
+    telemetry.shutdown();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("proposals-api failed: {:#}", anyhow::Error::from(e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! PDF renditions. A request writes the rendition row and the render job in one transaction
+//! (the job travels through the WAL to `folio.jobs.pdf`), keyed by proposal, version and
+//! template hash, so asking twice for the same document renders it once.
+
+use folio_domain::{AgencyId, ProposalId, UserId};
+use folio_proto::jobs::v1::RenderPdfJob;
+use prost::Message as _;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::store::templates::body_sha256;
+
+/// Identifies the built-in default template in rendition keys; pdf-render ships its source.
+pub const BUILTIN_TEMPLATE_KEY: &str = "builtin:default/v1";
+
+pub struct RenditionRequest {
+    pub rendition_id: Uuid,
+    pub proposal_version: i64,
+    pub status: String,
+}
+
+pub async fn request(
+    pool: &PgPool,
+    agency: AgencyId,
+    requested_by: UserId,
+    proposal: ProposalId,
+    traceparent: String,
+) -> Result<RenditionRequest, ApiError> {
+    let mut tx = pool.begin().await?;
+    // FOR SHARE: the version cannot move between reading it and writing the job.
+    let found: Option<(i64, Option<Uuid>, Option<String>)> = sqlx::query_as(
+        "SELECT p.version, p.template_id, t.body_sha256 FROM proposals p LEFT JOIN templates t ON t.id = p.template_id \
+         WHERE p.id = $1 AND p.agency_id = $2 FOR SHARE OF p",
+    )
+    .bind(proposal.as_uuid())
+    .bind(agency.as_uuid())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (version, template_id, template_sha) = found.ok_or_else(|| ApiError::not_found("proposal", proposal))?;
+    let template_sha = template_sha.unwrap_or_else(|| body_sha256(BUILTIN_TEMPLATE_KEY));
+
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO pdf_renditions (id, agency_id, proposal_id, proposal_version, template_id, template_sha256, requested_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (proposal_id, proposal_version, template_sha256) DO NOTHING \
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(agency.as_uuid())
+    .bind(proposal.as_uuid())
+    .bind(version)
+    .bind(template_id)
+    .bind(&template_sha)
+    .bind(requested_by.as_uuid())
+    .fetch_optional(&mut *tx)
+    .await?;
+
+    let (rendition_id, status, queue_job) = match inserted {
+        Some(id) => (id, "queued".to_owned(), true),
+        None => {
+            let (id, status): (Uuid, String) = sqlx::query_as(
+                "SELECT id, status FROM pdf_renditions WHERE proposal_id = $1 AND proposal_version = $2 AND template_sha256 = $3",
+            )
+            .bind(proposal.as_uuid())
+            .bind(version)
+            .bind(&template_sha)
+            .fetch_one(&mut *tx)
+            .await?;
+            if status == "failed" {
+                // A failed render is retried on request: the template may have been fixed.
+                sqlx::query("UPDATE pdf_renditions SET status = 'queued', failure_reason = NULL WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                (id, "queued".to_owned(), true)
+            } else {
+                (id, status, false)
+            }
+        }
+    };
+    if queue_job {
+        let now = std::time::SystemTime::now();
+        let job = RenderPdfJob {
+            rendition_id: rendition_id.to_string(),
+            agency_id: agency.to_string(),
+            proposal_id: proposal.to_string(),
+            proposal_version: version,
+            template_id: template_id.map(|t| t.to_string()).unwrap_or_default(),
+            requested_by: requested_by.to_string(),
+            requested_at: Some(prost_types::Timestamp::from(now)),
+            traceparent,
+        };
+        folio_db::emit_job(&mut tx, "pdf", &job.encode_to_vec()).await?;
+    }
+    tx.commit().await?;
+    Ok(RenditionRequest { rendition_id, proposal_version: version, status })
+}
