@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod store;
+pub mod tenancy;
 
 use std::time::Duration;
 

@@ -455,15 +455,15 @@ pub async fn transition(
     }
     // The column is chosen from a closed set, never from input.
     let stamp = match to {
-        ProposalStatus::Draft => "updated_at",
-        ProposalStatus::Sent => "sent_at",
-        ProposalStatus::Viewed => "viewed_at",
-        ProposalStatus::Accepted => "accepted_at",
-        ProposalStatus::Declined => "declined_at",
-        ProposalStatus::Withdrawn => "withdrawn_at",
+        ProposalStatus::Draft => "",
+        ProposalStatus::Sent => "sent_at = now(),",
+        ProposalStatus::Viewed => "viewed_at = now(),",
+        ProposalStatus::Accepted => "accepted_at = now(),",
+        ProposalStatus::Declined => "declined_at = now(),",
+        ProposalStatus::Withdrawn => "withdrawn_at = now(),",
     };
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE proposals SET status = $2, {stamp} = now(), version = version + 1, updated_at = now() WHERE id = $1"
+        "UPDATE proposals SET status = $2, {stamp} version = version + 1, updated_at = now() WHERE id = $1"
     )))
     .bind(id.as_uuid())
     .bind(to.as_str())

@@ -1,1 +1,7 @@
+//! proposals-api against a real PostgreSQL through a real gRPC client on a random port.
 
+mod concurrency;
+mod errors;
+mod helpers;
+mod lifecycle;
+mod transports;
