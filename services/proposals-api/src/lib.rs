@@ -135,6 +135,24 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     Ok(routes
         .into_axum_router()
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(axum::middleware::from_fn(record_metrics))
         .layer(cors)
         .layer(trace))
+}
+
+/// Per-RPC call count and latency for Prometheus. Errors are answered trailers-only, so their
+/// `grpc-status` is in the response headers; a successful call's lives in trailers, hence "0".
+async fn record_metrics(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let rpc = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("0")
+        .to_owned();
+    metrics::counter!("folio_api_calls_total", "rpc" => rpc.clone(), "grpc_status" => code).increment(1);
+    metrics::histogram!("folio_api_call_seconds", "rpc" => rpc).record(started.elapsed().as_secs_f64());
+    response
 }

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Brings up the whole local Folio cluster with demo data:
+# PostgreSQL + NATS (installed and started when missing), the `folio` database migrated and
+# seeded (an agency, users, clients, proposals), and every Folio service built so far, running
+# in the background with logs under $FOLIO_DEV_DIR. Stop it with scripts/dev-down.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev=${FOLIO_DEV_DIR:-/tmp/folio-dev}
+mkdir -p "$dev"
+
+eval "$(scripts/start-services.sh)"
+server_url=$FOLIO_DATABASE_URL
+psql "$server_url" -Atc "SELECT 1 FROM pg_database WHERE datname = 'folio'" | grep -q 1 ||
+  psql "$server_url" -qc "CREATE DATABASE folio"
+export FOLIO_DATABASE_URL=${server_url%/*}/folio
+export FOLIO_JWT_SECRET=${FOLIO_JWT_SECRET:-folio-local-development-secret-change-me}
+
+echo "building the services"
+cargo build ${FOLIO_DEV_CARGO_ARGS:---workspace} --bins --quiet
+bin=${CARGO_TARGET_DIR:-target}/debug
+
+scripts/dev-down.sh >/dev/null 2>&1 || true
+start() { # name, then its arguments
+  local name=$1; shift
+  [ -x "$bin/$name" ] || { echo "  $name: not built yet, skipped"; return; }
+  setsid "$bin/$name" "$@" >"$dev/$name.log" 2>&1 </dev/null &
+  echo $! >"$dev/$name.pid"
+  echo "  $name: pid $!, log $dev/$name.log"
+}
+echo "starting services"
+start proposals-api --listen-addr 127.0.0.1:50051 --admin-addr 127.0.0.1:9101
+[ -x "$bin/wal-ingest" ] && grep -q -- '--slot' <("$bin/wal-ingest" --help 2>/dev/null) &&
+  start wal-ingest --admin-addr 127.0.0.1:9102
+[ -x "$bin/shape-edge" ] && grep -q -- '--listen-addr' <("$bin/shape-edge" --help 2>/dev/null) &&
+  start shape-edge --listen-addr 127.0.0.1:3000 --admin-addr 127.0.0.1:9103
+
+for _ in $(seq 100); do curl -fs http://127.0.0.1:9101/readyz >/dev/null 2>&1 && break; sleep 0.1; done
+echo
+echo "demo data and bearer tokens (authorization: Bearer <token>):"
+"$bin/seed-demo"
+echo
+echo "proposals-api: grpc://127.0.0.1:50051 (gRPC and gRPC-Web), metrics http://127.0.0.1:9101/metrics"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every Folio test: proto lint, the workspace's unit and integration tests against a real
+# PostgreSQL and NATS, and the Durable Streams conformance suite against the edge.
+# Starts PostgreSQL and NATS when FOLIO_DATABASE_URL / FOLIO_NATS_URL are not given.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+step() { printf '\n=== %s\n' "$*"; }
+
+if [ -z "${FOLIO_DATABASE_URL:-}" ] || [ -z "${FOLIO_NATS_URL:-}" ]; then
+  step "starting PostgreSQL and NATS"
+  eval "$(scripts/start-services.sh)"
+fi
+export FOLIO_DATABASE_URL FOLIO_NATS_URL
+echo "FOLIO_DATABASE_URL=$FOLIO_DATABASE_URL FOLIO_NATS_URL=$FOLIO_NATS_URL"
+
+step "removing databases and slots left by earlier runs"
+psql "$FOLIO_DATABASE_URL" -Atq -v ON_ERROR_STOP=1 <<'SQL'
+SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+ WHERE NOT active AND (database LIKE 'folio_test_%' OR slot_name LIKE 't\_%');
+SQL
+for db in $(psql "$FOLIO_DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'folio_test_%'"); do
+  psql "$FOLIO_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+done
+
+step "buf lint"
+scripts/buf.sh lint
+
+step "cargo test (workspace, built once)"
+cargo test --workspace --locked --no-fail-fast
+
+if [ -x scripts/ds-conformance-ci.sh ]; then
+  step "Durable Streams conformance suite against shape-edge"
+  scripts/ds-conformance-ci.sh
+fi
+echo
+echo "all tests passed"

@@ -1,0 +1,115 @@
+//! Seeds a demo agency (users, clients, proposals in every state) and prints a bearer token per
+//! user. Safe to run again: an existing demo agency is reused and only the tokens are printed.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use folio_domain::{LineItemAmounts, ProposalStatus, UserId};
+use proposals_api::{
+    Authenticator, Caller, Role,
+    store::{clients, proposals},
+    tenancy,
+};
+
+#[derive(Parser)]
+#[command(about = "Seed Folio's demo data and print bearer tokens")]
+struct Args {
+    #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/folio")]
+    database_url: String,
+    #[arg(long, env = "FOLIO_JWT_SECRET", default_value = "folio-local-development-secret-change-me", hide_env_values = true)]
+    jwt_secret: String,
+    /// Lifetime of the printed tokens.
+    #[arg(long, env = "FOLIO_DEMO_TOKEN_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
+    token_ttl: Duration,
+}
+
+const AGENCY: &str = "Northwind Studio";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let pool = folio_db::connect(&args.database_url, 4).await?;
+    folio_db::migrate(&pool).await?;
+
+    let existing: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM agencies WHERE name = $1").bind(AGENCY).fetch_optional(&pool).await?;
+    let agency = match existing {
+        Some(id) => id.into(),
+        None => seed(&pool).await.context("seed demo data")?,
+    };
+    let users: Vec<(uuid::Uuid, String, String)> =
+        sqlx::query_as("SELECT id, email, role FROM users WHERE agency_id = $1 ORDER BY email")
+            .bind(agency.as_uuid())
+            .fetch_all(&pool)
+            .await?;
+    let auth = Authenticator::new(args.jwt_secret.as_bytes());
+    println!("agency {AGENCY}: {agency}");
+    for (id, email, role) in users {
+        let caller = Caller { user_id: UserId::from(id), agency_id: agency, role: Role::parse(&role).unwrap_or(Role::Viewer) };
+        println!("{role:<7} {email:<28} {}", auth.issue(&caller, args.token_ttl));
+    }
+    Ok(())
+}
+
+async fn seed(pool: &sqlx::PgPool) -> anyhow::Result<folio_domain::AgencyId> {
+    let agency = tenancy::create_agency(pool, AGENCY, "#0b6e4f").await?;
+    let owner = tenancy::create_user(pool, agency, "maria@northwind.example", "María Álvarez", Role::Admin).await?;
+    tenancy::create_user(pool, agency, "sam@northwind.example", "Sam Okafor", Role::Editor).await?;
+    tenancy::create_user(pool, agency, "lee@northwind.example", "Lee Chen", Role::Viewer).await?;
+
+    let client = |name: &str, email: &str, company: &str| clients::ClientFields {
+        name: name.into(),
+        email: email.into(),
+        company: company.into(),
+    };
+    let acme = clients::create(pool, agency, client("Jordan Reyes", "jordan@acme.example", "Acme Robotics")).await?;
+    let blue = clients::create(pool, agency, client("Priya Nair", "priya@bluebird.example", "Bluebird Café")).await?;
+    let orbit = clients::create(pool, agency, client("Tomás Novak", "tomas@orbit.example", "Orbit Logistics")).await?;
+
+    let line = |d: &str, q: i64, p: i64, t: i64| proposals::NewLineItem {
+        description: d.into(),
+        amounts: LineItemAmounts::parse(q, p, t).expect("valid demo amounts"),
+    };
+    let demo = [
+        (acme.id, "Brand refresh and website", "EUR", vec![
+            line("Discovery workshop (2 days)", 2_000, 180_000, 190_000),
+            line("Visual identity", 1_000, 650_000, 190_000),
+            line("Website design and build", 1_000, 1_250_000, 190_000),
+            line("Hosting, 12 months", 12_000, 4_900, 190_000),
+        ], ProposalStatus::Draft),
+        (blue.id, "Menu photography", "GBP", vec![
+            line("Photo session (half day)", 1_000, 95_000, 200_000),
+            line("Retouched photos", 40_000, 1_500, 200_000),
+        ], ProposalStatus::Sent),
+        (orbit.id, "Fleet dashboard MVP", "USD", vec![
+            line("Product design sprint", 1_000, 1_200_000, 0),
+            line("Engineering, hours", 160_000, 14_500, 0),
+            line("Launch support", 1_000, 300_000, 0),
+        ], ProposalStatus::Accepted),
+        (acme.id, "Trade fair booth graphics", "EUR", vec![line("Booth graphics", 1_000, 420_000, 190_000)], ProposalStatus::Declined),
+    ];
+    for (client_id, title, currency, items, target) in demo {
+        let new = proposals::NewProposal {
+            client_id: client_id.into(),
+            template_id: None,
+            title: title.into(),
+            currency: currency.into(),
+            valid_until: Some(time::macros::date!(2027 - 03 - 31)),
+            content: format!("Thank you for considering Northwind Studio. This proposal covers {}.", title.to_lowercase()),
+            terms: "50 % on acceptance, 50 % on delivery. Payment within 30 days of invoice.".into(),
+            line_items: items,
+        };
+        let p = proposals::create(pool, agency, owner, new, None).await?;
+        let id = folio_domain::ProposalId::from(p.proposal.id);
+        let path: &[ProposalStatus] = match target {
+            ProposalStatus::Draft => &[],
+            ProposalStatus::Sent => &[ProposalStatus::Sent],
+            ProposalStatus::Accepted => &[ProposalStatus::Sent, ProposalStatus::Viewed, ProposalStatus::Accepted],
+            _ => &[ProposalStatus::Sent, ProposalStatus::Declined],
+        };
+        for to in path {
+            proposals::transition(pool, agency, id, *to, None).await?;
+        }
+    }
+    Ok(agency)
+}
