@@ -103,7 +103,7 @@ async fn bench(args: &Args, url: &str) -> anyhow::Result<()> {
     let api_create = run_phase(args.clients, duration, {
         let (clients, fx, token) = (grpc_clients.clone(), fx.clone(), token.clone());
         move |i| {
-            let mut api = clients[i].clone();
+            let mut api = clients[i % clients.len()].clone();
             let request = authorized(&token, create_request(&fx));
             async move {
                 api.create_proposal(request).await?;

@@ -1,0 +1,76 @@
+//! pdf-render configuration: flags with `FOLIO_…` environment overrides.
+
+use std::time::Duration;
+
+use folio_runtime::CommonArgs;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "pdf-render", version, about = "Renders proposal PDFs from the folio.jobs.pdf work queue")]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/folio")]
+    pub database_url: String,
+
+    #[arg(long, env = "FOLIO_NATS_URL", default_value = "nats://127.0.0.1:4333")]
+    pub nats_url: String,
+
+    /// Subject root wal-ingest publishes under: jobs arrive on `<root>.jobs.pdf`.
+    #[arg(long, env = "FOLIO_SUBJECT_ROOT", default_value = "folio")]
+    pub subject_root: String,
+
+    /// The work-queue stream wal-ingest writes jobs to.
+    #[arg(long, env = "FOLIO_JOBS_STREAM", default_value = "FOLIO_JOBS")]
+    pub jobs_stream: String,
+
+    /// Durable consumer shared by every pdf-render replica.
+    #[arg(long, env = "FOLIO_PDF_CONSUMER", default_value = "pdf-render")]
+    pub consumer: String,
+
+    /// Where jobs that cannot be rendered go, with the error (`<root>.dead.pdf`).
+    #[arg(long, env = "FOLIO_PDF_DEAD_LETTER_STREAM", default_value = "FOLIO_JOBS_DEAD")]
+    pub dead_letter_stream: String,
+
+    /// JetStream Object Store bucket for the PDFs.
+    #[arg(long, env = "FOLIO_PDF_BUCKET", default_value = "folio-pdfs")]
+    pub bucket: String,
+
+    /// Replicas of the bucket and dead-letter stream (3 in a clustered deployment).
+    #[arg(long, env = "FOLIO_STREAM_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+
+    /// Renders at once; one render uses one core. 0 = the number of cores.
+    #[arg(long, env = "FOLIO_PDF_CONCURRENCY", default_value_t = 0)]
+    pub concurrency: usize,
+
+    /// How long JetStream waits for an ack before redelivering; long renders send progress.
+    #[arg(long, env = "FOLIO_PDF_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ack_wait: Duration,
+
+    /// Deliveries of one job before it is dead-lettered.
+    #[arg(long, env = "FOLIO_PDF_MAX_DELIVER", default_value_t = 5)]
+    pub max_deliver: i64,
+
+    /// First retry delay after a transient error; doubles per attempt, capped at 5 minutes.
+    #[arg(long, env = "FOLIO_PDF_RETRY_BACKOFF", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub retry_backoff: Duration,
+}
+
+impl Config {
+    pub fn concurrency(&self) -> usize {
+        if self.concurrency > 0 {
+            self.concurrency
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+
+    /// Defaults, with the two connection URLs given: for tests and embedding.
+    pub fn new(database_url: impl Into<String>, nats_url: impl Into<String>) -> Self {
+        let mut config = <Self as clap::Parser>::parse_from(["pdf-render"]);
+        config.database_url = database_url.into();
+        config.nats_url = nats_url.into();
+        config
+    }
+}

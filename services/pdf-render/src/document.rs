@@ -1,0 +1,200 @@
+//! What a template sees: the proposal version as display-ready `data.json`, built from
+//! PostgreSQL with totals from `folio_domain::compute_totals` (the API's own function).
+
+use folio_domain::{Currency, LineItemAmounts, compute_totals};
+use serde_json::json;
+use sqlx::PgPool;
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+
+/// Everything needed to render one rendition.
+#[derive(Debug, Clone)]
+pub struct RenditionContext {
+    pub rendition_id: Uuid,
+    pub status: String,
+    pub proposal_id: Uuid,
+    pub proposal_version: i64,
+    /// `None` for the built-in template.
+    pub template_body: Option<String>,
+    pub logo_svg: Option<String>,
+    pub date: Date,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("rendition {0} does not exist")]
+    MissingRendition(Uuid),
+    #[error("proposal {proposal} is at version {current}; version {requested} can no longer be rendered (request a new PDF)")]
+    VersionGone { proposal: Uuid, requested: i64, current: i64 },
+    #[error("stored line item is invalid: {0}")]
+    Money(#[from] folio_domain::MoneyError),
+    #[error("failed to read the proposal")]
+    Db(#[from] sqlx::Error),
+}
+
+impl LoadError {
+    /// Errors that no retry can fix.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, LoadError::Db(_))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    status: String,
+    proposal_id: Uuid,
+    proposal_version: i64,
+    current_version: i64,
+    title: String,
+    currency: String,
+    valid_until: Option<Date>,
+    content: String,
+    terms: String,
+    updated_at: OffsetDateTime,
+    subtotal_minor: i64,
+    tax_minor: i64,
+    total_minor: i64,
+    template_body: Option<String>,
+    agency_name: String,
+    brand_color: String,
+    logo_svg: Option<String>,
+    client_name: String,
+    client_company: String,
+    client_email: String,
+    owner_name: String,
+    owner_email: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ItemRow {
+    position: i32,
+    description: String,
+    quantity_milli: i64,
+    unit_price_minor: i64,
+    tax_rate_ppm: i64,
+}
+
+pub async fn load(pool: &PgPool, rendition_id: Uuid) -> Result<RenditionContext, LoadError> {
+    let row: Row = sqlx::query_as(
+        "SELECT r.status, r.proposal_id, r.proposal_version, p.version AS current_version, p.title, p.currency, \
+         p.valid_until, p.content, p.terms, p.updated_at, p.subtotal_minor, p.tax_minor, p.total_minor, \
+         t.body AS template_body, a.name AS agency_name, a.brand_color, a.logo_svg, c.name AS client_name, \
+         c.company AS client_company, c.email AS client_email, u.name AS owner_name, u.email AS owner_email \
+         FROM pdf_renditions r JOIN proposals p ON p.id = r.proposal_id AND p.agency_id = r.agency_id \
+         JOIN agencies a ON a.id = r.agency_id JOIN clients c ON c.id = p.client_id JOIN users u ON u.id = p.owner_id \
+         LEFT JOIN templates t ON t.id = r.template_id WHERE r.id = $1",
+    )
+    .bind(rendition_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(LoadError::MissingRendition(rendition_id))?;
+    if row.current_version != row.proposal_version && row.status != "ready" {
+        return Err(LoadError::VersionGone {
+            proposal: row.proposal_id,
+            requested: row.proposal_version,
+            current: row.current_version,
+        });
+    }
+    let items: Vec<ItemRow> = sqlx::query_as(
+        "SELECT position, description, quantity_milli, unit_price_minor, tax_rate_ppm FROM line_items \
+         WHERE proposal_id = $1 ORDER BY position, id",
+    )
+    .bind(row.proposal_id)
+    .fetch_all(pool)
+    .await?;
+
+    let currency = Currency::parse(row.currency.trim())?;
+    let amounts = items
+        .iter()
+        .map(|i| LineItemAmounts::parse(i.quantity_milli, i.unit_price_minor, i.tax_rate_ppm))
+        .collect::<Result<Vec<_>, _>>()?;
+    let totals = compute_totals(&amounts)?;
+    if (totals.subtotal_minor, totals.tax_minor, totals.total_minor) != (row.subtotal_minor, row.tax_minor, row.total_minor) {
+        // Cannot happen while the API is the only writer; if it does, the computed figures win.
+        tracing::error!(proposal_id = %row.proposal_id, "stored totals differ from the line items");
+    }
+    let lines: Vec<_> = items
+        .iter()
+        .zip(&amounts)
+        .map(|(item, a)| {
+            let line = a.amounts()?;
+            Ok(json!({
+                "position": item.position,
+                "description": item.description,
+                "quantity": format_quantity(item.quantity_milli),
+                "unit_price": currency.format_minor(item.unit_price_minor),
+                "tax_rate": format_rate(item.tax_rate_ppm),
+                "subtotal": currency.format_minor(line.subtotal_minor),
+                "tax": currency.format_minor(line.tax_minor),
+            }))
+        })
+        .collect::<Result<_, folio_domain::MoneyError>>()?;
+    let date = row.updated_at.date();
+    let data = json!({
+        "agency": { "name": row.agency_name, "brand_color": row.brand_color, "has_logo": row.logo_svg.is_some() },
+        "proposal": {
+            "id": row.proposal_id,
+            "number": row.proposal_id.simple().to_string()[..8].to_uppercase(),
+            "title": row.title,
+            "version": row.proposal_version,
+            "currency": currency.code(),
+            "date": format_date(date),
+            "valid_until": row.valid_until.map(format_date).unwrap_or_else(|| "further notice".into()),
+            "content": row.content,
+            "terms": row.terms,
+        },
+        "client": { "name": row.client_name, "company": row.client_company, "email": row.client_email },
+        "owner": { "name": row.owner_name, "email": row.owner_email },
+        "items": lines,
+        "totals": {
+            "subtotal": currency.format_minor(totals.subtotal_minor),
+            "tax": currency.format_minor(totals.tax_minor),
+            "total": currency.format_minor(totals.total_minor),
+        },
+    });
+    Ok(RenditionContext {
+        rendition_id,
+        status: row.status,
+        proposal_id: row.proposal_id,
+        proposal_version: row.proposal_version,
+        template_body: row.template_body,
+        logo_svg: row.logo_svg,
+        date,
+        data,
+    })
+}
+
+/// 1500 → "1.5", 2000 → "2", 1250 → "1.25".
+pub fn format_quantity(milli: i64) -> String {
+    let whole = milli / 1000;
+    let frac = (milli % 1000).abs();
+    if frac == 0 { whole.to_string() } else { format!("{whole}.{}", format!("{frac:03}").trim_end_matches('0')) }
+}
+
+/// 190000 ppm → "19 %", 88750 → "8.875 %".
+pub fn format_rate(ppm: i64) -> String {
+    let whole = ppm / 10_000;
+    let frac = ppm % 10_000;
+    if frac == 0 { format!("{whole} %") } else { format!("{whole}.{} %", format!("{frac:04}").trim_end_matches('0')) }
+}
+
+pub fn format_date(date: Date) -> String {
+    format!("{} {} {}", date.day(), date.month(), date.year())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_like_a_person_wrote_them() {
+        assert_eq!(format_quantity(1_500), "1.5");
+        assert_eq!(format_quantity(2_000), "2");
+        assert_eq!(format_quantity(1_250), "1.25");
+        assert_eq!(format_rate(190_000), "19 %");
+        assert_eq!(format_rate(88_750), "8.875 %");
+        assert_eq!(format_rate(0), "0 %");
+        assert_eq!(format_date(time::macros::date!(2027 - 03 - 31)), "31 March 2027");
+    }
+}

@@ -1,0 +1,357 @@
+//! The pull-consumer loop on `<root>.jobs.pdf`: bounded concurrency, explicit acks, progress
+//! heartbeats during long renders, retries with backoff for transient errors, and the
+//! dead-letter stream for jobs that cannot be rendered.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use folio_proto::jobs::v1::RenderPdfJob;
+use futures::StreamExt as _;
+use prost::Message as _;
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::{
+    Shared,
+    document::{self, LoadError},
+    render::{self, DEFAULT_TEMPLATE, RenderInput},
+    store::{self, RenditionLock},
+};
+
+/// How a job ended, when it ended well.
+enum Outcome {
+    Rendered,
+    /// Already ready: a duplicate job renders nothing.
+    AlreadyReady,
+    /// Another worker holds the rendition right now.
+    Busy,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    /// Retrying cannot help: bad payload, bad template, missing rows.
+    #[error("{0}")]
+    Permanent(String),
+    /// The database or NATS misbehaved: worth another delivery.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<LoadError> for JobError {
+    fn from(e: LoadError) -> Self {
+        let text = error_chain(&e);
+        if e.is_permanent() { JobError::Permanent(text) } else { JobError::Transient(text) }
+    }
+}
+
+impl From<store::StoreError> for JobError {
+    fn from(e: store::StoreError) -> Self {
+        JobError::Transient(error_chain(&e))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+pub(crate) fn jobs_subject(shared: &Shared) -> String {
+    format!("{}.jobs.pdf", shared.config.subject_root)
+}
+
+pub(crate) fn dead_subject(shared: &Shared) -> String {
+    format!("{}.dead.pdf", shared.config.subject_root)
+}
+
+/// Consumes jobs until `shutdown`, then lets in-flight renders finish within the grace period.
+pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(), crate::RunError> {
+    let config = &shared.config;
+    let stream = loop {
+        match shared.js.get_stream(&config.jobs_stream).await {
+            Ok(stream) => break stream,
+            Err(e) => {
+                // wal-ingest declares the jobs stream; wait for it rather than declaring a rival.
+                tracing::warn!(stream = %config.jobs_stream, "waiting for the jobs stream: {e}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        }
+    };
+    let concurrency = config.concurrency();
+    let consumer = stream
+        .get_or_create_consumer(
+            &config.consumer,
+            pull::Config {
+                durable_name: Some(config.consumer.clone()),
+                description: Some("pdf-render workers".into()),
+                filter_subject: jobs_subject(&shared),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_deliver: config.max_deliver,
+                max_ack_pending: (concurrency * 4) as i64,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| crate::RunError::Nats(format!("create consumer {}: {e}", config.consumer)))?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(concurrency)
+        .messages()
+        .await
+        .map_err(|e| crate::RunError::Nats(format!("pull from {}: {e}", config.jobs_stream)))?;
+    tracing::info!(stream = %config.jobs_stream, consumer = %config.consumer, concurrency, "pdf-render consuming");
+
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let tasks = TaskTracker::new();
+    loop {
+        // A permit first: a message is only pulled (and its ack_wait started) when a slot is free.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+        };
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = messages.next() => next,
+        };
+        match next {
+            Some(Ok(message)) => {
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    handle(&shared, message).await;
+                    drop(permit);
+                });
+            }
+            Some(Err(e)) => tracing::warn!("failed to pull a job: {e}"),
+            None => return Err(crate::RunError::Nats("the job subscription ended".into())),
+        }
+    }
+    tasks.close();
+    if tokio::time::timeout(config.common.shutdown_grace, tasks.wait()).await.is_err() {
+        tracing::warn!("renders still running after the grace period; JetStream will redeliver them");
+    }
+    Ok(())
+}
+
+async fn handle(shared: &Shared, message: jetstream::Message) {
+    let (seq, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered),
+        Err(e) => {
+            tracing::error!("job without JetStream metadata: {e}");
+            return;
+        }
+    };
+    let span = tracing::info_span!("pdf_job", stream_seq = seq, delivered, rendition_id = tracing::field::Empty, proposal_id = tracing::field::Empty);
+    async {
+        let started = std::time::Instant::now();
+        let result = process(shared, &message).await;
+        let config = &shared.config;
+        let (ack, outcome) = match result {
+            Ok(Outcome::Rendered) => (AckKind::Ack, "rendered"),
+            Ok(Outcome::AlreadyReady) => (AckKind::Ack, "duplicate"),
+            Ok(Outcome::Busy) => (AckKind::Nak(Some(Duration::from_secs(1))), "busy"),
+            Err(JobError::Permanent(reason)) => {
+                tracing::warn!(%reason, "job cannot be rendered");
+                (dead_letter(shared, &message.payload, &reason, delivered).await, "failed")
+            }
+            Err(JobError::Transient(reason)) if delivered >= config.max_deliver => {
+                let reason = format!("gave up after {delivered} attempts: {reason}");
+                tracing::error!(%reason, "job exhausted its deliveries");
+                (dead_letter(shared, &message.payload, &reason, delivered).await, "failed")
+            }
+            Err(JobError::Transient(reason)) => {
+                let delay = backoff(config.retry_backoff, delivered);
+                tracing::warn!(%reason, ?delay, "transient failure, retrying");
+                (AckKind::Nak(Some(delay)), "retry")
+            }
+        };
+        metrics::counter!("folio_pdf_jobs_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("folio_pdf_job_seconds").record(started.elapsed().as_secs_f64());
+        // Ack only after the rendition row and the object are durable (or the job is dead-lettered).
+        if let Err(e) = message.ack_with(ack).await {
+            tracing::warn!("failed to acknowledge the job: {e}");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn backoff(first: Duration, delivered: i64) -> Duration {
+    let factor = 2u32.saturating_pow(delivered.saturating_sub(1).clamp(0, 16) as u32);
+    first.saturating_mul(factor).min(Duration::from_secs(300))
+}
+
+async fn process(shared: &Shared, message: &jetstream::Message) -> Result<Outcome, JobError> {
+    let job = RenderPdfJob::decode(message.payload.as_ref())
+        .map_err(|e| JobError::Permanent(format!("payload is not a RenderPdfJob: {e}")))?;
+    let span = tracing::Span::current();
+    folio_runtime::trace_context::set_parent_from_traceparent(&span, &job.traceparent);
+    span.record("rendition_id", job.rendition_id.as_str());
+    span.record("proposal_id", job.proposal_id.as_str());
+    let rendition = Uuid::parse_str(&job.rendition_id)
+        .map_err(|_| JobError::Permanent(format!("rendition_id {:?} is not a UUID", job.rendition_id)))?;
+
+    let Some(mut lock) = RenditionLock::try_acquire(&shared.pool, rendition).await? else {
+        return Ok(Outcome::Busy);
+    };
+    match store::current_status(lock.conn(), rendition).await? {
+        None => return Err(JobError::Permanent(format!("rendition {rendition} does not exist"))),
+        Some(status) if status == "ready" => {
+            lock.release().await;
+            return Ok(Outcome::AlreadyReady);
+        }
+        Some(_) => {}
+    }
+    let context = match document::load(&shared.pool, rendition).await {
+        Ok(context) => context,
+        Err(e) => {
+            let err = JobError::from(e);
+            if let JobError::Permanent(reason) = &err {
+                store::mark_failed(&shared.pool, rendition, reason).await?;
+            }
+            return Err(err);
+        }
+    };
+    store::mark_rendering(lock.conn(), rendition).await?;
+
+    let rendered = render_with_heartbeat(shared, message, context).await;
+    let pdf = match rendered {
+        Ok(pdf) => pdf,
+        Err(reason) => {
+            store::mark_failed(&shared.pool, rendition, &reason).await?;
+            lock.release().await;
+            return Err(JobError::Permanent(reason));
+        }
+    };
+    store::put_pdf(&shared.bucket, &pdf).await?;
+    store::mark_ready(lock.conn(), rendition, &pdf).await?;
+    lock.release().await;
+    tracing::info!(pages = pdf.pages, bytes = pdf.bytes.len(), sha256 = %pdf.sha256, "rendered");
+    Ok(Outcome::Rendered)
+}
+
+/// Renders on a blocking thread (a compile uses one core and cannot be cancelled) while telling
+/// JetStream the job is still alive, so a long render is not redelivered to another worker.
+async fn render_with_heartbeat(
+    shared: &Shared,
+    message: &jetstream::Message,
+    context: document::RenditionContext,
+) -> Result<render::RenderedPdf, String> {
+    let started = std::time::Instant::now();
+    let mut task = tokio::task::spawn_blocking(move || {
+        let template = context.template_body.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+        let input = RenderInput {
+            template,
+            data: &context.data,
+            logo_svg: context.logo_svg.as_deref(),
+            date: context.date,
+            ident: format!("folio/{}/{}", context.proposal_id, context.proposal_version),
+        };
+        let result = render::render(&input);
+        // Bound the memo cache of a long-lived worker.
+        comemo::evict(10);
+        result
+    });
+    let beat = (shared.config.ack_wait / 3).max(Duration::from_millis(100));
+    let result = loop {
+        tokio::select! {
+            done = &mut task => break done,
+            _ = tokio::time::sleep(beat) => {
+                if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    tracing::warn!("failed to send a progress heartbeat: {e}");
+                }
+            }
+        }
+    };
+    metrics::histogram!("folio_pdf_render_seconds").record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(Ok(pdf)) => Ok(pdf),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(join) => Err(format!("the renderer crashed: {join}")),
+    }
+}
+
+/// Copies the job to the dead-letter stream with the error, then the job is acked. If the copy
+/// fails the job is retried instead, so it is never lost.
+async fn dead_letter(shared: &Shared, payload: &[u8], reason: &str, delivered: i64) -> AckKind {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Folio-Error", header_safe(reason).as_str());
+    headers.insert("Folio-Deliveries", delivered.to_string().as_str());
+    let published = shared.js.publish_with_headers(dead_subject(shared), headers, payload.to_vec().into()).await;
+    match published {
+        Ok(ack) => match ack.await {
+            Ok(_) => {
+                metrics::counter!("folio_pdf_dead_letters_total").increment(1);
+                AckKind::Ack
+            }
+            Err(e) => {
+                tracing::error!("dead-letter stream refused the job: {e}");
+                AckKind::Nak(Some(Duration::from_secs(5)))
+            }
+        },
+        Err(e) => {
+            tracing::error!("failed to publish to the dead-letter stream: {e}");
+            AckKind::Nak(Some(Duration::from_secs(5)))
+        }
+    }
+}
+
+/// NATS header values are single-line.
+fn header_safe(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(4_000).collect()
+}
+
+/// JetStream stops delivering a job after `max_deliver` without telling anyone but this
+/// advisory: it happens when every attempt crashed or hung (e.g. a template that exhausts the
+/// worker's memory). The job is moved to the dead-letter stream and its rendition marked failed.
+pub async fn watch_exhausted_jobs(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let config = &shared.config;
+    let subject = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}", config.jobs_stream, config.consumer);
+    let mut advisories = match shared.nats.queue_subscribe(subject.clone(), "pdf-render".into()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(%subject, "failed to watch for exhausted jobs: {e}");
+            return;
+        }
+    };
+    loop {
+        let advisory = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = advisories.next() => match a { Some(a) => a, None => return },
+        };
+        #[derive(serde::Deserialize)]
+        struct MaxDeliveries {
+            stream_seq: u64,
+            deliveries: i64,
+        }
+        let Ok(event) = serde_json::from_slice::<MaxDeliveries>(&advisory.payload) else { continue };
+        let stream = match shared.js.get_stream(&config.jobs_stream).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("failed to open the jobs stream: {e}");
+                continue;
+            }
+        };
+        let Ok(job) = stream.get_raw_message(event.stream_seq).await else { continue };
+        let reason = format!("the render did not finish after {} deliveries (worker crashed or timed out)", event.deliveries);
+        tracing::error!(stream_seq = event.stream_seq, %reason, "dead-lettering an exhausted job");
+        if matches!(dead_letter(&shared, &job.payload, &reason, event.deliveries).await, AckKind::Ack) {
+            if let Ok(decoded) = RenderPdfJob::decode(job.payload.as_ref())
+                && let Ok(rendition) = Uuid::parse_str(&decoded.rendition_id)
+                && let Err(e) = store::mark_failed(&shared.pool, rendition, &reason).await
+            {
+                tracing::error!("failed to mark rendition {rendition} failed: {e}");
+            }
+            let _ = stream.delete_message(event.stream_seq).await;
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! A fresh database, unique JetStream names and a demo proposal per test.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use folio_domain::{AgencyId, LineItemAmounts, UserId};
+use folio_proto::jobs::v1::RenderPdfJob;
+use folio_testkit::TestDb;
+use futures::StreamExt as _;
+use pdf_render::Config;
+use prost::Message as _;
+use proposals_api::{Role, store, tenancy};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub struct Env {
+    pub db: TestDb,
+    pub js: jetstream::Context,
+    pub config: Config,
+    pub agency: AgencyId,
+    pub owner: UserId,
+    pub client: Uuid,
+}
+
+pub async fn env() -> Env {
+    let db = TestDb::new().await.expect("test database");
+    let root = format!("t{}", folio_testkit::unique_suffix());
+    let mut config = Config::new(db.url.clone(), folio_testkit::nats_url());
+    config.subject_root = root.clone();
+    config.jobs_stream = format!("JOBS_{root}");
+    config.consumer = format!("render_{root}");
+    config.dead_letter_stream = format!("DEAD_{root}");
+    config.bucket = format!("pdfs_{root}");
+    config.ack_wait = Duration::from_secs(2);
+    config.retry_backoff = Duration::from_millis(100);
+    config.max_deliver = 3;
+    config.concurrency = 2;
+    config.common.shutdown_grace = Duration::from_secs(5);
+    let nats = folio_testkit::nats().await.expect("nats");
+    let js = jetstream::new(nats);
+    // Declared as wal-ingest declares its jobs stream: a file-backed work queue.
+    js.create_stream(jetstream::stream::Config {
+        name: config.jobs_stream.clone(),
+        subjects: vec![format!("{root}.jobs.>")],
+        retention: jetstream::stream::RetentionPolicy::WorkQueue,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .expect("jobs stream");
+
+    let pool = &db.pool;
+    let agency = tenancy::create_agency(pool, "Northwind Studio", "#0b6e4f").await.unwrap();
+    let owner = tenancy::create_user(pool, agency, "maria@northwind.example", "María Álvarez", Role::Admin).await.unwrap();
+    let client = store::clients::create(
+        pool,
+        agency,
+        store::clients::ClientFields { name: "Jordan Reyes".into(), email: "jordan@acme.example".into(), company: "Acme Robotics".into() },
+    )
+    .await
+    .unwrap();
+    Env { db, js, config, agency, owner, client: client.id }
+}
+
+impl Env {
+    /// A proposal with `items` line items (optionally on a custom template) and its render job.
+    pub async fn proposal(&self, title: &str, items: usize, template: Option<&str>) -> RenderPdfJob {
+        let pool = &self.db.pool;
+        let template_id = match template {
+            Some(body) => Some(store::templates::create(pool, self.agency, "custom".into(), body.into()).await.unwrap().id.into()),
+            None => None,
+        };
+        let line_items = (1..=items)
+            .map(|n| store::proposals::NewLineItem {
+                description: format!("Work package {n:02}"),
+                amounts: LineItemAmounts::parse(1_000 + (n as i64 % 4) * 500, 12_500 * n as i64, 190_000).unwrap(),
+            })
+            .collect();
+        let new = store::proposals::NewProposal {
+            client_id: self.client.into(),
+            template_id,
+            title: title.into(),
+            currency: "EUR".into(),
+            valid_until: Some(time::macros::date!(2027 - 03 - 31)),
+            content: "Thank you for the opportunity.\n\nThis proposal covers the work below.".into(),
+            terms: "50 % on acceptance, 50 % on delivery.".into(),
+            line_items,
+        };
+        let p = store::proposals::create(pool, self.agency, self.owner, new, None).await.unwrap();
+        let proposal = folio_domain::ProposalId::from(p.proposal.id);
+        let r = store::renditions::request(pool, self.agency, self.owner, proposal, String::new()).await.unwrap();
+        RenderPdfJob {
+            rendition_id: r.rendition_id.to_string(),
+            agency_id: self.agency.to_string(),
+            proposal_id: proposal.to_string(),
+            proposal_version: r.proposal_version,
+            template_id: template_id.map(|t: folio_domain::TemplateId| t.to_string()).unwrap_or_default(),
+            requested_by: self.owner.to_string(),
+            requested_at: None,
+            traceparent: String::new(),
+        }
+    }
+
+    /// Puts a job on the queue exactly where wal-ingest would.
+    pub async fn publish(&self, payload: Vec<u8>) {
+        let subject = format!("{}.jobs.pdf", self.config.subject_root);
+        self.js.publish(subject, payload.into()).await.unwrap().await.unwrap();
+    }
+
+    pub async fn publish_job(&self, job: &RenderPdfJob) {
+        self.publish(job.encode_to_vec()).await;
+    }
+
+    pub async fn start_worker(&self) -> CancellationToken {
+        let token = CancellationToken::new();
+        let shared = pdf_render::connect(self.config.clone()).await.expect("connect");
+        tokio::spawn(pdf_render::serve(shared, token.clone()));
+        token
+    }
+
+    pub async fn wait_status(&self, rendition: &str, wanted: &str) -> Rendition {
+        let id = Uuid::parse_str(rendition).unwrap();
+        folio_testkit::eventually(&format!("rendition {rendition} to be {wanted}"), || async move {
+            let row: Rendition = sqlx::query_as(
+                "SELECT status, failure_reason, pdf_sha256, size_bytes, page_count, rendered_at FROM pdf_renditions WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap();
+            (row.status == wanted).then_some(row)
+        })
+        .await
+    }
+
+    pub async fn pdf(&self, sha256: &str) -> Vec<u8> {
+        let bucket = self.js.get_object_store(&self.config.bucket).await.unwrap();
+        let mut object = bucket.get(sha256).await.unwrap();
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes).await.unwrap();
+        bytes
+    }
+
+    /// Messages in the dead-letter stream, with their Folio-Error header.
+    pub async fn dead_letters(&self) -> Vec<(Vec<u8>, String)> {
+        let stream = self.js.get_stream(&self.config.dead_letter_stream).await.unwrap();
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                ack_policy: jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut batch = consumer.fetch().max_messages(100).expires(Duration::from_millis(500)).messages().await.unwrap();
+        let mut out = Vec::new();
+        while let Some(Ok(m)) = batch.next().await {
+            let error = m.headers.as_ref().and_then(|h| h.get("Folio-Error")).map(|v| v.to_string()).unwrap_or_default();
+            out.push((m.payload.to_vec(), error));
+        }
+        out
+    }
+
+    /// Waits until the consumer has nothing pending or unacknowledged.
+    pub async fn wait_queue_drained(&self) {
+        let stream = self.js.get_stream(&self.config.jobs_stream).await.unwrap();
+        let name = self.config.consumer.clone();
+        folio_testkit::eventually("the job queue to drain", || {
+            let stream = stream.clone();
+            let name = name.clone();
+            async move {
+                let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(&name).await.ok()?;
+                let info = consumer.info().await.ok()?;
+                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+            }
+        })
+        .await
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct Rendition {
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub pdf_sha256: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub page_count: Option<i32>,
+    pub rendered_at: Option<time::OffsetDateTime>,
+}
+
+fn poppler(tool: &str, args: &[&str], pdf: &[u8]) -> String {
+    let dir = std::env::temp_dir().join(format!("folio-pdf-{}", folio_testkit::unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("doc.pdf");
+    std::fs::write(&path, pdf).unwrap();
+    let out = std::process::Command::new(tool)
+        .args(args)
+        .arg(&path)
+        .args(if tool == "pdftotext" { &["-"][..] } else { &[][..] })
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} is needed (Debian's poppler-utils): {e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn pdftotext(pdf: &[u8]) -> String {
+    poppler("pdftotext", &["-layout"], pdf)
+}
+
+pub fn pdfinfo_pages(pdf: &[u8]) -> usize {
+    let info = poppler("pdfinfo", &[], pdf);
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pages:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no page count in {info}"))
+}

@@ -1,0 +1,98 @@
+//! Queue semantics: duplicates, poison, bad templates, killed workers.
+
+use std::time::Duration;
+
+use prost::Message as _;
+
+use crate::helpers::env;
+
+#[tokio::test]
+async fn a_duplicate_job_makes_one_rendition() {
+    let env = env().await;
+    let job = env.proposal("Twice", 2, None).await;
+    let worker = env.start_worker().await;
+    env.publish_job(&job).await;
+    let first = env.wait_status(&job.rendition_id, "ready").await;
+    env.publish_job(&job).await;
+    env.wait_queue_drained().await;
+    let second = env.wait_status(&job.rendition_id, "ready").await;
+    assert_eq!(first.rendered_at, second.rendered_at, "the duplicate did not render again");
+    let renditions: i64 = sqlx::query_scalar("SELECT count(*) FROM pdf_renditions").fetch_one(&env.db.pool).await.unwrap();
+    assert_eq!(renditions, 1);
+    assert!(env.dead_letters().await.is_empty());
+    worker.cancel();
+}
+
+#[tokio::test]
+async fn a_poisoned_job_reaches_the_dead_letter_stream() {
+    let env = env().await;
+    let worker = env.start_worker().await;
+    env.publish(b"\xff\xfenot protobuf".to_vec()).await;
+    let dead = folio_testkit::eventually("a dead letter", || async {
+        let dead = env.dead_letters().await;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead[0].0, b"\xff\xfenot protobuf");
+    assert!(dead[0].1.contains("not a RenderPdfJob"), "{}", dead[0].1);
+    env.wait_queue_drained().await;
+    worker.cancel();
+}
+
+#[tokio::test]
+async fn a_bad_template_fails_with_its_error_not_a_crash_loop() {
+    let env = env().await;
+    let job = env.proposal("Broken", 1, Some("#let data = json(\"data.json\")\n\n#data.proposal.nonexistent_field(\n")).await;
+    let worker = env.start_worker().await;
+    env.publish_job(&job).await;
+    let r = env.wait_status(&job.rendition_id, "failed").await;
+    let reason = r.failure_reason.unwrap();
+    assert!(reason.starts_with("template error: 3:"), "the reason points at the template line: {reason}");
+    let dead = env.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(folio_proto::jobs::v1::RenderPdfJob::decode(dead[0].0.as_slice()).unwrap().rendition_id, job.rendition_id);
+    env.wait_queue_drained().await;
+    // One delivery: a template error is not retried.
+    let stream = env.js.get_stream(&env.config.jobs_stream).await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(&env.config.consumer).await.unwrap();
+    assert_eq!(consumer.info().await.unwrap().num_redelivered, 0);
+    worker.cancel();
+}
+
+/// A template slow enough (seconds) to kill its worker mid-render.
+const SLOW_TEMPLATE: &str = "#let data = json(\"data.json\")\n= #data.proposal.title\n#for i in range(300) [#lorem(120) ]\n";
+
+#[tokio::test]
+async fn a_killed_workers_job_is_redelivered_and_completed() {
+    let env = env().await;
+    let job = env.proposal("Killed mid-render", 3, Some(SLOW_TEMPLATE)).await;
+    let c = &env.config;
+    let mut doomed = std::process::Command::new(env!("CARGO_BIN_EXE_pdf-render"))
+        .env("FOLIO_DATABASE_URL", &c.database_url)
+        .env("FOLIO_NATS_URL", &c.nats_url)
+        .env("FOLIO_SUBJECT_ROOT", &c.subject_root)
+        .env("FOLIO_JOBS_STREAM", &c.jobs_stream)
+        .env("FOLIO_PDF_CONSUMER", &c.consumer)
+        .env("FOLIO_PDF_DEAD_LETTER_STREAM", &c.dead_letter_stream)
+        .env("FOLIO_PDF_BUCKET", &c.bucket)
+        .env("FOLIO_PDF_ACK_WAIT", "2s")
+        .env("FOLIO_ADMIN_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start pdf-render");
+    env.publish_job(&job).await;
+    env.wait_status(&job.rendition_id, "rendering").await;
+    doomed.kill().expect("SIGKILL"); // not a graceful stop: no ack, no nak
+    doomed.wait().unwrap();
+
+    let started = std::time::Instant::now();
+    let worker = env.start_worker().await;
+    let r = env.wait_status(&job.rendition_id, "ready").await;
+    assert!(r.page_count.unwrap() > 10, "the slow template really is long");
+    assert!(started.elapsed() > Duration::from_secs(1), "redelivered after the ack wait, not before");
+    let stream = env.js.get_stream(&env.config.jobs_stream).await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(&env.config.consumer).await.unwrap();
+    assert!(consumer.info().await.unwrap().num_redelivered <= 1);
+    assert!(env.dead_letters().await.is_empty());
+    worker.cancel();
+}
