@@ -24,6 +24,15 @@ pub struct Config {
     #[arg(long, env = "FOLIO_JWT_SECRET", default_value = "folio-local-development-secret-change-me", hide_env_values = true)]
     pub jwt_secret: String,
 
+    /// NATS with JetStream, for serving rendered PDFs from the object store. Without it,
+    /// downloads answer UNAVAILABLE; everything else works.
+    #[arg(long, env = "FOLIO_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// The JetStream Object Store bucket pdf-render writes PDFs to.
+    #[arg(long, env = "FOLIO_PDF_BUCKET", default_value = "folio-pdfs")]
+    pub pdf_bucket: String,
+
     /// Apply schema migrations at start-up.
     #[arg(long, env = "FOLIO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,
@@ -35,6 +44,7 @@ impl Config {
         let mut config = <Self as clap::Parser>::parse_from(["proposals-api"]);
         config.database_url = database_url.into();
         config.jwt_secret = jwt_secret.into();
+        config.nats_url = None;
         config
     }
 }

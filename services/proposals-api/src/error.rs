@@ -19,6 +19,8 @@ pub enum ApiError {
     IllegalTransition(#[from] IllegalTransition),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("failed to access the database")]
     Db(#[from] sqlx::Error),
 }
@@ -53,6 +55,7 @@ impl ApiError {
             ApiError::NotFound { .. } => ErrorCode::NotFound,
             ApiError::StaleVersion { .. } => ErrorCode::Conflict,
             ApiError::IllegalTransition(_) | ApiError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Db(sqlx::Error::PoolTimedOut) => ErrorCode::Unavailable,
             ApiError::Db(_) => ErrorCode::Internal,
         }
@@ -166,4 +169,20 @@ pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
 
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+/// The same errors for plain HTTP routes: the status from the shared table, a JSON body.
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let code = self.code();
+        let message = match &self {
+            ApiError::Db(e) => {
+                tracing::error!(error = %error_chain(e), "database call failed");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let status = http::StatusCode::from_u16(code.http_status()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(serde_json::json!({ "code": code.as_str(), "message": message }))).into_response()
+    }
 }

@@ -6,10 +6,11 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod pdfs;
 pub mod store;
 pub mod tenancy;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use folio_proto::api::v1::{
     client_service_server::ClientServiceServer, proposal_service_server::ProposalServiceServer,
@@ -31,6 +32,8 @@ const MIN_JWT_SECRET_BYTES: usize = 32;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// Present when NATS is configured.
+    pub pdfs: Option<Arc<pdfs::PdfStore>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,8 @@ pub enum RunError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("server failed")]
     Serve(#[source] std::io::Error),
+    #[error("failed to connect to NATS at {url}")]
+    Nats { url: String, source: async_nats::ConnectError },
     #[error("failed to build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -70,9 +75,20 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     if config.migrate {
         folio_db::migrate(&pool).await?;
     }
-    let app = router(AppState { pool }, Authenticator::new(config.jwt_secret.as_bytes())).await?;
+    let pdfs = match &config.nats_url {
+        Some(url) => {
+            let nats = async_nats::connect(url).await.map_err(|source| RunError::Nats { url: url.clone(), source })?;
+            Some(Arc::new(pdfs::PdfStore::new(nats, config.pdf_bucket.clone())))
+        }
+        None => None,
+    };
+    let app = router(AppState { pool, pdfs }, Authenticator::new(config.jwt_secret.as_bytes())).await?;
     let grace = config.common.shutdown_grace;
     let drained = shutdown.clone();
+    // Without TCP_NODELAY, Nagle holds small HTTP/2 frames back for a delayed ACK (~40 ms a call).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(drained.cancelled_owned());
     let server = tokio::spawn(async move { server.await });
     shutdown.cancelled().await;
@@ -102,6 +118,9 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let clients = ClientServiceServer::new(grpc::clients::ClientApi { state: state.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let browser_routes = axum::Router::new()
+        .route("/v1/renditions/{id}/pdf", axum::routing::get(pdfs::download))
+        .with_state((state.clone(), auth.clone()));
     let templates = TemplateServiceServer::new(grpc::templates::TemplateApi { state })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -114,12 +133,14 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     let cors = tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
         .allow_headers(tower_http::cors::Any)
-        .allow_methods([http::Method::POST, http::Method::OPTIONS])
+        .allow_methods([http::Method::GET, http::Method::POST, http::Method::OPTIONS])
         .expose_headers([
             http::HeaderName::from_static("grpc-status"),
             http::HeaderName::from_static("grpc-message"),
             http::HeaderName::from_static("grpc-status-details-bin"),
             http::HeaderName::from_static("folio-current-version"),
+            http::header::ETAG,
+            http::header::CONTENT_LENGTH,
         ]);
     let trace = tower_http::trace::TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
         let span = tracing::info_span!(
@@ -132,9 +153,10 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
         folio_runtime::trace_context::set_parent_from_http(&span, req.headers());
         span
     });
-    Ok(routes
-        .into_axum_router()
-        .layer(tonic_web::GrpcWebLayer::new())
+    // gRPC-Web only on the gRPC routes: it answers 400 to any other HTTP/1.1 request.
+    let grpc = routes.into_axum_router().layer(tonic_web::GrpcWebLayer::new());
+    Ok(browser_routes
+        .merge(grpc)
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(cors)
         .layer(trace))

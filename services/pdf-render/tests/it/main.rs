@@ -1,5 +1,6 @@
 //! pdf-render against real PostgreSQL, NATS JetStream and poppler-utils.
 
+mod download;
 mod helpers;
 mod queue;
 mod rendering;

@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 
 use crate::store::{
     clients::ClientRow,
+    renditions::RenditionRow,
     proposals::{LineItemRow, ProposalRecord},
     templates::TemplateRow,
 };
@@ -105,5 +106,30 @@ pub fn template(row: TemplateRow) -> pb::Template {
         body_sha256: row.body_sha256,
         created_at: Some(timestamp(row.created_at)),
         updated_at: Some(timestamp(row.updated_at)),
+    }
+}
+
+pub fn rendition_status(status: &str) -> pb::RenditionStatus {
+    match status {
+        "queued" => pb::RenditionStatus::Queued,
+        "rendering" => pb::RenditionStatus::Rendering,
+        "ready" => pb::RenditionStatus::Ready,
+        "failed" => pb::RenditionStatus::Failed,
+        _ => pb::RenditionStatus::Unspecified,
+    }
+}
+
+pub fn rendition(row: RenditionRow) -> pb::Rendition {
+    pb::Rendition {
+        id: row.id.to_string(),
+        proposal_id: row.proposal_id.to_string(),
+        proposal_version: row.proposal_version,
+        status: rendition_status(&row.status) as i32,
+        failure_reason: row.failure_reason.unwrap_or_default(),
+        pdf_sha256: row.pdf_sha256.unwrap_or_default(),
+        size_bytes: row.size_bytes.unwrap_or_default(),
+        page_count: row.page_count.unwrap_or_default(),
+        requested_at: Some(timestamp(row.requested_at)),
+        rendered_at: opt_timestamp(row.rendered_at),
     }
 }

@@ -55,6 +55,14 @@ fn proposal_id(field: &str, raw: &str) -> Result<ProposalId, ApiError> {
     Ok(id.expect("a valid id when there is no violation"))
 }
 
+/// Chunk size of DownloadPdf: well under the default 4 MiB message limit of gRPC clients.
+const PDF_CHUNK_BYTES: usize = 64 * 1024;
+
+fn rendition_id(field: &str, raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .map_err(|_| ApiError::InvalidArgument(vec![tonic_types::FieldViolation::new(field, format!("is not a UUID: {raw:?}"))]))
+}
+
 fn optional_version(v: i64) -> Option<i64> {
     (v != 0).then_some(v)
 }
@@ -276,17 +284,33 @@ impl ProposalService for ProposalApi {
         tracing::Span::current().record("proposal_id", tracing::field::display(id));
         let traceparent = folio_runtime::trace_context::current_traceparent();
         let r = store::renditions::request(&self.state.pool, caller.agency_id, caller.user_id, id, traceparent).await?;
-        let status = match r.status.as_str() {
-            "queued" => pb::RenditionStatus::Queued,
-            "rendering" => pb::RenditionStatus::Rendering,
-            "ready" => pb::RenditionStatus::Ready,
-            "failed" => pb::RenditionStatus::Failed,
-            _ => pb::RenditionStatus::Unspecified,
-        };
         Ok(Response::new(pb::RequestPdfResponse {
             rendition_id: r.rendition_id.to_string(),
             proposal_version: r.proposal_version,
-            status: status as i32,
+            status: convert::rendition_status(&r.status) as i32,
         }))
+    }
+
+    async fn get_rendition(&self, request: Request<pb::GetRenditionRequest>) -> Result<Response<pb::GetRenditionResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = rendition_id("id", &request.get_ref().id)?;
+        let row = store::renditions::get(&self.state.pool, caller.agency_id, id).await?;
+        Ok(Response::new(pb::GetRenditionResponse { rendition: Some(convert::rendition(row)) }))
+    }
+
+    type DownloadPdfStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::DownloadPdfResponse, Status>> + Send>>;
+
+    async fn download_pdf(&self, request: Request<pb::DownloadPdfRequest>) -> Result<Response<Self::DownloadPdfStream>, Status> {
+        use futures::StreamExt as _;
+        let caller = caller(&request)?;
+        let id = rendition_id("rendition_id", &request.get_ref().rendition_id)?;
+        let (row, sha) = crate::pdfs::ready_rendition(&self.state, caller.agency_id, id).await?;
+        let object = crate::pdfs::pdf_store(&self.state)?.open(&sha).await?;
+        let mut first = Some(convert::rendition(row));
+        let chunks = tokio_util::io::ReaderStream::with_capacity(object, PDF_CHUNK_BYTES).map(move |chunk| match chunk {
+            Ok(bytes) => Ok(pb::DownloadPdfResponse { rendition: first.take(), chunk: bytes.to_vec() }),
+            Err(e) => Err(Status::unavailable(format!("failed to read the PDF: {e}"))),
+        });
+        Ok(Response::new(Box::pin(chunks)))
     }
 }

@@ -14,6 +14,32 @@ use crate::store::templates::body_sha256;
 /// Identifies the built-in default template in rendition keys; pdf-render ships its source.
 pub const BUILTIN_TEMPLATE_KEY: &str = "builtin:default/v1";
 
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RenditionRow {
+    pub id: Uuid,
+    pub proposal_id: Uuid,
+    pub proposal_version: i64,
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub pdf_sha256: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub page_count: Option<i32>,
+    pub requested_at: time::OffsetDateTime,
+    pub rendered_at: Option<time::OffsetDateTime>,
+}
+
+pub async fn get(pool: &PgPool, agency: AgencyId, id: Uuid) -> Result<RenditionRow, ApiError> {
+    sqlx::query_as(
+        "SELECT id, proposal_id, proposal_version, status, failure_reason, pdf_sha256, size_bytes, page_count, \
+         requested_at, rendered_at FROM pdf_renditions WHERE id = $1 AND agency_id = $2",
+    )
+    .bind(id)
+    .bind(agency.as_uuid())
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| ApiError::not_found("rendition", id))
+}
+
 pub struct RenditionRequest {
     pub rendition_id: Uuid,
     pub proposal_version: i64,
