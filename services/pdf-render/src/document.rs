@@ -25,6 +25,8 @@ pub struct RenditionContext {
 pub enum LoadError {
     #[error("rendition {0} does not exist")]
     MissingRendition(Uuid),
+    #[error("proposal {0} does not exist")]
+    MissingProposal(Uuid),
     #[error("proposal {proposal} is at version {current}; version {requested} can no longer be rendered (request a new PDF)")]
     VersionGone { proposal: Uuid, requested: i64, current: i64 },
     #[error("stored line item is invalid: {0}")]
@@ -42,10 +44,8 @@ impl LoadError {
 
 #[derive(sqlx::FromRow)]
 struct Row {
-    status: String,
     proposal_id: Uuid,
-    proposal_version: i64,
-    current_version: i64,
+    version: i64,
     title: String,
     currency: String,
     valid_until: Option<Date>,
@@ -75,27 +75,39 @@ struct ItemRow {
     tax_rate_ppm: i64,
 }
 
+/// Loads what a queued rendition needs; its proposal must still be at the requested version.
 pub async fn load(pool: &PgPool, rendition_id: Uuid) -> Result<RenditionContext, LoadError> {
-    let row: Row = sqlx::query_as(
-        "SELECT r.status, r.proposal_id, r.proposal_version, p.version AS current_version, p.title, p.currency, \
-         p.valid_until, p.content, p.terms, p.updated_at, p.subtotal_minor, p.tax_minor, p.total_minor, \
-         t.body AS template_body, a.name AS agency_name, a.brand_color, a.logo_svg, c.name AS client_name, \
-         c.company AS client_company, c.email AS client_email, u.name AS owner_name, u.email AS owner_email \
-         FROM pdf_renditions r JOIN proposals p ON p.id = r.proposal_id AND p.agency_id = r.agency_id \
-         JOIN agencies a ON a.id = r.agency_id JOIN clients c ON c.id = p.client_id JOIN users u ON u.id = p.owner_id \
-         LEFT JOIN templates t ON t.id = r.template_id WHERE r.id = $1",
+    let (status, proposal_id, requested, template_id): (String, Uuid, i64, Option<Uuid>) = sqlx::query_as(
+        "SELECT status, proposal_id, proposal_version, template_id FROM pdf_renditions WHERE id = $1",
     )
     .bind(rendition_id)
     .fetch_optional(pool)
     .await?
     .ok_or(LoadError::MissingRendition(rendition_id))?;
-    if row.current_version != row.proposal_version && row.status != "ready" {
-        return Err(LoadError::VersionGone {
-            proposal: row.proposal_id,
-            requested: row.proposal_version,
-            current: row.current_version,
-        });
+    let doc = proposal_document(pool, proposal_id, template_id).await?;
+    if doc.proposal_version != requested {
+        return Err(LoadError::VersionGone { proposal: proposal_id, requested, current: doc.proposal_version });
     }
+    Ok(RenditionContext { rendition_id, status, ..doc })
+}
+
+/// The proposal's current version as a document, with the given template (None: built-in).
+/// The returned context has a nil rendition id and status "preview".
+pub async fn proposal_document(pool: &PgPool, proposal_id: Uuid, template_id: Option<Uuid>) -> Result<RenditionContext, LoadError> {
+    let row: Row = sqlx::query_as(
+        "SELECT p.id AS proposal_id, p.version, p.title, p.currency, p.valid_until, p.content, p.terms, p.updated_at, \
+         p.subtotal_minor, p.tax_minor, p.total_minor, t.body AS template_body, a.name AS agency_name, a.brand_color, \
+         a.logo_svg, c.name AS client_name, c.company AS client_company, c.email AS client_email, \
+         u.name AS owner_name, u.email AS owner_email \
+         FROM proposals p JOIN agencies a ON a.id = p.agency_id JOIN clients c ON c.id = p.client_id \
+         JOIN users u ON u.id = p.owner_id LEFT JOIN templates t ON t.id = $2 AND t.agency_id = p.agency_id \
+         WHERE p.id = $1",
+    )
+    .bind(proposal_id)
+    .bind(template_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(LoadError::MissingProposal(proposal_id))?;
     let items: Vec<ItemRow> = sqlx::query_as(
         "SELECT position, description, quantity_milli, unit_price_minor, tax_rate_ppm FROM line_items \
          WHERE proposal_id = $1 ORDER BY position, id",
@@ -137,7 +149,7 @@ pub async fn load(pool: &PgPool, rendition_id: Uuid) -> Result<RenditionContext,
             "id": row.proposal_id,
             "number": row.proposal_id.simple().to_string()[..8].to_uppercase(),
             "title": row.title,
-            "version": row.proposal_version,
+            "version": row.version,
             "currency": currency.code(),
             "date": format_date(date),
             "valid_until": row.valid_until.map(format_date).unwrap_or_else(|| "further notice".into()),
@@ -154,10 +166,10 @@ pub async fn load(pool: &PgPool, rendition_id: Uuid) -> Result<RenditionContext,
         },
     });
     Ok(RenditionContext {
-        rendition_id,
-        status: row.status,
+        rendition_id: Uuid::nil(),
+        status: "preview".into(),
         proposal_id: row.proposal_id,
-        proposal_version: row.proposal_version,
+        proposal_version: row.version,
         template_body: row.template_body,
         logo_svg: row.logo_svg,
         date,
