@@ -46,7 +46,11 @@ impl ProposalStatus {
         use ProposalStatus::*;
         let legal = matches!(
             (self, to),
-            (Draft, Sent) | (Sent, Viewed) | (Sent | Viewed, Accepted | Declined) | (Sent | Viewed, Withdrawn) | (Withdrawn, Draft)
+            (Draft, Sent)
+                | (Sent, Viewed)
+                | (Sent | Viewed, Accepted | Declined)
+                | (Sent | Viewed, Withdrawn)
+                | (Withdrawn, Draft)
         );
         if legal { Ok(to) } else { Err(IllegalTransition { from: self, to }) }
     }

@@ -28,10 +28,7 @@ pub fn init(service_name: &'static str, args: &CommonArgs) -> anyhow::Result<Tel
     let provider = match &args.otlp_endpoint {
         Some(endpoint) => {
             use opentelemetry_otlp::WithExportConfig;
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .build()?;
+            let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
             let resource = opentelemetry_sdk::Resource::builder()
                 .with_service_name(service_name)
                 .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
@@ -41,9 +38,7 @@ pub fn init(service_name: &'static str, args: &CommonArgs) -> anyhow::Result<Tel
         None => None,
     };
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-    let otel_layer = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name)));
+    let otel_layer = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name)));
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     match args.log_format {
         LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init()?,

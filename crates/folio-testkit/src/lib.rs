@@ -34,11 +34,14 @@ impl TestDb {
     pub async fn new() -> anyhow::Result<Self> {
         let server_url = database_url();
         let name = format!("folio_test_{}", unique_suffix());
-        let mut admin = PgConnection::connect(&server_url)
-            .await
-            .with_context(|| format!("failed to connect to {server_url}: is PostgreSQL running (scripts/test.sh starts it)?"))?;
+        let mut admin = PgConnection::connect(&server_url).await.with_context(|| {
+            format!("failed to connect to {server_url}: is PostgreSQL running (scripts/test.sh starts it)?")
+        })?;
         // The name is our own hex token, never user input.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.context("create test database")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .context("create test database")?;
         admin.close().await.ok();
         let url = with_database(&server_url, &name);
         let pool = folio_db::connect(&url, 20).await?;
@@ -66,11 +69,9 @@ pub fn with_database(url: &str, db: &str) -> String {
 
 pub async fn nats() -> anyhow::Result<async_nats::Client> {
     let url = nats_url();
-    async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(&url)
-        .await
-        .with_context(|| format!("failed to connect to NATS at {url}: is nats-server >= 2.11 running (scripts/test.sh starts it)?"))
+    async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(&url).await.with_context(
+        || format!("failed to connect to NATS at {url}: is nats-server >= 2.11 running (scripts/test.sh starts it)?"),
+    )
 }
 
 /// Polls `check` until it returns `Some`, or fails after the patience (`FOLIO_TEST_PATIENCE_MS`,

@@ -27,7 +27,9 @@ pub enum LoadError {
     MissingRendition(Uuid),
     #[error("proposal {0} does not exist")]
     MissingProposal(Uuid),
-    #[error("proposal {proposal} is at version {current}; version {requested} can no longer be rendered (request a new PDF)")]
+    #[error(
+        "proposal {proposal} is at version {current}; version {requested} can no longer be rendered (request a new PDF)"
+    )]
     VersionGone { proposal: Uuid, requested: i64, current: i64 },
     #[error("stored line item is invalid: {0}")]
     Money(#[from] folio_domain::MoneyError),
@@ -77,13 +79,12 @@ struct ItemRow {
 
 /// Loads what a queued rendition needs; its proposal must still be at the requested version.
 pub async fn load(pool: &PgPool, rendition_id: Uuid) -> Result<RenditionContext, LoadError> {
-    let (status, proposal_id, requested, template_id): (String, Uuid, i64, Option<Uuid>) = sqlx::query_as(
-        "SELECT status, proposal_id, proposal_version, template_id FROM pdf_renditions WHERE id = $1",
-    )
-    .bind(rendition_id)
-    .fetch_optional(pool)
-    .await?
-    .ok_or(LoadError::MissingRendition(rendition_id))?;
+    let (status, proposal_id, requested, template_id): (String, Uuid, i64, Option<Uuid>) =
+        sqlx::query_as("SELECT status, proposal_id, proposal_version, template_id FROM pdf_renditions WHERE id = $1")
+            .bind(rendition_id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or(LoadError::MissingRendition(rendition_id))?;
     let doc = proposal_document(pool, proposal_id, template_id).await?;
     if doc.proposal_version != requested {
         return Err(LoadError::VersionGone { proposal: proposal_id, requested, current: doc.proposal_version });
@@ -93,7 +94,11 @@ pub async fn load(pool: &PgPool, rendition_id: Uuid) -> Result<RenditionContext,
 
 /// The proposal's current version as a document, with the given template (None: built-in).
 /// The returned context has a nil rendition id and status "preview".
-pub async fn proposal_document(pool: &PgPool, proposal_id: Uuid, template_id: Option<Uuid>) -> Result<RenditionContext, LoadError> {
+pub async fn proposal_document(
+    pool: &PgPool,
+    proposal_id: Uuid,
+    template_id: Option<Uuid>,
+) -> Result<RenditionContext, LoadError> {
     let row: Row = sqlx::query_as(
         "SELECT p.id AS proposal_id, p.version, p.title, p.currency, p.valid_until, p.content, p.terms, p.updated_at, \
          p.subtotal_minor, p.tax_minor, p.total_minor, t.body AS template_body, a.name AS agency_name, a.brand_color, \
@@ -122,7 +127,9 @@ pub async fn proposal_document(pool: &PgPool, proposal_id: Uuid, template_id: Op
         .map(|i| LineItemAmounts::parse(i.quantity_milli, i.unit_price_minor, i.tax_rate_ppm))
         .collect::<Result<Vec<_>, _>>()?;
     let totals = compute_totals(&amounts)?;
-    if (totals.subtotal_minor, totals.tax_minor, totals.total_minor) != (row.subtotal_minor, row.tax_minor, row.total_minor) {
+    if (totals.subtotal_minor, totals.tax_minor, totals.total_minor)
+        != (row.subtotal_minor, row.tax_minor, row.total_minor)
+    {
         // Cannot happen while the API is the only writer; if it does, the computed figures win.
         tracing::error!(proposal_id = %row.proposal_id, "stored totals differ from the line items");
     }

@@ -51,7 +51,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
 pub async fn connect(config: Config) -> Result<Arc<Shared>, RunError> {
     let pool = folio_db::connect(&config.database_url, config.concurrency() as u32 * 2 + 2).await?;
-    let nats = async_nats::connect(&config.nats_url).await.map_err(|e| RunError::Nats(format!("connect {}: {e}", config.nats_url)))?;
+    let nats = async_nats::connect(&config.nats_url)
+        .await
+        .map_err(|e| RunError::Nats(format!("connect {}: {e}", config.nats_url)))?;
     let js = jetstream::new(nats.clone());
     let bucket = store::open_bucket(&js, &config.bucket, config.replicas).await?;
     js.get_or_create_stream(jetstream::stream::Config {

@@ -75,7 +75,10 @@ impl RenditionLock {
 
     pub async fn release(mut self) {
         if let Some(mut conn) = self.conn.take() {
-            let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))").bind(&self.key).execute(&mut *conn).await;
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(&self.key)
+                .execute(&mut *conn)
+                .await;
             if unlocked.is_err() {
                 // Closing the session releases the lock; never return a locked session to the pool.
                 let _ = conn.detach();
@@ -93,14 +96,19 @@ impl Drop for RenditionLock {
 }
 
 pub async fn current_status(conn: &mut PgConnection, rendition: Uuid) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT status FROM pdf_renditions WHERE id = $1").bind(rendition).fetch_optional(conn).await?)
+    Ok(sqlx::query_scalar("SELECT status FROM pdf_renditions WHERE id = $1")
+        .bind(rendition)
+        .fetch_optional(conn)
+        .await?)
 }
 
 pub async fn mark_rendering(conn: &mut PgConnection, rendition: Uuid) -> Result<(), StoreError> {
-    sqlx::query("UPDATE pdf_renditions SET status = 'rendering', failure_reason = NULL WHERE id = $1 AND status <> 'ready'")
-        .bind(rendition)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE pdf_renditions SET status = 'rendering', failure_reason = NULL WHERE id = $1 AND status <> 'ready'",
+    )
+    .bind(rendition)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

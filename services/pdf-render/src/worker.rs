@@ -150,7 +150,13 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
             return;
         }
     };
-    let span = tracing::info_span!("pdf_job", stream_seq = seq, delivered, rendition_id = tracing::field::Empty, proposal_id = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "pdf_job",
+        stream_seq = seq,
+        delivered,
+        rendition_id = tracing::field::Empty,
+        proposal_id = tracing::field::Empty
+    );
     async {
         let started = std::time::Instant::now();
         let result = process(shared, &message).await;
@@ -342,7 +348,8 @@ pub async fn watch_exhausted_jobs(shared: Arc<Shared>, shutdown: CancellationTok
             }
         };
         let Ok(job) = stream.get_raw_message(event.stream_seq).await else { continue };
-        let reason = format!("the render did not finish after {} deliveries (worker crashed or timed out)", event.deliveries);
+        let reason =
+            format!("the render did not finish after {} deliveries (worker crashed or timed out)", event.deliveries);
         tracing::error!(stream_seq = event.stream_seq, %reason, "dead-lettering an exhausted job");
         if matches!(dead_letter(&shared, &job.payload, &reason, event.deliveries).await, AckKind::Ack) {
             if let Ok(decoded) = RenderPdfJob::decode(job.payload.as_ref())

@@ -21,7 +21,12 @@ pub struct Config {
     pub db_max_connections: u32,
 
     /// HS256 secret that signs callers' bearer tokens (at least 32 bytes).
-    #[arg(long, env = "FOLIO_JWT_SECRET", default_value = "folio-local-development-secret-change-me", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FOLIO_JWT_SECRET",
+        default_value = "folio-local-development-secret-change-me",
+        hide_env_values = true
+    )]
     pub jwt_secret: String,
 
     /// NATS with JetStream, for serving rendered PDFs from the object store. Without it,

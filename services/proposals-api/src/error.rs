@@ -94,7 +94,10 @@ impl From<ApiError> for tonic::Status {
             ApiError::Db(ref e) => {
                 // The cause is for operators, not callers.
                 tracing::error!(error = %error_chain(e), "database call failed");
-                tonic::Status::new(code, if code == tonic::Code::Unavailable { "database busy, retry" } else { "internal error" })
+                tonic::Status::new(
+                    code,
+                    if code == tonic::Code::Unavailable { "database busy, retry" } else { "internal error" },
+                )
             }
             other => tonic::Status::new(code, other.to_string()),
         }
@@ -129,7 +132,12 @@ impl Violations {
     }
 
     /// Parses a required id, recording a violation when it is malformed.
-    pub fn id<T>(&mut self, field: &str, raw: &str, parse: fn(&str) -> Result<T, folio_domain::IdParseError>) -> Option<T> {
+    pub fn id<T>(
+        &mut self,
+        field: &str,
+        raw: &str,
+        parse: fn(&str) -> Result<T, folio_domain::IdParseError>,
+    ) -> Option<T> {
         if raw.is_empty() {
             self.add(field, "is required");
             return None;
@@ -144,14 +152,22 @@ impl Violations {
     }
 
     /// Parses an optional id: empty means absent.
-    pub fn optional_id<T>(&mut self, field: &str, raw: &str, parse: fn(&str) -> Result<T, folio_domain::IdParseError>) -> Option<T> {
+    pub fn optional_id<T>(
+        &mut self,
+        field: &str,
+        raw: &str,
+        parse: fn(&str) -> Result<T, folio_domain::IdParseError>,
+    ) -> Option<T> {
         if raw.is_empty() { None } else { self.id(field, raw, parse) }
     }
 
     pub fn text(&mut self, field: &str, value: &str, min: usize, max: usize) {
         let len = value.chars().count();
         if len < min {
-            self.add(field, if min == 1 { "is required".to_owned() } else { format!("must be at least {min} characters") });
+            self.add(
+                field,
+                if min == 1 { "is required".to_owned() } else { format!("must be at least {min} characters") },
+            );
         } else if len > max {
             self.add(field, format!("must be at most {max} characters, got {len}"));
         }

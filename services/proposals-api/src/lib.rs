@@ -57,9 +57,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let bind = |addr| async move { TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source }) };
     let listener = bind(config.listen_addr).await?;
     let admin_listener = bind(config.common.admin_addr).await?;
-    let admin = folio_runtime::AdminServer::start(admin_listener, shutdown.clone())
-        .await
-        .map_err(RunError::Serve)?;
+    let admin = folio_runtime::AdminServer::start(admin_listener, shutdown.clone()).await.map_err(RunError::Serve)?;
     tracing::info!(api = %listener.local_addr().map_err(RunError::Serve)?, admin = %admin.local_addr, "proposals-api listening");
     admin.readiness.set(true);
     serve(config, listener, shutdown).await
@@ -121,8 +119,8 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     let browser_routes = axum::Router::new()
         .route("/v1/renditions/{id}/pdf", axum::routing::get(pdfs::download))
         .with_state((state.clone(), auth.clone()));
-    let templates = TemplateServiceServer::new(grpc::templates::TemplateApi { state })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let templates =
+        TemplateServiceServer::new(grpc::templates::TemplateApi { state }).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
     let routes = tonic::service::Routes::new(InterceptedService::new(proposals, auth.clone()))
         .add_service(InterceptedService::new(clients, auth.clone()))
@@ -155,11 +153,7 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     });
     // gRPC-Web only on the gRPC routes: it answers 400 to any other HTTP/1.1 request.
     let grpc = routes.into_axum_router().layer(tonic_web::GrpcWebLayer::new());
-    Ok(browser_routes
-        .merge(grpc)
-        .layer(axum::middleware::from_fn(record_metrics))
-        .layer(cors)
-        .layer(trace))
+    Ok(browser_routes.merge(grpc).layer(axum::middleware::from_fn(record_metrics)).layer(cors).layer(trace))
 }
 
 /// Per-RPC call count and latency for Prometheus. Errors are answered trailers-only, so their
@@ -168,12 +162,7 @@ async fn record_metrics(request: axum::extract::Request, next: axum::middleware:
     let rpc = request.uri().path().to_owned();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
-    let code = response
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("0")
-        .to_owned();
+    let code = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_owned();
     metrics::counter!("folio_api_calls_total", "rpc" => rpc.clone(), "grpc_status" => code).increment(1);
     metrics::histogram!("folio_api_call_seconds", "rpc" => rpc).record(started.elapsed().as_secs_f64());
     response

@@ -51,7 +51,10 @@ pub async fn ready_rendition(
 }
 
 pub fn pdf_store(state: &AppState) -> Result<&PdfStore, ApiError> {
-    state.pdfs.as_deref().ok_or_else(|| ApiError::Unavailable("PDF downloads need FOLIO_NATS_URL to be configured".into()))
+    state
+        .pdfs
+        .as_deref()
+        .ok_or_else(|| ApiError::Unavailable("PDF downloads need FOLIO_NATS_URL to be configured".into()))
 }
 
 /// `GET /v1/renditions/{id}/pdf` with `Authorization: Bearer <token>`.
@@ -74,16 +77,15 @@ pub async fn download(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let common = [
-        (header::ETAG, etag.clone()),
-        (header::CACHE_CONTROL, "private, max-age=31536000, immutable".to_owned()),
-    ];
+    let common =
+        [(header::ETAG, etag.clone()), (header::CACHE_CONTROL, "private, max-age=31536000, immutable".to_owned())];
     if cached {
         return Ok((StatusCode::NOT_MODIFIED, common).into_response());
     }
     let object = pdf_store(&state)?.open(&sha).await?;
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(object));
-    let filename = format!("proposal-{}-v{}.pdf", &rendition.proposal_id.simple().to_string()[..8], rendition.proposal_version);
+    let filename =
+        format!("proposal-{}-v{}.pdf", &rendition.proposal_id.simple().to_string()[..8], rendition.proposal_version);
     Ok((
         StatusCode::OK,
         common,

@@ -17,7 +17,13 @@ pub async fn create_agency(pool: &PgPool, name: &str, brand_color: &str) -> Resu
     Ok(id)
 }
 
-pub async fn create_user(pool: &PgPool, agency: AgencyId, email: &str, name: &str, role: Role) -> Result<UserId, sqlx::Error> {
+pub async fn create_user(
+    pool: &PgPool,
+    agency: AgencyId,
+    email: &str,
+    name: &str,
+    role: Role,
+) -> Result<UserId, sqlx::Error> {
     let id = UserId::new();
     sqlx::query("INSERT INTO users (id, agency_id, email, name, role) VALUES ($1, $2, $3, $4, $5)")
         .bind(id.as_uuid())

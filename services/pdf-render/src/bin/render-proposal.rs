@@ -28,7 +28,10 @@ async fn main() -> anyhow::Result<()> {
     let ids: Vec<(uuid::Uuid, Option<uuid::Uuid>)> = if args.all {
         sqlx::query_as("SELECT id, template_id FROM proposals ORDER BY created_at").fetch_all(&pool).await?
     } else {
-        sqlx::query_as("SELECT id, template_id FROM proposals WHERE id = ANY($1)").bind(&args.proposals).fetch_all(&pool).await?
+        sqlx::query_as("SELECT id, template_id FROM proposals WHERE id = ANY($1)")
+            .bind(&args.proposals)
+            .fetch_all(&pool)
+            .await?
     };
     std::fs::create_dir_all(&args.out_dir)?;
     for (id, template) in ids {
@@ -43,7 +46,8 @@ async fn main() -> anyhow::Result<()> {
         let started = std::time::Instant::now();
         let pdf = render(&input).with_context(|| format!("render {id}"))?;
         let title = doc.data["proposal"]["title"].as_str().unwrap_or("proposal");
-        let slug: String = title.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+        let slug: String =
+            title.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
         let path = args.out_dir.join(format!("{slug}.pdf"));
         std::fs::write(&path, &pdf.bytes)?;
         println!("{} ({} pages, {} bytes, {:?})", path.display(), pdf.pages, pdf.bytes.len(), started.elapsed());

@@ -65,7 +65,8 @@ pub fn render(input: &RenderInput<'_>) -> Result<RenderedPdf, RenderError> {
     let today = Datetime::from_ymd(date.year(), date.month() as u8, date.day()).expect("a valid calendar date");
     let world = ProposalWorld::new(input.template, data, input.logo_svg.map(|l| l.as_bytes().to_vec()), today);
 
-    let document: PagedDocument = typst::compile(&world).output.map_err(|errors| describe(&world, input.template, &errors))?;
+    let document: PagedDocument =
+        typst::compile(&world).output.map_err(|errors| describe(&world, input.template, &errors))?;
     let midnight = Datetime::from_ymd_hms(date.year(), date.month() as u8, date.day(), 0, 0, 0).expect("a valid time");
     let options = typst_pdf::PdfOptions {
         ident: Smart::Custom(input.ident.clone()),

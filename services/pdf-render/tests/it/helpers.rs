@@ -8,8 +8,8 @@ use folio_proto::jobs::v1::RenderPdfJob;
 use folio_testkit::TestDb;
 use futures::StreamExt as _;
 use pdf_render::Config;
-use prost::Message as _;
 use proposals_api::{Role, store, tenancy};
+use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -51,11 +51,16 @@ pub async fn env() -> Env {
 
     let pool = &db.pool;
     let agency = tenancy::create_agency(pool, "Northwind Studio", "#0b6e4f").await.unwrap();
-    let owner = tenancy::create_user(pool, agency, "maria@northwind.example", "María Álvarez", Role::Admin).await.unwrap();
+    let owner =
+        tenancy::create_user(pool, agency, "maria@northwind.example", "María Álvarez", Role::Admin).await.unwrap();
     let client = store::clients::create(
         pool,
         agency,
-        store::clients::ClientFields { name: "Jordan Reyes".into(), email: "jordan@acme.example".into(), company: "Acme Robotics".into() },
+        store::clients::ClientFields {
+            name: "Jordan Reyes".into(),
+            email: "jordan@acme.example".into(),
+            company: "Acme Robotics".into(),
+        },
     )
     .await
     .unwrap();
@@ -67,7 +72,9 @@ impl Env {
     pub async fn proposal(&self, title: &str, items: usize, template: Option<&str>) -> RenderPdfJob {
         let pool = &self.db.pool;
         let template_id = match template {
-            Some(body) => Some(store::templates::create(pool, self.agency, "custom".into(), body.into()).await.unwrap().id.into()),
+            Some(body) => {
+                Some(store::templates::create(pool, self.agency, "custom".into(), body.into()).await.unwrap().id.into())
+            }
             None => None,
         };
         let line_items = (1..=items)
@@ -151,10 +158,12 @@ impl Env {
             })
             .await
             .unwrap();
-        let mut batch = consumer.fetch().max_messages(100).expires(Duration::from_millis(500)).messages().await.unwrap();
+        let mut batch =
+            consumer.fetch().max_messages(100).expires(Duration::from_millis(500)).messages().await.unwrap();
         let mut out = Vec::new();
         while let Some(Ok(m)) = batch.next().await {
-            let error = m.headers.as_ref().and_then(|h| h.get("Folio-Error")).map(|v| v.to_string()).unwrap_or_default();
+            let error =
+                m.headers.as_ref().and_then(|h| h.get("Folio-Error")).map(|v| v.to_string()).unwrap_or_default();
             out.push((m.payload.to_vec(), error));
         }
         out

@@ -17,7 +17,8 @@ async fn a_duplicate_job_makes_one_rendition() {
     env.wait_queue_drained().await;
     let second = env.wait_status(&job.rendition_id, "ready").await;
     assert_eq!(first.rendered_at, second.rendered_at, "the duplicate did not render again");
-    let renditions: i64 = sqlx::query_scalar("SELECT count(*) FROM pdf_renditions").fetch_one(&env.db.pool).await.unwrap();
+    let renditions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pdf_renditions").fetch_one(&env.db.pool).await.unwrap();
     assert_eq!(renditions, 1);
     assert!(env.dead_letters().await.is_empty());
     worker.cancel();
@@ -42,7 +43,8 @@ async fn a_poisoned_job_reaches_the_dead_letter_stream() {
 #[tokio::test]
 async fn a_bad_template_fails_with_its_error_not_a_crash_loop() {
     let env = env().await;
-    let job = env.proposal("Broken", 1, Some("#let data = json(\"data.json\")\n\n#data.proposal.nonexistent_field(\n")).await;
+    let job =
+        env.proposal("Broken", 1, Some("#let data = json(\"data.json\")\n\n#data.proposal.nonexistent_field(\n")).await;
     let worker = env.start_worker().await;
     env.publish_job(&job).await;
     let r = env.wait_status(&job.rendition_id, "failed").await;
@@ -50,17 +52,22 @@ async fn a_bad_template_fails_with_its_error_not_a_crash_loop() {
     assert!(reason.starts_with("template error: 3:"), "the reason points at the template line: {reason}");
     let dead = env.dead_letters().await;
     assert_eq!(dead.len(), 1);
-    assert_eq!(folio_proto::jobs::v1::RenderPdfJob::decode(dead[0].0.as_slice()).unwrap().rendition_id, job.rendition_id);
+    assert_eq!(
+        folio_proto::jobs::v1::RenderPdfJob::decode(dead[0].0.as_slice()).unwrap().rendition_id,
+        job.rendition_id
+    );
     env.wait_queue_drained().await;
     // One delivery: a template error is not retried.
     let stream = env.js.get_stream(&env.config.jobs_stream).await.unwrap();
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(&env.config.consumer).await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(&env.config.consumer).await.unwrap();
     assert_eq!(consumer.info().await.unwrap().num_redelivered, 0);
     worker.cancel();
 }
 
 /// A template slow enough (seconds) to kill its worker mid-render.
-const SLOW_TEMPLATE: &str = "#let data = json(\"data.json\")\n= #data.proposal.title\n#for i in range(300) [#lorem(120) ]\n";
+const SLOW_TEMPLATE: &str =
+    "#let data = json(\"data.json\")\n= #data.proposal.title\n#for i in range(300) [#lorem(120) ]\n";
 
 #[tokio::test]
 async fn a_killed_workers_job_is_redelivered_and_completed() {
@@ -91,7 +98,8 @@ async fn a_killed_workers_job_is_redelivered_and_completed() {
     assert!(r.page_count.unwrap() > 10, "the slow template really is long");
     assert!(started.elapsed() > Duration::from_secs(1), "redelivered after the ack wait, not before");
     let stream = env.js.get_stream(&env.config.jobs_stream).await.unwrap();
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(&env.config.consumer).await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(&env.config.consumer).await.unwrap();
     assert!(consumer.info().await.unwrap().num_redelivered <= 1);
     assert!(env.dead_letters().await.is_empty());
     worker.cancel();

@@ -5,8 +5,9 @@ use folio_domain::{Currency, LineItemAmounts, compute_totals};
 use crate::helpers::{env, pdfinfo_pages, pdftotext};
 
 fn expected_totals(items: usize) -> (String, String, String) {
-    let amounts: Vec<_> =
-        (1..=items).map(|n| LineItemAmounts::parse(1_000 + (n as i64 % 4) * 500, 12_500 * n as i64, 190_000).unwrap()).collect();
+    let amounts: Vec<_> = (1..=items)
+        .map(|n| LineItemAmounts::parse(1_000 + (n as i64 % 4) * 500, 12_500 * n as i64, 190_000).unwrap())
+        .collect();
     let t = compute_totals(&amounts).unwrap();
     let eur = Currency::parse("EUR").unwrap();
     (eur.format_minor(t.subtotal_minor), eur.format_minor(t.tax_minor), eur.format_minor(t.total_minor))
@@ -93,8 +94,11 @@ async fn the_same_version_renders_to_the_same_bytes() {
     assert_eq!(first.sha256, second.sha256);
     assert!(first.bytes == second.bytes, "byte-identical re-render");
     let text = String::from_utf8_lossy(&first.bytes);
-    assert!(!text.contains(&time::OffsetDateTime::now_utc().year().to_string()) || context.date.year() == time::OffsetDateTime::now_utc().year(),
-        "no wall-clock date leaks into the file");
+    assert!(
+        !text.contains(&time::OffsetDateTime::now_utc().year().to_string())
+            || context.date.year() == time::OffsetDateTime::now_utc().year(),
+        "no wall-clock date leaks into the file"
+    );
 }
 
 #[tokio::test]

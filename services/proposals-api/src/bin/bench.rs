@@ -62,7 +62,11 @@ async fn bench(args: &Args, url: &str) -> anyhow::Result<()> {
     let client = proposals_api::store::clients::create(
         &pool,
         agency,
-        proposals_api::store::clients::ClientFields { name: "C".into(), email: "c@c.test".into(), company: String::new() },
+        proposals_api::store::clients::ClientFields {
+            name: "C".into(),
+            email: "c@c.test".into(),
+            company: String::new(),
+        },
     )
     .await?;
     let fx = Arc::new(Fixture { agency, owner, client: client.id.into() });
@@ -74,10 +78,8 @@ async fn bench(args: &Args, url: &str) -> anyhow::Result<()> {
     config.migrate = false;
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(proposals_api::serve(config, listener, shutdown.clone()));
-    let token = Authenticator::new(SECRET.as_bytes()).issue(
-        &Caller { user_id: owner, agency_id: agency, role: Role::Editor },
-        Duration::from_secs(3600),
-    );
+    let token = Authenticator::new(SECRET.as_bytes())
+        .issue(&Caller { user_id: owner, agency_id: agency, role: Role::Editor }, Duration::from_secs(3600));
     let mut grpc_clients = Vec::new();
     for _ in 0..args.clients {
         // One HTTP/2 connection per client, as 32 separate callers would have.
@@ -85,7 +87,10 @@ async fn bench(args: &Args, url: &str) -> anyhow::Result<()> {
         grpc_clients.push(ProposalServiceClient::new(channel));
     }
     let duration = Duration::from_secs(args.seconds);
-    println!("proposals-api bench: {} concurrent clients, {} s per phase, pool {}", args.clients, args.seconds, args.pool);
+    println!(
+        "proposals-api bench: {} concurrent clients, {} s per phase, pool {}",
+        args.clients, args.seconds, args.pool
+    );
 
     let created: Arc<std::sync::Mutex<Vec<ProposalId>>> = Default::default();
     let base_create = run_phase(args.clients, duration, {
@@ -152,7 +157,10 @@ fn authorized<T>(token: &str, message: T) -> tonic::Request<T> {
 }
 
 fn new_proposal(fx: &Fixture) -> proposals::NewProposal {
-    let line = |d: &str, q, p| proposals::NewLineItem { description: d.into(), amounts: LineItemAmounts::parse(q, p, 190_000).unwrap() };
+    let line = |d: &str, q, p| proposals::NewLineItem {
+        description: d.into(),
+        amounts: LineItemAmounts::parse(q, p, 190_000).unwrap(),
+    };
     proposals::NewProposal {
         client_id: fx.client,
         template_id: None,
@@ -166,7 +174,12 @@ fn new_proposal(fx: &Fixture) -> proposals::NewProposal {
 }
 
 fn create_request(fx: &Fixture) -> pb::CreateProposalRequest {
-    let line = |d: &str, q, p| pb::LineItemInput { description: d.into(), quantity_milli: q, unit_price_minor: p, tax_rate_ppm: 190_000 };
+    let line = |d: &str, q, p| pb::LineItemInput {
+        description: d.into(),
+        quantity_milli: q,
+        unit_price_minor: p,
+        tax_rate_ppm: 190_000,
+    };
     pb::CreateProposalRequest {
         client_id: fx.client.to_string(),
         title: "Benchmark proposal".into(),

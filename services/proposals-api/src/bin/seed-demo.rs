@@ -17,7 +17,12 @@ use proposals_api::{
 struct Args {
     #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/folio")]
     database_url: String,
-    #[arg(long, env = "FOLIO_JWT_SECRET", default_value = "folio-local-development-secret-change-me", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FOLIO_JWT_SECRET",
+        default_value = "folio-local-development-secret-change-me",
+        hide_env_values = true
+    )]
     jwt_secret: String,
     /// Lifetime of the printed tokens.
     #[arg(long, env = "FOLIO_DEMO_TOKEN_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
@@ -32,7 +37,8 @@ async fn main() -> anyhow::Result<()> {
     let pool = folio_db::connect(&args.database_url, 4).await?;
     folio_db::migrate(&pool).await?;
 
-    let existing: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM agencies WHERE name = $1").bind(AGENCY).fetch_optional(&pool).await?;
+    let existing: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM agencies WHERE name = $1").bind(AGENCY).fetch_optional(&pool).await?;
     let agency = match existing {
         Some(id) => id.into(),
         None => seed(&pool).await.context("seed demo data")?,
@@ -45,7 +51,8 @@ async fn main() -> anyhow::Result<()> {
     let auth = Authenticator::new(args.jwt_secret.as_bytes());
     println!("agency {AGENCY}: {agency}");
     for (id, email, role) in users {
-        let caller = Caller { user_id: UserId::from(id), agency_id: agency, role: Role::parse(&role).unwrap_or(Role::Viewer) };
+        let caller =
+            Caller { user_id: UserId::from(id), agency_id: agency, role: Role::parse(&role).unwrap_or(Role::Viewer) };
         println!("{role:<7} {email:<28} {}", auth.issue(&caller, args.token_ttl));
     }
     Ok(())
@@ -71,22 +78,46 @@ async fn seed(pool: &sqlx::PgPool) -> anyhow::Result<folio_domain::AgencyId> {
         amounts: LineItemAmounts::parse(q, p, t).expect("valid demo amounts"),
     };
     let demo = [
-        (acme.id, "Brand refresh and website", "EUR", vec![
-            line("Discovery workshop (2 days)", 2_000, 180_000, 190_000),
-            line("Visual identity", 1_000, 650_000, 190_000),
-            line("Website design and build", 1_000, 1_250_000, 190_000),
-            line("Hosting, 12 months", 12_000, 4_900, 190_000),
-        ], ProposalStatus::Draft),
-        (blue.id, "Menu photography", "GBP", vec![
-            line("Photo session (half day)", 1_000, 95_000, 200_000),
-            line("Retouched photos", 40_000, 1_500, 200_000),
-        ], ProposalStatus::Sent),
-        (orbit.id, "Fleet dashboard MVP", "USD", vec![
-            line("Product design sprint", 1_000, 1_200_000, 0),
-            line("Engineering, hours", 160_000, 14_500, 0),
-            line("Launch support", 1_000, 300_000, 0),
-        ], ProposalStatus::Accepted),
-        (acme.id, "Trade fair booth graphics", "EUR", vec![line("Booth graphics", 1_000, 420_000, 190_000)], ProposalStatus::Declined),
+        (
+            acme.id,
+            "Brand refresh and website",
+            "EUR",
+            vec![
+                line("Discovery workshop (2 days)", 2_000, 180_000, 190_000),
+                line("Visual identity", 1_000, 650_000, 190_000),
+                line("Website design and build", 1_000, 1_250_000, 190_000),
+                line("Hosting, 12 months", 12_000, 4_900, 190_000),
+            ],
+            ProposalStatus::Draft,
+        ),
+        (
+            blue.id,
+            "Menu photography",
+            "GBP",
+            vec![
+                line("Photo session (half day)", 1_000, 95_000, 200_000),
+                line("Retouched photos", 40_000, 1_500, 200_000),
+            ],
+            ProposalStatus::Sent,
+        ),
+        (
+            orbit.id,
+            "Fleet dashboard MVP",
+            "USD",
+            vec![
+                line("Product design sprint", 1_000, 1_200_000, 0),
+                line("Engineering, hours", 160_000, 14_500, 0),
+                line("Launch support", 1_000, 300_000, 0),
+            ],
+            ProposalStatus::Accepted,
+        ),
+        (
+            acme.id,
+            "Trade fair booth graphics",
+            "EUR",
+            vec![line("Booth graphics", 1_000, 420_000, 190_000)],
+            ProposalStatus::Declined,
+        ),
     ];
     for (client_id, title, currency, items, target) in demo {
         let new = proposals::NewProposal {
@@ -95,7 +126,10 @@ async fn seed(pool: &sqlx::PgPool) -> anyhow::Result<folio_domain::AgencyId> {
             title: title.into(),
             currency: currency.into(),
             valid_until: Some(time::macros::date!(2027 - 03 - 31)),
-            content: format!("Thank you for considering Northwind Studio. This proposal covers {}.", title.to_lowercase()),
+            content: format!(
+                "Thank you for considering Northwind Studio. This proposal covers {}.",
+                title.to_lowercase()
+            ),
             terms: "50 % on acceptance, 50 % on delivery. Payment within 30 days of invoice.".into(),
             line_items: items,
         };

@@ -28,7 +28,10 @@ fn client_id(raw: &str) -> Result<ClientId, Status> {
 
 #[tonic::async_trait]
 impl ClientService for ClientApi {
-    async fn create_client(&self, request: Request<pb::CreateClientRequest>) -> Result<Response<pb::CreateClientResponse>, Status> {
+    async fn create_client(
+        &self,
+        request: Request<pb::CreateClientRequest>,
+    ) -> Result<Response<pb::CreateClientResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let req = request.into_inner();
@@ -42,14 +45,20 @@ impl ClientService for ClientApi {
         Ok(Response::new(pb::CreateClientResponse { client: Some(convert::client(row)) }))
     }
 
-    async fn get_client(&self, request: Request<pb::GetClientRequest>) -> Result<Response<pb::GetClientResponse>, Status> {
+    async fn get_client(
+        &self,
+        request: Request<pb::GetClientRequest>,
+    ) -> Result<Response<pb::GetClientResponse>, Status> {
         let caller = caller(&request)?;
         let id = client_id(&request.get_ref().id)?;
         let row = db::get(&self.state.pool, caller.agency_id, id).await?;
         Ok(Response::new(pb::GetClientResponse { client: Some(convert::client(row)) }))
     }
 
-    async fn list_clients(&self, request: Request<pb::ListClientsRequest>) -> Result<Response<pb::ListClientsResponse>, Status> {
+    async fn list_clients(
+        &self,
+        request: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ListClientsResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let limit = store::page_size(req.page_size)?;
@@ -61,7 +70,10 @@ impl ClientService for ClientApi {
         }))
     }
 
-    async fn update_client(&self, request: Request<pb::UpdateClientRequest>) -> Result<Response<pb::UpdateClientResponse>, Status> {
+    async fn update_client(
+        &self,
+        request: Request<pb::UpdateClientRequest>,
+    ) -> Result<Response<pb::UpdateClientResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let req = request.into_inner();
@@ -82,7 +94,10 @@ impl ClientService for ClientApi {
         Ok(Response::new(pb::UpdateClientResponse { client: Some(convert::client(row)) }))
     }
 
-    async fn delete_client(&self, request: Request<pb::DeleteClientRequest>) -> Result<Response<pb::DeleteClientResponse>, Status> {
+    async fn delete_client(
+        &self,
+        request: Request<pb::DeleteClientRequest>,
+    ) -> Result<Response<pb::DeleteClientResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let id = client_id(&request.get_ref().id)?;

@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 
 use crate::store::{
     clients::ClientRow,
-    renditions::RenditionRow,
     proposals::{LineItemRow, ProposalRecord},
+    renditions::RenditionRow,
     templates::TemplateRow,
 };
 
@@ -73,7 +73,11 @@ pub fn proposal(record: &ProposalRecord) -> pb::Proposal {
         content: p.content.clone(),
         terms: p.terms.clone(),
         line_items: record.line_items.iter().map(line_item).collect(),
-        totals: Some(pb::Totals { subtotal_minor: p.subtotal_minor, tax_minor: p.tax_minor, total_minor: p.total_minor }),
+        totals: Some(pb::Totals {
+            subtotal_minor: p.subtotal_minor,
+            tax_minor: p.tax_minor,
+            total_minor: p.total_minor,
+        }),
         created_at: Some(timestamp(p.created_at)),
         updated_at: Some(timestamp(p.updated_at)),
         sent_at: opt_timestamp(p.sent_at),

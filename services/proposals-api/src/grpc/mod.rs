@@ -27,6 +27,8 @@ pub(crate) fn parse_date(v: &mut Violations, field: &str, raw: &str) -> Option<D
 pub(crate) fn check_email(v: &mut Violations, field: &str, email: &str) {
     let ok = email.len() <= 254
         && !email.chars().any(char::is_whitespace)
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.contains('@'));
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.contains('@'));
     v.check(ok, field, || format!("is not an email address: {email:?}"));
 }

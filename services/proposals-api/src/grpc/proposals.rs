@@ -59,8 +59,9 @@ fn proposal_id(field: &str, raw: &str) -> Result<ProposalId, ApiError> {
 const PDF_CHUNK_BYTES: usize = 64 * 1024;
 
 fn rendition_id(field: &str, raw: &str) -> Result<uuid::Uuid, ApiError> {
-    uuid::Uuid::parse_str(raw)
-        .map_err(|_| ApiError::InvalidArgument(vec![tonic_types::FieldViolation::new(field, format!("is not a UUID: {raw:?}"))]))
+    uuid::Uuid::parse_str(raw).map_err(|_| {
+        ApiError::InvalidArgument(vec![tonic_types::FieldViolation::new(field, format!("is not a UUID: {raw:?}"))])
+    })
 }
 
 fn optional_version(v: i64) -> Option<i64> {
@@ -75,7 +76,10 @@ fn reply(record: &db::ProposalRecord) -> pb::Proposal {
 
 #[tonic::async_trait]
 impl ProposalService for ProposalApi {
-    async fn create_proposal(&self, request: Request<pb::CreateProposalRequest>) -> Result<Response<pb::CreateProposalResponse>, Status> {
+    async fn create_proposal(
+        &self,
+        request: Request<pb::CreateProposalRequest>,
+    ) -> Result<Response<pb::CreateProposalResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let req = request.into_inner();
@@ -116,14 +120,20 @@ impl ProposalService for ProposalApi {
         Ok(Response::new(pb::CreateProposalResponse { proposal: Some(reply(&record)) }))
     }
 
-    async fn get_proposal(&self, request: Request<pb::GetProposalRequest>) -> Result<Response<pb::GetProposalResponse>, Status> {
+    async fn get_proposal(
+        &self,
+        request: Request<pb::GetProposalRequest>,
+    ) -> Result<Response<pb::GetProposalResponse>, Status> {
         let caller = caller(&request)?;
         let id = proposal_id("id", &request.get_ref().id)?;
         let record = db::get(&self.state.pool, caller.agency_id, id).await?;
         Ok(Response::new(pb::GetProposalResponse { proposal: Some(reply(&record)) }))
     }
 
-    async fn list_proposals(&self, request: Request<pb::ListProposalsRequest>) -> Result<Response<pb::ListProposalsResponse>, Status> {
+    async fn list_proposals(
+        &self,
+        request: Request<pb::ListProposalsRequest>,
+    ) -> Result<Response<pb::ListProposalsResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
@@ -147,7 +157,10 @@ impl ProposalService for ProposalApi {
         }))
     }
 
-    async fn update_proposal(&self, request: Request<pb::UpdateProposalRequest>) -> Result<Response<pb::UpdateProposalResponse>, Status> {
+    async fn update_proposal(
+        &self,
+        request: Request<pb::UpdateProposalRequest>,
+    ) -> Result<Response<pb::UpdateProposalResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let req = request.into_inner();
@@ -181,7 +194,10 @@ impl ProposalService for ProposalApi {
         Ok(Response::new(pb::UpdateProposalResponse { proposal: Some(reply(&record)) }))
     }
 
-    async fn transition_proposal(&self, request: Request<pb::TransitionProposalRequest>) -> Result<Response<pb::TransitionProposalResponse>, Status> {
+    async fn transition_proposal(
+        &self,
+        request: Request<pb::TransitionProposalRequest>,
+    ) -> Result<Response<pb::TransitionProposalResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let req = request.into_inner();
@@ -191,20 +207,28 @@ impl ProposalService for ProposalApi {
         v.check(to.is_some(), "to", || format!("must be a proposal status other than unspecified, got {}", req.to));
         v.into_result()?;
         let (id, to) = (id.expect("validated"), to.expect("validated"));
-        let record = db::transition(&self.state.pool, caller.agency_id, id, to, optional_version(req.expected_version)).await?;
+        let record =
+            db::transition(&self.state.pool, caller.agency_id, id, to, optional_version(req.expected_version)).await?;
         Ok(Response::new(pb::TransitionProposalResponse { proposal: Some(reply(&record)) }))
     }
 
-    async fn archive_proposal(&self, request: Request<pb::ArchiveProposalRequest>) -> Result<Response<pb::ArchiveProposalResponse>, Status> {
+    async fn archive_proposal(
+        &self,
+        request: Request<pb::ArchiveProposalRequest>,
+    ) -> Result<Response<pb::ArchiveProposalResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let req = request.into_inner();
         let id = proposal_id("id", &req.id)?;
-        let record = db::archive(&self.state.pool, caller.agency_id, id, optional_version(req.expected_version)).await?;
+        let record =
+            db::archive(&self.state.pool, caller.agency_id, id, optional_version(req.expected_version)).await?;
         Ok(Response::new(pb::ArchiveProposalResponse { proposal: Some(reply(&record)) }))
     }
 
-    async fn add_line_item(&self, request: Request<pb::AddLineItemRequest>) -> Result<Response<pb::AddLineItemResponse>, Status> {
+    async fn add_line_item(
+        &self,
+        request: Request<pb::AddLineItemRequest>,
+    ) -> Result<Response<pb::AddLineItemResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let req = request.into_inner();
@@ -229,7 +253,10 @@ impl ProposalService for ProposalApi {
         Ok(Response::new(pb::AddLineItemResponse { proposal: Some(reply(&record)), line_item_id: item_id.to_string() }))
     }
 
-    async fn update_line_item(&self, request: Request<pb::UpdateLineItemRequest>) -> Result<Response<pb::UpdateLineItemResponse>, Status> {
+    async fn update_line_item(
+        &self,
+        request: Request<pb::UpdateLineItemRequest>,
+    ) -> Result<Response<pb::UpdateLineItemResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let req = request.into_inner();
@@ -258,7 +285,10 @@ impl ProposalService for ProposalApi {
         Ok(Response::new(pb::UpdateLineItemResponse { proposal: Some(reply(&record)) }))
     }
 
-    async fn remove_line_item(&self, request: Request<pb::RemoveLineItemRequest>) -> Result<Response<pb::RemoveLineItemResponse>, Status> {
+    async fn remove_line_item(
+        &self,
+        request: Request<pb::RemoveLineItemRequest>,
+    ) -> Result<Response<pb::RemoveLineItemResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let req = request.into_inner();
@@ -277,7 +307,10 @@ impl ProposalService for ProposalApi {
         Ok(Response::new(pb::RemoveLineItemResponse { proposal: Some(reply(&record)) }))
     }
 
-    async fn request_pdf(&self, request: Request<pb::RequestPdfRequest>) -> Result<Response<pb::RequestPdfResponse>, Status> {
+    async fn request_pdf(
+        &self,
+        request: Request<pb::RequestPdfRequest>,
+    ) -> Result<Response<pb::RequestPdfResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let id = proposal_id("proposal_id", &request.get_ref().proposal_id)?;
@@ -291,26 +324,34 @@ impl ProposalService for ProposalApi {
         }))
     }
 
-    async fn get_rendition(&self, request: Request<pb::GetRenditionRequest>) -> Result<Response<pb::GetRenditionResponse>, Status> {
+    async fn get_rendition(
+        &self,
+        request: Request<pb::GetRenditionRequest>,
+    ) -> Result<Response<pb::GetRenditionResponse>, Status> {
         let caller = caller(&request)?;
         let id = rendition_id("id", &request.get_ref().id)?;
         let row = store::renditions::get(&self.state.pool, caller.agency_id, id).await?;
         Ok(Response::new(pb::GetRenditionResponse { rendition: Some(convert::rendition(row)) }))
     }
 
-    type DownloadPdfStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::DownloadPdfResponse, Status>> + Send>>;
+    type DownloadPdfStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::DownloadPdfResponse, Status>> + Send>>;
 
-    async fn download_pdf(&self, request: Request<pb::DownloadPdfRequest>) -> Result<Response<Self::DownloadPdfStream>, Status> {
+    async fn download_pdf(
+        &self,
+        request: Request<pb::DownloadPdfRequest>,
+    ) -> Result<Response<Self::DownloadPdfStream>, Status> {
         use futures::StreamExt as _;
         let caller = caller(&request)?;
         let id = rendition_id("rendition_id", &request.get_ref().rendition_id)?;
         let (row, sha) = crate::pdfs::ready_rendition(&self.state, caller.agency_id, id).await?;
         let object = crate::pdfs::pdf_store(&self.state)?.open(&sha).await?;
         let mut first = Some(convert::rendition(row));
-        let chunks = tokio_util::io::ReaderStream::with_capacity(object, PDF_CHUNK_BYTES).map(move |chunk| match chunk {
-            Ok(bytes) => Ok(pb::DownloadPdfResponse { rendition: first.take(), chunk: bytes.to_vec() }),
-            Err(e) => Err(Status::unavailable(format!("failed to read the PDF: {e}"))),
-        });
+        let chunks =
+            tokio_util::io::ReaderStream::with_capacity(object, PDF_CHUNK_BYTES).map(move |chunk| match chunk {
+                Ok(bytes) => Ok(pb::DownloadPdfResponse { rendition: first.take(), chunk: bytes.to_vec() }),
+                Err(e) => Err(Status::unavailable(format!("failed to read the PDF: {e}"))),
+            });
         Ok(Response::new(Box::pin(chunks)))
     }
 }

@@ -30,12 +30,17 @@ fn template_id(raw: &str) -> Result<TemplateId, Status> {
 
 fn check_body(v: &mut Violations, body: &str) {
     v.check(!body.trim().is_empty(), "body", || "is required".into());
-    v.check(body.len() <= MAX_BODY_BYTES, "body", || format!("must be at most {MAX_BODY_BYTES} bytes, got {}", body.len()));
+    v.check(body.len() <= MAX_BODY_BYTES, "body", || {
+        format!("must be at most {MAX_BODY_BYTES} bytes, got {}", body.len())
+    });
 }
 
 #[tonic::async_trait]
 impl TemplateService for TemplateApi {
-    async fn create_template(&self, request: Request<pb::CreateTemplateRequest>) -> Result<Response<pb::CreateTemplateResponse>, Status> {
+    async fn create_template(
+        &self,
+        request: Request<pb::CreateTemplateRequest>,
+    ) -> Result<Response<pb::CreateTemplateResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let req = request.into_inner();
@@ -47,14 +52,20 @@ impl TemplateService for TemplateApi {
         Ok(Response::new(pb::CreateTemplateResponse { template: Some(convert::template(row)) }))
     }
 
-    async fn get_template(&self, request: Request<pb::GetTemplateRequest>) -> Result<Response<pb::GetTemplateResponse>, Status> {
+    async fn get_template(
+        &self,
+        request: Request<pb::GetTemplateRequest>,
+    ) -> Result<Response<pb::GetTemplateResponse>, Status> {
         let caller = caller(&request)?;
         let id = template_id(&request.get_ref().id)?;
         let row = db::get(&self.state.pool, caller.agency_id, id).await?;
         Ok(Response::new(pb::GetTemplateResponse { template: Some(convert::template(row)) }))
     }
 
-    async fn list_templates(&self, request: Request<pb::ListTemplatesRequest>) -> Result<Response<pb::ListTemplatesResponse>, Status> {
+    async fn list_templates(
+        &self,
+        request: Request<pb::ListTemplatesRequest>,
+    ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let limit = store::page_size(req.page_size)?;
@@ -66,7 +77,10 @@ impl TemplateService for TemplateApi {
         }))
     }
 
-    async fn update_template(&self, request: Request<pb::UpdateTemplateRequest>) -> Result<Response<pb::UpdateTemplateResponse>, Status> {
+    async fn update_template(
+        &self,
+        request: Request<pb::UpdateTemplateRequest>,
+    ) -> Result<Response<pb::UpdateTemplateResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let req = request.into_inner();
@@ -83,7 +97,10 @@ impl TemplateService for TemplateApi {
         Ok(Response::new(pb::UpdateTemplateResponse { template: Some(convert::template(row)) }))
     }
 
-    async fn delete_template(&self, request: Request<pb::DeleteTemplateRequest>) -> Result<Response<pb::DeleteTemplateResponse>, Status> {
+    async fn delete_template(
+        &self,
+        request: Request<pb::DeleteTemplateRequest>,
+    ) -> Result<Response<pb::DeleteTemplateResponse>, Status> {
         let caller = caller(&request)?;
         caller.require_writer()?;
         let id = template_id(&request.get_ref().id)?;

@@ -53,7 +53,12 @@ pub async fn get(pool: &PgPool, agency: AgencyId, id: ClientId) -> Result<Client
         .ok_or_else(|| ApiError::not_found("client", id))
 }
 
-pub async fn list(pool: &PgPool, agency: AgencyId, after: Option<Uuid>, limit: i64) -> Result<(Vec<ClientRow>, Option<Uuid>), ApiError> {
+pub async fn list(
+    pool: &PgPool,
+    agency: AgencyId,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<(Vec<ClientRow>, Option<Uuid>), ApiError> {
     let mut rows: Vec<ClientRow> = sqlx::query_as(
         "SELECT * FROM clients WHERE agency_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
     )
@@ -69,7 +74,12 @@ pub async fn list(pool: &PgPool, agency: AgencyId, after: Option<Uuid>, limit: i
     Ok((rows, next.flatten()))
 }
 
-pub async fn update(pool: &PgPool, agency: AgencyId, id: ClientId, changes: ClientChanges) -> Result<ClientRow, ApiError> {
+pub async fn update(
+    pool: &PgPool,
+    agency: AgencyId,
+    id: ClientId,
+    changes: ClientChanges,
+) -> Result<ClientRow, ApiError> {
     sqlx::query_as(
         "UPDATE clients SET name = coalesce($3, name), email = coalesce($4, email), company = coalesce($5, company), \
          updated_at = now() WHERE id = $1 AND agency_id = $2 RETURNING *",
@@ -93,9 +103,9 @@ pub async fn delete(pool: &PgPool, agency: AgencyId, id: ClientId) -> Result<(),
     match result {
         Ok(r) if r.rows_affected() == 0 => Err(ApiError::not_found("client", id)),
         Ok(_) => Ok(()),
-        Err(e) if is_foreign_key_violation(&e) => {
-            Err(ApiError::FailedPrecondition(format!("client {id} still has proposals; archive or reassign them first")))
-        }
+        Err(e) if is_foreign_key_violation(&e) => Err(ApiError::FailedPrecondition(format!(
+            "client {id} still has proposals; archive or reassign them first"
+        ))),
         Err(e) => Err(e.into()),
     }
 }

@@ -44,9 +44,7 @@ pub struct ProposalRow {
 
 impl ProposalRow {
     pub fn status(&self) -> Result<ProposalStatus, ApiError> {
-        self.status
-            .parse()
-            .map_err(|e| ApiError::Db(sqlx::Error::Decode(format!("proposals.status: {e}").into())))
+        self.status.parse().map_err(|e| ApiError::Db(sqlx::Error::Decode(format!("proposals.status: {e}").into())))
     }
 }
 
@@ -208,9 +206,12 @@ async fn find_by_idempotency_key(
     .await?;
     match row {
         None => Ok(None),
-        Some((_, fingerprint)) if fingerprint != key.fingerprint => Err(ApiError::InvalidArgument(vec![
-            tonic_types::FieldViolation::new("idempotency_key", "was already used for a different request"),
-        ])),
+        Some((_, fingerprint)) if fingerprint != key.fingerprint => {
+            Err(ApiError::InvalidArgument(vec![tonic_types::FieldViolation::new(
+                "idempotency_key",
+                "was already used for a different request",
+            )]))
+        }
         Some((proposal_id, _)) => get(pool, agency, ProposalId::from(proposal_id)).await.map(Some),
     }
 }
@@ -226,14 +227,21 @@ async fn ensure_client(tx: &mut Transaction<'_, Postgres>, agency: AgencyId, cli
     })
 }
 
-async fn ensure_template(tx: &mut Transaction<'_, Postgres>, agency: AgencyId, template: TemplateId) -> Result<(), ApiError> {
+async fn ensure_template(
+    tx: &mut Transaction<'_, Postgres>,
+    agency: AgencyId,
+    template: TemplateId,
+) -> Result<(), ApiError> {
     let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM templates WHERE id = $1 AND agency_id = $2")
         .bind(template.as_uuid())
         .bind(agency.as_uuid())
         .fetch_optional(&mut **tx)
         .await?;
     found.map(|_| ()).ok_or_else(|| {
-        ApiError::InvalidArgument(vec![tonic_types::FieldViolation::new("template_id", format!("no template {template}"))])
+        ApiError::InvalidArgument(vec![tonic_types::FieldViolation::new(
+            "template_id",
+            format!("no template {template}"),
+        )])
     })
 }
 
@@ -324,7 +332,8 @@ pub async fn list(
     let records = rows
         .into_iter()
         .map(|proposal| {
-            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut items).into_iter().partition(|i| i.proposal_id == proposal.id);
+            let (mine, rest): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut items).into_iter().partition(|i| i.proposal_id == proposal.id);
             items = rest;
             ProposalRecord { proposal, line_items: mine }
         })
@@ -381,10 +390,7 @@ async fn finish_edit(tx: &mut Transaction<'_, Postgres>, id: ProposalId) -> Resu
             .bind(id.as_uuid())
             .fetch_all(&mut **tx)
             .await?;
-    let amounts = stored
-        .into_iter()
-        .map(|(q, p, t)| LineItemAmounts::parse(q, p, t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let amounts = stored.into_iter().map(|(q, p, t)| LineItemAmounts::parse(q, p, t)).collect::<Result<Vec<_>, _>>()?;
     let totals = compute_totals(&amounts)?;
     sqlx::query(
         "UPDATE proposals SET subtotal_minor = $2, tax_minor = $3, total_minor = $4, version = version + 1, \
@@ -450,7 +456,9 @@ pub async fn transition(
             .fetch_one(&mut *tx)
             .await?;
         if items == 0 {
-            return Err(ApiError::FailedPrecondition(format!("proposal {id} has no line items: add one before sending")));
+            return Err(ApiError::FailedPrecondition(format!(
+                "proposal {id} has no line items: add one before sending"
+            )));
         }
     }
     // The column is chosen from a closed set, never from input.
@@ -505,10 +513,11 @@ pub async fn add_line_item(
 ) -> Result<(ProposalRecord, LineItemId), ApiError> {
     let mut tx = pool.begin().await?;
     lock_for_edit(&mut tx, agency, id, expected_version, EditKind::Content).await?;
-    let position: i32 = sqlx::query_scalar("SELECT coalesce(max(position), 0) + 1 FROM line_items WHERE proposal_id = $1")
-        .bind(id.as_uuid())
-        .fetch_one(&mut *tx)
-        .await?;
+    let position: i32 =
+        sqlx::query_scalar("SELECT coalesce(max(position), 0) + 1 FROM line_items WHERE proposal_id = $1")
+            .bind(id.as_uuid())
+            .fetch_one(&mut *tx)
+            .await?;
     let item_id = insert_line_item(&mut tx, agency, id, position, &item).await?;
     finish_edit(&mut tx, id).await?;
     let record = load(&mut tx, agency, id).await?;

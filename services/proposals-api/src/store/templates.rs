@@ -46,7 +46,12 @@ pub async fn get(pool: &PgPool, agency: AgencyId, id: TemplateId) -> Result<Temp
         .ok_or_else(|| ApiError::not_found("template", id))
 }
 
-pub async fn list(pool: &PgPool, agency: AgencyId, after: Option<Uuid>, limit: i64) -> Result<(Vec<TemplateRow>, Option<Uuid>), ApiError> {
+pub async fn list(
+    pool: &PgPool,
+    agency: AgencyId,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<(Vec<TemplateRow>, Option<Uuid>), ApiError> {
     let mut rows: Vec<TemplateRow> = sqlx::query_as(
         "SELECT * FROM templates WHERE agency_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
     )

@@ -29,7 +29,9 @@ async fn bad_input_reports_every_field() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let fields: Vec<String> = violations(&err).into_iter().map(|(f, _)| f).collect();
-    for expected in ["client_id", "title", "currency", "valid_until", "line_items[0].description", "line_items[0].quantity_milli"] {
+    for expected in
+        ["client_id", "title", "currency", "valid_until", "line_items[0].description", "line_items[0].quantity_milli"]
+    {
         assert!(fields.iter().any(|f| f == expected), "{expected} missing from {fields:?}");
     }
 
@@ -58,7 +60,11 @@ async fn bad_input_reports_every_field() {
 
     let mut clients = app.editor.clients.clone();
     let err = clients
-        .create_client(pb::CreateClientRequest { name: "x".into(), email: "not an email".into(), company: String::new() })
+        .create_client(pb::CreateClientRequest {
+            name: "x".into(),
+            email: "not an email".into(),
+            company: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec![("email".to_owned(), "is not an email address: \"not an email\"".to_owned())]);
@@ -74,11 +80,21 @@ async fn stale_version_is_aborted_with_the_current_version() {
     let mut api = app.editor.proposals.clone();
     let client = create_client(&app.editor, "Stale Co").await;
     let p = create_proposal(&app.editor, &client, "v1", vec![]).await;
-    api.update_proposal(pb::UpdateProposalRequest { id: p.id.clone(), expected_version: 1, title: Some("v2".into()), ..Default::default() })
-        .await
-        .unwrap();
+    api.update_proposal(pb::UpdateProposalRequest {
+        id: p.id.clone(),
+        expected_version: 1,
+        title: Some("v2".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let err = api
-        .update_proposal(pb::UpdateProposalRequest { id: p.id.clone(), expected_version: 1, title: Some("lost".into()), ..Default::default() })
+        .update_proposal(pb::UpdateProposalRequest {
+            id: p.id.clone(),
+            expected_version: 1,
+            title: Some("lost".into()),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
@@ -104,7 +120,11 @@ async fn illegal_transition_names_both_states() {
     let p = create_proposal(&app.editor, &client, "t", vec![]).await;
 
     let err = api
-        .transition_proposal(pb::TransitionProposalRequest { id: p.id.clone(), to: ProposalStatus::Accepted as i32, expected_version: 0 })
+        .transition_proposal(pb::TransitionProposalRequest {
+            id: p.id.clone(),
+            to: ProposalStatus::Accepted as i32,
+            expected_version: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -114,28 +134,48 @@ async fn illegal_transition_names_both_states() {
 
     // Sending needs something to price.
     let err = api
-        .transition_proposal(pb::TransitionProposalRequest { id: p.id.clone(), to: ProposalStatus::Sent as i32, expected_version: 0 })
+        .transition_proposal(pb::TransitionProposalRequest {
+            id: p.id.clone(),
+            to: ProposalStatus::Sent as i32,
+            expected_version: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("no line items"), "{}", err.message());
 
     // A sent proposal is frozen.
-    api.add_line_item(pb::AddLineItemRequest { proposal_id: p.id.clone(), line_item: Some(item("x", 1_000, 1, 0)), expected_version: 0 })
-        .await
-        .unwrap();
-    api.transition_proposal(pb::TransitionProposalRequest { id: p.id.clone(), to: ProposalStatus::Sent as i32, expected_version: 0 })
-        .await
-        .unwrap();
+    api.add_line_item(pb::AddLineItemRequest {
+        proposal_id: p.id.clone(),
+        line_item: Some(item("x", 1_000, 1, 0)),
+        expected_version: 0,
+    })
+    .await
+    .unwrap();
+    api.transition_proposal(pb::TransitionProposalRequest {
+        id: p.id.clone(),
+        to: ProposalStatus::Sent as i32,
+        expected_version: 0,
+    })
+    .await
+    .unwrap();
     let err = api
-        .add_line_item(pb::AddLineItemRequest { proposal_id: p.id.clone(), line_item: Some(item("y", 1_000, 1, 0)), expected_version: 0 })
+        .add_line_item(pb::AddLineItemRequest {
+            proposal_id: p.id.clone(),
+            line_item: Some(item("y", 1_000, 1, 0)),
+            expected_version: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("only a draft can be edited"), "{}", err.message());
 
     let err = api
-        .transition_proposal(pb::TransitionProposalRequest { id: p.id, to: ProposalStatus::Unspecified as i32, expected_version: 0 })
+        .transition_proposal(pb::TransitionProposalRequest {
+            id: p.id,
+            to: ProposalStatus::Unspecified as i32,
+            expected_version: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(violations(&err)[0].0, "to");
@@ -152,12 +192,21 @@ async fn another_agency_sees_not_found_never_data() {
     assert_eq!(err.code(), Code::NotFound);
     assert!(!err.message().contains("Secret"));
     let err = theirs
-        .update_proposal(pb::UpdateProposalRequest { id: p.id.clone(), expected_version: 1, title: Some("pwned".into()), ..Default::default() })
+        .update_proposal(pb::UpdateProposalRequest {
+            id: p.id.clone(),
+            expected_version: 1,
+            title: Some("pwned".into()),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = theirs
-        .transition_proposal(pb::TransitionProposalRequest { id: p.id.clone(), to: ProposalStatus::Sent as i32, expected_version: 0 })
+        .transition_proposal(pb::TransitionProposalRequest {
+            id: p.id.clone(),
+            to: ProposalStatus::Sent as i32,
+            expected_version: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -165,11 +214,17 @@ async fn another_agency_sees_not_found_never_data() {
     assert_eq!(err.code(), Code::NotFound);
     let listed = theirs.list_proposals(pb::ListProposalsRequest::default()).await.unwrap().into_inner();
     assert!(listed.proposals.is_empty());
-    let err = app.outsider.clients.clone().get_client(pb::GetClientRequest { id: client.id.clone() }).await.unwrap_err();
+    let err =
+        app.outsider.clients.clone().get_client(pb::GetClientRequest { id: client.id.clone() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     // Using another agency's client in one's own proposal is refused like a missing one.
     let err = theirs
-        .create_proposal(pb::CreateProposalRequest { client_id: client.id, title: "t".into(), currency: "EUR".into(), ..Default::default() })
+        .create_proposal(pb::CreateProposalRequest {
+            client_id: client.id,
+            title: "t".into(),
+            currency: "EUR".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -186,15 +241,28 @@ async fn viewer_reads_but_cannot_write() {
     let mut api = app.viewer.proposals.clone();
     api.get_proposal(pb::GetProposalRequest { id: p.id.clone() }).await.unwrap();
     let err = api
-        .update_proposal(pb::UpdateProposalRequest { id: p.id.clone(), expected_version: 1, title: Some("no".into()), ..Default::default() })
+        .update_proposal(pb::UpdateProposalRequest {
+            id: p.id.clone(),
+            expected_version: 1,
+            title: Some("no".into()),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let err = app.viewer.clients.clone().create_client(pb::CreateClientRequest { name: "n".into(), email: "a@b.co".into(), company: String::new() })
+    let err = app
+        .viewer
+        .clients
+        .clone()
+        .create_client(pb::CreateClientRequest { name: "n".into(), email: "a@b.co".into(), company: String::new() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let err = app.viewer.templates.clone().create_template(pb::CreateTemplateRequest { name: "n".into(), body: "b".into() })
+    let err = app
+        .viewer
+        .templates
+        .clone()
+        .create_template(pb::CreateTemplateRequest { name: "n".into(), body: "b".into() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -204,7 +272,8 @@ async fn viewer_reads_but_cannot_write() {
 async fn missing_or_invalid_tokens_are_unauthenticated() {
     let app = spawn_app().await;
     let caller = app.editor.caller;
-    let forged = proposals_api::Authenticator::new(b"some-other-secret-some-other-secret").issue(&caller, std::time::Duration::from_secs(60));
+    let forged = proposals_api::Authenticator::new(b"some-other-secret-some-other-secret")
+        .issue(&caller, std::time::Duration::from_secs(60));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let claims = serde_json::json!({
         "sub": caller.user_id.to_string(), "agency_id": caller.agency_id.to_string(), "role": "editor",

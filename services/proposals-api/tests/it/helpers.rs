@@ -97,7 +97,8 @@ pub async fn spawn_app() -> TestApp {
     let editor = tenancy::create_user(pool, agency, "ed@northwind.test", "Ed Itor", Role::Editor).await.unwrap();
     let viewer = tenancy::create_user(pool, agency, "vi@northwind.test", "Vi Ewer", Role::Viewer).await.unwrap();
     let other_agency = tenancy::create_agency(pool, "Contoso", "#aa3300").await.unwrap();
-    let outsider = tenancy::create_user(pool, other_agency, "out@contoso.test", "Out Sider", Role::Editor).await.unwrap();
+    let outsider =
+        tenancy::create_user(pool, other_agency, "out@contoso.test", "Out Sider", Role::Editor).await.unwrap();
 
     let auth = Authenticator::new(SECRET.as_bytes());
     let session = |user_id, agency_id, role| signed_session(&channel, &auth, Caller { user_id, agency_id, role });
@@ -145,7 +146,12 @@ pub fn item(description: &str, quantity_milli: i64, unit_price_minor: i64, tax_r
     pb::LineItemInput { description: description.into(), quantity_milli, unit_price_minor, tax_rate_ppm }
 }
 
-pub async fn create_proposal(session: &Session, client: &pb::Client, title: &str, items: Vec<pb::LineItemInput>) -> pb::Proposal {
+pub async fn create_proposal(
+    session: &Session,
+    client: &pb::Client,
+    title: &str,
+    items: Vec<pb::LineItemInput>,
+) -> pb::Proposal {
     session
         .proposals
         .clone()

@@ -16,7 +16,11 @@ async fn clients_crud() {
     assert_eq!(got.client.unwrap().email, "ada.lovelace@client.test");
 
     let updated = clients
-        .update_client(pb::UpdateClientRequest { id: created.id.clone(), company: Some("Analytical Engines".into()), ..Default::default() })
+        .update_client(pb::UpdateClientRequest {
+            id: created.id.clone(),
+            company: Some("Analytical Engines".into()),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -116,10 +120,12 @@ async fn proposal_lifecycle_with_line_items_and_totals() {
     let mut api = app.editor.proposals.clone();
     let client = create_client(&app.editor, "Alan Turing").await;
     // 2 × 1,000.00 at 20 % and 1.5 × 0.33 at 7 %.
-    let p = create_proposal(&app.editor, &client, "Website redesign", vec![
-        item("Design", 2_000, 100_000, 200_000),
-        item("Hosting", 1_500, 33, 70_000),
-    ])
+    let p = create_proposal(
+        &app.editor,
+        &client,
+        "Website redesign",
+        vec![item("Design", 2_000, 100_000, 200_000), item("Hosting", 1_500, 33, 70_000)],
+    )
     .await;
     assert_eq!(p.status(), ProposalStatus::Draft);
     assert_eq!(p.version, 1);
@@ -127,7 +133,8 @@ async fn proposal_lifecycle_with_line_items_and_totals() {
     let totals = p.totals.unwrap();
     assert_eq!((totals.subtotal_minor, totals.tax_minor, totals.total_minor), (200_050, 40_004, 240_054));
 
-    let got = api.get_proposal(pb::GetProposalRequest { id: p.id.clone() }).await.unwrap().into_inner().proposal.unwrap();
+    let got =
+        api.get_proposal(pb::GetProposalRequest { id: p.id.clone() }).await.unwrap().into_inner().proposal.unwrap();
     assert_eq!(got, p);
 
     let updated = api
@@ -143,10 +150,17 @@ async fn proposal_lifecycle_with_line_items_and_totals() {
         .into_inner()
         .proposal
         .unwrap();
-    assert_eq!((updated.version, updated.title.as_str(), updated.valid_until.as_str()), (2, "Website redesign and hosting", ""));
+    assert_eq!(
+        (updated.version, updated.title.as_str(), updated.valid_until.as_str()),
+        (2, "Website redesign and hosting", "")
+    );
 
     let added = api
-        .add_line_item(pb::AddLineItemRequest { proposal_id: p.id.clone(), line_item: Some(item("Support", 1_000, 5_000, 0)), expected_version: 2 })
+        .add_line_item(pb::AddLineItemRequest {
+            proposal_id: p.id.clone(),
+            line_item: Some(item("Support", 1_000, 5_000, 0)),
+            expected_version: 2,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -171,7 +185,11 @@ async fn proposal_lifecycle_with_line_items_and_totals() {
 
     let hosting = changed.line_items[1].id.clone();
     let removed = api
-        .remove_line_item(pb::RemoveLineItemRequest { proposal_id: p.id.clone(), line_item_id: hosting, expected_version: 0 })
+        .remove_line_item(pb::RemoveLineItemRequest {
+            proposal_id: p.id.clone(),
+            line_item_id: hosting,
+            expected_version: 0,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -184,7 +202,11 @@ async fn proposal_lifecycle_with_line_items_and_totals() {
     let mut status = removed;
     for to in [ProposalStatus::Sent, ProposalStatus::Viewed, ProposalStatus::Accepted] {
         status = api
-            .transition_proposal(pb::TransitionProposalRequest { id: p.id.clone(), to: to as i32, expected_version: status.version })
+            .transition_proposal(pb::TransitionProposalRequest {
+                id: p.id.clone(),
+                to: to as i32,
+                expected_version: status.version,
+            })
             .await
             .unwrap()
             .into_inner()
@@ -241,9 +263,13 @@ async fn list_filters_and_paginates() {
         let client = if n % 2 == 0 { &a } else { &b };
         let p = create_proposal(&app.editor, client, &format!("P{n}"), vec![item("x", 1_000, 100, 0)]).await;
         if n < 3 {
-            api.transition_proposal(pb::TransitionProposalRequest { id: p.id.clone(), to: ProposalStatus::Sent as i32, expected_version: 0 })
-                .await
-                .unwrap();
+            api.transition_proposal(pb::TransitionProposalRequest {
+                id: p.id.clone(),
+                to: ProposalStatus::Sent as i32,
+                expected_version: 0,
+            })
+            .await
+            .unwrap();
             sent.push(p.id);
         }
     }
@@ -266,7 +292,10 @@ async fn list_filters_and_paginates() {
     assert!(by_client.proposals.iter().all(|p| p.client_id == a.id));
 
     let by_owner = api
-        .list_proposals(pb::ListProposalsRequest { owner_id: app.editor.caller.user_id.to_string(), ..Default::default() })
+        .list_proposals(pb::ListProposalsRequest {
+            owner_id: app.editor.caller.user_id.to_string(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -314,7 +343,8 @@ async fn idempotent_create_returns_the_first_result() {
 
     // The same key for a different request is refused, not silently answered.
     let mut api = app.editor.proposals.clone();
-    let reused = api.create_proposal(pb::CreateProposalRequest { title: "Different".into(), ..request }).await.unwrap_err();
+    let reused =
+        api.create_proposal(pb::CreateProposalRequest { title: "Different".into(), ..request }).await.unwrap_err();
     assert_eq!(reused.code(), tonic::Code::InvalidArgument);
     assert!(reused.message().contains("idempotency_key"), "{}", reused.message());
 }

@@ -45,11 +45,14 @@ async fn health_and_reflection_are_served() {
     assert_eq!(status.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
 
     use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse,
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let mut reflection = ServerReflectionClient::new(app.channel.clone());
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut responses = reflection.server_reflection_info(futures::stream::iter([request])).await.unwrap().into_inner();
     let first = responses.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else { panic!("{first:?}") };
