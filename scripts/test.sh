@@ -14,6 +14,11 @@ fi
 export FOLIO_DATABASE_URL FOLIO_NATS_URL
 echo "FOLIO_DATABASE_URL=$FOLIO_DATABASE_URL FOLIO_NATS_URL=$FOLIO_NATS_URL"
 
+if ! command -v pdftotext >/dev/null || ! command -v pdfinfo >/dev/null; then
+  step "installing poppler-utils (pdf-render tests read PDFs back with pdftotext and pdfinfo)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null
+fi
+
 step "removing databases and slots left by earlier runs"
 psql "$FOLIO_DATABASE_URL" -Atq -v ON_ERROR_STOP=1 <<'SQL'
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
