@@ -29,14 +29,22 @@ start() { # name, then its arguments
 }
 echo "starting services"
 start proposals-api --listen-addr 127.0.0.1:50051 --admin-addr 127.0.0.1:9101
-[ -x "$bin/wal-ingest" ] && grep -q -- '--slot' <("$bin/wal-ingest" --help 2>/dev/null) &&
-  start wal-ingest --admin-addr 127.0.0.1:9102
-[ -x "$bin/shape-edge" ] && grep -q -- '--listen-addr' <("$bin/shape-edge" --help 2>/dev/null) &&
-  start shape-edge --listen-addr 127.0.0.1:3000 --admin-addr 127.0.0.1:9103
+start wal-ingest --admin-addr 127.0.0.1:9102
+start shape-edge --listen-addr 127.0.0.1:3000 --admin-addr 127.0.0.1:9103
+start pdf-render --admin-addr 127.0.0.1:9104
+start notifier --admin-addr 127.0.0.1:9105
 
-for _ in $(seq 100); do curl -fs http://127.0.0.1:9101/readyz >/dev/null 2>&1 && break; sleep 0.1; done
+# Seed only once wal-ingest's slot exists, so the demo's PDF jobs reach the queue.
+for port in 9101 9102; do
+  for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+done
 echo
 echo "demo data and bearer tokens (authorization: Bearer <token>):"
 "$bin/seed-demo"
 echo
-echo "proposals-api: grpc://127.0.0.1:50051 (gRPC and gRPC-Web), metrics http://127.0.0.1:9101/metrics"
+cat <<TXT
+proposals-api  grpc://127.0.0.1:50051 (gRPC, gRPC-Web, GET /v1/renditions/{id}/pdf)
+shape-edge     http://127.0.0.1:3000 (Durable Streams under /v1/stream/)
+admin          http://127.0.0.1:910{1..5}/healthz, /readyz, /metrics  (api, wal-ingest, edge, pdf, notifier)
+logs           $dev/*.log       stop: scripts/dev-down.sh
+TXT

@@ -8,7 +8,7 @@ use clap::Parser;
 use folio_domain::{LineItemAmounts, ProposalStatus, UserId};
 use proposals_api::{
     Authenticator, Caller, Role,
-    store::{clients, proposals},
+    store::{clients, proposals, renditions},
     tenancy,
 };
 
@@ -144,6 +144,8 @@ async fn seed(pool: &sqlx::PgPool) -> anyhow::Result<folio_domain::AgencyId> {
         for to in path {
             proposals::transition(pool, agency, id, *to, None).await?;
         }
+        // Through the WAL to pdf-render, as RequestPdf does.
+        renditions::request(pool, agency, owner, id, String::new()).await?;
     }
     Ok(agency)
 }
