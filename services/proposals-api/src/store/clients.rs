@@ -59,7 +59,7 @@ pub async fn list(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<(Vec<ClientRow>, Option<Uuid>), ApiError> {
-    let mut rows: Vec<ClientRow> = sqlx::query_as(
+    let rows: Vec<ClientRow> = sqlx::query_as(
         "SELECT * FROM clients WHERE agency_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
     )
     .bind(agency.as_uuid())
@@ -67,11 +67,7 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(pool)
     .await?;
-    let next = (rows.len() as i64 > limit).then(|| {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.id)
-    });
-    Ok((rows, next.flatten()))
+    Ok(super::split_page(rows, limit, |r| r.id))
 }
 
 pub async fn update(

@@ -43,3 +43,14 @@ pub fn page_size(requested: i32) -> Result<i64, ApiError> {
         )])),
     }
 }
+
+/// Rows are fetched with `LIMIT limit + 1`: the extra row only says there is another page.
+pub fn split_page<T>(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> uuid::Uuid) -> (Vec<T>, Option<uuid::Uuid>) {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        let next = rows.last().map(id);
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}

@@ -302,7 +302,7 @@ pub async fn list(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<(Vec<ProposalRecord>, Option<Uuid>), ApiError> {
-    let mut rows: Vec<ProposalRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows: Vec<ProposalRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {PROPOSAL_COLUMNS} FROM proposals WHERE agency_id = $1 \
          AND ($2::text IS NULL OR status = $2) AND ($3::uuid IS NULL OR client_id = $3) \
          AND ($4::uuid IS NULL OR owner_id = $4) AND ($5 OR archived_at IS NULL) \
@@ -317,25 +317,22 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(pool)
     .await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.id)
-    } else {
-        None
-    };
+    let (rows, next) = super::split_page(rows, limit, |r| r.id);
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut items: Vec<LineItemRow> =
+    let items: Vec<LineItemRow> =
         sqlx::query_as("SELECT * FROM line_items WHERE proposal_id = ANY($1) ORDER BY proposal_id, position, id")
             .bind(&ids)
             .fetch_all(pool)
             .await?;
+    let mut by_proposal: std::collections::HashMap<Uuid, Vec<LineItemRow>> = std::collections::HashMap::new();
+    for item in items {
+        by_proposal.entry(item.proposal_id).or_default().push(item);
+    }
     let records = rows
         .into_iter()
         .map(|proposal| {
-            let (mine, rest): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut items).into_iter().partition(|i| i.proposal_id == proposal.id);
-            items = rest;
-            ProposalRecord { proposal, line_items: mine }
+            let line_items = by_proposal.remove(&proposal.id).unwrap_or_default();
+            ProposalRecord { proposal, line_items }
         })
         .collect();
     Ok((records, next))

@@ -2,7 +2,7 @@
 //! measured in the same run: the same store calls (the same SQL) issued straight through sqlx
 //! with the same pool size, so the ratio is the cost of gRPC, auth and validation.
 //!
-//!   cargo run -p proposals-api --release --bin bench -- --seconds 10
+//!   cargo run -p proposals-api --release --bin api-bench -- --seconds 10
 
 use std::{
     sync::{
