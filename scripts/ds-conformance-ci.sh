@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # CI entry for the Durable Streams conformance suite: builds shape-edge, starts it on a free port
 # against NATS with a fresh JetStream prefix, runs scripts/ds-conformance.sh (all 338 tests,
-# subscriptions included) and stops the edge. Exits non-zero on any failure.
+# subscriptions included) and the npm-client activity test, and stops the edge on exit.
+# Exits non-zero on any failure.
 #
 #   FOLIO_NATS_URL=nats://127.0.0.1:4333 scripts/ds-conformance-ci.sh
 #
 # Env: FOLIO_NATS_URL (default nats://127.0.0.1:4333), CARGO_TARGET_DIR, CARGO_PROFILE
 #      (default dev), SHAPE_EDGE_BIN (skip the build and use this binary), plus the
-#      DS_CONFORMANCE_* variables of ds-conformance.sh.
+#      DS_CONFORMANCE_* variables of ds-conformance.sh; DS_CONFORMANCE_EDGES=N (default 1) runs N
+#      edges on one JetStream prefix behind a round-robin proxy; FOLIO_DS_KEEP=1 keeps the run's
+#      JetStream streams for inspection.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -19,23 +22,85 @@ if [ -z "${SHAPE_EDGE_BIN:-}" ]; then
   [ "$profile" = dev ] && subdir=debug || subdir=$profile
   SHAPE_EDGE_BIN=$target_dir/$subdir/shape-edge
 fi
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+# Deletes the run's JetStream streams, speaking the NATS text protocol directly (no nats CLI
+# on these machines). Best effort: a failure leaves two streams behind, nothing else.
+delete_jetstream_streams() {
+  local hp=${nats_url#nats://}; hp=${hp##*@}; hp=${hp%%/*}
+  local host=${hp%:*} port=${hp##*:} line cmds
+  exec 3<>"/dev/tcp/$host/$port" || return 0
+  IFS= read -r -t 2 line <&3 || true
+  cmds='CONNECT {"verbose":false,"pedantic":false}\r\n'
+  for s in "$@"; do cmds+="PUB \$JS.API.STREAM.DELETE.$s _INBOX.folio_cleanup 0\r\n\r\n"; done
+  printf "${cmds}PING\r\n" >&3
+  while IFS= read -r -t 2 line <&3; do [[ $line == PONG* ]] && break; done
+  exec 3>&-
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+wait_ready() { # port pid log
+  for _ in $(seq 1 100); do
+    if curl -fs -o /dev/null -X OPTIONS "http://127.0.0.1:$1/v1/stream/ready-check" 2>/dev/null; then return 0; fi
+    if ! kill -0 "$2" 2>/dev/null; then echo "process on port $1 exited during start-up:"; cat "$3"; exit 1; fi
+    sleep 0.1
+  done
+  echo "nothing answered on port $1"; exit 1
+}
 prefix="dsconf_$(date +%s)_$$"
-log=$(mktemp -t shape-edge-conformance.XXXXXX.log)
-FOLIO_NATS_URL=$nats_url \
-FOLIO_EDGE_ADDR=127.0.0.1:$port \
-FOLIO_DS_PREFIX=$prefix \
-FOLIO_DS_LONG_POLL_TIMEOUT=500ms \
-FOLIO_DS_WEBHOOK_ALLOW_LOOPBACK=true \
-FOLIO_DS_ALLOW_UNAUTHENTICATED_CLAIMS=true \
-RUST_LOG=${RUST_LOG:-warn} \
-  "$SHAPE_EDGE_BIN" >"$log" 2>&1 &
-edge=$!
-trap 'kill "$edge" 2>/dev/null || true; wait "$edge" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  if curl -fsS -o /dev/null -X OPTIONS "http://127.0.0.1:$port/v1/stream/ready-check"; then break; fi
-  if ! kill -0 "$edge" 2>/dev/null; then echo "shape-edge exited during start-up:"; cat "$log"; exit 1; fi
-  sleep 0.1
+edges=${DS_CONFORMANCE_EDGES:-1}
+pids=()
+stop() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  [ -n "${FOLIO_DS_KEEP:-}" ] || delete_jetstream_streams "${prefix}_streams" "KV_${prefix}_meta"
+}
+trap stop EXIT
+ports=()
+for _ in $(seq 1 "$edges"); do
+  port=$(free_port)
+  log=$(mktemp -t shape-edge-conformance.XXXXXX.log)
+  FOLIO_NATS_URL=$nats_url \
+  FOLIO_EDGE_ADDR=127.0.0.1:$port \
+  FOLIO_DS_PREFIX=$prefix \
+  FOLIO_DS_LONG_POLL_TIMEOUT=500ms \
+  FOLIO_DS_WEBHOOK_ALLOW_LOOPBACK=true \
+  FOLIO_DS_ALLOW_UNAUTHENTICATED_CLAIMS=true \
+  RUST_LOG=${RUST_LOG:-warn} \
+    "$SHAPE_EDGE_BIN" >"$log" 2>&1 &
+  pids+=($!)
+  wait_ready "$port" "$!" "$log"
+  ports+=("$port")
+  echo "shape-edge on 127.0.0.1:$port (prefix $prefix, log $log)"
 done
-echo "shape-edge on 127.0.0.1:$port (prefix $prefix, log $log)"
-"$root/scripts/ds-conformance.sh" "http://127.0.0.1:$port"
+url="http://127.0.0.1:${ports[0]}"
+if [ "$edges" -gt 1 ]; then
+  # Several edges sharing one JetStream prefix behind a proxy that sends each request to the
+  # next edge in turn: the suite then checks that any edge serves any stream and offset.
+  proxy_js=$(mktemp -t ds-rr-proxy.XXXXXX.mjs)
+  cat >"$proxy_js" <<'JS'
+import http from "node:http";
+const [listen, ...edges] = process.argv.slice(2).map(Number);
+let next = 0;
+http.createServer((req, res) => {
+  const port = edges[next++ % edges.length];
+  const upstream = http.request({ host: "127.0.0.1", port, path: req.url, method: req.method, headers: req.headers }, (r) => {
+    res.writeHead(r.statusCode, r.headers);
+    r.pipe(res);
+  });
+  upstream.on("error", (e) => { res.writeHead(502); res.end(String(e)); });
+  req.pipe(upstream);
+  res.on("close", () => upstream.destroy());
+}).listen(listen, "127.0.0.1");
+JS
+  proxy_port=$(free_port)
+  proxy_log=$(mktemp -t ds-rr-proxy.XXXXXX.log)
+  node "$proxy_js" "$proxy_port" "${ports[@]}" >"$proxy_log" 2>&1 &
+  pids+=($!)
+  wait_ready "$proxy_port" "$!" "$proxy_log"
+  url="http://127.0.0.1:$proxy_port"
+  echo "round-robin proxy on $url over ${edges} edges"
+fi
+"$root/scripts/ds-conformance.sh" "$url"
+
+# The unmodified npm client (installed with the suite) follows a proposal's activity stream.
+version=${DS_CONFORMANCE_VERSION:-0.3.6}
+dir=${DS_CONFORMANCE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/folio/ds-conformance-$version}
+DS_CLIENT_MODULE="$dir/node_modules/@durable-streams/client/dist/index.js" FOLIO_NATS_URL=$nats_url \
+  cargo test --quiet --profile "$profile" -p shape-edge --test it npm_client -- --ignored

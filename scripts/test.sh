@@ -28,6 +28,9 @@ for db in $(psql "$FOLIO_DATABASE_URL" -Atc "SELECT datname FROM pg_database WHE
   psql "$FOLIO_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
 done
 
+step "notifier test tools (aiosmtpd, standardwebhooks)"
+scripts/notifier-test-deps.sh >/dev/null
+
 step "buf lint"
 scripts/buf.sh lint
 

@@ -1,0 +1,151 @@
+//! notifier: tells people (email) and systems (signed webhooks) when proposals change.
+//!
+//! The path of one change: JetStream `folio.changes.proposals.<agency>` → [`worker`] (old/new
+//! row → [`transitions`] → one `notification_deliveries` row per (event, channel, recipient),
+//! written in one transaction, then the JetStream ack) → [`scheduler`] (claims due rows with
+//! `FOR UPDATE SKIP LOCKED` and a lease) → [`email`] or [`webhook::deliver`] → the attempt
+//! log and, on failure, the next attempt from [`retry`]. Postgres holds every delivery's
+//! state, so restarts and replicas neither lose nor repeat one.
+
+pub mod config;
+pub mod email;
+pub mod error;
+pub mod fanout;
+pub mod http;
+pub mod retry;
+pub mod scheduler;
+pub mod store;
+pub mod transitions;
+pub mod unsubscribe;
+pub mod webhook;
+pub mod worker;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use sqlx::PgPool;
+use tokio::{net::TcpListener, sync::Notify};
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::Error;
+
+use crate::{email::Mailer, retry::RetrySchedule, unsubscribe::UnsubscribeTokens, webhook::deliver::WebhookSender};
+
+/// What the worker, the scheduler and the HTTP routes share.
+pub struct Ctx {
+    pub pool: PgPool,
+    pub config: Config,
+    pub schedule: RetrySchedule,
+    pub mailer: Mailer,
+    pub webhooks: WebhookSender,
+    pub tokens: UnsubscribeTokens,
+    /// Poked after new deliveries are written, so they go out without waiting for a poll.
+    pub wake: Notify,
+    /// This process's lease owner id: a claim it did not make is never finished by it.
+    pub replica: uuid::Uuid,
+}
+
+/// The notifier with its listeners bound, not yet running.
+pub struct Notifier {
+    config: Config,
+    http: TcpListener,
+    admin: TcpListener,
+}
+
+/// Binds the configured addresses and runs until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    Notifier::bind(config).await?.run(shutdown).await
+}
+
+impl Notifier {
+    /// Validates the configuration and binds the HTTP and admin listeners (port 0 in tests).
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        let bind = |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source }) };
+        let http = bind(config.http_addr).await?;
+        let admin = bind(config.common.admin_addr).await?;
+        Ok(Self { config, http, admin })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown`, then stops intake (no more JetStream pulls or claims), lets
+    /// in-flight deliveries finish within the grace period, and stops the servers.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let Notifier { config, http, admin } = self;
+        let pool = folio_db::connect(&config.database_url, config.db_max_connections).await?;
+        if config.migrate {
+            folio_db::migrate(&pool).await?;
+        }
+        let nats = async_nats::ConnectOptions::new()
+            .name("notifier")
+            .connection_timeout(Duration::from_secs(5))
+            // Start while NATS is down; the worker waits for it.
+            .retry_on_initial_connect()
+            .connect(&config.nats_url)
+            .await
+            .map_err(|source| Error::Nats { url: config.nats_url.clone(), source })?;
+        let ctx = Arc::new(Ctx {
+            mailer: Mailer::new(&config)?,
+            webhooks: WebhookSender::new(&config)?,
+            tokens: UnsubscribeTokens::new(config.unsubscribe_secret.as_bytes()),
+            schedule: config.schedule(),
+            pool,
+            wake: Notify::new(),
+            replica: uuid::Uuid::new_v4(),
+            config,
+        });
+
+        let servers = CancellationToken::new();
+        let admin = folio_runtime::AdminServer::start(admin, servers.clone()).await.map_err(Error::Serve)?;
+        let http_addr = http.local_addr().map_err(Error::Serve)?;
+        let router = http::router(ctx.clone());
+        let http_servers = servers.clone();
+        let http_task = tokio::spawn(async move {
+            axum::serve(http, router).with_graceful_shutdown(http_servers.cancelled_owned()).await
+        });
+        tracing::info!(http = %http_addr, admin = %admin.local_addr, replica = %ctx.replica, "notifier listening");
+
+        let intake = shutdown.child_token();
+        let worker = tokio::spawn(worker::run(ctx.clone(), nats, intake.clone(), admin.readiness.clone()));
+        let scheduler = tokio::spawn(scheduler::run(ctx.clone(), intake.clone()));
+
+        shutdown.cancelled().await;
+        tracing::info!("notifier draining");
+        let grace = ctx.config.common.shutdown_grace;
+        // The worker finishes the event in hand; the scheduler waits for in-flight deliveries
+        // (bounded by the grace) and hands back the claims it could not finish.
+        let drained = tokio::time::timeout(grace + Duration::from_secs(1), async {
+            let _ = worker.await;
+            let _ = scheduler.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(?grace, "deliveries still running after the grace period; their leases will expire");
+        }
+        servers.cancel();
+        let _ = http_task.await;
+        let _ = admin.task.await;
+        ctx.pool.close().await;
+        tracing::info!("notifier stopped");
+        Ok(())
+    }
+}
+
+/// `error: cause: cause`, so one log line carries the whole chain.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

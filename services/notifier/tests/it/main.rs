@@ -1,0 +1,10 @@
+//! The notifier against real PostgreSQL, NATS JetStream, an SMTP server (aiosmtpd) and a
+//! webhook receiver that verifies signatures with the `standardwebhooks` package.
+
+mod e2e;
+mod exactly_once;
+mod helpers;
+mod preferences;
+mod retries;
+mod transitions;
+mod webhooks;

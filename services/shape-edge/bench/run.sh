@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs bench/ds-bench.mjs in one run against shape-edge (release build, JetStream file storage)
+# and its peers: the Node reference server (@durable-streams/server, file-backed with dataDir),
+# started here, and any already running server given in DS_PEER_URLS (e.g. the Rust server from
+# `cargo install durable-streams --version 0.1.5`: DS_PEER_URLS="rust-ds=http://127.0.0.1:4437").
+# Prints a Markdown table with the ratio edge / first peer.
+#
+#   FOLIO_NATS_URL=nats://127.0.0.1:4333 services/shape-edge/bench/run.sh
+#
+# Env: FOLIO_NATS_URL, CARGO_TARGET_DIR, DS_BENCH_DIR (npm cache, default ~/.cache/folio/ds-bench),
+#      DS_PEER_URLS (space-separated name=url), BENCH_OUT (JSON results), and ds-bench.mjs's BENCH_* variables.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../../.." && pwd)
+nats_url=${FOLIO_NATS_URL:-nats://127.0.0.1:4333}
+dir=${DS_BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/folio/ds-bench}
+mkdir -p "$dir"
+if [ ! -d "$dir/node_modules/@durable-streams/server" ]; then
+  (cd "$dir" && { [ -f package.json ] || npm init -y >/dev/null; } && npm install --no-audit --no-fund --silent @durable-streams/server@0.3.7 >/dev/null)
+fi
+(cd "$root" && cargo build --quiet --release -p shape-edge)
+edge_bin=${CARGO_TARGET_DIR:-$root/target}/release/shape-edge
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { for _ in $(seq 1 100); do curl -fsS -o /dev/null -X OPTIONS "http://127.0.0.1:$1/v1/stream/x" && return 0; sleep 0.1; done; echo "nothing on port $1"; return 1; }
+
+pids=()
+data=$(mktemp -d -t ds-bench.XXXXXX)
+prefix="dsbench_$(date +%s)_$$"
+# Deletes the run's JetStream streams over the NATS text protocol (no nats CLI here).
+delete_jetstream_streams() {
+  local hp=${nats_url#nats://}; hp=${hp##*@}; hp=${hp%%/*}
+  local host=${hp%:*} port=${hp##*:} line cmds
+  exec 3<>"/dev/tcp/$host/$port" || return 0
+  IFS= read -r -t 2 line <&3 || true
+  cmds='CONNECT {"verbose":false,"pedantic":false}\r\n'
+  for s in "$@"; do cmds+="PUB \$JS.API.STREAM.DELETE.$s _INBOX.folio_cleanup 0\r\n\r\n"; done
+  printf "${cmds}PING\r\n" >&3
+  while IFS= read -r -t 2 line <&3; do [[ $line == PONG* ]] && break; done
+  exec 3>&-
+}
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$data"
+  delete_jetstream_streams "${prefix}_streams" "KV_${prefix}_meta"
+}
+trap cleanup EXIT
+
+edge_port=$(free_port)
+FOLIO_NATS_URL=$nats_url FOLIO_EDGE_ADDR=127.0.0.1:$edge_port FOLIO_DS_PREFIX=$prefix RUST_LOG=warn \
+  "$edge_bin" >"$data/edge.log" 2>&1 &
+pids+=($!)
+ref_port=$(free_port)
+DS_SERVER_MODULE="$dir/node_modules/@durable-streams/server/dist/index.js" PORT=$ref_port DATA_DIR="$data/ref" \
+  node "$here/reference-server.mjs" >"$data/ref.log" 2>&1 &
+pids+=($!)
+targets=("shape-edge=http://127.0.0.1:$edge_port" "node-ref=http://127.0.0.1:$ref_port")
+wait_port "$edge_port"; wait_port "$ref_port"
+for peer in ${DS_PEER_URLS:-}; do targets+=("$peer"); done
+node "$here/ds-bench.mjs" "${targets[@]}"

@@ -1,0 +1,108 @@
+//! shape-edge: Folio's HTTP edge. Serves the Durable Streams protocol under `/v1/stream/*`
+//! from NATS JetStream (`streams`); the Electric-compatible `/v1/shape` API mounts beside it.
+
+pub mod streams;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use folio_runtime::{AdminServer, CommonArgs};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use streams::StreamsConfig;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "shape-edge", version, about = "Folio's HTTP edge: Durable Streams (and shapes) over NATS JetStream")]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Address of the public HTTP server.
+    #[arg(long, env = "FOLIO_EDGE_ADDR", default_value = "127.0.0.1:4437")]
+    pub listen_addr: SocketAddr,
+
+    /// NATS server with JetStream (>= 2.11).
+    #[arg(long, env = "FOLIO_NATS_URL", default_value = "nats://127.0.0.1:4333")]
+    pub nats_url: String,
+
+    #[command(flatten)]
+    pub streams: StreamsConfig,
+}
+
+impl Config {
+    /// Checks what clap cannot; called before any port is bound.
+    pub fn validate(&self) -> Result<(), String> {
+        self.streams.validate()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to connect to NATS at {url}")]
+    Nats {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("failed to set up JetStream storage")]
+    Storage(#[from] streams::StorageError),
+    #[error("failed to bind or serve HTTP")]
+    Io(#[from] std::io::Error),
+}
+
+/// Binds the public and admin listeners from `config` and runs until `shutdown`.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let listener = TcpListener::bind(config.listen_addr).await?;
+    let admin = AdminServer::start(TcpListener::bind(config.common.admin_addr).await?, shutdown.clone()).await?;
+    tracing::info!(addr = %listener.local_addr()?, admin = %admin.local_addr, "shape-edge listening");
+    let readiness = admin.readiness.clone();
+    let result = run_with_readiness(config, listener, shutdown, Some(readiness)).await;
+    let _ = admin.task.await;
+    result
+}
+
+/// Serves the edge on `listener` until `shutdown` is cancelled, then drains in-flight requests.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
+    run_with_readiness(config, listener, shutdown, None).await
+}
+
+async fn run_with_readiness(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    readiness: Option<folio_runtime::Readiness>,
+) -> Result<(), Error> {
+    let nats = async_nats::ConnectOptions::new()
+        .name("shape-edge")
+        .connect(&config.nats_url)
+        .await
+        .map_err(|source| Error::Nats { url: config.nats_url.clone(), source })?;
+    // Background tasks and live readers stop when draining starts; requests in flight finish.
+    let streams = streams::Streams::start(nats, config.streams.clone(), shutdown.clone()).await?;
+    let app = router(Arc::clone(&streams));
+    if let Some(r) = &readiness {
+        r.set(true);
+    }
+    let grace = config.common.shutdown_grace;
+    let drain_started = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { drain_started.cancelled().await });
+    let server = tokio::spawn(async move { server.await });
+    shutdown.cancelled().await;
+    if let Some(r) = &readiness {
+        r.set(false);
+    }
+    // Live readers (long-poll, SSE) hold connections open; give them the grace period at most.
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(r)) => r.map_err(Error::Io),
+        Ok(Err(join)) => Err(Error::Io(std::io::Error::other(join))),
+        Err(_) => {
+            tracing::warn!("open connections outlived the shutdown grace period");
+            Ok(())
+        }
+    }
+}
+
+/// The edge's public routes. `/v1/shape` mounts here beside the streams API.
+pub fn router(streams: Arc<streams::Streams>) -> axum::Router {
+    axum::Router::new().merge(streams::router(streams))
+}

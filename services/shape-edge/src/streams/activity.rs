@@ -1,0 +1,320 @@
+//! Proposal activity as read-only durable streams: `/v1/stream/proposals/<proposal_id>/activity`.
+//!
+//! The data is wal-ingest's change events for the `proposals` table (JetStream stream
+//! `FOLIO_CHANGES`, subjects `folio.changes.proposals.<agency_id>`), filtered to one proposal
+//! and served as JSON messages. Offsets are that stream's sequences, so a reader resumes on any
+//! edge; nothing is copied. Writes are refused with 405.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream;
+use axum::{
+    extract::Request,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use folio_domain::{Lsn, ProposalId};
+use folio_proto::{
+    events::v1::{ChangeEvent, ColumnValue, Operation, column_value},
+    prost::Message,
+};
+use futures::StreamExt;
+
+use super::{
+    Streams, StreamsConfig,
+    error::{Result, StorageError, StreamError},
+    headers::{self as h, value},
+    offset::{Offset, next_cursor},
+    read::{Live, start_position, unix_now},
+    routes::parse_read_query,
+    sse,
+    store::direct_get_batch,
+};
+
+/// Most change events one response looks at, so a proposal with little activity in a long
+/// stream cannot hold a request for an unbounded scan; the reader continues from the offset.
+const MAX_SCAN: usize = 5_000;
+const MAX_EVENTS: usize = 500;
+const SCAN_BATCH: usize = 256;
+
+pub struct Activity {
+    js: jetstream::Context,
+    nats: async_nats::Client,
+    stream_name: String,
+    subject: String,
+}
+
+/// `proposals/<id>/activity` → the id part (the whole `proposals/` namespace is reserved).
+pub fn proposal_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("proposals/")?;
+    Some(rest.strip_suffix("/activity").unwrap_or(""))
+}
+
+impl Activity {
+    pub fn new(nats: async_nats::Client, config: &StreamsConfig) -> Self {
+        Activity {
+            js: jetstream::new(nats.clone()),
+            nats,
+            stream_name: config.changes_stream.clone(),
+            subject: format!("{}.proposals.*", config.changes_subject_prefix),
+        }
+    }
+
+    async fn stream(&self) -> Result<jetstream::stream::Stream<()>> {
+        self.js
+            .get_stream_no_info(&self.stream_name)
+            .await
+            .map_err(|e| StorageError::new("open the change event stream", e).into())
+    }
+
+    async fn tail(&self, stream: &jetstream::stream::Stream<()>) -> Result<u64> {
+        let info = stream.get_info().await.map_err(|e| StorageError::new("read the change event stream's state", e))?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Events of `proposal` after `after`, up to `tail`; returns them with the position reached.
+    async fn read(&self, proposal: ProposalId, after: u64, tail: u64) -> Result<(Vec<serde_json::Value>, u64)> {
+        let mut events = Vec::new();
+        let mut cursor = after;
+        let mut scanned = 0;
+        'scan: while cursor < tail && scanned < MAX_SCAN && events.len() < MAX_EVENTS {
+            let batch =
+                direct_get_batch(&self.nats, &self.stream_name, &self.subject, cursor + 1, SCAN_BATCH, 4 * 1024 * 1024)
+                    .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for (seq, payload) in batch {
+                if seq > tail || scanned >= MAX_SCAN || events.len() >= MAX_EVENTS {
+                    break 'scan;
+                }
+                cursor = seq;
+                scanned += 1;
+                match ChangeEvent::decode(payload.as_ref()) {
+                    Ok(event) if concerns(&event, proposal) => events.push(event_json(&event, seq)),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(seq, "skipping undecodable change event: {e}"),
+                }
+            }
+        }
+        // Nothing further for this proposal up to the tail: the reader is caught up.
+        if cursor < tail && scanned < MAX_SCAN && events.len() < MAX_EVENTS {
+            cursor = tail;
+        }
+        Ok((events, cursor))
+    }
+}
+
+impl Streams {
+    pub async fn activity_request(self: &Arc<Self>, proposal: &str, req: Request) -> Result<Response> {
+        let proposal = ProposalId::parse(proposal).map_err(|_| StreamError::NotFound)?;
+        match *req.method() {
+            Method::GET | Method::HEAD => {}
+            Method::OPTIONS => return Ok(StatusCode::NO_CONTENT.into_response()),
+            _ => {
+                let mut res = StreamError::MethodNotAllowed.into_response();
+                res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+                return Ok(res);
+            }
+        }
+        let activity = &self.activity;
+        let stream = activity.stream().await?;
+        let tail = activity.tail(&stream).await?;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if req.method() == Method::HEAD {
+            headers.insert(h::STREAM_NEXT_OFFSET, value(Offset::at_seq(tail)));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Ok((StatusCode::OK, headers).into_response());
+        }
+        let query = parse_read_query(req.uri().query())?;
+        let (after, at_now) = start_position(query.offset, tail);
+        let after = after.min(tail);
+        if query.live == Live::No && at_now {
+            headers.insert(h::STREAM_NEXT_OFFSET, value(Offset::at_seq(tail)));
+            headers.insert(h::STREAM_UP_TO_DATE, HeaderValue::from_static("true"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Ok((StatusCode::OK, headers, "[]").into_response());
+        }
+        if query.live == Live::No {
+            let (events, next) = activity.read(proposal, after, tail).await?;
+            return Ok(events_response(headers, events, next, next >= tail));
+        }
+        // Live reads subscribe before reading so an event committed in between still wakes them.
+        let sub = activity
+            .nats
+            .subscribe(activity.subject.clone())
+            .await
+            .map_err(|e| StorageError::new("subscribe to change events", e))?;
+        if query.live == Live::Sse {
+            return Ok(self.activity_sse(stream, proposal, after, sub, query.cursor));
+        }
+        headers.insert(h::STREAM_CURSOR, value(next_cursor(unix_now(), query.cursor.as_deref())));
+        let mut sub = sub;
+        let deadline = tokio::time::Instant::now() + self.config.long_poll_timeout;
+        let mut position = after;
+        loop {
+            let tail = activity.tail(&stream).await?;
+            let (events, next) = activity.read(proposal, position, tail).await?;
+            position = next;
+            if !events.is_empty() {
+                return Ok(events_response(headers, events, next, next >= tail));
+            }
+            let woke = tokio::select! {
+                w = tokio::time::timeout_at(deadline, sub.next()) => matches!(w, Ok(Some(_))),
+                _ = self.shutdown.cancelled() => false,
+            };
+            if !woke {
+                headers.insert(h::STREAM_NEXT_OFFSET, value(Offset::at_seq(position)));
+                headers.insert(h::STREAM_UP_TO_DATE, HeaderValue::from_static("true"));
+                headers.remove(header::CONTENT_TYPE);
+                return Ok((StatusCode::NO_CONTENT, headers).into_response());
+            }
+            // Let a burst of commits land before reading again.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// SSE over the change events: one data event (a JSON array) plus a control event per page,
+    /// as for any JSON durable stream. The `@durable-streams/client` picks SSE for JSON streams.
+    fn activity_sse(
+        self: &Arc<Self>,
+        stream: jetstream::stream::Stream<()>,
+        proposal: ProposalId,
+        after: u64,
+        sub: async_nats::Subscriber,
+        cursor: Option<String>,
+    ) -> Response {
+        struct Follow {
+            streams: Arc<Streams>,
+            stream: jetstream::stream::Stream<()>,
+            proposal: ProposalId,
+            after: u64,
+            announced: Option<u64>,
+            sub: async_nats::Subscriber,
+            cursor: Option<String>,
+            deadline: tokio::time::Instant,
+            done: bool,
+        }
+        let follow = Follow {
+            streams: Arc::clone(self),
+            stream,
+            proposal,
+            after,
+            announced: None,
+            sub,
+            cursor,
+            deadline: tokio::time::Instant::now() + self.config.sse_max_age,
+            done: false,
+        };
+        let body = futures::stream::unfold(follow, |mut f| async move {
+            if f.done {
+                return None;
+            }
+            loop {
+                let activity = &f.streams.activity;
+                let page = match activity.tail(&f.stream).await {
+                    Ok(tail) => activity.read(f.proposal, f.after, tail).await.map(|(e, n)| (e, n, tail)),
+                    Err(e) => Err(e),
+                };
+                let (events, next, tail) = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!("activity sse read failed: {e}");
+                        f.done = true;
+                        return Some((Ok::<_, std::convert::Infallible>(Bytes::new()), f));
+                    }
+                };
+                let mut out = String::new();
+                if !events.is_empty() {
+                    sse::event(&mut out, "data", &serde_json::Value::Array(events).to_string());
+                }
+                f.after = next;
+                if !out.is_empty() || f.announced != Some(next) {
+                    f.announced = Some(next);
+                    sse::event(&mut out, "control", &sse::control_json(next, f.cursor.as_deref(), next >= tail, false));
+                    return Some((Ok(Bytes::from(out)), f));
+                }
+                let keepalive = f.streams.config.long_poll_timeout.max(Duration::from_secs(1));
+                tokio::select! {
+                    msg = f.sub.next() => if msg.is_none() { f.done = true; return Some((Ok(Bytes::new()), f)); },
+                    _ = tokio::time::sleep(keepalive) => {
+                        let mut out = String::new();
+                        sse::event(&mut out, "control", &sse::control_json(f.after, f.cursor.as_deref(), true, false));
+                        return Some((Ok(Bytes::from(out)), f));
+                    }
+                    _ = tokio::time::sleep_until(f.deadline) => { f.done = true; return Some((Ok(Bytes::new()), f)); }
+                    _ = f.streams.shutdown.cancelled() => { f.done = true; return Some((Ok(Bytes::new()), f)); }
+                }
+            }
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        (StatusCode::OK, headers, axum::body::Body::from_stream(body)).into_response()
+    }
+}
+
+fn events_response(mut headers: HeaderMap, events: Vec<serde_json::Value>, next: u64, up_to_date: bool) -> Response {
+    headers.insert(h::STREAM_NEXT_OFFSET, value(Offset::at_seq(next)));
+    if up_to_date {
+        headers.insert(h::STREAM_UP_TO_DATE, HeaderValue::from_static("true"));
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if up_to_date { "no-cache" } else { "private, max-age=60" }),
+    );
+    (StatusCode::OK, headers, axum::Json(serde_json::Value::Array(events))).into_response()
+}
+
+/// Whether the event is about `proposal`: its key column `id` is the proposal's id.
+fn concerns(event: &ChangeEvent, proposal: ProposalId) -> bool {
+    let id = proposal.to_string();
+    event.primary_key.iter().any(|c| {
+        c.name == "id" && matches!(&c.value, Some(column_value::Value::Text(t)) if t.eq_ignore_ascii_case(&id))
+    })
+}
+
+fn row_json(columns: &[ColumnValue]) -> serde_json::Value {
+    let mut row = serde_json::Map::new();
+    for c in columns {
+        let v = match &c.value {
+            Some(column_value::Value::Text(t)) => serde_json::Value::String(t.clone()),
+            Some(column_value::Value::UnchangedToast(true)) => serde_json::json!({ "unchanged_toast": true }),
+            _ => serde_json::Value::Null,
+        };
+        row.insert(c.name.clone(), v);
+    }
+    serde_json::Value::Object(row)
+}
+
+fn event_json(e: &ChangeEvent, seq: u64) -> serde_json::Value {
+    let operation = match Operation::try_from(e.operation).unwrap_or(Operation::Unspecified) {
+        Operation::Insert => "insert",
+        Operation::Update => "update",
+        Operation::Delete => "delete",
+        Operation::Truncate => "truncate",
+        Operation::SchemaChange => "schema_change",
+        Operation::ResnapshotRequired => "resnapshot_required",
+        Operation::Unspecified => "unspecified",
+    };
+    let commit_time = e.commit_time.as_ref().and_then(|t| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(t.seconds as i128 * 1_000_000_000 + t.nanos as i128)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+    });
+    serde_json::json!({
+        "offset": Offset::at_seq(seq).to_string(),
+        "commit_lsn": Lsn(e.commit_lsn).to_string(),
+        "xid": e.xid,
+        "position": e.position,
+        "commit_time": commit_time,
+        "table": e.table,
+        "operation": operation,
+        "tenant": e.tenant,
+        "primary_key": row_json(&e.primary_key),
+        "new_row": if e.new_row.is_empty() { serde_json::Value::Null } else { row_json(&e.new_row) },
+        "old_row": if e.old_row.is_empty() { serde_json::Value::Null } else { row_json(&e.old_row) },
+    })
+}

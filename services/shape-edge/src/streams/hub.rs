@@ -1,0 +1,233 @@
+//! Per-edge coordination state: change notices for live readers, the write lock per stream,
+//! and the local access clock behind sliding TTLs. Everything here is an optimisation or a
+//! wake-up; the truth stays in JetStream.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use futures::StreamExt;
+use tokio::sync::{OnceCell, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    meta::{StreamMeta, now_ms},
+    read::Chunk,
+    store::Store,
+};
+
+/// A stream's metadata and tail as one wake-up found them, shared by every reader woken by it.
+pub struct LiveSnapshot {
+    pub meta: StreamMeta,
+    pub tail: u64,
+}
+
+type Shared<T> = Arc<OnceCell<Arc<T>>>;
+
+/// Reads shared by the live readers of one path for one wake-up (notice version): with many
+/// SSE subscribers on a stream, an append costs one metadata read, one tail read and one page
+/// read on this edge, not one per subscriber.
+#[derive(Default)]
+struct SharedReads {
+    version: u64,
+    snapshot: Shared<LiveSnapshot>,
+    pages: HashMap<u64, Shared<Chunk>>,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    /// Keyed by path hash (what the notice subject carries). A sender is removed once no reader
+    /// holds a receiver, so the map only grows with live readers.
+    watchers: Mutex<HashMap<String, watch::Sender<u64>>>,
+    writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    shared: Mutex<HashMap<String, SharedReads>>,
+    /// Source of notice versions. Global, so a version is never reused for a path even after
+    /// its entries were dropped and re-created (a reused one could hit a stale shared read).
+    versions: AtomicU64,
+    access: Mutex<HashMap<String, Access>>,
+}
+
+struct Access {
+    path: String,
+    at_ms: i64,
+    flushed: bool,
+}
+
+impl Hub {
+    /// Subscribe before reading state, so a change between the read and the wait is not lost.
+    pub fn watch(self: &Arc<Self>, path_hash: &str) -> Watch {
+        let mut map = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let rx = map.entry(path_hash.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe();
+        Watch { rx, hub: Arc::clone(self), key: path_hash.to_owned() }
+    }
+
+    pub fn wake(&self, path_hash: &str) {
+        let mut map = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = map.get(path_hash) {
+            if tx.receiver_count() == 0 {
+                map.remove(path_hash);
+            } else {
+                tx.send_replace(self.versions.fetch_add(1, Ordering::Relaxed) + 1);
+            }
+        }
+    }
+
+    fn shared_reads<T>(&self, key: &str, version: u64, pick: impl FnOnce(&mut SharedReads) -> T) -> T {
+        let mut map = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(key.to_owned()).or_default();
+        if entry.version != version {
+            *entry = SharedReads { version, ..Default::default() };
+        }
+        pick(entry)
+    }
+
+    /// The once-per-wake-up snapshot cell of `key` at notice `version`.
+    pub fn snapshot_cell(&self, key: &str, version: u64) -> Shared<LiveSnapshot> {
+        self.shared_reads(key, version, |e| e.snapshot.clone())
+    }
+
+    /// The once-per-wake-up page cell of `key` at notice `version`, starting after `after`.
+    pub fn page_cell(&self, key: &str, version: u64, after: u64) -> Shared<Chunk> {
+        self.shared_reads(key, version, |e| e.pages.entry(after).or_default().clone())
+    }
+
+    /// Serializes writes to one stream on this edge (validate-then-append must not interleave).
+    pub async fn write_lock(&self, path: &str) -> WriteGuard<'_> {
+        let lock = {
+            let mut map = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(path.to_owned()).or_default().clone()
+        };
+        let guard = lock.clone().lock_owned().await;
+        WriteGuard { hub: self, path: path.to_owned(), lock, _guard: guard }
+    }
+
+    /// Records a read or write for the sliding TTL (only streams with a TTL need the clock).
+    pub fn touch(&self, meta: &StreamMeta) {
+        if meta.ttl_secs.is_none() {
+            return;
+        }
+        let mut map = self.access.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(meta.incarnation.clone(), Access { path: meta.path.clone(), at_ms: now_ms(), flushed: false });
+    }
+
+    pub fn last_access(&self, incarnation: &str) -> i64 {
+        let map = self.access.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(incarnation).map(|a| a.at_ms).unwrap_or(0)
+    }
+
+    pub fn forget(&self, incarnation: &str) {
+        self.access.lock().unwrap_or_else(|e| e.into_inner()).remove(incarnation);
+    }
+
+    fn take_unflushed(&self) -> Vec<(String, String, i64)> {
+        let mut map = self.access.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_ms();
+        // Flushed entries idle for 10 minutes are dropped: the persisted clock is exact for them.
+        map.retain(|_, a| !(a.flushed && now - a.at_ms > 600_000));
+        map.iter_mut()
+            .filter(|(_, a)| !a.flushed)
+            .map(|(k, a)| {
+                a.flushed = true;
+                (a.path.clone(), k.clone(), a.at_ms)
+            })
+            .collect()
+    }
+}
+
+/// A live reader's wake-up channel; the last one dropped removes the path's entry.
+pub struct Watch {
+    rx: watch::Receiver<u64>,
+    hub: Arc<Hub>,
+    key: String,
+}
+
+impl Watch {
+    /// Waits for the next notice; returns its version (the key of the shared reads).
+    pub async fn changed(&mut self) -> Result<u64, watch::error::RecvError> {
+        self.rx.changed().await?;
+        Ok(*self.rx.borrow_and_update())
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut map = self.hub.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        // Our own receiver is still alive here, hence 1.
+        if map.get(&self.key).is_some_and(|tx| tx.receiver_count() <= 1) {
+            map.remove(&self.key);
+            self.hub.shared.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+        }
+    }
+}
+
+pub struct WriteGuard<'a> {
+    hub: &'a Hub,
+    path: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.hub.writers.lock().unwrap_or_else(|e| e.into_inner());
+        // Two references: the map's and ours (the owned guard holds a third while alive).
+        if Arc::strong_count(&self.lock) <= 3 {
+            map.remove(&self.path);
+        }
+    }
+}
+
+/// Wakes local readers whenever any edge announces a change.
+pub async fn run_notice_listener(store: Store, hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut sub = match store.nats().subscribe(store.notify_wildcard()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("failed to subscribe to change notices, live reads fall back to timeouts: {e:#}");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            msg = sub.next() => match msg {
+                Some(msg) => {
+                    if let Some(hash) = msg.subject.rsplit('.').next() {
+                        hub.wake(hash);
+                    }
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+/// Persists the local access clock of streams with a TTL, about once a second, so other edges
+/// and a restarted edge see reads and writes made here.
+pub async fn run_access_flusher(store: Store, hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for (path, incarnation, at_ms) in hub.take_unflushed() {
+            if let Ok(Some(mut v)) = store.load(&path).await
+                && v.meta.incarnation == incarnation
+                && v.meta.ttl_secs.is_some()
+                && v.meta.last_access_ms < at_ms
+            {
+                v.meta.last_access_ms = at_ms;
+                // Losing this race to a concurrent metadata write only delays the flush.
+                let _ = store.update(&v.meta, v.revision).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! GET: catch-up reads and long-poll, plus the paging primitive SSE shares.
+
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    body::Body,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+
+use super::{
+    Streams,
+    error::{Result, StreamError},
+    headers::{self as h, value},
+    hub::LiveSnapshot,
+    json,
+    meta::StreamMeta,
+    offset::{Offset, OffsetQuery, next_cursor},
+    store::path_hash,
+};
+
+/// Messages asked for per JetStream round trip.
+const BATCH_MESSAGES: usize = 256;
+/// Byte budget of a batch request when the page is nearly full (a message can be this large).
+const MIN_BATCH_BYTES: usize = 2 * 1024 * 1024;
+
+/// Live mode asked for with `?live=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    No,
+    LongPoll,
+    Sse,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadQuery {
+    pub offset: Option<OffsetQuery>,
+    pub live: Live,
+    pub cursor: Option<String>,
+}
+
+/// Messages of one page with the position after them.
+pub struct Chunk {
+    pub payloads: Vec<Bytes>,
+    /// Sequence after the last message returned (the tail when up to date).
+    pub next: u64,
+    pub up_to_date: bool,
+}
+
+impl Chunk {
+    pub fn body(&self, meta: &StreamMeta) -> Vec<u8> {
+        if meta.is_json() { json::array_of(self.payloads.iter().map(|b| b.as_ref())) } else { self.payloads.concat() }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Streams {
+    /// Reads messages after `after` up to `tail`, stopping at the page size, so memory per
+    /// reader is bounded by about one page.
+    pub async fn read_chunk(&self, meta: &StreamMeta, after: u64, tail: u64) -> Result<Chunk> {
+        let mut payloads = Vec::new();
+        let mut bytes = 0usize;
+        let mut cursor = after;
+        let mut full = false;
+        'segments: for segment in self.store.view(meta) {
+            let bound = segment.upto.min(tail);
+            while cursor < bound {
+                // Ask for what is left of the page budget, but never less than one message.
+                let budget = (self.config.max_read_bytes.saturating_sub(bytes)).max(MIN_BATCH_BYTES);
+                let batch = self.store.batch(&segment.subject, cursor + 1, BATCH_MESSAGES, budget).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                for (seq, payload) in batch {
+                    if seq > bound {
+                        continue 'segments;
+                    }
+                    if !payloads.is_empty() && bytes + payload.len() > self.config.max_read_bytes {
+                        full = true;
+                        break 'segments;
+                    }
+                    bytes += payload.len();
+                    cursor = seq;
+                    payloads.push(payload);
+                }
+            }
+        }
+        metrics::counter!("ds_read_bytes_total").increment(bytes as u64);
+        let up_to_date = !full;
+        Ok(Chunk { payloads, next: if up_to_date { tail } else { cursor }, up_to_date })
+    }
+
+    /// Metadata and tail for a live reader; after a wake-up (`woken` = notice version) the read
+    /// is shared with every reader of the path woken by the same notice.
+    pub async fn live_snapshot(&self, path: &str, key: &str, woken: Option<u64>) -> Result<Arc<LiveSnapshot>> {
+        let fetch = || async {
+            let meta = self.live(path).await?.meta;
+            let tail = self.store.tail(&meta).await?;
+            Ok::<_, StreamError>(Arc::new(LiveSnapshot { meta, tail }))
+        };
+        match woken {
+            Some(version) => self.hub.snapshot_cell(key, version).get_or_try_init(fetch).await.cloned(),
+            None => fetch().await,
+        }
+    }
+
+    /// The page after `after` for a live reader, shared like `live_snapshot`.
+    pub async fn live_page(
+        &self,
+        key: &str,
+        woken: Option<u64>,
+        snapshot: &LiveSnapshot,
+        after: u64,
+    ) -> Result<Arc<Chunk>> {
+        let fetch = || async { self.read_chunk(&snapshot.meta, after, snapshot.tail).await.map(Arc::new) };
+        match woken {
+            Some(version) => self.hub.page_cell(key, version, after).get_or_try_init(fetch).await.cloned(),
+            None => fetch().await,
+        }
+    }
+
+    pub async fn get(self: &Arc<Self>, path: &str, query: ReadQuery, req: &HeaderMap) -> Result<Response> {
+        match query.live {
+            Live::No => self.catch_up(path, query, req).await,
+            Live::LongPoll => self.long_poll(path, query, req).await,
+            Live::Sse => self.sse(path, query).await,
+        }
+    }
+
+    async fn catch_up(&self, path: &str, query: ReadQuery, req: &HeaderMap) -> Result<Response> {
+        let v = self.live(path).await?;
+        let meta = v.meta;
+        self.hub.touch(&meta);
+        let tail = self.store.tail(&meta).await?;
+        let (after, at_now) = start_position(query.offset, tail);
+        if at_now {
+            let mut headers = base_headers(&meta);
+            headers.insert(h::STREAM_NEXT_OFFSET, value(Offset::at_seq(tail)));
+            headers.insert(h::STREAM_UP_TO_DATE, HeaderValue::from_static("true"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if meta.closed {
+                headers.insert(h::STREAM_CLOSED, HeaderValue::from_static("true"));
+            }
+            let body = if meta.is_json() { b"[]".to_vec() } else { Vec::new() };
+            return Ok((StatusCode::OK, headers, body).into_response());
+        }
+        let chunk = self.read_chunk(&meta, after, tail).await?;
+        Ok(self.data_response(&meta, after, &chunk, None, req))
+    }
+
+    async fn long_poll(&self, path: &str, query: ReadQuery, req: &HeaderMap) -> Result<Response> {
+        let mut changes = self.hub.watch(&path_hash(path));
+        let _live = LiveGauge::new("long-poll");
+        let deadline = tokio::time::Instant::now() + self.config.long_poll_timeout;
+        let mut woken = None;
+        let mut after = None;
+        loop {
+            let snapshot = self.live_snapshot(path, changes.key(), woken).await?;
+            let (meta, tail) = (&snapshot.meta, snapshot.tail);
+            self.hub.touch(meta);
+            let after = *after.get_or_insert_with(|| start_position(query.offset, tail).0);
+            if after < tail {
+                let chunk = self.live_page(changes.key(), woken, &snapshot, after).await?;
+                return Ok(self.data_response(meta, after, &chunk, Some(query.cursor.as_deref()), req));
+            }
+            if meta.closed {
+                return Ok(no_content(meta, tail, None));
+            }
+            tokio::select! {
+                changed = changes.changed() => match changed {
+                    Ok(version) => woken = Some(version),
+                    Err(_) => return Ok(no_content(meta, tail, Some(query.cursor.as_deref()))),
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Ok(no_content(meta, tail, Some(query.cursor.as_deref())));
+                }
+                _ = self.shutdown.cancelled() => {
+                    return Ok(no_content(meta, tail, Some(query.cursor.as_deref())));
+                }
+            }
+        }
+    }
+
+    fn data_response(
+        &self,
+        meta: &StreamMeta,
+        after: u64,
+        chunk: &Chunk,
+        cursor: Option<Option<&str>>,
+        req: &HeaderMap,
+    ) -> Response {
+        let closed_here = meta.closed && chunk.up_to_date;
+        let etag = format!(
+            "\"{}:{}:{}{}\"",
+            meta.incarnation,
+            Offset::at_seq(after),
+            Offset::at_seq(chunk.next),
+            if closed_here { ":c" } else { "" }
+        );
+        let mut headers = base_headers(meta);
+        headers.insert(h::STREAM_NEXT_OFFSET, value(Offset::at_seq(chunk.next)));
+        headers.insert(header::ETAG, value(&etag));
+        if chunk.up_to_date {
+            headers.insert(h::STREAM_UP_TO_DATE, HeaderValue::from_static("true"));
+        }
+        if closed_here {
+            headers.insert(h::STREAM_CLOSED, HeaderValue::from_static("true"));
+        }
+        if let Some(client_cursor) = cursor
+            && !closed_here
+        {
+            headers.insert(h::STREAM_CURSOR, value(next_cursor(unix_now(), client_cursor)));
+        }
+        // Pages behind the tail never change, so shared caches may keep them; the tail moves.
+        let cache = if chunk.up_to_date { "no-cache" } else { "public, max-age=60, stale-while-revalidate=300" };
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+        let matches = req
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        if matches {
+            headers.remove(header::CONTENT_TYPE);
+            return (StatusCode::NOT_MODIFIED, headers).into_response();
+        }
+        (StatusCode::OK, headers, Body::from(chunk.body(meta))).into_response()
+    }
+}
+
+/// Where a read starts, and whether it asked for the tail (`offset=now`).
+pub fn start_position(offset: Option<OffsetQuery>, tail: u64) -> (u64, bool) {
+    match offset {
+        None | Some(OffsetQuery::Start) => (0, false),
+        Some(OffsetQuery::Now) => (tail, true),
+        // A position this server cannot have minted (foreign epoch) reads as the tail.
+        Some(OffsetQuery::At(o)) => (o.seq().unwrap_or(tail), false),
+    }
+}
+
+pub fn base_headers(meta: &StreamMeta) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, value(&meta.content_type));
+    headers
+}
+
+fn no_content(meta: &StreamMeta, tail: u64, cursor: Option<Option<&str>>) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(h::STREAM_NEXT_OFFSET, value(Offset::at_seq(tail)));
+    headers.insert(h::STREAM_UP_TO_DATE, HeaderValue::from_static("true"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if meta.closed {
+        headers.insert(h::STREAM_CLOSED, HeaderValue::from_static("true"));
+    } else if let Some(client_cursor) = cursor {
+        headers.insert(h::STREAM_CURSOR, value(next_cursor(unix_now(), client_cursor)));
+    }
+    (StatusCode::NO_CONTENT, headers).into_response()
+}
+
+/// Counts open live readers (`ds_live_readers{mode}`) for as long as it is alive.
+pub struct LiveGauge(&'static str);
+
+impl LiveGauge {
+    pub fn new(mode: &'static str) -> Self {
+        metrics::gauge!("ds_live_readers", "mode" => mode).increment(1.0);
+        LiveGauge(mode)
+    }
+}
+
+impl Drop for LiveGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("ds_live_readers", "mode" => self.0).decrement(1.0);
+    }
+}

@@ -1,0 +1,228 @@
+//! `live=sse`: catch up, then follow the tail, as `data` + `control` event pairs.
+//!
+//! Each page read from JetStream becomes exactly one data event (one JSON array, or one base64
+//! string for binary streams) followed by its control event, so every data event parses on its
+//! own. The body is pulled by hyper: nothing is read from JetStream faster than the client
+//! consumes it, which bounds memory per slow reader to one page.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::Body,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use base64::Engine as _;
+use bytes::Bytes;
+
+use super::{
+    Streams,
+    error::{Result, StreamError},
+    headers as h,
+    hub::{LiveSnapshot, Watch},
+    offset::{Offset, next_cursor},
+    read::{Chunk, LiveGauge, ReadQuery, start_position, unix_now},
+    store::path_hash,
+};
+
+struct Follow {
+    streams: Arc<Streams>,
+    path: String,
+    after: u64,
+    /// Offset of the last control event sent, so an idle tail is announced once.
+    announced: Option<u64>,
+    cursor: Option<String>,
+    changes: Watch,
+    base64: bool,
+    deadline: tokio::time::Instant,
+    done: bool,
+    /// Metadata and tail loaded at connect time, used for the first step only.
+    initial: Option<LiveSnapshot>,
+    /// Notice version of the last wake-up: the key of the reads shared with other readers.
+    woken: Option<u64>,
+    _gauge: LiveGauge,
+}
+
+impl Streams {
+    pub async fn sse(self: &Arc<Self>, path: &str, query: ReadQuery) -> Result<Response> {
+        let this = Arc::clone(self);
+        let changes = self.hub.watch(&path_hash(path));
+        let meta = self.live(path).await?.meta;
+        self.hub.touch(&meta);
+        let tail = self.store.tail(&meta).await?;
+        let (after, _) = start_position(query.offset, tail);
+        let base64 = needs_base64(&meta.spec.media_type);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if base64 {
+            headers.insert(h::STREAM_SSE_DATA_ENCODING, HeaderValue::from_static("base64"));
+        }
+        let follow = Follow {
+            streams: this,
+            path: path.to_owned(),
+            after,
+            announced: None,
+            cursor: query.cursor,
+            changes,
+            base64,
+            deadline: tokio::time::Instant::now() + self.config.sse_max_age,
+            done: false,
+            initial: Some(LiveSnapshot { meta, tail }),
+            woken: None,
+            _gauge: LiveGauge::new("sse"),
+        };
+        let body = futures::stream::unfold(follow, |mut f| async move {
+            if f.done {
+                return None;
+            }
+            let out = f.step().await;
+            Some((Ok::<_, std::convert::Infallible>(out), f))
+        });
+        Ok((StatusCode::OK, headers, Body::from_stream(body)).into_response())
+    }
+}
+
+impl Follow {
+    async fn snapshot(&self) -> Result<Arc<LiveSnapshot>> {
+        self.streams.live_snapshot(&self.path, self.changes.key(), self.woken).await
+    }
+
+    async fn page(&self, snapshot: &LiveSnapshot) -> Result<Arc<Chunk>> {
+        self.streams.live_page(self.changes.key(), self.woken, snapshot, self.after).await
+    }
+
+    /// Produces the next events; waits while the reader is at an open tail.
+    async fn step(&mut self) -> Bytes {
+        loop {
+            let snapshot = match self.initial.take() {
+                Some(s) => Arc::new(s),
+                None => match self.snapshot().await {
+                    Ok(s) => s,
+                    Err(StreamError::NotFound | StreamError::Gone) => {
+                        // Deleted or expired while followed: end the response; the client's
+                        // reconnect gets the definitive status.
+                        self.done = true;
+                        return Bytes::new();
+                    }
+                    Err(e) => {
+                        tracing::warn!("sse read failed: {e}");
+                        self.done = true;
+                        return Bytes::new();
+                    }
+                },
+            };
+            let (meta, tail) = (&snapshot.meta, snapshot.tail);
+            self.streams.hub.touch(meta);
+            if self.after < tail {
+                let chunk = match self.page(&snapshot).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("sse read failed: {e}");
+                        self.done = true;
+                        return Bytes::new();
+                    }
+                };
+                let mut out = String::new();
+                let body = chunk.body(meta);
+                if self.base64 {
+                    event(&mut out, "data", &base64::engine::general_purpose::STANDARD.encode(&body));
+                } else {
+                    event(&mut out, "data", &String::from_utf8_lossy(&body));
+                }
+                self.after = chunk.next;
+                let closed = meta.closed && chunk.up_to_date;
+                event(&mut out, "control", &self.control(chunk.next, chunk.up_to_date, closed));
+                self.announced = Some(chunk.next);
+                self.done = closed;
+                return Bytes::from(out);
+            }
+            if meta.closed {
+                let mut out = String::new();
+                event(&mut out, "control", &self.control(tail.max(self.after), true, true));
+                self.done = true;
+                return Bytes::from(out);
+            }
+            if self.announced != Some(self.after) {
+                self.announced = Some(self.after);
+                let mut out = String::new();
+                event(&mut out, "control", &self.control(self.after, true, false));
+                return Bytes::from(out);
+            }
+            let keepalive = self.streams.config.long_poll_timeout.max(Duration::from_secs(1));
+            tokio::select! {
+                changed = self.changes.changed() => match changed {
+                    Ok(version) => self.woken = Some(version),
+                    Err(_) => {
+                        self.done = true;
+                        return Bytes::new();
+                    }
+                },
+                _ = tokio::time::sleep(keepalive) => {
+                    let mut out = String::new();
+                    event(&mut out, "control", &self.control(self.after, true, false));
+                    return Bytes::from(out);
+                }
+                _ = tokio::time::sleep_until(self.deadline) => {
+                    self.done = true;
+                    return Bytes::new();
+                }
+                _ = self.streams.shutdown.cancelled() => {
+                    self.done = true;
+                    return Bytes::new();
+                }
+            }
+        }
+    }
+
+    fn control(&self, next: u64, up_to_date: bool, closed: bool) -> String {
+        control_json(next, self.cursor.as_deref(), up_to_date, closed)
+    }
+}
+
+/// A control event's payload; the cursor is omitted once the stream is closed.
+pub fn control_json(next: u64, client_cursor: Option<&str>, up_to_date: bool, closed: bool) -> String {
+    let mut control = serde_json::Map::new();
+    control.insert("streamNextOffset".into(), Offset::at_seq(next).to_string().into());
+    if closed {
+        control.insert("streamClosed".into(), true.into());
+    } else {
+        control.insert("streamCursor".into(), next_cursor(unix_now(), client_cursor).into());
+    }
+    if up_to_date {
+        control.insert("upToDate".into(), true.into());
+    }
+    serde_json::Value::Object(control).to_string()
+}
+
+/// Text and JSON travel as text; anything else is base64 so arbitrary bytes survive SSE.
+fn needs_base64(media_type: &str) -> bool {
+    !(media_type.starts_with("text/") || media_type == "application/json")
+}
+
+/// Writes one event; every line break style in the payload starts a new `data:` line, so a
+/// payload can never inject its own event boundary.
+pub fn event(out: &mut String, kind: &str, data: &str) {
+    out.push_str("event: ");
+    out.push_str(kind);
+    out.push('\n');
+    let normalized = data.replace("\r\n", "\n").replace('\r', "\n");
+    for line in normalized.split('\n') {
+        out.push_str("data:");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_line_breaks_cannot_forge_events() {
+        let mut out = String::new();
+        event(&mut out, "data", "a\r\n\r\nevent: control\rb");
+        assert_eq!(out, "event: data\ndata:a\ndata:\ndata:event: control\ndata:b\n\n");
+    }
+}

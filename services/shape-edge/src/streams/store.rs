@@ -1,0 +1,265 @@
+//! The storage mapping onto JetStream, in one place.
+//!
+//! - One JetStream stream `<prefix>_streams` holds every durable stream's messages, one subject
+//!   per stream incarnation: `<prefix>.d.<incarnation>`. Its global sequence is the offset.
+//! - One KV bucket `<prefix>_meta` holds a `StreamMeta` per stream path (key: SHA-256 of the
+//!   path), updated with compare-and-set so concurrent edges cannot lose each other's writes.
+//! - Core subject `<prefix>.n.<path hash>` carries change notices between edges (no payload
+//!   stored) so long-polls and SSE readers on any edge wake on appends made elsewhere.
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{self, kv, message::StreamMessage, stream},
+};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+
+use super::{
+    error::StorageError,
+    meta::{Segment, StreamMeta},
+};
+
+#[derive(Clone)]
+pub struct Store {
+    js: jetstream::Context,
+    nats: async_nats::Client,
+    data: stream::Stream,
+    meta: kv::Store,
+    prefix: String,
+    data_name: String,
+}
+
+const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A stream's metadata with the KV revision it was read at.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub meta: StreamMeta,
+    pub revision: u64,
+}
+
+type R<T> = Result<T, StorageError>;
+
+impl Store {
+    pub async fn open(nats: async_nats::Client, prefix: &str) -> R<Self> {
+        let js = jetstream::new(nats.clone());
+        let data_name = format!("{prefix}_streams");
+        let data = js
+            .get_or_create_stream(stream::Config {
+                name: data_name.clone(),
+                subjects: vec![format!("{prefix}.d.*")],
+                allow_direct: true,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| StorageError::new("create the durable streams JetStream stream", e))?;
+        let bucket = format!("{prefix}_meta");
+        let meta = match js.get_key_value(&bucket).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config { bucket: bucket.clone(), history: 1, ..Default::default() })
+                .await
+                .map_err(|e| StorageError::new("create the durable streams metadata bucket", e))?,
+        };
+        Ok(Store { js, nats, data, meta, prefix: prefix.to_owned(), data_name })
+    }
+
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    pub fn kv(&self) -> &kv::Store {
+        &self.meta
+    }
+
+    pub fn data_subject(&self, incarnation: &str) -> String {
+        format!("{}.d.{incarnation}", self.prefix)
+    }
+
+    pub fn notify_subject(&self, path: &str) -> String {
+        format!("{}.n.{}", self.prefix, path_hash(path))
+    }
+
+    pub fn notify_wildcard(&self) -> String {
+        format!("{}.n.*", self.prefix)
+    }
+
+    pub async fn load(&self, path: &str) -> R<Option<Versioned>> {
+        self.load_key(&meta_key(path)).await
+    }
+
+    /// Metadata keys of every stream (for the expiry sweep).
+    pub async fn stream_keys(&self) -> R<Vec<String>> {
+        let keys = self.meta.keys().await.map_err(|e| StorageError::new("list stream metadata", e))?;
+        let keys: Vec<String> = keys.try_collect().await.map_err(|e| StorageError::new("list stream metadata", e))?;
+        Ok(keys.into_iter().filter(|k| k.starts_with("s.")).collect())
+    }
+
+    pub async fn load_key(&self, key: &str) -> R<Option<Versioned>> {
+        let entry = self.meta.entry(key).await.map_err(|e| StorageError::new("read stream metadata", e))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else { return Ok(None) };
+        let meta: StreamMeta =
+            serde_json::from_slice(&entry.value).map_err(|e| StorageError::new("decode stream metadata", e))?;
+        Ok(Some(Versioned { meta, revision: entry.revision }))
+    }
+
+    /// Stores metadata for a path that has none; `None` if another request created it first.
+    pub async fn create(&self, meta: &StreamMeta) -> R<Option<u64>> {
+        match self.meta.create(meta_key(&meta.path), encode(meta)?).await {
+            Ok(rev) => Ok(Some(rev)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(StorageError::new("create stream metadata", e)),
+        }
+    }
+
+    /// Compare-and-set; `None` when the revision moved (someone else wrote first).
+    pub async fn update(&self, meta: &StreamMeta, revision: u64) -> R<Option<u64>> {
+        match self.meta.update(meta_key(&meta.path), encode(meta)?, revision).await {
+            Ok(rev) => Ok(Some(rev)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(StorageError::new("update stream metadata", e)),
+        }
+    }
+
+    pub async fn remove(&self, path: &str, revision: u64) -> R<bool> {
+        match self.meta.purge_expect_revision(meta_key(path), Some(revision)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == kv::PurgeErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(StorageError::new("remove stream metadata", e)),
+        }
+    }
+
+    /// Appends one message and waits for JetStream's acknowledgement; returns its sequence.
+    pub async fn append(&self, subject: String, headers: HeaderMap, payload: Bytes) -> R<u64> {
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(|e| StorageError::new("publish to JetStream", e))?
+            .await
+            .map_err(|e| StorageError::new("get the JetStream acknowledgement", e))?;
+        Ok(ack.sequence)
+    }
+
+    pub async fn last_seq(&self, subject: &str) -> R<Option<u64>> {
+        match self.data.direct_get_last_for_subject(subject).await {
+            Ok(m) => Ok(Some(m.sequence)),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::new("read the last message of a stream", e)),
+        }
+    }
+
+    pub async fn last_message(&self, subject: &str) -> R<Option<StreamMessage>> {
+        match self.data.direct_get_last_for_subject(subject).await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::new("read the last message of a stream", e)),
+        }
+    }
+
+    /// Up to `max_msgs` messages of `subject` with sequence >= `from` (see `direct_get_batch`).
+    pub async fn batch(&self, subject: &str, from: u64, max_msgs: usize, max_bytes: usize) -> R<Vec<(u64, Bytes)>> {
+        direct_get_batch(&self.nats, &self.data_name, subject, from, max_msgs, max_bytes).await
+    }
+
+    /// The first message of `subject` with sequence >= `from`.
+    pub async fn next(&self, subject: &str, from: u64) -> R<Option<StreamMessage>> {
+        match self.data.direct_get_next_for_subject(subject, Some(from.max(1))).await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::new("read a stream message", e)),
+        }
+    }
+
+    pub async fn purge(&self, subject: &str) -> R<()> {
+        self.data.purge().filter(subject).await.map_err(|e| StorageError::new("purge stream data", e))?;
+        Ok(())
+    }
+
+    /// Tells every edge (this one included) that `path` changed.
+    pub async fn notify(&self, path: &str) {
+        if let Err(e) = self.nats.publish(self.notify_subject(path), Bytes::new()).await {
+            tracing::warn!("failed to publish a change notice: {e:#}");
+        }
+    }
+
+    /// Last sequence this stream's readers can see: its own last message, else its fork point.
+    pub async fn tail(&self, meta: &StreamMeta) -> R<u64> {
+        let own = self.last_seq(&self.data_subject(&meta.incarnation)).await?;
+        Ok(own.unwrap_or(0).max(meta.base_seq))
+    }
+
+    /// The data a reader of `meta` sees, oldest first.
+    pub fn view(&self, meta: &StreamMeta) -> Vec<Segment> {
+        let mut v = meta.inherited.clone();
+        v.push(Segment { subject: self.data_subject(&meta.incarnation), upto: u64::MAX });
+        v
+    }
+}
+
+/// Up to `max_msgs` messages of `subject` (wildcards allowed) with sequence >= `from` from the
+/// stream `stream`, in one round trip: JetStream's batched direct get (NATS >= 2.11, needs
+/// `allow_direct`). The server stops early once it has sent about `max_bytes`, but always sends
+/// at least one message; an empty result means there is none.
+pub async fn direct_get_batch(
+    nats: &async_nats::Client,
+    stream: &str,
+    subject: &str,
+    from: u64,
+    max_msgs: usize,
+    max_bytes: usize,
+) -> R<Vec<(u64, Bytes)>> {
+    let inbox = nats.new_inbox();
+    let mut replies =
+        nats.subscribe(inbox.clone()).await.map_err(|e| StorageError::new("subscribe for a batched read", e))?;
+    let request =
+        serde_json::json!({ "seq": from.max(1), "next_by_subj": subject, "batch": max_msgs, "max_bytes": max_bytes });
+    nats.publish_with_reply(format!("$JS.API.DIRECT.GET.{}", stream), inbox, request.to_string().into())
+        .await
+        .map_err(|e| StorageError::new("request a batched read", e))?;
+    let mut out = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(BATCH_TIMEOUT, replies.next())
+            .await
+            .map_err(|_| StorageError::new("read a batch", "timed out"))?
+            .ok_or_else(|| StorageError::new("read a batch", "subscription closed"))?;
+        match msg.status.map(|s| s.as_u16()) {
+            // 204 ends a batch; 404 means there was nothing to send.
+            Some(204) | Some(404) => break,
+            Some(code) => {
+                return Err(StorageError::new(
+                    "read a batch",
+                    format!("status {code} {}", msg.description.unwrap_or_default()),
+                ));
+            }
+            None => {}
+        }
+        let seq = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Sequence"))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .ok_or_else(|| StorageError::new("read a batch", "message without Nats-Sequence"))?;
+        out.push((seq, msg.payload));
+        if out.len() >= max_msgs {
+            break;
+        }
+    }
+    let _ = replies.unsubscribe().await;
+    Ok(out)
+}
+
+pub fn path_hash(path: &str) -> String {
+    let digest = Sha256::digest(path.as_bytes());
+    digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
+}
+
+fn meta_key(path: &str) -> String {
+    format!("s.{}", path_hash(path))
+}
+
+fn encode(meta: &StreamMeta) -> R<Bytes> {
+    serde_json::to_vec(meta).map(Bytes::from).map_err(|e| StorageError::new("encode stream metadata", e))
+}

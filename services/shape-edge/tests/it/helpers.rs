@@ -1,0 +1,173 @@
+//! `spawn_edge()` on port 0 with a unique prefix, and a small HTTP client that keeps tests terse.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use shape_edge::Config;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestEdge {
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), shape_edge::Error>>,
+    pub client: TestClient,
+}
+
+pub fn config(prefix: &str, extra: &[&str]) -> Config {
+    let nats = folio_testkit::nats_url();
+    let defaults =
+        [("--ds-long-poll-timeout", "700ms"), ("--ds-max-append-bytes", "65536"), ("--ds-max-read-bytes", "4096")];
+    let mut args = vec!["shape-edge", "--nats-url", &nats, "--ds-prefix", prefix];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+    Config::try_parse_from(args).expect("test config parses")
+}
+
+/// A unique JetStream prefix for one test, and a guard that deletes what the test created
+/// under it when dropped (also when the test fails).
+pub fn test_prefix() -> (String, Cleanup) {
+    let prefix = format!("edge_it_{}", folio_testkit::unique_suffix());
+    (prefix.clone(), Cleanup(prefix))
+}
+
+pub struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let prefix = self.0.clone();
+        // Drop cannot await and may run inside the test's runtime: clean up from a fresh one.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                rt.block_on(cleanup(&prefix));
+            }
+        })
+        .join();
+    }
+}
+
+pub async fn spawn_edge(prefix: &str, extra: &[&str]) -> anyhow::Result<TestEdge> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(shape_edge::run(config(prefix, extra), listener, shutdown.clone()));
+    let client = TestClient::new(addr);
+    // Ready once the streams API answers (JetStream set-up happens before serving).
+    folio_testkit::eventually("edge to serve", || async {
+        client
+            .send(Method::OPTIONS, "/v1/stream/ready", &[], Bytes::new())
+            .await
+            .ok()
+            .filter(|r| r.status == StatusCode::NO_CONTENT)
+    })
+    .await;
+    Ok(TestEdge { shutdown, task, client })
+}
+
+impl TestEdge {
+    /// Stops the edge (as SIGTERM would) and waits for `run` to return.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task).await.context("edge did not stop")???;
+        Ok(())
+    }
+}
+
+/// Deletes what a test's prefix created on the shared NATS server.
+async fn cleanup(prefix: &str) {
+    if let Ok(nats) = folio_testkit::nats().await {
+        let js = async_nats::jetstream::new(nats);
+        let _ = js.delete_stream(format!("{prefix}_streams")).await;
+        let _ = js.delete_stream(format!("KV_{prefix}_meta")).await;
+        let _ = js.delete_stream(format!("{prefix}_CHANGES")).await;
+    }
+}
+
+#[derive(Clone)]
+pub struct TestClient {
+    base: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn next_offset(&self) -> String {
+        self.header("stream-next-offset").expect("stream-next-offset header").to_owned()
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+impl TestClient {
+    pub fn new(addr: SocketAddr) -> Self {
+        TestClient { base: format!("http://{addr}"), http: Client::builder(TokioExecutor::new()).build_http() }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> anyhow::Result<TestResponse> {
+        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = self.http.request(req.body(Full::new(body.into()))?).await?;
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await?.to_bytes();
+        Ok(TestResponse { status, headers, body })
+    }
+
+    /// Sends and asserts the status, so a test reads as the protocol exchange it checks.
+    pub async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+        status: StatusCode,
+    ) -> TestResponse {
+        let res = self.send(method.clone(), path, headers, body).await.expect("request succeeds");
+        assert_eq!(res.status, status, "{method} {path}: {}", res.text());
+        res
+    }
+
+    /// Opens a streaming GET and returns the response head plus the body as it arrives.
+    pub async fn open(&self, path: &str) -> anyhow::Result<(StatusCode, HeaderMap, hyper::body::Incoming)> {
+        let req = Request::builder().uri(format!("{}{path}", self.base)).body(Full::new(Bytes::new()))?;
+        let res = self.http.request(req).await?;
+        let (parts, body) = res.into_parts();
+        Ok((parts.status, parts.headers, body))
+    }
+}

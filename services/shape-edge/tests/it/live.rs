@@ -1,0 +1,145 @@
+//! Long-poll and SSE, including wake-ups across two edges sharing one JetStream.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::helpers::{spawn_edge, test_prefix};
+
+const TEXT: &[(&str, &str)] = &[("content-type", "text/plain")];
+
+#[tokio::test]
+async fn long_poll_wakes_on_an_append_made_through_another_edge() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    // A long timeout so only a wake-up (not the timeout) can answer in time.
+    let reader = spawn_edge(&prefix, &["--ds-long-poll-timeout", "20s"]).await?;
+    let writer = spawn_edge(&prefix, &[]).await?;
+    let path = "/v1/stream/live";
+    let tail = writer.client.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await.next_offset();
+
+    let client = reader.client.clone();
+    let poll_path = format!("{path}?offset={tail}&live=long-poll");
+    let started = Instant::now();
+    let poll = tokio::spawn(async move { client.send(Method::GET, &poll_path, &[], Bytes::new()).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.client.expect(Method::POST, path, TEXT, "ping", StatusCode::NO_CONTENT).await;
+    let res = poll.await??;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.text(), "ping");
+    assert!(res.header("stream-cursor").is_some_and(|c| c.bytes().all(|b| b.is_ascii_digit())));
+    assert!(started.elapsed() < Duration::from_secs(10), "woken by the append, not the timeout");
+
+    // At the tail with nothing new: 204 after the (short) timeout of the second edge.
+    let at_tail = writer
+        .client
+        .expect(
+            Method::GET,
+            &format!("{path}?offset={}&live=long-poll", res.next_offset()),
+            &[],
+            "",
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    assert_eq!(at_tail.header("stream-up-to-date"), Some("true"));
+
+    // Closing ends waiting readers at once with the EOF signal.
+    writer.client.expect(Method::POST, path, &[("stream-closed", "true")], "", StatusCode::NO_CONTENT).await;
+    let eof = reader
+        .client
+        .expect(
+            Method::GET,
+            &format!("{path}?offset={}&live=long-poll", res.next_offset()),
+            &[],
+            "",
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    assert_eq!(eof.header("stream-closed"), Some("true"));
+    reader.stop().await?;
+    writer.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sse_sends_catch_up_then_live_events_each_followed_by_control() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    let edge = spawn_edge(&prefix, &[]).await?;
+    let c = edge.client.clone();
+    let path = "/v1/stream/sse";
+    c.expect(Method::PUT, path, &[("content-type", "application/json")], r#"[{"n":1}]"#, StatusCode::CREATED).await;
+
+    let (status, headers, body) = c.open(&format!("{path}?offset=-1&live=sse")).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("text/event-stream"));
+    let mut frames = body.into_data_stream();
+    let mut received = String::new();
+    read_until(&mut frames, &mut received, |r| r.contains("upToDate")).await?;
+    c.expect(Method::POST, path, &[("content-type", "application/json")], r#"{"n":2}"#, StatusCode::NO_CONTENT).await;
+    read_until(&mut frames, &mut received, |r| {
+        r.contains(r#"{"n":2}"#) && r.ends_with("\n\n") && r.matches("event: control").count() >= 2
+    })
+    .await?;
+    let events: Vec<&str> = received.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert!(events[0].starts_with("event: data\ndata:[{\"n\":1}]"), "{received}");
+    assert!(events[1].starts_with("event: control\n") && events[1].contains("\"upToDate\":true"), "{received}");
+    assert!(events[2].starts_with("event: data\ndata:[{\"n\":2}]"), "{received}");
+    assert!(events[3].starts_with("event: control\n"), "{received}");
+    edge.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn many_sse_subscribers_each_receive_every_append() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    let edge = spawn_edge(&prefix, &[]).await?;
+    let c = edge.client.clone();
+    let path = "/v1/stream/fanout";
+    c.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
+    let mut readers = Vec::new();
+    for _ in 0..20 {
+        let (status, _, body) = c.open(&format!("{path}?offset=now&live=sse")).await?;
+        assert_eq!(status, StatusCode::OK);
+        let mut frames = body.into_data_stream();
+        let mut received = String::new();
+        read_until(&mut frames, &mut received, |r| r.contains("upToDate")).await?;
+        readers.push((frames, received));
+    }
+    // Readers woken by the same append share one metadata, tail and page read.
+    for msg in ["one", "two", "three"] {
+        c.expect(Method::POST, path, TEXT, msg, StatusCode::NO_CONTENT).await;
+    }
+    // A reader woken late gets the appends batched into one data event: compare the data.
+    let data = |r: &str| -> String {
+        r.split("\n\n")
+            .filter(|e| e.starts_with("event: data"))
+            .map(|e| e.trim_start_matches("event: data\ndata:"))
+            .collect()
+    };
+    for (frames, received) in &mut readers {
+        read_until(frames, received, |r| data(r).len() >= "onetwothree".len()).await?;
+        assert_eq!(data(received), "onetwothree", "{received}");
+    }
+    edge.stop().await?;
+    Ok(())
+}
+
+async fn read_until(
+    frames: &mut (impl futures::Stream<Item = Result<Bytes, hyper::Error>> + Unpin),
+    received: &mut String,
+    done: impl Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    // One deadline for the whole wait: keep-alive control events must not extend it.
+    let read = async {
+        while !done(received) {
+            let chunk = frames.next().await.expect("stream open")?;
+            received.push_str(std::str::from_utf8(&chunk)?);
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out; received so far: {received}"))?
+}

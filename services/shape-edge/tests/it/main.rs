@@ -1,0 +1,8 @@
+//! Integration tests: the real edge on port 0 against the real NATS server
+//! (`FOLIO_NATS_URL`, default nats://127.0.0.1:4333), each test with its own JetStream prefix.
+
+mod activity;
+mod helpers;
+mod live;
+mod streams;
+mod subscriptions;

@@ -1,0 +1,246 @@
+//! Create, append, read, resume across edge instances, producers, validation and limits.
+
+use http::{Method, StatusCode};
+
+use crate::helpers::{spawn_edge, test_prefix};
+
+const TEXT: &[(&str, &str)] = &[("content-type", "text/plain")];
+
+#[tokio::test]
+async fn create_append_read_and_resume_on_a_restarted_edge() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    let edge = spawn_edge(&prefix, &[]).await?;
+    let c = edge.client.clone();
+    let path = "/v1/stream/chat/1";
+
+    let created = c.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
+    assert_eq!(created.next_offset(), "0000000000000000_0000000000000000");
+    assert!(created.header("location").is_some_and(|l| l.ends_with(path)));
+    c.expect(Method::PUT, path, TEXT, "", StatusCode::OK).await;
+    c.expect(Method::PUT, path, &[("content-type", "application/json")], "", StatusCode::CONFLICT).await;
+
+    let first = c.expect(Method::POST, path, TEXT, "hello ", StatusCode::NO_CONTENT).await.next_offset();
+    let second = c.expect(Method::POST, path, TEXT, "world", StatusCode::NO_CONTENT).await.next_offset();
+    assert!(second > first, "offsets must sort as strings: {first} < {second}");
+
+    let all = c.expect(Method::GET, path, &[], "", StatusCode::OK).await;
+    assert_eq!(all.text(), "hello world");
+    assert_eq!(all.header("stream-up-to-date"), Some("true"));
+    assert_eq!(all.next_offset(), second);
+    let etag = all.header("etag").expect("etag").to_owned();
+    c.expect(Method::GET, path, &[("if-none-match", &etag)], "", StatusCode::NOT_MODIFIED).await;
+
+    let after_first = c.expect(Method::GET, &format!("{path}?offset={first}"), &[], "", StatusCode::OK).await;
+    assert_eq!(after_first.text(), "world");
+
+    // A second edge process (same JetStream names) serves the same offsets after the first stops.
+    edge.stop().await?;
+    let edge2 = spawn_edge(&prefix, &[]).await?;
+    let c2 = edge2.client.clone();
+    let resumed = c2.expect(Method::GET, &format!("{path}?offset={first}"), &[], "", StatusCode::OK).await;
+    assert_eq!(resumed.text(), "world");
+    assert_eq!(resumed.next_offset(), second);
+    let third = c2.expect(Method::POST, path, TEXT, "!", StatusCode::NO_CONTENT).await.next_offset();
+    let tail = c2.expect(Method::GET, &format!("{path}?offset={second}"), &[], "", StatusCode::OK).await;
+    assert_eq!((tail.text().as_str(), tail.next_offset()), ("!", third));
+    let head = c2.expect(Method::HEAD, path, &[], "", StatusCode::OK).await;
+    assert_eq!(head.header("content-type"), Some("text/plain"));
+    assert_eq!(head.header("cache-control"), Some("no-store"));
+
+    c2.expect(Method::DELETE, path, &[], "", StatusCode::NO_CONTENT).await;
+    c2.expect(Method::GET, path, &[], "", StatusCode::NOT_FOUND).await;
+    c2.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
+    let fresh = c2.expect(Method::GET, path, &[], "", StatusCode::OK).await;
+    assert_eq!(fresh.text(), "", "a re-created stream starts empty");
+    edge2.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn idempotent_producer_dedupes_fences_and_detects_gaps() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    let edge = spawn_edge(&prefix, &[]).await?;
+    let c = edge.client.clone();
+    let path = "/v1/stream/producer";
+    c.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
+    let p = |epoch: &'static str, seq: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("content-type", "text/plain"),
+            ("producer-id", "writer-1"),
+            ("producer-epoch", epoch),
+            ("producer-seq", seq),
+        ]
+    };
+
+    let ok = c.expect(Method::POST, path, &p("0", "0"), "a", StatusCode::OK).await;
+    assert_eq!((ok.header("producer-epoch"), ok.header("producer-seq")), (Some("0"), Some("0")));
+    c.expect(Method::POST, path, &p("0", "1"), "b", StatusCode::OK).await;
+    // A retry of an accepted request is acknowledged again without writing twice.
+    let dup = c.expect(Method::POST, path, &p("0", "0"), "a", StatusCode::NO_CONTENT).await;
+    assert_eq!(dup.header("producer-seq"), Some("1"));
+    let gap = c.expect(Method::POST, path, &p("0", "5"), "x", StatusCode::CONFLICT).await;
+    assert_eq!((gap.header("producer-expected-seq"), gap.header("producer-received-seq")), (Some("2"), Some("5")));
+    c.expect(Method::POST, path, &p("1", "3"), "x", StatusCode::BAD_REQUEST).await;
+    c.expect(Method::POST, path, &p("1", "0"), "c", StatusCode::OK).await;
+    let zombie = c.expect(Method::POST, path, &p("0", "2"), "z", StatusCode::FORBIDDEN).await;
+    assert_eq!(zombie.header("producer-epoch"), Some("1"));
+    c.expect(Method::POST, path, &[("content-type", "text/plain"), ("producer-id", "w")], "x", StatusCode::BAD_REQUEST)
+        .await;
+
+    assert_eq!(c.expect(Method::GET, path, &[], "", StatusCode::OK).await.text(), "abc");
+
+    // Producer state survives an edge restart (it lives in JetStream KV, not in the process).
+    edge.stop().await?;
+    let edge2 = spawn_edge(&prefix, &[]).await?;
+    edge2.client.expect(Method::POST, path, &p("1", "0"), "c", StatusCode::NO_CONTENT).await;
+    edge2.client.expect(Method::POST, path, &p("1", "1"), "d", StatusCode::OK).await;
+    assert_eq!(edge2.client.expect(Method::GET, path, &[], "", StatusCode::OK).await.text(), "abcd");
+    edge2.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn rejects_bad_input_with_json_errors() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    let edge = spawn_edge(&prefix, &[]).await?;
+    let c = edge.client.clone();
+    let path = "/v1/stream/validation";
+    c.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
+
+    for bad in ["abc", "", "1_2_3", "..%2F1_2", "-2"] {
+        let res = c.expect(Method::GET, &format!("{path}?offset={bad}"), &[], "", StatusCode::BAD_REQUEST).await;
+        assert_eq!(res.json()["error"]["code"], "invalid_argument", "offset {bad:?}");
+        assert_eq!(res.header("x-content-type-options"), Some("nosniff"));
+    }
+    c.expect(Method::GET, &format!("{path}?offset=-1&offset=-1"), &[], "", StatusCode::BAD_REQUEST).await;
+    c.expect(Method::GET, &format!("{path}?live=long-poll"), &[], "", StatusCode::BAD_REQUEST).await;
+    c.expect(Method::POST, path, &[("content-type", "application/json")], "{}", StatusCode::CONFLICT).await;
+    c.expect(Method::POST, path, &[], "no type", StatusCode::BAD_REQUEST).await;
+    c.expect(Method::POST, path, TEXT, "", StatusCode::BAD_REQUEST).await;
+    c.expect(Method::PUT, "/v1/stream/ttl", &[("stream-ttl", "01")], "", StatusCode::BAD_REQUEST).await;
+    c.expect(Method::GET, "/v1/stream/missing", &[], "", StatusCode::NOT_FOUND).await;
+
+    let json = "/v1/stream/json";
+    c.expect(Method::PUT, json, &[("content-type", "application/json")], "", StatusCode::CREATED).await;
+    c.expect(Method::POST, json, &[("content-type", "application/json")], "{nope", StatusCode::BAD_REQUEST).await;
+    c.expect(Method::POST, json, &[("content-type", "application/json")], "[]", StatusCode::BAD_REQUEST).await;
+    c.expect(
+        Method::POST,
+        json,
+        &[("content-type", "application/json")],
+        r#"[{"a":1},{"b":2}]"#,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    c.expect(Method::POST, json, &[("content-type", "application/json")], "3", StatusCode::NO_CONTENT).await;
+    let read = c.expect(Method::GET, json, &[], "", StatusCode::OK).await;
+    assert_eq!(read.json(), serde_json::json!([{"a":1},{"b":2},3]));
+    edge.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn enforces_size_limits_and_pages_large_reads() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    // The test config caps appends at 64 KiB and read pages at 4 KiB.
+    let edge = spawn_edge(&prefix, &[]).await?;
+    let c = edge.client.clone();
+    let path = "/v1/stream/big";
+    let bin = &[("content-type", "application/octet-stream")];
+    c.expect(Method::PUT, path, bin, "", StatusCode::CREATED).await;
+    let too_big = c.expect(Method::POST, path, bin, vec![7u8; 65_537], StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_eq!(too_big.json()["error"]["code"], "payload_too_large");
+    c.expect(Method::PUT, "/v1/stream/big2", bin, vec![7u8; 70_000], StatusCode::PAYLOAD_TOO_LARGE).await;
+
+    for i in 0..10u8 {
+        c.expect(Method::POST, path, bin, vec![i; 1500], StatusCode::NO_CONTENT).await;
+    }
+    let mut offset = "-1".to_owned();
+    let mut collected = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = c.expect(Method::GET, &format!("{path}?offset={offset}"), &[], "", StatusCode::OK).await;
+        assert!(page.body.len() <= 4096, "a page stays within the read limit");
+        collected.extend_from_slice(&page.body);
+        offset = page.next_offset();
+        pages += 1;
+        if page.header("stream-up-to-date") == Some("true") {
+            break;
+        }
+        assert!(page.header("cache-control").is_some_and(|v| v.contains("max-age")), "complete pages are cacheable");
+    }
+    assert!(pages >= 4, "15000 bytes need several 4 KiB pages, got {pages}");
+    let expected: Vec<u8> = (0..10u8).flat_map(|i| vec![i; 1500]).collect();
+    assert_eq!(collected, expected);
+    edge.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn producer_retry_after_a_lost_metadata_write_is_a_duplicate() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    let edge = spawn_edge(&prefix, &[]).await?;
+    let c = edge.client.clone();
+    let path = "/v1/stream/crash-window";
+    c.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
+    let headers =
+        [("content-type", "text/plain"), ("producer-id", "p"), ("producer-epoch", "0"), ("producer-seq", "0")];
+    c.expect(Method::POST, path, &headers, "a", StatusCode::OK).await;
+
+    // Simulate an edge that stored seq 1 in JetStream and died before recording it.
+    let js = async_nats::jetstream::new(folio_testkit::nats().await?);
+    let kv = js.get_key_value(format!("{prefix}_meta")).await?;
+    let key = format!("s.{}", shape_edge::streams::store::path_hash("crash-window"));
+    let meta: serde_json::Value = serde_json::from_slice(&kv.get(key).await?.expect("metadata"))?;
+    let subject = format!("{prefix}.d.{}", meta["incarnation"].as_str().expect("incarnation"));
+    let mut stored = async_nats::HeaderMap::new();
+    stored.insert("Producer-Id", "p");
+    stored.insert("Producer-Epoch", "0");
+    stored.insert("Producer-Seq", "1");
+    js.publish_with_headers(subject, stored, "b".into()).await?.await?;
+
+    let retry = [("content-type", "text/plain"), ("producer-id", "p"), ("producer-epoch", "0"), ("producer-seq", "1")];
+    let dup = c.expect(Method::POST, path, &retry, "b", StatusCode::NO_CONTENT).await;
+    assert_eq!(dup.header("producer-seq"), Some("1"));
+    let next = [("content-type", "text/plain"), ("producer-id", "p"), ("producer-epoch", "0"), ("producer-seq", "2")];
+    c.expect(Method::POST, path, &next, "c", StatusCode::OK).await;
+    assert_eq!(c.expect(Method::GET, path, &[], "", StatusCode::OK).await.text(), "abc");
+    edge.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn expired_streams_nobody_reads_are_swept_from_jetstream() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    let edge = spawn_edge(&prefix, &["--ds-expiry-sweep-interval", "250ms"]).await?;
+    let c = edge.client.clone();
+    c.expect(
+        Method::PUT,
+        "/v1/stream/short-lived",
+        &[("content-type", "text/plain"), ("stream-ttl", "1")],
+        "data",
+        StatusCode::CREATED,
+    )
+    .await;
+    c.expect(Method::PUT, "/v1/stream/kept", TEXT, "data", StatusCode::CREATED).await;
+
+    let js = async_nats::jetstream::new(folio_testkit::nats().await?);
+    let kv = js.get_key_value(format!("{prefix}_meta")).await?;
+    let key = |p: &str| format!("s.{}", shape_edge::streams::store::path_hash(p));
+    let meta: serde_json::Value = serde_json::from_slice(&kv.get(key("short-lived")).await?.expect("metadata"))?;
+    let subject = format!("{prefix}.d.{}", meta["incarnation"].as_str().expect("incarnation"));
+    let data = js.get_stream(format!("{prefix}_streams")).await?;
+    assert!(data.direct_get_last_for_subject(subject.as_str()).await.is_ok());
+
+    // No request touches the stream: only the sweep can remove it (1 s TTL + 5 s slack).
+    folio_testkit::eventually("the sweep to purge the expired stream", || async {
+        let gone = kv.get(key("short-lived")).await.ok()?.is_none();
+        let purged = data.direct_get_last_for_subject(subject.as_str()).await.is_err();
+        (gone && purged).then_some(())
+    })
+    .await;
+    assert!(kv.get(key("kept")).await?.is_some(), "streams without expiry are kept");
+    c.expect(Method::GET, "/v1/stream/short-lived", &[], "", StatusCode::NOT_FOUND).await;
+    edge.stop().await?;
+    Ok(())
+}
