@@ -18,7 +18,6 @@ use axum::{
     routing::{get, post},
 };
 use folio_domain::ErrorCode;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use uuid::Uuid;
 
 use crate::{Ctx, chain, email::escape_html, store};
@@ -59,43 +58,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct Claims {
-    sub: String,
-    agency_id: String,
-    role: String,
-}
-
-struct Caller {
-    agency_id: Uuid,
-    may_write: bool,
-}
-
-fn caller(ctx: &Ctx, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let unauthenticated = |m: &str| ApiError::new(ErrorCode::Unauthenticated, m);
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| unauthenticated("missing authorization: Bearer <token>"))?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-        .ok_or_else(|| unauthenticated("authorization must be `Bearer <token>`"))?;
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    validation.leeway = 30;
-    let data = jsonwebtoken::decode::<Claims>(token.trim(), &DecodingKey::from_secret(ctx.config.jwt_secret.as_bytes()), &validation)
-        .map_err(|e| unauthenticated(&format!("invalid bearer token: {e}")))?;
-    let claims = data.claims;
-    Uuid::parse_str(&claims.sub).map_err(|_| unauthenticated("invalid bearer token: bad sub claim"))?;
-    let agency_id =
-        Uuid::parse_str(&claims.agency_id).map_err(|_| unauthenticated("invalid bearer token: bad agency_id claim"))?;
-    let may_write = match claims.role.as_str() {
-        "editor" | "admin" => true,
-        "viewer" => false,
-        _ => return Err(unauthenticated("invalid bearer token: bad role claim")),
-    };
-    Ok(Caller { agency_id, may_write })
+fn caller(ctx: &Ctx, headers: &HeaderMap) -> Result<folio_auth::Caller, ApiError> {
+    let authorization = headers.get(axum::http::header::AUTHORIZATION).map(|h| h.to_str().unwrap_or_default());
+    ctx.auth.verify_header(authorization).map_err(|e| ApiError::new(ErrorCode::Unauthenticated, e.to_string()))
 }
 
 fn delivery_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -110,7 +75,7 @@ async fn get_delivery(
     let caller = caller(&ctx, &headers)?;
     let id = delivery_id(&id)?;
     // Another agency's delivery is reported as missing, not forbidden: ids do not leak.
-    store::view(&ctx.pool, caller.agency_id, id)
+    store::view(&ctx.pool, caller.agency_id.as_uuid(), id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("delivery {id} not found")))
@@ -122,7 +87,7 @@ async fn retry_delivery(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<store::DeliveryView>), ApiError> {
     let caller = caller(&ctx, &headers)?;
-    if !caller.may_write {
+    if !caller.may_write() {
         return Err(ApiError::new(ErrorCode::PermissionDenied, "the viewer role cannot retry deliveries"));
     }
     let id = delivery_id(&id)?;
@@ -130,7 +95,7 @@ async fn retry_delivery(
     let _guard = span.enter();
     // One attempt: the step after the schedule's last, so a failure is final again.
     let one_shot = i32::try_from(ctx.schedule.len()).unwrap_or(i32::MAX);
-    match store::manual_retry(&ctx.pool, caller.agency_id, id, one_shot).await? {
+    match store::manual_retry(&ctx.pool, caller.agency_id.as_uuid(), id, one_shot).await? {
         store::ManualRetry::Scheduled => {}
         store::ManualRetry::NotFound => return Err(ApiError::new(ErrorCode::NotFound, format!("delivery {id} not found"))),
         store::ManualRetry::NotFailed(status) => {
@@ -142,7 +107,7 @@ async fn retry_delivery(
     }
     tracing::info!("manual retry scheduled");
     ctx.wake.notify_one();
-    let view = store::view(&ctx.pool, caller.agency_id, id)
+    let view = store::view(&ctx.pool, caller.agency_id.as_uuid(), id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("delivery {id} not found")))?;
     Ok((StatusCode::ACCEPTED, Json(view)))

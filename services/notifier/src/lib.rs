@@ -43,6 +43,8 @@ pub struct Ctx {
     pub wake: Notify,
     /// This process's lease owner id: a claim it did not make is never finished by it.
     pub replica: uuid::Uuid,
+    /// Verifies the API's bearer tokens for the HTTP API.
+    pub auth: folio_auth::Authenticator,
 }
 
 /// The notifier with its listeners bound, not yet running.
@@ -99,6 +101,7 @@ impl Notifier {
             pool,
             wake: Notify::new(),
             replica: uuid::Uuid::new_v4(),
+            auth: folio_auth::Authenticator::new(config.jwt_secret.as_bytes()),
             config,
         });
 

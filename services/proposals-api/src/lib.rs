@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
 pub use auth::{Authenticator, Caller, Role};
+use auth::AuthInterceptor;
 pub use config::Config;
 
 /// Requests above this size are refused before decoding.
@@ -122,9 +123,9 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     let templates =
         TemplateServiceServer::new(grpc::templates::TemplateApi { state }).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
-    let routes = tonic::service::Routes::new(InterceptedService::new(proposals, auth.clone()))
-        .add_service(InterceptedService::new(clients, auth.clone()))
-        .add_service(InterceptedService::new(templates, auth))
+    let routes = tonic::service::Routes::new(InterceptedService::new(proposals, AuthInterceptor(auth.clone())))
+        .add_service(InterceptedService::new(clients, AuthInterceptor(auth.clone())))
+        .add_service(InterceptedService::new(templates, AuthInterceptor(auth)))
         .add_service(health_service)
         .add_service(reflection);
 

@@ -63,12 +63,7 @@ pub async fn download(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::Unauthenticated("missing authorization: Bearer <token>".into()))?;
-    let caller = auth.verify(token.trim())?;
+    let caller = auth.verify_header(headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()))?;
     let id = uuid::Uuid::parse_str(&id)
         .map_err(|_| ApiError::InvalidArgument(vec![tonic_types::FieldViolation::new("id", "is not a UUID")]))?;
     let (rendition, sha) = ready_rendition(&state, caller.agency_id, id).await?;

@@ -33,7 +33,7 @@ impl ClientService for ClientApi {
         request: Request<pb::CreateClientRequest>,
     ) -> Result<Response<pb::CreateClientResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         v.text("name", &req.name, 1, MAX_NAME);
@@ -75,7 +75,7 @@ impl ClientService for ClientApi {
         request: Request<pb::UpdateClientRequest>,
     ) -> Result<Response<pb::UpdateClientResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.id("id", &req.id, ClientId::parse);
@@ -99,7 +99,7 @@ impl ClientService for ClientApi {
         request: Request<pb::DeleteClientRequest>,
     ) -> Result<Response<pb::DeleteClientResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let id = client_id(&request.get_ref().id)?;
         db::delete(&self.state.pool, caller.agency_id, id).await?;
         Ok(Response::new(pb::DeleteClientResponse {}))

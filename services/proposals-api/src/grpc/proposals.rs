@@ -81,7 +81,7 @@ impl ProposalService for ProposalApi {
         request: Request<pb::CreateProposalRequest>,
     ) -> Result<Response<pb::CreateProposalResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         v.text("idempotency_key", &req.idempotency_key, 0, MAX_IDEMPOTENCY_KEY);
@@ -162,7 +162,7 @@ impl ProposalService for ProposalApi {
         request: Request<pb::UpdateProposalRequest>,
     ) -> Result<Response<pb::UpdateProposalResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.id("id", &req.id, ProposalId::parse);
@@ -199,7 +199,7 @@ impl ProposalService for ProposalApi {
         request: Request<pb::TransitionProposalRequest>,
     ) -> Result<Response<pb::TransitionProposalResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.id("id", &req.id, ProposalId::parse);
@@ -217,7 +217,7 @@ impl ProposalService for ProposalApi {
         request: Request<pb::ArchiveProposalRequest>,
     ) -> Result<Response<pb::ArchiveProposalResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let req = request.into_inner();
         let id = proposal_id("id", &req.id)?;
         let record =
@@ -230,7 +230,7 @@ impl ProposalService for ProposalApi {
         request: Request<pb::AddLineItemRequest>,
     ) -> Result<Response<pb::AddLineItemResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.id("proposal_id", &req.proposal_id, ProposalId::parse);
@@ -258,7 +258,7 @@ impl ProposalService for ProposalApi {
         request: Request<pb::UpdateLineItemRequest>,
     ) -> Result<Response<pb::UpdateLineItemResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.id("proposal_id", &req.proposal_id, ProposalId::parse);
@@ -290,7 +290,7 @@ impl ProposalService for ProposalApi {
         request: Request<pb::RemoveLineItemRequest>,
     ) -> Result<Response<pb::RemoveLineItemResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.id("proposal_id", &req.proposal_id, ProposalId::parse);
@@ -312,7 +312,7 @@ impl ProposalService for ProposalApi {
         request: Request<pb::RequestPdfRequest>,
     ) -> Result<Response<pb::RequestPdfResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let id = proposal_id("proposal_id", &request.get_ref().proposal_id)?;
         tracing::Span::current().record("proposal_id", tracing::field::display(id));
         let traceparent = folio_runtime::trace_context::current_traceparent();

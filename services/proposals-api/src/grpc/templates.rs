@@ -42,7 +42,7 @@ impl TemplateService for TemplateApi {
         request: Request<pb::CreateTemplateRequest>,
     ) -> Result<Response<pb::CreateTemplateResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         v.text("name", &req.name, 1, MAX_NAME);
@@ -82,7 +82,7 @@ impl TemplateService for TemplateApi {
         request: Request<pb::UpdateTemplateRequest>,
     ) -> Result<Response<pb::UpdateTemplateResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.id("id", &req.id, TemplateId::parse);
@@ -102,7 +102,7 @@ impl TemplateService for TemplateApi {
         request: Request<pb::DeleteTemplateRequest>,
     ) -> Result<Response<pb::DeleteTemplateResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require_writer()?;
+        crate::auth::require_writer(&caller)?;
         let id = template_id(&request.get_ref().id)?;
         db::delete(&self.state.pool, caller.agency_id, id).await?;
         Ok(Response::new(pb::DeleteTemplateResponse {}))

@@ -4,6 +4,9 @@
 //! `FOLIO_CHANGES`, subjects `folio.changes.proposals.<agency_id>`), filtered to one proposal
 //! and served as JSON messages. Offsets are that stream's sequences, so a reader resumes on any
 //! edge; nothing is copied. Writes are refused with 405.
+//!
+//! Reads need the API's bearer token and only ever touch the caller's agency subject, so
+//! another agency's proposal id finds nothing (404 is not needed: its events are never read).
 
 use std::{sync::Arc, time::Duration};
 
@@ -42,7 +45,9 @@ pub struct Activity {
     js: jetstream::Context,
     nats: async_nats::Client,
     stream_name: String,
-    subject: String,
+    /// `<changes prefix>.proposals`; the agency id completes the subject.
+    subject_prefix: String,
+    auth: folio_auth::Authenticator,
 }
 
 /// `proposals/<id>/activity` → the id part (the whole `proposals/` namespace is reserved).
@@ -57,8 +62,14 @@ impl Activity {
             js: jetstream::new(nats.clone()),
             nats,
             stream_name: config.changes_stream.clone(),
-            subject: format!("{}.proposals.*", config.changes_subject_prefix),
+            subject_prefix: format!("{}.proposals", config.changes_subject_prefix),
+            auth: folio_auth::Authenticator::new(config.jwt_secret.as_bytes()),
         }
+    }
+
+    /// The only subject a caller's reads touch: their own agency's proposal events.
+    fn subject_for(&self, agency: folio_domain::AgencyId) -> String {
+        format!("{}.{agency}", self.subject_prefix)
     }
 
     async fn stream(&self) -> Result<jetstream::stream::Stream<()>> {
@@ -74,13 +85,13 @@ impl Activity {
     }
 
     /// Events of `proposal` after `after`, up to `tail`; returns them with the position reached.
-    async fn read(&self, proposal: ProposalId, after: u64, tail: u64) -> Result<(Vec<serde_json::Value>, u64)> {
+    async fn read(&self, subject: &str, proposal: ProposalId, after: u64, tail: u64) -> Result<(Vec<serde_json::Value>, u64)> {
         let mut events = Vec::new();
         let mut cursor = after;
         let mut scanned = 0;
         'scan: while cursor < tail && scanned < MAX_SCAN && events.len() < MAX_EVENTS {
             let batch =
-                direct_get_batch(&self.nats, &self.stream_name, &self.subject, cursor + 1, SCAN_BATCH, 4 * 1024 * 1024)
+                direct_get_batch(&self.nats, &self.stream_name, subject, cursor + 1, SCAN_BATCH, 4 * 1024 * 1024)
                     .await?;
             if batch.is_empty() {
                 break;
@@ -119,6 +130,9 @@ impl Streams {
             }
         }
         let activity = &self.activity;
+        let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let caller = activity.auth.verify_header(authorization).map_err(|e| StreamError::Unauthenticated(e.to_string()))?;
+        let subject = activity.subject_for(caller.agency_id);
         let stream = activity.stream().await?;
         let tail = activity.tail(&stream).await?;
         let mut headers = HeaderMap::new();
@@ -138,17 +152,17 @@ impl Streams {
             return Ok((StatusCode::OK, headers, "[]").into_response());
         }
         if query.live == Live::No {
-            let (events, next) = activity.read(proposal, after, tail).await?;
+            let (events, next) = activity.read(&subject, proposal, after, tail).await?;
             return Ok(events_response(headers, events, next, next >= tail));
         }
         // Live reads subscribe before reading so an event committed in between still wakes them.
         let sub = activity
             .nats
-            .subscribe(activity.subject.clone())
+            .subscribe(subject.clone())
             .await
             .map_err(|e| StorageError::new("subscribe to change events", e))?;
         if query.live == Live::Sse {
-            return Ok(self.activity_sse(stream, proposal, after, sub, query.cursor));
+            return Ok(self.activity_sse(stream, subject, proposal, after, sub, query.cursor));
         }
         headers.insert(h::STREAM_CURSOR, value(next_cursor(unix_now(), query.cursor.as_deref())));
         let mut sub = sub;
@@ -156,7 +170,7 @@ impl Streams {
         let mut position = after;
         loop {
             let tail = activity.tail(&stream).await?;
-            let (events, next) = activity.read(proposal, position, tail).await?;
+            let (events, next) = activity.read(&subject, proposal, position, tail).await?;
             position = next;
             if !events.is_empty() {
                 return Ok(events_response(headers, events, next, next >= tail));
@@ -181,6 +195,7 @@ impl Streams {
     fn activity_sse(
         self: &Arc<Self>,
         stream: jetstream::stream::Stream<()>,
+        subject: String,
         proposal: ProposalId,
         after: u64,
         sub: async_nats::Subscriber,
@@ -189,6 +204,7 @@ impl Streams {
         struct Follow {
             streams: Arc<Streams>,
             stream: jetstream::stream::Stream<()>,
+            subject: String,
             proposal: ProposalId,
             after: u64,
             announced: Option<u64>,
@@ -200,6 +216,7 @@ impl Streams {
         let follow = Follow {
             streams: Arc::clone(self),
             stream,
+            subject,
             proposal,
             after,
             announced: None,
@@ -215,7 +232,7 @@ impl Streams {
             loop {
                 let activity = &f.streams.activity;
                 let page = match activity.tail(&f.stream).await {
-                    Ok(tail) => activity.read(f.proposal, f.after, tail).await.map(|(e, n)| (e, n, tail)),
+                    Ok(tail) => activity.read(&f.subject, f.proposal, f.after, tail).await.map(|(e, n)| (e, n, tail)),
                     Err(e) => Err(e),
                 };
                 let (events, next, tail) = match page {

@@ -34,6 +34,8 @@ pub enum StreamError {
     MethodNotAllowed,
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    Unauthenticated(String),
     /// A machine-readable error the subscription APIs define (`FENCED`, `ALREADY_CLAIMED`, …).
     #[error("{message}")]
     Coded { status: StatusCode, code: &'static str, message: String, extra: Option<serde_json::Value> },
@@ -78,6 +80,7 @@ impl StreamError {
                 table(ErrorCode::Conflict)
             }
             StreamError::StaleEpoch { .. } | StreamError::Forbidden(_) => table(ErrorCode::PermissionDenied),
+            StreamError::Unauthenticated(_) => table(ErrorCode::Unauthenticated),
             StreamError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             StreamError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             StreamError::Coded { status, code, .. } => (*status, code),

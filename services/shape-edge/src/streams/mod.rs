@@ -92,6 +92,11 @@ pub struct StreamsConfig {
     /// Subject prefix of wal-ingest's change events.
     #[arg(long = "changes-subject-prefix", env = "FOLIO_CHANGES_SUBJECT_PREFIX", default_value = "folio.changes")]
     pub changes_subject_prefix: String,
+
+    /// HS256 secret of the API's bearer tokens: proposal activity is served only to the
+    /// proposal's agency.
+    #[arg(long = "jwt-secret", env = "FOLIO_JWT_SECRET", default_value = "folio-local-development-secret-change-me", hide_env_values = true)]
+    pub jwt_secret: String,
 }
 
 impl StreamsConfig {

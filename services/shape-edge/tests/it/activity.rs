@@ -10,6 +10,18 @@ use prost::Message;
 
 use crate::helpers::{spawn_edge, test_prefix};
 
+const SECRET: &str = "activity-test-secret-activity-test-secret";
+
+/// `Bearer <token>` of a viewer of `agency`, as proposals-api issues them.
+fn bearer(agency: &str) -> String {
+    let caller = folio_auth::Caller {
+        user_id: folio_domain::UserId::new(),
+        agency_id: folio_domain::AgencyId::parse(agency).expect("uuid"),
+        role: folio_auth::Role::Viewer,
+    };
+    format!("Bearer {}", folio_auth::Authenticator::new(SECRET.as_bytes()).issue(&caller, Duration::from_secs(300)))
+}
+
 fn text(name: &str, v: &str) -> ColumnValue {
     ColumnValue { name: name.into(), value: Some(column_value::Value::Text(v.into())) }
 }
@@ -60,12 +72,24 @@ async fn reads_one_proposals_change_events_with_changes_stream_offsets() -> anyh
     let s3 = publish(change(0x300, &agency, &mine, Operation::Update, "Sent")).await?;
 
     let changes_stream = format!("{prefix}_CHANGES");
-    let edge = spawn_edge(&prefix, &["--changes-stream", &changes_stream, "--changes-subject-prefix", &subject_prefix])
-        .await?;
+    let edge = spawn_edge(
+        &prefix,
+        &["--changes-stream", &changes_stream, "--changes-subject-prefix", &subject_prefix, "--jwt-secret", SECRET],
+    )
+    .await?;
     let c = edge.client.clone();
     let path = format!("/v1/stream/proposals/{mine}/activity");
+    let token = bearer(&agency);
+    let auth = [("authorization", token.as_str())];
 
-    let all = c.expect(Method::GET, &format!("{path}?offset=-1"), &[], "", StatusCode::OK).await;
+    // No token, no data; another agency's token reads nothing of this agency's proposal.
+    c.expect(Method::GET, &format!("{path}?offset=-1"), &[], "", StatusCode::UNAUTHORIZED).await;
+    let stranger = bearer(&uuid::Uuid::new_v4().to_string());
+    let theirs =
+        c.expect(Method::GET, &format!("{path}?offset=-1"), &[("authorization", &stranger)], "", StatusCode::OK).await;
+    assert_eq!(theirs.json().as_array().map(Vec::len), Some(0), "another agency sees no events");
+
+    let all = c.expect(Method::GET, &format!("{path}?offset=-1"), &auth, "", StatusCode::OK).await;
     assert_eq!(all.header("content-type"), Some("application/json"));
     assert_eq!(all.header("stream-up-to-date"), Some("true"));
     let events = all.json();
@@ -79,14 +103,17 @@ async fn reads_one_proposals_change_events_with_changes_stream_offsets() -> anyh
 
     // Resuming from the first event's offset returns only what followed it.
     let rest =
-        c.expect(Method::GET, &format!("{path}?offset=0000000000000000_{s1:016}"), &[], "", StatusCode::OK).await;
+        c.expect(Method::GET, &format!("{path}?offset=0000000000000000_{s1:016}"), &auth, "", StatusCode::OK).await;
     assert_eq!(rest.json().as_array().map(Vec::len), Some(1));
 
     // A long-poll at the tail is answered by the next event for this proposal only.
     let tail = all.next_offset();
     let client = c.clone();
     let poll_path = format!("{path}?offset={tail}&live=long-poll");
-    let poll = tokio::spawn(async move { client.send(Method::GET, &poll_path, &[], Bytes::new()).await });
+    let poll_token = token.clone();
+    let poll = tokio::spawn(async move {
+        client.send(Method::GET, &poll_path, &[("authorization", poll_token.as_str())], Bytes::new()).await
+    });
     tokio::time::sleep(Duration::from_millis(150)).await;
     publish(change(0x400, &agency, &other, Operation::Update, "noise")).await?;
     let s5 = publish(change(0x500, &agency, &mine, Operation::Update, "Accepted")).await?;
@@ -98,7 +125,13 @@ async fn reads_one_proposals_change_events_with_changes_stream_offsets() -> anyh
     // Read-only: writes are refused.
     for method in [Method::POST, Method::PUT, Method::DELETE] {
         let res = c
-            .expect(method, &path, &[("content-type", "application/json")], "{}", StatusCode::METHOD_NOT_ALLOWED)
+            .expect(
+                method,
+                &path,
+                &[("content-type", "application/json"), ("authorization", &token)],
+                "{}",
+                StatusCode::METHOD_NOT_ALLOWED,
+            )
             .await;
         assert_eq!(res.header("allow"), Some("GET, HEAD, OPTIONS"));
     }
@@ -131,8 +164,11 @@ async fn npm_client_follows_a_proposal_live() -> anyhow::Result<()> {
     let subject = format!("{subject_prefix}.proposals.{agency}");
     js.publish(subject.clone(), change(0x10, &agency, &proposal, Operation::Insert, "Draft")).await?.await?;
 
-    let edge = spawn_edge(&prefix, &["--changes-stream", &changes_stream, "--changes-subject-prefix", &subject_prefix])
-        .await?;
+    let edge = spawn_edge(
+        &prefix,
+        &["--changes-stream", &changes_stream, "--changes-subject-prefix", &subject_prefix, "--jwt-secret", SECRET],
+    )
+    .await?;
     let ready = std::env::temp_dir().join(format!("{prefix}.ready"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/activity_client.mjs");
     let child = tokio::process::Command::new("node")
@@ -140,6 +176,7 @@ async fn npm_client_follows_a_proposal_live() -> anyhow::Result<()> {
         .env("DS_CLIENT_MODULE", module)
         .env("ACTIVITY_URL", format!("{}/v1/stream/proposals/{proposal}/activity", edge.client.base()))
         .env("EXPECT_TITLES", "Draft,Sent")
+        .env("AUTHORIZATION", bearer(&agency))
         .env("READY_FILE", &ready)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

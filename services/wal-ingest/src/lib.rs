@@ -1,0 +1,145 @@
+//! wal-ingest: every committed Postgres change onto NATS JetStream, effectively once.
+//!
+//! `run` owns the process: the admin server, the slot's advisory lock (standby until it is
+//! ours), and a loop of replication sessions (`session.rs`) that restarts after any failure.
+//! See README.md for subjects, message ids, durability and restart behaviour.
+
+pub mod config;
+pub mod confirm;
+pub mod decode;
+pub mod events;
+pub mod msg_id;
+pub mod publish;
+pub mod replication;
+pub mod schema;
+pub mod session;
+pub mod slot;
+pub mod subjects;
+
+use std::time::Duration;
+
+use folio_runtime::{AdminServer, Readiness};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use crate::{publish::StreamSettings, schema::Catalog, session::Ingest, slot::SlotOwner, subjects::Subjects};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to bind the admin server on {addr}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to set up the NATS connection to {url}")]
+    Nats {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+}
+
+/// Runs until `shutdown` is cancelled; failures of Postgres or NATS are retried, not returned.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let addr = config.common.admin_addr;
+    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Admin { addr, source })?;
+    let admin = AdminServer::start(listener, shutdown.clone()).await.map_err(|source| Error::Admin { addr, source })?;
+    tracing::info!(admin = %admin.local_addr, "wal-ingest admin server listening");
+    run_with_readiness(config, shutdown, admin.readiness).await
+}
+
+/// [`run`] without the admin server, for embedding (all-in-one, tests, the benchmark).
+pub async fn run_with_readiness(
+    config: Config,
+    shutdown: CancellationToken,
+    readiness: Readiness,
+) -> Result<(), Error> {
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("wal-ingest:{}", config.slot))
+        .connection_timeout(Duration::from_secs(5))
+        // Start even when NATS is down; sessions retry until it answers.
+        .retry_on_initial_connect()
+        .connect(&config.nats_url)
+        .await
+        .map_err(|source| Error::Nats { url: config.nats_url.clone(), source })?;
+    let js = async_nats::jetstream::ContextBuilder::new()
+        .timeout(config.ack_timeout)
+        // Our own window gates reads below this, so a publish never waits for a permit.
+        .max_ack_inflight(config.publish_window * 2 + 64)
+        .backpressure_on_inflight(true)
+        .build(client);
+    let mut ingest = Ingest {
+        js,
+        subjects: Subjects::new(config.subject_root.clone()),
+        streams: StreamSettings {
+            changes_stream: config.changes_stream.clone(),
+            jobs_stream: config.jobs_stream.clone(),
+            replicas: config.stream_replicas,
+            duplicate_window: config.duplicate_window,
+            changes_max_age: config.changes_max_age,
+            changes_max_bytes: config.changes_max_bytes,
+            jobs_max_messages: config.jobs_max_messages,
+        },
+        database_url: config.database_url.clone(),
+        slot: config.slot.clone(),
+        publication: config.publication.clone(),
+        publish_window: config.publish_window.max(1),
+        status_interval: config.status_interval,
+        lag_interval: config.lag_interval,
+        shutdown_grace: config.common.shutdown_grace,
+        catalog: Catalog::default(),
+        readiness,
+        propagate_trace: config.common.otlp_endpoint.is_some(),
+    };
+
+    'owner: while !shutdown.is_cancelled() {
+        let mut owner =
+            match SlotOwner::acquire(&config.database_url, &config.slot, config.standby_poll, &shutdown).await {
+                Ok(Some(owner)) => owner,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("failed to reach postgres for the slot lock, retrying: {}", chain(&e));
+                    backoff(config.retry_backoff, &shutdown).await;
+                    continue;
+                }
+            };
+        tracing::info!(slot = %config.slot, "holding the slot");
+        while !shutdown.is_cancelled() {
+            match session::run(&mut ingest, &mut owner, &shutdown).await {
+                Ok(session::SessionEnd::Shutdown) => break 'owner,
+                Err(e) => {
+                    metrics::counter!("wal_ingest_session_restarts_total").increment(1);
+                    tracing::error!(slot = %config.slot, "replication session failed, restarting: {}", chain(&e));
+                    backoff(config.retry_backoff, &shutdown).await;
+                    if e.owner_lost() {
+                        continue 'owner;
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("wal-ingest stopped");
+    Ok(())
+}
+
+async fn backoff(pause: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(pause) => {}
+    }
+}
+
+/// `error: cause: cause`, so one log line carries the whole chain.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

@@ -1,0 +1,181 @@
+//! The replication slot's life on an ordinary Postgres session: exclusive ownership through an
+//! advisory lock, creation, ending a stale walsender, lag, and invalidation.
+//!
+//! The session that holds the lock is kept for the process lifetime (a standby blocks on it),
+//! so a second replica takes over exactly when the first one's session ends.
+
+use std::time::Duration;
+
+use folio_domain::Lsn;
+use sqlx::{Connection, PgConnection};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error("postgres query failed while {doing}")]
+    Query {
+        doing: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "slot {slot} exists but is not a pgoutput slot of this database (plugin {plugin:?}, database {database:?})"
+    )]
+    Foreign { slot: String, plugin: Option<String>, database: Option<String> },
+}
+
+fn query(doing: &'static str) -> impl FnOnce(sqlx::Error) -> SlotError {
+    move |source| SlotError::Query { doing, source }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotState {
+    pub confirmed_flush: Lsn,
+    /// `wal_status = 'lost'`: the WAL the slot needs is gone.
+    pub invalidated: bool,
+}
+
+/// `(plugin, database, confirmed_flush_lsn, wal_status)` of `pg_replication_slots`.
+type SlotRow = (Option<String>, Option<String>, Option<String>, Option<String>);
+
+/// The ordinary session that owns the slot while it holds the advisory lock.
+pub struct SlotOwner {
+    pub conn: PgConnection,
+    slot: String,
+}
+
+impl SlotOwner {
+    /// Waits (as a standby) until this process holds the slot's advisory lock. `None` when
+    /// shutdown came first.
+    pub async fn acquire(
+        database_url: &str,
+        slot: &str,
+        poll: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Self>, SlotError> {
+        let mut conn = PgConnection::connect(database_url).await.map_err(query("connecting"))?;
+        let mut announced = false;
+        loop {
+            let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(hashtext('folio.wal-ingest:' || $1))")
+                .bind(slot)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(query("taking the slot's advisory lock"))?;
+            if locked {
+                return Ok(Some(Self { conn, slot: slot.to_owned() }));
+            }
+            if !announced {
+                tracing::info!(slot, "another ingester holds the slot; waiting as a standby");
+                announced = true;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    /// Creates the slot if missing and returns its state.
+    pub async fn ensure(&mut self) -> Result<SlotState, SlotError> {
+        if let Some(state) = self.state().await? {
+            return Ok(state);
+        }
+        sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+            .bind(&self.slot)
+            .execute(&mut self.conn)
+            .await
+            .map_err(query("creating the replication slot"))?;
+        tracing::info!(slot = %self.slot, "created replication slot");
+        Ok(self.state().await?.expect("slot just created"))
+    }
+
+    pub async fn state(&mut self) -> Result<Option<SlotState>, SlotError> {
+        let row: Option<SlotRow> = sqlx::query_as(
+            "SELECT plugin::text, database::text, confirmed_flush_lsn::text, wal_status \
+             FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&self.slot)
+        .fetch_optional(&mut self.conn)
+        .await
+        .map_err(query("reading the slot"))?;
+        let Some((plugin, database, confirmed, wal_status)) = row else { return Ok(None) };
+        let (current_db,): (String,) = sqlx::query_as("SELECT current_database()::text")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(query("reading the slot"))?;
+        if plugin.as_deref() != Some("pgoutput") || database.as_deref() != Some(current_db.as_str()) {
+            return Err(SlotError::Foreign { slot: self.slot.clone(), plugin, database });
+        }
+        let confirmed_flush = confirmed.and_then(|c| c.parse().ok()).unwrap_or_default();
+        Ok(Some(SlotState { confirmed_flush, invalidated: wal_status.as_deref() == Some("lost") }))
+    }
+
+    /// Ends a walsender still streaming the slot. We hold the lock, so it belongs to an ingester
+    /// that died (or one of our own earlier sessions); waiting for `wal_sender_timeout` would
+    /// only delay the takeover.
+    pub async fn end_stale_walsender(&mut self) -> Result<(), SlotError> {
+        let pid: Option<(i32,)> = sqlx::query_as(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
+        )
+        .bind(&self.slot)
+        .fetch_optional(&mut self.conn)
+        .await
+        .map_err(query("reading the slot's walsender"))?;
+        if let Some((pid,)) = pid {
+            tracing::warn!(slot = %self.slot, pid, "ending a stale walsender that still holds the slot");
+            sqlx::query("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .execute(&mut self.conn)
+                .await
+                .map_err(query("ending the stale walsender"))?;
+            for _ in 0..50 {
+                let active: Option<(i32,)> = sqlx::query_as(
+                    "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
+                )
+                .bind(&self.slot)
+                .fetch_optional(&mut self.conn)
+                .await
+                .map_err(query("reading the slot's walsender"))?;
+                if active.is_none() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of WAL the slot still pins (what has not been confirmed yet).
+    pub async fn lag_bytes(&mut self) -> Result<i64, SlotError> {
+        let (lag,): (Option<i64>,) = sqlx::query_as(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 \
+             FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&self.slot)
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(query("measuring slot lag"))?;
+        Ok(lag.unwrap_or(0))
+    }
+
+    /// Drops an invalidated slot and creates it afresh; returns the new start position.
+    pub async fn recreate(&mut self) -> Result<SlotState, SlotError> {
+        sqlx::query("SELECT pg_drop_replication_slot($1)")
+            .bind(&self.slot)
+            .execute(&mut self.conn)
+            .await
+            .map_err(query("dropping the invalidated slot"))?;
+        self.ensure().await
+    }
+
+    /// Every table of the publication, for table-wide control events.
+    pub async fn published_tables(&mut self, publication: &str) -> Result<Vec<(String, String)>, SlotError> {
+        sqlx::query_as(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2",
+        )
+        .bind(publication)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(query("listing the publication's tables"))
+    }
+}

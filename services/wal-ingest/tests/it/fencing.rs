@@ -1,0 +1,94 @@
+//! The startup fence: after the duplicate window has passed, a replay of events the stream
+//! already holds is skipped by comparing message ids with the stream's last one.
+
+use std::time::Duration;
+
+use crate::helpers::{Harness, assert_commit_order, with_harness};
+
+#[tokio::test]
+async fn a_replay_after_the_duplicate_window_is_fenced_off() {
+    let h = Harness::new().await.unwrap();
+    with_harness(h, |h| async move {
+        let pool = &h.db.pool;
+        // A second slot created before any write: it will replay everything the first one
+        // already published, long after JetStream forgot the ids.
+        let replay_slot = format!("{}_replay", h.slot);
+        sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+            .bind(&replay_slot)
+            .execute(pool)
+            .await
+            .unwrap();
+        let result = tokio::spawn({
+            let h = h.clone();
+            let replay_slot = replay_slot.clone();
+            async move {
+                let pool = &h.db.pool;
+                let mut config = h.config();
+                config.duplicate_window = Duration::from_secs(1);
+                let first = h.spawn_with(config.clone());
+                h.wait_for_slot().await;
+                for i in 0..3 {
+                    sqlx::query("INSERT INTO agencies (id, name) VALUES ($1, $2)")
+                        .bind(uuid::Uuid::new_v4())
+                        .bind(format!("a{i}"))
+                        .execute(pool)
+                        .await
+                        .unwrap();
+                }
+                let before = h.read_at_least(&h.changes_stream(), 3).await;
+                first.stop().await;
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+
+                config.slot = replay_slot;
+                let second = h.spawn_with(config);
+                folio_testkit::eventually("the replaying ingester is streaming", || async {
+                    second.readiness.is_ready().then_some(())
+                })
+                .await;
+                sqlx::query("INSERT INTO agencies (id, name) VALUES ($1, 'after')")
+                    .bind(uuid::Uuid::new_v4())
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                let after = h.read_at_least(&h.changes_stream(), 4).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                assert_eq!(h.stream_len(&h.changes_stream()).await, 4, "the replay added nothing");
+                assert_commit_order(&after);
+                assert_eq!(
+                    after[..3].iter().map(|m| &m.msg_id).collect::<Vec<_>>(),
+                    before.iter().map(|m| &m.msg_id).collect::<Vec<_>>()
+                );
+                second.stop().await;
+            }
+        })
+        .await;
+        drop_slot(pool, &replay_slot).await;
+        if let Err(e) = result {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    })
+    .await;
+}
+
+/// A leftover slot pins WAL for everyone on the server: retry until it is gone.
+async fn drop_slot(pool: &sqlx::PgPool, slot: &str) {
+    for _ in 0..100 {
+        let _ = sqlx::query(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
+        )
+        .bind(slot)
+        .execute(pool)
+        .await;
+        let gone =
+            sqlx::query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(slot)
+                .execute(pool)
+                .await
+                .is_ok();
+        if gone {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not drop slot {slot}");
+}

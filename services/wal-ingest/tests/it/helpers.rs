@@ -1,0 +1,283 @@
+//! One isolated world per test: a fresh database, a unique slot, subject root and stream
+//! names, an ingester run in-process or as a real process, and readers for what it published.
+
+use std::{future::Future, time::Duration};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::pull::OrderedConfig};
+use folio_proto::events::v1::{ChangeEvent, ColumnValue, column_value};
+use folio_testkit::TestDb;
+use futures::StreamExt;
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+use wal_ingest::{Config, msg_id::MsgKey};
+
+pub struct Harness {
+    pub db: TestDb,
+    pub slot: String,
+    pub root: String,
+    pub prefix: String,
+    pub nats_url: String,
+    pub js: jetstream::Context,
+}
+
+/// One message as stored in a stream.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub subject: String,
+    pub msg_id: String,
+    pub key: MsgKey,
+    pub payload: bytes::Bytes,
+    pub headers: async_nats::HeaderMap,
+}
+
+impl Stored {
+    pub fn event(&self) -> ChangeEvent {
+        ChangeEvent::decode(self.payload.clone()).expect("a ChangeEvent payload")
+    }
+}
+
+pub struct InProcess {
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), wal_ingest::Error>>,
+    pub readiness: folio_runtime::Readiness,
+}
+
+impl InProcess {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("ingester stops within 30 s")
+            .expect("ingester task")
+            .expect("ingester run");
+    }
+}
+
+impl Harness {
+    pub async fn new() -> anyhow::Result<Self> {
+        Self::with_nats(folio_testkit::nats_url()).await
+    }
+
+    pub async fn with_nats(nats_url: String) -> anyhow::Result<Self> {
+        init_tracing();
+        let db = TestDb::new().await?;
+        let suffix = folio_testkit::unique_suffix();
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(&nats_url)
+            .await
+            .context("connect to nats")?;
+        Ok(Self {
+            db,
+            slot: format!("wal_test_{suffix}"),
+            root: format!("t{suffix}"),
+            prefix: format!("T{suffix}"),
+            nats_url,
+            js: jetstream::new(client),
+        })
+    }
+
+    pub fn config(&self) -> Config {
+        let mut c = Config::for_names(&self.db.url, &self.nats_url, &self.slot, &self.root, &self.prefix);
+        c.common.admin_addr = "127.0.0.1:0".parse().unwrap();
+        c.retry_backoff = Duration::from_millis(200);
+        c.standby_poll = Duration::from_millis(200);
+        c
+    }
+
+    pub fn changes_stream(&self) -> String {
+        format!("{}_CHANGES", self.prefix)
+    }
+
+    pub fn jobs_stream(&self) -> String {
+        format!("{}_JOBS", self.prefix)
+    }
+
+    pub fn spawn_with(&self, config: Config) -> InProcess {
+        let shutdown = CancellationToken::new();
+        let readiness = folio_runtime::Readiness::default();
+        let task = tokio::spawn(wal_ingest::run_with_readiness(config, shutdown.clone(), readiness.clone()));
+        InProcess { shutdown, task, readiness }
+    }
+
+    pub fn spawn(&self) -> InProcess {
+        self.spawn_with(self.config())
+    }
+
+    /// Starts the real binary, so a test can kill it with SIGKILL.
+    pub fn spawn_process(&self) -> anyhow::Result<tokio::process::Child> {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_wal-ingest"))
+            .env("FOLIO_DATABASE_URL", &self.db.url)
+            .env("FOLIO_NATS_URL", &self.nats_url)
+            .env("FOLIO_WAL_SLOT", &self.slot)
+            .env("FOLIO_SUBJECT_ROOT", &self.root)
+            .env("FOLIO_CHANGES_STREAM", self.changes_stream())
+            .env("FOLIO_JOBS_STREAM", self.jobs_stream())
+            .env("FOLIO_ADMIN_ADDR", "127.0.0.1:0")
+            .env("FOLIO_RETRY_BACKOFF", "200ms")
+            .env("FOLIO_STANDBY_POLL", "200ms")
+            .env("RUST_LOG", std::env::var("WAL_INGEST_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()))
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn wal-ingest")
+    }
+
+    /// Waits until the ingester created the slot (so later writes are captured).
+    pub async fn wait_for_slot(&self) {
+        let pool = self.db.pool.clone();
+        let slot = self.slot.clone();
+        folio_testkit::eventually("the replication slot is streaming", || {
+            let pool = pool.clone();
+            let slot = slot.clone();
+            async move {
+                // A slot is also "active" while pg_create_logical_replication_slot still waits
+                // for its consistent point; only a walsender holding it means later commits
+                // will be decoded.
+                let streaming: Option<(i32,)> = sqlx::query_as(
+                    "SELECT s.active_pid FROM pg_replication_slots s \
+                     JOIN pg_stat_activity a ON a.pid = s.active_pid \
+                     WHERE s.slot_name = $1 AND a.backend_type = 'walsender'",
+                )
+                .bind(&slot)
+                .fetch_optional(&pool)
+                .await
+                .ok()?;
+                streaming.map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    pub async fn stream_len(&self, stream: &str) -> u64 {
+        match self.js.get_stream(stream).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    /// Waits until `stream` holds at least `n` messages, then returns all of them in order.
+    pub async fn read_at_least(&self, stream: &str, n: u64) -> Vec<Stored> {
+        // Longer than testkit's patience: the crash tests push 50k rows through a debug build.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let len = self.stream_len(stream).await;
+            if len >= n {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{stream} holds {len} messages, expected {n}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.read_all(stream).await
+    }
+
+    /// Every message of `stream`, in stream order.
+    pub async fn read_all(&self, stream: &str) -> Vec<Stored> {
+        let s = self.js.get_stream(stream).await.expect("stream exists");
+        let total = self.stream_len(stream).await as usize;
+        if total == 0 {
+            return Vec::new();
+        }
+        if stream.ends_with("_JOBS") {
+            // A work queue takes no ordered consumer: read the stored messages one by one.
+            let mut s = s;
+            let info = s.info().await.expect("stream info").clone();
+            let mut out = Vec::new();
+            for seq in info.state.first_sequence..=info.state.last_sequence {
+                let Ok(msg) = s.get_raw_message(seq).await else { continue };
+                let msg_id = msg.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default();
+                let key = MsgKey::parse(&msg_id).unwrap_or_else(|| panic!("message id {msg_id:?} parses"));
+                out.push(Stored {
+                    subject: msg.subject.to_string(),
+                    msg_id,
+                    key,
+                    payload: msg.payload,
+                    headers: msg.headers,
+                });
+            }
+            return out;
+        }
+        let consumer = s.create_consumer(OrderedConfig::default()).await.expect("ordered consumer");
+        let mut messages = consumer.messages().await.expect("messages");
+        let mut out = Vec::with_capacity(total);
+        while out.len() < total {
+            let msg = tokio::time::timeout(Duration::from_secs(20), messages.next())
+                .await
+                .expect("stream read stalled")
+                .expect("stream ended")
+                .expect("message");
+            let headers = msg.headers.clone().unwrap_or_default();
+            let msg_id = headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default();
+            let key = MsgKey::parse(&msg_id).unwrap_or_else(|| panic!("message id {msg_id:?} parses"));
+            out.push(Stored { subject: msg.subject.to_string(), msg_id, key, payload: msg.payload.clone(), headers });
+        }
+        out
+    }
+
+    /// Drops the slot and the streams. Runs after the test body, also when it panicked.
+    pub async fn cleanup(&self) {
+        for _ in 0..50 {
+            let _ = sqlx::query(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
+            )
+            .bind(&self.slot)
+            .execute(&self.db.pool)
+            .await;
+            let dropped = sqlx::query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+            )
+            .bind(&self.slot)
+            .execute(&self.db.pool)
+            .await;
+            if dropped.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = self.js.delete_stream(self.changes_stream()).await;
+        let _ = self.js.delete_stream(self.jobs_stream()).await;
+    }
+}
+
+/// Logs of in-process ingesters, shown for failing tests (`WAL_INGEST_TEST_LOG`, default warn).
+fn init_tracing() {
+    let filter = std::env::var("WAL_INGEST_TEST_LOG").unwrap_or_else(|_| "warn".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
+
+/// Runs `body`, then always cleans up (slots pin WAL for everyone), then re-raises a panic.
+pub async fn with_harness<F, Fut>(harness: Harness, body: F)
+where
+    F: FnOnce(std::sync::Arc<Harness>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let harness = std::sync::Arc::new(harness);
+    let result = tokio::spawn(body(harness.clone())).await;
+    harness.cleanup().await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+pub fn text<'a>(row: &'a [ColumnValue], name: &str) -> Option<&'a str> {
+    let column = row.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("column {name} present"));
+    match &column.value {
+        Some(column_value::Value::Text(t)) => Some(t),
+        _ => None,
+    }
+}
+
+pub fn is_null(row: &[ColumnValue], name: &str) -> bool {
+    let column = row.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("column {name} present"));
+    matches!(column.value, Some(column_value::Value::IsNull(true)))
+}
+
+/// Messages are in stream order, keys strictly increasing: commit order, no duplicates.
+pub fn assert_commit_order(messages: &[Stored]) {
+    for pair in messages.windows(2) {
+        assert!(pair[0].key < pair[1].key, "{} then {} is out of commit order", pair[0].msg_id, pair[1].msg_id);
+    }
+}

@@ -1,0 +1,10 @@
+//! wal-ingest against a real PostgreSQL and a real nats-server (FOLIO_DATABASE_URL,
+//! FOLIO_NATS_URL; see folio-testkit). Every test has its own database, slot and streams.
+
+mod admin;
+mod crash;
+mod fencing;
+mod helpers;
+mod rows;
+mod takeover;
+mod transactions;
