@@ -27,6 +27,15 @@ start() { # name, then its arguments
   echo $! >"$dev/$name.pid"
   echo "  $name: pid $!, log $dev/$name.log"
 }
+echo "starting a local SMTP sink on 127.0.0.1:2525 (mail lands in $dev/mail, a Maildir)"
+python=$(scripts/notifier-test-deps.sh)
+if ! (exec 3<>/dev/tcp/127.0.0.1/2525) 2>/dev/null; then
+  mkdir -p "$dev/mail"
+  setsid "$python" -m aiosmtpd -n -l 127.0.0.1:2525 -c aiosmtpd.handlers.Mailbox "$dev/mail" \
+    >"$dev/smtp.log" 2>&1 </dev/null &
+  echo $! >"$dev/smtp.pid"
+fi
+
 echo "starting services"
 start proposals-api --listen-addr 127.0.0.1:50051 --admin-addr 127.0.0.1:9101
 start wal-ingest --admin-addr 127.0.0.1:9102
@@ -46,5 +55,6 @@ cat <<TXT
 proposals-api  grpc://127.0.0.1:50051 (gRPC, gRPC-Web, GET /v1/renditions/{id}/pdf)
 shape-edge     http://127.0.0.1:3000 (Durable Streams under /v1/stream/)
 admin          http://127.0.0.1:910{1..5}/healthz, /readyz, /metrics  (api, wal-ingest, edge, pdf, notifier)
+notifier API   http://127.0.0.1:8090/v1/deliveries/{id}   mail: $dev/mail
 logs           $dev/*.log       stop: scripts/dev-down.sh
 TXT
