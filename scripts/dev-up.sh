@@ -30,7 +30,7 @@ start() { # name, then its arguments
 echo "starting a local SMTP sink on 127.0.0.1:2525 (mail lands in $dev/mail, a Maildir)"
 python=$(scripts/notifier-test-deps.sh)
 if ! (exec 3<>/dev/tcp/127.0.0.1/2525) 2>/dev/null; then
-  mkdir -p "$dev/mail"
+  mkdir -p "$dev/mail/tmp" "$dev/mail/new" "$dev/mail/cur"
   setsid "$python" -m aiosmtpd -n -l 127.0.0.1:2525 -c aiosmtpd.handlers.Mailbox "$dev/mail" \
     >"$dev/smtp.log" 2>&1 </dev/null &
   echo $! >"$dev/smtp.pid"

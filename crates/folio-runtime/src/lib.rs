@@ -11,3 +11,11 @@ pub use admin::{AdminServer, Readiness};
 pub use args::{CommonArgs, LogFormat};
 pub use shutdown::shutdown_on_signal;
 pub use telemetry::TelemetryHandle;
+
+/// Makes ring rustls' process-wide crypto provider. Call first thing in `main`: a workspace
+/// build can enable both of rustls' providers (pgwire-replication turns on its defaults), and
+/// then any TLS client that relies on the default panics instead of choosing.
+pub fn install_crypto_provider() {
+    // Err means one is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

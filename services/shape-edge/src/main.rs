@@ -7,6 +7,7 @@ use shape_edge::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    folio_runtime::install_crypto_provider();
     let config = Config::parse();
     if let Err(e) = config.validate() {
         eprintln!("invalid configuration: {e}");

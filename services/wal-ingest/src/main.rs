@@ -3,6 +3,7 @@ use wal_ingest::Config;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    folio_runtime::install_crypto_provider();
     let config = match Config::try_parse() {
         Ok(config) => config,
         Err(e) if e.use_stderr() => {

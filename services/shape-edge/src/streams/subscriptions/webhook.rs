@@ -104,8 +104,11 @@ impl WebhookClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(5)));
+        // An explicit provider: in a workspace build rustls may have both ring and aws-lc-rs
+        // enabled (pgwire-replication turns on rustls' defaults), and then cannot pick one.
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .expect("ring supports rustls' default protocol versions")
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
