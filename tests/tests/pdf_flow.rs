@@ -1,8 +1,10 @@
 //! A PDF request travels API → Postgres (outbox in the WAL) → wal-ingest → JetStream work
 //! queue → pdf-render → object store, and comes back through the API.
 
-use folio_proto::{api::v1 as pb, events::v1::ChangeEvent};
-use futures::StreamExt as _;
+use folio_proto::{
+    api::v1 as pb,
+    events::v1::{ChangeEvent, column_value},
+};
 use prost::Message as _;
 
 #[tokio::test]
@@ -64,19 +66,18 @@ async fn a_pdf_request_travels_through_the_wal_to_a_downloadable_file() {
     // The proposal's insert went out on the tenant's subject, with its new row.
     let subject = format!("{}.changes.proposals.{}", cluster.subject_root, cluster.agency);
     let stream = cluster.js.get_stream(&cluster.changes_stream).await.unwrap();
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            filter_subject: subject.clone(),
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut batch = consumer.fetch().max_messages(10).messages().await.unwrap();
-    let first = batch.next().await.expect("an event on the tenant subject").unwrap();
-    let event = ChangeEvent::decode(first.payload.as_ref()).unwrap();
+    let message = folio_testkit::eventually("an event on the tenant subject", || {
+        let (stream, subject) = (stream.clone(), subject.clone());
+        async move { stream.get_last_raw_message_by_subject(&subject).await.ok() }
+    })
+    .await;
+    let event = ChangeEvent::decode(message.payload.as_ref()).unwrap();
     assert_eq!((event.table.as_str(), event.tenant.as_str()), ("proposals", cluster.agency.to_string().as_str()));
     assert!(event.new_row.iter().any(|c| c.name == "title"), "the new row is carried");
+    assert!(
+        event.new_row.iter().any(|c| c.name == "id" && c.value == Some(column_value::Value::Text(created.id.clone()))),
+        "the event is this proposal's"
+    );
 
     cluster.stop().await;
 }
