@@ -183,6 +183,16 @@ impl Config {
     }
 }
 
+impl folio_runtime::ServiceConfig for Config {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.validate().map_err(|e| crate::chain(&e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,3 +74,9 @@ impl Config {
         config
     }
 }
+
+impl folio_runtime::ServiceConfig for Config {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}

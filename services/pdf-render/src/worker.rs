@@ -41,25 +41,15 @@ enum JobError {
 
 impl From<LoadError> for JobError {
     fn from(e: LoadError) -> Self {
-        let text = error_chain(&e);
+        let text = folio_runtime::error_chain(&e);
         if e.is_permanent() { JobError::Permanent(text) } else { JobError::Transient(text) }
     }
 }
 
 impl From<store::StoreError> for JobError {
     fn from(e: store::StoreError) -> Self {
-        JobError::Transient(error_chain(&e))
+        JobError::Transient(folio_runtime::error_chain(&e))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text = format!("{text}: {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 pub(crate) fn jobs_subject(shared: &Shared) -> String {

@@ -93,7 +93,7 @@ impl From<ApiError> for tonic::Status {
             }
             ApiError::Db(ref e) => {
                 // The cause is for operators, not callers.
-                tracing::error!(error = %error_chain(e), "database call failed");
+                tracing::error!(error = %folio_runtime::error_chain(e), "database call failed");
                 tonic::Status::new(
                     code,
                     if code == tonic::Code::Unavailable { "database busy, retry" } else { "internal error" },
@@ -102,18 +102,6 @@ impl From<ApiError> for tonic::Status {
             other => tonic::Status::new(code, other.to_string()),
         }
     }
-}
-
-/// `outer: cause: root cause`, as operators need it in one log line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Collects field violations so a request reports every bad field at once.
@@ -193,7 +181,7 @@ impl axum::response::IntoResponse for ApiError {
         let code = self.code();
         let message = match &self {
             ApiError::Db(e) => {
-                tracing::error!(error = %error_chain(e), "database call failed");
+                tracing::error!(error = %folio_runtime::error_chain(e), "database call failed");
                 "internal error".to_owned()
             }
             other => other.to_string(),

@@ -1,34 +1,6 @@
-use clap::Parser;
-use proposals_api::Config;
+//! proposals-api: parse the configuration, then run until SIGTERM (see `folio_runtime::service_main`).
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    folio_runtime::install_crypto_provider();
-    let config = match Config::try_parse() {
-        Ok(config) => config,
-        Err(e) if e.use_stderr() => {
-            let _ = e.print();
-            return std::process::ExitCode::from(64);
-        }
-        Err(e) => {
-            let _ = e.print();
-            return std::process::ExitCode::SUCCESS;
-        }
-    };
-    let telemetry = match folio_runtime::telemetry::init("proposals-api", &config.common) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("proposals-api: bad telemetry configuration: {e:#}");
-            return std::process::ExitCode::from(64);
-        }
-    };
-    let result = proposals_api::run(config, folio_runtime::shutdown_on_signal()).await;
-    telemetry.shutdown();
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("proposals-api failed: {:#}", anyhow::Error::from(e));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    folio_runtime::service_main::<proposals_api::Config, _, _>("proposals-api", proposals_api::run).await
 }

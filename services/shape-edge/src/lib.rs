@@ -106,3 +106,13 @@ async fn run_with_readiness(
 pub fn router(streams: Arc<streams::Streams>) -> axum::Router {
     axum::Router::new().merge(streams::router(streams))
 }
+
+impl folio_runtime::ServiceConfig for Config {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.validate()
+    }
+}
