@@ -53,11 +53,19 @@ impl Cluster {
         let changes_stream = wal.changes_stream.clone();
         let jobs_stream = wal.jobs_stream.clone();
         let token = shutdown.clone();
+        let wal_ready = folio_runtime::Readiness::default();
+        let readiness = wal_ready.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = wal_ingest::run(wal, token).await {
+            if let Err(e) = wal_ingest::run_with_readiness(wal, token, readiness).await {
                 panic!("wal-ingest failed: {e}");
             }
         }));
+        // Writes made before the slot exists would never reach the stream.
+        folio_testkit::eventually("wal-ingest to stream its slot", || {
+            let ready = wal_ready.is_ready();
+            async move { ready.then_some(()) }
+        })
+        .await;
 
         let mut pdf = pdf_render::Config::new(db.url.clone(), nats_url.clone());
         pdf.subject_root = root.clone();
