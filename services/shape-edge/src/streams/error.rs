@@ -1,8 +1,8 @@
 //! Every way a Durable Streams request can fail, mapped once to an HTTP response.
 //!
-//! Bodies are Folio's JSON error shape `{"error": {"code", "message"}}` with the code taken from
-//! the shared `ErrorCode` table where it has one; the protocol needs a few statuses the table does
-//! not carry (410, 413, 405), and some conflicts must carry protocol headers.
+//! Bodies are Folio's JSON error shape `{"error": {"code", "message"}}` with the status and code
+//! from the shared `ErrorCode` table; the subscription APIs' own codes and the protocol headers
+//! some conflicts carry are added here.
 
 use axum::{
     http::{HeaderMap, HeaderValue, StatusCode},
@@ -75,14 +75,14 @@ impl StreamError {
         match self {
             StreamError::BadRequest(_) => table(ErrorCode::InvalidArgument),
             StreamError::NotFound => table(ErrorCode::NotFound),
-            StreamError::Gone => (StatusCode::GONE, "gone"),
+            StreamError::Gone => table(ErrorCode::Gone),
             StreamError::Conflict(_) | StreamError::Closed { .. } | StreamError::SequenceGap { .. } => {
                 table(ErrorCode::Conflict)
             }
             StreamError::StaleEpoch { .. } | StreamError::Forbidden(_) => table(ErrorCode::PermissionDenied),
             StreamError::Unauthenticated(_) => table(ErrorCode::Unauthenticated),
-            StreamError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            StreamError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            StreamError::TooLarge { .. } => table(ErrorCode::PayloadTooLarge),
+            StreamError::MethodNotAllowed => table(ErrorCode::MethodNotAllowed),
             StreamError::Coded { status, code, .. } => (*status, code),
             StreamError::Storage(_) => table(ErrorCode::Unavailable),
         }
