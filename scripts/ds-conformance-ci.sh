@@ -9,7 +9,8 @@
 # Env: FOLIO_NATS_URL (default nats://127.0.0.1:4333), CARGO_TARGET_DIR, CARGO_PROFILE
 #      (default dev), SHAPE_EDGE_BIN (skip the build and use this binary), plus the
 #      DS_CONFORMANCE_* variables of ds-conformance.sh; DS_CONFORMANCE_EDGES=N (default 1) runs N
-#      edges on one JetStream prefix behind a round-robin proxy; FOLIO_DS_KEEP=1 keeps the run's
+#      edges on one JetStream prefix behind a round-robin proxy; DS_CARGO_SCOPE (default
+#      `-p shape-edge`; scripts/test.sh passes --workspace to reuse its build); FOLIO_DS_KEEP=1 keeps the run's
 #      JetStream streams for inspection.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -103,4 +104,4 @@ fi
 version=${DS_CONFORMANCE_VERSION:-0.3.6}
 dir=${DS_CONFORMANCE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/folio/ds-conformance-$version}
 DS_CLIENT_MODULE="$dir/node_modules/@durable-streams/client/dist/index.js" FOLIO_NATS_URL=$nats_url \
-  cargo test --quiet --profile "$profile" -p shape-edge --test it npm_client -- --ignored
+  cargo test --quiet --profile "$profile" ${DS_CARGO_SCOPE:--p shape-edge} --test it npm_client -- --ignored

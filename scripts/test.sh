@@ -39,7 +39,9 @@ cargo test --workspace --locked --no-fail-fast
 
 if [ -x scripts/ds-conformance-ci.sh ]; then
   step "Durable Streams conformance suite against shape-edge"
-  scripts/ds-conformance-ci.sh
+  # The binary and test targets cargo test just built: the workspace is built once per run.
+  SHAPE_EDGE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/shape-edge" DS_CARGO_SCOPE=--workspace \
+    scripts/ds-conformance-ci.sh
 fi
 echo
 echo "all tests passed"
