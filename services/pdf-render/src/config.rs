@@ -48,6 +48,10 @@ pub struct Config {
     #[arg(long, env = "FOLIO_PDF_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub ack_wait: Duration,
 
+    /// Longest a single render may take; a template that runs longer fails (permanently).
+    #[arg(long, env = "FOLIO_PDF_RENDER_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub render_timeout: Duration,
+
     /// Deliveries of one job before it is dead-lettered.
     #[arg(long, env = "FOLIO_PDF_MAX_DELIVER", default_value_t = 5)]
     pub max_deliver: i64,

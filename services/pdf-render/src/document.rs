@@ -31,6 +31,8 @@ pub enum LoadError {
         "proposal {proposal} is at version {current}; version {requested} can no longer be rendered (request a new PDF)"
     )]
     VersionGone { proposal: Uuid, requested: i64, current: i64 },
+    #[error("the template of proposal {proposal} changed after the PDF was requested (request a new PDF)")]
+    TemplateChanged { proposal: Uuid },
     #[error("stored line item is invalid: {0}")]
     Money(#[from] folio_domain::MoneyError),
     #[error("failed to read the proposal")]
@@ -79,12 +81,19 @@ struct ItemRow {
 
 /// Loads what a queued rendition needs; its proposal must still be at the requested version.
 pub async fn load(pool: &PgPool, rendition_id: Uuid) -> Result<RenditionContext, LoadError> {
-    let (status, proposal_id, requested, template_id): (String, Uuid, i64, Option<Uuid>) =
-        sqlx::query_as("SELECT status, proposal_id, proposal_version, template_id FROM pdf_renditions WHERE id = $1")
-            .bind(rendition_id)
-            .fetch_optional(pool)
-            .await?
-            .ok_or(LoadError::MissingRendition(rendition_id))?;
+    type Requested = (String, Uuid, i64, Option<Uuid>, String, Option<String>);
+    let (status, proposal_id, requested, template_id, requested_sha, current_sha): Requested = sqlx::query_as(
+        "SELECT r.status, r.proposal_id, r.proposal_version, r.template_id, r.template_sha256, t.body_sha256 \
+         FROM pdf_renditions r LEFT JOIN templates t ON t.id = r.template_id WHERE r.id = $1",
+    )
+    .bind(rendition_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(LoadError::MissingRendition(rendition_id))?;
+    // The rendition is keyed by the template's hash at request time: render that body or none.
+    if template_id.is_some() && current_sha.as_deref() != Some(requested_sha.as_str()) {
+        return Err(LoadError::TemplateChanged { proposal: proposal_id });
+    }
     let doc = proposal_document(pool, proposal_id, template_id).await?;
     if doc.proposal_version != requested {
         return Err(LoadError::VersionGone { proposal: proposal_id, requested, current: doc.proposal_version });

@@ -20,6 +20,9 @@ use crate::{
     store::{self, RenditionLock},
 };
 
+/// How long one pull waits on the server for a job before it is renewed.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
 /// How a job ended, when it ended well.
 enum Outcome {
     Rendered,
@@ -93,36 +96,42 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(),
         )
         .await
         .map_err(|e| crate::RunError::Nats(format!("create consumer {}: {e}", config.consumer)))?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(concurrency)
-        .messages()
-        .await
-        .map_err(|e| crate::RunError::Nats(format!("pull from {}: {e}", config.jobs_stream)))?;
     tracing::info!(stream = %config.jobs_stream, consumer = %config.consumer, concurrency, "pdf-render consuming");
 
     let permits = Arc::new(Semaphore::new(concurrency));
     let tasks = TaskTracker::new();
     loop {
-        // A permit first: a message is only pulled (and its ack_wait started) when a slot is free.
+        // A permit first, then a pull for exactly one job: a job's ack_wait starts only when a
+        // slot is free to work on it, so nothing waits in a client buffer while its clock runs.
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
             permit = permits.clone().acquire_owned() => permit.expect("never closed"),
         };
+        let pulled = async {
+            let mut batch = consumer.fetch().max_messages(1).expires(PULL_EXPIRES).messages().await?;
+            batch.next().await.transpose()
+        };
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
-            next = messages.next() => next,
+            next = pulled => next,
         };
         match next {
-            Some(Ok(message)) => {
+            Ok(Some(message)) => {
                 let shared = shared.clone();
                 tasks.spawn(async move {
                     handle(&shared, message).await;
                     drop(permit);
                 });
             }
-            Some(Err(e)) => tracing::warn!("failed to pull a job: {e}"),
-            None => return Err(crate::RunError::Nats("the job subscription ended".into())),
+            // The pull expired with nothing queued: ask again.
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("failed to pull a job: {e}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
         }
     }
     tasks.close();
@@ -154,15 +163,18 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
         let (ack, outcome) = match result {
             Ok(Outcome::Rendered) => (AckKind::Ack, "rendered"),
             Ok(Outcome::AlreadyReady) => (AckKind::Ack, "duplicate"),
-            Ok(Outcome::Busy) => (AckKind::Nak(Some(Duration::from_secs(1))), "busy"),
+            // Another worker is rendering this rendition; look again once it has had time to finish.
+            Ok(Outcome::Busy) => (AckKind::Nak(Some(config.ack_wait)), "busy"),
             Err(JobError::Permanent(reason)) => {
                 tracing::warn!(%reason, "job cannot be rendered");
                 (dead_letter(shared, &message.payload, &reason, delivered).await, "failed")
             }
-            Err(JobError::Transient(reason)) if delivered >= config.max_deliver => {
+            Err(JobError::Transient(reason)) if config.max_deliver > 0 && delivered >= config.max_deliver => {
                 let reason = format!("gave up after {delivered} attempts: {reason}");
                 tracing::error!(%reason, "job exhausted its deliveries");
-                (dead_letter(shared, &message.payload, &reason, delivered).await, "failed")
+                let ack = dead_letter(shared, &message.payload, &reason, delivered).await;
+                fail_rendition(shared, &message.payload, &reason).await;
+                (ack, "failed")
             }
             Err(JobError::Transient(reason)) => {
                 let delay = backoff(config.retry_backoff, delivered);
@@ -258,9 +270,16 @@ async fn render_with_heartbeat(
         result
     });
     let beat = (shared.config.ack_wait / 3).max(Duration::from_millis(100));
+    let deadline = tokio::time::Instant::now() + shared.config.render_timeout;
     let result = loop {
         tokio::select! {
             done = &mut task => break done,
+            _ = tokio::time::sleep_until(deadline) => {
+                // A compile cannot be cancelled: its thread runs on, but the job, the slot and
+                // the rendition are released, so one endless template cannot stall the pool.
+                metrics::counter!("folio_pdf_render_timeouts_total").increment(1);
+                return Err(format!("the render did not finish within {:?}", shared.config.render_timeout));
+            }
             _ = tokio::time::sleep(beat) => {
                 if let Err(e) = message.ack_with(AckKind::Progress).await {
                     tracing::warn!("failed to send a progress heartbeat: {e}");
@@ -298,6 +317,26 @@ async fn dead_letter(shared: &Shared, payload: &[u8], reason: &str, delivered: i
             tracing::error!("failed to publish to the dead-letter stream: {e}");
             AckKind::Nak(Some(Duration::from_secs(5)))
         }
+    }
+}
+
+/// Marks the job's rendition failed, unless a worker is rendering it right now (it holds the
+/// rendition's lock; its own outcome will be recorded) or it is already ready.
+async fn fail_rendition(shared: &Shared, payload: &[u8], reason: &str) {
+    let Some(rendition) = RenderPdfJob::decode(payload).ok().and_then(|j| Uuid::parse_str(&j.rendition_id).ok()) else {
+        return;
+    };
+    match RenditionLock::try_acquire(&shared.pool, rendition).await {
+        Ok(Some(lock)) => {
+            if let Err(e) = store::mark_failed(&shared.pool, rendition, reason).await {
+                tracing::error!("failed to mark rendition {rendition} failed: {e}");
+            }
+            lock.release().await;
+        }
+        Ok(None) => {
+            tracing::info!(%rendition, "rendition is being rendered elsewhere; its status is left to that worker")
+        }
+        Err(e) => tracing::error!("failed to mark rendition {rendition} failed: {e}"),
     }
 }
 
@@ -342,12 +381,7 @@ pub async fn watch_exhausted_jobs(shared: Arc<Shared>, shutdown: CancellationTok
             format!("the render did not finish after {} deliveries (worker crashed or timed out)", event.deliveries);
         tracing::error!(stream_seq = event.stream_seq, %reason, "dead-lettering an exhausted job");
         if matches!(dead_letter(&shared, &job.payload, &reason, event.deliveries).await, AckKind::Ack) {
-            if let Ok(decoded) = RenderPdfJob::decode(job.payload.as_ref())
-                && let Ok(rendition) = Uuid::parse_str(&decoded.rendition_id)
-                && let Err(e) = store::mark_failed(&shared.pool, rendition, &reason).await
-            {
-                tracing::error!("failed to mark rendition {rendition} failed: {e}");
-            }
+            fail_rendition(&shared, &job.payload, &reason).await;
             let _ = stream.delete_message(event.stream_seq).await;
         }
     }

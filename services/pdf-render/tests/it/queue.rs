@@ -104,3 +104,36 @@ async fn a_killed_workers_job_is_redelivered_and_completed() {
     assert!(env.dead_letters().await.is_empty());
     worker.cancel();
 }
+
+#[tokio::test]
+async fn a_render_that_runs_too_long_fails_and_frees_the_worker() {
+    let mut env = env().await;
+    env.config.render_timeout = Duration::from_millis(300);
+    let slow = env.proposal("Endless", 3, Some(SLOW_TEMPLATE)).await;
+    let quick = env.proposal("Quick", 1, None).await;
+    env.config.concurrency = 1;
+    let worker = env.start_worker().await;
+    env.publish_job(&slow).await;
+    env.publish_job(&quick).await;
+    let failed = env.wait_status(&slow.rendition_id, "failed").await;
+    assert!(failed.failure_reason.unwrap().contains("did not finish within"));
+    // The single render slot was given back: the next job renders.
+    env.wait_status(&quick.rendition_id, "ready").await;
+    worker.cancel();
+}
+
+#[tokio::test]
+async fn a_template_edited_after_the_request_is_not_rendered_under_the_old_key() {
+    let env = env().await;
+    let job =
+        env.proposal("Edited template", 1, Some("#let data = json(\"data.json\")\n= #data.proposal.title\n")).await;
+    let template = folio_domain::TemplateId::parse(&job.template_id).unwrap();
+    proposals_api::store::templates::update(&env.db.pool, env.agency, template, None, Some("= Changed".into()))
+        .await
+        .unwrap();
+    let worker = env.start_worker().await;
+    env.publish_job(&job).await;
+    let failed = env.wait_status(&job.rendition_id, "failed").await;
+    assert!(failed.failure_reason.unwrap().contains("template"), "the reason names the template");
+    worker.cancel();
+}
