@@ -21,8 +21,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
-pub use auth::{Authenticator, Caller, Role};
 use auth::AuthInterceptor;
+pub use auth::{Authenticator, Caller, Role};
 pub use config::Config;
 
 /// Requests above this size are refused before decoding.
@@ -157,13 +157,22 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     Ok(browser_routes.merge(grpc).layer(axum::middleware::from_fn(record_metrics)).layer(cors).layer(trace))
 }
 
-/// Per-RPC call count and latency for Prometheus. Errors are answered trailers-only, so their
-/// `grpc-status` is in the response headers; a successful call's lives in trailers, hence "0".
+/// Per-RPC call count and latency for Prometheus. Labels come from routes, never raw paths, so
+/// a client cannot mint new series: a gRPC method path is kept only when a service answered it
+/// (the set of methods is fixed), HTTP routes use their template, anything else is "unmatched".
+/// Errors are answered trailers-only, so their `grpc-status` is in the headers; "0" otherwise.
 async fn record_metrics(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let rpc = request.uri().path().to_owned();
+    let matched = request.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
+    let path = request.uri().path().to_owned();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     let code = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_owned();
+    const UNIMPLEMENTED: &str = "12";
+    let rpc = match matched {
+        Some(route) if !route.contains('*') => route,
+        Some(_) if code != UNIMPLEMENTED => path,
+        _ => "unmatched".to_owned(),
+    };
     metrics::counter!("folio_api_calls_total", "rpc" => rpc.clone(), "grpc_status" => code).increment(1);
     metrics::histogram!("folio_api_call_seconds", "rpc" => rpc).record(started.elapsed().as_secs_f64());
     response

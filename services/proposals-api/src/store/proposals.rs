@@ -3,7 +3,8 @@
 //! the version — all in one transaction, so concurrent edits serialise and totals never tear.
 
 use folio_domain::{
-    AgencyId, ClientId, LineItemAmounts, LineItemId, ProposalId, ProposalStatus, TemplateId, UserId, compute_totals,
+    AgencyId, ClientId, Currency, LineItemAmounts, LineItemId, ProposalId, ProposalStatus, TemplateId, UserId,
+    compute_totals,
 };
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use time::{Date, OffsetDateTime};
@@ -411,6 +412,20 @@ pub async fn update(
 ) -> Result<ProposalRecord, ApiError> {
     let mut tx = pool.begin().await?;
     let row = lock_for_edit(&mut tx, agency, id, Some(expected_version), EditKind::Content).await?;
+    if let Some(currency) = &changes.currency {
+        // Amounts are stored in minor units: a currency with another exponent would rescale them.
+        let (from, to) = (Currency::parse(row.currency.trim())?, Currency::parse(currency)?);
+        let has_items: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM line_items WHERE proposal_id = $1)")
+            .bind(id.as_uuid())
+            .fetch_one(&mut *tx)
+            .await?;
+        if from.minor_digits() != to.minor_digits() && has_items {
+            return Err(ApiError::FailedPrecondition(format!(
+                "cannot change currency from {from} to {to} while line items are priced in {from}'s minor units; \
+                 remove the line items first"
+            )));
+        }
+    }
     if let Some(client) = changes.client_id {
         ensure_client(&mut tx, agency, client).await?;
     }

@@ -297,3 +297,35 @@ async fn missing_or_invalid_tokens_are_unauthenticated() {
         assert_eq!(err.code(), Code::Unauthenticated, "{what}: {err:?}");
     }
 }
+
+#[tokio::test]
+async fn a_currency_with_other_minor_units_cannot_relabel_priced_items() {
+    let app = spawn_app().await;
+    let mut api = app.editor.proposals.clone();
+    let client = create_client(&app.editor, "Yen Co").await;
+    let p = create_proposal(&app.editor, &client, "Priced", vec![item("x", 1_000, 1_000, 0)]).await;
+    let err = api
+        .update_proposal(pb::UpdateProposalRequest {
+            id: p.id.clone(),
+            expected_version: 1,
+            currency: Some("JPY".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("EUR to JPY"), "{}", err.message());
+    let same_exponent = api
+        .update_proposal(pb::UpdateProposalRequest {
+            id: p.id,
+            expected_version: 1,
+            currency: Some("USD".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposal
+        .unwrap();
+    assert_eq!(same_exponent.currency, "USD");
+}
