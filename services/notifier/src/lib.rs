@@ -63,7 +63,9 @@ impl Notifier {
     /// Validates the configuration and binds the HTTP and admin listeners (port 0 in tests).
     pub async fn bind(config: Config) -> Result<Self, Error> {
         config.validate()?;
-        let bind = |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source }) };
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })
+        };
         let http = bind(config.http_addr).await?;
         let admin = bind(config.common.admin_addr).await?;
         Ok(Self { config, http, admin })
@@ -141,14 +143,5 @@ impl Notifier {
     }
 }
 
-/// `error: cause: cause`, so one log line carries the whole chain.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
+/// The error with its causes in one line (the workspace's one formatter).
+pub use folio_runtime::error_chain as chain;

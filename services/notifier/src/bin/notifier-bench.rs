@@ -66,7 +66,8 @@ async fn receive(State(r): State<Arc<Receiver>>, Path(i): Path<usize>, headers: 
         return StatusCode::OK;
     };
     let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let ts: i64 = headers.get("webhook-timestamp").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let ts: i64 =
+        headers.get("webhook-timestamp").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
     let ok = r.secrets.get(&i).is_some_and(|s| signature.split(' ').any(|sig| sig == s.sign(id, ts, &body)));
     if ok {
         r.signed.fetch_add(1, Ordering::Relaxed);
@@ -88,9 +89,11 @@ async fn main() -> anyhow::Result<()> {
     let db_name = format!("folio_bench_{suffix}");
     let mut admin = PgConnection::connect(&args.database_url).await.context("connect to postgres")?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await?;
-    let db_url = scratch_db::with_database(&args.database_url, &db_name);
+    let db_url = folio_db::with_database(&args.database_url, &db_name);
     let result = run(&args, &suffix, &db_url).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))).execute(&mut admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")))
+        .execute(&mut admin)
+        .await?;
     result
 }
 
@@ -100,8 +103,12 @@ async fn run(args: &Args, suffix: &str, db_url: &str) -> anyhow::Result<()> {
     let js = jetstream::new(async_nats::connect(&args.nats_url).await.context("connect to nats")?);
     let root = format!("b{suffix}");
     let stream = format!("B{suffix}_CHANGES");
-    js.create_stream(jetstream::stream::Config { name: stream.clone(), subjects: vec![format!("{root}.changes.>")], ..Default::default() })
-        .await?;
+    js.create_stream(jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{root}.changes.>")],
+        ..Default::default()
+    })
+    .await?;
 
     // The receiver, on loopback port 0.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -109,11 +116,13 @@ async fn run(args: &Args, suffix: &str, db_url: &str) -> anyhow::Result<()> {
     let mut secrets = HashMap::new();
     let (agency, owner, client, proposal) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     sqlx::query("INSERT INTO agencies (id, name) VALUES ($1, 'Bench Agency')").bind(agency).execute(&pool).await?;
-    sqlx::query("INSERT INTO users (id, agency_id, email, name, role) VALUES ($1, $2, 'owner@bench.test', 'Owner', 'admin')")
-        .bind(owner)
-        .bind(agency)
-        .execute(&pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO users (id, agency_id, email, name, role) VALUES ($1, $2, 'owner@bench.test', 'Owner', 'admin')",
+    )
+    .bind(owner)
+    .bind(agency)
+    .execute(&pool)
+    .await?;
     sqlx::query("INSERT INTO clients (id, agency_id, name, email) VALUES ($1, $2, 'Client', 'client@bench.test')")
         .bind(client)
         .bind(agency)
@@ -243,7 +252,13 @@ async fn run(args: &Args, suffix: &str, db_url: &str) -> anyhow::Result<()> {
                     return Ok::<_, reqwest::Error>(());
                 }
                 let url = format!("http://127.0.0.1:{port}/e/{}", n as usize % endpoints);
-                client_http.post(url).header("content-type", "application/json").body(body.clone()).send().await?.error_for_status()?;
+                client_http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?
+                    .error_for_status()?;
             }
         }));
     }
@@ -258,7 +273,10 @@ async fn run(args: &Args, suffix: &str, db_url: &str) -> anyhow::Result<()> {
 
     let signed_rate = total as f64 / signed_elapsed.as_secs_f64();
     let plain_rate = plain_total as f64 / plain_elapsed.as_secs_f64();
-    println!("endpoints={} events={} deliveries={total} concurrency={} body={body_size}B", args.endpoints, args.events, args.concurrency);
+    println!(
+        "endpoints={} events={} deliveries={total} concurrency={} body={body_size}B",
+        args.endpoints, args.events, args.concurrency
+    );
     println!(
         "notifier (signed, durable): {signed_rate:>9.0} deliveries/s  ({:.2} s; {delivered} rows delivered, {} verified)",
         signed_elapsed.as_secs_f64(),
@@ -271,23 +289,4 @@ async fn run(args: &Args, suffix: &str, db_url: &str) -> anyhow::Result<()> {
     );
     println!("ratio notifier / plain:     {:>9.3}", signed_rate / plain_rate);
     Ok(())
-}
-
-/// The benchmark's own database next to the server's (folio-testkit is a dev-dependency).
-mod scratch_db {
-    pub fn with_database(url: &str, db: &str) -> String {
-        let (base, query) = match url.split_once('?') {
-            Some((b, q)) => (b, Some(q)),
-            None => (url, None),
-        };
-        let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-        let base = match base[scheme_end..].find('/') {
-            Some(slash) => &base[..scheme_end + slash],
-            None => base,
-        };
-        match query {
-            Some(q) => format!("{base}/{db}?{q}"),
-            None => format!("{base}/{db}"),
-        }
-    }
 }

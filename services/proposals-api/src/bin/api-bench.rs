@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     let mut admin = sqlx::PgConnection::connect(&args.database_url).await.context("connect")?;
     // Our own generated name, not input.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await?;
-    let url = format!("{}/{db_name}", args.database_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&args.database_url));
+    let url = folio_db::with_database(&args.database_url, &db_name);
     let result = bench(&args, &url).await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db_name} WITH (FORCE)"))).execute(&mut admin).await?;
     result

@@ -9,6 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use folio_domain::ErrorCode;
+use folio_runtime::error_chain;
 
 use super::{headers as h, offset::Offset};
 
@@ -87,17 +88,6 @@ impl StreamError {
             StreamError::Storage(_) => table(ErrorCode::Unavailable),
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 impl IntoResponse for StreamError {
