@@ -100,8 +100,10 @@ impl Cluster {
         let caller = Caller { user_id: editor, agency_id: agency, role: Role::Editor };
         let token = Authenticator::new(SECRET.as_bytes()).issue(&caller, Duration::from_secs(600));
         let channel = Channel::from_shared(format!("http://{addr}"))?.connect_lazy();
-        let proposals =
-            ProposalServiceClient::with_interceptor(channel, Bearer(format!("Bearer {token}").parse().context("token")?));
+        let proposals = ProposalServiceClient::with_interceptor(
+            channel,
+            Bearer(format!("Bearer {token}").parse().context("token")?),
+        );
         let js = async_nats::jetstream::new(folio_testkit::nats().await?);
         Ok(Self { db, js, subject_root: root, changes_stream, agency, editor, proposals, slot, shutdown, tasks })
     }
@@ -112,9 +114,10 @@ impl Cluster {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
-        let _ = sqlx::query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1")
-            .bind(&self.slot)
-            .execute(&self.db.pool)
-            .await;
+        let _ =
+            sqlx::query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(&self.slot)
+                .execute(&self.db.pool)
+                .await;
     }
 }

@@ -40,7 +40,8 @@ async fn a_pdf_request_travels_through_the_wal_to_a_downloadable_file() {
         .into_inner()
         .proposal
         .unwrap();
-    let requested = api.request_pdf(pb::RequestPdfRequest { proposal_id: created.id.clone() }).await.unwrap().into_inner();
+    let requested =
+        api.request_pdf(pb::RequestPdfRequest { proposal_id: created.id.clone() }).await.unwrap().into_inner();
 
     let rendition = folio_testkit::eventually("the rendition to be ready", || {
         let mut api = api.clone();

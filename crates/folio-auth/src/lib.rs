@@ -84,7 +84,8 @@ impl Authenticator {
     /// Verifies an `Authorization` header value (`Bearer <token>`); `None` when absent.
     pub fn verify_header(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         let value = authorization.ok_or(AuthError::Missing)?;
-        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or(AuthError::NotBearer)?;
+        let token =
+            value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or(AuthError::NotBearer)?;
         self.verify(token.trim())
     }
 

@@ -108,11 +108,21 @@ pub struct Config {
     pub delivery_concurrency: usize,
 
     /// HS256 secret of callers' bearer tokens (the API's `FOLIO_JWT_SECRET`).
-    #[arg(long, env = "FOLIO_JWT_SECRET", default_value = "folio-local-development-secret-change-me", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FOLIO_JWT_SECRET",
+        default_value = "folio-local-development-secret-change-me",
+        hide_env_values = true
+    )]
     pub jwt_secret: String,
 
     /// Secret that signs unsubscribe tokens (at least 32 bytes).
-    #[arg(long, env = "FOLIO_UNSUBSCRIBE_SECRET", default_value = "folio-local-unsubscribe-secret-change-me", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FOLIO_UNSUBSCRIBE_SECRET",
+        default_value = "folio-local-unsubscribe-secret-change-me",
+        hide_env_values = true
+    )]
     pub unsubscribe_secret: String,
 
     /// Apply schema migrations at start-up.

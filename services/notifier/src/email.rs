@@ -142,7 +142,9 @@ impl Mailer {
             None => "You receive this email because of your role on this proposal.".into(),
         };
         let footer_html = match &unsubscribe_url {
-            Some(url) => format!("<a href=\"{}\" style=\"color:#6a737d\">Unsubscribe from these emails</a>.", escape_html(url)),
+            Some(url) => {
+                format!("<a href=\"{}\" style=\"color:#6a737d\">Unsubscribe from these emails</a>.", escape_html(url))
+            }
             None => "You receive this email because of your role on this proposal.".into(),
         };
         let vars = [
@@ -199,9 +201,15 @@ impl Mailer {
             ("proposal.expiring", _) => (
                 format!("“{title}” expires on {until}"),
                 "A proposal expires soon".into(),
-                format!("The proposal “{title}” sent to {client} ({total}) is valid until {until} and has not been answered yet."),
+                format!(
+                    "The proposal “{title}” sent to {client} ({total}) is valid until {until} and has not been answered yet."
+                ),
             ),
-            (other, _) => (format!("{title}: {other}"), format!("Proposal {}", p.status), format!("“{title}” is now {}.", p.status)),
+            (other, _) => (
+                format!("{title}: {other}"),
+                format!("Proposal {}", p.status),
+                format!("“{title}” is now {}.", p.status),
+            ),
         };
         let (link, link_label) = match audience {
             Audience::Client => (format!("{}/p/{}", self.public_base_url, p.id), "View the proposal"),
@@ -255,7 +263,13 @@ impl Mailer {
             }
             Err(e) => {
                 let code = e.status().map(|c| smtp_code(&c.to_string()));
-                let log = AttemptLog { succeeded: false, response_code: code, latency_ms, response_body: None, error: Some(crate::chain(&e)) };
+                let log = AttemptLog {
+                    succeeded: false,
+                    response_code: code,
+                    latency_ms,
+                    response_body: None,
+                    error: Some(crate::chain(&e)),
+                };
                 (log, e.is_permanent())
             }
         }

@@ -66,13 +66,16 @@ pub async fn deliveries_for(
 ) -> Result<Vec<NewDelivery>, FanoutError> {
     let found = transitions::transitions(event)?;
     let reminder = transitions::expiry_to_remind(event)?;
-    let Some(agency) = found.first().map(|t| t.proposal.agency_id).or(reminder.as_ref().map(|(p, _)| p.agency_id)) else {
+    let Some(agency) = found.first().map(|t| t.proposal.agency_id).or(reminder.as_ref().map(|(p, _)| p.agency_id))
+    else {
         return Ok(Vec::new());
     };
     let occurred_at = event
         .commit_time
         .as_ref()
-        .and_then(|t| OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)).ok())
+        .and_then(|t| {
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)).ok()
+        })
         .unwrap_or(now);
 
     let agency_name: String = sqlx::query_scalar("SELECT name FROM agencies WHERE id = $1")
@@ -105,13 +108,15 @@ pub async fn deliveries_for(
             keyed = format!("{event_id}#{}", t.event_type);
             keyed.as_str()
         };
-        let client: Option<(String, String)> = sqlx::query_as("SELECT email, name FROM clients WHERE id = $1 AND agency_id = $2")
-            .bind(t.proposal.client_id)
-            .bind(agency)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let client: Option<(String, String)> =
+            sqlx::query_as("SELECT email, name FROM clients WHERE id = $1 AND agency_id = $2")
+                .bind(t.proposal.client_id)
+                .bind(agency)
+                .fetch_optional(&mut *conn)
+                .await?;
         let base = EmailFacts { event_id, transition: t, occurred_at, client: client.as_ref(), due_at: now };
-        let mut people = People { agency, agency_name: &agency_name, team: &team, opted_out: &opted_out, out: &mut out };
+        let mut people =
+            People { agency, agency_name: &agency_name, team: &team, opted_out: &opted_out, out: &mut out };
         match t.event_type {
             EventType::Sent => {
                 if let Some((email, name)) = &client {
@@ -146,7 +151,8 @@ pub async fn deliveries_for(
                     .bind(agency)
                     .fetch_optional(&mut *conn)
                     .await?;
-            let base = EmailFacts { event_id: &reminder_id, transition: &t, occurred_at, client: client.as_ref(), due_at };
+            let base =
+                EmailFacts { event_id: &reminder_id, transition: &t, occurred_at, client: client.as_ref(), due_at };
             let mut people =
                 People { agency, agency_name: &agency_name, team: &team, opted_out: &opted_out, out: &mut out };
             people.owner(&base);

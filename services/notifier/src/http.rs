@@ -97,7 +97,9 @@ async fn retry_delivery(
     let one_shot = i32::try_from(ctx.schedule.len()).unwrap_or(i32::MAX);
     match store::manual_retry(&ctx.pool, caller.agency_id.as_uuid(), id, one_shot).await? {
         store::ManualRetry::Scheduled => {}
-        store::ManualRetry::NotFound => return Err(ApiError::new(ErrorCode::NotFound, format!("delivery {id} not found"))),
+        store::ManualRetry::NotFound => {
+            return Err(ApiError::new(ErrorCode::NotFound, format!("delivery {id} not found")));
+        }
         store::ManualRetry::NotFailed(status) => {
             return Err(ApiError::new(
                 ErrorCode::FailedPrecondition,
@@ -128,7 +130,8 @@ fn page(title: &str, body: &str) -> Html<String> {
 
 async fn unsubscribe_form(State(ctx): State<Arc<Ctx>>, Query(q): Query<TokenQuery>) -> Response {
     let Some((_, event_type)) = ctx.tokens.verify(&q.token) else {
-        return (StatusCode::BAD_REQUEST, page("Invalid link", "<p>This unsubscribe link is not valid.</p>")).into_response();
+        return (StatusCode::BAD_REQUEST, page("Invalid link", "<p>This unsubscribe link is not valid.</p>"))
+            .into_response();
     };
     let body = format!(
         "<p>Stop emails about <b>{}</b>?</p><form method=\"post\" action=\"/v1/unsubscribe?token={}\">\
@@ -141,7 +144,8 @@ async fn unsubscribe_form(State(ctx): State<Arc<Ctx>>, Query(q): Query<TokenQuer
 
 async fn unsubscribe(State(ctx): State<Arc<Ctx>>, Query(q): Query<TokenQuery>) -> Result<Response, ApiError> {
     let Some((user, event_type)) = ctx.tokens.verify(&q.token) else {
-        return Ok((StatusCode::BAD_REQUEST, page("Invalid link", "<p>This unsubscribe link is not valid.</p>")).into_response());
+        return Ok((StatusCode::BAD_REQUEST, page("Invalid link", "<p>This unsubscribe link is not valid.</p>"))
+            .into_response());
     };
     // The user may have been deleted since; then there is nothing to unsubscribe.
     sqlx::query(
@@ -154,6 +158,9 @@ async fn unsubscribe(State(ctx): State<Arc<Ctx>>, Query(q): Query<TokenQuery>) -
     .execute(&ctx.pool)
     .await?;
     tracing::info!(user_id = %user, event_type = %event_type, "unsubscribed");
-    Ok(page("Unsubscribed", &format!("<p>You will no longer receive emails about <b>{}</b>.</p>", escape_html(&event_type)))
-        .into_response())
+    Ok(page(
+        "Unsubscribed",
+        &format!("<p>You will no longer receive emails about <b>{}</b>.</p>", escape_html(&event_type)),
+    )
+    .into_response())
 }

@@ -74,7 +74,11 @@ async fn idle(ctx: &Ctx, shutdown: &CancellationToken) {
 
 /// What a delivery came to before its state is written.
 enum Decision {
-    Attempted { log: AttemptLog, permanent: bool, retry_after: Option<Duration> },
+    Attempted {
+        log: AttemptLog,
+        permanent: bool,
+        retry_after: Option<Duration>,
+    },
     /// Not attempted, no longer wanted.
     Skip(String),
     /// Not attempted, can never be.
@@ -130,7 +134,9 @@ async fn attempt(ctx: &Ctx, delivery: Delivery) {
         metrics::counter!("notifier_delivery_outcomes_total", "channel" => delivery.channel.clone(), "outcome" => label)
             .increment(1);
         match &outcome {
-            Outcome::RetryAt(at) => tracing::info!(next_attempt_at = %at, "attempt failed: {}", reason.as_deref().unwrap_or("")),
+            Outcome::RetryAt(at) => {
+                tracing::info!(next_attempt_at = %at, "attempt failed: {}", reason.as_deref().unwrap_or(""))
+            }
             Outcome::Failed => tracing::warn!("delivery failed for good: {}", reason.as_deref().unwrap_or("")),
             _ => tracing::debug!("delivery {label}"),
         }
@@ -172,7 +178,8 @@ async fn decide(ctx: &Ctx, d: &Delivery) -> Result<(Decision, Option<Uuid>), sql
     }
     match d.channel.as_str() {
         "email" => {
-            if let Some(user) = d.payload.0.get("user_id").and_then(|u| u.as_str()).and_then(|u| Uuid::parse_str(u).ok())
+            if let Some(user) =
+                d.payload.0.get("user_id").and_then(|u| u.as_str()).and_then(|u| Uuid::parse_str(u).ok())
                 && let Some(audience) = d.payload.0.get("audience").and_then(|a| serde_json::from_value(a.clone()).ok())
                 && !fanout::is_mandatory(&d.event_type, audience)
             {
@@ -229,7 +236,9 @@ async fn expiry_no_longer_due(ctx: &Ctx, d: &Delivery) -> Result<Option<String>,
             .await?;
     Ok(match now {
         None => Some("the proposal was deleted".into()),
-        Some((status, _)) if !matches!(status.as_str(), "sent" | "viewed") => Some(format!("the proposal is {status} now")),
+        Some((status, _)) if !matches!(status.as_str(), "sent" | "viewed") => {
+            Some(format!("the proposal is {status} now"))
+        }
         Some((_, until)) if until != planned => Some("the proposal's expiry date changed".into()),
         Some(_) => None,
     })

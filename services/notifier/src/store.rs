@@ -49,8 +49,13 @@ pub async fn insert_deliveries(conn: &mut PgConnection, deliveries: &[NewDeliver
         return Ok(0);
     }
     let n = deliveries.len();
-    let (mut ids, mut agencies, mut events, mut channels, mut recipients) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut ids, mut agencies, mut events, mut channels, mut recipients) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     let (mut types, mut proposals, mut payloads, mut statuses, mut dues, mut errors) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -143,14 +148,18 @@ impl Delivery {
     }
 }
 
-const DELIVERY_COLUMNS: &str =
-    "d.id, d.agency_id, d.event_id, d.channel, d.recipient, d.event_type, d.proposal_id, d.payload, d.attempts, d.retry_step";
+const DELIVERY_COLUMNS: &str = "d.id, d.agency_id, d.event_id, d.channel, d.recipient, d.event_type, d.proposal_id, d.payload, d.attempts, d.retry_step";
 
 /// Claims up to `limit` due deliveries for `lease`: first claims whose holder's lease ran out
 /// (it crashed), then pending ones whose time has come, oldest first. `SKIP LOCKED` lets
 /// replicas claim side by side without waiting on, or taking, each other's rows. Each branch
 /// walks its own partial index.
-pub async fn claim_due(pool: &PgPool, replica: Uuid, limit: i64, lease: Duration) -> Result<Vec<Delivery>, sqlx::Error> {
+pub async fn claim_due(
+    pool: &PgPool,
+    replica: Uuid,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<Delivery>, sqlx::Error> {
     let mut claimed = claim(
         pool,
         replica,
@@ -162,8 +171,14 @@ pub async fn claim_due(pool: &PgPool, replica: Uuid, limit: i64, lease: Duration
     let rest = limit - claimed.len() as i64;
     if rest > 0 {
         claimed.extend(
-            claim(pool, replica, rest, lease, "status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at")
-                .await?,
+            claim(
+                pool,
+                replica,
+                rest,
+                lease,
+                "status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at",
+            )
+            .await?,
         );
     }
     Ok(claimed)
@@ -400,7 +415,12 @@ pub enum ManualRetry {
 
 /// Makes a failed delivery due now for exactly one more attempt (the schedule is not
 /// restarted: a manual retry that fails stays failed, as with Svix).
-pub async fn manual_retry(pool: &PgPool, agency: Uuid, id: Uuid, one_shot_step: i32) -> Result<ManualRetry, sqlx::Error> {
+pub async fn manual_retry(
+    pool: &PgPool,
+    agency: Uuid,
+    id: Uuid,
+    one_shot_step: i32,
+) -> Result<ManualRetry, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM notification_deliveries WHERE id = $1 AND agency_id = $2 FOR UPDATE")

@@ -115,7 +115,8 @@ pub fn transitions(event: &ChangeEvent) -> Result<Vec<Transition>, RowError> {
         Operation::Insert => {
             let new = snapshot(&event.new_row, &[])?.ok_or(RowError::NoRow(op))?;
             // Inserted as sent (an import) is still a send.
-            let mut out = vec![Transition { event_type: EventType::Created, proposal: new.clone(), previous_status: None }];
+            let mut out =
+                vec![Transition { event_type: EventType::Created, proposal: new.clone(), previous_status: None }];
             if let Some(t) = status_event(&new.status) {
                 out.push(Transition { event_type: t, proposal: new, previous_status: Some("draft".into()) });
             }
@@ -137,7 +138,11 @@ pub fn transitions(event: &ChangeEvent) -> Result<Vec<Transition>, RowError> {
             if old.status != new.status {
                 let t = if new.status == "draft" { Some(EventType::Reopened) } else { status_event(&new.status) };
                 if let Some(t) = t {
-                    out.push(Transition { event_type: t, proposal: new.clone(), previous_status: Some(old.status.clone()) });
+                    out.push(Transition {
+                        event_type: t,
+                        proposal: new.clone(),
+                        previous_status: Some(old.status.clone()),
+                    });
                 }
             } else if archived_now {
                 out.push(Transition { event_type: EventType::Archived, proposal: new.clone(), previous_status: None });
@@ -247,7 +252,9 @@ mod optional_date {
 
     pub fn serialize<S: Serializer>(d: &Option<Date>, s: S) -> Result<S::Ok, S::Error> {
         match d {
-            Some(d) => s.serialize_str(&d.format(format_description!("[year]-[month]-[day]")).map_err(serde::ser::Error::custom)?),
+            Some(d) => s.serialize_str(
+                &d.format(format_description!("[year]-[month]-[day]")).map_err(serde::ser::Error::custom)?,
+            ),
             None => s.serialize_none(),
         }
     }
@@ -324,10 +331,16 @@ mod tests {
 
     #[test]
     fn edits_archives_inserts_and_deletes() {
-        assert_eq!(types(&update(row("draft", None, "a", None), row("draft", None, "b", None))), vec!["proposal.updated"]);
+        assert_eq!(
+            types(&update(row("draft", None, "a", None), row("draft", None, "b", None))),
+            vec!["proposal.updated"]
+        );
         assert_eq!(types(&update(row("draft", None, "a", None), row("draft", None, "a", None))), Vec::<&str>::new());
         assert_eq!(
-            types(&update(row("accepted", None, "a", None), row("accepted", None, "a", Some("2026-11-26 10:00:00+00")))),
+            types(&update(
+                row("accepted", None, "a", None),
+                row("accepted", None, "a", Some("2026-11-26 10:00:00+00"))
+            )),
             vec!["proposal.archived"]
         );
         let insert = ChangeEvent {
@@ -358,7 +371,8 @@ mod tests {
 
     #[test]
     fn an_unchanged_toast_marker_in_the_old_row_reads_the_new_row() {
-        let toast = |name: &str| ColumnValue { name: name.into(), value: Some(column_value::Value::UnchangedToast(true)) };
+        let toast =
+            |name: &str| ColumnValue { name: name.into(), value: Some(column_value::Value::UnchangedToast(true)) };
         // wal-ingest's shape: the value in new_row, the marker in old_row.
         let mut old = row("draft", None, "long title", None);
         old[4] = toast("title");

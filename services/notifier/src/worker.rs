@@ -158,7 +158,8 @@ pub async fn write_deliveries(ctx: &Ctx, event_id: &str, payload: &[u8]) -> Resu
     let event = ChangeEvent::decode(payload)?;
     let mut tx = ctx.pool.begin().await?;
     let deliveries =
-        fanout::deliveries_for(&mut tx, event_id, &event, ctx.config.expiry_reminder_lead, OffsetDateTime::now_utc()).await?;
+        fanout::deliveries_for(&mut tx, event_id, &event, ctx.config.expiry_reminder_lead, OffsetDateTime::now_utc())
+            .await?;
     let new = store::insert_deliveries(&mut tx, &deliveries).await?;
     tx.commit().await?;
     Ok(new)

@@ -139,7 +139,11 @@ impl WebhookSender {
                 response_code: Some(i32::from(status.as_u16())),
                 latency_ms: Some(millis(latency)),
                 response_body: Some(String::from_utf8_lossy(&kept).into_owned()),
-                error: if succeeded { None } else { Some(body_error.unwrap_or_else(|| format!("endpoint answered {status}"))) },
+                error: if succeeded {
+                    None
+                } else {
+                    Some(body_error.unwrap_or_else(|| format!("endpoint answered {status}")))
+                },
             },
             retry_after: if succeeded { None } else { retry_after },
             permanent: false,

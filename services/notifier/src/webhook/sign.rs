@@ -59,7 +59,13 @@ impl Secret {
 
 /// The `webhook-signature` header value: the current secret, then the previous one while its
 /// grace period lasts.
-pub fn signature_header(current: &Secret, previous: Option<&Secret>, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+pub fn signature_header(
+    current: &Secret,
+    previous: Option<&Secret>,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
     let mut header = current.sign(msg_id, timestamp, body);
     if let Some(previous) = previous {
         header.push(' ');

@@ -243,7 +243,15 @@ mod tests {
 
     #[test]
     fn accepts_public_addresses() {
-        for ip in ["1.1.1.1", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(AddressPolicy::default().check(ip), Ok(()), "{ip}");
         }
@@ -261,7 +269,14 @@ mod tests {
     #[test]
     fn literal_urls_are_checked_at_parse() {
         let p = AddressPolicy::default();
-        for bad in ["http://127.0.0.1:8080/x", "http://[::1]/", "https://[::ffff:169.254.169.254]/", "http://10.0.0.1/", "http://0x7f000001/", "http://2130706433/"] {
+        for bad in [
+            "http://127.0.0.1:8080/x",
+            "http://[::1]/",
+            "https://[::ffff:169.254.169.254]/",
+            "http://10.0.0.1/",
+            "http://0x7f000001/",
+            "http://2130706433/",
+        ] {
             assert!(matches!(WebhookUrl::parse(bad, &p), Err(UrlError::Refused(_))), "{bad}");
         }
         assert!(matches!(WebhookUrl::parse("ftp://example.com/", &p), Err(UrlError::Scheme(_))));

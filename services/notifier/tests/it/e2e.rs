@@ -17,7 +17,8 @@ async fn a_committed_transition_flows_through_wal_ingest_to_email_and_webhook() 
     w.add_endpoint("/e2e", &["proposal.sent"], json!({})).await;
     let slot = format!("notifier_e2e_{}", folio_testkit::unique_suffix());
     let prefix = w.stream.trim_end_matches("_CHANGES").to_owned();
-    let mut ingest_config = wal_ingest::Config::for_names(&w.db.url, &folio_testkit::nats_url(), &slot, &w.root, &prefix);
+    let mut ingest_config =
+        wal_ingest::Config::for_names(&w.db.url, &folio_testkit::nats_url(), &slot, &w.root, &prefix);
     ingest_config.common.admin_addr = "127.0.0.1:0".parse().unwrap();
     ingest_config.retry_backoff = Duration::from_millis(200);
     ingest_config.standby_poll = Duration::from_millis(200);
@@ -31,11 +32,12 @@ async fn a_committed_transition_flows_through_wal_ingest_to_email_and_webhook() 
     folio_testkit::eventually("the replication slot is streaming", || {
         let (pool, slot) = (pool.clone(), slot.clone());
         async move {
-            let active: Option<bool> = sqlx::query_scalar("SELECT active FROM pg_replication_slots WHERE slot_name = $1")
-                .bind(&slot)
-                .fetch_optional(&pool)
-                .await
-                .ok()?;
+            let active: Option<bool> =
+                sqlx::query_scalar("SELECT active FROM pg_replication_slots WHERE slot_name = $1")
+                    .bind(&slot)
+                    .fetch_optional(&pool)
+                    .await
+                    .ok()?;
             active.filter(|a| *a).map(|_| ())
         }
     })

@@ -17,12 +17,12 @@ use folio_domain::{AgencyId, ClientId, LineItemAmounts, ProposalId, ProposalStat
 use folio_proto::events::v1::{ChangeEvent, ColumnValue, Operation, column_value};
 use folio_testkit::TestDb;
 use notifier::Config;
-use prost::Message as _;
 use proposals_api::{
     Role,
     store::{clients, proposals},
     tenancy,
 };
+use prost::Message as _;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::{
@@ -135,13 +135,9 @@ impl SmtpSink {
     pub async fn start(fail_first: u32) -> anyhow::Result<Self> {
         let maildir = std::env::temp_dir().join(format!("folio-notifier-mail-{}", folio_testkit::unique_suffix()));
         let script = support("smtp_sink.py");
-        let sidecar = sidecar(&[
-            script.to_str().unwrap(),
-            maildir.to_str().unwrap(),
-            "--fail-first",
-            &fail_first.to_string(),
-        ])
-        .await?;
+        let sidecar =
+            sidecar(&[script.to_str().unwrap(), maildir.to_str().unwrap(), "--fail-first", &fail_first.to_string()])
+                .await?;
         Ok(Self { url: format!("smtp://127.0.0.1:{}", sidecar.port), _sidecar: sidecar, maildir })
     }
 
@@ -302,7 +298,11 @@ impl World {
         let client = clients::create(
             pool,
             agency,
-            clients::ClientFields { name: "Carla Client".into(), email: client_email.clone(), company: "Client Co".into() },
+            clients::ClientFields {
+                name: "Carla Client".into(),
+                email: client_email.clone(),
+                company: "Client Co".into(),
+            },
         )
         .await
         .map_err(|e| anyhow::anyhow!("create client: {e:?}"))?;
@@ -359,7 +359,8 @@ impl World {
     /// The real binary, so a test can SIGKILL it mid-delivery.
     pub fn spawn_process(&self) -> anyhow::Result<Child> {
         let c = self.config();
-        let schedule: Vec<String> = c.retry_schedule.iter().map(|d| humantime::format_duration(*d).to_string()).collect();
+        let schedule: Vec<String> =
+            c.retry_schedule.iter().map(|d| humantime::format_duration(*d).to_string()).collect();
         Command::new(env!("CARGO_BIN_EXE_notifier"))
             .env("FOLIO_DATABASE_URL", &self.db.url)
             .env("FOLIO_NATS_URL", folio_testkit::nats_url())
@@ -394,15 +395,17 @@ impl World {
 
     pub async fn insert_endpoint(&self, url: &str, event_types: &[&str], secret: &str) -> Uuid {
         let id = Uuid::now_v7();
-        sqlx::query("INSERT INTO webhook_endpoints (id, agency_id, url, event_types, secret) VALUES ($1, $2, $3, $4, $5)")
-            .bind(id)
-            .bind(self.agency.as_uuid())
-            .bind(url)
-            .bind(event_types.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .bind(secret)
-            .execute(&self.db.pool)
-            .await
-            .expect("insert endpoint");
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (id, agency_id, url, event_types, secret) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(self.agency.as_uuid())
+        .bind(url)
+        .bind(event_types.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .bind(secret)
+        .execute(&self.db.pool)
+        .await
+        .expect("insert endpoint");
         id
     }
 
@@ -436,9 +439,29 @@ impl World {
     /// The proposal's row in Postgres text format, as wal-ingest would carry it.
     pub async fn row(&self, id: ProposalId) -> Vec<ColumnValue> {
         const COLUMNS: [&str; 23] = [
-            "id", "agency_id", "client_id", "owner_id", "template_id", "title", "status", "currency", "valid_until", "version",
-            "content", "terms", "subtotal_minor", "tax_minor", "total_minor", "created_at", "updated_at", "sent_at",
-            "viewed_at", "accepted_at", "declined_at", "withdrawn_at", "archived_at",
+            "id",
+            "agency_id",
+            "client_id",
+            "owner_id",
+            "template_id",
+            "title",
+            "status",
+            "currency",
+            "valid_until",
+            "version",
+            "content",
+            "terms",
+            "subtotal_minor",
+            "tax_minor",
+            "total_minor",
+            "created_at",
+            "updated_at",
+            "sent_at",
+            "viewed_at",
+            "accepted_at",
+            "declined_at",
+            "withdrawn_at",
+            "archived_at",
         ];
         let select = COLUMNS.iter().map(|c| format!("{c}::text")).collect::<Vec<_>>().join(", ");
         let values: Vec<Option<String>> =
@@ -469,7 +492,10 @@ impl World {
             xid: 1,
             position: 0,
             last_in_transaction: true,
-            commit_time: Some(prost_types::Timestamp { seconds: time::OffsetDateTime::now_utc().unix_timestamp(), nanos: 0 }),
+            commit_time: Some(prost_types::Timestamp {
+                seconds: time::OffsetDateTime::now_utc().unix_timestamp(),
+                nanos: 0,
+            }),
             schema: "public".into(),
             table: "proposals".into(),
             operation: op as i32,

@@ -10,11 +10,13 @@ use crate::helpers::World;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opted_out_user_gets_nothing_and_one_click_unsubscribe_works() {
     let w = World::new().await.unwrap();
-    sqlx::query("INSERT INTO notification_preferences (user_id, event_type, opted_out) VALUES ($1, 'proposal.viewed', true)")
-        .bind(w.owner.id.as_uuid())
-        .execute(&w.db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO notification_preferences (user_id, event_type, opted_out) VALUES ($1, 'proposal.viewed', true)",
+    )
+    .bind(w.owner.id.as_uuid())
+    .execute(&w.db.pool)
+    .await
+    .unwrap();
     let notifier = w.spawn().await;
 
     let p = w.created("Quiet please", None).await;
@@ -75,8 +77,10 @@ async fn an_opted_out_user_gets_nothing_and_one_click_unsubscribe_works() {
     let q = w.created("Second", None).await;
     w.transition(q, ProposalStatus::Sent).await;
     w.transition(q, ProposalStatus::Accepted).await;
-    folio_testkit::eventually("the owner's second acceptance", || async { (w.smtp.to(&w.owner.email).len() == 2).then_some(()) })
-        .await;
+    folio_testkit::eventually("the owner's second acceptance", || async {
+        (w.smtp.to(&w.owner.email).len() == 2).then_some(())
+    })
+    .await;
     w.settled().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(w.smtp.to(&w.editor.email).len(), 1, "the editor unsubscribed");

@@ -28,12 +28,10 @@ async fn a_receiver_failing_three_times_then_succeeding_gets_the_event_once_with
     assert_eq!(outcomes, vec!["failed", "failed", "failed", "accepted"], "{seen:#?}");
     // One message, retried: the same webhook-id every time, so a consumer could dedupe.
     assert!(seen.iter().all(|h| h.webhook_id == seen[0].webhook_id));
-    assert_eq!(seen.iter().map(|h| (h.n, h.status)).collect::<Vec<_>>(), vec![
-        (1, Some(503)),
-        (2, Some(503)),
-        (3, Some(503)),
-        (4, Some(200))
-    ]);
+    assert_eq!(
+        seen.iter().map(|h| (h.n, h.status)).collect::<Vec<_>>(),
+        vec![(1, Some(503)), (2, Some(503)), (3, Some(503)), (4, Some(200))]
+    );
 
     let deliveries = w.deliveries("proposal.created").await;
     assert_eq!(deliveries.len(), 1);
@@ -63,8 +61,12 @@ async fn a_receiver_failing_three_times_then_succeeding_gets_the_event_once_with
 async fn retry_after_longer_than_the_schedule_is_honoured() {
     let w = World::new().await.unwrap();
     // A 50 kB answer: only the first 20 kB is kept.
-    w.add_endpoint("/busy", &[], json!({ "fail_first": 1, "fail_status": 429, "retry_after": 2, "fail_body_size": 50_000 }))
-        .await;
+    w.add_endpoint(
+        "/busy",
+        &[],
+        json!({ "fail_first": 1, "fail_status": 429, "retry_after": 2, "fail_body_size": 50_000 }),
+    )
+    .await;
     let notifier = w.spawn().await;
     w.created("Slow down", None).await;
     folio_testkit::eventually("accepted after Retry-After", || async {
@@ -90,7 +92,8 @@ async fn an_smtp_temporary_failure_is_retried_and_the_email_sent_once() {
     let notifier = w.spawn().await;
     let p = w.created("Mail later", None).await;
     w.transition(p, ProposalStatus::Sent).await;
-    folio_testkit::eventually("the client's email", || async { (w.smtp.to(&w.client_email).len() == 1).then_some(()) }).await;
+    folio_testkit::eventually("the client's email", || async { (w.smtp.to(&w.client_email).len() == 1).then_some(()) })
+        .await;
     w.settled().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(w.smtp.messages().len(), 1);
@@ -185,14 +188,21 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_the_agency_told() {
     .await;
     w.settled().await;
     let disabled: Option<time::OffsetDateTime> =
-        sqlx::query_scalar("SELECT disabled_at FROM webhook_endpoints WHERE id = $1").bind(endpoint).fetch_one(&w.db.pool).await.unwrap();
+        sqlx::query_scalar("SELECT disabled_at FROM webhook_endpoints WHERE id = $1")
+            .bind(endpoint)
+            .fetch_one(&w.db.pool)
+            .await
+            .unwrap();
     assert!(disabled.is_some());
     // The rest of its retries stop; new events no longer go to it.
     let d = w.deliveries("proposal.created").await.remove(0);
     assert_eq!(d.status, "failed");
     assert_eq!(d.attempts, 1);
     w.transition(p, ProposalStatus::Sent).await;
-    folio_testkit::eventually("the send is handled", || async { (w.smtp.to(&w.client_email).len() == 1).then_some(()) }).await;
+    folio_testkit::eventually("the send is handled", || async {
+        (w.smtp.to(&w.client_email).len() == 1).then_some(())
+    })
+    .await;
     w.settled().await;
     assert!(w.deliveries("proposal.sent").await.iter().all(|d| d.channel == "email"));
     // Only admins are told (the owner is the admin here), once.
@@ -210,7 +220,8 @@ async fn an_expiry_reminder_that_comes_due_after_the_answer_is_skipped() {
     let valid_until = time::OffsetDateTime::now_utc().date() + time::Duration::days(20);
     let p = w.created("Long offer", Some(valid_until)).await;
     w.transition(p, ProposalStatus::Sent).await;
-    folio_testkit::eventually("the client's email", || async { (w.smtp.to(&w.client_email).len() == 1).then_some(()) }).await;
+    folio_testkit::eventually("the client's email", || async { (w.smtp.to(&w.client_email).len() == 1).then_some(()) })
+        .await;
     let reminder = w.deliveries("proposal.expiring").await;
     assert_eq!(reminder.len(), 1);
     assert_eq!(reminder[0].status, "pending");
@@ -225,7 +236,10 @@ async fn an_expiry_reminder_that_comes_due_after_the_answer_is_skipped() {
 
     // The client accepts; then the reminder's time comes (moved forward here, not waited for).
     w.transition(p, ProposalStatus::Accepted).await;
-    folio_testkit::eventually("the acceptance email", || async { (w.smtp.to(&w.owner.email).len() == 1).then_some(()) }).await;
+    folio_testkit::eventually("the acceptance email", || async {
+        (w.smtp.to(&w.owner.email).len() == 1).then_some(())
+    })
+    .await;
     sqlx::query("UPDATE notification_deliveries SET next_attempt_at = now() WHERE id = $1")
         .bind(reminder[0].id)
         .execute(&w.db.pool)

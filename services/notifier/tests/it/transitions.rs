@@ -38,8 +38,10 @@ async fn each_transition_sends_the_right_emails_and_webhooks() {
     w.settled().await;
 
     w.transition(p, ProposalStatus::Viewed).await;
-    folio_testkit::eventually("the owner hears of the view", || async { (w.smtp.to(&w.owner.email).len() == 2).then_some(()) })
-        .await;
+    folio_testkit::eventually("the owner hears of the view", || async {
+        (w.smtp.to(&w.owner.email).len() == 2).then_some(())
+    })
+    .await;
     w.settled().await;
 
     w.transition(p, ProposalStatus::Accepted).await;
@@ -86,7 +88,11 @@ async fn each_transition_sends_the_right_emails_and_webhooks() {
     // Optional emails carry RFC 8058 one-click headers; mandatory ones do not.
     let owner = w.smtp.to(&w.owner.email);
     let viewed = owner.iter().find(|m| m.event() == "proposal.viewed").unwrap();
-    assert!(viewed.header("list-unsubscribe").is_some_and(|h| h.starts_with("<http") && h.contains("/v1/unsubscribe?token=")));
+    assert!(
+        viewed
+            .header("list-unsubscribe")
+            .is_some_and(|h| h.starts_with("<http") && h.contains("/v1/unsubscribe?token="))
+    );
     assert_eq!(viewed.header("list-unsubscribe-post"), Some("List-Unsubscribe=One-Click"));
     assert!(viewed.text().contains(&format!("/proposals/{p}")));
     let accepted = owner.iter().find(|m| m.event() == "proposal.accepted").unwrap();

@@ -34,10 +34,11 @@ async fn private_address_urls_are_refused_including_names_resolving_to_loopback(
     folio_testkit::eventually("every delivery refused", || {
         let pool = pool.clone();
         async move {
-            let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM notification_deliveries WHERE status = 'failed'")
-                .fetch_one(&pool)
-                .await
-                .ok()?;
+            let failed: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM notification_deliveries WHERE status = 'failed'")
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
             (failed == 8).then_some(())
         }
     })

@@ -85,7 +85,13 @@ impl Activity {
     }
 
     /// Events of `proposal` after `after`, up to `tail`; returns them with the position reached.
-    async fn read(&self, subject: &str, proposal: ProposalId, after: u64, tail: u64) -> Result<(Vec<serde_json::Value>, u64)> {
+    async fn read(
+        &self,
+        subject: &str,
+        proposal: ProposalId,
+        after: u64,
+        tail: u64,
+    ) -> Result<(Vec<serde_json::Value>, u64)> {
         let mut events = Vec::new();
         let mut cursor = after;
         let mut scanned = 0;
@@ -131,7 +137,8 @@ impl Streams {
         }
         let activity = &self.activity;
         let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let caller = activity.auth.verify_header(authorization).map_err(|e| StreamError::Unauthenticated(e.to_string()))?;
+        let caller =
+            activity.auth.verify_header(authorization).map_err(|e| StreamError::Unauthenticated(e.to_string()))?;
         let subject = activity.subject_for(caller.agency_id);
         let stream = activity.stream().await?;
         let tail = activity.tail(&stream).await?;

@@ -95,7 +95,12 @@ pub struct StreamsConfig {
 
     /// HS256 secret of the API's bearer tokens: proposal activity is served only to the
     /// proposal's agency.
-    #[arg(long = "jwt-secret", env = "FOLIO_JWT_SECRET", default_value = "folio-local-development-secret-change-me", hide_env_values = true)]
+    #[arg(
+        long = "jwt-secret",
+        env = "FOLIO_JWT_SECRET",
+        default_value = "folio-local-development-secret-change-me",
+        hide_env_values = true
+    )]
     pub jwt_secret: String,
 }
 
