@@ -16,6 +16,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 nats_url=${FOLIO_NATS_URL:-nats://127.0.0.1:4333}
+# shellcheck source=../scripts/lib-edge.sh
+source "$root/scripts/lib-edge.sh"
 profile=${CARGO_PROFILE:-dev}
 if [ -z "${SHAPE_EDGE_BIN:-}" ]; then
   cargo build --quiet --profile "$profile" -p shape-edge
@@ -23,20 +25,6 @@ if [ -z "${SHAPE_EDGE_BIN:-}" ]; then
   [ "$profile" = dev ] && subdir=debug || subdir=$profile
   SHAPE_EDGE_BIN=$target_dir/$subdir/shape-edge
 fi
-# Deletes the run's JetStream streams, speaking the NATS text protocol directly (no nats CLI
-# on these machines). Best effort: a failure leaves two streams behind, nothing else.
-delete_jetstream_streams() {
-  local hp=${nats_url#nats://}; hp=${hp##*@}; hp=${hp%%/*}
-  local host=${hp%:*} port=${hp##*:} line cmds
-  exec 3<>"/dev/tcp/$host/$port" || return 0
-  IFS= read -r -t 2 line <&3 || true
-  cmds='CONNECT {"verbose":false,"pedantic":false}\r\n'
-  for s in "$@"; do cmds+="PUB \$JS.API.STREAM.DELETE.$s _INBOX.folio_cleanup 0\r\n\r\n"; done
-  printf "${cmds}PING\r\n" >&3
-  while IFS= read -r -t 2 line <&3; do [[ $line == PONG* ]] && break; done
-  exec 3>&-
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
 wait_ready() { # port pid log
   for _ in $(seq 1 100); do
     if curl -fs -o /dev/null -X OPTIONS "http://127.0.0.1:$1/v1/stream/ready-check" 2>/dev/null; then return 0; fi

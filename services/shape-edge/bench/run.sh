@@ -13,6 +13,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
 nats_url=${FOLIO_NATS_URL:-nats://127.0.0.1:4333}
+# shellcheck source=../../../scripts/lib-edge.sh
+source "$root/scripts/lib-edge.sh"
 dir=${DS_BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/folio/ds-bench}
 mkdir -p "$dir"
 if [ ! -d "$dir/node_modules/@durable-streams/server" ]; then
@@ -20,24 +22,11 @@ if [ ! -d "$dir/node_modules/@durable-streams/server" ]; then
 fi
 (cd "$root" && cargo build --quiet --release -p shape-edge)
 edge_bin=${CARGO_TARGET_DIR:-$root/target}/release/shape-edge
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
 wait_port() { for _ in $(seq 1 100); do curl -fsS -o /dev/null -X OPTIONS "http://127.0.0.1:$1/v1/stream/x" && return 0; sleep 0.1; done; echo "nothing on port $1"; return 1; }
 
 pids=()
 data=$(mktemp -d -t ds-bench.XXXXXX)
 prefix="dsbench_$(date +%s)_$$"
-# Deletes the run's JetStream streams over the NATS text protocol (no nats CLI here).
-delete_jetstream_streams() {
-  local hp=${nats_url#nats://}; hp=${hp##*@}; hp=${hp%%/*}
-  local host=${hp%:*} port=${hp##*:} line cmds
-  exec 3<>"/dev/tcp/$host/$port" || return 0
-  IFS= read -r -t 2 line <&3 || true
-  cmds='CONNECT {"verbose":false,"pedantic":false}\r\n'
-  for s in "$@"; do cmds+="PUB \$JS.API.STREAM.DELETE.$s _INBOX.folio_cleanup 0\r\n\r\n"; done
-  printf "${cmds}PING\r\n" >&3
-  while IFS= read -r -t 2 line <&3; do [[ $line == PONG* ]] && break; done
-  exec 3>&-
-}
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   rm -rf "$data"
