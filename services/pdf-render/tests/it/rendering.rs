@@ -80,7 +80,14 @@ async fn the_same_version_renders_to_the_same_bytes() {
     let env = env().await;
     let job = env.proposal("Reproducible", 5, None).await;
     let rendition = uuid::Uuid::parse_str(&job.rendition_id).unwrap();
+    // A version dated long before today, so the file's date cannot come from the clock.
+    sqlx::query("UPDATE proposals SET updated_at = '2025-03-04 15:16:17+00' WHERE id = $1::uuid")
+        .bind(&job.proposal_id)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
     let context = pdf_render::document::load(&env.db.pool, rendition).await.unwrap();
+    assert_eq!(context.date, time::macros::date!(2025 - 03 - 04));
     let input = pdf_render::render::RenderInput {
         template: pdf_render::render::DEFAULT_TEMPLATE,
         data: &context.data,
@@ -94,11 +101,10 @@ async fn the_same_version_renders_to_the_same_bytes() {
     assert_eq!(first.sha256, second.sha256);
     assert!(first.bytes == second.bytes, "byte-identical re-render");
     let text = String::from_utf8_lossy(&first.bytes);
-    assert!(
-        !text.contains(&time::OffsetDateTime::now_utc().year().to_string())
-            || context.date.year() == time::OffsetDateTime::now_utc().year(),
-        "no wall-clock date leaks into the file"
-    );
+    // The creation date is the proposal version's date at midnight, never the render's clock.
+    let stamp = "CreationDate(D:20250304000000Z)";
+    assert!(text.contains(stamp), "{stamp} in the file");
+    assert_eq!(text.matches("CreationDate(").count(), 1, "one creation date, the fixed one");
 }
 
 #[tokio::test]
