@@ -1,6 +1,8 @@
 //! shape-edge: Folio's HTTP edge. Serves the Durable Streams protocol under `/v1/stream/*`
-//! from NATS JetStream (`streams`); the Electric-compatible `/v1/shape` API mounts beside it.
+//! from NATS JetStream (`streams`) and ElectricSQL's shape API under `/v1/shape` from
+//! wal-ingest's change stream and PostgreSQL snapshots (`shapes`).
 
+pub mod shapes;
 pub mod streams;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -9,6 +11,7 @@ use folio_runtime::{AdminServer, CommonArgs};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use shapes::ShapesConfig;
 pub use streams::StreamsConfig;
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -27,12 +30,16 @@ pub struct Config {
 
     #[command(flatten)]
     pub streams: StreamsConfig,
+
+    #[command(flatten)]
+    pub shapes: ShapesConfig,
 }
 
 impl Config {
     /// Checks what clap cannot; called before any port is bound.
     pub fn validate(&self) -> Result<(), String> {
-        self.streams.validate()
+        self.streams.validate()?;
+        self.shapes.validate()
     }
 }
 
@@ -46,6 +53,8 @@ pub enum Error {
     },
     #[error("failed to set up JetStream storage")]
     Storage(#[from] streams::StorageError),
+    #[error("failed to set up shapes: {0}")]
+    Shapes(String),
     #[error("failed to bind or serve HTTP")]
     Io(#[from] std::io::Error),
 }
@@ -78,8 +87,9 @@ async fn run_with_readiness(
         .await
         .map_err(|source| Error::Nats { url: config.nats_url.clone(), source })?;
     // Background tasks and live readers stop when draining starts; requests in flight finish.
-    let streams = streams::Streams::start(nats, config.streams.clone(), shutdown.clone()).await?;
-    let app = router(Arc::clone(&streams));
+    let streams = streams::Streams::start(nats.clone(), config.streams.clone(), shutdown.clone()).await?;
+    let shapes = shapes::Shapes::start(nats, config.shapes.clone(), &config.streams, shutdown.clone()).await?;
+    let app = router(Arc::clone(&streams), shapes);
     if let Some(r) = &readiness {
         r.set(true);
     }
@@ -102,9 +112,9 @@ async fn run_with_readiness(
     }
 }
 
-/// The edge's public routes. `/v1/shape` mounts here beside the streams API.
-pub fn router(streams: Arc<streams::Streams>) -> axum::Router {
-    axum::Router::new().merge(streams::router(streams))
+/// The edge's public routes: Durable Streams and Electric's shape API.
+pub fn router(streams: Arc<streams::Streams>, shapes: Arc<shapes::Shapes>) -> axum::Router {
+    axum::Router::new().merge(streams::router(streams)).merge(shapes::router(shapes))
 }
 
 impl folio_runtime::ServiceConfig for Config {

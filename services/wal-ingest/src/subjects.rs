@@ -12,6 +12,8 @@
 //! starts a three-byte escape, so `~~` cannot occur inside an encoded name and separates the
 //! schema unambiguously.
 
+pub use folio_domain::subjects::{decode_name, encode_name, parse_table_token, table_token};
+
 const ROW_LESS_TENANT: &str = "_";
 const TABLE_WIDE: &str = "_all";
 
@@ -82,18 +84,6 @@ impl Subjects {
     }
 }
 
-pub fn table_token(schema: &str, table: &str) -> String {
-    if schema == "public" { encode_name(table) } else { format!("{}~~{}", encode_name(schema), encode_name(table)) }
-}
-
-/// Inverse of [`table_token`]: `(schema, table)`.
-pub fn parse_table_token(token: &str) -> Option<(String, String)> {
-    match token.split_once("~~") {
-        Some((schema, table)) => Some((decode_name(schema)?, decode_name(table)?)),
-        None => Some(("public".to_owned(), decode_name(token)?)),
-    }
-}
-
 /// `_` and `_all` are reserved in the tenant position, so a tenant value starting with `_` has
 /// that byte escaped.
 fn tenant_token(tenant: &str) -> String {
@@ -102,46 +92,6 @@ fn tenant_token(tenant: &str) -> String {
         Some(rest) => format!("~5F{rest}"),
         None => encoded,
     }
-}
-
-pub fn encode_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for &b in name.as_bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            out.push(b as char);
-        } else {
-            out.push('~');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-    }
-    out
-}
-
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
-pub fn decode_name(token: &str) -> Option<String> {
-    let bytes = token.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'~' {
-            let hex = token.get(i + 1..i + 3)?;
-            if !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
-                return None;
-            }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            let b = bytes[i];
-            if !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                return None;
-            }
-            out.push(b);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -1,0 +1,466 @@
+//! `/v1/shape` and `/v1/health` over HTTP: Electric's headers, status codes, caching rules,
+//! long-poll and SSE.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use bytes::Bytes;
+use tracing::Instrument;
+
+use super::{
+    Shapes,
+    error::{Result, ShapeError},
+    messages::up_to_date_json,
+    request::{RequestOffset, ShapeRequest, log_offset, parse_relation},
+    shape::{History, Rendered, Shape},
+};
+
+const EXPOSE: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-up-to-date,electric-internal-known-error,retry-after";
+const INITIAL_CACHE: &str = "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746";
+const CATCH_UP_CACHE: &str = "public, max-age=60, stale-while-revalidate=300";
+const LIVE_CACHE: &str = "public, max-age=5, stale-while-revalidate=5";
+const SSE_KEEPALIVE: Duration = Duration::from_secs(21);
+/// Electric's cursor epoch: 2024-10-09T00:00:00Z.
+const CURSOR_EPOCH: u64 = 1_728_432_000;
+
+pub fn router(shapes: Arc<Shapes>) -> Router {
+    Router::new()
+        .route("/v1/shape", get(get_shape).delete(delete_shape).options(preflight))
+        .route("/v1/health", get(health))
+        .layer(middleware::from_fn(cors))
+        .with_state(shapes)
+}
+
+async fn cors(req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let is_shape = req.uri().path() == "/v1/shape";
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.unwrap_or(HeaderValue::from_static("*")));
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(if is_shape { "GET, POST, HEAD, DELETE, OPTIONS" } else { "GET, HEAD" }),
+    );
+    h.insert("electric-server", HeaderValue::from_static(concat!("folio-shape-edge/", env!("CARGO_PKG_VERSION"))));
+    res
+}
+
+async fn preflight() -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    // Browsers send the token themselves (no same-origin proxy needed), so authorization is
+    // allowed beside Electric's two.
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, if-none-match, traceparent"),
+    );
+    res
+}
+
+async fn health(State(shapes): State<Arc<Shapes>>) -> Response {
+    let (status, state) =
+        if shapes.healthy().await { (StatusCode::OK, "active") } else { (StatusCode::ACCEPTED, "waiting") };
+    let mut res = (status, axum::Json(serde_json::json!({ "status": state }))).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    res
+}
+
+async fn delete_shape(State(shapes): State<Arc<Shapes>>, req: Request) -> Response {
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let result: Result<Response> = async {
+        if !shapes.config.enable_delete {
+            return Err(ShapeError::MethodNotAllowed("DELETE not allowed".into()));
+        }
+        let mut handle = None;
+        let mut table = None;
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "handle" => handle = Some(v.into_owned()),
+                "table" => table = Some(parse_relation(&v).map_err(|m| ShapeError::invalid("table", m))?),
+                _ => {}
+            }
+        }
+        if handle.is_none() && table.is_none() {
+            return Err(ShapeError::invalid("handle", "can't be blank when table is blank"));
+        }
+        if shapes.delete(handle.as_deref(), table.as_ref()).await? {
+            let mut res = StatusCode::ACCEPTED.into_response();
+            res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            Ok(res)
+        } else {
+            Err(ShapeError::NotFound("No existing shape found".into()))
+        }
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn get_shape(State(shapes): State<Arc<Shapes>>, req: Request) -> Response {
+    let span = tracing::info_span!(
+        "shape_request",
+        table = tracing::field::Empty,
+        handle = tracing::field::Empty,
+        offset = tracing::field::Empty,
+        status = tracing::field::Empty
+    );
+    let res = serve(shapes, req).instrument(span.clone()).await.unwrap_or_else(IntoResponse::into_response);
+    span.record("status", res.status().as_u16());
+    metrics::counter!("folio_edge_shape_responses_total", "status" => res.status().as_str().to_owned()).increment(1);
+    res
+}
+
+/// What every successful shape response carries.
+struct Reply<'a> {
+    shape: &'a Shape,
+    req: &'a ShapeRequest,
+    /// The long-poll timeout: the cursor's interval.
+    interval: Duration,
+    offset: String,
+    up_to_date: bool,
+    has_data: bool,
+    cache: &'static str,
+}
+
+impl Reply<'_> {
+    fn headers(&self, if_none_match: Option<&str>) -> (HeaderMap, bool) {
+        let mut h = HeaderMap::new();
+        let put = |h: &mut HeaderMap, k: &'static str, v: &str| {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.insert(k, v);
+            }
+        };
+        put(&mut h, "electric-handle", &self.shape.handle);
+        put(&mut h, "electric-offset", &self.offset);
+        put(&mut h, "electric-has-data", if self.has_data { "true" } else { "false" });
+        if self.req.live {
+            put(&mut h, "electric-cursor", &next_cursor(self.req.cursor.as_deref(), self.interval));
+        } else {
+            put(&mut h, "electric-schema", &self.shape.def.schema_header);
+        }
+        if self.up_to_date {
+            h.insert("electric-up-to-date", HeaderValue::from_static(""));
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(self.cache));
+        let mut etag = format!("\"{}:{}:{}", self.shape.handle, self.req.offset_text, self.offset);
+        if !self.has_data {
+            // An empty answer must never revalidate: the next one may not be empty.
+            etag.push_str(&format!(":{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default()));
+        }
+        etag.push('"');
+        let not_modified = self.has_data
+            && if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag));
+        put(&mut h, "etag", &etag);
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        (h, not_modified)
+    }
+
+    fn respond(self, body: Bytes, if_none_match: Option<&str>) -> Response {
+        let (headers, not_modified) = self.headers(if_none_match);
+        let mut res = if not_modified {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            (StatusCode::OK, Body::from(body)).into_response()
+        };
+        res.headers_mut().extend(headers);
+        res
+    }
+}
+
+/// Electric's `electric-cursor`: the next long-poll-timeout interval since its epoch, or (if
+/// the client already has that) the client's plus a random step, so live URLs never repeat.
+fn next_cursor(previous: Option<&str>, interval: Duration) -> String {
+    let t = interval.as_secs().max(1);
+    let now = super::shape::now_secs().saturating_sub(CURSOR_EPOCH);
+    let next = now.div_ceil(t) * t;
+    let prev: u64 = previous.and_then(|p| p.parse().ok()).unwrap_or(0);
+    if next > prev { next.to_string() } else { (prev + rand::random_range(1..=3600)).to_string() }
+}
+
+fn array(body: &Rendered, up_to_date: bool) -> Bytes {
+    let mut out = Vec::with_capacity(body.body.len() + 96);
+    out.push(b'[');
+    out.extend_from_slice(&body.body);
+    if up_to_date {
+        if body.count > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(up_to_date_json(body.end).as_bytes());
+    }
+    out.push(b']');
+    out.into()
+}
+
+async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
+    let request = ShapeRequest::from_query(req.uri().query().unwrap_or(""))?;
+    let span = tracing::Span::current();
+    span.record("table", tracing::field::display(&request.table));
+    span.record("offset", request.offset_text.as_str());
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = shapes.authenticate(authorization)?;
+    let if_none_match = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let inm = if_none_match.as_deref();
+    let (def, feed) = shapes.resolve(&request, caller.as_ref()).await?;
+    let (shape, from) = match request.offset {
+        RequestOffset::BeforeAll => {
+            let shape = shapes.get_or_create(def, &feed).await?;
+            span.record("handle", shape.handle.as_str());
+            shape.touch();
+            let chunks = shape.snapshot.as_ref().ok_or_else(|| ShapeError::Internal("new shape without snapshot".into()))?;
+            let body = chunks[0].clone();
+            let reply = Reply {
+                shape: &shape,
+                req: &request, interval: shapes.config.long_poll_timeout,
+                offset: "0_0".into(),
+                up_to_date: false,
+                has_data: true,
+                cache: INITIAL_CACHE,
+            };
+            return Ok(reply.respond(body, inm));
+        }
+        RequestOffset::Now => {
+            let shape = shapes.get_or_create(def, &feed).await?;
+            span.record("handle", shape.handle.as_str());
+            shape.touch();
+            let head = shape.head();
+            let body = Bytes::from(format!("[{}]", up_to_date_json(head)));
+            let reply = Reply {
+                shape: &shape,
+                req: &request, interval: shapes.config.long_poll_timeout,
+                offset: log_offset(head),
+                up_to_date: true,
+                has_data: false,
+                cache: CATCH_UP_CACHE,
+            };
+            return Ok(reply.respond(body, inm));
+        }
+        RequestOffset::SnapshotChunk(k) => {
+            let handle = request.handle.as_deref().unwrap_or_default();
+            let shape = shapes.lookup(handle, Arc::clone(&def), &feed).await?;
+            span.record("handle", shape.handle.as_str());
+            shape.touch();
+            let Some(chunks) = &shape.snapshot else {
+                // The snapshot was taken by another edge (or before a restart): start over.
+                return Err(shapes.refetch(&def, "snapshot not held by this edge"));
+            };
+            let next = usize::try_from(k).unwrap_or(usize::MAX).saturating_add(1);
+            if next < chunks.len() {
+                let reply = Reply {
+                    shape: &shape,
+                    req: &request, interval: shapes.config.long_poll_timeout,
+                    offset: format!("0_{next}"),
+                    up_to_date: false,
+                    has_data: true,
+                    cache: CATCH_UP_CACHE,
+                };
+                return Ok(reply.respond(chunks[next].clone(), inm));
+            }
+            if next > chunks.len() {
+                return Err(ShapeError::invalid("offset", "out of bounds for this shape"));
+            }
+            let seq0 = shape.stitch.seq0;
+            (shape, seq0)
+        }
+        RequestOffset::SnapshotEnd => {
+            let shape = shapes.lookup(request.handle.as_deref().unwrap_or_default(), Arc::clone(&def), &feed).await?;
+            let seq0 = shape.stitch.seq0;
+            (shape, seq0)
+        }
+        RequestOffset::After(seq) => {
+            let shape = shapes.lookup(request.handle.as_deref().unwrap_or_default(), Arc::clone(&def), &feed).await?;
+            (shape, seq)
+        }
+    };
+    span.record("handle", shape.handle.as_str());
+    shape.touch();
+    let history = History {
+        nats: &shapes.nats,
+        js: &shapes.js,
+        stream: &shapes.changes_stream,
+        filter: &feed.filter,
+    };
+    let refetch = |e: ShapeError| match e {
+        ShapeError::MustRefetch { reason, .. } => {
+            shape.invalidate("change history cannot continue the log");
+            shapes.refetch(&def, reason)
+        }
+        e => e,
+    };
+    if request.sse {
+        return Ok(sse(Arc::clone(&shapes), Arc::clone(&shape), request, from, feed.filter.clone()));
+    }
+    let deadline = Instant::now() + shapes.config.long_poll_timeout;
+    loop {
+        let mut changed = shape.subscribe();
+        if let Some(reason) = shape.invalid_reason() {
+            return Err(shapes.refetch(&def, reason));
+        }
+        let r = shape.read(from, shapes.config.chunk_bytes, &history).await.map_err(refetch)?;
+        if r.count > 0 || !request.live || !r.up_to_date {
+            let cache = if request.live { LIVE_CACHE } else { CATCH_UP_CACHE };
+            let reply = Reply {
+                shape: &shape,
+                req: &request, interval: shapes.config.long_poll_timeout,
+                offset: log_offset(r.end),
+                up_to_date: r.up_to_date,
+                has_data: r.count > 0,
+                cache,
+            };
+            let body = array(&r, r.up_to_date);
+            return Ok(reply.respond(body, inm));
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let reply = Reply { shape: &shape, req: &request, interval: shapes.config.long_poll_timeout, offset: log_offset(r.end), up_to_date: true, has_data: false, cache: LIVE_CACHE };
+                return Ok(reply.respond(array(&r, true), inm));
+            }
+            _ = shapes.shutdown.cancelled() => {
+                let reply = Reply { shape: &shape, req: &request, interval: shapes.config.long_poll_timeout, offset: log_offset(r.end), up_to_date: true, has_data: false, cache: LIVE_CACHE };
+                return Ok(reply.respond(array(&r, true), inm));
+            }
+        }
+    }
+}
+
+/// Live SSE: every batch of changes as `data:` events followed by an up-to-date, keep-alives
+/// in quiet periods, closed after the SSE timeout (the client reconnects from its offset).
+fn sse(shapes: Arc<Shapes>, shape: Arc<Shape>, request: ShapeRequest, from: u64, filter: String) -> Response {
+    let reply = Reply {
+        shape: &shape,
+        req: &request, interval: shapes.config.long_poll_timeout,
+        // The request's own offset: headers are applied before the body arrives, so a
+        // connection dropped mid-backlog must not have moved the client past unseen data.
+        offset: request.offset_text.clone(),
+        up_to_date: false,
+        has_data: true,
+        cache: "public, max-age=59",
+    };
+    let (mut headers, _) = reply.headers(None);
+    headers.remove("etag");
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=59"));
+    let deadline = tokio::time::Instant::now() + shapes.config.sse_timeout;
+    struct St {
+        shapes: Arc<Shapes>,
+        shape: Arc<Shape>,
+        from: u64,
+        filter: String,
+        done: bool,
+    }
+    let state = St { shapes, shape, from, filter, done: false };
+    let stream = futures::stream::unfold(state, move |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            let mut changed = st.shape.subscribe();
+            if st.shape.invalid_reason().is_some() {
+                return None;
+            }
+            let history = History { nats: &st.shapes.nats, js: &st.shapes.js, stream: &st.shapes.changes_stream, filter: &st.filter };
+            let r = match st.shape.read(st.from, st.shapes.config.chunk_bytes, &history).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(handle = %st.shape.handle, "SSE read failed: {e}");
+                    return None;
+                }
+            };
+            if r.count > 0 {
+                st.from = r.end;
+                st.shape.touch();
+                let mut frames = Vec::with_capacity(r.body.len() + 64 * r.count);
+                for msg in split_messages(&r.body) {
+                    frames.extend_from_slice(b"data: ");
+                    frames.extend_from_slice(msg);
+                    frames.extend_from_slice(b"\n\n");
+                }
+                if r.up_to_date {
+                    frames.extend_from_slice(b"data: ");
+                    frames.extend_from_slice(up_to_date_json(r.end).as_bytes());
+                    frames.extend_from_slice(b"\n\n");
+                }
+                return Some((Ok::<_, std::io::Error>(Bytes::from(frames)), st));
+            }
+            tokio::select! {
+                _ = changed.changed() => continue,
+                _ = tokio::time::sleep(SSE_KEEPALIVE) => {
+                    return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st));
+                }
+                _ = tokio::time::sleep_until(deadline) => return None,
+                _ = st.shapes.shutdown.cancelled() => return None,
+            }
+        }
+    });
+    let mut res = (StatusCode::OK, Body::from_stream(stream)).into_response();
+    res.headers_mut().extend(headers);
+    res
+}
+
+/// Splits a comma-joined run of JSON objects into the objects.
+fn split_messages(body: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let (mut depth, mut in_str, mut esc, mut start) = (0usize, false, false, 0usize);
+    for (i, &b) in body.iter().enumerate() {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' => {
+                if depth == 0 {
+                    start = i;
+                }
+                depth += 1;
+            }
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    out.push(&body[start..=i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_split_at_top_level_only() {
+        let body = br#"{"key":"a}{","value":{"x":"}"}},{"headers":{"control":"up-to-date"}}"#;
+        let parts = split_messages(body);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1], br#"{"headers":{"control":"up-to-date"}}"#);
+    }
+
+    #[test]
+    fn cursor_moves_forward_and_never_repeats() {
+        let a = next_cursor(None, Duration::from_secs(20));
+        let n: u64 = a.parse().unwrap();
+        assert_eq!(n % 20, 0);
+        let b: u64 = next_cursor(Some(&a), Duration::from_secs(20)).parse().unwrap();
+        assert!(b > n);
+    }
+}

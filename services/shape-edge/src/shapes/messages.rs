@@ -1,0 +1,347 @@
+//! Change messages as Electric writes them: `{"key":…,"value":{…},"headers":{…}}` with every
+//! value in Postgres text format. Snapshot rows and replicated changes are written by the same
+//! functions, so a row's key is identical on both paths.
+
+use std::{collections::HashSet, fmt::Write};
+
+use folio_proto::events::v1::{ChangeEvent, ColumnValue, Operation, column_value};
+
+use super::{
+    catalog::TableInfo,
+    request::Replica,
+};
+
+pub fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `"schema"."table"/"v1"/"v2"`: `/` inside a value is doubled, a NULL part is `_`.
+pub fn row_key(out: &mut String, table: &TableInfo, row: &[Option<&str>]) {
+    let mut key = String::with_capacity(table.key_prefix.len() + 40);
+    key.push_str(&table.key_prefix);
+    for &i in &table.key {
+        match row[i] {
+            Some(v) => {
+                key.push_str("/\"");
+                key.push_str(&v.replace('/', "//"));
+                key.push('"');
+            }
+            None => key.push_str("/_"),
+        }
+    }
+    push_json_str(out, &key);
+}
+
+/// `{"col":"text",…}` over the selected columns for which `include` holds.
+fn push_values(out: &mut String, table: &TableInfo, selected: &[usize], row: &[Option<&str>], include: impl Fn(usize) -> bool) {
+    out.push('{');
+    let mut first = true;
+    for &i in selected {
+        if !include(i) {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        push_json_str(out, &table.columns[i].name);
+        out.push(':');
+        match row[i] {
+            Some(v) => push_json_str(out, v),
+            None => out.push_str("null"),
+        }
+    }
+    out.push('}');
+}
+
+/// One snapshot row: an insert without replication headers.
+pub fn snapshot_row(out: &mut String, table: &TableInfo, selected: &[usize], row: &[Option<&str>]) {
+    out.push_str("{\"key\":");
+    row_key(out, table, row);
+    out.push_str(",\"value\":");
+    push_values(out, table, selected, row, |_| true);
+    out.push_str(",\"headers\":{\"operation\":\"insert\",\"relation\":");
+    out.push_str(&table.relation_json);
+    out.push_str("}}");
+}
+
+/// What a shape needs to turn change events into messages.
+pub struct ShapeView<'a> {
+    pub table: &'a TableInfo,
+    pub selected: &'a [usize],
+    pub replica: Replica,
+    pub clause: &'a folio_shapes::WhereClause,
+}
+
+/// The snapshot a shape's log is stitched to: change events at or before `seq0` are in the
+/// snapshot, and so is any later event whose transaction the snapshot already saw.
+#[derive(Debug, Clone)]
+pub struct Stitch {
+    pub seq0: u64,
+    pub xmin: u64,
+    pub xmax: u64,
+    pub xip: HashSet<u64>,
+}
+
+impl Stitch {
+    /// Parses `pg_current_snapshot()`'s text form, `xmin:xmax:xip1,xip2`.
+    pub fn from_snapshot_text(seq0: u64, s: &str) -> Option<Self> {
+        let mut parts = s.splitn(3, ':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let xip = match parts.next()? {
+            "" => HashSet::new(),
+            list => list.split(',').map(str::parse).collect::<Result<_, _>>().ok()?,
+        };
+        Some(Stitch { seq0, xmin, xmax, xip })
+    }
+
+    /// Whether the snapshot already contains the effects of the transaction with this 32-bit
+    /// xid. The xid is widened with the epoch of `xmax`; a result above `xmax` belongs to the
+    /// previous epoch.
+    pub fn saw(&self, xid: u32) -> bool {
+        let epoch = self.xmax >> 32;
+        let mut full = (epoch << 32) | u64::from(xid);
+        if full > self.xmax {
+            match full.checked_sub(1 << 32) {
+                Some(f) => full = f,
+                None => return false,
+            }
+        }
+        full < self.xmin || (full < self.xmax && !self.xip.contains(&full))
+    }
+
+    pub fn snapshot_end_json(&self) -> String {
+        let mut xip: Vec<u64> = self.xip.iter().copied().collect();
+        xip.sort_unstable();
+        let xip: Vec<String> = xip.iter().map(u64::to_string).collect();
+        serde_json::json!({"headers": {"control": "snapshot-end", "xmin": self.xmin.to_string(),
+            "xmax": self.xmax.to_string(), "xip_list": xip}})
+        .to_string()
+    }
+}
+
+/// What one change event means for one shape.
+pub enum Effect {
+    /// Messages for the shape, each without its final `,"last":…}}`; possibly none.
+    Ops(Vec<String>),
+    /// The shape's log cannot continue (truncate, schema change, re-snapshot): 409 for followers.
+    Invalidate(&'static str),
+}
+
+/// Values of `cols` in table order, or None if the event's columns are not the table's as the
+/// edge knows it (a schema change the edge has not seen yet).
+fn row_values<'a>(table: &TableInfo, cols: &'a [ColumnValue], fill: &'a [ColumnValue]) -> Option<Vec<Option<&'a str>>> {
+    if cols.len() != table.columns.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(cols.len());
+    for (i, c) in cols.iter().enumerate() {
+        if c.name != table.columns[i].name {
+            return None;
+        }
+        out.push(match &c.value {
+            Some(column_value::Value::Text(t)) => Some(t.as_str()),
+            Some(column_value::Value::UnchangedToast(_)) => match fill.get(i).and_then(|f| f.value.as_ref()) {
+                Some(column_value::Value::Text(t)) => Some(t.as_str()),
+                _ => return None,
+            },
+            _ => None,
+        });
+    }
+    Some(out)
+}
+
+impl ShapeView<'_> {
+    fn matches(&self, row: &[Option<&str>]) -> bool {
+        match self.clause.matches(row) {
+            Ok(m) => m,
+            Err(e) => {
+                // Postgres would have failed the snapshot query on such a row too.
+                tracing::warn!(table = %self.table.name, "row not evaluable by the shape's where clause: {e}");
+                false
+            }
+        }
+    }
+
+    /// Messages for one change event at stream sequence `seq`.
+    pub fn effect(&self, stitch: &Stitch, seq: u64, ev: &ChangeEvent) -> Effect {
+        let op = Operation::try_from(ev.operation).unwrap_or(Operation::Unspecified);
+        match op {
+            Operation::Truncate => return Effect::Invalidate("table truncated"),
+            Operation::SchemaChange => return Effect::Invalidate("table schema changed"),
+            Operation::ResnapshotRequired => return Effect::Invalidate("change stream asked for a re-snapshot"),
+            Operation::Unspecified => return Effect::Ops(Vec::new()),
+            _ => {}
+        }
+        if seq <= stitch.seq0 || stitch.saw(ev.xid) {
+            return Effect::Ops(Vec::new());
+        }
+        let table = self.table;
+        let empty: &[ColumnValue] = &[];
+        let new = match op {
+            Operation::Insert | Operation::Update => match row_values(table, &ev.new_row, &ev.old_row) {
+                Some(r) => Some(r),
+                None => return Effect::Invalidate("change event does not match the table's columns"),
+            },
+            _ => None,
+        };
+        let old = match op {
+            Operation::Update | Operation::Delete => match row_values(table, &ev.old_row, if op == Operation::Update { &ev.new_row } else { empty }) {
+                Some(r) => Some(r),
+                // REPLICA IDENTITY was not FULL when this was written: without the old row the
+                // shape cannot know what left it.
+                None => return Effect::Invalidate("change event without the complete old row"),
+            },
+            _ => None,
+        };
+        let new_in = new.as_ref().is_some_and(|r| self.matches(r));
+        let mut old_in = old.as_ref().is_some_and(|r| self.matches(r));
+        if op == Operation::Update
+            && let (Some(t), Some(o), Some(n)) = (table.tenant, &old, &new)
+            && o[t] != n[t]
+        {
+            // wal-ingest publishes a row moving to another agency as a delete on the old
+            // agency's subject before this update: that delete already removed it.
+            old_in = false;
+        }
+        let mut ops = Vec::new();
+        let head = |out: &mut String, operation: &str| {
+            out.push_str(",\"headers\":{\"operation\":\"");
+            out.push_str(operation);
+            out.push_str("\",\"relation\":");
+            out.push_str(&table.relation_json);
+            let _ = write!(out, ",\"txids\":[{}],\"lsn\":\"{seq}\"", ev.xid);
+        };
+        match (old_in, new_in) {
+            (false, true) => {
+                let n = new.as_deref().unwrap_or_default();
+                let mut m = String::with_capacity(256);
+                m.push_str("{\"key\":");
+                row_key(&mut m, table, n);
+                m.push_str(",\"value\":");
+                push_values(&mut m, table, self.selected, n, |_| true);
+                head(&mut m, "insert");
+                m.push_str(",\"op_position\":0");
+                ops.push(m);
+            }
+            (true, false) => {
+                let o = old.as_deref().unwrap_or_default();
+                ops.push(self.delete(o, &head, 0, None));
+            }
+            (true, true) => {
+                let (o, n) = (old.as_deref().unwrap_or_default(), new.as_deref().unwrap_or_default());
+                let key_changed = table.key.iter().any(|&i| o[i] != n[i]);
+                if key_changed {
+                    let mut new_key = String::new();
+                    row_key(&mut new_key, table, n);
+                    let mut old_key = String::new();
+                    row_key(&mut old_key, table, o);
+                    ops.push(self.delete(o, &head, 0, Some(&new_key)));
+                    let mut m = String::with_capacity(256);
+                    m.push_str("{\"key\":");
+                    m.push_str(&new_key);
+                    m.push_str(",\"value\":");
+                    push_values(&mut m, table, self.selected, n, |_| true);
+                    head(&mut m, "insert");
+                    let _ = write!(m, ",\"key_change_from\":{old_key},\"op_position\":1");
+                    ops.push(m);
+                } else {
+                    let changed = |i: usize| o[i] != n[i];
+                    let mut m = String::with_capacity(256);
+                    m.push_str("{\"key\":");
+                    row_key(&mut m, table, n);
+                    m.push_str(",\"value\":");
+                    match self.replica {
+                        Replica::Full => {
+                            push_values(&mut m, table, self.selected, n, |_| true);
+                            m.push_str(",\"old_value\":");
+                            push_values(&mut m, table, self.selected, o, changed);
+                        }
+                        Replica::Default => {
+                            let key = &table.key;
+                            push_values(&mut m, table, self.selected, n, |i| key.contains(&i) || changed(i));
+                        }
+                    }
+                    head(&mut m, "update");
+                    m.push_str(",\"op_position\":0");
+                    ops.push(m);
+                }
+            }
+            (false, false) => {}
+        }
+        Effect::Ops(ops)
+    }
+
+    fn delete(&self, o: &[Option<&str>], head: &dyn Fn(&mut String, &str), position: usize, key_change_to: Option<&str>) -> String {
+        let table = self.table;
+        let mut m = String::with_capacity(128);
+        m.push_str("{\"key\":");
+        row_key(&mut m, table, o);
+        m.push_str(",\"value\":");
+        match self.replica {
+            Replica::Full => push_values(&mut m, table, self.selected, o, |_| true),
+            Replica::Default => {
+                let key = &table.key;
+                push_values(&mut m, table, self.selected, o, |i| key.contains(&i))
+            }
+        }
+        head(&mut m, "delete");
+        if let Some(k) = key_change_to {
+            m.push_str(",\"key_change_to\":");
+            m.push_str(k);
+        }
+        let _ = write!(m, ",\"op_position\":{position}");
+        m
+    }
+}
+
+/// Closes a message written by [`ShapeView::effect`].
+pub fn close_op(out: &mut Vec<u8>, op: &str, last: bool) {
+    out.extend_from_slice(op.as_bytes());
+    out.extend_from_slice(if last { b",\"last\":true}}" } else { b",\"last\":false}}" });
+}
+
+pub fn up_to_date_json(seq: u64) -> String {
+    format!("{{\"headers\":{{\"control\":\"up-to-date\",\"global_last_seen_lsn\":\"{seq}\"}}}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_visibility_across_the_xid_epoch() {
+        let s = Stitch::from_snapshot_text(10, "100:105:101,103").unwrap();
+        assert!(s.saw(99));
+        assert!(s.saw(102) && s.saw(104));
+        assert!(!s.saw(101) && !s.saw(103) && !s.saw(105) && !s.saw(200));
+        // xmax in epoch 1: xid 4294967290 belongs to epoch 0 and is long finished.
+        let e = Stitch::from_snapshot_text(10, "4294967396:4294967400:").unwrap();
+        assert!(e.saw(4_294_967_290));
+        assert!(e.saw(100) && !e.saw(104));
+        assert!(Stitch::from_snapshot_text(0, "1:x:").is_none());
+    }
+
+    #[test]
+    fn json_strings_escape_control_characters() {
+        let mut s = String::new();
+        push_json_str(&mut s, "a\"b\\c\nd\u{1}é");
+        assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
+        assert_eq!(serde_json::from_str::<String>(&s).unwrap(), "a\"b\\c\nd\u{1}é");
+    }
+}

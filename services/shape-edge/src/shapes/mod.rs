@@ -1,0 +1,526 @@
+//! ElectricSQL's shape API (`/v1/shape`), served from wal-ingest's change stream.
+//!
+//! `request` parses and validates a request; `catalog` describes the table (and adds it to the
+//! publication when allowed); a shape is created by `shape::take_snapshot` (stitched to the
+//! stream by the change stream's sequence before the snapshot and the snapshot's xid
+//! visibility), fed by the table's `feed`, and served by `http`. Handles and their snapshot
+//! points live in a JetStream KV bucket so that any edge can continue any client.
+
+mod catalog;
+mod error;
+mod feed;
+mod http;
+mod messages;
+mod request;
+mod shape;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Duration,
+};
+
+use async_nats::jetstream::{self, kv};
+use folio_auth::{Authenticator, Caller};
+use sha2::Digest;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use catalog::AllowList;
+pub use error::ShapeError;
+pub use http::router;
+use catalog::TableInfo;
+use error::Result;
+use feed::TableFeed;
+use messages::Stitch;
+use request::{QualifiedName, ShapeRequest};
+use shape::{Shape, ShapeDef};
+
+/// Folio's own tables that hold nothing secret; every one is pinned to the caller's agency.
+pub const DEFAULT_TABLES: &str =
+    "public.agencies,public.users,public.clients,public.templates,public.proposals,public.line_items,public.pdf_renditions";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShapesConfig {
+    /// PostgreSQL the shapes' snapshots are read from (the database wal-ingest replicates).
+    #[arg(long = "database-url", env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Tables that may be synced: comma-separated `schema.table`, `schema.*` or `*`.
+    #[arg(long = "shape-tables", env = "FOLIO_SHAPE_TABLES", default_value = DEFAULT_TABLES)]
+    pub tables: String,
+
+    /// Serve shapes without a bearer token and without tenant pinning. For local development
+    /// and other implementations' client test suites only; never in production.
+    #[arg(long = "shape-insecure", env = "FOLIO_SHAPE_INSECURE", default_value_t = false)]
+    pub insecure: bool,
+
+    /// Add an allowed table to the publication (and set REPLICA IDENTITY FULL) on its first
+    /// shape request, as Electric does. Needs ownership of the table.
+    #[arg(long = "shape-auto-publish", env = "FOLIO_SHAPE_AUTO_PUBLISH", default_value_t = false)]
+    pub auto_publish: bool,
+
+    /// Allow `DELETE /v1/shape` (Electric's integration-testing switch).
+    #[arg(long = "shape-enable-delete", env = "FOLIO_SHAPE_ENABLE_DELETE", default_value_t = false)]
+    pub enable_delete: bool,
+
+    /// Publication wal-ingest reads.
+    #[arg(long = "publication", env = "FOLIO_WAL_PUBLICATION", default_value = folio_db::PUBLICATION)]
+    pub publication: String,
+
+    /// How long a live long-poll waits for a change before answering up-to-date.
+    #[arg(long = "shape-long-poll-timeout", env = "FOLIO_SHAPE_LONG_POLL_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub long_poll_timeout: Duration,
+
+    /// How long an SSE response stays open.
+    #[arg(long = "shape-sse-timeout", env = "FOLIO_SHAPE_SSE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub sse_timeout: Duration,
+
+    /// Target size of one response (snapshot chunk or log chunk), bytes.
+    #[arg(long = "shape-chunk-bytes", env = "FOLIO_SHAPE_CHUNK_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub chunk_bytes: usize,
+
+    /// A shape nobody requested for this long leaves this edge's memory (its handle stays
+    /// valid: it is re-read from JetStream on the next request).
+    #[arg(long = "shape-idle-timeout", env = "FOLIO_SHAPE_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Database connections for snapshots.
+    #[arg(long = "shape-db-pool", env = "FOLIO_SHAPE_DB_POOL", default_value_t = 8)]
+    pub db_pool: u32,
+
+    /// Snapshots taken at once; more initial requests wait.
+    #[arg(long = "shape-max-concurrent-snapshots", env = "FOLIO_SHAPE_MAX_CONCURRENT_SNAPSHOTS", default_value_t = 4)]
+    pub max_concurrent_snapshots: usize,
+}
+
+impl ShapesConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        AllowList::parse(&self.tables).map_err(|e| format!("FOLIO_SHAPE_TABLES: {e}"))?;
+        if self.chunk_bytes < 1024 {
+            return Err("FOLIO_SHAPE_CHUNK_BYTES must be at least 1024".into());
+        }
+        if self.long_poll_timeout.is_zero() || self.long_poll_timeout > Duration::from_secs(40) {
+            return Err("FOLIO_SHAPE_LONG_POLL_TIMEOUT must be between 0 and 40s (the client aborts at 45s)".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a handle names, kept in KV: the definition's hash and the snapshot point.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HandleRecord {
+    def: String,
+    table: String,
+    seq0: u64,
+    xmin: u64,
+    xmax: u64,
+    xip: Vec<u64>,
+}
+
+#[derive(Default)]
+struct Active {
+    by_handle: HashMap<String, Arc<Shape>>,
+    /// The shape new clients of a definition get (one with its snapshot in memory).
+    by_def: HashMap<String, Arc<Shape>>,
+}
+
+pub struct Shapes {
+    config: ShapesConfig,
+    pool: PgPool,
+    nats: async_nats::Client,
+    js: jetstream::Context,
+    kv: kv::Store,
+    auth: Authenticator,
+    allow: AllowList,
+    changes_stream: String,
+    subject_prefix: String,
+    tables: Mutex<HashMap<QualifiedName, (Arc<TableInfo>, u64)>>,
+    feeds: tokio::sync::Mutex<HashMap<QualifiedName, Arc<TableFeed>>>,
+    active: Mutex<Active>,
+    creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    snapshots: tokio::sync::Semaphore,
+    shutdown: CancellationToken,
+}
+
+impl Shapes {
+    pub async fn start(
+        nats: async_nats::Client,
+        config: ShapesConfig,
+        streams: &crate::StreamsConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, crate::Error> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(config.db_pool)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy(&config.database_url)
+            .map_err(|e| crate::Error::Shapes(format!("database url: {e}")))?;
+        let js = jetstream::new(nats.clone());
+        let bucket = format!("{}_shapes", streams.prefix);
+        let kv = match js.get_key_value(&bucket).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: bucket.clone(),
+                    description: "shape-edge: shape handles and their snapshot points".into(),
+                    history: 1,
+                    max_age: Duration::from_secs(7 * 24 * 3600),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| crate::Error::Shapes(format!("create KV bucket {bucket}: {e}")))?,
+        };
+        if config.insecure {
+            tracing::warn!(
+                "FOLIO_SHAPE_INSECURE is on: /v1/shape serves every allowed table WITHOUT authentication or tenant pinning. Never use this in production."
+            );
+        }
+        let shapes = Arc::new(Shapes {
+            allow: AllowList::parse(&config.tables).map_err(crate::Error::Shapes)?,
+            snapshots: tokio::sync::Semaphore::new(config.max_concurrent_snapshots.max(1)),
+            config,
+            pool,
+            nats,
+            js,
+            kv,
+            auth: Authenticator::new(streams.jwt_secret.as_bytes()),
+            changes_stream: streams.changes_stream.clone(),
+            subject_prefix: streams.changes_subject_prefix.clone(),
+            tables: Mutex::default(),
+            feeds: tokio::sync::Mutex::default(),
+            active: Mutex::default(),
+            creating: Mutex::default(),
+            shutdown,
+        });
+        let sweeper = Arc::downgrade(&shapes);
+        let stop = shapes.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
+                let Some(s) = sweeper.upgrade() else { return };
+                s.evict_idle().await;
+            }
+        });
+        Ok(shapes)
+    }
+
+    fn authenticate(&self, authorization: Option<&str>) -> Result<Option<Caller>> {
+        match (authorization, self.config.insecure) {
+            (None, true) => Ok(None),
+            (header, _) => self.auth.verify_header(header).map(Some).map_err(|e| ShapeError::Unauthorized(e.to_string())),
+        }
+    }
+
+    async fn feed_for(&self, table: &TableInfo) -> Result<Arc<TableFeed>> {
+        let mut feeds = self.feeds.lock().await;
+        if let Some(f) = feeds.get(&table.name) {
+            return Ok(Arc::clone(f));
+        }
+        let filter = format!(
+            "{}.{}.>",
+            self.subject_prefix,
+            folio_domain::subjects::table_token(&table.name.schema, &table.name.name)
+        );
+        let feed = TableFeed::start(&self.js, &self.changes_stream, filter, self.shutdown.clone()).await?;
+        feeds.insert(table.name.clone(), Arc::clone(&feed));
+        Ok(feed)
+    }
+
+    async fn table(&self, name: &QualifiedName) -> Result<(Arc<TableInfo>, Arc<TableFeed>)> {
+        let generation = {
+            let feeds = self.feeds.lock().await;
+            feeds.get(name).map(|f| f.generation.load(Ordering::SeqCst))
+        };
+        let cached = {
+            let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+            tables.get(name).filter(|(_, seen)| Some(*seen) == generation).map(|(info, _)| Arc::clone(info))
+        };
+        if let Some(info) = cached {
+            let feed = self.feed_for(&info).await?;
+            return Ok((info, feed));
+        }
+        let info = match catalog::load(&self.pool, name, &self.config.publication, self.config.auto_publish).await {
+            Ok(i) => i,
+            // Two first requests may race to publish the table; the loser reads it again.
+            Err(ShapeError::Internal(m)) if m.contains("already") => {
+                catalog::load(&self.pool, name, &self.config.publication, false).await?
+            }
+            Err(e) => return Err(e),
+        };
+        let info = Arc::new(info);
+        let feed = self.feed_for(&info).await?;
+        let g = feed.generation.load(Ordering::SeqCst);
+        self.tables.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), (Arc::clone(&info), g));
+        Ok((info, feed))
+    }
+
+    /// The shape definition a request asks for, with the caller's agency pinned in.
+    async fn resolve(&self, req: &ShapeRequest, caller: Option<&Caller>) -> Result<(Arc<ShapeDef>, Arc<TableFeed>)> {
+        if !self.allow.allows(&req.table) {
+            return Err(ShapeError::Forbidden(format!("table {} is not served by this edge (FOLIO_SHAPE_TABLES)", req.table)));
+        }
+        let (table, feed) = self.table(&req.table).await?;
+        let selected: Vec<usize> = match &req.columns {
+            None => (0..table.columns.len()).collect(),
+            Some(cols) => {
+                let missing: Vec<&str> =
+                    cols.iter().filter(|c| table.column_index(c).is_none()).map(String::as_str).collect();
+                if !missing.is_empty() {
+                    return Err(ShapeError::invalid(
+                        "columns",
+                        format!("The following columns are not found on the table: {}", missing.join(", ")),
+                    ));
+                }
+                let pk_missing: Vec<&str> = table
+                    .columns
+                    .iter()
+                    .filter(|c| c.pk_index.is_some() && !cols.contains(&c.name))
+                    .map(|c| c.name.as_str())
+                    .collect();
+                if !pk_missing.is_empty() {
+                    return Err(ShapeError::invalid(
+                        "columns",
+                        format!("The list of columns must include all primary key columns, missing: {}", pk_missing.join(", ")),
+                    ));
+                }
+                let mut idx: Vec<usize> = cols.iter().filter_map(|c| table.column_index(c)).collect();
+                idx.sort_unstable();
+                idx
+            }
+        };
+        let mut clause = match &req.where_clause {
+            Some(w) => folio_shapes::WhereClause::parse(w, &table.where_schema, &req.params)
+                .map_err(|e| ShapeError::invalid("where", e.to_string()))?,
+            None => folio_shapes::WhereClause::all_rows(&table.where_schema),
+        };
+        let tenant = match (caller, table.tenant) {
+            (Some(c), Some(t)) => {
+                let agency = c.agency_id.to_string();
+                clause = clause
+                    .and_tenant(&table.columns[t].name, &agency)
+                    .map_err(|e| ShapeError::internal("pin the tenant", e))?;
+                Some(agency)
+            }
+            _ => None,
+        };
+        let mut h = sha2::Sha256::new();
+        let canonical = serde_json::json!({
+            "table": [table.name.schema, table.name.name], "columns": table.fingerprint,
+            "where": req.where_clause, "params": req.params, "selected": selected,
+            "replica": format!("{:?}", req.replica), "log": format!("{:?}", req.log), "tenant": tenant,
+        });
+        h.update(canonical.to_string().as_bytes());
+        let hash = catalog::hex(&h.finalize()[..8]);
+        let def = ShapeDef {
+            schema_header: table.schema_header(&selected),
+            table,
+            selected,
+            replica: req.replica,
+            log: req.log,
+            clause,
+            hash,
+        };
+        Ok((Arc::new(def), feed))
+    }
+
+    fn mint_handle(def: &ShapeDef) -> String {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or_default();
+        format!("{}-{micros}", def.hash)
+    }
+
+    fn creation_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        creating.retain(|_, m| Arc::strong_count(m) > 1);
+        Arc::clone(creating.entry(key.to_owned()).or_default())
+    }
+
+    fn live_for_def(&self, hash: &str) -> Option<Arc<Shape>> {
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.by_def.get(hash).filter(|s| s.invalid_reason().is_none() && s.snapshot.is_some()).cloned()
+    }
+
+    /// The shape new clients of `def` start from; takes a snapshot if this edge has none.
+    /// Concurrent first requests share one snapshot.
+    async fn get_or_create(&self, def: Arc<ShapeDef>, feed: &TableFeed) -> Result<Arc<Shape>> {
+        if let Some(s) = self.live_for_def(&def.hash) {
+            return Ok(s);
+        }
+        let lock = self.creation_lock(&def.hash);
+        let _guard = lock.lock().await;
+        if let Some(s) = self.live_for_def(&def.hash) {
+            return Ok(s);
+        }
+        let _permit = self.snapshots.acquire().await.map_err(|e| ShapeError::internal("snapshot slots", e))?;
+        // Everything on the stream up to here was committed before the snapshot starts.
+        let seq0 = self
+            .js
+            .get_stream_no_info(&self.changes_stream)
+            .await
+            .map_err(|e| ShapeError::Unavailable(format!("open change stream: {e}")))?
+            .get_info()
+            .await
+            .map_err(|e| ShapeError::Unavailable(format!("read change stream state: {e}")))?
+            .state
+            .last_sequence;
+        let started = std::time::Instant::now();
+        let (stitch, chunks) = shape::take_snapshot(&self.pool, &def, seq0, self.config.chunk_bytes).await?;
+        let handle = Self::mint_handle(&def);
+        tracing::info!(
+            %handle, table = %def.table.name, seq0, chunks = chunks.len(),
+            ms = started.elapsed().as_millis() as u64, "shape snapshot taken"
+        );
+        let record = HandleRecord {
+            def: def.hash.clone(),
+            table: def.table.name.to_string(),
+            seq0,
+            xmin: stitch.xmin,
+            xmax: stitch.xmax,
+            xip: stitch.xip.iter().copied().collect(),
+        };
+        let record = serde_json::to_vec(&record).map_err(|e| ShapeError::internal("encode handle", e))?;
+        self.kv
+            .put(&handle, record.into())
+            .await
+            .map_err(|e| ShapeError::Unavailable(format!("store the shape handle: {e}")))?;
+        let shape = Arc::new(Shape::new(handle.clone(), def, stitch, Some(chunks)));
+        feed.register(Arc::clone(&shape));
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.by_handle.insert(handle, Arc::clone(&shape));
+        active.by_def.insert(shape.def.hash.clone(), Arc::clone(&shape));
+        metrics::gauge!("folio_edge_shapes_active").set(active.by_handle.len() as f64);
+        Ok(shape)
+    }
+
+    /// 409 for `def`: the handle clients of this definition should start over with.
+    fn refetch(&self, def: &ShapeDef, reason: impl Into<String>) -> ShapeError {
+        let handle = self.live_for_def(&def.hash).map(|s| s.handle.clone()).unwrap_or_else(|| Self::mint_handle(def));
+        ShapeError::MustRefetch { handle, reason: reason.into() }
+    }
+
+    /// The shape behind a handle a client continues with, from this edge's memory or from KV.
+    async fn lookup(&self, handle: &str, def: Arc<ShapeDef>, feed: &TableFeed) -> Result<Arc<Shape>> {
+        let stale = |reason: &str| self.refetch(&def, reason);
+        if handle.split_once('-').map(|(h, _)| h) != Some(def.hash.as_str()) {
+            return Err(stale("handle belongs to another shape definition"));
+        }
+        let known = self.active.lock().unwrap_or_else(|p| p.into_inner()).by_handle.get(handle).cloned();
+        if let Some(s) = known {
+            return match s.invalid_reason() {
+                None => Ok(s),
+                Some(r) => Err(stale(r)),
+            };
+        }
+        let lock = self.creation_lock(handle);
+        let _guard = lock.lock().await;
+        let known = self.active.lock().unwrap_or_else(|p| p.into_inner()).by_handle.get(handle).cloned();
+        if let Some(s) = known {
+            return match s.invalid_reason() {
+                None => Ok(s),
+                Some(r) => Err(stale(r)),
+            };
+        }
+        let entry = self.kv.get(handle).await.map_err(|e| ShapeError::Unavailable(format!("read the shape handle: {e}")))?;
+        let Some(bytes) = entry else { return Err(stale("unknown or deleted handle")) };
+        let record: HandleRecord =
+            serde_json::from_slice(&bytes).map_err(|e| ShapeError::internal("decode handle record", e))?;
+        if record.def != def.hash {
+            return Err(stale("handle belongs to another shape definition"));
+        }
+        let stitch =
+            Stitch { seq0: record.seq0, xmin: record.xmin, xmax: record.xmax, xip: record.xip.into_iter().collect() };
+        let shape = Arc::new(Shape::new(handle.to_owned(), def, stitch, None));
+        feed.register(Arc::clone(&shape));
+        tracing::debug!(handle, "shape resumed from its stored handle");
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.by_handle.insert(handle.to_owned(), Arc::clone(&shape));
+        metrics::gauge!("folio_edge_shapes_active").set(active.by_handle.len() as f64);
+        Ok(shape)
+    }
+
+    /// `DELETE /v1/shape` (testing): drops a handle, or every shape of a table, so followers
+    /// get 409.
+    async fn delete(&self, handle: Option<&str>, table: Option<&QualifiedName>) -> Result<bool> {
+        let mut doomed: Vec<String> = Vec::new();
+        if let Some(h) = handle {
+            doomed.push(h.to_owned());
+        }
+        if let Some(t) = table {
+            let wanted = t.to_string();
+            let mut keys = self.kv.keys().await.map_err(|e| ShapeError::Unavailable(format!("list handles: {e}")))?;
+            use futures::StreamExt;
+            while let Some(k) = keys.next().await {
+                let Ok(k) = k else { continue };
+                if let Ok(Some(v)) = self.kv.get(&k).await
+                    && serde_json::from_slice::<HandleRecord>(&v).is_ok_and(|r| r.table == wanted)
+                {
+                    doomed.push(k);
+                }
+            }
+        }
+        let mut found = false;
+        for h in doomed {
+            let shape = {
+                let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+                let s = active.by_handle.remove(&h);
+                if let Some(s) = &s
+                    && active.by_def.get(&s.def.hash).is_some_and(|d| d.handle == h)
+                {
+                    active.by_def.remove(&s.def.hash);
+                }
+                s
+            };
+            if let Some(s) = shape {
+                s.invalidate("deleted");
+                found = true;
+            }
+            if self.kv.get(&h).await.ok().flatten().is_some() {
+                found = true;
+                self.kv.purge(&h).await.map_err(|e| ShapeError::Unavailable(format!("delete handle: {e}")))?;
+            }
+        }
+        Ok(found)
+    }
+
+    async fn evict_idle(&self) {
+        let cutoff = shape::now_secs().saturating_sub(self.config.idle_timeout.as_secs());
+        let evicted: Vec<Arc<Shape>> = {
+            let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+            let old: Vec<String> = active
+                .by_handle
+                .iter()
+                .filter(|(_, s)| s.last_used.load(Ordering::Relaxed) < cutoff || s.invalid_reason().is_some())
+                .map(|(h, _)| h.clone())
+                .collect();
+            let mut out = Vec::new();
+            for h in old {
+                if let Some(s) = active.by_handle.remove(&h) {
+                    if active.by_def.get(&s.def.hash).is_some_and(|d| d.handle == h) {
+                        active.by_def.remove(&s.def.hash);
+                    }
+                    out.push(s);
+                }
+            }
+            metrics::gauge!("folio_edge_shapes_active").set(active.by_handle.len() as f64);
+            out
+        };
+        let feeds = self.feeds.lock().await;
+        for s in evicted {
+            if let Some(f) = feeds.get(&s.def.table.name) {
+                f.unregister(&s.handle);
+            }
+        }
+    }
+
+    async fn healthy(&self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.pool)).await,
+            Ok(Ok(_))
+        )
+    }
+}

@@ -1,0 +1,388 @@
+//! One shape: its definition, the snapshot it started from, and its log of change messages.
+//!
+//! The log lives in memory for the stretch this edge has watched (fed by the table's feed);
+//! anything older is re-derived from JetStream, where the change events themselves are kept.
+//! That is what lets any edge continue any client: a handle names a definition and a snapshot
+//! point (kept in a JetStream KV bucket), and offsets are JetStream sequences.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use folio_proto::events::v1::ChangeEvent;
+use folio_shapes::WhereClause;
+use prost::Message as _;
+use sqlx::{PgPool, Row};
+use tokio::sync::watch;
+
+use super::{
+    catalog::TableInfo,
+    error::{Result, ShapeError},
+    messages::{Effect, ShapeView, Stitch, close_op, snapshot_row},
+    request::{LogMode, Replica, quote},
+};
+
+/// The session settings wal-ingest's replication connection uses: snapshot rows must render
+/// every value exactly as the change stream does.
+const DISPLAY_SETTINGS: &str = "SET LOCAL datestyle = 'ISO, MDY'; SET LOCAL timezone = 'UTC'; \
+     SET LOCAL intervalstyle = 'iso_8601'; SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'";
+
+/// Most entries one shape keeps in memory; older ones are read back from JetStream.
+const MAX_MEMORY_ENTRIES: usize = 20_000;
+const MAX_MEMORY_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug)]
+pub struct ShapeDef {
+    pub table: Arc<TableInfo>,
+    /// Selected column indexes, in table order.
+    pub selected: Vec<usize>,
+    pub replica: Replica,
+    pub log: LogMode,
+    pub clause: WhereClause,
+    /// Hash of everything that defines the log (table and its columns, where, params, columns,
+    /// replica, log mode, tenant): the first part of every handle of this definition.
+    pub hash: String,
+    pub schema_header: String,
+}
+
+impl ShapeDef {
+    pub fn view(&self) -> ShapeView<'_> {
+        ShapeView { table: &self.table, selected: &self.selected, replica: self.replica, clause: &self.clause }
+    }
+}
+
+struct Entry {
+    seq: u64,
+    xid: u32,
+    ops: Vec<String>,
+    bytes: usize,
+}
+
+struct Log {
+    /// The log holds every entry after `start` up to `head`.
+    start: u64,
+    head: u64,
+    entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+pub struct Shape {
+    pub handle: String,
+    pub def: Arc<ShapeDef>,
+    pub stitch: Stitch,
+    /// Snapshot chunks as complete JSON arrays; None when this edge did not take the snapshot
+    /// (a client resuming past it does not need it).
+    pub snapshot: Option<Vec<Bytes>>,
+    log: Mutex<Log>,
+    changed: watch::Sender<u64>,
+    invalid: Mutex<Option<&'static str>>,
+    pub last_used: AtomicU64,
+    memo: Mutex<Option<(u64, Rendered)>>,
+}
+
+/// A rendered log read: messages joined by commas (no brackets), where it ends, and whether
+/// it reached the head of the log.
+#[derive(Clone)]
+pub struct Rendered {
+    pub body: Bytes,
+    pub end: u64,
+    pub up_to_date: bool,
+    pub count: usize,
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+impl Shape {
+    pub fn new(handle: String, def: Arc<ShapeDef>, stitch: Stitch, snapshot: Option<Vec<Bytes>>) -> Self {
+        let seq0 = stitch.seq0;
+        Shape {
+            handle,
+            def,
+            stitch,
+            snapshot,
+            log: Mutex::new(Log { start: seq0, head: seq0, entries: VecDeque::new(), bytes: 0 }),
+            changed: watch::channel(seq0).0,
+            invalid: Mutex::new(None),
+            last_used: AtomicU64::new(now_secs()),
+            memo: Mutex::new(None),
+        }
+    }
+
+    pub fn touch(&self) {
+        self.last_used.store(now_secs(), Ordering::Relaxed);
+    }
+
+    /// Called by the feed under its lock: the log starts where the feed is.
+    pub(super) fn attach_at(&self, position: u64) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let at = position.max(self.stitch.seq0);
+        log.start = at;
+        log.head = at;
+    }
+
+    /// Applies one change event of the table (the feed calls this in stream order). Returns
+    /// whether the log got new messages or the shape was invalidated.
+    pub(super) fn apply(&self, seq: u64, ev: &ChangeEvent) -> bool {
+        if self.invalid_reason().is_some() {
+            return false;
+        }
+        let effect = self.def.view().effect(&self.stitch, seq, ev);
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if seq <= log.head {
+            return false;
+        }
+        log.head = seq;
+        match effect {
+            Effect::Invalidate(reason) => {
+                drop(log);
+                self.invalidate(reason);
+                true
+            }
+            Effect::Ops(ops) if ops.is_empty() => false,
+            Effect::Ops(ops) => {
+                let bytes = ops.iter().map(|o| o.len() + 20).sum();
+                log.bytes += bytes;
+                log.entries.push_back(Entry { seq, xid: ev.xid, ops, bytes });
+                while log.entries.len() > MAX_MEMORY_ENTRIES || log.bytes > MAX_MEMORY_BYTES {
+                    let Some(old) = log.entries.pop_front() else { break };
+                    log.bytes -= old.bytes;
+                    log.start = old.seq;
+                }
+                true
+            }
+        }
+    }
+
+    /// The feed has seen every table event up to `position`.
+    pub(super) fn advance(&self, position: u64) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.head = log.head.max(position);
+    }
+
+    pub(super) fn notify(&self) {
+        let head = self.head();
+        self.changed.send_replace(head);
+    }
+
+    pub fn invalidate(&self, reason: &'static str) {
+        let mut invalid = self.invalid.lock().unwrap_or_else(|p| p.into_inner());
+        if invalid.is_none() {
+            tracing::info!(handle = %self.handle, table = %self.def.table.name, reason, "shape invalidated");
+            *invalid = Some(reason);
+        }
+        drop(invalid);
+        self.changed.send_modify(|_| {});
+    }
+
+    pub fn invalid_reason(&self) -> Option<&'static str> {
+        *self.invalid.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn head(&self) -> u64 {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).head
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Messages after `from`, up to about `max_bytes`. Entries this edge has not watched are
+    /// re-derived from the change stream through `history`.
+    pub async fn read(&self, from: u64, max_bytes: usize, history: &History<'_>) -> Result<Rendered> {
+        let from = from.max(self.stitch.seq0);
+        let (start, head) = {
+            let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            (log.start, log.head)
+        };
+        if from >= start
+            && let Some((memo_from, r)) = self.memo.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && *memo_from == from
+            && r.up_to_date
+            && r.end == head
+        {
+            // Identical requests (every client of a busy shape after a change) render once.
+            return Ok(r.clone());
+        }
+        let mut picked: Vec<(u32, Vec<String>)> = Vec::new();
+        let mut bytes = 0usize;
+        let mut pos = from;
+        if pos < start {
+            let (old, reached, full) = history.read(self, pos, start, max_bytes).await?;
+            for (xid, ops) in old {
+                bytes += ops.iter().map(String::len).sum::<usize>();
+                picked.push((xid, ops));
+            }
+            pos = reached;
+            if full {
+                return Ok(render(&picked, pos, false));
+            }
+        }
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if pos < log.start {
+            // The log was trimmed while history was read: answer with what we have.
+            let end = pos;
+            drop(log);
+            return Ok(render(&picked, end, false));
+        }
+        let after = pos;
+        for e in log.entries.iter().filter(|e| e.seq > after) {
+            if bytes + e.bytes > max_bytes && !picked.is_empty() {
+                return Ok(render(&picked, pos, false));
+            }
+            bytes += e.bytes;
+            picked.push((e.xid, e.ops.clone()));
+            pos = e.seq;
+        }
+        let end = log.head.max(pos);
+        drop(log);
+        let r = render(&picked, end, true);
+        *self.memo.lock().unwrap_or_else(|p| p.into_inner()) = Some((from, r.clone()));
+        Ok(r)
+    }
+}
+
+/// Joins messages; `last` marks the final message of each transaction's run.
+fn render(picked: &[(u32, Vec<String>)], end: u64, up_to_date: bool) -> Rendered {
+    let mut body = Vec::with_capacity(picked.iter().flat_map(|(_, o)| o).map(|o| o.len() + 16).sum());
+    let mut count = 0;
+    for (i, (xid, ops)) in picked.iter().enumerate() {
+        let txn_continues = picked.get(i + 1).is_some_and(|(next, _)| next == xid);
+        for (j, op) in ops.iter().enumerate() {
+            if count > 0 {
+                body.push(b',');
+            }
+            close_op(&mut body, op, !txn_continues && j + 1 == ops.len());
+            count += 1;
+        }
+    }
+    Rendered { body: body.into(), end, up_to_date, count }
+}
+
+/// Reads a table's change events back from JetStream for a range this edge's log does not hold.
+pub struct History<'a> {
+    pub nats: &'a async_nats::Client,
+    pub js: &'a async_nats::jetstream::Context,
+    pub stream: &'a str,
+    pub filter: &'a str,
+}
+
+impl History<'_> {
+    /// Messages of `shape` for events in `(from, to]`; returns them, the position reached, and
+    /// whether `max_bytes` stopped the read early.
+    async fn read(&self, shape: &Shape, from: u64, to: u64, max_bytes: usize) -> Result<(Vec<(u32, Vec<String>)>, u64, bool)> {
+        let info = self
+            .js
+            .get_stream_no_info(self.stream)
+            .await
+            .map_err(|e| ShapeError::Unavailable(format!("open change stream {}: {e}", self.stream)))?
+            .get_info()
+            .await
+            .map_err(|e| ShapeError::Unavailable(format!("read change stream state: {e}")))?;
+        if info.state.first_sequence > from + 1 && info.state.messages > 0 || info.state.last_sequence < from {
+            // Events the client has not seen were removed by retention, or the stream was
+            // recreated: the log cannot be continued.
+            return Err(ShapeError::MustRefetch {
+                handle: String::new(),
+                reason: "change stream no longer holds this offset".into(),
+            });
+        }
+        let view = shape.def.view();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let mut pos = from;
+        while pos < to {
+            let batch = crate::streams::store::direct_get_batch(self.nats, self.stream, self.filter, pos + 1, 256, 8 << 20)
+                .await
+                .map_err(|e| ShapeError::Unavailable(format!("read change history: {e}")))?;
+            if batch.is_empty() {
+                break;
+            }
+            for (seq, payload) in batch {
+                if seq > to {
+                    return Ok((out, to, false));
+                }
+                let ev = ChangeEvent::decode(payload.as_ref())
+                    .map_err(|e| ShapeError::internal("decode a change event", e))?;
+                match view.effect(&shape.stitch, seq, &ev) {
+                    Effect::Invalidate(reason) => {
+                        return Err(ShapeError::MustRefetch { handle: String::new(), reason: reason.into() });
+                    }
+                    Effect::Ops(ops) if ops.is_empty() => {}
+                    Effect::Ops(ops) => {
+                        let n: usize = ops.iter().map(String::len).sum();
+                        if bytes + n > max_bytes && !out.is_empty() {
+                            return Ok((out, pos, true));
+                        }
+                        bytes += n;
+                        out.push((ev.xid, ops));
+                    }
+                }
+                pos = seq;
+            }
+        }
+        Ok((out, to, false))
+    }
+}
+
+/// Runs the shape's snapshot query in a REPEATABLE READ transaction and cuts the rows into
+/// chunks of about `chunk_bytes`. `seq0` must be read from the change stream before this starts.
+pub async fn take_snapshot(pool: &PgPool, def: &ShapeDef, seq0: u64, chunk_bytes: usize) -> Result<(Stitch, Vec<Bytes>)> {
+    use futures::TryStreamExt;
+    let mut tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    sqlx::raw_sql(DISPLAY_SETTINGS).execute(&mut *tx).await?;
+    let snap: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text").fetch_one(&mut *tx).await?;
+    let stitch = Stitch::from_snapshot_text(seq0, &snap)
+        .ok_or_else(|| ShapeError::Internal(format!("unparseable snapshot {snap}")))?;
+    let table = &def.table;
+    let mut chunks = Vec::new();
+    let mut chunk = String::from("[");
+    if def.log == LogMode::Full {
+        let mut needed: Vec<usize> = def.selected.iter().chain(&table.key).copied().collect();
+        needed.sort_unstable();
+        needed.dedup();
+        let list: Vec<String> =
+            needed.iter().map(|&i| format!("{}({})::text", table.columns[i].output_fn, quote(&table.columns[i].name))).collect();
+        let mut sink = folio_shapes::ParamSink::new();
+        let cond = def.clause.to_sql(&mut sink);
+        let sql = format!("SELECT {} FROM {} WHERE {cond}", list.join(", "), table.name);
+        // Identifiers are quoted catalog names and every value is a bind parameter.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for v in sink.into_values() {
+            query = query.bind(v);
+        }
+        let mut rows = query.fetch(&mut *tx);
+        let mut values: Vec<Option<String>> = vec![None; table.columns.len()];
+        let mut msg = String::with_capacity(512);
+        while let Some(row) = rows.try_next().await? {
+            for (k, &i) in needed.iter().enumerate() {
+                values[i] = row.try_get::<Option<String>, _>(k)?;
+            }
+            let refs: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+            msg.clear();
+            snapshot_row(&mut msg, table, &def.selected, &refs);
+            if chunk.len() > 1 && chunk.len() + msg.len() + 2 > chunk_bytes {
+                chunk.push(']');
+                chunks.push(Bytes::from(std::mem::replace(&mut chunk, String::from("["))));
+            }
+            if chunk.len() > 1 {
+                chunk.push(',');
+            }
+            chunk.push_str(&msg);
+        }
+    }
+    tx.commit().await?;
+    if chunk.len() > 1 {
+        chunk.push(',');
+    }
+    chunk.push_str(&stitch.snapshot_end_json());
+    chunk.push(']');
+    chunks.push(Bytes::from(chunk));
+    Ok((stitch, chunks))
+}
