@@ -126,3 +126,12 @@ impl folio_runtime::ServiceConfig for Config {
         self.validate()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flags_are_consistent() {
+        use clap::CommandFactory;
+        super::Config::command().debug_assert();
+    }
+}

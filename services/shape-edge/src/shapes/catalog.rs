@@ -145,9 +145,9 @@ pub async fn load(pool: &PgPool, table: &QualifiedName, publication: &str, auto_
             ),
         ));
     };
-    let oid: i64 = rel.get("oid");
-    let ident: String = rel.get("ident");
-    let published: bool = rel.get("published");
+    let oid: i64 = rel.try_get("oid")?;
+    let ident: String = rel.try_get("ident")?;
+    let published: bool = rel.try_get("published")?;
     if !published || ident != "f" {
         if !auto_publish {
             return Err(ShapeError::invalid(
@@ -178,18 +178,18 @@ pub async fn load(pool: &PgPool, table: &QualifiedName, publication: &str, auto_
     .await?;
     let mut columns = Vec::with_capacity(rows.len());
     for r in &rows {
-        let is_array: bool = r.get("is_array");
-        let dims: i32 = r.get::<i16, _>("dims").into();
-        let pk_ord: Option<i64> = r.get("pk_ord");
+        let is_array: bool = r.try_get("is_array")?;
+        let dims: i32 = r.try_get("dims")?;
+        let pk_ord: Option<i64> = r.try_get("pk_ord")?;
         columns.push(Column {
-            name: r.get("name"),
-            type_name: r.get("type_name"),
+            name: r.try_get("name")?,
+            type_name: r.try_get("type_name")?,
             dims: if is_array { dims.max(1) } else { 0 },
-            not_null: r.get("not_null"),
+            not_null: r.try_get("not_null")?,
             pk_index: pk_ord.map(|o| (o - 1) as usize),
-            type_mod: r.get("type_mod"),
-            formatted: r.get("formatted"),
-            output_fn: r.get("output_fn"),
+            type_mod: r.try_get("type_mod")?,
+            formatted: r.try_get("formatted")?,
+            output_fn: r.try_get("output_fn")?,
         });
     }
     let mut key: Vec<usize> = (0..columns.len()).filter(|&i| columns[i].pk_index.is_some()).collect();

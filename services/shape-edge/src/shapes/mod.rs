@@ -69,7 +69,7 @@ pub struct ShapesConfig {
     pub publication: String,
 
     /// How long a live long-poll waits for a change before answering up-to-date.
-    #[arg(long = "shape-long-poll-timeout", env = "FOLIO_SHAPE_LONG_POLL_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(id = "shape_long_poll_timeout", long = "shape-long-poll-timeout", env = "FOLIO_SHAPE_LONG_POLL_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub long_poll_timeout: Duration,
 
     /// How long an SSE response stays open.

@@ -90,6 +90,7 @@ async fn cleanup(prefix: &str) {
         let js = async_nats::jetstream::new(nats);
         let _ = js.delete_stream(format!("{prefix}_streams")).await;
         let _ = js.delete_stream(format!("KV_{prefix}_meta")).await;
+        let _ = js.delete_stream(format!("KV_{prefix}_shapes")).await;
         let _ = js.delete_stream(format!("{prefix}_CHANGES")).await;
     }
 }

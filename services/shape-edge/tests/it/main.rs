@@ -4,5 +4,6 @@
 mod activity;
 mod helpers;
 mod live;
+mod shapes;
 mod streams;
 mod subscriptions;
