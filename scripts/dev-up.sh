@@ -53,7 +53,8 @@ echo "demo data and bearer tokens (authorization: Bearer <token>):"
 echo
 cat <<TXT
 proposals-api  grpc://127.0.0.1:50051 (gRPC, gRPC-Web, GET /v1/renditions/{id}/pdf)
-shape-edge     http://127.0.0.1:3000 (Durable Streams under /v1/stream/)
+shape-edge     http://127.0.0.1:3000 (Electric shapes: GET /v1/shape?table=proposals&offset=-1 with the token;
+               Durable Streams under /v1/stream/)
 admin          http://127.0.0.1:910{1..5}/healthz, /readyz, /metrics  (api, wal-ingest, edge, pdf, notifier)
 notifier API   http://127.0.0.1:8090/v1/deliveries/{id}   mail: $dev/mail
 logs           $dev/*.log       stop: scripts/dev-down.sh

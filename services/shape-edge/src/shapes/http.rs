@@ -23,7 +23,7 @@ use super::{
     error::{Result, ShapeError},
     messages::up_to_date_json,
     request::{RequestOffset, ShapeRequest, log_offset, parse_relation},
-    shape::{History, Rendered, Shape},
+    shape::{History, Shape},
 };
 
 const EXPOSE: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-up-to-date,electric-internal-known-error,retry-after";
@@ -36,7 +36,7 @@ const CURSOR_EPOCH: u64 = 1_728_432_000;
 
 pub fn router(shapes: Arc<Shapes>) -> Router {
     Router::new()
-        .route("/v1/shape", get(get_shape).delete(delete_shape).options(preflight))
+        .route("/v1/shape", get(get_shape).post(subset_post).delete(delete_shape).options(preflight))
         .route("/v1/health", get(health))
         .layer(middleware::from_fn(cors))
         .with_state(shapes)
@@ -78,6 +78,12 @@ async fn health(State(shapes): State<Arc<Shapes>>) -> Response {
     res
 }
 
+/// Subset snapshots (`POST /v1/shape`, `subset__*`) are refused clearly rather than answered
+/// with the whole log, which the client would take for the subset.
+async fn subset_post() -> Response {
+    ShapeError::invalid("subset", "subset snapshots are not supported by this server").into_response()
+}
+
 async fn delete_shape(State(shapes): State<Arc<Shapes>>, req: Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_owned();
     let result: Result<Response> = async {
@@ -116,6 +122,7 @@ async fn get_shape(State(shapes): State<Arc<Shapes>>, req: Request) -> Response 
         offset = tracing::field::Empty,
         status = tracing::field::Empty
     );
+    folio_runtime::trace_context::set_parent_from_http(&span, req.headers());
     let res = serve(shapes, req).instrument(span.clone()).await.unwrap_or_else(IntoResponse::into_response);
     span.record("status", res.status().as_u16());
     metrics::counter!("folio_edge_shape_responses_total", "status" => res.status().as_str().to_owned()).increment(1);
@@ -187,20 +194,6 @@ fn next_cursor(previous: Option<&str>, interval: Duration) -> String {
     let next = now.div_ceil(t) * t;
     let prev: u64 = previous.and_then(|p| p.parse().ok()).unwrap_or(0);
     if next > prev { next.to_string() } else { (prev + rand::random_range(1..=3600)).to_string() }
-}
-
-fn array(body: &Rendered, up_to_date: bool) -> Bytes {
-    let mut out = Vec::with_capacity(body.body.len() + 96);
-    out.push(b'[');
-    out.extend_from_slice(&body.body);
-    if up_to_date {
-        if body.count > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(up_to_date_json(body.end).as_bytes());
-    }
-    out.push(b']');
-    out.into()
 }
 
 async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
@@ -280,6 +273,10 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
         }
         RequestOffset::After(seq) => {
             let shape = shapes.lookup(request.handle.as_deref().unwrap_or_default(), Arc::clone(&def), &feed).await?;
+            if seq > shape.head() && seq > shapes.stream_last_sequence().await? {
+                // No edge ever handed out this offset.
+                return Err(ShapeError::invalid("offset", "out of bounds for this shape"));
+            }
             (shape, seq)
         }
     };
@@ -318,18 +315,18 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
                 has_data: r.count > 0,
                 cache,
             };
-            let body = array(&r, r.up_to_date);
+            let body = r.json_array();
             return Ok(reply.respond(body, inm));
         }
         tokio::select! {
             _ = changed.changed() => {}
             _ = tokio::time::sleep_until(deadline.into()) => {
                 let reply = Reply { shape: &shape, req: &request, interval: shapes.config.long_poll_timeout, offset: log_offset(r.end), up_to_date: true, has_data: false, cache: LIVE_CACHE };
-                return Ok(reply.respond(array(&r, true), inm));
+                return Ok(reply.respond(r.json_array(), inm));
             }
             _ = shapes.shutdown.cancelled() => {
                 let reply = Reply { shape: &shape, req: &request, interval: shapes.config.long_poll_timeout, offset: log_offset(r.end), up_to_date: true, has_data: false, cache: LIVE_CACHE };
-                return Ok(reply.respond(array(&r, true), inm));
+                return Ok(reply.respond(r.json_array(), inm));
             }
         }
     }

@@ -40,6 +40,9 @@ use shape::{Shape, ShapeDef};
 pub const DEFAULT_TABLES: &str =
     "public.agencies,public.users,public.clients,public.templates,public.proposals,public.line_items,public.pdf_renditions";
 
+/// How old a cached table description may be when a request may create a shape.
+const CATALOG_FRESHNESS: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShapesConfig {
     /// PostgreSQL the shapes' snapshots are read from (the database wal-ingest replicates).
@@ -135,7 +138,8 @@ pub struct Shapes {
     allow: AllowList,
     changes_stream: String,
     subject_prefix: String,
-    tables: Mutex<HashMap<QualifiedName, (Arc<TableInfo>, u64)>>,
+    /// Table descriptions with the feed generation and time they were read at.
+    tables: Mutex<HashMap<QualifiedName, (Arc<TableInfo>, u64, std::time::Instant)>>,
     feeds: tokio::sync::Mutex<HashMap<QualifiedName, Arc<TableFeed>>>,
     active: Mutex<Active>,
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -229,14 +233,20 @@ impl Shapes {
         Ok(feed)
     }
 
-    async fn table(&self, name: &QualifiedName) -> Result<(Arc<TableInfo>, Arc<TableFeed>)> {
+    /// The table's description: cached for clients continuing a shape; for requests that may
+    /// create one (`fresh`) at most a few seconds old, so a table dropped and created again
+    /// (no change event says so) is read anew.
+    async fn table(&self, name: &QualifiedName, fresh: bool) -> Result<(Arc<TableInfo>, Arc<TableFeed>)> {
         let generation = {
             let feeds = self.feeds.lock().await;
             feeds.get(name).map(|f| f.generation.load(Ordering::SeqCst))
         };
         let cached = {
             let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-            tables.get(name).filter(|(_, seen)| Some(*seen) == generation).map(|(info, _)| Arc::clone(info))
+            tables
+                .get(name)
+                .filter(|(_, seen, at)| Some(*seen) == generation && !(fresh && at.elapsed() > CATALOG_FRESHNESS))
+                .map(|(info, _, _)| Arc::clone(info))
         };
         if let Some(info) = cached {
             let feed = self.feed_for(&info).await?;
@@ -253,7 +263,7 @@ impl Shapes {
         let info = Arc::new(info);
         let feed = self.feed_for(&info).await?;
         let g = feed.generation.load(Ordering::SeqCst);
-        self.tables.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), (Arc::clone(&info), g));
+        self.tables.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), (Arc::clone(&info), g, std::time::Instant::now()));
         Ok((info, feed))
     }
 
@@ -262,7 +272,8 @@ impl Shapes {
         if !self.allow.allows(&req.table) {
             return Err(ShapeError::Forbidden(format!("table {} is not served by this edge (FOLIO_SHAPE_TABLES)", req.table)));
         }
-        let (table, feed) = self.table(&req.table).await?;
+        let fresh = matches!(req.offset, request::RequestOffset::BeforeAll | request::RequestOffset::Now);
+        let (table, feed) = self.table(&req.table, fresh).await?;
         let selected: Vec<usize> = match &req.columns {
             None => (0..table.columns.len()).collect(),
             Some(cols) => {
@@ -358,16 +369,8 @@ impl Shapes {
         }
         let _permit = self.snapshots.acquire().await.map_err(|e| ShapeError::internal("snapshot slots", e))?;
         // Everything on the stream up to here was committed before the snapshot starts.
-        let seq0 = self
-            .js
-            .get_stream_no_info(&self.changes_stream)
-            .await
-            .map_err(|e| ShapeError::Unavailable(format!("open change stream: {e}")))?
-            .get_info()
-            .await
-            .map_err(|e| ShapeError::Unavailable(format!("read change stream state: {e}")))?
-            .state
-            .last_sequence;
+        let seq0 = self.stream_last_sequence().await;
+        let seq0 = seq0?;
         let started = std::time::Instant::now();
         let (stitch, chunks) = shape::take_snapshot(&self.pool, &def, seq0, self.config.chunk_bytes).await?;
         let handle = Self::mint_handle(&def);
@@ -395,6 +398,19 @@ impl Shapes {
         active.by_def.insert(shape.def.hash.clone(), Arc::clone(&shape));
         metrics::gauge!("folio_edge_shapes_active").set(active.by_handle.len() as f64);
         Ok(shape)
+    }
+
+    async fn stream_last_sequence(&self) -> Result<u64> {
+        Ok(self
+            .js
+            .get_stream_no_info(&self.changes_stream)
+            .await
+            .map_err(|e| ShapeError::Unavailable(format!("open change stream: {e}")))?
+            .get_info()
+            .await
+            .map_err(|e| ShapeError::Unavailable(format!("read change stream state: {e}")))?
+            .state
+            .last_sequence)
     }
 
     /// 409 for `def`: the handle clients of this definition should start over with.

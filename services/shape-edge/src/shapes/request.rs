@@ -110,6 +110,9 @@ impl ShapeRequest {
                 single.insert(k.into_owned(), v.into_owned());
             }
         }
+        if single.keys().any(|k| k.starts_with("subset__")) {
+            return Err(ShapeError::invalid("subset", "subset snapshots are not supported by this server"));
+        }
         let get = |k: &str| single.get(k).map(String::as_str);
         let table = match get("table") {
             None | Some("") => return Err(ShapeError::invalid("table", "can't be blank")),

@@ -82,17 +82,38 @@ pub struct Shape {
     changed: watch::Sender<u64>,
     invalid: Mutex<Option<&'static str>>,
     pub last_used: AtomicU64,
-    memo: Mutex<Option<(u64, Rendered)>>,
+    memo: Mutex<Option<(u64, Arc<Rendered>)>>,
 }
 
 /// A rendered log read: messages joined by commas (no brackets), where it ends, and whether
 /// it reached the head of the log.
-#[derive(Clone)]
 pub struct Rendered {
     pub body: Bytes,
     pub end: u64,
     pub up_to_date: bool,
     pub count: usize,
+    array: std::sync::OnceLock<Bytes>,
+}
+
+impl Rendered {
+    /// The response body: `[messages…(,up-to-date)]`, built once however many clients share it.
+    pub fn json_array(&self) -> Bytes {
+        self.array
+            .get_or_init(|| {
+                let mut out = Vec::with_capacity(self.body.len() + 96);
+                out.push(b'[');
+                out.extend_from_slice(&self.body);
+                if self.up_to_date {
+                    if self.count > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(super::messages::up_to_date_json(self.end).as_bytes());
+                }
+                out.push(b']');
+                out.into()
+            })
+            .clone()
+    }
 }
 
 pub fn now_secs() -> u64 {
@@ -195,7 +216,7 @@ impl Shape {
 
     /// Messages after `from`, up to about `max_bytes`. Entries this edge has not watched are
     /// re-derived from the change stream through `history`.
-    pub async fn read(&self, from: u64, max_bytes: usize, history: &History<'_>) -> Result<Rendered> {
+    pub async fn read(&self, from: u64, max_bytes: usize, history: &History<'_>) -> Result<Arc<Rendered>> {
         let from = from.max(self.stitch.seq0);
         let (start, head) = {
             let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
@@ -208,7 +229,7 @@ impl Shape {
             && r.end == head
         {
             // Identical requests (every client of a busy shape after a change) render once.
-            return Ok(r.clone());
+            return Ok(Arc::clone(r));
         }
         let mut picked: Vec<(u32, Vec<String>)> = Vec::new();
         let mut bytes = 0usize;
@@ -221,7 +242,7 @@ impl Shape {
             }
             pos = reached;
             if full {
-                return Ok(render(&picked, pos, false));
+                return Ok(Arc::new(render(&picked, pos, false)));
             }
         }
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
@@ -229,12 +250,12 @@ impl Shape {
             // The log was trimmed while history was read: answer with what we have.
             let end = pos;
             drop(log);
-            return Ok(render(&picked, end, false));
+            return Ok(Arc::new(render(&picked, end, false)));
         }
         let after = pos;
         for e in log.entries.iter().filter(|e| e.seq > after) {
             if bytes + e.bytes > max_bytes && !picked.is_empty() {
-                return Ok(render(&picked, pos, false));
+                return Ok(Arc::new(render(&picked, pos, false)));
             }
             bytes += e.bytes;
             picked.push((e.xid, e.ops.clone()));
@@ -242,8 +263,8 @@ impl Shape {
         }
         let end = log.head.max(pos);
         drop(log);
-        let r = render(&picked, end, true);
-        *self.memo.lock().unwrap_or_else(|p| p.into_inner()) = Some((from, r.clone()));
+        let r = Arc::new(render(&picked, end, true));
+        *self.memo.lock().unwrap_or_else(|p| p.into_inner()) = Some((from, Arc::clone(&r)));
         Ok(r)
     }
 }
@@ -262,7 +283,7 @@ fn render(picked: &[(u32, Vec<String>)], end: u64, up_to_date: bool) -> Rendered
             count += 1;
         }
     }
-    Rendered { body: body.into(), end, up_to_date, count }
+    Rendered { body: body.into(), end, up_to_date, count, array: std::sync::OnceLock::new() }
 }
 
 /// Reads a table's change events back from JetStream for a range this edge's log does not hold.
