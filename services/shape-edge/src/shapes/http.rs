@@ -23,7 +23,7 @@ use super::{
     error::{Result, ShapeError},
     messages::up_to_date_json,
     request::{RequestOffset, ShapeRequest, log_offset, parse_relation},
-    shape::{History, Shape},
+    shape::{History, Rendered, Shape},
 };
 
 const EXPOSE: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-up-to-date,electric-internal-known-error,retry-after";
@@ -288,15 +288,19 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
         stream: &shapes.changes_stream,
         filter: &feed.filter,
     };
+    // History names no handle: the 409 carries the one to start over with.
     let refetch = |e: ShapeError| match e {
-        ShapeError::MustRefetch { reason, .. } => {
-            shape.invalidate("change history cannot continue the log");
-            shapes.refetch(&def, reason)
-        }
+        ShapeError::MustRefetch { reason, .. } => shapes.refetch(&def, reason),
         e => e,
     };
     if request.sse {
-        return Ok(sse(Arc::clone(&shapes), Arc::clone(&shape), request, from, feed.filter.clone()));
+        // Read once before streaming, so that errors are plain responses (a 409 must not
+        // become an SSE stream that ends at once, over and over).
+        if let Some(reason) = shape.invalid_reason() {
+            return Err(shapes.refetch(&def, reason));
+        }
+        let first = shape.read(from, shapes.config.chunk_bytes, &history).await.map_err(refetch)?;
+        return Ok(sse(Arc::clone(&shapes), Arc::clone(&shape), request, from, first, feed.filter.clone()));
     }
     let deadline = Instant::now() + shapes.config.long_poll_timeout;
     loop {
@@ -334,7 +338,14 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
 
 /// Live SSE: every batch of changes as `data:` events followed by an up-to-date, keep-alives
 /// in quiet periods, closed after the SSE timeout (the client reconnects from its offset).
-fn sse(shapes: Arc<Shapes>, shape: Arc<Shape>, request: ShapeRequest, from: u64, filter: String) -> Response {
+fn sse(
+    shapes: Arc<Shapes>,
+    shape: Arc<Shape>,
+    request: ShapeRequest,
+    from: u64,
+    first: Arc<Rendered>,
+    filter: String,
+) -> Response {
     let reply = Reply {
         shape: &shape,
         req: &request, interval: shapes.config.long_poll_timeout,
@@ -355,24 +366,33 @@ fn sse(shapes: Arc<Shapes>, shape: Arc<Shape>, request: ShapeRequest, from: u64,
         shape: Arc<Shape>,
         from: u64,
         filter: String,
-        done: bool,
+        first: Option<Arc<Rendered>>,
     }
-    let state = St { shapes, shape, from, filter, done: false };
+    let state = St { shapes, shape, from, filter, first: Some(first) };
     let stream = futures::stream::unfold(state, move |mut st| async move {
-        if st.done {
-            return None;
-        }
         loop {
             let mut changed = st.shape.subscribe();
             if st.shape.invalid_reason().is_some() {
                 return None;
             }
-            let history = History { nats: &st.shapes.nats, js: &st.shapes.js, stream: &st.shapes.changes_stream, filter: &st.filter };
-            let r = match st.shape.read(st.from, st.shapes.config.chunk_bytes, &history).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(handle = %st.shape.handle, "SSE read failed: {e}");
-                    return None;
+            // An empty first read was made before this subscription: read again.
+            let r = match st.first.take().filter(|r| r.count > 0) {
+                Some(r) => r,
+                None => {
+                    let history = History {
+                        nats: &st.shapes.nats,
+                        js: &st.shapes.js,
+                        stream: &st.shapes.changes_stream,
+                        filter: &st.filter,
+                    };
+                    match st.shape.read(st.from, st.shapes.config.chunk_bytes, &history).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // The client reconnects and gets the error as a plain response.
+                            tracing::info!(handle = %st.shape.handle, "SSE read ended the stream: {e}");
+                            return None;
+                        }
+                    }
                 }
             };
             if r.count > 0 {

@@ -40,6 +40,8 @@ use shape::{Shape, ShapeDef};
 pub const DEFAULT_TABLES: &str =
     "public.agencies,public.users,public.clients,public.templates,public.proposals,public.line_items,public.pdf_renditions";
 
+const MAX_CACHED_DEFINITIONS: usize = 20_000;
+
 /// How old a cached table description may be when a request may create a shape.
 const CATALOG_FRESHNESS: Duration = Duration::from_secs(2);
 
@@ -140,8 +142,12 @@ pub struct Shapes {
     subject_prefix: String,
     /// Table descriptions with the feed generation and time they were read at.
     tables: Mutex<HashMap<QualifiedName, (Arc<TableInfo>, u64, std::time::Instant)>>,
-    feeds: tokio::sync::Mutex<HashMap<QualifiedName, Arc<TableFeed>>>,
+    feeds: Mutex<HashMap<QualifiedName, Arc<TableFeed>>>,
+    /// Held while a feed is being created, so a table never gets two.
+    feed_creation: tokio::sync::Mutex<()>,
     active: Mutex<Active>,
+    /// Resolved definitions by request (table, where, params, columns, replica, log, tenant).
+    defs: Mutex<HashMap<String, Arc<ShapeDef>>>,
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     snapshots: tokio::sync::Semaphore,
     shutdown: CancellationToken,
@@ -191,8 +197,10 @@ impl Shapes {
             changes_stream: streams.changes_stream.clone(),
             subject_prefix: streams.changes_subject_prefix.clone(),
             tables: Mutex::default(),
-            feeds: tokio::sync::Mutex::default(),
+            feeds: Mutex::default(),
+            feed_creation: tokio::sync::Mutex::default(),
             active: Mutex::default(),
+            defs: Mutex::default(),
             creating: Mutex::default(),
             shutdown,
         });
@@ -218,10 +226,17 @@ impl Shapes {
         }
     }
 
+    fn existing_feed(&self, table: &QualifiedName) -> Option<Arc<TableFeed>> {
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner()).get(table).cloned()
+    }
+
     async fn feed_for(&self, table: &TableInfo) -> Result<Arc<TableFeed>> {
-        let mut feeds = self.feeds.lock().await;
-        if let Some(f) = feeds.get(&table.name) {
-            return Ok(Arc::clone(f));
+        if let Some(f) = self.existing_feed(&table.name) {
+            return Ok(f);
+        }
+        let _creating = self.feed_creation.lock().await;
+        if let Some(f) = self.existing_feed(&table.name) {
+            return Ok(f);
         }
         let filter = format!(
             "{}.{}.>",
@@ -229,7 +244,7 @@ impl Shapes {
             folio_domain::subjects::table_token(&table.name.schema, &table.name.name)
         );
         let feed = TableFeed::start(&self.js, &self.changes_stream, filter, self.shutdown.clone()).await?;
-        feeds.insert(table.name.clone(), Arc::clone(&feed));
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner()).insert(table.name.clone(), Arc::clone(&feed));
         Ok(feed)
     }
 
@@ -237,10 +252,7 @@ impl Shapes {
     /// create one (`fresh`) at most a few seconds old, so a table dropped and created again
     /// (no change event says so) is read anew.
     async fn table(&self, name: &QualifiedName, fresh: bool) -> Result<(Arc<TableInfo>, Arc<TableFeed>)> {
-        let generation = {
-            let feeds = self.feeds.lock().await;
-            feeds.get(name).map(|f| f.generation.load(Ordering::SeqCst))
-        };
+        let generation = self.existing_feed(name).map(|f| f.generation.load(Ordering::SeqCst));
         let cached = {
             let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
             tables
@@ -274,6 +286,16 @@ impl Shapes {
         }
         let fresh = matches!(req.offset, request::RequestOffset::BeforeAll | request::RequestOffset::Now);
         let (table, feed) = self.table(&req.table, fresh).await?;
+        // Every live request of every client re-states its shape: parse and hash it once.
+        let key = serde_json::json!([
+            req.table.schema, req.table.name, req.where_clause, req.params, req.columns,
+            format!("{:?}", req.replica), format!("{:?}", req.log), caller.map(|c| c.agency_id.to_string()),
+        ])
+        .to_string();
+        let cached = self.defs.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        if let Some(def) = cached.filter(|d| Arc::ptr_eq(&d.table, &table)) {
+            return Ok((def, feed));
+        }
         let selected: Vec<usize> = match &req.columns {
             None => (0..table.columns.len()).collect(),
             Some(cols) => {
@@ -334,7 +356,13 @@ impl Shapes {
             clause,
             hash,
         };
-        Ok((Arc::new(def), feed))
+        let def = Arc::new(def);
+        let mut defs = self.defs.lock().unwrap_or_else(|p| p.into_inner());
+        if defs.len() >= MAX_CACHED_DEFINITIONS {
+            defs.clear();
+        }
+        defs.insert(key, Arc::clone(&def));
+        Ok((def, feed))
     }
 
     fn mint_handle(def: &ShapeDef) -> String {
@@ -400,6 +428,22 @@ impl Shapes {
         Ok(shape)
     }
 
+    /// Sequence of the table's latest truncate / schema change / re-snapshot event (0: none).
+    async fn last_table_wide_event(&self, table_filter: &str) -> Result<u64> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        let subject = format!("{}_all", table_filter.trim_end_matches('>'));
+        let stream = self
+            .js
+            .get_stream_no_info(&self.changes_stream)
+            .await
+            .map_err(|e| ShapeError::Unavailable(format!("open change stream: {e}")))?;
+        match stream.direct_get_last_for_subject(subject).await {
+            Ok(m) => Ok(m.sequence),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(0),
+            Err(e) => Err(ShapeError::Unavailable(format!("read the table's latest table-wide event: {e}"))),
+        }
+    }
+
     async fn stream_last_sequence(&self) -> Result<u64> {
         Ok(self
             .js
@@ -447,6 +491,12 @@ impl Shapes {
             serde_json::from_slice(&bytes).map_err(|e| ShapeError::internal("decode handle record", e))?;
         if record.def != def.hash {
             return Err(stale("handle belongs to another shape definition"));
+        }
+        // A truncate or schema change since the snapshot may have happened while no edge
+        // watched this shape: the table's latest table-wide event says.
+        if self.last_table_wide_event(&feed.filter).await? > record.seq0 {
+            let _ = self.kv.purge(handle).await;
+            return Err(stale("table truncated or changed since the shape's snapshot"));
         }
         let stitch =
             Stitch { seq0: record.seq0, xmin: record.xmin, xmax: record.xmax, xip: record.xip.into_iter().collect() };
@@ -525,9 +575,8 @@ impl Shapes {
             metrics::gauge!("folio_edge_shapes_active").set(active.by_handle.len() as f64);
             out
         };
-        let feeds = self.feeds.lock().await;
         for s in evicted {
-            if let Some(f) = feeds.get(&s.def.table.name) {
+            if let Some(f) = self.existing_feed(&s.def.table.name) {
                 f.unregister(&s.handle);
             }
         }

@@ -333,6 +333,7 @@ impl History<'_> {
                     .map_err(|e| ShapeError::internal("decode a change event", e))?;
                 match view.effect(&shape.stitch, seq, &ev) {
                     Effect::Invalidate(reason) => {
+                        shape.invalidate(reason);
                         return Err(ShapeError::MustRefetch { handle: String::new(), reason: reason.into() });
                     }
                     Effect::Ops(ops) if ops.is_empty() => {}

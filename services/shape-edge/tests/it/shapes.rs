@@ -470,3 +470,23 @@ async fn bad_requests_get_400_naming_the_parameter_and_tables_outside_the_allow_
     assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.text());
     strict.stop().await
 }
+
+#[tokio::test]
+async fn a_truncate_no_edge_watched_still_ends_the_log_on_the_next_edge() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    env.sql("CREATE TABLE unwatched (id int4 PRIMARY KEY)").await?;
+    env.sql("INSERT INTO unwatched VALUES (1), (2)").await?;
+    let first = env.edge(&[]).await?;
+    let auth = Some(bearer(&uuid::Uuid::new_v4().to_string()));
+    let mut f = Follower::new(first.client.clone(), "table=unwatched", auth.clone());
+    f.catch_up().await?;
+    first.stop().await?;
+    env.sql("TRUNCATE unwatched; INSERT INTO unwatched VALUES (3)").await?;
+    // Let wal-ingest publish the truncate before the next edge starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = env.edge(&[]).await?;
+    f.client = second.client.clone();
+    let status = f.step(false).await?;
+    assert_eq!(status, StatusCode::CONFLICT, "the handle's snapshot predates the truncate");
+    second.stop().await
+}
