@@ -37,6 +37,12 @@ scripts/buf.sh lint
 step "cargo test (workspace, built once)"
 cargo test --workspace --locked --no-fail-fast
 
+step "ElectricSQL's npm client (@electric-sql/client) against shape-edge, wal-ingest and PostgreSQL"
+# The binaries cargo test just built.
+SHAPE_EDGE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/shape-edge" \
+WAL_INGEST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/wal-ingest" \
+  tests/electric-client/run.sh
+
 if [ -x scripts/ds-conformance-ci.sh ]; then
   step "Durable Streams conformance suite against shape-edge"
   # The binary and test targets cargo test just built: the workspace is built once per run.

@@ -14,7 +14,9 @@ use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    catalog::TableInfo,
     error::{Result, ShapeError},
+    messages::Prepared,
     shape::Shape,
 };
 
@@ -121,8 +123,19 @@ impl TableFeed {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut touched = vec![false; inner.shapes.len()];
         for (seq, ev) in batch {
+            // Shapes of one table description share the event's decoded rows.
+            let mut prepared: Vec<Prepared<'_>> = Vec::with_capacity(1);
             for (i, shape) in inner.shapes.iter().enumerate() {
-                touched[i] |= shape.apply(*seq, ev);
+                let table: &TableInfo = &shape.def.table;
+                let addr = table as *const TableInfo as usize;
+                let k = match prepared.iter().position(|p| p.table == addr) {
+                    Some(k) => k,
+                    None => {
+                        prepared.push(Prepared::new(table, ev));
+                        prepared.len() - 1
+                    }
+                };
+                touched[i] |= shape.apply(*seq, &prepared[k]);
             }
         }
         inner.position = inner.position.max(last_seq);

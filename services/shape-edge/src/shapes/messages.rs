@@ -143,6 +143,50 @@ pub enum Effect {
     Invalidate(&'static str),
 }
 
+/// A change event's rows read against one table description, once for every shape of it.
+pub struct Prepared<'a> {
+    /// Address of the table description it was read against (identity only).
+    pub table: usize,
+    op: Operation,
+    event: &'a ChangeEvent,
+    new: Option<Vec<Option<&'a str>>>,
+    old: Option<Vec<Option<&'a str>>>,
+    tenant_moved: bool,
+    /// Why the event cannot be applied to a shape of this table, if it cannot.
+    unusable: Option<&'static str>,
+}
+
+impl<'a> Prepared<'a> {
+    pub fn xid(&self) -> u32 {
+        self.event.xid
+    }
+
+    pub fn new(table: &TableInfo, ev: &'a ChangeEvent) -> Self {
+        let op = Operation::try_from(ev.operation).unwrap_or(Operation::Unspecified);
+        let mut p =
+            Prepared { table: table as *const TableInfo as usize, op, event: ev, new: None, old: None, tenant_moved: false, unusable: None };
+        if matches!(op, Operation::Insert | Operation::Update) {
+            p.new = row_values(table, &ev.new_row, &ev.old_row);
+            if p.new.is_none() {
+                p.unusable = Some("change event does not match the table's columns");
+            }
+        }
+        if matches!(op, Operation::Update | Operation::Delete) {
+            let fill: &[ColumnValue] = if op == Operation::Update { &ev.new_row } else { &[] };
+            p.old = row_values(table, &ev.old_row, fill);
+            if p.old.is_none() {
+                // REPLICA IDENTITY was not FULL when this was written: without the old row a
+                // shape cannot know what left it.
+                p.unusable = Some("change event without the complete old row");
+            }
+        }
+        if let (Some(t), Some(o), Some(n)) = (table.tenant, &p.old, &p.new) {
+            p.tenant_moved = o[t] != n[t];
+        }
+        p
+    }
+}
+
 /// Values of `cols` in table order, or None if the event's columns are not the table's as the
 /// edge knows it (a schema change the edge has not seen yet).
 fn row_values<'a>(table: &TableInfo, cols: &'a [ColumnValue], fill: &'a [ColumnValue]) -> Option<Vec<Option<&'a str>>> {
@@ -180,7 +224,13 @@ impl ShapeView<'_> {
 
     /// Messages for one change event at stream sequence `seq`.
     pub fn effect(&self, stitch: &Stitch, seq: u64, ev: &ChangeEvent) -> Effect {
-        let op = Operation::try_from(ev.operation).unwrap_or(Operation::Unspecified);
+        self.effect_of(stitch, seq, &Prepared::new(self.table, ev))
+    }
+
+    /// As [`ShapeView::effect`], for an event already prepared for this shape's table (the
+    /// feed prepares each event once for all shapes of the table).
+    pub fn effect_of(&self, stitch: &Stitch, seq: u64, p: &Prepared<'_>) -> Effect {
+        let (op, ev) = (p.op, p.event);
         match op {
             Operation::Truncate => return Effect::Invalidate("table truncated"),
             Operation::SchemaChange => return Effect::Invalidate("table schema changed"),
@@ -191,34 +241,15 @@ impl ShapeView<'_> {
         if seq <= stitch.seq0 || stitch.saw(ev.xid) {
             return Effect::Ops(Vec::new());
         }
-        let table = self.table;
-        let empty: &[ColumnValue] = &[];
-        let new = match op {
-            Operation::Insert | Operation::Update => match row_values(table, &ev.new_row, &ev.old_row) {
-                Some(r) => Some(r),
-                None => return Effect::Invalidate("change event does not match the table's columns"),
-            },
-            _ => None,
-        };
-        let old = match op {
-            Operation::Update | Operation::Delete => match row_values(table, &ev.old_row, if op == Operation::Update { &ev.new_row } else { empty }) {
-                Some(r) => Some(r),
-                // REPLICA IDENTITY was not FULL when this was written: without the old row the
-                // shape cannot know what left it.
-                None => return Effect::Invalidate("change event without the complete old row"),
-            },
-            _ => None,
-        };
-        let new_in = new.as_ref().is_some_and(|r| self.matches(r));
-        let mut old_in = old.as_ref().is_some_and(|r| self.matches(r));
-        if op == Operation::Update
-            && let (Some(t), Some(o), Some(n)) = (table.tenant, &old, &new)
-            && o[t] != n[t]
-        {
-            // wal-ingest publishes a row moving to another agency as a delete on the old
-            // agency's subject before this update: that delete already removed it.
-            old_in = false;
+        if let Some(reason) = p.unusable {
+            return Effect::Invalidate(reason);
         }
+        let table = self.table;
+        let (old, new) = (&p.old, &p.new);
+        let new_in = new.as_ref().is_some_and(|r| self.matches(r));
+        // A row moving to another agency: wal-ingest publishes a delete on the old agency's
+        // subject before this update, and that delete already removed it.
+        let old_in = !p.tenant_moved && old.as_ref().is_some_and(|r| self.matches(r));
         let mut ops = Vec::new();
         let head = |out: &mut String, operation: &str| {
             out.push_str(",\"headers\":{\"operation\":\"");

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use super::{
     catalog::TableInfo,
     error::{Result, ShapeError},
-    messages::{Effect, ShapeView, Stitch, close_op, snapshot_row},
+    messages::{Effect, Prepared, ShapeView, Stitch, close_op, snapshot_row},
     request::{LogMode, Replica, quote},
 };
 
@@ -150,11 +150,11 @@ impl Shape {
 
     /// Applies one change event of the table (the feed calls this in stream order). Returns
     /// whether the log got new messages or the shape was invalidated.
-    pub(super) fn apply(&self, seq: u64, ev: &ChangeEvent) -> bool {
+    pub(super) fn apply(&self, seq: u64, event: &Prepared<'_>) -> bool {
         if self.invalid_reason().is_some() {
             return false;
         }
-        let effect = self.def.view().effect(&self.stitch, seq, ev);
+        let effect = self.def.view().effect_of(&self.stitch, seq, event);
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         if seq <= log.head {
             return false;
@@ -170,7 +170,7 @@ impl Shape {
             Effect::Ops(ops) => {
                 let bytes = ops.iter().map(|o| o.len() + 20).sum();
                 log.bytes += bytes;
-                log.entries.push_back(Entry { seq, xid: ev.xid, ops, bytes });
+                log.entries.push_back(Entry { seq, xid: event.xid(), ops, bytes });
                 while log.entries.len() > MAX_MEMORY_ENTRIES || log.bytes > MAX_MEMORY_BYTES {
                     let Some(old) = log.entries.pop_front() else { break };
                     log.bytes -= old.bytes;
