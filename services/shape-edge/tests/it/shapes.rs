@@ -490,3 +490,29 @@ async fn a_truncate_no_edge_watched_still_ends_the_log_on_the_next_edge() -> any
     assert_eq!(status, StatusCode::CONFLICT, "the handle's snapshot predates the truncate");
     second.stop().await
 }
+
+#[tokio::test]
+async fn delete_drops_a_shape_when_enabled_and_its_followers_start_over() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    env.sql("CREATE TABLE doomed (id int4 PRIMARY KEY)").await?;
+    env.sql("INSERT INTO doomed VALUES (1)").await?;
+    let edge = env.edge(&["--shape-enable-delete"]).await?;
+    let auth = bearer(&uuid::Uuid::new_v4().to_string());
+    let h = [("authorization", auth.as_str())];
+    let mut f = Follower::new(edge.client.clone(), "table=doomed", Some(auth.clone()));
+    f.catch_up().await?;
+    let handle = f.handle.clone().context("handle")?;
+    let res = edge.client.send(Method::DELETE, &format!("/v1/shape?handle={handle}"), &h, Bytes::new()).await?;
+    assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text());
+    assert_eq!(f.step(false).await?, StatusCode::CONFLICT);
+    let res = edge.client.send(Method::DELETE, &format!("/v1/shape?handle={handle}"), &h, Bytes::new()).await?;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    assert_eq!(res.json(), serde_json::json!({"message": "No existing shape found"}));
+    // By table: every shape of it.
+    let mut g = Follower::new(edge.client.clone(), "table=doomed", Some(auth.clone()));
+    g.catch_up().await?;
+    let res = edge.client.send(Method::DELETE, "/v1/shape?table=doomed", &h, Bytes::new()).await?;
+    assert_eq!(res.status, StatusCode::ACCEPTED);
+    assert_eq!(g.step(false).await?, StatusCode::CONFLICT);
+    edge.stop().await
+}
