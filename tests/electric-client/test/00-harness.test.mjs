@@ -1,17 +1,9 @@
 // The harness itself: fresh database with Folio's migrations, wal-ingest streaming the run's
 // slot, a shape-edge answering /v1/health, and a restart onto a new port.
-import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startHarness, defineTest } from './harness.mjs'
+import { harnessTest } from './harness.mjs'
 
-let h
-before(async () => {
-  h = await startHarness()
-})
-after(async () => {
-  await h?.stop()
-})
-const test = defineTest(() => h)
+const test = harnessTest()
 
 test('database is fresh, migrated and published', async (_t, h) => {
   const { rows } = await h.sql(

@@ -1,16 +1,8 @@
 // 1. Initial sync of a large table arrives complete, in several chunked responses.
-import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startHarness, defineTest, uniq, isLiveUrl } from './harness.mjs'
+import { harnessTest, uniq, isLiveUrl } from './harness.mjs'
 
-let h
-before(async () => {
-  h = await startHarness()
-})
-after(async () => {
-  await h?.stop()
-})
-const test = defineTest(() => h)
+const test = harnessTest()
 
 const ROWS = 3000
 const CHUNK_BYTES = 10_000 // FOLIO_SHAPE_CHUNK_BYTES given to the edge

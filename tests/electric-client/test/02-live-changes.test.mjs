@@ -1,16 +1,8 @@
 // 2. Live insert / update / delete reach a subscribed Shape.
-import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startHarness, defineTest, uniq, sortRows, isLiveUrl } from './harness.mjs'
+import { harnessTest, uniq, sortRows, isLiveUrl } from './harness.mjs'
 
-let h
-before(async () => {
-  h = await startHarness()
-})
-after(async () => {
-  await h?.stop()
-})
-const test = defineTest(() => h)
+const test = harnessTest()
 
 test('live insert, update, delete and a multi-row transaction reach a Shape', async (_t, h) => {
   const table = uniq('live')

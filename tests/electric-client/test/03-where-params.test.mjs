@@ -1,16 +1,8 @@
 // 3. `where` with positional `params`; rows move in and out of the shape on update.
-import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startHarness, defineTest, uniq, sortRows } from './harness.mjs'
+import { harnessTest, uniq, sortRows } from './harness.mjs'
 
-let h
-before(async () => {
-  h = await startHarness()
-})
-after(async () => {
-  await h?.stop()
-})
-const test = defineTest(() => h)
+const test = harnessTest()
 
 test('where + params: snapshot, move-in, move-out, live inserts', async (_t, h) => {
   const table = uniq('wh')

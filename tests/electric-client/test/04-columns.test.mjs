@@ -1,16 +1,8 @@
 // 4. Column projection: `columns: ['id', 'title']` — other columns never reach the client.
-import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startHarness, defineTest, uniq, sortRows, changeMessages } from './harness.mjs'
+import { harnessTest, uniq, sortRows, changeMessages } from './harness.mjs'
 
-let h
-before(async () => {
-  h = await startHarness()
-})
-after(async () => {
-  await h?.stop()
-})
-const test = defineTest(() => h)
+const test = harnessTest()
 
 test('columns projection in snapshot, schema header and live changes', async (_t, h) => {
   const table = uniq('cols')

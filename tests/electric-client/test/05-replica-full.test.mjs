@@ -1,17 +1,9 @@
 // 5. `replica: 'full'`: full rows on every change and `old_value` on updates; compare with the
 // default mode's PK + changed columns.
-import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startHarness, defineTest, uniq, changeMessages } from './harness.mjs'
+import { harnessTest, uniq, changeMessages } from './harness.mjs'
 
-let h
-before(async () => {
-  h = await startHarness()
-})
-after(async () => {
-  await h?.stop()
-})
-const test = defineTest(() => h)
+const test = harnessTest()
 
 test('replica=full sends full rows and old_value; replica=default sends PK + changed columns', async (_t, h) => {
   const table = uniq('rep')

@@ -1,16 +1,8 @@
 // 6. `log: 'changes_only'` with `offset: 'now'`: no snapshot rows, later changes arrive.
-import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startHarness, defineTest, uniq, sortRows, changeMessages, controlMessages } from './harness.mjs'
+import { harnessTest, uniq, sortRows, changeMessages, controlMessages } from './harness.mjs'
 
-let h
-before(async () => {
-  h = await startHarness()
-})
-after(async () => {
-  await h?.stop()
-})
-const test = defineTest(() => h)
+const test = harnessTest()
 
 test('changes_only from now: no snapshot, then live changes', async (_t, h) => {
   const table = uniq('co')

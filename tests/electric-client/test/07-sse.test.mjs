@@ -1,16 +1,8 @@
 // 7. SSE live mode (`liveSse: true` in client 1.5): live changes arrive over text/event-stream.
-import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startHarness, defineTest, uniq, sortRows, isLiveUrl } from './harness.mjs'
+import { harnessTest, uniq, sortRows, isLiveUrl } from './harness.mjs'
 
-let h
-before(async () => {
-  h = await startHarness()
-})
-after(async () => {
-  await h?.stop()
-})
-const test = defineTest(() => h)
+const test = harnessTest()
 
 test('SSE: live changes arrive over an event stream', async (_t, h) => {
   const table = uniq('sse')

@@ -1,18 +1,10 @@
 // 8. Resume on another edge process: a client that stored `lastOffset` + `shapeHandle` comes back
 // (to a NEW shape-edge, after writes made while no edge ran) and gets exactly the changes it
 // missed — no 409, no refetch, nothing lost, nothing repeated.
-import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startHarness, defineTest, uniq, changeMessages, isChangeMessage } from './harness.mjs'
+import { harnessTest, uniq, changeMessages, isChangeMessage } from './harness.mjs'
 
-let h
-before(async () => {
-  h = await startHarness()
-})
-after(async () => {
-  await h?.stop()
-})
-const test = defineTest(() => h)
+const test = harnessTest()
 
 const ops = (messages) => changeMessages(messages).map((m) => [m.headers.operation, m.value.id])
 

@@ -1,17 +1,9 @@
 // 9. TRUNCATE invalidates the shape: the client sees 409 + must-refetch and ends with the
 // table's new contents under a new handle.
-import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startHarness, defineTest, uniq, sortRows, controlMessages } from './harness.mjs'
+import { harnessTest, uniq, sortRows, controlMessages } from './harness.mjs'
 
-let h
-before(async () => {
-  h = await startHarness()
-})
-after(async () => {
-  await h?.stop()
-})
-const test = defineTest(() => h)
+const test = harnessTest()
 
 test('TRUNCATE → 409 must-refetch → the Shape holds the new contents', async (_t, h) => {
   const table = uniq('trunc')

@@ -1,17 +1,9 @@
 // 10. Tenant isolation on `clients` (a table with agency_id) and authentication.
-import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
-import { startHarness, defineTest, signJwt } from './harness.mjs'
+import { harnessTest, signJwt } from './harness.mjs'
 
-let h
-before(async () => {
-  h = await startHarness()
-})
-after(async () => {
-  await h?.stop()
-})
-const test = defineTest(() => h)
+const test = harnessTest()
 
 const names = (s) => s.shape.currentRows.map((r) => r.name).sort()
 

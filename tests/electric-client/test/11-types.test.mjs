@@ -1,18 +1,10 @@
 // 11. Types and names: a quoted mixed-case table in another schema, and the values the client's
 // default parser produces from the edge's text values + electric-schema header.
-import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
-import { startHarness, defineTest, sortRows, ident } from './harness.mjs'
+import { harnessTest, sortRows, ident } from './harness.mjs'
 
-let h
-before(async () => {
-  h = await startHarness()
-})
-after(async () => {
-  await h?.stop()
-})
-const test = defineTest(() => h)
+const test = harnessTest()
 
 test('quoted schema/table names and value parsing (snapshot and live)', async (_t, h) => {
   const schema = `Sales EU ${crypto.randomBytes(2).toString('hex')}`

@@ -1,16 +1,8 @@
 // 12. Validation errors reach the client as FetchError 400 with Electric's error body.
-import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startHarness, defineTest, uniq } from './harness.mjs'
+import { harnessTest, uniq } from './harness.mjs'
 
-let h
-before(async () => {
-  h = await startHarness()
-})
-after(async () => {
-  await h?.stop()
-})
-const test = defineTest(() => h)
+const test = harnessTest()
 
 async function expect400(h, params, field) {
   const s = h.openStream({ params, label: JSON.stringify(params) })

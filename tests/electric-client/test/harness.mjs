@@ -21,7 +21,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import assert from 'node:assert/strict'
-import { test as nodeTest } from 'node:test'
+import { after, before, test as nodeTest } from 'node:test'
 import pg from 'pg'
 import { ShapeStream, Shape, FetchError, isChangeMessage, isControlMessage } from '@electric-sql/client'
 
@@ -517,6 +517,21 @@ export async function startHarness({ edge = true, edgeReady = 'health' } = {}) {
     throw e
   }
   return h
+}
+
+/**
+ * The usual file set-up: the harness started before the file's tests and stopped after them,
+ * and the `test()` that hands it to each test.
+ */
+export function harnessTest(options) {
+  let h
+  before(async () => {
+    h = await startHarness(options)
+  })
+  after(async () => {
+    await h?.stop()
+  })
+  return defineTest(() => h)
 }
 
 /**
