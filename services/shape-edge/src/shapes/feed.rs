@@ -29,6 +29,8 @@ pub struct TableFeed {
     inner: Mutex<FeedInner>,
     /// Bumped on truncate and schema change: cached table descriptions are re-read.
     pub generation: AtomicU64,
+    /// The subscription ended: the edge starts a new feed for the table's next request.
+    pub dead: std::sync::atomic::AtomicBool,
 }
 
 struct FeedInner {
@@ -62,6 +64,7 @@ impl TableFeed {
             filter: filter.clone(),
             inner: Mutex::new(FeedInner { position: last, shapes: Vec::new() }),
             generation: AtomicU64::new(0),
+            dead: std::sync::atomic::AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&feed);
         tokio::spawn(async move {
@@ -72,20 +75,27 @@ impl TableFeed {
                     m = messages.next() => m,
                 };
                 let mut batch = Vec::new();
+                let mut broken = None;
                 let mut next = first;
                 loop {
                     match next {
                         Some(Ok(msg)) => {
-                            let seq = match msg.info() {
-                                Ok(i) => i.stream_sequence,
+                            let event = msg
+                                .info()
+                                .map_err(|e| format!("change message without metadata: {e}"))
+                                .and_then(|i| {
+                                    ChangeEvent::decode(msg.payload.as_ref())
+                                        .map(|ev| (i.stream_sequence, ev))
+                                        .map_err(|e| format!("undecodable change event at {}: {e}", i.stream_sequence))
+                                });
+                            match event {
+                                Ok(e) => batch.push(e),
                                 Err(e) => {
-                                    tracing::warn!(filter, "change message without metadata: {e}");
+                                    // Skipping it would let shapes move past a change they never
+                                    // applied: their clients start over instead.
+                                    broken = Some(e);
                                     break;
                                 }
-                            };
-                            match ChangeEvent::decode(msg.payload.as_ref()) {
-                                Ok(ev) => batch.push((seq, ev)),
-                                Err(e) => tracing::warn!(seq, "skipping undecodable change event: {e}"),
                             }
                         }
                         Some(Err(e)) => {
@@ -94,8 +104,8 @@ impl TableFeed {
                             break;
                         }
                         None => {
-                            tracing::warn!(filter, "table feed ended");
-                            return;
+                            broken = Some("the table's change subscription ended".to_owned());
+                            break;
                         }
                     }
                     if batch.len() >= WAKE_BATCH {
@@ -108,6 +118,11 @@ impl TableFeed {
                 }
                 let Some(feed) = weak.upgrade() else { return };
                 feed.apply(&batch);
+                if let Some(reason) = broken {
+                    tracing::error!(filter, "table feed stopped: {reason}");
+                    feed.fail();
+                    return;
+                }
             }
         });
         Ok(feed)
@@ -151,6 +166,17 @@ impl TableFeed {
         }
     }
 
+    /// Ends the feed: its shapes are invalidated (their clients get 409 and start over on a new
+    /// feed) and the edge creates a new feed for the table on the next request.
+    fn fail(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let shapes = std::mem::take(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()).shapes);
+        for s in shapes {
+            s.invalidate("the table's change feed failed");
+        }
+    }
+
     /// Adds `shape`: from now on it receives every event after the feed's position, and its
     /// log starts there.
     pub fn register(&self, shape: Arc<Shape>) {
@@ -159,7 +185,8 @@ impl TableFeed {
         inner.shapes.push(shape);
     }
 
-    pub fn unregister(&self, handle: &str) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).shapes.retain(|s| s.handle != handle);
+    /// Removes this very shape (not another one registered since under the same handle).
+    pub fn unregister(&self, shape: &Arc<Shape>) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).shapes.retain(|s| !Arc::ptr_eq(s, shape));
     }
 }

@@ -193,7 +193,7 @@ fn next_cursor(previous: Option<&str>, interval: Duration) -> String {
     let now = super::shape::now_secs().saturating_sub(CURSOR_EPOCH);
     let next = now.div_ceil(t) * t;
     let prev: u64 = previous.and_then(|p| p.parse().ok()).unwrap_or(0);
-    if next > prev { next.to_string() } else { (prev + rand::random_range(1..=3600)).to_string() }
+    if next > prev { next.to_string() } else { prev.saturating_add(rand::random_range(1..=3600)).to_string() }
 }
 
 async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
@@ -208,10 +208,13 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
     let (def, feed) = shapes.resolve(&request, caller.as_ref()).await?;
     let (shape, from) = match request.offset {
         RequestOffset::BeforeAll => {
-            let shape = shapes.get_or_create(def, &feed).await?;
+            let shape = shapes.get_or_create(Arc::clone(&def), &feed).await?;
             span.record("handle", shape.handle.as_str());
             shape.touch();
-            let chunks = shape.snapshot.as_ref().ok_or_else(|| ShapeError::Internal("new shape without snapshot".into()))?;
+            let Some(chunks) = shape.snapshot() else {
+                // Dropped for memory between creation and now: the client starts over.
+                return Err(shapes.refetch(&def, "snapshot dropped"));
+            };
             let body = chunks[0].clone();
             let reply = Reply {
                 shape: &shape,
@@ -244,7 +247,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
             let shape = shapes.lookup(handle, Arc::clone(&def), &feed).await?;
             span.record("handle", shape.handle.as_str());
             shape.touch();
-            let Some(chunks) = &shape.snapshot else {
+            let Some(chunks) = shape.snapshot() else {
                 // The snapshot was taken by another edge (or before a restart): start over.
                 return Err(shapes.refetch(&def, "snapshot not held by this edge"));
             };
@@ -367,10 +370,17 @@ fn sse(
         from: u64,
         filter: String,
         first: Option<Arc<Rendered>>,
+        keepalive_at: tokio::time::Instant,
     }
-    let state = St { shapes, shape, from, filter, first: Some(first) };
+    let keepalive_at = tokio::time::Instant::now() + SSE_KEEPALIVE;
+    let state = St { shapes, shape, from, filter, first: Some(first), keepalive_at };
     let stream = futures::stream::unfold(state, move |mut st| async move {
         loop {
+            // Checked before any data too: a busy shape must not keep the response open past
+            // its lifetime or past shutdown.
+            if tokio::time::Instant::now() >= deadline || st.shapes.shutdown.is_cancelled() {
+                return None;
+            }
             let mut changed = st.shape.subscribe();
             if st.shape.invalid_reason().is_some() {
                 return None;
@@ -398,6 +408,7 @@ fn sse(
             if r.count > 0 {
                 st.from = r.end;
                 st.shape.touch();
+                st.keepalive_at = tokio::time::Instant::now() + SSE_KEEPALIVE;
                 let mut frames = Vec::with_capacity(r.body.len() + 64 * r.count);
                 for msg in split_messages(&r.body) {
                     frames.extend_from_slice(b"data: ");
@@ -413,7 +424,9 @@ fn sse(
             }
             tokio::select! {
                 _ = changed.changed() => continue,
-                _ = tokio::time::sleep(SSE_KEEPALIVE) => {
+                _ = tokio::time::sleep_until(st.keepalive_at) => {
+                    // After 21 s without a frame, however many wake-ups brought nothing.
+                    st.keepalive_at = tokio::time::Instant::now() + SSE_KEEPALIVE;
                     return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st));
                 }
                 _ = tokio::time::sleep_until(deadline) => return None,

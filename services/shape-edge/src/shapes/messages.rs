@@ -111,17 +111,11 @@ impl Stitch {
     }
 
     /// Whether the snapshot already contains the effects of the transaction with this 32-bit
-    /// xid. The xid is widened with the epoch of `xmax`; a result above `xmax` belongs to the
-    /// previous epoch.
+    /// xid. The xid is widened to 64 bits as the one nearest `xmax` (xids in flight are never
+    /// 2^31 apart), so a transaction newer than the snapshot stays above `xmax` in any epoch.
     pub fn saw(&self, xid: u32) -> bool {
-        let epoch = self.xmax >> 32;
-        let mut full = (epoch << 32) | u64::from(xid);
-        if full > self.xmax {
-            match full.checked_sub(1 << 32) {
-                Some(f) => full = f,
-                None => return false,
-            }
-        }
+        let distance = i64::from(xid.wrapping_sub(self.xmax as u32) as i32);
+        let Some(full) = self.xmax.checked_add_signed(distance) else { return true };
         full < self.xmin || (full < self.xmax && !self.xip.contains(&full))
     }
 
@@ -361,10 +355,15 @@ mod tests {
         assert!(s.saw(99));
         assert!(s.saw(102) && s.saw(104));
         assert!(!s.saw(101) && !s.saw(103) && !s.saw(105) && !s.saw(200));
-        // xmax in epoch 1: xid 4294967290 belongs to epoch 0 and is long finished.
+        // xmax in epoch 1 (2^32 + 104): xid 4294967290 is epoch 0's and long finished; xid 105
+        // and later are newer than the snapshot.
         let e = Stitch::from_snapshot_text(10, "4294967396:4294967400:").unwrap();
         assert!(e.saw(4_294_967_290));
-        assert!(e.saw(100) && !e.saw(104));
+        assert!(e.saw(100) && e.saw(103));
+        assert!(!e.saw(104) && !e.saw(105) && !e.saw(5_000));
+        // Right after the 32-bit counter wrapped: the snapshot's xids are near 2^32, new ones small.
+        let w = Stitch::from_snapshot_text(10, "4294967290:4294967294:4294967291").unwrap();
+        assert!(w.saw(4_294_967_289) && !w.saw(4_294_967_291) && !w.saw(3) && !w.saw(4_294_967_295));
         assert!(Stitch::from_snapshot_text(0, "1:x:").is_none());
     }
 

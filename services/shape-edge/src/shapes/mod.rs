@@ -94,6 +94,11 @@ pub struct ShapesConfig {
     #[arg(long = "shape-db-pool", env = "FOLIO_SHAPE_DB_POOL", default_value_t = 8)]
     pub db_pool: u32,
 
+    /// Bytes of snapshot chunks kept in memory for new clients of a shape; beyond it the least
+    /// recently used snapshots are dropped (a later first request takes a new one).
+    #[arg(long = "shape-snapshot-memory", env = "FOLIO_SHAPE_SNAPSHOT_MEMORY", default_value_t = 1 << 30)]
+    pub snapshot_memory: usize,
+
     /// Snapshots taken at once; more initial requests wait.
     #[arg(long = "shape-max-concurrent-snapshots", env = "FOLIO_SHAPE_MAX_CONCURRENT_SNAPSHOTS", default_value_t = 4)]
     pub max_concurrent_snapshots: usize,
@@ -150,6 +155,8 @@ pub struct Shapes {
     defs: Mutex<HashMap<String, Arc<ShapeDef>>>,
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     snapshots: tokio::sync::Semaphore,
+    /// Bytes of snapshot chunks held by this edge's shapes.
+    snapshot_memory: Arc<std::sync::atomic::AtomicUsize>,
     shutdown: CancellationToken,
 }
 
@@ -188,6 +195,7 @@ impl Shapes {
         let shapes = Arc::new(Shapes {
             allow: AllowList::parse(&config.tables).map_err(crate::Error::Shapes)?,
             snapshots: tokio::sync::Semaphore::new(config.max_concurrent_snapshots.max(1)),
+            snapshot_memory: Arc::default(),
             config,
             pool,
             nats,
@@ -227,7 +235,7 @@ impl Shapes {
     }
 
     fn existing_feed(&self, table: &QualifiedName) -> Option<Arc<TableFeed>> {
-        self.feeds.lock().unwrap_or_else(|p| p.into_inner()).get(table).cloned()
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner()).get(table).filter(|f| !f.dead.load(Ordering::SeqCst)).cloned()
     }
 
     async fn feed_for(&self, table: &TableInfo) -> Result<Arc<TableFeed>> {
@@ -381,7 +389,7 @@ impl Shapes {
 
     fn live_for_def(&self, hash: &str) -> Option<Arc<Shape>> {
         let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        active.by_def.get(hash).filter(|s| s.invalid_reason().is_none() && s.snapshot.is_some()).cloned()
+        active.by_def.get(hash).filter(|s| s.invalid_reason().is_none() && s.snapshot().is_some()).cloned()
     }
 
     /// The shape new clients of `def` start from; takes a snapshot if this edge has none.
@@ -401,7 +409,7 @@ impl Shapes {
         let seq0 = seq0?;
         let started = std::time::Instant::now();
         let (stitch, chunks) = shape::take_snapshot(&self.pool, &def, seq0, self.config.chunk_bytes).await?;
-        let handle = Self::mint_handle(&def);
+        let mut handle = Self::mint_handle(&def);
         tracing::info!(
             %handle, table = %def.table.name, seq0, chunks = chunks.len(),
             ms = started.elapsed().as_millis() as u64, "shape snapshot taken"
@@ -415,16 +423,39 @@ impl Shapes {
             xip: stitch.xip.iter().copied().collect(),
         };
         let record = serde_json::to_vec(&record).map_err(|e| ShapeError::internal("encode handle", e))?;
-        self.kv
-            .put(&handle, record.into())
-            .await
-            .map_err(|e| ShapeError::Unavailable(format!("store the shape handle: {e}")))?;
-        let shape = Arc::new(Shape::new(handle.clone(), def, stitch, Some(chunks)));
+        let record = bytes::Bytes::from(record);
+        // `create`, not `put`: two edges minting in the same microsecond must not overwrite
+        // each other's snapshot point.
+        let mut attempts = 0;
+        while let Err(e) = self.kv.create(&handle, record.clone()).await {
+            attempts += 1;
+            if e.kind() != kv::CreateErrorKind::AlreadyExists || attempts > 3 {
+                return Err(ShapeError::Unavailable(format!("store the shape handle: {e}")));
+            }
+            handle = Self::mint_handle(&def);
+        }
+        let shape =
+            Arc::new(Shape::new(handle.clone(), def, stitch, Some(chunks), Arc::clone(&self.snapshot_memory)));
         feed.register(Arc::clone(&shape));
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         active.by_handle.insert(handle, Arc::clone(&shape));
         active.by_def.insert(shape.def.hash.clone(), Arc::clone(&shape));
         metrics::gauge!("folio_edge_shapes_active").set(active.by_handle.len() as f64);
+        // Over the memory budget: the least recently used snapshots go first (their handles
+        // stay valid for clients past the snapshot).
+        let budget = self.config.snapshot_memory;
+        if self.snapshot_memory.load(Ordering::SeqCst) > budget {
+            let mut held: Vec<&Arc<Shape>> =
+                active.by_handle.values().filter(|s| !Arc::ptr_eq(s, &shape) && s.snapshot().is_some()).collect();
+            held.sort_by_key(|s| s.last_used.load(Ordering::Relaxed));
+            for s in held {
+                if self.snapshot_memory.load(Ordering::SeqCst) <= budget {
+                    break;
+                }
+                s.drop_snapshot();
+            }
+        }
+        metrics::gauge!("folio_edge_shape_snapshot_bytes").set(self.snapshot_memory.load(Ordering::SeqCst) as f64);
         Ok(shape)
     }
 
@@ -466,6 +497,12 @@ impl Shapes {
     /// The shape behind a handle a client continues with, from this edge's memory or from KV.
     async fn lookup(&self, handle: &str, def: Arc<ShapeDef>, feed: &TableFeed) -> Result<Arc<Shape>> {
         let stale = |reason: &str| self.refetch(&def, reason);
+        let well_formed = handle
+            .split_once('-')
+            .is_some_and(|(h, t)| h.len() == 16 && !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()));
+        if !well_formed {
+            return Err(stale("not a handle this server issued"));
+        }
         if handle.split_once('-').map(|(h, _)| h) != Some(def.hash.as_str()) {
             return Err(stale("handle belongs to another shape definition"));
         }
@@ -500,7 +537,7 @@ impl Shapes {
         }
         let stitch =
             Stitch { seq0: record.seq0, xmin: record.xmin, xmax: record.xmax, xip: record.xip.into_iter().collect() };
-        let shape = Arc::new(Shape::new(handle.to_owned(), def, stitch, None));
+        let shape = Arc::new(Shape::new(handle.to_owned(), def, stitch, None, Arc::clone(&self.snapshot_memory)));
         feed.register(Arc::clone(&shape));
         tracing::debug!(handle, "shape resumed from its stored handle");
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
@@ -577,7 +614,7 @@ impl Shapes {
         };
         for s in evicted {
             if let Some(f) = self.existing_feed(&s.def.table.name) {
-                f.unregister(&s.handle);
+                f.unregister(&s);
             }
         }
     }

@@ -9,7 +9,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -76,8 +76,10 @@ pub struct Shape {
     pub def: Arc<ShapeDef>,
     pub stitch: Stitch,
     /// Snapshot chunks as complete JSON arrays; None when this edge did not take the snapshot
-    /// (a client resuming past it does not need it).
-    pub snapshot: Option<Vec<Bytes>>,
+    /// (a client resuming past it does not need it) or dropped it to stay in its memory budget.
+    snapshot: Mutex<Option<Arc<[Bytes]>>>,
+    /// The edge's total of snapshot bytes held, which this shape's chunks count in.
+    snapshot_memory: Arc<AtomicUsize>,
     log: Mutex<Log>,
     changed: watch::Sender<u64>,
     invalid: Mutex<Option<&'static str>>,
@@ -121,18 +123,38 @@ pub fn now_secs() -> u64 {
 }
 
 impl Shape {
-    pub fn new(handle: String, def: Arc<ShapeDef>, stitch: Stitch, snapshot: Option<Vec<Bytes>>) -> Self {
+    pub fn new(
+        handle: String,
+        def: Arc<ShapeDef>,
+        stitch: Stitch,
+        snapshot: Option<Vec<Bytes>>,
+        snapshot_memory: Arc<AtomicUsize>,
+    ) -> Self {
         let seq0 = stitch.seq0;
+        let bytes: usize = snapshot.iter().flatten().map(Bytes::len).sum();
+        snapshot_memory.fetch_add(bytes, Ordering::SeqCst);
         Shape {
             handle,
             def,
             stitch,
-            snapshot,
+            snapshot: Mutex::new(snapshot.map(Into::into)),
+            snapshot_memory,
             log: Mutex::new(Log { start: seq0, head: seq0, entries: VecDeque::new(), bytes: 0 }),
             changed: watch::channel(seq0).0,
             invalid: Mutex::new(None),
             last_used: AtomicU64::new(now_secs()),
             memo: Mutex::new(None),
+        }
+    }
+
+    pub fn snapshot(&self) -> Option<Arc<[Bytes]>> {
+        self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Frees the snapshot chunks (clients still reading them get 409 and start over).
+    pub fn drop_snapshot(&self) {
+        if let Some(chunks) = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            self.snapshot_memory.fetch_sub(chunks.iter().map(Bytes::len).sum(), Ordering::SeqCst);
         }
     }
 
@@ -269,6 +291,12 @@ impl Shape {
     }
 }
 
+impl Drop for Shape {
+    fn drop(&mut self) {
+        self.drop_snapshot();
+    }
+}
+
 /// Joins messages; `last` marks the final message of each transaction's run.
 fn render(picked: &[(u32, Vec<String>)], end: u64, up_to_date: bool) -> Rendered {
     let mut body = Vec::with_capacity(picked.iter().flat_map(|(_, o)| o).map(|o| o.len() + 16).sum());
@@ -306,9 +334,13 @@ impl History<'_> {
             .get_info()
             .await
             .map_err(|e| ShapeError::Unavailable(format!("read change stream state: {e}")))?;
-        if info.state.first_sequence > from + 1 && info.state.messages > 0 || info.state.last_sequence < from {
-            // Events the client has not seen were removed by retention, or the stream was
-            // recreated: the log cannot be continued.
+        if info.state.first_sequence > from + 1 || info.state.last_sequence < from {
+            // Events the client has not seen were removed by retention (also when every message
+            // expired), or the stream was recreated: the log cannot be continued.
+            if info.state.first_sequence > shape.stitch.seq0 + 1 || info.state.last_sequence < shape.stitch.seq0 {
+                // Nor can the snapshot itself: new clients must not be handed this shape again.
+                shape.invalidate("snapshot older than the change stream's retention");
+            }
             return Err(ShapeError::MustRefetch {
                 handle: String::new(),
                 reason: "change stream no longer holds this offset".into(),
@@ -353,6 +385,18 @@ impl History<'_> {
     }
 }
 
+/// Data exceptions (class 22: a cast of a stored value that fails, an overflow) and syntax or
+/// access errors (42) in the snapshot query come from what the where clause asks: a 400 for the
+/// client, not a 500 it would retry for ever.
+fn where_error(e: sqlx::Error) -> ShapeError {
+    if let sqlx::Error::Database(db) = &e
+        && db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("42"))
+    {
+        return ShapeError::invalid("where", format!("the database refused the clause: {}", db.message()));
+    }
+    e.into()
+}
+
 /// Runs the shape's snapshot query in a REPEATABLE READ transaction and cuts the rows into
 /// chunks of about `chunk_bytes`. `seq0` must be read from the change stream before this starts.
 pub async fn take_snapshot(pool: &PgPool, def: &ShapeDef, seq0: u64, chunk_bytes: usize) -> Result<(Stitch, Vec<Bytes>)> {
@@ -382,7 +426,7 @@ pub async fn take_snapshot(pool: &PgPool, def: &ShapeDef, seq0: u64, chunk_bytes
         let mut rows = query.fetch(&mut *tx);
         let mut values: Vec<Option<String>> = vec![None; table.columns.len()];
         let mut msg = String::with_capacity(512);
-        while let Some(row) = rows.try_next().await? {
+        while let Some(row) = rows.try_next().await.map_err(where_error)? {
             for (k, &i) in needed.iter().enumerate() {
                 values[i] = row.try_get::<Option<String>, _>(k)?;
             }

