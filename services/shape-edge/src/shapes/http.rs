@@ -247,24 +247,30 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
             let shape = shapes.lookup(handle, Arc::clone(&def), &feed).await?;
             span.record("handle", shape.handle.as_str());
             shape.touch();
-            let Some(chunks) = shape.snapshot() else {
-                // The snapshot was taken by another edge (or before a restart): start over.
-                return Err(shapes.refetch(&def, "snapshot not held by this edge"));
-            };
             let next = usize::try_from(k).unwrap_or(usize::MAX).saturating_add(1);
-            if next < chunks.len() {
-                let reply = Reply {
-                    shape: &shape,
-                    req: &request, interval: shapes.config.long_poll_timeout,
-                    offset: format!("0_{next}"),
-                    up_to_date: false,
-                    has_data: true,
-                    cache: CATCH_UP_CACHE,
-                };
-                return Ok(reply.respond(chunks[next].clone(), inm));
-            }
-            if next > chunks.len() {
-                return Err(ShapeError::invalid("offset", "out of bounds for this shape"));
+            match shape.snapshot() {
+                Some(chunks) if next < chunks.len() => {
+                    let reply = Reply {
+                        shape: &shape,
+                        req: &request,
+                        interval: shapes.config.long_poll_timeout,
+                        offset: format!("0_{next}"),
+                        up_to_date: false,
+                        has_data: true,
+                        cache: CATCH_UP_CACHE,
+                    };
+                    return Ok(reply.respond(chunks[next].clone(), inm));
+                }
+                Some(chunks) if next > chunks.len() => {
+                    return Err(ShapeError::invalid("offset", "out of bounds for this shape"));
+                }
+                // Past the last chunk: the log, which any edge serves (the chunk count comes
+                // with the handle, so an edge without the snapshot knows it too).
+                Some(_) => {}
+                None if next == shape.chunk_count => {}
+                // Mid-snapshot on an edge that does not hold it (another edge's, or dropped):
+                // start over.
+                None => return Err(shapes.refetch(&def, "snapshot not held by this edge")),
             }
             let seq0 = shape.stitch.seq0;
             (shape, seq0)

@@ -126,6 +126,9 @@ struct HandleRecord {
     xmin: u64,
     xmax: u64,
     xip: Vec<u64>,
+    /// Snapshot chunks (0 in records written before it was kept).
+    #[serde(default)]
+    chunks: usize,
 }
 
 #[derive(Default)]
@@ -421,6 +424,7 @@ impl Shapes {
             xmin: stitch.xmin,
             xmax: stitch.xmax,
             xip: stitch.xip.iter().copied().collect(),
+            chunks: chunks.len(),
         };
         let record = serde_json::to_vec(&record).map_err(|e| ShapeError::internal("encode handle", e))?;
         let record = bytes::Bytes::from(record);
@@ -434,8 +438,9 @@ impl Shapes {
             }
             handle = Self::mint_handle(&def);
         }
+        let count = chunks.len();
         let shape =
-            Arc::new(Shape::new(handle.clone(), def, stitch, Some(chunks), Arc::clone(&self.snapshot_memory)));
+            Arc::new(Shape::new(handle.clone(), def, stitch, Some(chunks), count, Arc::clone(&self.snapshot_memory)));
         feed.register(Arc::clone(&shape));
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         active.by_handle.insert(handle, Arc::clone(&shape));
@@ -537,7 +542,8 @@ impl Shapes {
         }
         let stitch =
             Stitch { seq0: record.seq0, xmin: record.xmin, xmax: record.xmax, xip: record.xip.into_iter().collect() };
-        let shape = Arc::new(Shape::new(handle.to_owned(), def, stitch, None, Arc::clone(&self.snapshot_memory)));
+        let shape =
+            Arc::new(Shape::new(handle.to_owned(), def, stitch, None, record.chunks, Arc::clone(&self.snapshot_memory)));
         feed.register(Arc::clone(&shape));
         tracing::debug!(handle, "shape resumed from its stored handle");
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());

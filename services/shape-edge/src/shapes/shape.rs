@@ -80,6 +80,9 @@ pub struct Shape {
     snapshot: Mutex<Option<Arc<[Bytes]>>>,
     /// The edge's total of snapshot bytes held, which this shape's chunks count in.
     snapshot_memory: Arc<AtomicUsize>,
+    /// How many chunks the snapshot had (also known to edges that do not hold it): a client
+    /// whose offset is the last chunk is past the snapshot.
+    pub chunk_count: usize,
     log: Mutex<Log>,
     changed: watch::Sender<u64>,
     invalid: Mutex<Option<&'static str>>,
@@ -128,6 +131,7 @@ impl Shape {
         def: Arc<ShapeDef>,
         stitch: Stitch,
         snapshot: Option<Vec<Bytes>>,
+        chunk_count: usize,
         snapshot_memory: Arc<AtomicUsize>,
     ) -> Self {
         let seq0 = stitch.seq0;
@@ -139,6 +143,7 @@ impl Shape {
             stitch,
             snapshot: Mutex::new(snapshot.map(Into::into)),
             snapshot_memory,
+            chunk_count,
             log: Mutex::new(Log { start: seq0, head: seq0, entries: VecDeque::new(), bytes: 0 }),
             changed: watch::channel(seq0).0,
             invalid: Mutex::new(None),

@@ -552,3 +552,31 @@ async fn snapshots_beyond_the_memory_budget_are_dropped_least_recently_used_firs
     assert!(past.rows.contains_key("\"public\".\"budget\"/\"301\""));
     edge.stop().await
 }
+
+#[tokio::test]
+async fn a_client_holding_the_last_snapshot_chunk_continues_on_another_edge() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    env.sql("CREATE TABLE lastchunk (id int4 PRIMARY KEY, title text NOT NULL)").await?;
+    env.sql("INSERT INTO lastchunk SELECT g, 'row ' || g FROM generate_series(1, 150) g").await?;
+    let first = env.edge(&[]).await?;
+    let auth = Some(bearer(&uuid::Uuid::new_v4().to_string()));
+    let mut f = Follower::new(first.client.clone(), "table=lastchunk", auth.clone());
+    while f.rows.len() < 150 {
+        assert_eq!(f.step(false).await?, StatusCode::OK);
+    }
+    assert!(!f.up_to_date && f.offset.starts_with("0_"), "at the last chunk: {}", f.offset);
+    first.stop().await?;
+    env.sql("INSERT INTO lastchunk VALUES (151, 'after')").await?;
+    let second = env.edge(&[]).await?;
+    f.client = second.client.clone();
+    f.catch_up().await?;
+    assert_eq!(f.rows.len(), 151, "no 409: the log continues on the edge without the snapshot");
+    // A client in the middle of the snapshot cannot: its next chunk exists only on the first edge.
+    let mut mid = Follower::new(second.client.clone(), "table=lastchunk&where=id%20%3E%200", auth.clone());
+    assert_eq!(mid.step(false).await?, StatusCode::OK);
+    let third = env.edge(&[]).await?;
+    mid.client = third.client.clone();
+    assert_eq!(mid.step(false).await?, StatusCode::CONFLICT);
+    second.stop().await?;
+    third.stop().await
+}
