@@ -82,7 +82,9 @@ impl IntoResponse for ShapeError {
                 if let Ok(v) = HeaderValue::from_str(handle) {
                     h.insert("electric-handle", v);
                 }
-                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60, must-revalidate"));
+                // Private: the handle answers one caller's shape (Electric's public 409s assume
+                // an unauthenticated API behind a proxy).
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=60, must-revalidate"));
             }
             ShapeError::Unavailable(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

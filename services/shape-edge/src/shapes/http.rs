@@ -135,6 +135,10 @@ struct Reply<'a> {
     req: &'a ShapeRequest,
     /// The long-poll timeout: the cursor's interval.
     interval: Duration,
+    /// The request carried a bearer token: what it returns is that caller's (their agency's
+    /// rows, or at least rows only callers with a token may read), so shared caches must not
+    /// keep it. Only unauthenticated (insecure-mode) responses are `public`, as in Electric.
+    private: bool,
     offset: String,
     up_to_date: bool,
     has_data: bool,
@@ -160,7 +164,12 @@ impl Reply<'_> {
         if self.up_to_date {
             h.insert("electric-up-to-date", HeaderValue::from_static(""));
         }
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(self.cache));
+        if self.private {
+            put(&mut h, "cache-control", &self.cache.replacen("public", "private", 1).replace(", s-maxage=3600", ""));
+            h.insert(header::VARY, HeaderValue::from_static("authorization"));
+        } else {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static(self.cache));
+        }
         let mut etag = format!("\"{}:{}:{}", self.shape.handle, self.req.offset_text, self.offset);
         if !self.has_data {
             // An empty answer must never revalidate: the next one may not be empty.
@@ -203,6 +212,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
     span.record("offset", request.offset_text.as_str());
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = shapes.authenticate(authorization)?;
+    let private = caller.is_some();
     let if_none_match = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let inm = if_none_match.as_deref();
     let (def, feed) = shapes.resolve(&request, caller.as_ref()).await?;
@@ -219,6 +229,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
             let reply = Reply {
                 shape: &shape,
                 req: &request, interval: shapes.config.long_poll_timeout,
+                private,
                 offset: "0_0".into(),
                 up_to_date: false,
                 has_data: true,
@@ -235,6 +246,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
             let reply = Reply {
                 shape: &shape,
                 req: &request, interval: shapes.config.long_poll_timeout,
+                private,
                 offset: log_offset(head),
                 up_to_date: true,
                 has_data: false,
@@ -254,6 +266,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
                         shape: &shape,
                         req: &request,
                         interval: shapes.config.long_poll_timeout,
+                private,
                         offset: format!("0_{next}"),
                         up_to_date: false,
                         has_data: true,
@@ -309,7 +322,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
             return Err(shapes.refetch(&def, reason));
         }
         let first = shape.read(from, shapes.config.chunk_bytes, &history).await.map_err(refetch)?;
-        return Ok(sse(Arc::clone(&shapes), Arc::clone(&shape), request, from, first, feed.filter.clone()));
+        return Ok(sse(Arc::clone(&shapes), Arc::clone(&shape), request, from, first, feed.filter.clone(), private));
     }
     let deadline = Instant::now() + shapes.config.long_poll_timeout;
     loop {
@@ -323,6 +336,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
             let reply = Reply {
                 shape: &shape,
                 req: &request, interval: shapes.config.long_poll_timeout,
+                private,
                 offset: log_offset(r.end),
                 up_to_date: r.up_to_date,
                 has_data: r.count > 0,
@@ -334,11 +348,13 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
         tokio::select! {
             _ = changed.changed() => {}
             _ = tokio::time::sleep_until(deadline.into()) => {
-                let reply = Reply { shape: &shape, req: &request, interval: shapes.config.long_poll_timeout, offset: log_offset(r.end), up_to_date: true, has_data: false, cache: LIVE_CACHE };
+                let reply = Reply { shape: &shape, req: &request, interval: shapes.config.long_poll_timeout,
+                private, offset: log_offset(r.end), up_to_date: true, has_data: false, cache: LIVE_CACHE };
                 return Ok(reply.respond(r.json_array(), inm));
             }
             _ = shapes.shutdown.cancelled() => {
-                let reply = Reply { shape: &shape, req: &request, interval: shapes.config.long_poll_timeout, offset: log_offset(r.end), up_to_date: true, has_data: false, cache: LIVE_CACHE };
+                let reply = Reply { shape: &shape, req: &request, interval: shapes.config.long_poll_timeout,
+                private, offset: log_offset(r.end), up_to_date: true, has_data: false, cache: LIVE_CACHE };
                 return Ok(reply.respond(r.json_array(), inm));
             }
         }
@@ -354,10 +370,12 @@ fn sse(
     from: u64,
     first: Arc<Rendered>,
     filter: String,
+    private: bool,
 ) -> Response {
     let reply = Reply {
         shape: &shape,
         req: &request, interval: shapes.config.long_poll_timeout,
+                private,
         // The request's own offset: headers are applied before the body arrives, so a
         // connection dropped mid-backlog must not have moved the client past unseen data.
         offset: request.offset_text.clone(),
@@ -368,7 +386,7 @@ fn sse(
     let (mut headers, _) = reply.headers(None);
     headers.remove("etag");
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=59"));
+
     let deadline = tokio::time::Instant::now() + shapes.config.sse_timeout;
     struct St {
         shapes: Arc<Shapes>,

@@ -580,3 +580,52 @@ async fn a_client_holding_the_last_snapshot_chunk_continues_on_another_edge() ->
     second.stop().await?;
     third.stop().await
 }
+
+#[tokio::test]
+async fn caching_headers_etag_304_cors_and_the_insecure_mode() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let (a, b) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    env.sql(&format!("INSERT INTO agencies (id, name) VALUES ('{a}', 'A'), ('{b}', 'B')")).await?;
+    let edge = env.edge(&[]).await?;
+    let auth = bearer(&a);
+    let h = [("authorization", auth.as_str()), ("origin", "https://app.example")];
+    let first = edge.client.send(Method::GET, "/v1/shape?table=agencies&offset=-1", &h, Bytes::new()).await?;
+    assert_eq!(first.status, StatusCode::OK);
+    // Electric's values, made private: the response is this token's agency's.
+    assert_eq!(first.header("cache-control"), Some("private, max-age=604800, stale-while-revalidate=2629746"));
+    assert_eq!(first.header("vary"), Some("authorization"));
+    assert_eq!(first.header("access-control-allow-origin"), Some("https://app.example"));
+    assert!(first.header("access-control-expose-headers").unwrap_or_default().contains("electric-handle"));
+    let handle = first.header("electric-handle").context("handle")?.to_owned();
+    let etag = first.header("etag").context("etag")?.to_owned();
+    assert_eq!(etag, format!("\"{handle}:-1:0_0\""));
+    let again = edge
+        .client
+        .send(Method::GET, "/v1/shape?table=agencies&offset=-1", &[h[0], ("if-none-match", etag.as_str())], Bytes::new())
+        .await?;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(again.header("electric-handle"), Some(handle.as_str()));
+    // Only the caller's own agency row, by its id.
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&first.body)?;
+    assert_eq!(rows.iter().filter(|m| m.get("key").is_some()).count(), 1);
+    let live = edge
+        .client
+        .send(Method::GET, &format!("/v1/shape?table=agencies&offset=0_inf&handle={handle}&live=true&cursor="), &h, Bytes::new())
+        .await?;
+    assert_eq!(live.status, StatusCode::OK, "{}", live.text());
+    assert_eq!(live.header("cache-control"), Some("private, max-age=5, stale-while-revalidate=5"));
+    assert!(live.header("electric-cursor").is_some() && live.header("electric-schema").is_none());
+    let preflight = edge.client.send(Method::OPTIONS, "/v1/shape", &[("origin", "https://app.example")], Bytes::new()).await?;
+    assert_eq!(preflight.status, StatusCode::NO_CONTENT);
+    assert!(preflight.header("access-control-allow-headers").unwrap_or_default().contains("authorization"));
+    edge.stop().await?;
+
+    // Insecure: no token needed and no pin, for local development only.
+    let open = env.edge(&["--shape-insecure"]).await?;
+    let res = open.client.send(Method::GET, "/v1/shape?table=agencies&offset=-1", &[], Bytes::new()).await?;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(res.header("cache-control"), Some("public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&res.body)?;
+    assert_eq!(rows.iter().filter(|m| m.get("key").is_some()).count(), 2);
+    open.stop().await
+}
