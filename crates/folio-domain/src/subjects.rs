@@ -55,4 +55,3 @@ pub fn decode_name(token: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
-

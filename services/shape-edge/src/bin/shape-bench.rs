@@ -77,7 +77,9 @@ fn header(r: &Res, name: &str) -> String {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -123,7 +125,8 @@ async fn initial_sync(args: &Args, pool: &sqlx::PgPool, http: &Http) -> anyhow::
         // A distinct (always true) where clause per run: every run takes a fresh snapshot.
         let url = format!("{}/v1/shape?table=bench_rows&where=id%20%3E%20-{}", args.edge_url, run + 1);
         let started = Instant::now();
-        let (mut offset, mut handle, mut rows, mut responses, mut bytes) = ("-1".to_owned(), String::new(), 0usize, 0, 0);
+        let (mut offset, mut handle, mut rows, mut responses, mut bytes) =
+            ("-1".to_owned(), String::new(), 0usize, 0, 0);
         loop {
             let mut u = format!("{url}&offset={offset}");
             if !handle.is_empty() {
@@ -169,11 +172,7 @@ async fn initial_sync(args: &Args, pool: &sqlx::PgPool, http: &Http) -> anyhow::
     edge.sort_by(f64::total_cmp);
     copy.sort_by(f64::total_cmp);
     let (e, c) = (pct(&edge, 0.5), pct(&copy, 0.5));
-    println!(
-        "RESULT initial_sync rows={} edge_rows_per_s={e:.0} copy_rows_per_s={c:.0} ratio={:.2}",
-        args.rows,
-        e / c
-    );
+    println!("RESULT initial_sync rows={} edge_rows_per_s={e:.0} copy_rows_per_s={c:.0} ratio={:.2}", args.rows, e / c);
     Ok(())
 }
 

@@ -233,10 +233,14 @@ async fn publish(pool: &PgPool, table: &QualifiedName, publication: &str, publis
     // spliced in any other way.
     let mut tx = pool.begin().await?;
     if !full {
-        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {table} REPLICA IDENTITY FULL"))).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {table} REPLICA IDENTITY FULL")))
+            .execute(&mut *tx)
+            .await?;
     }
     if !published {
-        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER PUBLICATION {} ADD TABLE {table}", quote(publication)))).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER PUBLICATION {} ADD TABLE {table}", quote(publication))))
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     tracing::warn!(%table, publication, "added the table to the publication for a shape (FOLIO_SHAPE_AUTO_PUBLISH)");

@@ -48,8 +48,10 @@ impl TableFeed {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>> {
         let unavailable = |what: &str, e: &dyn std::fmt::Display| ShapeError::Unavailable(format!("{what}: {e}"));
-        let mut stream =
-            js.get_stream(stream_name).await.map_err(|e| unavailable(&format!("open change stream {stream_name}"), &e))?;
+        let mut stream = js
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| unavailable(&format!("open change stream {stream_name}"), &e))?;
         let last = stream.info().await.map_err(|e| unavailable("read change stream state", &e))?.state.last_sequence;
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
@@ -59,7 +61,8 @@ impl TableFeed {
             })
             .await
             .map_err(|e| unavailable("subscribe to the table's changes", &e))?;
-        let mut messages = consumer.messages().await.map_err(|e| unavailable("subscribe to the table's changes", &e))?;
+        let mut messages =
+            consumer.messages().await.map_err(|e| unavailable("subscribe to the table's changes", &e))?;
         let feed = Arc::new(TableFeed {
             filter: filter.clone(),
             inner: Mutex::new(FeedInner { position: last, shapes: Vec::new() }),
@@ -80,10 +83,8 @@ impl TableFeed {
                 loop {
                     match next {
                         Some(Ok(msg)) => {
-                            let event = msg
-                                .info()
-                                .map_err(|e| format!("change message without metadata: {e}"))
-                                .and_then(|i| {
+                            let event =
+                                msg.info().map_err(|e| format!("change message without metadata: {e}")).and_then(|i| {
                                     ChangeEvent::decode(msg.payload.as_ref())
                                         .map(|ev| (i.stream_sequence, ev))
                                         .map_err(|e| format!("undecodable change event at {}: {e}", i.stream_sequence))
@@ -131,7 +132,10 @@ impl TableFeed {
     fn apply(&self, batch: &[(u64, ChangeEvent)]) {
         let Some(&(last_seq, _)) = batch.last() else { return };
         if batch.iter().any(|(_, e)| {
-            matches!(Operation::try_from(e.operation), Ok(Operation::Truncate | Operation::SchemaChange | Operation::ResnapshotRequired))
+            matches!(
+                Operation::try_from(e.operation),
+                Ok(Operation::Truncate | Operation::SchemaChange | Operation::ResnapshotRequired)
+            )
         }) {
             self.generation.fetch_add(1, Ordering::SeqCst);
         }

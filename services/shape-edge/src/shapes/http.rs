@@ -173,7 +173,13 @@ impl Reply<'_> {
         let mut etag = format!("\"{}:{}:{}", self.shape.handle, self.req.offset_text, self.offset);
         if !self.has_data {
             // An empty answer must never revalidate: the next one may not be empty.
-            etag.push_str(&format!(":{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default()));
+            etag.push_str(&format!(
+                ":{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default()
+            ));
         }
         etag.push('"');
         let not_modified = self.has_data
@@ -228,7 +234,8 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
             let body = chunks[0].clone();
             let reply = Reply {
                 shape: &shape,
-                req: &request, interval: shapes.config.long_poll_timeout,
+                req: &request,
+                interval: shapes.config.long_poll_timeout,
                 private,
                 offset: "0_0".into(),
                 up_to_date: false,
@@ -245,7 +252,8 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
             let body = Bytes::from(format!("[{}]", up_to_date_json(head)));
             let reply = Reply {
                 shape: &shape,
-                req: &request, interval: shapes.config.long_poll_timeout,
+                req: &request,
+                interval: shapes.config.long_poll_timeout,
                 private,
                 offset: log_offset(head),
                 up_to_date: true,
@@ -266,7 +274,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
                         shape: &shape,
                         req: &request,
                         interval: shapes.config.long_poll_timeout,
-                private,
+                        private,
                         offset: format!("0_{next}"),
                         up_to_date: false,
                         has_data: true,
@@ -304,12 +312,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
     };
     span.record("handle", shape.handle.as_str());
     shape.touch();
-    let history = History {
-        nats: &shapes.nats,
-        js: &shapes.js,
-        stream: &shapes.changes_stream,
-        filter: &feed.filter,
-    };
+    let history = History { nats: &shapes.nats, js: &shapes.js, stream: &shapes.changes_stream, filter: &feed.filter };
     // History names no handle: the 409 carries the one to start over with.
     let refetch = |e: ShapeError| match e {
         ShapeError::MustRefetch { reason, .. } => shapes.refetch(&def, reason),
@@ -335,7 +338,8 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
             let cache = if request.live { LIVE_CACHE } else { CATCH_UP_CACHE };
             let reply = Reply {
                 shape: &shape,
-                req: &request, interval: shapes.config.long_poll_timeout,
+                req: &request,
+                interval: shapes.config.long_poll_timeout,
                 private,
                 offset: log_offset(r.end),
                 up_to_date: r.up_to_date,
@@ -374,8 +378,9 @@ fn sse(
 ) -> Response {
     let reply = Reply {
         shape: &shape,
-        req: &request, interval: shapes.config.long_poll_timeout,
-                private,
+        req: &request,
+        interval: shapes.config.long_poll_timeout,
+        private,
         // The request's own offset: headers are applied before the body arrives, so a
         // connection dropped mid-backlog must not have moved the client past unseen data.
         offset: request.offset_text.clone(),

@@ -6,10 +6,7 @@ use std::{collections::HashSet, fmt::Write};
 
 use folio_proto::events::v1::{ChangeEvent, ColumnValue, Operation, column_value};
 
-use super::{
-    catalog::TableInfo,
-    request::Replica,
-};
+use super::{catalog::TableInfo, request::Replica};
 
 pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
@@ -47,7 +44,13 @@ pub fn row_key(out: &mut String, table: &TableInfo, row: &[Option<&str>]) {
 }
 
 /// `{"col":"text",…}` over the selected columns for which `include` holds.
-fn push_values(out: &mut String, table: &TableInfo, selected: &[usize], row: &[Option<&str>], include: impl Fn(usize) -> bool) {
+fn push_values(
+    out: &mut String,
+    table: &TableInfo,
+    selected: &[usize],
+    row: &[Option<&str>],
+    include: impl Fn(usize) -> bool,
+) {
     out.push('{');
     let mut first = true;
     for &i in selected {
@@ -157,8 +160,15 @@ impl<'a> Prepared<'a> {
 
     pub fn new(table: &TableInfo, ev: &'a ChangeEvent) -> Self {
         let op = Operation::try_from(ev.operation).unwrap_or(Operation::Unspecified);
-        let mut p =
-            Prepared { table: table as *const TableInfo as usize, op, event: ev, new: None, old: None, tenant_moved: false, unusable: None };
+        let mut p = Prepared {
+            table: table as *const TableInfo as usize,
+            op,
+            event: ev,
+            new: None,
+            old: None,
+            tenant_moved: false,
+            unusable: None,
+        };
         if matches!(op, Operation::Insert | Operation::Update) {
             p.new = row_values(table, &ev.new_row, &ev.old_row);
             if p.new.is_none() {
@@ -312,7 +322,13 @@ impl ShapeView<'_> {
         Effect::Ops(ops)
     }
 
-    fn delete(&self, o: &[Option<&str>], head: &dyn Fn(&mut String, &str), position: usize, key_change_to: Option<&str>) -> String {
+    fn delete(
+        &self,
+        o: &[Option<&str>],
+        head: &dyn Fn(&mut String, &str),
+        position: usize,
+        key_change_to: Option<&str>,
+    ) -> String {
         let table = self.table;
         let mut m = String::with_capacity(128);
         m.push_str("{\"key\":");

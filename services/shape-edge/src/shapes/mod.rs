@@ -27,18 +27,17 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub use catalog::AllowList;
-pub use error::ShapeError;
-pub use http::router;
 use catalog::TableInfo;
 use error::Result;
+pub use error::ShapeError;
 use feed::TableFeed;
+pub use http::router;
 use messages::Stitch;
 use request::{QualifiedName, ShapeRequest};
 use shape::{Shape, ShapeDef};
 
 /// Folio's own tables that hold nothing secret; every one is pinned to the caller's agency.
-pub const DEFAULT_TABLES: &str =
-    "public.agencies,public.users,public.clients,public.templates,public.proposals,public.line_items,public.pdf_renditions";
+pub const DEFAULT_TABLES: &str = "public.agencies,public.users,public.clients,public.templates,public.proposals,public.line_items,public.pdf_renditions";
 
 const MAX_CACHED_DEFINITIONS: usize = 20_000;
 
@@ -48,7 +47,12 @@ const CATALOG_FRESHNESS: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShapesConfig {
     /// PostgreSQL the shapes' snapshots are read from (the database wal-ingest replicates).
-    #[arg(long = "database-url", env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres", hide_env_values = true)]
+    #[arg(
+        long = "database-url",
+        env = "FOLIO_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true
+    )]
     pub database_url: String,
 
     /// Tables that may be synced: comma-separated `schema.table`, `schema.*` or `*`.
@@ -131,6 +135,13 @@ struct HandleRecord {
     chunks: usize,
 }
 
+/// A table description with the feed generation and the time it was read at.
+struct CachedTable {
+    info: Arc<TableInfo>,
+    generation: u64,
+    read_at: std::time::Instant,
+}
+
 #[derive(Default)]
 struct Active {
     by_handle: HashMap<String, Arc<Shape>>,
@@ -148,8 +159,7 @@ pub struct Shapes {
     allow: AllowList,
     changes_stream: String,
     subject_prefix: String,
-    /// Table descriptions with the feed generation and time they were read at.
-    tables: Mutex<HashMap<QualifiedName, (Arc<TableInfo>, u64, std::time::Instant)>>,
+    tables: Mutex<HashMap<QualifiedName, CachedTable>>,
     feeds: Mutex<HashMap<QualifiedName, Arc<TableFeed>>>,
     /// Held while a feed is being created, so a table never gets two.
     feed_creation: tokio::sync::Mutex<()>,
@@ -233,12 +243,19 @@ impl Shapes {
     fn authenticate(&self, authorization: Option<&str>) -> Result<Option<Caller>> {
         match (authorization, self.config.insecure) {
             (None, true) => Ok(None),
-            (header, _) => self.auth.verify_header(header).map(Some).map_err(|e| ShapeError::Unauthorized(e.to_string())),
+            (header, _) => {
+                self.auth.verify_header(header).map(Some).map_err(|e| ShapeError::Unauthorized(e.to_string()))
+            }
         }
     }
 
     fn existing_feed(&self, table: &QualifiedName) -> Option<Arc<TableFeed>> {
-        self.feeds.lock().unwrap_or_else(|p| p.into_inner()).get(table).filter(|f| !f.dead.load(Ordering::SeqCst)).cloned()
+        self.feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(table)
+            .filter(|f| !f.dead.load(Ordering::SeqCst))
+            .cloned()
     }
 
     async fn feed_for(&self, table: &TableInfo) -> Result<Arc<TableFeed>> {
@@ -268,8 +285,8 @@ impl Shapes {
             let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
             tables
                 .get(name)
-                .filter(|(_, seen, at)| Some(*seen) == generation && !(fresh && at.elapsed() > CATALOG_FRESHNESS))
-                .map(|(info, _, _)| Arc::clone(info))
+                .filter(|c| Some(c.generation) == generation && !(fresh && c.read_at.elapsed() > CATALOG_FRESHNESS))
+                .map(|c| Arc::clone(&c.info))
         };
         if let Some(info) = cached {
             let feed = self.feed_for(&info).await?;
@@ -286,21 +303,33 @@ impl Shapes {
         let info = Arc::new(info);
         let feed = self.feed_for(&info).await?;
         let g = feed.generation.load(Ordering::SeqCst);
-        self.tables.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), (Arc::clone(&info), g, std::time::Instant::now()));
+        self.tables.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            name.clone(),
+            CachedTable { info: Arc::clone(&info), generation: g, read_at: std::time::Instant::now() },
+        );
         Ok((info, feed))
     }
 
     /// The shape definition a request asks for, with the caller's agency pinned in.
     async fn resolve(&self, req: &ShapeRequest, caller: Option<&Caller>) -> Result<(Arc<ShapeDef>, Arc<TableFeed>)> {
         if !self.allow.allows(&req.table) {
-            return Err(ShapeError::Forbidden(format!("table {} is not served by this edge (FOLIO_SHAPE_TABLES)", req.table)));
+            return Err(ShapeError::Forbidden(format!(
+                "table {} is not served by this edge (FOLIO_SHAPE_TABLES)",
+                req.table
+            )));
         }
         let fresh = matches!(req.offset, request::RequestOffset::BeforeAll | request::RequestOffset::Now);
         let (table, feed) = self.table(&req.table, fresh).await?;
         // Every live request of every client re-states its shape: parse and hash it once.
         let key = serde_json::json!([
-            req.table.schema, req.table.name, req.where_clause, req.params, req.columns,
-            format!("{:?}", req.replica), format!("{:?}", req.log), caller.map(|c| c.agency_id.to_string()),
+            req.table.schema,
+            req.table.name,
+            req.where_clause,
+            req.params,
+            req.columns,
+            format!("{:?}", req.replica),
+            format!("{:?}", req.log),
+            caller.map(|c| c.agency_id.to_string()),
         ])
         .to_string();
         let cached = self.defs.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
@@ -327,7 +356,10 @@ impl Shapes {
                 if !pk_missing.is_empty() {
                     return Err(ShapeError::invalid(
                         "columns",
-                        format!("The list of columns must include all primary key columns, missing: {}", pk_missing.join(", ")),
+                        format!(
+                            "The list of columns must include all primary key columns, missing: {}",
+                            pk_missing.join(", ")
+                        ),
                     ));
                 }
                 let mut idx: Vec<usize> = cols.iter().filter_map(|c| table.column_index(c)).collect();
@@ -527,7 +559,8 @@ impl Shapes {
                 Some(r) => Err(stale(r)),
             };
         }
-        let entry = self.kv.get(handle).await.map_err(|e| ShapeError::Unavailable(format!("read the shape handle: {e}")))?;
+        let entry =
+            self.kv.get(handle).await.map_err(|e| ShapeError::Unavailable(format!("read the shape handle: {e}")))?;
         let Some(bytes) = entry else { return Err(stale("unknown or deleted handle")) };
         let record: HandleRecord =
             serde_json::from_slice(&bytes).map_err(|e| ShapeError::internal("decode handle record", e))?;
@@ -542,8 +575,14 @@ impl Shapes {
         }
         let stitch =
             Stitch { seq0: record.seq0, xmin: record.xmin, xmax: record.xmax, xip: record.xip.into_iter().collect() };
-        let shape =
-            Arc::new(Shape::new(handle.to_owned(), def, stitch, None, record.chunks, Arc::clone(&self.snapshot_memory)));
+        let shape = Arc::new(Shape::new(
+            handle.to_owned(),
+            def,
+            stitch,
+            None,
+            record.chunks,
+            Arc::clone(&self.snapshot_memory),
+        ));
         feed.register(Arc::clone(&shape));
         tracing::debug!(handle, "shape resumed from its stored handle");
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());

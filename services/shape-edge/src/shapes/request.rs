@@ -122,7 +122,8 @@ impl ShapeRequest {
             None | Some("") => return Err(ShapeError::invalid("offset", "can't be blank")),
             Some(o) => o.to_owned(),
         };
-        let offset = RequestOffset::parse(&offset_text).ok_or_else(|| ShapeError::invalid("offset", "has invalid format"))?;
+        let offset =
+            RequestOffset::parse(&offset_text).ok_or_else(|| ShapeError::invalid("offset", "has invalid format"))?;
         let truthy = |k: &str| get(k).is_some_and(|v| v != "false");
         let live = truthy("live");
         let sse = if single.contains_key("live_sse") { truthy("live_sse") } else { truthy("experimental_live_sse") };
@@ -159,7 +160,8 @@ impl ShapeRequest {
         };
         let mut numbered = Vec::with_capacity(params.len());
         for (k, v) in params {
-            let n: usize = k.parse().map_err(|_| ShapeError::invalid("params", "Parameters can only use numbers as keys"))?;
+            let n: usize =
+                k.parse().map_err(|_| ShapeError::invalid("params", "Parameters can only use numbers as keys"))?;
             numbered.push((n, v));
         }
         numbered.sort_by_key(|(n, _)| *n);
@@ -205,8 +207,7 @@ fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
 pub fn parse_identifier(s: &str) -> Result<String, String> {
     let s = s.trim();
     if let Some(inner) = s.strip_prefix('"') {
-        let inner =
-            inner.strip_suffix('"').ok_or_else(|| format!("Invalid identifier: unterminated quote in {s}"))?;
+        let inner = inner.strip_suffix('"').ok_or_else(|| format!("Invalid identifier: unterminated quote in {s}"))?;
         if inner.is_empty() {
             return Err("Invalid zero-length delimited identifier".to_owned());
         }

@@ -330,7 +330,13 @@ pub struct History<'a> {
 impl History<'_> {
     /// Messages of `shape` for events in `(from, to]`; returns them, the position reached, and
     /// whether `max_bytes` stopped the read early.
-    async fn read(&self, shape: &Shape, from: u64, to: u64, max_bytes: usize) -> Result<(Vec<(u32, Vec<String>)>, u64, bool)> {
+    async fn read(
+        &self,
+        shape: &Shape,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<(u32, Vec<String>)>, u64, bool)> {
         let info = self
             .js
             .get_stream_no_info(self.stream)
@@ -356,9 +362,10 @@ impl History<'_> {
         let mut bytes = 0;
         let mut pos = from;
         while pos < to {
-            let batch = crate::streams::store::direct_get_batch(self.nats, self.stream, self.filter, pos + 1, 256, 8 << 20)
-                .await
-                .map_err(|e| ShapeError::Unavailable(format!("read change history: {e}")))?;
+            let batch =
+                crate::streams::store::direct_get_batch(self.nats, self.stream, self.filter, pos + 1, 256, 8 << 20)
+                    .await
+                    .map_err(|e| ShapeError::Unavailable(format!("read change history: {e}")))?;
             if batch.is_empty() {
                 break;
             }
@@ -404,7 +411,12 @@ fn where_error(e: sqlx::Error) -> ShapeError {
 
 /// Runs the shape's snapshot query in a REPEATABLE READ transaction and cuts the rows into
 /// chunks of about `chunk_bytes`. `seq0` must be read from the change stream before this starts.
-pub async fn take_snapshot(pool: &PgPool, def: &ShapeDef, seq0: u64, chunk_bytes: usize) -> Result<(Stitch, Vec<Bytes>)> {
+pub async fn take_snapshot(
+    pool: &PgPool,
+    def: &ShapeDef,
+    seq0: u64,
+    chunk_bytes: usize,
+) -> Result<(Stitch, Vec<Bytes>)> {
     use futures::TryStreamExt;
     let mut tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
     sqlx::raw_sql(DISPLAY_SETTINGS).execute(&mut *tx).await?;
@@ -418,8 +430,10 @@ pub async fn take_snapshot(pool: &PgPool, def: &ShapeDef, seq0: u64, chunk_bytes
         let mut needed: Vec<usize> = def.selected.iter().chain(&table.key).copied().collect();
         needed.sort_unstable();
         needed.dedup();
-        let list: Vec<String> =
-            needed.iter().map(|&i| format!("{}({})::text", table.columns[i].output_fn, quote(&table.columns[i].name))).collect();
+        let list: Vec<String> = needed
+            .iter()
+            .map(|&i| format!("{}({})::text", table.columns[i].output_fn, quote(&table.columns[i].name)))
+            .collect();
         let mut sink = folio_shapes::ParamSink::new();
         let cond = def.clause.to_sql(&mut sink);
         let sql = format!("SELECT {} FROM {} WHERE {cond}", list.join(", "), table.name);

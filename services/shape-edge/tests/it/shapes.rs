@@ -37,7 +37,8 @@ impl Env {
         let (prefix, cleanup) = test_prefix();
         let suffix = folio_testkit::unique_suffix();
         let root = format!("s{suffix}");
-        let wal = wal_ingest::Config::for_names(&db.url, &folio_testkit::nats_url(), &format!("t_{suffix}"), &root, &prefix);
+        let wal =
+            wal_ingest::Config::for_names(&db.url, &folio_testkit::nats_url(), &format!("t_{suffix}"), &root, &prefix);
         let changes_stream = wal.changes_stream.clone();
         let shutdown = CancellationToken::new();
         let ready = folio_runtime::Readiness::default();
@@ -53,9 +54,20 @@ impl Env {
         })
         .await;
         let args = [
-            "--changes-stream", &changes_stream, "--changes-subject-prefix", &format!("{root}.changes"),
-            "--database-url", &db.url, "--shape-tables", "*", "--jwt-secret", SECRET,
-            "--shape-chunk-bytes", "4096", "--shape-long-poll-timeout", "2s",
+            "--changes-stream",
+            &changes_stream,
+            "--changes-subject-prefix",
+            &format!("{root}.changes"),
+            "--database-url",
+            &db.url,
+            "--shape-tables",
+            "*",
+            "--jwt-secret",
+            SECRET,
+            "--shape-chunk-bytes",
+            "4096",
+            "--shape-long-poll-timeout",
+            "2s",
         ]
         .map(str::to_owned)
         .to_vec();
@@ -76,7 +88,10 @@ impl Env {
     }
 
     async fn sql(&self, sql: &str) -> anyhow::Result<()> {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&self.db.pool).await.with_context(|| sql.to_owned())?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&self.db.pool)
+            .await
+            .with_context(|| sql.to_owned())?;
         Ok(())
     }
 }
@@ -96,8 +111,9 @@ fn bearer(agency: &str) -> String {
     format!("Bearer {}", folio_auth::Authenticator::new(SECRET.as_bytes()).issue(&caller, Duration::from_secs(600)))
 }
 
-/// A strict shape follower: applies messages as Electric's `Shape` does, but refuses an insert
+/// A strict shape follower (cloned to probe the next response without moving the original): applies messages as Electric's `Shape` does, but refuses an insert
 /// of a key it holds (a duplicate) and an update or delete of a key it lacks (a lost change).
+#[derive(Clone)]
 struct Follower {
     client: TestClient,
     query: String,
@@ -205,7 +221,9 @@ impl Follower {
     fn by_id(&self, column: &str) -> BTreeMap<i64, String> {
         self.rows
             .values()
-            .map(|r| (r["id"].as_str().unwrap_or("0").parse().unwrap_or(0), r[column].as_str().unwrap_or("").to_owned()))
+            .map(|r| {
+                (r["id"].as_str().unwrap_or("0").parse().unwrap_or(0), r[column].as_str().unwrap_or("").to_owned())
+            })
             .collect()
     }
 }
@@ -216,7 +234,8 @@ async fn expected(env: &Env, sql: &str) -> anyhow::Result<BTreeMap<i64, String>>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn snapshots_taken_during_concurrent_writes_stitch_to_the_stream_without_gap_or_duplicate() -> anyhow::Result<()> {
+async fn snapshots_taken_during_concurrent_writes_stitch_to_the_stream_without_gap_or_duplicate() -> anyhow::Result<()>
+{
     let env = Env::start().await?;
     env.sql("CREATE TABLE stitch (id int8 PRIMARY KEY, grp int4 NOT NULL, v int8 NOT NULL)").await?;
     env.sql("INSERT INTO stitch SELECT g, g % 10, 0 FROM generate_series(1, 3000) g").await?;
@@ -310,14 +329,14 @@ async fn a_client_continues_on_another_edge_and_after_a_restart_without_409() ->
     assert!(f.responses > 2, "4 KiB chunks: the 200-row snapshot takes several responses");
     env.sql("INSERT INTO resume VALUES (201, 'after'); UPDATE resume SET title = 'changed' WHERE id = 1; DELETE FROM resume WHERE id = 2").await?;
     // Wait until the first edge has the writes, then stop it: its memory is gone.
-    let mut probe = Follower::new(first.client.clone(), "table=resume", auth.clone());
-    probe.handle = f.handle.clone();
-    probe.offset = f.offset.clone();
     folio_testkit::eventually("the first edge to see the writes", || {
-        let mut p = Follower { rows: f.rows.clone(), ..Follower::new(probe.client.clone(), "table=resume", auth.clone()) };
-        p.handle = probe.handle.clone();
-        p.offset = probe.offset.clone();
-        async move { p.step(false).await.ok().filter(|_| p.rows.len() == 200 && p.rows.contains_key("\"public\".\"resume\"/\"201\"")) }
+        let mut p = f.clone();
+        async move {
+            p.step(false)
+                .await
+                .ok()
+                .filter(|_| p.rows.len() == 200 && p.rows.contains_key("\"public\".\"resume\"/\"201\""))
+        }
     })
     .await;
     first.stop().await?;
@@ -359,15 +378,14 @@ async fn truncate_and_schema_change_answer_409_must_refetch_with_a_new_handle() 
     let old = f.handle.clone().context("handle")?;
     env.sql("TRUNCATE gone; INSERT INTO gone VALUES (3)").await?;
     let status = folio_testkit::eventually("409 after TRUNCATE", || {
-        let mut g = Follower { rows: f.rows.clone(), ..Follower::new(edge.client.clone(), "table=gone", auth.clone()) };
-        g.handle = f.handle.clone();
-        g.offset = f.offset.clone();
+        let mut g = f.clone();
         async move { g.step(false).await.ok().filter(|s| *s == StatusCode::CONFLICT) }
     })
     .await;
     assert_eq!(status, StatusCode::CONFLICT);
     let path = format!("/v1/shape?table=gone&offset={}&handle={old}", f.offset);
-    let res = edge.client.send(Method::GET, &path, &[("authorization", auth.as_deref().unwrap_or(""))], Bytes::new()).await?;
+    let res =
+        edge.client.send(Method::GET, &path, &[("authorization", auth.as_deref().unwrap_or(""))], Bytes::new()).await?;
     assert_eq!(res.status, StatusCode::CONFLICT);
     assert_eq!(res.json(), serde_json::json!([{"headers": {"control": "must-refetch"}}]));
     let new = res.header("electric-handle").context("409 names the new handle")?.to_owned();
@@ -380,9 +398,7 @@ async fn truncate_and_schema_change_answer_409_must_refetch_with_a_new_handle() 
     // A schema change ends that log too.
     env.sql("ALTER TABLE gone ADD COLUMN note text; INSERT INTO gone VALUES (4, 'x')").await?;
     folio_testkit::eventually("409 after ALTER TABLE", || {
-        let mut g = Follower { rows: again.rows.clone(), ..Follower::new(edge.client.clone(), "table=gone", auth.clone()) };
-        g.handle = again.handle.clone();
-        g.offset = again.offset.clone();
+        let mut g = again.clone();
         async move { g.step(false).await.ok().filter(|s| *s == StatusCode::CONFLICT) }
     })
     .await;
@@ -463,7 +479,11 @@ async fn bad_requests_get_400_naming_the_parameter_and_tables_outside_the_allow_
     env.sql("INSERT INTO things VALUES (1, 'not a number')").await?;
     let res = get("/v1/shape?table=things&offset=-1&where=title%3A%3Aint4%20%3D%201").await?;
     assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.text());
-    assert!(res.json()["errors"]["where"][0].as_str().unwrap_or_default().contains("invalid input syntax"), "{}", res.text());
+    assert!(
+        res.json()["errors"]["where"][0].as_str().unwrap_or_default().contains("invalid input syntax"),
+        "{}",
+        res.text()
+    );
     // A handle this server never issued is a 409 to start over, not a 5xx to retry.
     for handle in ["nonsense", "0123456789abcdef-a%20b", "0123456789abcdef-*"] {
         let res = get(&format!("/v1/shape?table=things&offset=5_0&handle={handle}")).await?;
@@ -601,7 +621,12 @@ async fn caching_headers_etag_304_cors_and_the_insecure_mode() -> anyhow::Result
     assert_eq!(etag, format!("\"{handle}:-1:0_0\""));
     let again = edge
         .client
-        .send(Method::GET, "/v1/shape?table=agencies&offset=-1", &[h[0], ("if-none-match", etag.as_str())], Bytes::new())
+        .send(
+            Method::GET,
+            "/v1/shape?table=agencies&offset=-1",
+            &[h[0], ("if-none-match", etag.as_str())],
+            Bytes::new(),
+        )
         .await?;
     assert_eq!(again.status, StatusCode::NOT_MODIFIED);
     assert_eq!(again.header("electric-handle"), Some(handle.as_str()));
@@ -610,12 +635,18 @@ async fn caching_headers_etag_304_cors_and_the_insecure_mode() -> anyhow::Result
     assert_eq!(rows.iter().filter(|m| m.get("key").is_some()).count(), 1);
     let live = edge
         .client
-        .send(Method::GET, &format!("/v1/shape?table=agencies&offset=0_inf&handle={handle}&live=true&cursor="), &h, Bytes::new())
+        .send(
+            Method::GET,
+            &format!("/v1/shape?table=agencies&offset=0_inf&handle={handle}&live=true&cursor="),
+            &h,
+            Bytes::new(),
+        )
         .await?;
     assert_eq!(live.status, StatusCode::OK, "{}", live.text());
     assert_eq!(live.header("cache-control"), Some("private, max-age=5, stale-while-revalidate=5"));
     assert!(live.header("electric-cursor").is_some() && live.header("electric-schema").is_none());
-    let preflight = edge.client.send(Method::OPTIONS, "/v1/shape", &[("origin", "https://app.example")], Bytes::new()).await?;
+    let preflight =
+        edge.client.send(Method::OPTIONS, "/v1/shape", &[("origin", "https://app.example")], Bytes::new()).await?;
     assert_eq!(preflight.status, StatusCode::NO_CONTENT);
     assert!(preflight.header("access-control-allow-headers").unwrap_or_default().contains("authorization"));
     edge.stop().await?;
@@ -624,7 +655,10 @@ async fn caching_headers_etag_304_cors_and_the_insecure_mode() -> anyhow::Result
     let open = env.edge(&["--shape-insecure"]).await?;
     let res = open.client.send(Method::GET, "/v1/shape?table=agencies&offset=-1", &[], Bytes::new()).await?;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
-    assert_eq!(res.header("cache-control"), Some("public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"));
+    assert_eq!(
+        res.header("cache-control"),
+        Some("public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746")
+    );
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&res.body)?;
     assert_eq!(rows.iter().filter(|m| m.get("key").is_some()).count(), 2);
     open.stop().await
