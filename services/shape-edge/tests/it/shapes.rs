@@ -25,9 +25,11 @@ const SECRET: &str = "shape-test-secret-shape-test-secret";
 /// flags that point at them.
 struct Env {
     db: folio_testkit::TestDb,
+    slot: String,
     prefix: String,
     args: Vec<String>,
     shutdown: CancellationToken,
+    wal_ingest: tokio::task::JoinHandle<()>,
     _cleanup: Cleanup,
 }
 
@@ -37,13 +39,13 @@ impl Env {
         let (prefix, cleanup) = test_prefix();
         let suffix = folio_testkit::unique_suffix();
         let root = format!("s{suffix}");
-        let wal =
-            wal_ingest::Config::for_names(&db.url, &folio_testkit::nats_url(), &format!("t_{suffix}"), &root, &prefix);
+        let slot = format!("t_{suffix}");
+        let wal = wal_ingest::Config::for_names(&db.url, &folio_testkit::nats_url(), &slot, &root, &prefix);
         let changes_stream = wal.changes_stream.clone();
         let shutdown = CancellationToken::new();
         let ready = folio_runtime::Readiness::default();
         let (token, r) = (shutdown.clone(), ready.clone());
-        tokio::spawn(async move {
+        let wal_ingest = tokio::spawn(async move {
             if let Err(e) = wal_ingest::run_with_readiness(wal, token, r).await {
                 panic!("wal-ingest failed: {e}");
             }
@@ -71,7 +73,7 @@ impl Env {
         ]
         .map(str::to_owned)
         .to_vec();
-        Ok(Env { db, prefix, args, shutdown, _cleanup: cleanup })
+        Ok(Env { db, slot, prefix, args, shutdown, wal_ingest, _cleanup: cleanup })
     }
 
     async fn edge(&self, extra: &[&str]) -> anyhow::Result<TestEdge> {
@@ -87,18 +89,24 @@ impl Env {
         spawn_edge(&self.prefix, &args).await
     }
 
+    /// Stops wal-ingest and drops its slot: the server has a fixed number of them. (A failed
+    /// test leaves its slot; scripts/test.sh removes inactive ones before a run.)
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.wal_ingest).await.context("wal-ingest did not stop")??;
+        sqlx::query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1")
+            .bind(&self.slot)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn sql(&self, sql: &str) -> anyhow::Result<()> {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
             .execute(&self.db.pool)
             .await
             .with_context(|| sql.to_owned())?;
         Ok(())
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 
@@ -313,7 +321,8 @@ async fn snapshots_taken_during_concurrent_writes_stitch_to_the_stream_without_g
         ensure!(got.len() > 1000, "shape holds {} rows", got.len());
         assert_eq!(got, want, "shape grp < {limit} differs from the table");
     }
-    edge.stop().await
+    edge.stop().await?;
+    env.stop().await
 }
 
 #[tokio::test]
@@ -363,7 +372,8 @@ async fn a_client_continues_on_another_edge_and_after_a_restart_without_409() ->
     let (status, f) = live.await??;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(f.rows.get("\"public\".\"resume\"/\"203\"").and_then(|r| r["title"].as_str()), Some("live"));
-    second.stop().await
+    second.stop().await?;
+    env.stop().await
 }
 
 #[tokio::test]
@@ -405,7 +415,8 @@ async fn truncate_and_schema_change_answer_409_must_refetch_with_a_new_handle() 
     let mut fresh = Follower::new(edge.client.clone(), "table=gone", auth.clone());
     fresh.catch_up().await?;
     assert_eq!(fresh.rows.get("\"public\".\"gone\"/\"4\"").and_then(|r| r["note"].as_str()), Some("x"));
-    edge.stop().await
+    edge.stop().await?;
+    env.stop().await
 }
 
 #[tokio::test]
@@ -444,7 +455,8 @@ async fn every_shape_is_pinned_to_the_callers_agency_and_needs_a_token() -> anyh
     assert_eq!(status, StatusCode::OK);
     assert_eq!(mine.rows.len(), 2);
     assert!(mine.rows.values().all(|r| r["agency_id"] == a.as_str()));
-    edge.stop().await
+    edge.stop().await?;
+    env.stop().await
 }
 
 #[tokio::test]
@@ -499,7 +511,8 @@ async fn bad_requests_get_400_naming_the_parameter_and_tables_outside_the_allow_
     let strict = env.edge(&["--shape-tables", "public.proposals"]).await?;
     let res = strict.client.send(Method::GET, "/v1/shape?table=things&offset=-1", &h, Bytes::new()).await?;
     assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.text());
-    strict.stop().await
+    strict.stop().await?;
+    env.stop().await
 }
 
 #[tokio::test]
@@ -519,7 +532,8 @@ async fn a_truncate_no_edge_watched_still_ends_the_log_on_the_next_edge() -> any
     f.client = second.client.clone();
     let status = f.step(false).await?;
     assert_eq!(status, StatusCode::CONFLICT, "the handle's snapshot predates the truncate");
-    second.stop().await
+    second.stop().await?;
+    env.stop().await
 }
 
 #[tokio::test]
@@ -545,7 +559,8 @@ async fn delete_drops_a_shape_when_enabled_and_its_followers_start_over() -> any
     let res = edge.client.send(Method::DELETE, "/v1/shape?table=doomed", &h, Bytes::new()).await?;
     assert_eq!(res.status, StatusCode::ACCEPTED);
     assert_eq!(g.step(false).await?, StatusCode::CONFLICT);
-    edge.stop().await
+    edge.stop().await?;
+    env.stop().await
 }
 
 #[tokio::test]
@@ -570,7 +585,8 @@ async fn snapshots_beyond_the_memory_budget_are_dropped_least_recently_used_firs
     let status = past.step(true).await?;
     assert_eq!(status, StatusCode::OK);
     assert!(past.rows.contains_key("\"public\".\"budget\"/\"301\""));
-    edge.stop().await
+    edge.stop().await?;
+    env.stop().await
 }
 
 #[tokio::test]
@@ -598,7 +614,8 @@ async fn a_client_holding_the_last_snapshot_chunk_continues_on_another_edge() ->
     mid.client = third.client.clone();
     assert_eq!(mid.step(false).await?, StatusCode::CONFLICT);
     second.stop().await?;
-    third.stop().await
+    third.stop().await?;
+    env.stop().await
 }
 
 #[tokio::test]
@@ -661,5 +678,6 @@ async fn caching_headers_etag_304_cors_and_the_insecure_mode() -> anyhow::Result
     );
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&res.body)?;
     assert_eq!(rows.iter().filter(|m| m.get("key").is_some()).count(), 2);
-    open.stop().await
+    open.stop().await?;
+    env.stop().await
 }
