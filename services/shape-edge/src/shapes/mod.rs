@@ -440,15 +440,10 @@ impl Shapes {
         }
         let _permit = self.snapshots.acquire().await.map_err(|e| ShapeError::internal("snapshot slots", e))?;
         // Everything on the stream up to here was committed before the snapshot starts.
-        let seq0 = self.stream_last_sequence().await;
-        let seq0 = seq0?;
+        let seq0 = self.stream_last_sequence().await?;
         let started = std::time::Instant::now();
         let (stitch, chunks) = shape::take_snapshot(&self.pool, &def, seq0, self.config.chunk_bytes).await?;
         let mut handle = Self::mint_handle(&def);
-        tracing::info!(
-            %handle, table = %def.table.name, seq0, chunks = chunks.len(),
-            ms = started.elapsed().as_millis() as u64, "shape snapshot taken"
-        );
         let record = HandleRecord {
             def: def.hash.clone(),
             table: def.table.name.to_string(),
@@ -470,6 +465,10 @@ impl Shapes {
             }
             handle = Self::mint_handle(&def);
         }
+        tracing::info!(
+            %handle, table = %def.table.name, seq0, chunks = chunks.len(),
+            ms = started.elapsed().as_millis() as u64, "shape snapshot taken"
+        );
         let count = chunks.len();
         let shape =
             Arc::new(Shape::new(handle.clone(), def, stitch, Some(chunks), count, Arc::clone(&self.snapshot_memory)));
