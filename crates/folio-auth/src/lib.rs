@@ -67,6 +67,33 @@ struct Claims {
     iat: u64,
 }
 
+/// Shortest HS256 secret a service starts with.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The token secret, flattened into the configuration of every service that issues or checks
+/// bearer tokens, so the flag, its default and its length rule are the same everywhere.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JwtArgs {
+    /// HS256 secret of callers' bearer tokens (at least 32 bytes; the same for every service).
+    #[arg(
+        long = "jwt-secret",
+        env = "FOLIO_JWT_SECRET",
+        default_value = "folio-local-development-secret-change-me",
+        hide_env_values = true
+    )]
+    pub jwt_secret: String,
+}
+
+impl JwtArgs {
+    pub fn is_strong(&self) -> bool {
+        self.jwt_secret.len() >= MIN_SECRET_BYTES
+    }
+
+    pub fn authenticator(&self) -> Authenticator {
+        Authenticator::new(self.jwt_secret.as_bytes())
+    }
+}
+
 #[derive(Clone)]
 pub struct Authenticator {
     keys: Arc<(EncodingKey, DecodingKey, Validation)>,

@@ -107,14 +107,8 @@ pub struct Config {
     #[arg(long, env = "FOLIO_DELIVERY_CONCURRENCY", default_value_t = 64)]
     pub delivery_concurrency: usize,
 
-    /// HS256 secret of callers' bearer tokens (the API's `FOLIO_JWT_SECRET`).
-    #[arg(
-        long,
-        env = "FOLIO_JWT_SECRET",
-        default_value = "folio-local-development-secret-change-me",
-        hide_env_values = true
-    )]
-    pub jwt_secret: String,
+    #[command(flatten)]
+    pub jwt: folio_auth::JwtArgs,
 
     /// Secret that signs unsubscribe tokens (at least 32 bytes).
     #[arg(
@@ -160,7 +154,7 @@ impl Config {
 
     /// Checks what clap cannot: run before anything binds or connects.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.jwt_secret.len() < 32 {
+        if !self.jwt.is_strong() {
             return Err(ConfigError::WeakSecret("FOLIO_JWT_SECRET"));
         }
         if self.unsubscribe_secret.len() < 32 {

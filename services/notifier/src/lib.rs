@@ -103,7 +103,7 @@ impl Notifier {
             pool,
             wake: Notify::new(),
             replica: uuid::Uuid::new_v4(),
-            auth: folio_auth::Authenticator::new(config.jwt_secret.as_bytes()),
+            auth: config.jwt.authenticator(),
             config,
         });
 

@@ -20,14 +20,8 @@ pub struct Config {
     #[arg(long, env = "FOLIO_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
-    /// HS256 secret that signs callers' bearer tokens (at least 32 bytes).
-    #[arg(
-        long,
-        env = "FOLIO_JWT_SECRET",
-        default_value = "folio-local-development-secret-change-me",
-        hide_env_values = true
-    )]
-    pub jwt_secret: String,
+    #[command(flatten)]
+    pub jwt: folio_auth::JwtArgs,
 
     /// NATS with JetStream, for serving rendered PDFs from the object store. Without it,
     /// downloads answer UNAVAILABLE; everything else works.
@@ -48,7 +42,7 @@ impl Config {
     pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<String>) -> Self {
         let mut config = <Self as clap::Parser>::parse_from(["proposals-api"]);
         config.database_url = database_url.into();
-        config.jwt_secret = jwt_secret.into();
+        config.jwt.jwt_secret = jwt_secret.into();
         config.nats_url = None;
         config
     }

@@ -27,7 +27,6 @@ pub use config::Config;
 
 /// Requests above this size are refused before decoding.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-const MIN_JWT_SECRET_BYTES: usize = 32;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -39,7 +38,7 @@ pub struct AppState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("FOLIO_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes")]
+    #[error("FOLIO_JWT_SECRET must be at least {} bytes", folio_auth::MIN_SECRET_BYTES)]
     WeakSecret,
     #[error(transparent)]
     Db(#[from] folio_db::DbError),
@@ -67,7 +66,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 /// Serves the API on `listener` (tests pass a port-0 listener) until `shutdown` is cancelled,
 /// then drains in-flight calls for up to the configured grace period.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), RunError> {
-    if config.jwt_secret.len() < MIN_JWT_SECRET_BYTES {
+    if !config.jwt.is_strong() {
         return Err(RunError::WeakSecret);
     }
     let pool = folio_db::connect(&config.database_url, config.db_max_connections).await?;
@@ -81,7 +80,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         }
         None => None,
     };
-    let app = router(AppState { pool, pdfs }, Authenticator::new(config.jwt_secret.as_bytes())).await?;
+    let app = router(AppState { pool, pdfs }, config.jwt.authenticator()).await?;
     let grace = config.common.shutdown_grace;
     let drained = shutdown.clone();
     // Without TCP_NODELAY, Nagle holds small HTTP/2 frames back for a delayed ACK (~40 ms a call).

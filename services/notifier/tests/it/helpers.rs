@@ -339,7 +339,7 @@ impl World {
         c.webhook_timeout = Duration::from_secs(5);
         c.smtp_timeout = Duration::from_secs(5);
         c.delivery_lease = Duration::from_secs(6);
-        c.jwt_secret = JWT_SECRET.into();
+        c.jwt.jwt_secret = JWT_SECRET.into();
         c.migrate = false;
         c
     }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use folio_domain::{LineItemAmounts, ProposalStatus, UserId};
 use proposals_api::{
-    Authenticator, Caller, Role,
+    Caller, Role,
     store::{clients, proposals, renditions},
     tenancy,
 };
@@ -17,13 +17,8 @@ use proposals_api::{
 struct Args {
     #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/folio")]
     database_url: String,
-    #[arg(
-        long,
-        env = "FOLIO_JWT_SECRET",
-        default_value = "folio-local-development-secret-change-me",
-        hide_env_values = true
-    )]
-    jwt_secret: String,
+    #[command(flatten)]
+    jwt: folio_auth::JwtArgs,
     /// Lifetime of the printed tokens.
     #[arg(long, env = "FOLIO_DEMO_TOKEN_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
     token_ttl: Duration,
@@ -48,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
             .bind(agency.as_uuid())
             .fetch_all(&pool)
             .await?;
-    let auth = Authenticator::new(args.jwt_secret.as_bytes());
+    let auth = args.jwt.authenticator();
     println!("agency {AGENCY}: {agency}");
     for (id, email, role) in users {
         let caller =

@@ -214,7 +214,7 @@ impl Shapes {
             nats,
             js,
             kv,
-            auth: Authenticator::new(streams.jwt_secret.as_bytes()),
+            auth: streams.jwt.authenticator(),
             changes_stream: streams.changes_stream.clone(),
             subject_prefix: streams.changes_subject_prefix.clone(),
             tables: Mutex::default(),

@@ -63,7 +63,7 @@ impl Activity {
             nats,
             stream_name: config.changes_stream.clone(),
             subject_prefix: format!("{}.proposals", config.changes_subject_prefix),
-            auth: folio_auth::Authenticator::new(config.jwt_secret.as_bytes()),
+            auth: config.jwt.authenticator(),
         }
     }
 

@@ -93,15 +93,9 @@ pub struct StreamsConfig {
     #[arg(long = "changes-subject-prefix", env = "FOLIO_CHANGES_SUBJECT_PREFIX", default_value = "folio.changes")]
     pub changes_subject_prefix: String,
 
-    /// HS256 secret of the API's bearer tokens: proposal activity is served only to the
-    /// proposal's agency.
-    #[arg(
-        long = "jwt-secret",
-        env = "FOLIO_JWT_SECRET",
-        default_value = "folio-local-development-secret-change-me",
-        hide_env_values = true
-    )]
-    pub jwt_secret: String,
+    /// The API's bearer tokens: proposal activity and shapes are served per agency.
+    #[command(flatten)]
+    pub jwt: folio_auth::JwtArgs,
 }
 
 impl StreamsConfig {
@@ -110,6 +104,9 @@ impl StreamsConfig {
             |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
         if !token_ok(&self.prefix) {
             return Err(format!("--ds-prefix {:?}: use letters, digits, `_` and `-` only", self.prefix));
+        }
+        if !self.jwt.is_strong() {
+            return Err(format!("FOLIO_JWT_SECRET must be at least {} bytes", folio_auth::MIN_SECRET_BYTES));
         }
         if self.long_poll_timeout.is_zero() {
             return Err("--ds-long-poll-timeout must be positive".into());
