@@ -23,7 +23,7 @@ use super::{
     error::{Result, ShapeError},
     messages::up_to_date_json,
     request::{RequestOffset, ShapeRequest, log_offset, parse_relation},
-    shape::{History, Rendered, Shape},
+    shape::{Rendered, Shape},
 };
 
 const EXPOSE: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-up-to-date,electric-internal-known-error,retry-after";
@@ -129,8 +129,8 @@ async fn get_shape(State(shapes): State<Arc<Shapes>>, req: Request) -> Response 
     res
 }
 
-/// What every successful shape response carries.
-struct Reply<'a> {
+/// What every successful response to one request shares.
+struct Responder<'a> {
     shape: &'a Shape,
     req: &'a ShapeRequest,
     /// The long-poll timeout: the cursor's interval.
@@ -139,14 +139,20 @@ struct Reply<'a> {
     /// rows, or at least rows only callers with a token may read), so shared caches must not
     /// keep it. Only unauthenticated (insecure-mode) responses are `public`, as in Electric.
     private: bool,
+    if_none_match: Option<&'a str>,
+}
+
+/// One response's own facts.
+struct Reply {
     offset: String,
     up_to_date: bool,
     has_data: bool,
     cache: &'static str,
 }
 
-impl Reply<'_> {
-    fn headers(&self, if_none_match: Option<&str>) -> (HeaderMap, bool) {
+impl Responder<'_> {
+    /// The response headers, and whether `If-None-Match` already names this response.
+    fn headers(&self, reply: &Reply) -> (HeaderMap, bool) {
         let mut h = HeaderMap::new();
         let put = |h: &mut HeaderMap, k: &'static str, v: &str| {
             if let Ok(v) = HeaderValue::from_str(v) {
@@ -154,24 +160,24 @@ impl Reply<'_> {
             }
         };
         put(&mut h, "electric-handle", &self.shape.handle);
-        put(&mut h, "electric-offset", &self.offset);
-        put(&mut h, "electric-has-data", if self.has_data { "true" } else { "false" });
+        put(&mut h, "electric-offset", &reply.offset);
+        put(&mut h, "electric-has-data", if reply.has_data { "true" } else { "false" });
         if self.req.live {
             put(&mut h, "electric-cursor", &next_cursor(self.req.cursor.as_deref(), self.interval));
         } else {
             put(&mut h, "electric-schema", &self.shape.def.schema_header);
         }
-        if self.up_to_date {
+        if reply.up_to_date {
             h.insert("electric-up-to-date", HeaderValue::from_static(""));
         }
         if self.private {
-            put(&mut h, "cache-control", &self.cache.replacen("public", "private", 1).replace(", s-maxage=3600", ""));
+            put(&mut h, "cache-control", &reply.cache.replacen("public", "private", 1).replace(", s-maxage=3600", ""));
             h.insert(header::VARY, HeaderValue::from_static("authorization"));
         } else {
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static(self.cache));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static(reply.cache));
         }
-        let mut etag = format!("\"{}:{}:{}", self.shape.handle, self.req.offset_text, self.offset);
-        if !self.has_data {
+        let mut etag = format!("\"{}:{}:{}", self.shape.handle, self.req.offset_text, reply.offset);
+        if !reply.has_data {
             // An empty answer must never revalidate: the next one may not be empty.
             etag.push_str(&format!(
                 ":{}",
@@ -182,15 +188,15 @@ impl Reply<'_> {
             ));
         }
         etag.push('"');
-        let not_modified = self.has_data
-            && if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag));
+        let not_modified = reply.has_data
+            && self.if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag));
         put(&mut h, "etag", &etag);
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
         (h, not_modified)
     }
 
-    fn respond(self, body: Bytes, if_none_match: Option<&str>) -> Response {
-        let (headers, not_modified) = self.headers(if_none_match);
+    fn respond(&self, reply: Reply, body: Bytes) -> Response {
+        let (headers, not_modified) = self.headers(&reply);
         let mut res = if not_modified {
             StatusCode::NOT_MODIFIED.into_response()
         } else {
@@ -199,6 +205,16 @@ impl Reply<'_> {
         res.headers_mut().extend(headers);
         res
     }
+}
+
+/// What a request's offset asks for, once its shape is known.
+enum Answer {
+    /// A snapshot chunk, with the offset after it and its caching.
+    Chunk(Bytes, String, &'static str),
+    /// `offset=now`: nothing, up to date at the head.
+    Head,
+    /// The log after this stream sequence.
+    Log(u64),
 }
 
 /// Electric's `electric-cursor`: the next long-poll-timeout interval since its epoch, or (if
@@ -218,101 +234,74 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
     span.record("offset", request.offset_text.as_str());
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = shapes.authenticate(authorization)?;
-    let private = caller.is_some();
     let if_none_match = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let inm = if_none_match.as_deref();
     let (def, feed) = shapes.resolve(&request, caller.as_ref()).await?;
-    let (shape, from) = match request.offset {
+    let handle = request.handle.as_deref().unwrap_or_default();
+    let (shape, answer) = match request.offset {
         RequestOffset::BeforeAll => {
             let shape = shapes.get_or_create(Arc::clone(&def), &feed).await?;
-            span.record("handle", shape.handle.as_str());
-            shape.touch();
-            let Some(chunks) = shape.snapshot() else {
-                // Dropped for memory between creation and now: the client starts over.
-                return Err(shapes.refetch(&def, "snapshot dropped"));
-            };
-            let body = chunks[0].clone();
-            let reply = Reply {
-                shape: &shape,
-                req: &request,
-                interval: shapes.config.long_poll_timeout,
-                private,
-                offset: "0_0".into(),
-                up_to_date: false,
-                has_data: true,
-                cache: INITIAL_CACHE,
-            };
-            return Ok(reply.respond(body, inm));
+            // Dropped for memory between creation and now: the client starts over.
+            let chunks = shape.snapshot().ok_or_else(|| shapes.refetch(&def, "snapshot dropped"))?;
+            let first = chunks[0].clone();
+            (shape, Answer::Chunk(first, "0_0".into(), INITIAL_CACHE))
         }
-        RequestOffset::Now => {
-            let shape = shapes.get_or_create(def, &feed).await?;
-            span.record("handle", shape.handle.as_str());
-            shape.touch();
-            let head = shape.head();
-            let body = Bytes::from(format!("[{}]", up_to_date_json(head)));
-            let reply = Reply {
-                shape: &shape,
-                req: &request,
-                interval: shapes.config.long_poll_timeout,
-                private,
-                offset: log_offset(head),
-                up_to_date: true,
-                has_data: false,
-                cache: CATCH_UP_CACHE,
-            };
-            return Ok(reply.respond(body, inm));
-        }
+        RequestOffset::Now => (shapes.get_or_create(Arc::clone(&def), &feed).await?, Answer::Head),
         RequestOffset::SnapshotChunk(k) => {
-            let handle = request.handle.as_deref().unwrap_or_default();
             let shape = shapes.lookup(handle, Arc::clone(&def), &feed).await?;
-            span.record("handle", shape.handle.as_str());
-            shape.touch();
             let next = usize::try_from(k).unwrap_or(usize::MAX).saturating_add(1);
-            match shape.snapshot() {
+            let answer = match shape.snapshot() {
                 Some(chunks) if next < chunks.len() => {
-                    let reply = Reply {
-                        shape: &shape,
-                        req: &request,
-                        interval: shapes.config.long_poll_timeout,
-                        private,
-                        offset: format!("0_{next}"),
-                        up_to_date: false,
-                        has_data: true,
-                        cache: CATCH_UP_CACHE,
-                    };
-                    return Ok(reply.respond(chunks[next].clone(), inm));
+                    Answer::Chunk(chunks[next].clone(), format!("0_{next}"), CATCH_UP_CACHE)
                 }
                 Some(chunks) if next > chunks.len() => {
                     return Err(ShapeError::invalid("offset", "out of bounds for this shape"));
                 }
                 // Past the last chunk: the log, which any edge serves (the chunk count comes
                 // with the handle, so an edge without the snapshot knows it too).
-                Some(_) => {}
-                None if next == shape.chunk_count => {}
+                Some(_) => Answer::Log(shape.stitch.seq0),
+                None if next == shape.chunk_count => Answer::Log(shape.stitch.seq0),
                 // Mid-snapshot on an edge that does not hold it (another edge's, or dropped):
                 // start over.
                 None => return Err(shapes.refetch(&def, "snapshot not held by this edge")),
-            }
-            let seq0 = shape.stitch.seq0;
-            (shape, seq0)
+            };
+            (shape, answer)
         }
         RequestOffset::SnapshotEnd => {
-            let shape = shapes.lookup(request.handle.as_deref().unwrap_or_default(), Arc::clone(&def), &feed).await?;
+            let shape = shapes.lookup(handle, Arc::clone(&def), &feed).await?;
             let seq0 = shape.stitch.seq0;
-            (shape, seq0)
+            (shape, Answer::Log(seq0))
         }
         RequestOffset::After(seq) => {
-            let shape = shapes.lookup(request.handle.as_deref().unwrap_or_default(), Arc::clone(&def), &feed).await?;
+            let shape = shapes.lookup(handle, Arc::clone(&def), &feed).await?;
             if seq > shape.head() && seq > shapes.stream_last_sequence().await? {
                 // No edge ever handed out this offset.
                 return Err(ShapeError::invalid("offset", "out of bounds for this shape"));
             }
-            (shape, seq)
+            (shape, Answer::Log(seq))
         }
     };
     span.record("handle", shape.handle.as_str());
     shape.touch();
-    let history = History { nats: &shapes.nats, js: &shapes.js, stream: &shapes.changes_stream, filter: &feed.filter };
+    let responder = Responder {
+        shape: &shape,
+        req: &request,
+        interval: shapes.config.long_poll_timeout,
+        private: caller.is_some(),
+        if_none_match: if_none_match.as_deref(),
+    };
+    let from = match answer {
+        Answer::Chunk(body, offset, cache) => {
+            return Ok(responder.respond(Reply { offset, up_to_date: false, has_data: true, cache }, body));
+        }
+        Answer::Head => {
+            let head = shape.head();
+            let body = Bytes::from(format!("[{}]", up_to_date_json(head)));
+            let reply = Reply { offset: log_offset(head), up_to_date: true, has_data: false, cache: CATCH_UP_CACHE };
+            return Ok(responder.respond(reply, body));
+        }
+        Answer::Log(from) => from,
+    };
+    let history = shapes.history(&feed.filter);
     // History names no handle: the 409 carries the one to start over with.
     let refetch = |e: ShapeError| match e {
         ShapeError::MustRefetch { reason, .. } => shapes.refetch(&def, reason),
@@ -325,7 +314,15 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
             return Err(shapes.refetch(&def, reason));
         }
         let first = shape.read(from, shapes.config.chunk_bytes, &history).await.map_err(refetch)?;
-        return Ok(sse(Arc::clone(&shapes), Arc::clone(&shape), request, from, first, feed.filter.clone(), private));
+        let (headers, _) = responder.headers(&Reply {
+            // The request's own offset: headers are applied before the body arrives, so a
+            // connection dropped mid-backlog must not have moved the client past unseen data.
+            offset: request.offset_text.clone(),
+            up_to_date: false,
+            has_data: true,
+            cache: "public, max-age=59",
+        });
+        return Ok(sse(Arc::clone(&shapes), Arc::clone(&shape), headers, from, first, feed.filter.clone()));
     }
     let deadline = Instant::now() + shapes.config.long_poll_timeout;
     loop {
@@ -334,34 +331,21 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
             return Err(shapes.refetch(&def, reason));
         }
         let r = shape.read(from, shapes.config.chunk_bytes, &history).await.map_err(refetch)?;
-        if r.count > 0 || !request.live || !r.up_to_date {
-            let cache = if request.live { LIVE_CACHE } else { CATCH_UP_CACHE };
-            let reply = Reply {
-                shape: &shape,
-                req: &request,
-                interval: shapes.config.long_poll_timeout,
-                private,
-                offset: log_offset(r.end),
-                up_to_date: r.up_to_date,
-                has_data: r.count > 0,
-                cache,
+        if r.count == 0 && request.live && r.up_to_date {
+            // Nothing new for a live client: hold the request until a change, the long-poll
+            // timeout or shutdown (the latter two answer up-to-date without data).
+            let woken = tokio::select! {
+                _ = changed.changed() => true,
+                _ = tokio::time::sleep_until(deadline.into()) => false,
+                _ = shapes.shutdown.cancelled() => false,
             };
-            let body = r.json_array();
-            return Ok(reply.respond(body, inm));
-        }
-        tokio::select! {
-            _ = changed.changed() => {}
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                let reply = Reply { shape: &shape, req: &request, interval: shapes.config.long_poll_timeout,
-                private, offset: log_offset(r.end), up_to_date: true, has_data: false, cache: LIVE_CACHE };
-                return Ok(reply.respond(r.json_array(), inm));
-            }
-            _ = shapes.shutdown.cancelled() => {
-                let reply = Reply { shape: &shape, req: &request, interval: shapes.config.long_poll_timeout,
-                private, offset: log_offset(r.end), up_to_date: true, has_data: false, cache: LIVE_CACHE };
-                return Ok(reply.respond(r.json_array(), inm));
+            if woken {
+                continue;
             }
         }
+        let cache = if request.live { LIVE_CACHE } else { CATCH_UP_CACHE };
+        let reply = Reply { offset: log_offset(r.end), up_to_date: r.up_to_date, has_data: r.count > 0, cache };
+        return Ok(responder.respond(reply, r.json_array()));
     }
 }
 
@@ -370,25 +354,11 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
 fn sse(
     shapes: Arc<Shapes>,
     shape: Arc<Shape>,
-    request: ShapeRequest,
+    mut headers: HeaderMap,
     from: u64,
     first: Arc<Rendered>,
     filter: String,
-    private: bool,
 ) -> Response {
-    let reply = Reply {
-        shape: &shape,
-        req: &request,
-        interval: shapes.config.long_poll_timeout,
-        private,
-        // The request's own offset: headers are applied before the body arrives, so a
-        // connection dropped mid-backlog must not have moved the client past unseen data.
-        offset: request.offset_text.clone(),
-        up_to_date: false,
-        has_data: true,
-        cache: "public, max-age=59",
-    };
-    let (mut headers, _) = reply.headers(None);
     headers.remove("etag");
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
 
@@ -418,12 +388,7 @@ fn sse(
             let r = match st.first.take().filter(|r| r.count > 0) {
                 Some(r) => r,
                 None => {
-                    let history = History {
-                        nats: &st.shapes.nats,
-                        js: &st.shapes.js,
-                        stream: &st.shapes.changes_stream,
-                        filter: &st.filter,
-                    };
+                    let history = st.shapes.history(&st.filter);
                     match st.shape.read(st.from, st.shapes.config.chunk_bytes, &history).await {
                         Ok(r) => r,
                         Err(e) => {

@@ -234,7 +234,7 @@ impl Shapes {
                     _ = tokio::time::sleep(Duration::from_secs(30)) => {}
                 }
                 let Some(s) = sweeper.upgrade() else { return };
-                s.evict_idle().await;
+                s.evict_idle();
             }
         });
         Ok(shapes)
@@ -511,6 +511,11 @@ impl Shapes {
         }
     }
 
+    /// Reads of a table's change events this edge's logs do not hold.
+    fn history<'a>(&'a self, table_filter: &'a str) -> shape::History<'a> {
+        shape::History { nats: &self.nats, js: &self.js, stream: &self.changes_stream, filter: table_filter }
+    }
+
     async fn stream_last_sequence(&self) -> Result<u64> {
         Ok(self
             .js
@@ -634,7 +639,7 @@ impl Shapes {
         Ok(found)
     }
 
-    async fn evict_idle(&self) {
+    fn evict_idle(&self) {
         let cutoff = shape::now_secs().saturating_sub(self.config.idle_timeout.as_secs());
         let evicted: Vec<Arc<Shape>> = {
             let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());

@@ -12,14 +12,8 @@ use crate::helpers::{spawn_edge, test_prefix};
 
 const SECRET: &str = "activity-test-secret-activity-test-secret";
 
-/// `Bearer <token>` of a viewer of `agency`, as proposals-api issues them.
 fn bearer(agency: &str) -> String {
-    let caller = folio_auth::Caller {
-        user_id: folio_domain::UserId::new(),
-        agency_id: folio_domain::AgencyId::parse(agency).expect("uuid"),
-        role: folio_auth::Role::Viewer,
-    };
-    format!("Bearer {}", folio_auth::Authenticator::new(SECRET.as_bytes()).issue(&caller, Duration::from_secs(300)))
+    crate::helpers::bearer(SECRET, agency)
 }
 
 fn text(name: &str, v: &str) -> ColumnValue {

@@ -84,6 +84,16 @@ impl TestEdge {
     }
 }
 
+/// `Bearer <token>` of a viewer of `agency`, as proposals-api issues them.
+pub fn bearer(secret: &str, agency: &str) -> String {
+    let caller = folio_auth::Caller {
+        user_id: folio_domain::UserId::new(),
+        agency_id: folio_domain::AgencyId::parse(agency).expect("uuid"),
+        role: folio_auth::Role::Viewer,
+    };
+    format!("Bearer {}", folio_auth::Authenticator::new(secret.as_bytes()).issue(&caller, Duration::from_secs(600)))
+}
+
 /// Deletes what a test's prefix created on the shared NATS server.
 async fn cleanup(prefix: &str) {
     if let Ok(nats) = folio_testkit::nats().await {
