@@ -25,6 +25,7 @@ const SECRET: &str = "shape-test-secret-shape-test-secret";
 /// flags that point at them.
 struct Env {
     db: folio_testkit::TestDb,
+    changes_stream: String,
     slot: String,
     prefix: String,
     args: Vec<String>,
@@ -73,7 +74,7 @@ impl Env {
         ]
         .map(str::to_owned)
         .to_vec();
-        Ok(Env { db, slot, prefix, args, shutdown, wal_ingest, _cleanup: cleanup })
+        Ok(Env { db, changes_stream, slot, prefix, args, shutdown, wal_ingest, _cleanup: cleanup })
     }
 
     async fn edge(&self, extra: &[&str]) -> anyhow::Result<TestEdge> {
@@ -101,6 +102,22 @@ impl Env {
         Ok(())
     }
 
+    /// The change stream's last sequence.
+    async fn stream_sequence(&self) -> anyhow::Result<u64> {
+        let js = async_nats::jetstream::new(folio_testkit::nats().await?);
+        Ok(js.get_stream_no_info(&self.changes_stream).await?.get_info().await?.state.last_sequence)
+    }
+
+    /// Runs `sql` and waits until wal-ingest has published at least `events` more change events.
+    async fn sql_on_stream(&self, sql: &str, events: u64) -> anyhow::Result<u64> {
+        let before = self.stream_sequence().await?;
+        self.sql(sql).await?;
+        Ok(folio_testkit::eventually("the writes on the change stream", || async {
+            self.stream_sequence().await.ok().filter(|last| *last >= before + events)
+        })
+        .await)
+    }
+
     async fn sql(&self, sql: &str) -> anyhow::Result<()> {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
             .execute(&self.db.pool)
@@ -111,12 +128,7 @@ impl Env {
 }
 
 fn bearer(agency: &str) -> String {
-    let caller = folio_auth::Caller {
-        user_id: folio_domain::UserId::new(),
-        agency_id: folio_domain::AgencyId::parse(agency).expect("uuid"),
-        role: folio_auth::Role::Viewer,
-    };
-    format!("Bearer {}", folio_auth::Authenticator::new(SECRET.as_bytes()).issue(&caller, Duration::from_secs(600)))
+    crate::helpers::bearer(SECRET, agency)
 }
 
 /// A strict shape follower (cloned to probe the next response without moving the original): applies messages as Electric's `Shape` does, but refuses an insert
@@ -349,7 +361,7 @@ async fn a_client_continues_on_another_edge_and_after_a_restart_without_409() ->
     })
     .await;
     first.stop().await?;
-    env.sql("INSERT INTO resume VALUES (202, 'while no edge ran')").await?;
+    env.sql_on_stream("INSERT INTO resume VALUES (202, 'while no edge ran')", 1).await?;
 
     let second = env.edge(&[]).await?;
     f.client = second.client.clone();
@@ -525,13 +537,20 @@ async fn a_truncate_no_edge_watched_still_ends_the_log_on_the_next_edge() -> any
     let mut f = Follower::new(first.client.clone(), "table=unwatched", auth.clone());
     f.catch_up().await?;
     first.stop().await?;
-    env.sql("TRUNCATE unwatched; INSERT INTO unwatched VALUES (3)").await?;
-    // Let wal-ingest publish the truncate before the next edge starts.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = env.sql_on_stream("TRUNCATE unwatched; INSERT INTO unwatched VALUES (3)", 2).await?;
     let second = env.edge(&[]).await?;
-    f.client = second.client.clone();
-    let status = f.step(false).await?;
-    assert_eq!(status, StatusCode::CONFLICT, "the handle's snapshot predates the truncate");
+    // First (while this edge knows nothing of the handle), a client at an offset past the
+    // truncate (offsets between entries are valid): only the handle's own check against the
+    // table's last truncate can tell.
+    let mut ahead = f.clone();
+    ahead.client = second.client.clone();
+    ahead.offset = format!("{after}_0");
+    assert_eq!(ahead.step(false).await?, StatusCode::CONFLICT, "the handle's snapshot predates the truncate");
+    // And at the client's own offset (the KV record is gone by now; before, the history it
+    // missed held the truncate).
+    let mut behind = f.clone();
+    behind.client = second.client.clone();
+    assert_eq!(behind.step(false).await?, StatusCode::CONFLICT, "the handle is stale at any offset");
     second.stop().await?;
     env.stop().await
 }
@@ -602,7 +621,7 @@ async fn a_client_holding_the_last_snapshot_chunk_continues_on_another_edge() ->
     }
     assert!(!f.up_to_date && f.offset.starts_with("0_"), "at the last chunk: {}", f.offset);
     first.stop().await?;
-    env.sql("INSERT INTO lastchunk VALUES (151, 'after')").await?;
+    env.sql_on_stream("INSERT INTO lastchunk VALUES (151, 'after')", 1).await?;
     let second = env.edge(&[]).await?;
     f.client = second.client.clone();
     f.catch_up().await?;
