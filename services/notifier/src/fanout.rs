@@ -97,6 +97,19 @@ pub async fn deliveries_for(
     .into_iter()
     .collect();
 
+    // Every transition and the reminder are of the one row this event changed: one client.
+    let client_id = found.first().map(|t| t.proposal.client_id).or(reminder.as_ref().map(|(p, _)| p.client_id));
+    let client: Option<(String, String)> = match client_id {
+        Some(id) => {
+            sqlx::query_as("SELECT email, name FROM clients WHERE id = $1 AND agency_id = $2")
+                .bind(id)
+                .bind(agency)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+        None => None,
+    };
+
     let mut out = Vec::new();
     for (i, t) in found.iter().enumerate() {
         // One change can stand for two events (a row inserted as sent is created and sent);
@@ -108,12 +121,6 @@ pub async fn deliveries_for(
             keyed = format!("{event_id}#{}", t.event_type);
             keyed.as_str()
         };
-        let client: Option<(String, String)> =
-            sqlx::query_as("SELECT email, name FROM clients WHERE id = $1 AND agency_id = $2")
-                .bind(t.proposal.client_id)
-                .bind(agency)
-                .fetch_optional(&mut *conn)
-                .await?;
         let base = EmailFacts { event_id, transition: t, occurred_at, client: client.as_ref(), due_at: now };
         let mut people =
             People { agency, agency_name: &agency_name, team: &team, opted_out: &opted_out, out: &mut out };
@@ -145,12 +152,6 @@ pub async fn deliveries_for(
             // schedule the same reminder again; moving the date schedules a new one.
             let reminder_id = format!("expiring:{}:{valid_until}", proposal.id);
             let t = Transition { event_type: EventType::Expiring, proposal, previous_status: None };
-            let client: Option<(String, String)> =
-                sqlx::query_as("SELECT email, name FROM clients WHERE id = $1 AND agency_id = $2")
-                    .bind(t.proposal.client_id)
-                    .bind(agency)
-                    .fetch_optional(&mut *conn)
-                    .await?;
             let base =
                 EmailFacts { event_id: &reminder_id, transition: &t, occurred_at, client: client.as_ref(), due_at };
             let mut people =
