@@ -10,6 +10,27 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// The publication wal-ingest reads.
 pub const PUBLICATION: &str = "folio_changes";
 
+/// How Postgres renders values as text in Folio's change events: wal-ingest pins these on its
+/// replication session and the edge on its snapshot transactions, so a value (and a row key
+/// built from it) reads the same on both paths. Values hold no spaces or quotes.
+pub const TEXT_OUTPUT_SETTINGS: [(&str, &str); 5] = [
+    ("datestyle", "ISO,MDY"),
+    ("timezone", "UTC"),
+    ("intervalstyle", "iso_8601"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+];
+
+/// [`TEXT_OUTPUT_SETTINGS`] as connection options (`-c name=value …`).
+pub fn text_output_options() -> String {
+    TEXT_OUTPUT_SETTINGS.iter().map(|(k, v)| format!("-c {k}={v}")).collect::<Vec<_>>().join(" ")
+}
+
+/// [`TEXT_OUTPUT_SETTINGS`] as statements for the current transaction (`SET LOCAL …; …`).
+pub fn text_output_set_local() -> String {
+    TEXT_OUTPUT_SETTINGS.iter().map(|(k, v)| format!("SET LOCAL {k} = '{v}'")).collect::<Vec<_>>().join("; ")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("failed to connect to postgres")]
@@ -69,5 +90,21 @@ mod tests {
         assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
         assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
         assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+}
+
+#[cfg(test)]
+mod text_output_tests {
+    #[test]
+    fn the_same_settings_as_options_and_as_statements() {
+        assert_eq!(
+            super::text_output_options(),
+            "-c datestyle=ISO,MDY -c timezone=UTC -c intervalstyle=iso_8601 -c extra_float_digits=3 -c bytea_output=hex"
+        );
+        assert_eq!(
+            super::text_output_set_local(),
+            "SET LOCAL datestyle = 'ISO,MDY'; SET LOCAL timezone = 'UTC'; SET LOCAL intervalstyle = 'iso_8601'; \
+             SET LOCAL extra_float_digits = '3'; SET LOCAL bytea_output = 'hex'"
+        );
     }
 }

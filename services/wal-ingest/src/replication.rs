@@ -20,10 +20,6 @@ use folio_domain::Lsn;
 use percent_encoding::percent_decode_str;
 use pgwire_replication::{ReplicationConfig, TlsConfig};
 
-/// Output formatting pinned on the walsender so text values match what the API reads.
-const SESSION_OPTIONS: &str =
-    "-c datestyle=ISO,MDY -c timezone=UTC -c intervalstyle=iso_8601 -c extra_float_digits=3 -c bytea_output=hex";
-
 #[derive(Debug, thiserror::Error)]
 #[error("bad database URL: {0}")]
 pub struct UrlError(String);
@@ -69,7 +65,8 @@ pub fn config(s: &ReplicationSettings<'_>) -> Result<ReplicationConfig, UrlError
         .with_ack_lsn(lsn)
         .with_status_interval(s.status_interval)
         .with_wakeup_interval(s.status_interval)
-        .with_options(SESSION_OPTIONS)
+        // Output formatting pinned on the walsender, as the edge's snapshots pin it.
+        .with_options(folio_db::text_output_options())
         .with_application_name(format!("wal-ingest:{}", s.slot)))
 }
 

@@ -27,11 +27,6 @@ use super::{
     request::{LogMode, Replica, quote},
 };
 
-/// The session settings wal-ingest's replication connection uses: snapshot rows must render
-/// every value exactly as the change stream does.
-const DISPLAY_SETTINGS: &str = "SET LOCAL datestyle = 'ISO, MDY'; SET LOCAL timezone = 'UTC'; \
-     SET LOCAL intervalstyle = 'iso_8601'; SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'";
-
 /// Most entries one shape keeps in memory; older ones are read back from JetStream.
 const MAX_MEMORY_ENTRIES: usize = 20_000;
 const MAX_MEMORY_BYTES: usize = 16 * 1024 * 1024;
@@ -419,7 +414,8 @@ pub async fn take_snapshot(
 ) -> Result<(Stitch, Vec<Bytes>)> {
     use futures::TryStreamExt;
     let mut tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-    sqlx::raw_sql(DISPLAY_SETTINGS).execute(&mut *tx).await?;
+    // Rendered as the change stream renders values.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(folio_db::text_output_set_local())).execute(&mut *tx).await?;
     let snap: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text").fetch_one(&mut *tx).await?;
     let stitch = Stitch::from_snapshot_text(seq0, &snap)
         .ok_or_else(|| ShapeError::Internal(format!("unparseable snapshot {snap}")))?;
