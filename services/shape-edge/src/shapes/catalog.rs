@@ -238,9 +238,18 @@ async fn publish(pool: &PgPool, table: &QualifiedName, publication: &str, publis
             .await?;
     }
     if !published {
-        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER PUBLICATION {} ADD TABLE {table}", quote(publication))))
-            .execute(&mut *tx)
-            .await?;
+        let added =
+            sqlx::query(sqlx::AssertSqlSafe(format!("ALTER PUBLICATION {} ADD TABLE {table}", quote(publication))))
+                .execute(&mut *tx)
+                .await;
+        match added {
+            // Another first request (on this edge or another) published it meanwhile, with
+            // REPLICA IDENTITY FULL in the same transaction: nothing left to do.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42710") => return Ok(()),
+            other => {
+                other?;
+            }
+        }
     }
     tx.commit().await?;
     tracing::warn!(%table, publication, "added the table to the publication for a shape (FOLIO_SHAPE_AUTO_PUBLISH)");

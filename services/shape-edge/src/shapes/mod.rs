@@ -280,26 +280,17 @@ impl Shapes {
     /// create one (`fresh`) at most a few seconds old, so a table dropped and created again
     /// (no change event says so) is read anew.
     async fn table(&self, name: &QualifiedName, fresh: bool) -> Result<(Arc<TableInfo>, Arc<TableFeed>)> {
-        let generation = self.existing_feed(name).map(|f| f.generation.load(Ordering::SeqCst));
-        let cached = {
-            let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-            tables
-                .get(name)
-                .filter(|c| Some(c.generation) == generation && !(fresh && c.read_at.elapsed() > CATALOG_FRESHNESS))
-                .map(|c| Arc::clone(&c.info))
-        };
-        if let Some(info) = cached {
-            let feed = self.feed_for(&info).await?;
-            return Ok((info, feed));
-        }
-        let info = match catalog::load(&self.pool, name, &self.config.publication, self.config.auto_publish).await {
-            Ok(i) => i,
-            // Two first requests may race to publish the table; the loser reads it again.
-            Err(ShapeError::Internal(m)) if m.contains("already") => {
-                catalog::load(&self.pool, name, &self.config.publication, false).await?
+        if let Some(feed) = self.existing_feed(name) {
+            let generation = feed.generation.load(Ordering::SeqCst);
+            let cached = self.tables.lock().unwrap_or_else(|p| p.into_inner()).get(name).and_then(|c| {
+                let current = c.generation == generation && !(fresh && c.read_at.elapsed() > CATALOG_FRESHNESS);
+                current.then(|| Arc::clone(&c.info))
+            });
+            if let Some(info) = cached {
+                return Ok((info, feed));
             }
-            Err(e) => return Err(e),
-        };
+        }
+        let info = catalog::load(&self.pool, name, &self.config.publication, self.config.auto_publish).await?;
         let info = Arc::new(info);
         let feed = self.feed_for(&info).await?;
         let g = feed.generation.load(Ordering::SeqCst);

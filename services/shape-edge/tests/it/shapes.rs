@@ -700,3 +700,25 @@ async fn caching_headers_etag_304_cors_and_the_insecure_mode() -> anyhow::Result
     open.stop().await?;
     env.stop().await
 }
+
+#[tokio::test]
+async fn concurrent_first_requests_publish_a_table_once() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    env.sql("CREATE TABLE raced (id int4 PRIMARY KEY, n int4 NOT NULL)").await?;
+    let edge = env.edge(&[]).await?;
+    let auth = bearer(&uuid::Uuid::new_v4().to_string());
+    // Distinct where clauses: distinct shapes, each resolving the unpublished table at once.
+    let requests = (0..8).map(|n| {
+        let (client, auth) = (edge.client.clone(), auth.clone());
+        async move {
+            let path = format!("/v1/shape?table=raced&offset=-1&where=n%20%3E%20{n}");
+            client.send(Method::GET, &path, &[("authorization", auth.as_str())], Bytes::new()).await
+        }
+    });
+    for res in futures::future::join_all(requests).await {
+        let res = res?;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    }
+    edge.stop().await?;
+    env.stop().await
+}
