@@ -36,6 +36,7 @@ pub struct Cluster {
     pub editor: UserId,
     pub proposals: Proposals,
     slot: String,
+    wal: wal_ingest::InProcess,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -52,20 +53,9 @@ impl Cluster {
         let wal = wal_ingest::Config::for_names(&db.url, &nats_url, &slot, &root, &prefix);
         let changes_stream = wal.changes_stream.clone();
         let jobs_stream = wal.jobs_stream.clone();
-        let token = shutdown.clone();
-        let wal_ready = folio_runtime::Readiness::default();
-        let readiness = wal_ready.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = wal_ingest::run_with_readiness(wal, token, readiness).await {
-                panic!("wal-ingest failed: {e}");
-            }
-        }));
+        let wal = wal_ingest::InProcess::spawn(wal);
         // Writes made before the slot exists would never reach the stream.
-        folio_testkit::eventually("wal-ingest to stream its slot", || {
-            let ready = wal_ready.is_ready();
-            async move { ready.then_some(()) }
-        })
-        .await;
+        wal.streaming(Duration::from_secs(30)).await.map_err(anyhow::Error::msg)?;
 
         let mut pdf = pdf_render::Config::new(db.url.clone(), nats_url.clone());
         pdf.subject_root = root.clone();
@@ -105,7 +95,7 @@ impl Cluster {
             Bearer(format!("Bearer {token}").parse().context("token")?),
         );
         let js = async_nats::jetstream::new(folio_testkit::nats().await?);
-        Ok(Self { db, js, subject_root: root, changes_stream, agency, editor, proposals, slot, shutdown, tasks })
+        Ok(Self { db, js, subject_root: root, changes_stream, agency, editor, proposals, slot, wal, shutdown, tasks })
     }
 
     /// Stops every service, then drops the replication slot so it does not pin WAL.
@@ -114,6 +104,7 @@ impl Cluster {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
+        let _ = self.wal.stop().await;
         let _ =
             sqlx::query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1")
                 .bind(&self.slot)

@@ -51,6 +51,48 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     run_with_readiness(config, shutdown, admin.readiness).await
 }
 
+/// wal-ingest running as a task of this process: how tests (here and in the services that read
+/// its stream) and other embedders start, await and stop it.
+pub struct InProcess {
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), Error>>,
+    pub readiness: Readiness,
+}
+
+impl InProcess {
+    pub fn spawn(config: Config) -> Self {
+        let (shutdown, readiness) = (CancellationToken::new(), Readiness::default());
+        let task = tokio::spawn(run_with_readiness(config, shutdown.clone(), readiness.clone()));
+        InProcess { shutdown, task, readiness }
+    }
+
+    /// Waits until it streams its slot (changes committed from then on reach the stream), or
+    /// fails after `limit` or when the task ended.
+    pub async fn streaming(&self, limit: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.readiness.is_ready() {
+            if self.task.is_finished() {
+                return Err("wal-ingest stopped before streaming its slot".into());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("wal-ingest did not stream its slot within {limit:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Cancels it and waits (up to 30 s) for `run` to return, releasing the slot.
+    pub async fn stop(self) -> Result<(), String> {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(30), self.task).await {
+            Ok(Ok(result)) => result.map_err(|e| e.to_string()),
+            Ok(Err(join)) => Err(format!("wal-ingest task: {join}")),
+            Err(_) => Err("wal-ingest did not stop within 30 s".into()),
+        }
+    }
+}
+
 /// [`run`] without the admin server, for embedding (all-in-one, tests, the benchmark).
 pub async fn run_with_readiness(
     config: Config,

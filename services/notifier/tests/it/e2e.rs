@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use folio_domain::ProposalStatus;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use crate::helpers::World;
 
@@ -22,26 +21,8 @@ async fn a_committed_transition_flows_through_wal_ingest_to_email_and_webhook() 
     ingest_config.common.admin_addr = "127.0.0.1:0".parse().unwrap();
     ingest_config.retry_backoff = Duration::from_millis(200);
     ingest_config.standby_poll = Duration::from_millis(200);
-    let ingest_shutdown = CancellationToken::new();
-    let ingest = tokio::spawn(wal_ingest::run_with_readiness(
-        ingest_config,
-        ingest_shutdown.clone(),
-        folio_runtime::Readiness::default(),
-    ));
-    let pool = w.db.pool.clone();
-    folio_testkit::eventually("the replication slot is streaming", || {
-        let (pool, slot) = (pool.clone(), slot.clone());
-        async move {
-            let active: Option<bool> =
-                sqlx::query_scalar("SELECT active FROM pg_replication_slots WHERE slot_name = $1")
-                    .bind(&slot)
-                    .fetch_optional(&pool)
-                    .await
-                    .ok()?;
-            active.filter(|a| *a).map(|_| ())
-        }
-    })
-    .await;
+    let ingest = wal_ingest::InProcess::spawn(ingest_config);
+    ingest.streaming(Duration::from_secs(30)).await.expect("wal-ingest streams its slot");
     let notifier = w.spawn().await;
 
     let p = w.new_proposal("Through the WAL", None).await;
@@ -67,8 +48,7 @@ async fn a_committed_transition_flows_through_wal_ingest_to_email_and_webhook() 
     assert!(mail.text().contains(&format!("/p/{p}")));
 
     notifier.stop().await;
-    ingest_shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(30), ingest).await;
+    let _ = ingest.stop().await;
     for _ in 0..50 {
         let _ = sqlx::query(
             "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",

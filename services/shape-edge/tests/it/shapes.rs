@@ -15,7 +15,6 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use rand::Rng;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Cleanup, TestClient, TestEdge, spawn_edge, test_prefix};
 
@@ -29,8 +28,7 @@ struct Env {
     slot: String,
     prefix: String,
     args: Vec<String>,
-    shutdown: CancellationToken,
-    wal_ingest: tokio::task::JoinHandle<()>,
+    wal_ingest: wal_ingest::InProcess,
     _cleanup: Cleanup,
 }
 
@@ -43,19 +41,8 @@ impl Env {
         let slot = format!("t_{suffix}");
         let wal = wal_ingest::Config::for_names(&db.url, &folio_testkit::nats_url(), &slot, &root, &prefix);
         let changes_stream = wal.changes_stream.clone();
-        let shutdown = CancellationToken::new();
-        let ready = folio_runtime::Readiness::default();
-        let (token, r) = (shutdown.clone(), ready.clone());
-        let wal_ingest = tokio::spawn(async move {
-            if let Err(e) = wal_ingest::run_with_readiness(wal, token, r).await {
-                panic!("wal-ingest failed: {e}");
-            }
-        });
-        folio_testkit::eventually("wal-ingest to stream its slot", || {
-            let ok = ready.is_ready();
-            async move { ok.then_some(()) }
-        })
-        .await;
+        let wal_ingest = wal_ingest::InProcess::spawn(wal);
+        wal_ingest.streaming(Duration::from_secs(30)).await.map_err(anyhow::Error::msg)?;
         let args = [
             "--changes-stream",
             &changes_stream,
@@ -74,7 +61,7 @@ impl Env {
         ]
         .map(str::to_owned)
         .to_vec();
-        Ok(Env { db, changes_stream, slot, prefix, args, shutdown, wal_ingest, _cleanup: cleanup })
+        Ok(Env { db, changes_stream, slot, prefix, args, wal_ingest, _cleanup: cleanup })
     }
 
     async fn edge(&self, extra: &[&str]) -> anyhow::Result<TestEdge> {
@@ -93,8 +80,7 @@ impl Env {
     /// Stops wal-ingest and drops its slot: the server has a fixed number of them. (A failed
     /// test leaves its slot; scripts/test.sh removes inactive ones before a run.)
     async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.wal_ingest).await.context("wal-ingest did not stop")??;
+        self.wal_ingest.stop().await.map_err(anyhow::Error::msg)?;
         sqlx::query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1")
             .bind(&self.slot)
             .execute(&self.db.pool)

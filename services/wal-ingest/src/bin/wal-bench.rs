@@ -16,7 +16,6 @@ use clap::Parser;
 use futures::{StreamExt, stream::FuturesOrdered};
 use prost::Message as _;
 use sqlx::{Connection, PgConnection, PgPool};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 struct Args {
@@ -208,9 +207,8 @@ async fn throughput(w: &mut World, txn_size: u64, rows: u64) -> anyhow::Result<(
     w.streams.push(format!("{prefix}_JOBS"));
     let mut config = wal_ingest::Config::for_names(&w.url, &w.nats_url, &ingest_slot, &root, &prefix);
     config.common.admin_addr = "127.0.0.1:0".parse()?;
-    let shutdown = CancellationToken::new();
     let started = Instant::now();
-    let task = tokio::spawn(wal_ingest::run_with_readiness(config, shutdown.clone(), Default::default()));
+    let ingest = wal_ingest::InProcess::spawn(config);
     let changes = format!("{prefix}_CHANGES");
     let (bytes, elapsed) = loop {
         if let Ok(mut s) = w.js.get_stream(&changes).await
@@ -221,8 +219,7 @@ async fn throughput(w: &mut World, txn_size: u64, rows: u64) -> anyhow::Result<(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    shutdown.cancel();
-    task.await??;
+    ingest.stop().await.map_err(anyhow::Error::msg)?;
     let ingest_rate = rows as f64 / elapsed.as_secs_f64();
 
     // Raw JetStream: the same number of messages of the same average size, pipelined with
@@ -313,12 +310,8 @@ async fn latency(w: &mut World, args: &Args) -> anyhow::Result<()> {
     w.streams.push(format!("{prefix}_JOBS"));
     let mut config = wal_ingest::Config::for_names(&w.url, &w.nats_url, &slot, &root, &prefix);
     config.common.admin_addr = "127.0.0.1:0".parse()?;
-    let shutdown = CancellationToken::new();
-    let readiness = folio_runtime::Readiness::default();
-    let task = tokio::spawn(wal_ingest::run_with_readiness(config, shutdown.clone(), readiness.clone()));
-    while !readiness.is_ready() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let ingest = wal_ingest::InProcess::spawn(config);
+    ingest.streaming(Duration::from_secs(60)).await.map_err(anyhow::Error::msg)?;
     let stream = w.js.get_stream(format!("{prefix}_CHANGES")).await?;
     let consumer = stream.create_consumer(OrderedConfig::default()).await?;
     let mut messages = consumer.messages().await?;
@@ -368,8 +361,7 @@ async fn latency(w: &mut World, args: &Args) -> anyhow::Result<()> {
         latencies.push(received.saturating_sub(committed));
     }
     writer.await??;
-    shutdown.cancel();
-    task.await??;
+    ingest.stop().await.map_err(anyhow::Error::msg)?;
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(

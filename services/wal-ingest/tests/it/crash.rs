@@ -191,7 +191,7 @@ async fn a_nats_server_restart_mid_stream_loses_nothing() {
         let transactions = writer.await.unwrap();
         let messages = settle(&h).await;
         check(&messages, transactions);
-        ingester.stop().await;
+        ingester.stop().await.expect("ingester stops");
         // Keep the server alive for the harness' cleanup, then let it go.
         let _ = tx.send(nats);
     })

@@ -36,7 +36,7 @@ async fn a_replay_after_the_duplicate_window_is_fenced_off() {
                         .unwrap();
                 }
                 let before = h.read_at_least(&h.changes_stream(), 3).await;
-                first.stop().await;
+                first.stop().await.expect("ingester stops");
                 tokio::time::sleep(Duration::from_millis(2500)).await;
 
                 config.slot = replay_slot;
@@ -58,7 +58,7 @@ async fn a_replay_after_the_duplicate_window_is_fenced_off() {
                     after[..3].iter().map(|m| &m.msg_id).collect::<Vec<_>>(),
                     before.iter().map(|m| &m.msg_id).collect::<Vec<_>>()
                 );
-                second.stop().await;
+                second.stop().await.expect("ingester stops");
             }
         })
         .await;

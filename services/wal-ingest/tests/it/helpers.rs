@@ -9,7 +9,6 @@ use folio_proto::events::v1::{ChangeEvent, ColumnValue, column_value};
 use folio_testkit::TestDb;
 use futures::StreamExt;
 use prost::Message as _;
-use tokio_util::sync::CancellationToken;
 use wal_ingest::{Config, msg_id::MsgKey};
 
 pub struct Harness {
@@ -37,22 +36,7 @@ impl Stored {
     }
 }
 
-pub struct InProcess {
-    pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<Result<(), wal_ingest::Error>>,
-    pub readiness: folio_runtime::Readiness,
-}
-
-impl InProcess {
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("ingester stops within 30 s")
-            .expect("ingester task")
-            .expect("ingester run");
-    }
-}
+pub use wal_ingest::InProcess;
 
 impl Harness {
     pub async fn new() -> anyhow::Result<Self> {
@@ -95,10 +79,7 @@ impl Harness {
     }
 
     pub fn spawn_with(&self, config: Config) -> InProcess {
-        let shutdown = CancellationToken::new();
-        let readiness = folio_runtime::Readiness::default();
-        let task = tokio::spawn(wal_ingest::run_with_readiness(config, shutdown.clone(), readiness.clone()));
-        InProcess { shutdown, task, readiness }
+        InProcess::spawn(config)
     }
 
     pub fn spawn(&self) -> InProcess {

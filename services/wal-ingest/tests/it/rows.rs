@@ -164,7 +164,7 @@ async fn every_type_round_trips_with_toast_old_rows_truncate_and_schema_changes(
             assert!(e.commit_time.is_some());
             assert_ne!(e.xid, 0);
         }
-        ingester.stop().await;
+        ingester.stop().await.expect("ingester stops");
     })
     .await;
 }
@@ -200,7 +200,7 @@ async fn tables_added_to_the_publication_later_flow_without_a_restart() {
         let event = last.event();
         assert_eq!((event.schema.as_str(), event.table.as_str()), ("Sales EU", "Odd.Name"));
         assert_eq!(messages[0].subject, format!("{}.changes.agencies.{agency}", h.root), "agencies: tenant = id");
-        ingester.stop().await;
+        ingester.stop().await.expect("ingester stops");
     })
     .await;
 }
@@ -215,7 +215,7 @@ async fn a_schema_change_made_while_the_ingester_was_down_is_still_announced() {
         h.wait_for_slot().await;
         sqlx::query("INSERT INTO agencies (id, name) VALUES ($1, 'Acme')").bind(agency).execute(pool).await.unwrap();
         h.read_at_least(&h.changes_stream(), 1).await;
-        first.stop().await;
+        first.stop().await.expect("ingester stops");
 
         sqlx::query("ALTER TABLE agencies ADD COLUMN motto text").execute(pool).await.unwrap();
         sqlx::query("UPDATE agencies SET motto = 'ship it' WHERE id = $1").bind(agency).execute(pool).await.unwrap();
@@ -242,7 +242,7 @@ async fn a_schema_change_made_while_the_ingester_was_down_is_still_announced() {
             ]
         );
         assert_eq!(text(&messages[2].event().new_row, "motto"), Some("ship it"));
-        second.stop().await;
+        second.stop().await.expect("ingester stops");
     })
     .await;
 }

@@ -36,7 +36,7 @@ async fn a_standby_takes_over_when_the_active_ingester_dies() {
         let messages = h.read_at_least(&h.changes_stream(), 2).await;
         assert_eq!(messages.len(), 2);
         assert_commit_order(&messages);
-        standby.stop().await;
+        standby.stop().await.expect("ingester stops");
     })
     .await;
 }
@@ -74,7 +74,7 @@ async fn a_stale_walsender_holding_the_slot_is_ended_on_start() {
             .unwrap();
         let messages = h.read_at_least(&h.changes_stream(), 1).await;
         assert_eq!(messages.len(), 1);
-        ingester.stop().await;
+        ingester.stop().await.expect("ingester stops");
     })
     .await;
 }

@@ -135,7 +135,7 @@ async fn rows_of_two_tables_and_jobs_arrive_in_commit_order_with_positions() {
         })
         .await;
         assert!(ingester.readiness.is_ready());
-        ingester.stop().await;
+        ingester.stop().await.expect("ingester stops");
     })
     .await;
 }
