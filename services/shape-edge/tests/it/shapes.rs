@@ -81,10 +81,17 @@ impl Env {
     /// test leaves its slot; scripts/test.sh removes inactive ones before a run.)
     async fn stop(self) -> anyhow::Result<()> {
         self.wal_ingest.stop().await.map_err(anyhow::Error::msg)?;
-        sqlx::query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1")
-            .bind(&self.slot)
-            .execute(&self.db.pool)
-            .await?;
+        // The walsender backend may outlive the client by a moment: the slot stays active
+        // until it exits.
+        let (pool, slot) = (&self.db.pool, &self.slot);
+        folio_testkit::eventually("the replication slot to be dropped", || async move {
+            sqlx::query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(slot)
+                .execute(pool)
+                .await
+                .ok()
+        })
+        .await;
         Ok(())
     }
 
