@@ -321,6 +321,7 @@ fn event_json(e: &ChangeEvent, seq: u64) -> serde_json::Value {
         Operation::Truncate => "truncate",
         Operation::SchemaChange => "schema_change",
         Operation::ResnapshotRequired => "resnapshot_required",
+        Operation::TransactionEnd => "transaction_end",
         Operation::Unspecified => "unspecified",
     };
     let commit_time = e.commit_time.as_ref().and_then(|t| {
