@@ -68,6 +68,30 @@ struct Transaction {
     next_position: u32,
     /// Schema changes announced since the last change, published just before it.
     pending_schema: Vec<ChangeEvent>,
+    /// The tables this transaction wrote on the changes stream, in first-write order: who gets
+    /// a transaction-end marker. A handful of names, however many rows.
+    touched: Vec<Touched>,
+}
+
+#[derive(Debug)]
+struct Touched {
+    schema: String,
+    name: String,
+    /// The relation last written under this name, whose column types the marker carries.
+    oid: u32,
+}
+
+impl Transaction {
+    /// By name, not OID: the name is the subject, and the marker must go where the events went.
+    fn touch(&mut self, table: &Table) {
+        let oid = table.relation.oid;
+        match self.touched.iter_mut().find(|t| t.name == table.name() && t.schema == table.schema()) {
+            Some(t) => t.oid = oid,
+            None => {
+                self.touched.push(Touched { schema: table.schema().to_owned(), name: table.name().to_owned(), oid })
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -99,12 +123,44 @@ impl Assembler {
             seconds: unix_micros.div_euclid(1_000_000),
             nanos: (unix_micros.rem_euclid(1_000_000) * 1000) as i32,
         };
-        self.txn =
-            Some(Transaction { commit_lsn: final_lsn, xid, commit_time, next_position: 0, pending_schema: Vec::new() });
+        self.txn = Some(Transaction {
+            commit_lsn: final_lsn,
+            xid,
+            commit_time,
+            next_position: 0,
+            pending_schema: Vec::new(),
+            touched: Vec::new(),
+        });
     }
 
-    pub fn commit(&mut self) {
-        self.txn = None;
+    /// Ends the transaction. One that wrote several tables gets a `TRANSACTION_END` marker per
+    /// table on its `_all` subject, after all its changes: a consumer of one table cannot see
+    /// the flagged last event when that is on another table. A one-table transaction needs none
+    /// (its last event is flagged), which keeps the common case at one message per change.
+    pub fn commit(&mut self, out: &mut Vec<Outgoing>) {
+        let Some(txn) = self.txn.take() else { return };
+        if txn.touched.len() < 2 {
+            return;
+        }
+        for (i, t) in txn.touched.iter().enumerate() {
+            let event = ChangeEvent {
+                commit_lsn: txn.commit_lsn.0,
+                xid: txn.xid,
+                commit_time: Some(txn.commit_time),
+                schema: t.schema.clone(),
+                table: t.name.clone(),
+                operation: Operation::TransactionEnd as i32,
+                ..Default::default()
+            };
+            let key = MsgKey::new(txn.commit_lsn, txn.next_position, Part::End(i as u32));
+            let mut marker =
+                outgoing(key, Target::Changes, self.subjects.table_wide(&t.schema, &t.name), event, txn.xid);
+            // The table's latest event must tell a restarted ingester the shape consumers saw.
+            if let Some(table) = self.tables.get(&t.oid) {
+                marker.encoded_suffix = table.column_types_encoded.clone();
+            }
+            out.push(marker);
+        }
     }
 
     /// Records a table's (new) shape. `previous` is what consumers last saw of it; when the
@@ -116,6 +172,7 @@ impl Assembler {
             let mut event = table_event(txn, &table, Operation::SchemaChange);
             event.column_types = table.column_types.clone();
             txn.pending_schema.push(event);
+            txn.touch(&table);
         }
         self.row_prefixes.insert(table.relation.oid, self.subjects.row_prefix(table.schema(), table.name()));
         self.tables.insert(table.relation.oid, table);
@@ -133,6 +190,16 @@ impl Assembler {
         let position = txn.next_position;
         txn.next_position += 1;
         let xid = txn.xid;
+        let relations = match &msg {
+            PgOutput::Insert { relation, .. }
+            | PgOutput::Update { relation, .. }
+            | PgOutput::Delete { relation, .. } => std::slice::from_ref(relation),
+            PgOutput::Truncate { relations, .. } => relations.as_slice(),
+            _ => &[],
+        };
+        for table in relations.iter().filter_map(|oid| self.tables.get(oid)) {
+            txn.touch(table);
+        }
         for (i, event) in txn.pending_schema.drain(..).enumerate() {
             let subject = self.subjects.table_wide(&event.schema, &event.table);
             out.push(outgoing(
@@ -398,7 +465,7 @@ mod tests {
         a.relation(table(), None);
         let mut out = Vec::new();
         a.change(PgOutput::Insert { relation: 7, new: vec![t("1"), t("A"), t("x")] }, &mut out).unwrap();
-        a.commit();
+        a.commit(&mut out);
         a.begin(Lsn(0x200), 2, 0);
         a.relation(table(), None);
         let mut wider = table();
@@ -420,5 +487,41 @@ mod tests {
         let keys: Vec<String> = out.iter().map(|o| o.key.to_string()).collect();
         assert_eq!(keys, ["0000000000000100:0", "0000000000000200:0.s0", "0000000000000200:0"]);
         assert_eq!(out[1].subject, "folio.changes.notes._all");
+    }
+
+    #[test]
+    fn a_transaction_over_several_tables_ends_with_one_marker_per_table() {
+        let mut a = Assembler::new(Subjects::new("folio"));
+        let mut other = table();
+        other.relation.oid = 8;
+        other.relation.name = "tags".into();
+        a.begin(Lsn(0x100), 1, 0);
+        a.relation(table(), None);
+        a.relation(other, None);
+        let mut out = Vec::new();
+        let insert = |relation, id: &str| PgOutput::Insert { relation, new: vec![t(id), t("A"), t("x")] };
+        a.change(insert(7, "1"), &mut out).unwrap();
+        a.commit(&mut out);
+        assert_eq!(out.len(), 1, "one table: no marker");
+
+        a.begin(Lsn(0x200), 2, 0);
+        for (relation, id) in [(7, "2"), (8, "1"), (7, "3")] {
+            a.change(insert(relation, id), &mut out).unwrap();
+        }
+        out.clear();
+        a.commit(&mut out);
+        let markers: Vec<(String, String)> = out.iter().map(|o| (o.key.to_string(), o.subject.clone())).collect();
+        assert_eq!(
+            markers,
+            [
+                ("0000000000000200:3.e0".to_owned(), "folio.changes.notes._all".to_owned()),
+                ("0000000000000200:3.e1".to_owned(), "folio.changes.tags._all".to_owned()),
+            ]
+        );
+        let Body::Change(end) = &out[1].body else { panic!() };
+        assert_eq!((end.operation, end.table.as_str(), end.xid), (Operation::TransactionEnd as i32, "tags", 2));
+        assert!(end.new_row.is_empty() && end.tenant.is_empty());
+        assert!(!out[1].encoded_suffix.is_empty(), "carries the table's column types");
+        assert!(!a.in_transaction());
     }
 }

@@ -9,13 +9,15 @@
 //! - `Schema(i)`: schema-change events announced just before the change (they exist only when a
 //!   table's columns changed), so a consumer refetches before it sees a row of the new shape;
 //! - `Change(j)`: the change's own events (one per table of a multi-table TRUNCATE, two for an
-//!   update that moves a row to another tenant).
+//!   update that moves a row to another tenant);
+//! - `End(i)`: the transaction-end markers of a transaction that touched several tables, keyed
+//!   at the transaction's first unused position, so after every change of it.
 //!
 //! Keys order exactly like the events are published, which is what the startup fence compares.
 //!
 //! Text form: `<commit_lsn as 16 hex digits>:<position>` for `Change(0)` (nearly every event),
-//! `…:<position>.<j>` for `Change(j)`, `…:<position>.s<i>` and `…:<position>.c<i>` for the
-//! others. Fixed-width hex keeps ids sortable as strings.
+//! `…:<position>.<j>` for `Change(j)`, `…:<position>.s<i>`, `…:<position>.c<i>` and
+//! `…:<position>.e<i>` for the others. Fixed-width hex keeps ids sortable as strings.
 
 use std::fmt;
 
@@ -26,6 +28,7 @@ pub enum Part {
     Control(u32),
     Schema(u32),
     Change(u32),
+    End(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -54,6 +57,8 @@ impl MsgKey {
                     Part::Schema(i.parse().ok()?)
                 } else if let Some(i) = part.strip_prefix('c') {
                     Part::Control(i.parse().ok()?)
+                } else if let Some(i) = part.strip_prefix('e') {
+                    Part::End(i.parse().ok()?)
                 } else {
                     Part::Change(part.parse().ok()?)
                 };
@@ -72,6 +77,7 @@ impl fmt::Display for MsgKey {
             Part::Change(j) => write!(f, ".{j}"),
             Part::Schema(i) => write!(f, ".s{i}"),
             Part::Control(i) => write!(f, ".c{i}"),
+            Part::End(i) => write!(f, ".e{i}"),
         }
     }
 }
@@ -92,6 +98,8 @@ mod tests {
             MsgKey::new(l1, 1, Part::Change(0)),
             MsgKey::new(l1, 1, Part::Change(1)),
             MsgKey::new(l1, 10, Part::Change(0)),
+            MsgKey::new(l1, 11, Part::End(0)),
+            MsgKey::new(l1, 11, Part::End(1)),
             MsgKey::new(Lsn(0x2_0000_0001), 0, Part::Change(0)),
         ];
         for pair in keys.windows(2) {
@@ -103,6 +111,7 @@ mod tests {
         assert_eq!(MsgKey::new(Lsn(0x152FB08), 3, Part::Change(0)).to_string(), "000000000152FB08:3");
         assert_eq!(MsgKey::new(Lsn(0x152FB08), 3, Part::Change(2)).to_string(), "000000000152FB08:3.2");
         assert_eq!(MsgKey::new(Lsn(0x152FB08), 3, Part::Schema(0)).to_string(), "000000000152FB08:3.s0");
+        assert_eq!(MsgKey::new(Lsn(0x152FB08), 4, Part::End(1)).to_string(), "000000000152FB08:4.e1");
     }
 
     #[test]
@@ -115,6 +124,7 @@ mod tests {
             "000000000152FB08:x",
             "000000000152FB08:1.y",
             "000000000152FB08:1.s",
+            "000000000152FB08:1.e",
         ] {
             assert_eq!(MsgKey::parse(s), None, "{s}");
         }

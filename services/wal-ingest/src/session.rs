@@ -235,6 +235,13 @@ impl Stream<'_> {
             ReplicationEvent::Message { .. } => {}
             ReplicationEvent::Commit { end_lsn, .. } => {
                 let end_lsn = Lsn(end_lsn.as_u64());
+                let mut markers = std::mem::take(&mut self.scratch);
+                self.assembler.commit(&mut markers);
+                // Held like any event: the last marker, not the last change, is then flagged.
+                for marker in markers.drain(..) {
+                    self.emit(marker).await?;
+                }
+                self.scratch = markers;
                 for lane in 0..self.held.len() {
                     if let Some(mut last) = self.held[lane].take() {
                         last.last_in_transaction = true;
@@ -242,7 +249,6 @@ impl Stream<'_> {
                         self.publish(last).await?;
                     }
                 }
-                self.assembler.commit();
                 metrics::counter!("wal_ingest_transactions_total").increment(1);
                 self.txn_span.in_scope(|| tracing::debug!(end_lsn = %end_lsn, "transaction published"));
                 self.txn_span = tracing::Span::none();

@@ -1,20 +1,27 @@
-//! Crashes: the ingester process is SIGKILLed several times, and nats-server is restarted,
-//! while a writer commits; afterwards the stream holds every committed row exactly once, in
-//! commit order.
+//! Crashes: the ingester process is SIGKILLed several times (also amid transactions over two
+//! tables), and nats-server is restarted, while a writer commits; afterwards the stream holds
+//! every committed row (and marker) exactly once, in commit order.
 
 use std::time::Duration;
+
+use folio_proto::events::v1::Operation;
+use wal_ingest::msg_id::Part;
 
 use crate::helpers::{Harness, Stored, assert_commit_order, text, with_harness};
 
 const ROWS: i64 = 50_000;
 
-async fn create_table(h: &Harness) {
-    for sql in [
-        "CREATE TABLE crash_rows (id bigserial PRIMARY KEY, agency_id uuid NOT NULL, txn int NOT NULL, n int NOT NULL)",
-        "ALTER TABLE crash_rows REPLICA IDENTITY FULL",
-        "ALTER PUBLICATION folio_changes ADD TABLE crash_rows",
-    ] {
-        sqlx::query(sql).execute(&h.db.pool).await.unwrap();
+async fn create_tables(h: &Harness, tables: &[&str]) {
+    for table in tables {
+        for sql in [
+            format!(
+                "CREATE TABLE {table} (id bigserial PRIMARY KEY, agency_id uuid NOT NULL, txn int NOT NULL, n int NOT NULL)"
+            ),
+            format!("ALTER TABLE {table} REPLICA IDENTITY FULL"),
+            format!("ALTER PUBLICATION folio_changes ADD TABLE {table}"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&h.db.pool).await.unwrap();
+        }
     }
 }
 
@@ -26,26 +33,32 @@ async fn write(pool: sqlx::PgPool) -> usize {
     let mut txn = 0usize;
     while written < ROWS {
         let size = ((txn * 37) % 100 + 1).min((ROWS - written) as usize) as i64;
-        sqlx::query("INSERT INTO crash_rows (agency_id, txn, n) SELECT $1, $2, g FROM generate_series(1, $3) g")
-            .bind(agency)
-            .bind(txn as i32)
-            .bind(size as i32)
-            .execute(&pool)
-            .await
-            .unwrap();
+        insert(&pool, "crash_rows", agency, txn, size).await;
         written += size;
         txn += 1;
     }
     txn
 }
 
-/// Waits until the stream holds every row (or stops growing for 20 s), lets a straggling
-/// duplicate land, then reads it all.
-async fn settle(h: &Harness) -> Vec<Stored> {
+async fn insert<'e>(db: impl sqlx::PgExecutor<'e>, table: &str, agency: uuid::Uuid, txn: usize, size: i64) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} (agency_id, txn, n) SELECT $1, $2, g FROM generate_series(1, $3) g"
+    )))
+    .bind(agency)
+    .bind(txn as i32)
+    .bind(size as i32)
+    .execute(db)
+    .await
+    .unwrap();
+}
+
+/// Waits until the stream holds `expected` messages (or stops growing for 20 s), lets a
+/// straggling duplicate land, then reads it all.
+async fn settle(h: &Harness, expected: u64) -> Vec<Stored> {
     let mut last = (0, tokio::time::Instant::now());
     loop {
         let len = h.stream_len(&h.changes_stream()).await;
-        if len >= ROWS as u64 {
+        if len >= expected {
             break;
         }
         if len != last.0 {
@@ -59,9 +72,9 @@ async fn settle(h: &Harness) -> Vec<Stored> {
     h.read_all(&h.changes_stream()).await
 }
 
-/// Exactly once, in commit order: ids 1..=ROWS in stream order, positions counting from 0 in
+/// Exactly once, in commit order: ids 1..=rows in stream order, positions counting from 0 in
 /// each transaction, the last row of each transaction flagged.
-fn check(messages: &[Stored], transactions: usize) {
+fn check(messages: &[Stored], rows: i64, transactions: usize) {
     let ids: Vec<i64> = messages.iter().map(|m| text(&m.event().new_row, "id").unwrap().parse().unwrap()).collect();
     for (i, pair) in ids.windows(2).enumerate() {
         if pair[1] != pair[0] + 1 {
@@ -75,7 +88,7 @@ fn check(messages: &[Stored], transactions: usize) {
         }
     }
     assert_commit_order(messages);
-    assert_eq!(messages.len() as i64, ROWS, "every committed row exactly once");
+    assert_eq!(messages.len() as i64, rows, "every committed row exactly once");
     let mut expected_position = 0;
     for (i, m) in messages.iter().enumerate() {
         let e = m.event();
@@ -89,31 +102,121 @@ fn check(messages: &[Stored], transactions: usize) {
     assert_eq!(commits, transactions);
 }
 
+/// SIGKILLs the ingester process five times while it streams; returns the one running now and
+/// the id of the stream's last message just after each kill.
+async fn kill_repeatedly(h: &Harness, mut child: tokio::process::Child) -> (tokio::process::Child, Vec<String>) {
+    let mut last_at_kill = Vec::new();
+    for pause_ms in [700u64, 1100, 400, 1500, 900] {
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        child.kill().await.unwrap();
+        // Publishes the dead process had sent may still be in the server's socket buffer.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last_at_kill.push(last_msg_id(h).await.unwrap_or_default());
+        child = h.spawn_process().unwrap();
+    }
+    (child, last_at_kill)
+}
+
+async fn last_msg_id(h: &Harness) -> Option<String> {
+    let mut stream = h.js.get_stream(h.changes_stream()).await.ok()?;
+    let last = stream.info().await.ok()?.state.last_sequence;
+    let msg = stream.get_raw_message(last).await.ok()?;
+    Some(msg.headers.get("Nats-Msg-Id")?.as_str().to_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_ingester_repeatedly_loses_and_duplicates_nothing() {
     let h = Harness::new().await.unwrap();
     with_harness(h, |h| async move {
-        create_table(&h).await;
-        let mut child = h.spawn_process().unwrap();
+        create_tables(&h, &["crash_rows"]).await;
+        let child = h.spawn_process().unwrap();
         h.wait_for_slot().await;
         let writer = tokio::spawn(write(h.db.pool.clone()));
-        let mut kills = 0;
-        let mut published_at_kill = Vec::new();
-        for pause_ms in [700u64, 1100, 400, 1500, 900] {
-            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-            child.kill().await.unwrap();
-            kills += 1;
-            published_at_kill.push(h.stream_len(&h.changes_stream()).await);
-            child = h.spawn_process().unwrap();
-        }
+        let (mut child, last_at_kill) = kill_repeatedly(&h, child).await;
         let transactions = writer.await.unwrap();
-        let messages = settle(&h).await;
-        check(&messages, transactions);
-        assert_eq!(kills, 5);
+        let messages = settle(&h, ROWS as u64).await;
+        check(&messages, ROWS, transactions);
+        let stored_at_kill: Vec<usize> =
+            last_at_kill.iter().map(|id| messages.iter().position(|m| &m.msg_id == id).map_or(0, |p| p + 1)).collect();
         assert!(
-            published_at_kill.iter().any(|&n| n > 0 && n < ROWS as u64),
-            "at least one kill landed mid-stream: {published_at_kill:?}"
+            stored_at_kill.iter().any(|&n| n > 0 && n < ROWS as usize),
+            "at least one kill landed mid-stream: {stored_at_kill:?}"
         );
+        child.kill().await.unwrap();
+    })
+    .await;
+}
+
+/// Transactions writing `crash_rows`, `crash_side`, `crash_rows` (1..=5 rows, then one, then
+/// one) until `rows` rows of `crash_rows` are committed. Returns the number of transactions.
+async fn write_two_tables(pool: sqlx::PgPool, rows: i64) -> usize {
+    let agency = uuid::Uuid::new_v4();
+    let (mut written, mut txn) = (0i64, 0usize);
+    while written < rows {
+        let size = (txn % 5 + 1) as i64;
+        let mut tx = pool.begin().await.unwrap();
+        insert(&mut *tx, "crash_rows", agency, txn, size).await;
+        insert(&mut *tx, "crash_side", agency, txn, 1).await;
+        insert(&mut *tx, "crash_rows", agency, txn, 1).await;
+        tx.commit().await.unwrap();
+        written += size + 1;
+        txn += 1;
+    }
+    txn
+}
+
+/// Each transaction exactly once, in commit order: its rows, then a marker for `crash_rows`
+/// and one for `crash_side`, the second flagged last; row ids without gap in both tables.
+fn check_two_tables(messages: &[Stored], transactions: usize) {
+    assert_commit_order(messages);
+    let mut next_id = [1i64, 1];
+    let mut seen = 0;
+    for txn in messages.chunk_by(|a, b| a.key.commit_lsn == b.key.commit_lsn) {
+        seen += 1;
+        assert!(txn.len() >= 5, "a whole transaction: {:?}", txn.iter().map(|m| &m.msg_id).collect::<Vec<_>>());
+        let (rows, markers) = txn.split_at(txn.len() - 2);
+        for (i, m) in rows.iter().enumerate() {
+            let e = m.event();
+            let side = i == rows.len() - 2;
+            assert_eq!(e.table, if side { "crash_side" } else { "crash_rows" }, "{}", m.msg_id);
+            assert_eq!((e.position, e.last_in_transaction), (i as u32, false), "{}", m.msg_id);
+            let next = &mut next_id[usize::from(side)];
+            assert_eq!(text(&e.new_row, "id"), Some(next.to_string().as_str()), "{}", m.msg_id);
+            *next += 1;
+        }
+        let ends: Vec<(i32, String, Part, u32, bool)> = markers
+            .iter()
+            .map(|m| {
+                let e = m.event();
+                (e.operation, e.table, m.key.part, e.position, e.last_in_transaction)
+            })
+            .collect();
+        let at = rows.len() as u32;
+        let end = Operation::TransactionEnd as i32;
+        assert_eq!(
+            ends,
+            [(end, "crash_rows".into(), Part::End(0), at, false), (end, "crash_side".into(), Part::End(1), at, true)]
+        );
+    }
+    assert_eq!(seen, transactions, "every transaction exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_ingester_amid_multi_table_transactions_keeps_every_marker_exactly_once() {
+    let h = Harness::new().await.unwrap();
+    with_harness(h, |h| async move {
+        create_tables(&h, &["crash_rows", "crash_side"]).await;
+        let child = h.spawn_process().unwrap();
+        h.wait_for_slot().await;
+        let writer = tokio::spawn(write_two_tables(h.db.pool.clone(), 12_000));
+        let (mut child, last_at_kill) = kill_repeatedly(&h, child).await;
+        let transactions = writer.await.unwrap();
+        // Per transaction: 1..=5 + 1 rows of crash_rows, 1 of crash_side, 2 markers.
+        let expected: usize = (0..transactions).map(|t| t % 5 + 1 + 4).sum();
+        let messages = settle(&h, expected as u64).await;
+        // Where the kills cut the stream; `.e0` is a cut between the two markers.
+        eprintln!("last message at each kill: {last_at_kill:?}");
+        check_two_tables(&messages, transactions);
         child.kill().await.unwrap();
     })
     .await;
@@ -178,7 +281,7 @@ async fn a_nats_server_restart_mid_stream_loses_nothing() {
     let h = Harness::with_nats(nats.url()).await.unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<PrivateNats>();
     with_harness(h, move |h| async move {
-        create_table(&h).await;
+        create_tables(&h, &["crash_rows"]).await;
         let mut config = h.config();
         config.ack_timeout = Duration::from_secs(2);
         let ingester = h.spawn_with(config);
@@ -189,8 +292,8 @@ async fn a_nats_server_restart_mid_stream_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(1200)).await;
         nats.restart().await;
         let transactions = writer.await.unwrap();
-        let messages = settle(&h).await;
-        check(&messages, transactions);
+        let messages = settle(&h, ROWS as u64).await;
+        check(&messages, ROWS, transactions);
         ingester.stop().await.expect("ingester stops");
         // Keep the server alive for the harness' cleanup, then let it go.
         let _ = tx.send(nats);

@@ -5,6 +5,7 @@ mod admin;
 mod crash;
 mod fencing;
 mod helpers;
+mod markers;
 mod rows;
 mod takeover;
 mod transactions;

@@ -1,5 +1,6 @@
 //! A transaction mixing two tables and jobs arrives in commit order, with positions, the
-//! last-in-transaction flag per stream and one commit LSN across both streams.
+//! last-in-transaction flag per stream (on the changes stream: the last transaction-end
+//! marker) and one commit LSN across both streams.
 
 use folio_proto::events::v1::Operation;
 use wal_ingest::msg_id::Part;
@@ -53,11 +54,11 @@ async fn rows_of_two_tables_and_jobs_arrive_in_commit_order_with_positions() {
         // A non-transactional message is not a job either.
         sqlx::query("SELECT pg_logical_emit_message(false, 'folio.jobs.pdf', 'loose')").execute(pool).await.unwrap();
 
-        let changes = h.read_at_least(&h.changes_stream(), 4).await;
+        let changes = h.read_at_least(&h.changes_stream(), 6).await;
         let jobs = h.read_at_least(&h.jobs_stream(), 3).await;
         assert_commit_order(&changes);
         assert_commit_order(&jobs);
-        assert_eq!(changes.len(), 4);
+        assert_eq!(changes.len(), 6);
         assert_eq!(jobs.len(), 3);
 
         let t1 = changes[0].key.commit_lsn;
@@ -74,19 +75,26 @@ async fn rows_of_two_tables_and_jobs_arrive_in_commit_order_with_positions() {
             vec![
                 ("agencies".into(), a.clone(), 0, false),
                 ("clients".into(), a.clone(), 1, false),
-                ("agencies".into(), a.clone(), 3, true),
+                ("agencies".into(), a.clone(), 3, false),
+                // Two tables: each gets a marker after the transaction's last change.
+                ("agencies".into(), "_all".into(), 5, false),
+                ("clients".into(), "_all".into(), 5, true),
+                // One table: its last event is flagged, no marker.
                 ("clients".into(), a.clone(), 2, true),
             ]
         );
-        assert_eq!(changes[1].key.commit_lsn, t1);
-        assert_eq!(changes[2].key.commit_lsn, t1);
-        let t2 = changes[3].key.commit_lsn;
+        for m in &changes[1..5] {
+            assert_eq!(m.key.commit_lsn, t1);
+        }
+        let t2 = changes[5].key.commit_lsn;
         assert!(t2 > t1);
         assert_eq!(changes[2].event().operation, Operation::Update as i32);
         assert_eq!(text(&changes[2].event().old_row, "name"), Some("Acme"));
-        assert_eq!(text(&changes[3].event().new_row, "name"), Some("Bob"));
+        assert_eq!(changes[3].event().operation, Operation::TransactionEnd as i32);
+        assert_eq!(text(&changes[5].event().new_row, "name"), Some("Bob"));
         assert_eq!(changes[0].event().commit_end_lsn, 0, "known only at the commit");
-        assert!(changes[2].event().commit_end_lsn > t1.0);
+        assert_eq!(changes[2].event().commit_end_lsn, 0, "not the last event of the transaction");
+        assert!(changes[4].event().commit_end_lsn > t1.0);
 
         let jobs_seen: Vec<(String, Vec<u8>, u64, u32, bool)> = jobs
             .iter()
@@ -108,8 +116,10 @@ async fn rows_of_two_tables_and_jobs_arrive_in_commit_order_with_positions() {
                 (format!("{}.jobs.notify.email", h.root), b"mail-1".to_vec(), t2.0, 1, true),
             ]
         );
+        let parts: Vec<Part> = changes.iter().chain(&jobs).map(|m| m.key.part).collect();
+        let c = Part::Change(0);
+        assert_eq!(parts, [c, c, c, Part::End(0), Part::End(1), c, c, c, c]);
         for m in changes.iter().chain(&jobs) {
-            assert_eq!(m.key.part, Part::Change(0));
             assert_eq!(
                 m.headers.get("Folio-Commit-Lsn").map(|v| v.as_str().to_owned()),
                 Some(m.key.commit_lsn.to_string())
@@ -117,7 +127,7 @@ async fn rows_of_two_tables_and_jobs_arrive_in_commit_order_with_positions() {
         }
 
         // The slot confirms the commit's end LSN once everything is acked.
-        let end = changes[3].event().commit_end_lsn;
+        let end = changes[5].event().commit_end_lsn;
         let slot = h.slot.clone();
         folio_testkit::eventually("the slot confirms the last commit", || {
             let pool = pool.clone();
