@@ -99,11 +99,27 @@ pub async fn run_with_readiness(
     shutdown: CancellationToken,
     readiness: Readiness,
 ) -> Result<(), Error> {
+    let (disconnected, nats_disconnects) = tokio::sync::watch::channel(0u64);
     let client = async_nats::ConnectOptions::new()
         .name(format!("wal-ingest:{}", config.slot))
         .connection_timeout(Duration::from_secs(5))
         // Start even when NATS is down; sessions retry until it answers.
         .retry_on_initial_connect()
+        // The acks of publishes in flight are lost with the connection, and would only fail at
+        // the ack timeout: the session ends as soon as this counter moves.
+        .event_callback(move |event| {
+            let disconnected = disconnected.clone();
+            async move {
+                if matches!(event, async_nats::Event::Disconnected) {
+                    disconnected.send_modify(|n| *n += 1);
+                }
+            }
+        })
+        // The default doubles the pause up to 4 s, which can leave ingest idle for seconds
+        // after a restarted server is back. Retrying a down server every 250 ms is cheap.
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((attempts as u64).saturating_sub(1) * 50).min(Duration::from_millis(250))
+        })
         .connect(&config.nats_url)
         .await
         .map_err(|source| Error::Nats { url: config.nats_url.clone(), source })?;
@@ -135,6 +151,7 @@ pub async fn run_with_readiness(
         catalog: Catalog::default(),
         readiness,
         propagate_trace: config.common.otlp_endpoint.is_some(),
+        nats_disconnects,
     };
 
     'owner: while !shutdown.is_cancelled() {
@@ -155,7 +172,10 @@ pub async fn run_with_readiness(
                 Err(e) => {
                     metrics::counter!("wal_ingest_session_restarts_total").increment(1);
                     tracing::error!(slot = %config.slot, "replication session failed, restarting: {}", chain(&e));
-                    backoff(config.retry_backoff, &shutdown).await;
+                    // The next session's first request waits for the reconnect by itself.
+                    if !matches!(e, session::SessionError::NatsDisconnected) {
+                        backoff(config.retry_backoff, &shutdown).await;
+                    }
                     if e.owner_lost() {
                         continue 'owner;
                     }

@@ -46,6 +46,8 @@ pub enum SessionError {
     Url(#[from] UrlError),
     #[error("the replication stream ended")]
     StreamEnded,
+    #[error("the NATS connection dropped; publishes awaiting their ack are given up")]
+    NatsDisconnected,
 }
 
 impl SessionError {
@@ -71,6 +73,8 @@ pub struct Ingest {
     pub readiness: folio_runtime::Readiness,
     /// Traces are exported (OTLP configured): worth a span context per message.
     pub propagate_trace: bool,
+    /// Counts NATS disconnects (the client's event callback).
+    pub nats_disconnects: tokio::sync::watch::Receiver<u64>,
 }
 
 pub enum SessionEnd {
@@ -90,6 +94,7 @@ struct Stream<'a> {
     held: [Option<Outgoing>; 2],
     scratch: Vec<Outgoing>,
     txn_span: tracing::Span,
+    nats_disconnects: tokio::sync::watch::Receiver<u64>,
 }
 
 pub async fn run(
@@ -97,6 +102,9 @@ pub async fn run(
     owner: &mut SlotOwner,
     shutdown: &CancellationToken,
 ) -> Result<SessionEnd, SessionError> {
+    // A disconnect from here on ends the session, one before it does not.
+    let mut nats_disconnects = ingest.nats_disconnects.clone();
+    nats_disconnects.mark_unchanged();
     crate::publish::declare_streams(&ingest.js, &ingest.subjects, &ingest.streams).await?;
     let mut state = owner.ensure().await?;
     owner.end_stale_walsender().await?;
@@ -131,6 +139,7 @@ pub async fn run(
         held: [None, None],
         scratch: Vec::new(),
         txn_span: tracing::Span::none(),
+        nats_disconnects,
     };
     let result = stream.pump(shutdown).await;
     stream.ingest.readiness.set(false);
@@ -150,6 +159,8 @@ impl Stream<'_> {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                // The fence and the Nats-Msg-Id dedupe make the replay of the lost tail exact.
+                Ok(()) = self.nats_disconnects.changed() => return Err(SessionError::NatsDisconnected),
                 acked = self.publisher.next_ack(), if self.publisher.in_flight() > 0 => {
                     let acked = acked?;
                     metrics::histogram!("wal_ingest_publish_latency_seconds").record(acked.latency.as_secs_f64());

@@ -1,10 +1,12 @@
 //! Crashes: the ingester process is SIGKILLed several times (also amid transactions over two
-//! tables), and nats-server is restarted, while a writer commits; afterwards the stream holds
-//! every committed row (and marker) exactly once, in commit order.
+//! tables), and nats-server is restarted with SIGTERM and SIGKILL, while a writer commits;
+//! afterwards the stream holds every committed row (and marker) exactly once, in commit order.
+//! After a nats-server restart, ingest resumes within 2 s.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use folio_proto::events::v1::Operation;
+use tokio_util::sync::CancellationToken;
 use wal_ingest::msg_id::Part;
 
 use crate::helpers::{Harness, Stored, assert_commit_order, text, with_harness};
@@ -222,78 +224,136 @@ async fn killing_the_ingester_amid_multi_table_transactions_keeps_every_marker_e
     .await;
 }
 
-/// A private nats-server (the shared one must not be restarted), on a free port with its own
-/// store directory.
-struct PrivateNats {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Option<tokio::process::Child>,
+/// Commits transactions of 1..=20 rows every millisecond until `stop`, from one connection
+/// (row ids follow commit order). Returns (rows, transactions).
+async fn write_steadily(pool: sqlx::PgPool, stop: CancellationToken) -> (i64, usize) {
+    let agency = uuid::Uuid::new_v4();
+    let (mut rows, mut txn) = (0i64, 0usize);
+    while !stop.is_cancelled() {
+        let size = (txn * 7 % 20 + 1) as i64;
+        insert(&pool, "crash_rows", agency, txn, size).await;
+        rows += size;
+        txn += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    (rows, txn)
 }
 
-impl PrivateNats {
-    fn binary() -> String {
-        std::env::var("FOLIO_NATS_SERVER_BIN").unwrap_or_else(|_| "/opt/folio-nats/bin/nats-server".to_owned())
-    }
+/// A private nats-server (the shared one must not be restarted) that can be frozen before it
+/// is stopped: frozen, it leaves every publish of that moment awaiting its ack, as a server
+/// dying under load does (folio_testkit::PrivateNats cannot freeze).
+struct Nats {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: tokio::process::Child,
+}
 
+impl Nats {
     async fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("wal-ingest-nats-{}", folio_testkit::unique_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut nats = Self { port, dir, child: None };
-        nats.restart().await;
-        nats
-    }
-
-    async fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap();
-        }
-        let child = tokio::process::Command::new(Self::binary())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(&self.dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("nats-server binary (set FOLIO_NATS_SERVER_BIN)");
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        folio_testkit::eventually("the private nats-server listens", || async {
-            tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
-        })
-        .await;
+        let child = Self::spawn(port, &dir).await;
+        Self { port, dir, child }
     }
 
     fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("nats-server runs").to_string();
+        let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Freezes the server for 300 ms, ends it with `signal` (TERM or KILL), leaves it down
+    /// for `down` and starts it again on the same port and store; returns once it listens,
+    /// with the time the old process had ended.
+    async fn restart(&mut self, signal: &str, down: Duration) -> SystemTime {
+        self.signal("STOP");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.signal(signal);
+        self.signal("CONT");
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+            self.child.kill().await.unwrap();
+        }
+        let ended = SystemTime::now();
+        tokio::time::sleep(down).await;
+        self.child = Self::spawn(self.port, &self.dir).await;
+        ended
+    }
+
+    async fn spawn(port: u16, dir: &std::path::Path) -> tokio::process::Child {
+        let binary =
+            std::env::var("FOLIO_NATS_SERVER_BIN").unwrap_or_else(|_| "/opt/folio-nats/bin/nats-server".to_owned());
+        let child = tokio::process::Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server binary (set FOLIO_NATS_SERVER_BIN)");
+        let addr = format!("127.0.0.1:{port}");
+        loop {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return child;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
-impl Drop for PrivateNats {
+impl Drop for Nats {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nats_server_restart_mid_stream_loses_nothing() {
-    let mut nats = PrivateNats::start().await;
+async fn ingest_resumes_within_two_seconds_of_a_nats_restart_and_loses_nothing() {
+    let mut nats = Nats::start().await;
     let h = Harness::with_nats(nats.url()).await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<PrivateNats>();
+    let (tx, rx) = tokio::sync::oneshot::channel::<Nats>();
     with_harness(h, move |h| async move {
         create_tables(&h, &["crash_rows"]).await;
-        let mut config = h.config();
-        config.ack_timeout = Duration::from_secs(2);
-        let ingester = h.spawn_with(config);
+        // The default ack timeout (10 s): the disconnect, not a timeout, must end the session.
+        let ingester = h.spawn();
         h.wait_for_slot().await;
-        let writer = tokio::spawn(write(h.db.pool.clone()));
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        nats.restart().await;
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        nats.restart().await;
-        let transactions = writer.await.unwrap();
-        let messages = settle(&h, ROWS as u64).await;
-        check(&messages, ROWS, transactions);
+        let stop = CancellationToken::new();
+        let writer = tokio::spawn(write_steadily(h.db.pool.clone(), stop.clone()));
+        let mut restarts = Vec::new();
+        for how in ["TERM", "KILL"] {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let ended = nats.restart(how, Duration::from_millis(500)).await;
+            let back = SystemTime::now();
+            folio_testkit::eventually("events stored after the nats-server restart", || async {
+                let mut stream = h.js.get_stream(h.changes_stream()).await.ok()?;
+                let last = stream.info().await.ok()?.state.last_timestamp;
+                (SystemTime::from(last) > ended).then_some(())
+            })
+            .await;
+            restarts.push((how, ended, back));
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        stop.cancel();
+        let (rows, transactions) = writer.await.unwrap();
+        let messages = settle(&h, rows as u64).await;
+        let mut delays = Vec::new();
+        for (how, ended, back) in restarts {
+            let first = messages.iter().find(|m| m.stored_at > ended).expect("an event stored after the restart");
+            let delay = first.stored_at.duration_since(back).unwrap_or_default();
+            eprintln!("nats-server restart (SIG{how}): first event stored {delay:?} after it was back");
+            delays.push((how, delay));
+        }
+        check(&messages, rows, transactions);
+        for (how, delay) in delays {
+            assert!(
+                delay < Duration::from_secs(2),
+                "SIG{how}: first event stored {delay:?} after nats-server was back"
+            );
+        }
         ingester.stop().await.expect("ingester stops");
         // Keep the server alive for the harness' cleanup, then let it go.
         let _ = tx.send(nats);

@@ -28,6 +28,8 @@ pub struct Stored {
     pub key: MsgKey,
     pub payload: bytes::Bytes,
     pub headers: async_nats::HeaderMap,
+    /// When the server stored it.
+    pub stored_at: std::time::SystemTime,
 }
 
 impl Stored {
@@ -174,6 +176,7 @@ impl Harness {
                     key,
                     payload: msg.payload,
                     headers: msg.headers,
+                    stored_at: system_time(msg.time.unix_timestamp_nanos()),
                 });
             }
             return out;
@@ -190,7 +193,15 @@ impl Harness {
             let headers = msg.headers.clone().unwrap_or_default();
             let msg_id = headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default();
             let key = MsgKey::parse(&msg_id).unwrap_or_else(|| panic!("message id {msg_id:?} parses"));
-            out.push(Stored { subject: msg.subject.to_string(), msg_id, key, payload: msg.payload.clone(), headers });
+            let stored_at = system_time(msg.info().expect("a JetStream message").published.unix_timestamp_nanos());
+            out.push(Stored {
+                subject: msg.subject.to_string(),
+                msg_id,
+                key,
+                payload: msg.payload.clone(),
+                headers,
+                stored_at,
+            });
         }
         out
     }
@@ -241,6 +252,10 @@ where
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());
     }
+}
+
+fn system_time(unix_nanos: i128) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(unix_nanos).unwrap_or_default())
 }
 
 pub fn text<'a>(row: &'a [ColumnValue], name: &str) -> Option<&'a str> {
