@@ -78,3 +78,82 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A private nats-server with JetStream (the shared one must never be restarted), on a free
+/// port with its own store directory, for tests that stop and restart it. The binary is
+/// `FOLIO_NATS_SERVER_BIN` (scripts/start-services.sh installs one).
+pub struct PrivateNats {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+/// How a [`PrivateNats`] is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: the server shuts down cleanly (lame duck, flushed store).
+    Term,
+    /// SIGKILL: the process is gone at once, as in a crash.
+    Kill,
+}
+
+impl PrivateNats {
+    fn binary() -> String {
+        std::env::var("FOLIO_NATS_SERVER_BIN").unwrap_or_else(|_| "/opt/folio-nats/bin/nats-server".to_owned())
+    }
+
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!("folio-nats-{}", unique_suffix()));
+        std::fs::create_dir_all(&dir)?;
+        let mut nats = Self { port, dir, child: None };
+        nats.spawn().await?;
+        Ok(nats)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (`how`), waits for the process to end, leaves it down for `down`, and
+    /// starts it again on the same port and store. Returns when it accepts connections.
+    pub async fn restart(&mut self, how: Stop, down: Duration) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            match (how, child.id()) {
+                (Stop::Term, Some(pid)) => {
+                    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+                    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+                        child.kill().await?;
+                    }
+                }
+                _ => child.kill().await?,
+            }
+        }
+        tokio::time::sleep(down).await;
+        self.spawn().await
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let child = tokio::process::Command::new(Self::binary())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start nats-server (set FOLIO_NATS_SERVER_BIN)")?;
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        eventually("the private nats-server to listen", || async {
+            tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
+        })
+        .await;
+        Ok(())
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

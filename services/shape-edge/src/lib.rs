@@ -2,6 +2,7 @@
 //! from NATS JetStream (`streams`) and ElectricSQL's shape API under `/v1/shape` from
 //! wal-ingest's change stream and PostgreSQL snapshots (`shapes`).
 
+mod follow;
 pub mod shapes;
 pub mod streams;
 
@@ -81,14 +82,16 @@ async fn run_with_readiness(
     shutdown: CancellationToken,
     readiness: Option<folio_runtime::Readiness>,
 ) -> Result<(), Error> {
-    let nats = async_nats::ConnectOptions::new()
-        .name("shape-edge")
+    let (options, reconnects) = follow::Reconnects::options("shape-edge");
+    let nats = options
         .connect(&config.nats_url)
         .await
         .map_err(|source| Error::Nats { url: config.nats_url.clone(), source })?;
     // Background tasks and live readers stop when draining starts; requests in flight finish.
-    let streams = streams::Streams::start(nats.clone(), config.streams.clone(), shutdown.clone()).await?;
-    let shapes = shapes::Shapes::start(nats, config.shapes.clone(), &config.streams, shutdown.clone()).await?;
+    let streams =
+        streams::Streams::start(nats.clone(), config.streams.clone(), reconnects.clone(), shutdown.clone()).await?;
+    let shapes =
+        shapes::Shapes::start(nats, config.shapes.clone(), &config.streams, reconnects, shutdown.clone()).await?;
     let app = router(Arc::clone(&streams), shapes);
     if let Some(r) = &readiness {
         r.set(true);

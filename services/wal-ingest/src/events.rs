@@ -154,7 +154,7 @@ impl Assembler {
             };
             let key = MsgKey::new(txn.commit_lsn, txn.next_position, Part::End(i as u32));
             let mut marker =
-                outgoing(key, Target::Changes, self.subjects.table_wide(&t.schema, &t.name), event, txn.xid);
+                outgoing(key, Target::Changes, self.subjects.transaction_ends(&t.schema, &t.name), event, txn.xid);
             // The table's latest event must tell a restarted ingester the shape consumers saw.
             if let Some(table) = self.tables.get(&t.oid) {
                 marker.encoded_suffix = table.column_types_encoded.clone();

@@ -4,6 +4,9 @@
 //!   tenant column);
 //! - `<root>.changes.<table>._all`: table-wide events (truncate, schema change, re-snapshot
 //!   required), which every tenant-scoped consumer also subscribes to;
+//! - `<root>.changes.<table>._txn`: `TRANSACTION_END` markers, for consumers that follow a whole
+//!   table (`<table>.>`); kept off `_all` so a tenant-scoped consumer never sees them and "the
+//!   table's latest table-wide event" stays a truncate or schema change;
 //! - `<root>.jobs.<kind>`: jobs emitted with `pg_logical_emit_message(true, 'folio.jobs.<kind>', ..)`.
 //!
 //! A table token is the table name for the `public` schema and `<schema>~~<table>` otherwise.
@@ -16,6 +19,7 @@ pub use folio_domain::subjects::{decode_name, encode_name, parse_table_token, ta
 
 const ROW_LESS_TENANT: &str = "_";
 const TABLE_WIDE: &str = "_all";
+const TRANSACTION_ENDS: &str = "_txn";
 
 #[derive(Debug, Clone)]
 pub struct Subjects {
@@ -67,6 +71,10 @@ impl Subjects {
 
     pub fn table_wide(&self, schema: &str, table: &str) -> String {
         format!("{}.changes.{}.{TABLE_WIDE}", self.root, table_token(schema, table))
+    }
+
+    pub fn transaction_ends(&self, schema: &str, table: &str) -> String {
+        format!("{}.changes.{}.{TRANSACTION_ENDS}", self.root, table_token(schema, table))
     }
 
     /// The job subject for a logical message prefix, or `None` if the prefix is not a job.
@@ -149,6 +157,7 @@ mod tests {
         assert_eq!(s.row("public", "proposals", None), "folio.changes.proposals._");
         assert_eq!(s.row("public", "proposals", Some("_all")), "folio.changes.proposals.~5Fall");
         assert_eq!(s.table_wide("billing", "My Table"), "folio.changes.billing~~My~20Table._all");
+        assert_eq!(s.transaction_ends("public", "proposals"), "folio.changes.proposals._txn");
         assert_eq!(s.job("folio.jobs.pdf").as_deref(), Some("folio.jobs.pdf"));
         assert_eq!(s.job("folio.jobs.pdf.render").as_deref(), Some("folio.jobs.pdf.render"));
         assert_eq!(s.job("folio.jobs.").as_deref(), None);

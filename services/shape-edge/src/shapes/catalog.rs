@@ -231,27 +231,38 @@ pub async fn load(pool: &PgPool, table: &QualifiedName, publication: &str, auto_
 async fn publish(pool: &PgPool, table: &QualifiedName, publication: &str, published: bool, full: bool) -> Result<()> {
     // Identifiers come from the catalog lookup above and are quoted; nothing of the request is
     // spliced in any other way.
-    let mut tx = pool.begin().await?;
-    if !full {
-        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {table} REPLICA IDENTITY FULL")))
-            .execute(&mut *tx)
-            .await?;
-    }
-    if !published {
-        let added =
-            sqlx::query(sqlx::AssertSqlSafe(format!("ALTER PUBLICATION {} ADD TABLE {table}", quote(publication))))
+    for attempt in 0.. {
+        let mut tx = pool.begin().await?;
+        if !full {
+            sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {table} REPLICA IDENTITY FULL")))
                 .execute(&mut *tx)
-                .await;
-        match added {
-            // Another first request (on this edge or another) published it meanwhile, with
-            // REPLICA IDENTITY FULL in the same transaction: nothing left to do.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42710") => return Ok(()),
-            other => {
-                other?;
+                .await?;
+        }
+        if !published {
+            // As Electric does, the publication is created when it does not exist yet.
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)")
+                .bind(publication)
+                .fetch_one(&mut *tx)
+                .await?;
+            let sql = if exists {
+                format!("ALTER PUBLICATION {} ADD TABLE {table}", quote(publication))
+            } else {
+                format!("CREATE PUBLICATION {} FOR TABLE {table}", quote(publication))
+            };
+            match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await {
+                // Another first request (on this edge or another) published the table meanwhile,
+                // with REPLICA IDENTITY FULL in the same transaction: nothing left to do.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42710") && exists => return Ok(()),
+                // Or created the publication meanwhile: add the table to it.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42710") && attempt == 0 => continue,
+                other => {
+                    other?;
+                }
             }
         }
+        tx.commit().await?;
+        break;
     }
-    tx.commit().await?;
     tracing::warn!(%table, publication, "added the table to the publication for a shape (FOLIO_SHAPE_AUTO_PUBLISH)");
     Ok(())
 }

@@ -1,28 +1,43 @@
-//! One JetStream subscription per table per edge process: an ordered consumer on the table's
-//! subjects that applies every change event, in stream order, to every active shape of the
-//! table and wakes their waiting clients.
+//! One JetStream subscription per table per edge process: it applies every change event of the
+//! table, in stream order, to every active shape of the table, and moves the shapes' heads only
+//! where a transaction ends. A shape's head is the only place a client is told "up to date", so
+//! a client always holds a committed state of the table, never half a transaction.
+//!
+//! Where a transaction's events for this table end is known without reading other tables: at an
+//! event flagged `last_in_transaction` (the transaction touched this table only) or at a
+//! `TRANSACTION_END` marker wal-ingest publishes for each table of a multi-table transaction.
+//! An event of another commit also ends the open transaction (streams written before markers).
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
-use async_nats::jetstream::{self, consumer::DeliverPolicy};
+use async_nats::jetstream;
 use folio_proto::events::v1::{ChangeEvent, Operation};
-use futures::{FutureExt, StreamExt};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     catalog::TableInfo,
     error::{Result, ShapeError},
-    messages::Prepared,
+    messages::{Prepared, Stitch},
     shape::Shape,
 };
+use crate::follow::{Follower, Reconnects};
 
 /// Messages applied before waiting clients are woken: a transaction's events arrive together,
 /// and one wake-up per batch keeps thousands of clients from waking per row.
 const WAKE_BATCH: usize = 512;
+
+/// Transactions remembered for the snapshot visibility check (by count and by age): a commit
+/// reaches the change stream before it is visible to every session only by moments.
+const RECENT_TRANSACTIONS: usize = 4096;
+const RECENT_AGE: Duration = Duration::from_secs(30);
 
 pub struct TableFeed {
     pub filter: String,
@@ -30,13 +45,33 @@ pub struct TableFeed {
     /// Bumped on truncate and schema change: cached table descriptions are re-read.
     pub generation: AtomicU64,
     /// The subscription ended: the edge starts a new feed for the table's next request.
-    pub dead: std::sync::atomic::AtomicBool,
+    pub dead: AtomicBool,
 }
 
 struct FeedInner {
     /// Every event of the table up to here has been applied to the registered shapes.
-    position: u64,
+    applied: u64,
+    /// Every transaction with events up to here is complete: the shapes' heads.
+    committed: u64,
+    /// Commit LSN and xid of the transaction whose end has not arrived yet.
+    open: Option<(u64, u32)>,
     shapes: Vec<Arc<Shape>>,
+    /// Recently completed transactions: (their last sequence, xid, when).
+    recent: VecDeque<(u64, u32, Instant)>,
+}
+
+impl FeedInner {
+    fn close(&mut self, at: u64, xid: u32) {
+        self.committed = self.committed.max(at);
+        self.open = None;
+        let now = Instant::now();
+        while self.recent.len() >= RECENT_TRANSACTIONS
+            || self.recent.front().is_some_and(|(_, _, t)| now.duration_since(*t) > RECENT_AGE)
+        {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((at, xid, now));
+    }
 }
 
 impl TableFeed {
@@ -45,6 +80,7 @@ impl TableFeed {
         js: &jetstream::Context,
         stream_name: &str,
         filter: String,
+        reconnects: &Reconnects,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>> {
         let unavailable = |what: &str, e: &dyn std::fmt::Display| ShapeError::Unavailable(format!("{what}: {e}"));
@@ -53,68 +89,39 @@ impl TableFeed {
             .await
             .map_err(|e| unavailable(&format!("open change stream {stream_name}"), &e))?;
         let last = stream.info().await.map_err(|e| unavailable("read change stream state", &e))?.state.last_sequence;
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: filter.clone(),
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: last + 1 },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| unavailable("subscribe to the table's changes", &e))?;
-        let mut messages =
-            consumer.messages().await.map_err(|e| unavailable("subscribe to the table's changes", &e))?;
+        let mut follower = Follower::new(js.clone(), stream_name, filter.clone(), last, reconnects, shutdown);
         let feed = Arc::new(TableFeed {
             filter: filter.clone(),
-            inner: Mutex::new(FeedInner { position: last, shapes: Vec::new() }),
+            inner: Mutex::new(FeedInner {
+                applied: last,
+                committed: last,
+                open: None,
+                shapes: Vec::new(),
+                recent: VecDeque::new(),
+            }),
             generation: AtomicU64::new(0),
-            dead: std::sync::atomic::AtomicBool::new(false),
+            dead: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&feed);
         tokio::spawn(async move {
             tracing::debug!(filter, from = last + 1, "table feed started");
-            loop {
-                let first = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    m = messages.next() => m,
-                };
-                let mut batch = Vec::new();
+            while let Some(messages) = follower.next_batch(WAKE_BATCH).await {
+                let mut batch = Vec::with_capacity(messages.len());
                 let mut broken = None;
-                let mut next = first;
-                loop {
-                    match next {
-                        Some(Ok(msg)) => {
-                            let event =
-                                msg.info().map_err(|e| format!("change message without metadata: {e}")).and_then(|i| {
-                                    ChangeEvent::decode(msg.payload.as_ref())
-                                        .map(|ev| (i.stream_sequence, ev))
-                                        .map_err(|e| format!("undecodable change event at {}: {e}", i.stream_sequence))
-                                });
-                            match event {
-                                Ok(e) => batch.push(e),
-                                Err(e) => {
-                                    // Skipping it would let shapes move past a change they never
-                                    // applied: their clients start over instead.
-                                    broken = Some(e);
-                                    break;
-                                }
-                            }
-                        }
-                        Some(Err(e)) => {
-                            // The ordered consumer recreates itself after a gap or reconnect.
-                            tracing::warn!(filter, "table feed: {e}");
+                for msg in messages {
+                    let event = msg.info().map_err(|e| format!("change message without metadata: {e}")).and_then(|i| {
+                        ChangeEvent::decode(msg.payload.as_ref())
+                            .map(|ev| (i.stream_sequence, ev))
+                            .map_err(|e| format!("undecodable change event at {}: {e}", i.stream_sequence))
+                    });
+                    match event {
+                        Ok(e) => batch.push(e),
+                        Err(e) => {
+                            // Skipping it would let shapes move past a change they never
+                            // applied: their clients start over instead.
+                            broken = Some(e);
                             break;
                         }
-                        None => {
-                            broken = Some("the table's change subscription ended".to_owned());
-                            break;
-                        }
-                    }
-                    if batch.len() >= WAKE_BATCH {
-                        break;
-                    }
-                    match messages.next().now_or_never() {
-                        Some(m) => next = m,
-                        None => break,
                     }
                 }
                 let Some(feed) = weak.upgrade() else { return };
@@ -130,7 +137,9 @@ impl TableFeed {
     }
 
     fn apply(&self, batch: &[(u64, ChangeEvent)]) {
-        let Some(&(last_seq, _)) = batch.last() else { return };
+        if batch.is_empty() {
+            return;
+        }
         if batch.iter().any(|(_, e)| {
             matches!(
                 Operation::try_from(e.operation),
@@ -140,29 +149,40 @@ impl TableFeed {
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut touched = vec![false; inner.shapes.len()];
         for (seq, ev) in batch {
-            // Shapes of one table description share the event's decoded rows.
-            let mut prepared: Vec<Prepared<'_>> = Vec::with_capacity(1);
-            for (i, shape) in inner.shapes.iter().enumerate() {
-                let table: &TableInfo = &shape.def.table;
-                let addr = table as *const TableInfo as usize;
-                let k = match prepared.iter().position(|p| p.table == addr) {
-                    Some(k) => k,
-                    None => {
-                        prepared.push(Prepared::new(table, ev));
-                        prepared.len() - 1
-                    }
-                };
-                touched[i] |= shape.apply(*seq, &prepared[k]);
+            let (seq, op) = (*seq, ev.operation());
+            if let Some((lsn, xid)) = inner.open
+                && lsn != ev.commit_lsn
+            {
+                let at = inner.applied;
+                inner.close(at, xid);
+            }
+            if op != Operation::TransactionEnd {
+                // Shapes of one table description share the event's decoded rows.
+                let mut prepared: Vec<Prepared<'_>> = Vec::with_capacity(1);
+                for shape in &inner.shapes {
+                    let table: &TableInfo = &shape.def.table;
+                    let addr = table as *const TableInfo as usize;
+                    let k = match prepared.iter().position(|p| p.table == addr) {
+                        Some(k) => k,
+                        None => {
+                            prepared.push(Prepared::new(table, ev));
+                            prepared.len() - 1
+                        }
+                    };
+                    shape.apply(seq, &prepared[k]);
+                }
+            }
+            inner.applied = seq;
+            if op == Operation::TransactionEnd || ev.last_in_transaction {
+                inner.close(seq, ev.xid);
+            } else {
+                inner.open = Some((ev.commit_lsn, ev.xid));
             }
         }
-        inner.position = inner.position.max(last_seq);
-        for shape in &inner.shapes {
-            shape.advance(last_seq);
-        }
+        let (applied, committed) = (inner.applied, inner.committed);
         let woken: Vec<Arc<Shape>> =
-            inner.shapes.iter().zip(&touched).filter(|(_, t)| **t).map(|(s, _)| Arc::clone(s)).collect();
+            inner.shapes.iter().filter(|s| s.advance(applied, committed)).map(Arc::clone).collect();
         inner.shapes.retain(|s| s.invalid_reason().is_none());
         drop(inner);
         for s in woken {
@@ -181,11 +201,25 @@ impl TableFeed {
         }
     }
 
+    /// The last transaction end this feed has applied: a snapshot's stitching point.
+    pub fn committed(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).committed
+    }
+
+    /// Whether the snapshot of `stitch` sees every recent transaction at or before its
+    /// stitching point. A commit reaches the change stream before it is visible to other
+    /// sessions (by moments; longer with synchronous replication): a snapshot taken in that
+    /// moment would lose the transaction, whose events the log skips as "in the snapshot".
+    pub fn snapshot_sees_recent(&self, stitch: &Stitch) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.recent.iter().filter(|(seq, _, _)| *seq <= stitch.seq0).all(|(_, xid, _)| stitch.saw(*xid))
+    }
+
     /// Adds `shape`: from now on it receives every event after the feed's position, and its
     /// log starts there.
     pub fn register(&self, shape: Arc<Shape>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        shape.attach_at(inner.position);
+        shape.attach_at(inner.applied, inner.committed);
         inner.shapes.push(shape);
     }
 

@@ -38,11 +38,11 @@ pub fn router(shapes: Arc<Shapes>) -> Router {
     Router::new()
         .route("/v1/shape", get(get_shape).post(subset_post).delete(delete_shape).options(preflight))
         .route("/v1/health", get(health))
-        .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn_with_state(Arc::clone(&shapes), cors))
         .with_state(shapes)
 }
 
-async fn cors(req: Request, next: Next) -> Response {
+async fn cors(State(shapes): State<Arc<Shapes>>, req: Request, next: Next) -> Response {
     let origin = req.headers().get(header::ORIGIN).cloned();
     let is_shape = req.uri().path() == "/v1/shape";
     let mut res = next.run(req).await;
@@ -51,7 +51,12 @@ async fn cors(req: Request, next: Next) -> Response {
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(if is_shape { "GET, POST, HEAD, DELETE, OPTIONS" } else { "GET, HEAD" }),
+        // Only what is served: subset snapshots (POST) are not, DELETE only when enabled.
+        HeaderValue::from_static(match (is_shape, shapes.config.enable_delete) {
+            (true, true) => "GET, HEAD, DELETE, OPTIONS",
+            (true, false) => "GET, HEAD, OPTIONS",
+            (false, _) => "GET, HEAD",
+        }),
     );
     h.insert("electric-server", HeaderValue::from_static(concat!("folio-shape-edge/", env!("CARGO_PKG_VERSION"))));
     res

@@ -154,8 +154,9 @@ pub struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    pub fn xid(&self) -> u32 {
-        self.event.xid
+    /// Identifies the event's transaction.
+    pub fn commit_lsn(&self) -> u64 {
+        self.event.commit_lsn
     }
 
     pub fn new(table: &TableInfo, ev: &'a ChangeEvent) -> Self {
@@ -239,7 +240,7 @@ impl ShapeView<'_> {
             Operation::Truncate => return Effect::Invalidate("table truncated"),
             Operation::SchemaChange => return Effect::Invalidate("table schema changed"),
             Operation::ResnapshotRequired => return Effect::Invalidate("change stream asked for a re-snapshot"),
-            Operation::Unspecified => return Effect::Ops(Vec::new()),
+            Operation::Unspecified | Operation::TransactionEnd => return Effect::Ops(Vec::new()),
             _ => {}
         }
         if seq <= stitch.seq0 || stitch.saw(ev.xid) {

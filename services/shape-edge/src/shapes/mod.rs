@@ -170,6 +170,7 @@ pub struct Shapes {
     snapshots: tokio::sync::Semaphore,
     /// Bytes of snapshot chunks held by this edge's shapes.
     snapshot_memory: Arc<std::sync::atomic::AtomicUsize>,
+    reconnects: crate::follow::Reconnects,
     shutdown: CancellationToken,
 }
 
@@ -178,6 +179,7 @@ impl Shapes {
         nats: async_nats::Client,
         config: ShapesConfig,
         streams: &crate::StreamsConfig,
+        reconnects: crate::follow::Reconnects,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, crate::Error> {
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -223,6 +225,7 @@ impl Shapes {
             active: Mutex::default(),
             defs: Mutex::default(),
             creating: Mutex::default(),
+            reconnects,
             shutdown,
         });
         let sweeper = Arc::downgrade(&shapes);
@@ -240,13 +243,14 @@ impl Shapes {
         Ok(shapes)
     }
 
+    /// The caller a request's token names. In insecure mode the header is not read at all, as
+    /// Electric never reads it: a client or proxy forwarding its own app token must not be
+    /// refused (the official client's `onError` retry with new headers would loop on 401).
     fn authenticate(&self, authorization: Option<&str>) -> Result<Option<Caller>> {
-        match (authorization, self.config.insecure) {
-            (None, true) => Ok(None),
-            (header, _) => {
-                self.auth.verify_header(header).map(Some).map_err(|e| ShapeError::Unauthorized(e.to_string()))
-            }
+        if self.config.insecure {
+            return Ok(None);
         }
+        self.auth.verify_header(authorization).map(Some).map_err(|e| ShapeError::Unauthorized(e.to_string()))
     }
 
     fn existing_feed(&self, table: &QualifiedName) -> Option<Arc<TableFeed>> {
@@ -271,7 +275,8 @@ impl Shapes {
             self.subject_prefix,
             folio_domain::subjects::table_token(&table.name.schema, &table.name.name)
         );
-        let feed = TableFeed::start(&self.js, &self.changes_stream, filter, self.shutdown.clone()).await?;
+        let feed =
+            TableFeed::start(&self.js, &self.changes_stream, filter, &self.reconnects, self.shutdown.clone()).await?;
         self.feeds.lock().unwrap_or_else(|p| p.into_inner()).insert(table.name.clone(), Arc::clone(&feed));
         Ok(feed)
     }
@@ -430,10 +435,13 @@ impl Shapes {
             return Ok(s);
         }
         let _permit = self.snapshots.acquire().await.map_err(|e| ShapeError::internal("snapshot slots", e))?;
-        // Everything on the stream up to here was committed before the snapshot starts.
-        let seq0 = self.stream_last_sequence().await?;
+        // Every transaction of the table up to the feed's last transaction end was committed
+        // before the snapshot starts (and the snapshot is retried until it sees them).
+        let seq0 = feed.committed();
         let started = std::time::Instant::now();
-        let (stitch, chunks) = shape::take_snapshot(&self.pool, &def, seq0, self.config.chunk_bytes).await?;
+        let (stitch, chunks) =
+            shape::take_snapshot(&self.pool, &def, seq0, self.config.chunk_bytes, |s| feed.snapshot_sees_recent(s))
+                .await?;
         let mut handle = Self::mint_handle(&def);
         let record = HandleRecord {
             def: def.hash.clone(),

@@ -53,14 +53,19 @@ impl ShapeDef {
 
 struct Entry {
     seq: u64,
-    xid: u32,
+    /// Commit LSN of the entry's transaction: entries of one transaction share it.
+    txn: u64,
     ops: Vec<String>,
     bytes: usize,
 }
 
 struct Log {
-    /// The log holds every entry after `start` up to `head`.
+    /// The log holds every entry after `start` up to `applied`.
     start: u64,
+    /// The feed has applied every event of the table up to here.
+    applied: u64,
+    /// Every transaction up to here is complete: reads serve up to here and no further, so
+    /// "up to date" always means a committed state.
     head: u64,
     entries: VecDeque<Entry>,
     bytes: usize,
@@ -139,7 +144,7 @@ impl Shape {
             snapshot: Mutex::new(snapshot.map(Into::into)),
             snapshot_memory,
             chunk_count,
-            log: Mutex::new(Log { start: seq0, head: seq0, entries: VecDeque::new(), bytes: 0 }),
+            log: Mutex::new(Log { start: seq0, applied: seq0, head: seq0, entries: VecDeque::new(), bytes: 0 }),
             changed: watch::channel(seq0).0,
             invalid: Mutex::new(None),
             last_used: AtomicU64::new(now_secs()),
@@ -162,51 +167,62 @@ impl Shape {
         self.last_used.store(now_secs(), Ordering::Relaxed);
     }
 
-    /// Called by the feed under its lock: the log starts where the feed is.
-    pub(super) fn attach_at(&self, position: u64) {
+    /// Called by the feed under its lock: the log starts where the feed is. Events between the
+    /// snapshot and there (and of a transaction the feed is in the middle of) come from history.
+    pub(super) fn attach_at(&self, applied: u64, committed: u64) {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        let at = position.max(self.stitch.seq0);
-        log.start = at;
-        log.head = at;
+        log.start = applied.max(self.stitch.seq0);
+        log.applied = log.start;
+        log.head = committed.max(self.stitch.seq0);
     }
 
-    /// Applies one change event of the table (the feed calls this in stream order). Returns
-    /// whether the log got new messages or the shape was invalidated.
-    pub(super) fn apply(&self, seq: u64, event: &Prepared<'_>) -> bool {
+    /// Applies one change event of the table (the feed calls this in stream order).
+    pub(super) fn apply(&self, seq: u64, event: &Prepared<'_>) {
         if self.invalid_reason().is_some() {
-            return false;
+            return;
         }
         let effect = self.def.view().effect_of(&self.stitch, seq, event);
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        if seq <= log.head {
-            return false;
+        if seq <= log.applied {
+            return;
         }
-        log.head = seq;
+        log.applied = seq;
         match effect {
             Effect::Invalidate(reason) => {
                 drop(log);
                 self.invalidate(reason);
-                true
             }
-            Effect::Ops(ops) if ops.is_empty() => false,
+            Effect::Ops(ops) if ops.is_empty() => {}
             Effect::Ops(ops) => {
                 let bytes = ops.iter().map(|o| o.len() + 20).sum();
                 log.bytes += bytes;
-                log.entries.push_back(Entry { seq, xid: event.xid(), ops, bytes });
+                log.entries.push_back(Entry { seq, txn: event.commit_lsn(), ops, bytes });
                 while log.entries.len() > MAX_MEMORY_ENTRIES || log.bytes > MAX_MEMORY_BYTES {
                     let Some(old) = log.entries.pop_front() else { break };
                     log.bytes -= old.bytes;
                     log.start = old.seq;
                 }
-                true
             }
         }
     }
 
-    /// The feed has seen every table event up to `position`.
-    pub(super) fn advance(&self, position: u64) {
+    /// The feed has applied every table event up to `applied`, and every transaction up to
+    /// `committed` is complete. Returns whether readers have something new (messages below the
+    /// new head, or the shape was invalidated).
+    pub(super) fn advance(&self, applied: u64, committed: u64) -> bool {
+        if self.invalid_reason().is_some() {
+            return true;
+        }
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        log.head = log.head.max(position);
+        log.applied = log.applied.max(applied);
+        let before = log.head;
+        log.head = before.max(committed);
+        if log.head == before {
+            return false;
+        }
+        let visible = log.entries.partition_point(|e| e.seq <= log.head);
+        // Entries trimmed from memory past the old head are news too.
+        log.start > before || (visible > 0 && log.entries[visible - 1].seq > before)
     }
 
     pub(super) fn notify(&self) {
@@ -236,8 +252,8 @@ impl Shape {
         self.changed.subscribe()
     }
 
-    /// Messages after `from`, up to about `max_bytes`. Entries this edge has not watched are
-    /// re-derived from the change stream through `history`.
+    /// Messages after `from`, up to about `max_bytes`, never past the head. Entries this edge
+    /// has not watched are re-derived from the change stream through `history`.
     pub async fn read(&self, from: u64, max_bytes: usize, history: &History<'_>) -> Result<Arc<Rendered>> {
         let from = from.max(self.stitch.seq0);
         let (start, head) = {
@@ -253,39 +269,37 @@ impl Shape {
             // Identical requests (every client of a busy shape after a change) render once.
             return Ok(Arc::clone(r));
         }
-        let mut picked: Vec<(u32, Vec<String>)> = Vec::new();
-        let mut bytes = 0usize;
+        let mut picked = Picked::default();
         let mut pos = from;
-        if pos < start {
-            let (old, reached, full) = history.read(self, pos, start, max_bytes).await?;
-            for (xid, ops) in old {
-                bytes += ops.iter().map(String::len).sum::<usize>();
-                picked.push((xid, ops));
+        if pos < start.min(head) {
+            let to = start.min(head);
+            let reached = history.read(self, pos, to, max_bytes, &mut picked).await?;
+            if picked.cut.is_some() {
+                return Ok(Arc::new(picked.render(reached, false)));
             }
-            pos = reached;
-            if full {
-                return Ok(Arc::new(render(&picked, pos, false)));
-            }
+            pos = to;
+        }
+        if pos >= head {
+            return Ok(Arc::new(picked.render(head.max(pos), pos >= head)));
         }
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         if pos < log.start {
-            // The log was trimmed while history was read: answer with what we have.
-            let end = pos;
+            // The log was trimmed while history was read: answer with what we have; where the
+            // last transaction ends is not known, so it is not marked.
+            picked.cut = Some(None);
             drop(log);
-            return Ok(Arc::new(render(&picked, end, false)));
+            return Ok(Arc::new(picked.render(pos, false)));
         }
         let after = pos;
-        for e in log.entries.iter().filter(|e| e.seq > after) {
-            if bytes + e.bytes > max_bytes && !picked.is_empty() {
-                return Ok(Arc::new(render(&picked, pos, false)));
+        for e in log.entries.iter().filter(|e| e.seq > after && e.seq <= head) {
+            if !picked.push(e.txn, &e.ops, max_bytes) {
+                drop(log);
+                return Ok(Arc::new(picked.render(pos, false)));
             }
-            bytes += e.bytes;
-            picked.push((e.xid, e.ops.clone()));
             pos = e.seq;
         }
-        let end = log.head.max(pos);
         drop(log);
-        let r = Arc::new(render(&picked, end, true));
+        let r = Arc::new(picked.render(head, true));
         *self.memo.lock().unwrap_or_else(|p| p.into_inner()) = Some((from, Arc::clone(&r)));
         Ok(r)
     }
@@ -297,21 +311,55 @@ impl Drop for Shape {
     }
 }
 
-/// Joins messages; `last` marks the final message of each transaction's run.
-fn render(picked: &[(u32, Vec<String>)], end: u64, up_to_date: bool) -> Rendered {
-    let mut body = Vec::with_capacity(picked.iter().flat_map(|(_, o)| o).map(|o| o.len() + 16).sum());
-    let mut count = 0;
-    for (i, (xid, ops)) in picked.iter().enumerate() {
-        let txn_continues = picked.get(i + 1).is_some_and(|(next, _)| next == xid);
-        for (j, op) in ops.iter().enumerate() {
-            if count > 0 {
-                body.push(b',');
-            }
-            close_op(&mut body, op, !txn_continues && j + 1 == ops.len());
-            count += 1;
+/// Messages picked for one response, in log order, by transaction.
+#[derive(Default)]
+struct Picked {
+    items: Vec<(u64, Vec<String>)>,
+    bytes: usize,
+    /// Set when the response ends before its limit: the transaction of the first message left
+    /// out (`Some(None)`: not known).
+    cut: Option<Option<u64>>,
+}
+
+impl Picked {
+    /// Adds one entry's messages, or records the cut when they do not fit.
+    fn push(&mut self, txn: u64, ops: &[String], max_bytes: usize) -> bool {
+        let n: usize = ops.iter().map(|o| o.len() + 20).sum();
+        if self.bytes + n > max_bytes && !self.items.is_empty() {
+            self.cut = Some(Some(txn));
+            return false;
         }
+        self.bytes += n;
+        self.items.push((txn, ops.to_vec()));
+        true
     }
-    Rendered { body: body.into(), end, up_to_date, count, array: std::sync::OnceLock::new() }
+
+    /// Joins the messages. `last: true` marks the final message of a transaction: inside the
+    /// response where the next message belongs to another one; at its end only where the
+    /// response reached the head (a transaction end) or the first message left out belongs to
+    /// another transaction.
+    fn render(&self, end: u64, up_to_date: bool) -> Rendered {
+        let items = &self.items;
+        let mut body = Vec::with_capacity(items.iter().flat_map(|(_, o)| o).map(|o| o.len() + 16).sum());
+        let mut count = 0;
+        for (i, (txn, ops)) in items.iter().enumerate() {
+            let txn_ends = match items.get(i + 1) {
+                Some((next, _)) => next != txn,
+                None => match self.cut {
+                    None => true,
+                    Some(next) => next.is_some_and(|n| n != *txn),
+                },
+            };
+            for (j, op) in ops.iter().enumerate() {
+                if count > 0 {
+                    body.push(b',');
+                }
+                close_op(&mut body, op, txn_ends && j + 1 == ops.len());
+                count += 1;
+            }
+        }
+        Rendered { body: body.into(), end, up_to_date, count, array: std::sync::OnceLock::new() }
+    }
 }
 
 /// Reads a table's change events back from JetStream for a range this edge's log does not hold.
@@ -323,15 +371,9 @@ pub struct History<'a> {
 }
 
 impl History<'_> {
-    /// Messages of `shape` for events in `(from, to]`; returns them, the position reached, and
-    /// whether `max_bytes` stopped the read early.
-    async fn read(
-        &self,
-        shape: &Shape,
-        from: u64,
-        to: u64,
-        max_bytes: usize,
-    ) -> Result<(Vec<(u32, Vec<String>)>, u64, bool)> {
+    /// Adds the messages of `shape` for events in `(from, to]` to `picked`; returns the
+    /// position reached (`to` unless `max_bytes` cut the read, which `picked.cut` then says).
+    async fn read(&self, shape: &Shape, from: u64, to: u64, max_bytes: usize, picked: &mut Picked) -> Result<u64> {
         let info = self
             .js
             .get_stream_no_info(self.stream)
@@ -353,8 +395,6 @@ impl History<'_> {
             });
         }
         let view = shape.def.view();
-        let mut out = Vec::new();
-        let mut bytes = 0;
         let mut pos = from;
         while pos < to {
             let batch =
@@ -366,7 +406,7 @@ impl History<'_> {
             }
             for (seq, payload) in batch {
                 if seq > to {
-                    return Ok((out, to, false));
+                    return Ok(to);
                 }
                 let ev = ChangeEvent::decode(payload.as_ref())
                     .map_err(|e| ShapeError::internal("decode a change event", e))?;
@@ -377,25 +417,33 @@ impl History<'_> {
                     }
                     Effect::Ops(ops) if ops.is_empty() => {}
                     Effect::Ops(ops) => {
-                        let n: usize = ops.iter().map(String::len).sum();
-                        if bytes + n > max_bytes && !out.is_empty() {
-                            return Ok((out, pos, true));
+                        if !picked.push(ev.commit_lsn, &ops, max_bytes) {
+                            return Ok(pos);
                         }
-                        bytes += n;
-                        out.push((ev.xid, ops));
                     }
                 }
                 pos = seq;
             }
         }
-        Ok((out, to, false))
+        Ok(to)
     }
 }
 
 /// Data exceptions (class 22: a cast of a stored value that fails, an overflow) and syntax or
 /// access errors (42) in the snapshot query come from what the where clause asks: a 400 for the
 /// client, not a 500 it would retry for ever.
-fn where_error(e: sqlx::Error) -> ShapeError {
+fn where_error(e: sqlx::Error, table: &super::request::QualifiedName) -> ShapeError {
+    if let sqlx::Error::Database(db) = &e
+        && db.code().as_deref() == Some("42P01")
+    {
+        // Dropped since the edge read its description: the table is what is wrong.
+        return ShapeError::invalid(
+            "table",
+            format!(
+                "Table {table} does not exist. If the table name contains capitals or special characters you must quote it."
+            ),
+        );
+    }
     if let sqlx::Error::Database(db) = &e
         && db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("42"))
     {
@@ -404,21 +452,41 @@ fn where_error(e: sqlx::Error) -> ShapeError {
     e.into()
 }
 
+/// How long a snapshot waits for commits already on the change stream to become visible.
+const VISIBILITY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs the shape's snapshot query in a REPEATABLE READ transaction and cuts the rows into
-/// chunks of about `chunk_bytes`. `seq0` must be read from the change stream before this starts.
+/// chunks of about `chunk_bytes`. `seq0` must be a transaction end read from the change stream
+/// before this starts; `sees_committed` tells whether a snapshot sees the transactions up to
+/// it (one that does not is taken again).
 pub async fn take_snapshot(
     pool: &PgPool,
     def: &ShapeDef,
     seq0: u64,
     chunk_bytes: usize,
+    sees_committed: impl Fn(&Stitch) -> bool,
 ) -> Result<(Stitch, Vec<Bytes>)> {
     use futures::TryStreamExt;
-    let mut tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-    // Rendered as the change stream renders values.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(folio_db::text_output_set_local())).execute(&mut *tx).await?;
-    let snap: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text").fetch_one(&mut *tx).await?;
-    let stitch = Stitch::from_snapshot_text(seq0, &snap)
-        .ok_or_else(|| ShapeError::Internal(format!("unparseable snapshot {snap}")))?;
+    let deadline = std::time::Instant::now() + VISIBILITY_WAIT;
+    let (mut tx, stitch) = loop {
+        let mut tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        // Rendered as the change stream renders values.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(folio_db::text_output_set_local())).execute(&mut *tx).await?;
+        let snap: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text").fetch_one(&mut *tx).await?;
+        let stitch = Stitch::from_snapshot_text(seq0, &snap)
+            .ok_or_else(|| ShapeError::Internal(format!("unparseable snapshot {snap}")))?;
+        if sees_committed(&stitch) {
+            break (tx, stitch);
+        }
+        tx.rollback().await?;
+        if std::time::Instant::now() > deadline {
+            return Err(ShapeError::Unavailable(
+                "the database does not show transactions the change stream already carries".into(),
+            ));
+        }
+        tracing::debug!(seq0, snapshot = snap, "snapshot taken before a published commit was visible; again");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    };
     let table = &def.table;
     let mut chunks = Vec::new();
     let mut chunk = String::from("[");
@@ -441,7 +509,7 @@ pub async fn take_snapshot(
         let mut rows = query.fetch(&mut *tx);
         let mut values: Vec<Option<String>> = vec![None; table.columns.len()];
         let mut msg = String::with_capacity(512);
-        while let Some(row) = rows.try_next().await.map_err(where_error)? {
+        while let Some(row) = rows.try_next().await.map_err(|e| where_error(e, &table.name))? {
             for (k, &i) in needed.iter().enumerate() {
                 values[i] = row.try_get::<Option<String>, _>(k)?;
             }

@@ -8,7 +8,7 @@
 //! Reads need the API's bearer token and only ever touch the caller's agency subject, so
 //! another agency's proposal id finds nothing (404 is not needed: its events are never read).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_nats::jetstream;
 use axum::{
@@ -22,7 +22,10 @@ use folio_proto::{
     events::v1::{ChangeEvent, ColumnValue, Operation, column_value},
     prost::Message,
 };
-use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::follow::{Follower, Reconnects};
 
 use super::{
     Streams, StreamsConfig,
@@ -48,6 +51,39 @@ pub struct Activity {
     /// `<changes prefix>.proposals`; the agency id completes the subject.
     subject_prefix: String,
     auth: folio_auth::Authenticator,
+    wakes: Arc<Wakes>,
+    /// Set once the edge follows the proposals' subjects (on the first live read).
+    following: tokio::sync::OnceCell<()>,
+    reconnects: Reconnects,
+    shutdown: CancellationToken,
+}
+
+/// Live readers' wake-ups, per agency subject, carrying the stream sequence of the event that
+/// woke them. They come from a JetStream consumer, so JetStream has stored the event before a
+/// reader is woken: a core NATS subscription to the same subject is told of a publish before
+/// the stream holds it, and a reader woken that way could read the tail too early, find
+/// nothing, and sleep until its timeout with the event unread.
+#[derive(Default)]
+struct Wakes {
+    by_subject: std::sync::Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl Wakes {
+    fn subscribe(&self, subject: &str) -> watch::Receiver<u64> {
+        let mut map = self.by_subject.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(subject.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    fn wake(&self, subject: &str, seq: u64) {
+        let mut map = self.by_subject.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = map.get(subject) {
+            if tx.receiver_count() == 0 {
+                map.remove(subject);
+            } else {
+                tx.send_replace(seq);
+            }
+        }
+    }
 }
 
 /// `proposals/<id>/activity` → the id part (the whole `proposals/` namespace is reserved).
@@ -57,14 +93,54 @@ pub fn proposal_of(path: &str) -> Option<&str> {
 }
 
 impl Activity {
-    pub fn new(nats: async_nats::Client, config: &StreamsConfig) -> Self {
+    pub fn new(
+        nats: async_nats::Client,
+        config: &StreamsConfig,
+        reconnects: Reconnects,
+        shutdown: CancellationToken,
+    ) -> Self {
         Activity {
             js: jetstream::new(nats.clone()),
             nats,
             stream_name: config.changes_stream.clone(),
             subject_prefix: format!("{}.proposals", config.changes_subject_prefix),
             auth: config.jwt.authenticator(),
+            wakes: Arc::default(),
+            following: tokio::sync::OnceCell::new(),
+            reconnects,
+            shutdown,
         }
+    }
+
+    /// A live reader's wake-ups for `subject`. The edge follows the proposals' subjects from
+    /// before this returns, so every event stored after the reader then reads the tail wakes it.
+    async fn watch(&self, stream: &jetstream::stream::Stream<()>, subject: &str) -> Result<watch::Receiver<u64>> {
+        self.following
+            .get_or_try_init(|| async {
+                let from = self.tail(stream).await?;
+                let mut follower = Follower::new(
+                    self.js.clone(),
+                    &self.stream_name,
+                    format!("{}.>", self.subject_prefix),
+                    from,
+                    &self.reconnects,
+                    self.shutdown.clone(),
+                )
+                .headers_only();
+                let wakes = Arc::downgrade(&self.wakes);
+                tokio::spawn(async move {
+                    while let Some(batch) = follower.next_batch(256).await {
+                        let Some(wakes) = wakes.upgrade() else { return };
+                        for msg in batch {
+                            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                            wakes.wake(msg.subject.as_str(), seq);
+                        }
+                    }
+                });
+                Ok::<_, StreamError>(())
+            })
+            .await?;
+        Ok(self.wakes.subscribe(subject))
     }
 
     /// The only subject a caller's reads touch: their own agency's proposal events.
@@ -162,17 +238,13 @@ impl Streams {
             let (events, next) = activity.read(&subject, proposal, after, tail).await?;
             return Ok(events_response(headers, events, next, next >= tail));
         }
-        // Live reads subscribe before reading so an event committed in between still wakes them.
-        let sub = activity
-            .nats
-            .subscribe(subject.clone())
-            .await
-            .map_err(|e| StorageError::new("subscribe to change events", e))?;
+        // Live reads register for wake-ups before reading, so an event stored in between still
+        // wakes them. (The starting tail above may be older than that: reading again is cheap.)
+        let mut wake = activity.watch(&stream, &subject).await?;
         if query.live == Live::Sse {
-            return Ok(self.activity_sse(stream, subject, proposal, after, sub, query.cursor));
+            return Ok(self.activity_sse(stream, subject, proposal, after, wake, query.cursor));
         }
         headers.insert(h::STREAM_CURSOR, value(next_cursor(unix_now(), query.cursor.as_deref())));
-        let mut sub = sub;
         let deadline = tokio::time::Instant::now() + self.config.long_poll_timeout;
         let mut position = after;
         loop {
@@ -182,8 +254,12 @@ impl Streams {
             if !events.is_empty() {
                 return Ok(events_response(headers, events, next, next >= tail));
             }
+            if next < tail {
+                // A scan limit stopped the read short of the tail: go on without waiting.
+                continue;
+            }
             let woke = tokio::select! {
-                w = tokio::time::timeout_at(deadline, sub.next()) => matches!(w, Ok(Some(_))),
+                w = tokio::time::timeout_at(deadline, wake.changed()) => matches!(w, Ok(Ok(()))),
                 _ = self.shutdown.cancelled() => false,
             };
             if !woke {
@@ -192,8 +268,6 @@ impl Streams {
                 headers.remove(header::CONTENT_TYPE);
                 return Ok((StatusCode::NO_CONTENT, headers).into_response());
             }
-            // Let a burst of commits land before reading again.
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -205,7 +279,7 @@ impl Streams {
         subject: String,
         proposal: ProposalId,
         after: u64,
-        sub: async_nats::Subscriber,
+        wake: watch::Receiver<u64>,
         cursor: Option<String>,
     ) -> Response {
         struct Follow {
@@ -215,7 +289,7 @@ impl Streams {
             proposal: ProposalId,
             after: u64,
             announced: Option<u64>,
-            sub: async_nats::Subscriber,
+            wake: watch::Receiver<u64>,
             cursor: Option<String>,
             deadline: tokio::time::Instant,
             done: bool,
@@ -227,7 +301,7 @@ impl Streams {
             proposal,
             after,
             announced: None,
-            sub,
+            wake,
             cursor,
             deadline: tokio::time::Instant::now() + self.config.sse_max_age,
             done: false,
@@ -262,7 +336,7 @@ impl Streams {
                 }
                 let keepalive = f.streams.config.long_poll_timeout.max(Duration::from_secs(1));
                 tokio::select! {
-                    msg = f.sub.next() => if msg.is_none() { f.done = true; return Some((Ok(Bytes::new()), f)); },
+                    w = f.wake.changed() => if w.is_err() { f.done = true; return Some((Ok(Bytes::new()), f)); },
                     _ = tokio::time::sleep(keepalive) => {
                         let mut out = String::new();
                         sse::event(&mut out, "control", &sse::control_json(f.after, f.cursor.as_deref(), true, false));

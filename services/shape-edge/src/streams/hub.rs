@@ -76,6 +76,14 @@ impl Hub {
         }
     }
 
+    pub fn wake_all(&self) {
+        let mut map = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, tx| tx.receiver_count() > 0);
+        for tx in map.values() {
+            tx.send_replace(self.versions.fetch_add(1, Ordering::Relaxed) + 1);
+        }
+    }
+
     fn shared_reads<T>(&self, key: &str, version: u64, pick: impl FnOnce(&mut SharedReads) -> T) -> T {
         let mut map = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(key.to_owned()).or_default();
@@ -185,8 +193,15 @@ impl Drop for WriteGuard<'_> {
     }
 }
 
-/// Wakes local readers whenever any edge announces a change.
-pub async fn run_notice_listener(store: Store, hub: Arc<Hub>, shutdown: CancellationToken) {
+/// Wakes local readers whenever any edge announces a change, and all of them after a
+/// reconnection to NATS (notices sent while the connection was down are lost; a reader woken
+/// for nothing just reads again).
+pub async fn run_notice_listener(
+    store: Store,
+    hub: Arc<Hub>,
+    mut reconnects: crate::follow::Reconnects,
+    shutdown: CancellationToken,
+) {
     let mut sub = match store.nats().subscribe(store.notify_wildcard()).await {
         Ok(s) => s,
         Err(e) => {
@@ -197,6 +212,7 @@ pub async fn run_notice_listener(store: Store, hub: Arc<Hub>, shutdown: Cancella
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = reconnects.next() => hub.wake_all(),
             msg = sub.next() => match msg {
                 Some(msg) => {
                     if let Some(hash) = msg.subject.rsplit('.').next() {

@@ -139,6 +139,7 @@ impl Streams {
     pub async fn start(
         nats: async_nats::Client,
         config: StreamsConfig,
+        reconnects: crate::follow::Reconnects,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StorageError> {
         let store = store::Store::open(nats.clone(), &config.prefix).await?;
@@ -147,7 +148,7 @@ impl Streams {
         let server_max = nats.server_info().max_payload.saturating_sub(8 * 1024).max(1024);
         let max_append = config.max_append_bytes.min(server_max);
         let subscriptions = subscriptions::Engine::open(&store, &config).await?;
-        let activity = activity::Activity::new(nats.clone(), &config);
+        let activity = activity::Activity::new(nats.clone(), &config, reconnects.clone(), shutdown.clone());
         let streams = Arc::new(Streams {
             store: store.clone(),
             hub: hub.clone(),
@@ -157,7 +158,7 @@ impl Streams {
             activity,
             shutdown: shutdown.clone(),
         });
-        tokio::spawn(hub::run_notice_listener(store.clone(), hub.clone(), shutdown.clone()));
+        tokio::spawn(hub::run_notice_listener(store.clone(), hub.clone(), reconnects, shutdown.clone()));
         tokio::spawn(hub::run_access_flusher(store, hub, shutdown.clone()));
         tokio::spawn(lifecycle::run_expiry_sweep(
             streams.clone(),

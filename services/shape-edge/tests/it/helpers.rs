@@ -25,7 +25,10 @@ pub fn config(prefix: &str, extra: &[&str]) -> Config {
     let nats = folio_testkit::nats_url();
     let defaults =
         [("--ds-long-poll-timeout", "700ms"), ("--ds-max-append-bytes", "65536"), ("--ds-max-read-bytes", "4096")];
-    let mut args = vec!["shape-edge", "--nats-url", &nats, "--ds-prefix", prefix];
+    let mut args = vec!["shape-edge", "--ds-prefix", prefix];
+    if !extra.contains(&"--nats-url") {
+        args.extend(["--nats-url", &nats]);
+    }
     for (flag, value) in defaults {
         if !extra.contains(&flag) {
             args.extend([flag, value]);

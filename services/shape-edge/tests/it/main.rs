@@ -4,6 +4,9 @@
 mod activity;
 mod helpers;
 mod live;
+mod recovery;
 mod shapes;
 mod streams;
 mod subscriptions;
+mod transactions;
+mod wakeups;

@@ -22,24 +22,30 @@ const SECRET: &str = "shape-test-secret-shape-test-secret";
 
 /// Postgres, wal-ingest streaming its slot into this test's JetStream names, and the edge
 /// flags that point at them.
-struct Env {
-    db: folio_testkit::TestDb,
-    changes_stream: String,
+pub(crate) struct Env {
+    pub db: folio_testkit::TestDb,
+    pub changes_stream: String,
     slot: String,
-    prefix: String,
-    args: Vec<String>,
+    pub prefix: String,
+    pub args: Vec<String>,
+    pub nats_url: String,
     wal_ingest: wal_ingest::InProcess,
     _cleanup: Cleanup,
 }
 
 impl Env {
-    async fn start() -> anyhow::Result<Self> {
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on(&folio_testkit::nats_url()).await
+    }
+
+    /// With wal-ingest and the edges on the NATS server at `nats`.
+    pub async fn start_on(nats: &str) -> anyhow::Result<Self> {
         let db = folio_testkit::TestDb::new().await?;
         let (prefix, cleanup) = test_prefix();
         let suffix = folio_testkit::unique_suffix();
         let root = format!("s{suffix}");
         let slot = format!("t_{suffix}");
-        let wal = wal_ingest::Config::for_names(&db.url, &folio_testkit::nats_url(), &slot, &root, &prefix);
+        let wal = wal_ingest::Config::for_names(&db.url, nats, &slot, &root, &prefix);
         let changes_stream = wal.changes_stream.clone();
         let wal_ingest = wal_ingest::InProcess::spawn(wal);
         wal_ingest.streaming(Duration::from_secs(30)).await.map_err(anyhow::Error::msg)?;
@@ -58,13 +64,15 @@ impl Env {
             "4096",
             "--shape-long-poll-timeout",
             "2s",
+            "--nats-url",
+            nats,
         ]
         .map(str::to_owned)
         .to_vec();
-        Ok(Env { db, changes_stream, slot, prefix, args, wal_ingest, _cleanup: cleanup })
+        Ok(Env { db, changes_stream, slot, prefix, args, nats_url: nats.to_owned(), wal_ingest, _cleanup: cleanup })
     }
 
-    async fn edge(&self, extra: &[&str]) -> anyhow::Result<TestEdge> {
+    pub async fn edge(&self, extra: &[&str]) -> anyhow::Result<TestEdge> {
         let mut args: Vec<&str> = Vec::new();
         for pair in self.args.chunks(2) {
             // A flag given in `extra` replaces the default.
@@ -79,7 +87,7 @@ impl Env {
 
     /// Stops wal-ingest and drops its slot: the server has a fixed number of them. (A failed
     /// test leaves its slot; scripts/test.sh removes inactive ones before a run.)
-    async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> anyhow::Result<()> {
         self.wal_ingest.stop().await.map_err(anyhow::Error::msg)?;
         // The walsender backend may outlive the client by a moment: the slot stays active
         // until it exits.
@@ -96,13 +104,13 @@ impl Env {
     }
 
     /// The change stream's last sequence.
-    async fn stream_sequence(&self) -> anyhow::Result<u64> {
-        let js = async_nats::jetstream::new(folio_testkit::nats().await?);
+    pub async fn stream_sequence(&self) -> anyhow::Result<u64> {
+        let js = async_nats::jetstream::new(async_nats::connect(&self.nats_url).await?);
         Ok(js.get_stream_no_info(&self.changes_stream).await?.get_info().await?.state.last_sequence)
     }
 
     /// Runs `sql` and waits until wal-ingest has published at least `events` more change events.
-    async fn sql_on_stream(&self, sql: &str, events: u64) -> anyhow::Result<u64> {
+    pub async fn sql_on_stream(&self, sql: &str, events: u64) -> anyhow::Result<u64> {
         let before = self.stream_sequence().await?;
         self.sql(sql).await?;
         Ok(folio_testkit::eventually("the writes on the change stream", || async {
@@ -111,7 +119,7 @@ impl Env {
         .await)
     }
 
-    async fn sql(&self, sql: &str) -> anyhow::Result<()> {
+    pub async fn sql(&self, sql: &str) -> anyhow::Result<()> {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
             .execute(&self.db.pool)
             .await
@@ -120,7 +128,7 @@ impl Env {
     }
 }
 
-fn bearer(agency: &str) -> String {
+pub(crate) fn bearer(agency: &str) -> String {
     crate::helpers::bearer(SECRET, agency)
 }
 
@@ -712,6 +720,71 @@ async fn concurrent_first_requests_publish_a_table_once() -> anyhow::Result<()> 
         let res = res?;
         assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     }
+    edge.stop().await?;
+    env.stop().await
+}
+
+#[tokio::test]
+async fn insecure_mode_never_reads_authorization_but_secure_mode_requires_folio_tokens() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    env.sql("CREATE TABLE notes (id int4 PRIMARY KEY, body text NOT NULL); INSERT INTO notes VALUES (1, 'a')").await?;
+    let foreign = [("authorization", "Bearer an-app-token-the-edge-does-not-know")];
+    let open = env.edge(&["--shape-insecure"]).await?;
+    let res = open.client.send(Method::GET, "/v1/shape?table=notes&offset=-1", &foreign, Bytes::new()).await?;
+    assert_eq!(res.status, StatusCode::OK, "insecure mode served a forwarded app token: {}", res.text());
+    open.stop().await?;
+    let secure = env.edge(&[]).await?;
+    let res = secure.client.send(Method::GET, "/v1/shape?table=notes&offset=-1", &foreign, Bytes::new()).await?;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.text());
+    let res = secure.client.send(Method::GET, "/v1/shape?table=notes&offset=-1", &[], Bytes::new()).await?;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.text());
+    secure.stop().await?;
+    env.stop().await
+}
+
+#[tokio::test]
+async fn options_advertise_only_served_methods_and_a_dropped_table_is_named_as_the_table() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    env.sql("CREATE TABLE dropped (id int4 PRIMARY KEY)").await?;
+    let auth = bearer(&uuid::Uuid::new_v4().to_string());
+    let a = [("authorization", auth.as_str())];
+    let plain = env.edge(&[]).await?;
+    let pre = plain.client.send(Method::OPTIONS, "/v1/shape", &[("origin", "https://x.example")], Bytes::new()).await?;
+    assert_eq!(pre.header("access-control-allow-methods"), Some("GET, HEAD, OPTIONS"));
+    plain.stop().await?;
+
+    let edge = env.edge(&["--shape-enable-delete"]).await?;
+    let pre = edge.client.send(Method::OPTIONS, "/v1/shape", &[("origin", "https://x.example")], Bytes::new()).await?;
+    assert_eq!(pre.header("access-control-allow-methods"), Some("GET, HEAD, DELETE, OPTIONS"));
+    edge.client.expect(Method::GET, "/v1/shape?table=dropped&offset=-1", &a, "", StatusCode::OK).await;
+    edge.client.expect(Method::DELETE, "/v1/shape?table=dropped", &a, "", StatusCode::ACCEPTED).await;
+    env.sql("DROP TABLE dropped").await?;
+    let gone =
+        edge.client.expect(Method::GET, "/v1/shape?table=dropped&offset=-1", &a, "", StatusCode::BAD_REQUEST).await;
+    let errors = &gone.json()["errors"];
+    assert!(errors.get("where").is_none(), "{}", gone.text());
+    assert!(errors["table"][0].as_str().is_some_and(|m| m.contains("does not exist")), "{}", gone.text());
+    edge.stop().await?;
+    env.stop().await
+}
+
+#[tokio::test]
+async fn auto_publish_creates_a_missing_publication_as_electric_does() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    env.sql("CREATE TABLE fresh (id int4 PRIMARY KEY); INSERT INTO fresh VALUES (7)").await?;
+    let edge = env.edge(&["--publication", "edge_made"]).await?;
+    let auth = bearer(&uuid::Uuid::new_v4().to_string());
+    let res = edge
+        .client
+        .expect(Method::GET, "/v1/shape?table=fresh&offset=-1", &[("authorization", &auth)], "", StatusCode::OK)
+        .await;
+    assert!(res.text().contains("\"id\":\"7\""), "{}", res.text());
+    let published: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = 'edge_made' AND tablename = 'fresh')",
+    )
+    .fetch_one(&env.db.pool)
+    .await?;
+    assert!(published, "the publication was created with the table");
     edge.stop().await?;
     env.stop().await
 }

@@ -1,6 +1,6 @@
 //! Transaction-end markers: a consumer of one table learns where each transaction's part of that
 //! table ends, at an event flagged last-in-transaction (one-table transactions) or at a
-//! `TRANSACTION_END` marker on `<table>._all` (transactions over several tables).
+//! `TRANSACTION_END` marker on `<table>._txn` (transactions over several tables).
 
 use folio_proto::events::v1::Operation;
 use wal_ingest::msg_id::Part;
@@ -69,7 +69,7 @@ async fn every_table_of_a_multi_table_transaction_gets_a_marker_after_its_last_c
             (table.to_owned(), subject, op, position, Part::Change(0), last)
         };
         let marker = |table: &str, position, i, last| {
-            (table.to_owned(), format!("{table}._all"), end, position, Part::End(i), last)
+            (table.to_owned(), format!("{table}._txn"), end, position, Part::End(i), last)
         };
         assert_eq!(
             seen,

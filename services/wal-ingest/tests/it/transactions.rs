@@ -77,8 +77,8 @@ async fn rows_of_two_tables_and_jobs_arrive_in_commit_order_with_positions() {
                 ("clients".into(), a.clone(), 1, false),
                 ("agencies".into(), a.clone(), 3, false),
                 // Two tables: each gets a marker after the transaction's last change.
-                ("agencies".into(), "_all".into(), 5, false),
-                ("clients".into(), "_all".into(), 5, true),
+                ("agencies".into(), "_txn".into(), 5, false),
+                ("clients".into(), "_txn".into(), 5, true),
                 // One table: its last event is flagged, no marker.
                 ("clients".into(), a.clone(), 2, true),
             ]

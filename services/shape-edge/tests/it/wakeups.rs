@@ -1,0 +1,308 @@
+//! No lost wake-ups: a live reader at the tail gets the next change within a second, whatever
+//! the moment it lands — right after the reader is connected, while it reads its starting
+//! position, or between that read and its wait. Hundreds of rounds per kind of reader, with
+//! the write placed at a random point (0–3 ms after the reader is ready); live timeouts are
+//! long, so a missed wake-up shows as a slow delivery, not as a timely timeout.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use folio_proto::events::v1::{ChangeEvent, ColumnValue, Operation, column_value};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use prost::Message;
+use rand::Rng;
+
+use crate::{
+    helpers::{TestClient, spawn_edge, test_prefix},
+    shapes::{Env, bearer},
+};
+
+const SLOW: Duration = Duration::from_secs(1);
+/// Rounds of each kind; at least hundreds, as the lost wake-up showed in ~4 % of tries.
+const ROUNDS: usize = 200;
+
+/// Delivery latencies of one kind of reader.
+struct Latencies(&'static str, Vec<Duration>);
+
+impl Latencies {
+    fn check(mut self) -> anyhow::Result<()> {
+        self.1.sort();
+        let n = self.1.len();
+        let pct = |p: usize| self.1[(n * p / 100).min(n - 1)];
+        let slow = self.1.iter().filter(|d| **d >= SLOW).count();
+        println!(
+            "{}: {n} rounds, p50 {:?}, p99 {:?}, max {:?}, {slow} slower than {SLOW:?}",
+            self.0,
+            pct(50),
+            pct(99),
+            self.1[n - 1]
+        );
+        anyhow::ensure!(
+            slow == 0,
+            "{}: {slow} of {n} deliveries took longer than {SLOW:?} (max {:?})",
+            self.0,
+            self.1[n - 1]
+        );
+        Ok(())
+    }
+}
+
+async fn jitter() {
+    let micros = rand::rng().random_range(0..3000);
+    if micros < 300 {
+        tokio::task::yield_now().await;
+    } else {
+        tokio::time::sleep(Duration::from_micros(micros)).await;
+    }
+}
+
+/// Opens a GET with the response body as a stream of frames.
+async fn open(client: &TestClient, path: &str, auth: Option<&str>) -> anyhow::Result<hyper::body::Incoming> {
+    let mut req = http::Request::builder().uri(format!("{}{path}", client.base()));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let res = http.request(req.body(http_body_util::Full::new(Bytes::new()))?).await?;
+    anyhow::ensure!(res.status() == StatusCode::OK, "{path}: {}", res.status());
+    Ok(res.into_body())
+}
+
+/// Reads the body until `done` holds for what was received (or 5 s pass).
+async fn read_until(body: &mut hyper::body::Incoming, received: &mut String, done: impl Fn(&str) -> bool) -> bool {
+    let read = async {
+        while !done(received) {
+            match body.frame().await {
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        received.push_str(&String::from_utf8_lossy(&d));
+                    }
+                }
+                _ => return false,
+            }
+        }
+        true
+    };
+    tokio::time::timeout(Duration::from_secs(5), read).await.unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn durable_stream_readers_at_the_tail_get_the_next_append_within_a_second() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    let edge = spawn_edge(&prefix, &["--ds-long-poll-timeout", "20s"]).await?;
+    let c = &edge.client;
+    let path = "/v1/stream/wake";
+    c.expect(Method::PUT, path, &[("content-type", "text/plain")], "", StatusCode::CREATED).await;
+
+    let mut sse = Latencies("durable stream, SSE from offset=now", Vec::new());
+    for round in 0..ROUNDS {
+        let mut body = open(c, &format!("{path}?offset=now&live=sse"), None).await?;
+        let mut got = String::new();
+        anyhow::ensure!(read_until(&mut body, &mut got, |s| s.contains("event: control")).await, "never connected");
+        jitter().await;
+        let marker = format!("sse-{round}");
+        let started = Instant::now();
+        c.expect(Method::POST, path, &[("content-type", "text/plain")], marker.clone(), StatusCode::NO_CONTENT).await;
+        let seen = read_until(&mut body, &mut got, |s| s.contains(&marker)).await;
+        sse.1.push(if seen { started.elapsed() } else { Duration::from_secs(5) });
+    }
+
+    let mut long_poll = Latencies("durable stream, long-poll from the tail", Vec::new());
+    for round in 0..ROUNDS {
+        let tail = c.expect(Method::GET, &format!("{path}?offset=now"), &[], "", StatusCode::OK).await.next_offset();
+        let client = c.clone();
+        let poll = tokio::spawn(async move {
+            client.send(Method::GET, &format!("{path}?offset={tail}&live=long-poll"), &[], Bytes::new()).await
+        });
+        jitter().await;
+        let started = Instant::now();
+        c.expect(Method::POST, path, &[("content-type", "text/plain")], format!("lp-{round}"), StatusCode::NO_CONTENT)
+            .await;
+        let res = tokio::time::timeout(Duration::from_secs(5), poll).await;
+        long_poll.1.push(match res {
+            Ok(Ok(Ok(r))) if r.status == StatusCode::OK => started.elapsed(),
+            _ => Duration::from_secs(5),
+        });
+    }
+    edge.stop().await?;
+    sse.check()?;
+    long_poll.check()
+}
+
+fn text(name: &str, v: &str) -> ColumnValue {
+    ColumnValue { name: name.into(), value: Some(column_value::Value::Text(v.into())) }
+}
+
+/// A proposal update as wal-ingest publishes it.
+fn proposal_update(lsn: u64, agency: &str, proposal: &str, title: &str) -> Bytes {
+    ChangeEvent {
+        commit_lsn: lsn,
+        commit_end_lsn: lsn + 8,
+        xid: 700 + lsn as u32,
+        last_in_transaction: true,
+        schema: "public".into(),
+        table: "proposals".into(),
+        operation: Operation::Update as i32,
+        tenant: agency.into(),
+        primary_key: vec![text("id", proposal)],
+        new_row: vec![text("id", proposal), text("agency_id", agency), text("title", title)],
+        ..Default::default()
+    }
+    .encode_to_vec()
+    .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proposal_activity_readers_at_the_tail_get_the_next_change_within_a_second() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    let js = jetstream::new(folio_testkit::nats().await?);
+    let subject_prefix = format!("{prefix}.changes");
+    let changes_stream = format!("{prefix}_CHANGES");
+    js.create_stream(jetstream::stream::Config {
+        name: changes_stream.clone(),
+        subjects: vec![format!("{subject_prefix}.>")],
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await?;
+    const SECRET: &str = "wakeup-test-secret-wakeup-test-secret";
+    let edge = spawn_edge(
+        &prefix,
+        &[
+            "--changes-stream",
+            &changes_stream,
+            "--changes-subject-prefix",
+            &subject_prefix,
+            "--jwt-secret",
+            SECRET,
+            "--ds-long-poll-timeout",
+            "20s",
+        ],
+    )
+    .await?;
+    let c = &edge.client;
+    let agency = uuid::Uuid::new_v4().to_string();
+    let proposal = uuid::Uuid::new_v4().to_string();
+    let auth = crate::helpers::bearer(SECRET, &agency);
+    let subject = format!("{subject_prefix}.proposals.{agency}");
+    let path = format!("/v1/stream/proposals/{proposal}/activity");
+    let mut lsn = 0x1000;
+    // Another agency's traffic on the same stream, as in a real deployment.
+    let noise_subject = format!("{subject_prefix}.proposals.{}", uuid::Uuid::new_v4());
+
+    let mut sse = Latencies("proposal activity, SSE from offset=now", Vec::new());
+    for round in 0..ROUNDS {
+        let mut body = open(c, &format!("{path}?offset=now&live=sse"), Some(&auth)).await?;
+        let mut got = String::new();
+        anyhow::ensure!(read_until(&mut body, &mut got, |s| s.contains("event: control")).await, "never connected");
+        jitter().await;
+        let title = format!("sse-{round}");
+        lsn += 16;
+        if round % 2 == 0 {
+            js.publish(
+                noise_subject.clone(),
+                proposal_update(lsn, &agency, "00000000-0000-0000-0000-000000000000", "x"),
+            )
+            .await?;
+        }
+        let started = Instant::now();
+        js.publish(subject.clone(), proposal_update(lsn + 8, &agency, &proposal, &title)).await?.await?;
+        let seen = read_until(&mut body, &mut got, |s| s.contains(&title)).await;
+        sse.1.push(if seen { started.elapsed() } else { Duration::from_secs(5) });
+    }
+
+    let mut long_poll = Latencies("proposal activity, long-poll from the tail", Vec::new());
+    for round in 0..ROUNDS {
+        let tail = c
+            .expect(Method::GET, &format!("{path}?offset=now"), &[("authorization", &auth)], "", StatusCode::OK)
+            .await
+            .next_offset();
+        let (client, auth2, p) = (c.clone(), auth.clone(), path.clone());
+        let poll = tokio::spawn(async move {
+            client
+                .send(
+                    Method::GET,
+                    &format!("{p}?offset={tail}&live=long-poll"),
+                    &[("authorization", &auth2)],
+                    Bytes::new(),
+                )
+                .await
+        });
+        jitter().await;
+        lsn += 16;
+        let started = Instant::now();
+        js.publish(subject.clone(), proposal_update(lsn, &agency, &proposal, &format!("lp-{round}"))).await?.await?;
+        let res = tokio::time::timeout(Duration::from_secs(5), poll).await;
+        long_poll.1.push(match res {
+            Ok(Ok(Ok(r))) if r.status == StatusCode::OK && r.text().contains(&format!("lp-{round}")) => {
+                started.elapsed()
+            }
+            _ => Duration::from_secs(5),
+        });
+    }
+    edge.stop().await?;
+    sse.check()?;
+    long_poll.check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shape_clients_at_the_tail_get_the_next_commit_within_a_second() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    env.sql("CREATE TABLE pings (id int8 PRIMARY KEY, note text NOT NULL)").await?;
+    let edge = env.edge(&["--shape-long-poll-timeout", "20s", "--shape-sse-timeout", "30s"]).await?;
+    let c = &edge.client;
+    let auth = bearer(&uuid::Uuid::new_v4().to_string());
+    let first =
+        c.expect(Method::GET, "/v1/shape?table=pings&offset=-1", &[("authorization", &auth)], "", StatusCode::OK).await;
+    let handle = first.header("electric-handle").unwrap_or_default().to_owned();
+    let mut offset = first.header("electric-offset").unwrap_or_default().to_owned();
+    let rounds = ROUNDS / 2;
+
+    let mut long_poll = Latencies("shape, long-poll at the tail", Vec::new());
+    for round in 0..rounds {
+        let (client, a, h, o) = (c.clone(), auth.clone(), handle.clone(), offset.clone());
+        let poll = tokio::spawn(async move {
+            let path = format!("/v1/shape?table=pings&offset={o}&handle={h}&live=true&cursor=");
+            client.send(Method::GET, &path, &[("authorization", &a)], Bytes::new()).await
+        });
+        jitter().await;
+        let started = Instant::now();
+        env.sql(&format!("INSERT INTO pings VALUES ({round}, 'lp-{round}')")).await?;
+        let mut latency = Duration::from_secs(5);
+        // An empty up-to-date (a change to no row of the shape) would be re-polled.
+        if let Ok(Ok(Ok(r))) = tokio::time::timeout(Duration::from_secs(5), poll).await
+            && r.status == StatusCode::OK
+        {
+            offset = r.header("electric-offset").unwrap_or_default().to_owned();
+            if r.text().contains(&format!("lp-{round}")) {
+                latency = started.elapsed();
+            }
+        }
+        long_poll.1.push(latency);
+    }
+
+    let mut sse = Latencies("shape, SSE at the tail", Vec::new());
+    for round in 0..rounds {
+        let id = 10_000 + round;
+        let path = format!("/v1/shape?table=pings&offset={offset}&handle={handle}&live=true&live_sse=true&cursor=");
+        let mut body = open(c, &path, Some(&auth)).await?;
+        jitter().await;
+        let started = Instant::now();
+        env.sql(&format!("INSERT INTO pings VALUES ({id}, 'sse-{round}')")).await?;
+        let mut got = String::new();
+        let seen =
+            read_until(&mut body, &mut got, |s| s.contains(&format!("sse-{round}")) && s.contains("up-to-date")).await;
+        sse.1.push(if seen { started.elapsed() } else { Duration::from_secs(5) });
+        if let Some((_, tail)) = got.rsplit_once("\"global_last_seen_lsn\":\"")
+            && let Some(lsn) = tail.split('"').next()
+        {
+            offset = format!("{lsn}_0");
+        }
+    }
+    edge.stop().await?;
+    env.stop().await?;
+    long_poll.check()?;
+    sse.check()
+}
