@@ -8,7 +8,7 @@ use folio_proto::events::v1::{ChangeEvent, ColumnValue, Operation, column_value}
 use http::{Method, StatusCode};
 use prost::Message;
 
-use crate::helpers::{spawn_edge, test_prefix};
+use crate::helpers::{changes_stream, spawn_edge, test_prefix};
 
 const SECRET: &str = "activity-test-secret-activity-test-secret";
 
@@ -20,7 +20,7 @@ fn text(name: &str, v: &str) -> ColumnValue {
     ColumnValue { name: name.into(), value: Some(column_value::Value::Text(v.into())) }
 }
 
-fn change(lsn: u64, agency: &str, proposal: &str, op: Operation, title: &str) -> Bytes {
+pub(crate) fn change(lsn: u64, agency: &str, proposal: &str, op: Operation, title: &str) -> Bytes {
     ChangeEvent {
         commit_lsn: lsn,
         commit_end_lsn: lsn + 8,
@@ -44,16 +44,8 @@ fn change(lsn: u64, agency: &str, proposal: &str, op: Operation, title: &str) ->
 #[tokio::test]
 async fn reads_one_proposals_change_events_with_changes_stream_offsets() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
-    let nats = folio_testkit::nats().await?;
-    let js = jetstream::new(nats);
-    let subject_prefix = format!("{prefix}.changes");
-    js.create_stream(jetstream::stream::Config {
-        name: format!("{prefix}_CHANGES"),
-        subjects: vec![format!("{subject_prefix}.>")],
-        allow_direct: true,
-        ..Default::default()
-    })
-    .await?;
+    let js = jetstream::new(folio_testkit::nats().await?);
+    let (_, subject_prefix) = changes_stream(&js, &prefix).await?;
     let agency = uuid::Uuid::new_v4().to_string();
     let mine = uuid::Uuid::new_v4().to_string();
     let other = uuid::Uuid::new_v4().to_string();
@@ -144,15 +136,7 @@ async fn npm_client_follows_a_proposal_live() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("set DS_CLIENT_MODULE to @durable-streams/client's dist/index.js"))?;
     let (prefix, _cleanup) = test_prefix();
     let js = jetstream::new(folio_testkit::nats().await?);
-    let subject_prefix = format!("{prefix}.changes");
-    let changes_stream = format!("{prefix}_CHANGES");
-    js.create_stream(jetstream::stream::Config {
-        name: changes_stream.clone(),
-        subjects: vec![format!("{subject_prefix}.>")],
-        allow_direct: true,
-        ..Default::default()
-    })
-    .await?;
+    let (changes_stream, subject_prefix) = changes_stream(&js, &prefix).await?;
     let agency = uuid::Uuid::new_v4().to_string();
     let proposal = uuid::Uuid::new_v4().to_string();
     let subject = format!("{subject_prefix}.proposals.{agency}");

@@ -97,6 +97,20 @@ pub fn bearer(secret: &str, agency: &str) -> String {
     format!("Bearer {}", folio_auth::Authenticator::new(secret.as_bytes()).issue(&caller, Duration::from_secs(600)))
 }
 
+/// A change stream as wal-ingest declares it, under the test's prefix: its name and subject
+/// prefix (`<prefix>.changes`), for tests that publish change events themselves.
+pub async fn changes_stream(js: &async_nats::jetstream::Context, prefix: &str) -> anyhow::Result<(String, String)> {
+    let (name, subjects) = (format!("{prefix}_CHANGES"), format!("{prefix}.changes"));
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("{subjects}.>")],
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await?;
+    Ok((name, subjects))
+}
+
 /// Deletes what a test's prefix created on the shared NATS server.
 async fn cleanup(prefix: &str) {
     if let Ok(nats) = folio_testkit::nats().await {

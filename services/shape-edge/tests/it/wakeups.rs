@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use bytes::Bytes;
-use folio_proto::events::v1::{ChangeEvent, ColumnValue, Operation, column_value};
+use folio_proto::events::v1::Operation;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use prost::Message;
 use rand::Rng;
 
 use crate::{
-    helpers::{TestClient, spawn_edge, test_prefix},
+    activity::change,
+    helpers::{TestClient, changes_stream, spawn_edge, test_prefix},
     shapes::{Env, bearer},
 };
 
@@ -131,42 +131,11 @@ async fn durable_stream_readers_at_the_tail_get_the_next_append_within_a_second(
     long_poll.check()
 }
 
-fn text(name: &str, v: &str) -> ColumnValue {
-    ColumnValue { name: name.into(), value: Some(column_value::Value::Text(v.into())) }
-}
-
-/// A proposal update as wal-ingest publishes it.
-fn proposal_update(lsn: u64, agency: &str, proposal: &str, title: &str) -> Bytes {
-    ChangeEvent {
-        commit_lsn: lsn,
-        commit_end_lsn: lsn + 8,
-        xid: 700 + lsn as u32,
-        last_in_transaction: true,
-        schema: "public".into(),
-        table: "proposals".into(),
-        operation: Operation::Update as i32,
-        tenant: agency.into(),
-        primary_key: vec![text("id", proposal)],
-        new_row: vec![text("id", proposal), text("agency_id", agency), text("title", title)],
-        ..Default::default()
-    }
-    .encode_to_vec()
-    .into()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn proposal_activity_readers_at_the_tail_get_the_next_change_within_a_second() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     let js = jetstream::new(folio_testkit::nats().await?);
-    let subject_prefix = format!("{prefix}.changes");
-    let changes_stream = format!("{prefix}_CHANGES");
-    js.create_stream(jetstream::stream::Config {
-        name: changes_stream.clone(),
-        subjects: vec![format!("{subject_prefix}.>")],
-        allow_direct: true,
-        ..Default::default()
-    })
-    .await?;
+    let (changes_stream, subject_prefix) = changes_stream(&js, &prefix).await?;
     const SECRET: &str = "wakeup-test-secret-wakeup-test-secret";
     let edge = spawn_edge(
         &prefix,
@@ -203,12 +172,12 @@ async fn proposal_activity_readers_at_the_tail_get_the_next_change_within_a_seco
         if round % 2 == 0 {
             js.publish(
                 noise_subject.clone(),
-                proposal_update(lsn, &agency, "00000000-0000-0000-0000-000000000000", "x"),
+                change(lsn, &agency, "00000000-0000-0000-0000-000000000000", Operation::Update, "x"),
             )
             .await?;
         }
         let started = Instant::now();
-        js.publish(subject.clone(), proposal_update(lsn + 8, &agency, &proposal, &title)).await?.await?;
+        js.publish(subject.clone(), change(lsn + 8, &agency, &proposal, Operation::Update, &title)).await?.await?;
         let seen = read_until(&mut body, &mut got, |s| s.contains(&title)).await;
         sse.1.push(if seen { started.elapsed() } else { Duration::from_secs(5) });
     }
@@ -233,7 +202,9 @@ async fn proposal_activity_readers_at_the_tail_get_the_next_change_within_a_seco
         jitter().await;
         lsn += 16;
         let started = Instant::now();
-        js.publish(subject.clone(), proposal_update(lsn, &agency, &proposal, &format!("lp-{round}"))).await?.await?;
+        js.publish(subject.clone(), change(lsn, &agency, &proposal, Operation::Update, &format!("lp-{round}")))
+            .await?
+            .await?;
         let res = tokio::time::timeout(Duration::from_secs(5), poll).await;
         long_poll.1.push(match res {
             Ok(Ok(Ok(r))) if r.status == StatusCode::OK && r.text().contains(&format!("lp-{round}")) => {
