@@ -514,8 +514,8 @@ mod tests {
         assert_eq!(
             markers,
             [
-                ("0000000000000200:3.e0".to_owned(), "folio.changes.notes._all".to_owned()),
-                ("0000000000000200:3.e1".to_owned(), "folio.changes.tags._all".to_owned()),
+                ("0000000000000200:3.e0".to_owned(), "folio.changes.notes._txn".to_owned()),
+                ("0000000000000200:3.e1".to_owned(), "folio.changes.tags._txn".to_owned()),
             ]
         );
         let Body::Change(end) = &out[1].body else { panic!() };
