@@ -57,7 +57,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 /// and only if the transaction commits (DESIGN.md: no dual writes).
 pub async fn emit_job(tx: &mut Transaction<'_, Postgres>, kind: &str, payload: &[u8]) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_logical_emit_message(true, $1, $2)")
-        .bind(format!("folio.jobs.{kind}"))
+        .bind(folio_bus::subjects::job_message_prefix(kind))
         .bind(payload)
         .execute(&mut **tx)
         .await?;

@@ -5,7 +5,6 @@ pub mod ids;
 pub mod lsn;
 pub mod money;
 pub mod status;
-pub mod subjects;
 
 pub use error_code::ErrorCode;
 pub use ids::{AgencyId, ClientId, IdParseError, LineItemId, ProposalId, TemplateId, UserId};

@@ -98,7 +98,7 @@ async fn consumer(ctx: &Ctx, js: &jetstream::Context) -> Result<PullConsumer, Se
     let config = pull::Config {
         durable_name: Some(ctx.config.consumer.clone()),
         description: Some("notifier: emails and webhooks on proposal changes".into()),
-        filter_subject: format!("{}.changes.proposals.>", ctx.config.subject_root),
+        filter_subject: folio_bus::Subjects::new(ctx.config.subject_root.clone()).table_filter("public", "proposals"),
         ack_policy: AckPolicy::Explicit,
         ack_wait: ACK_WAIT,
         deliver_policy,
@@ -111,7 +111,7 @@ async fn consumer(ctx: &Ctx, js: &jetstream::Context) -> Result<PullConsumer, Se
 
 /// Handles one message and acks, naks or terminates it.
 async fn handle(ctx: &Ctx, msg: jetstream::Message) {
-    let event_id = match msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+    let event_id = match msg.headers.as_ref().and_then(|h| h.get(folio_bus::headers::MSG_ID)) {
         Some(id) => id.as_str().to_owned(),
         // Without a message id there is no stable idempotency key; the stream position is the
         // next best (stable across redeliveries of this message).

@@ -54,7 +54,7 @@ start_edge() {
   edge_port=$(free_port)
   FOLIO_DATABASE_URL=$db_url FOLIO_NATS_URL=$nats_url FOLIO_EDGE_ADDR=127.0.0.1:$edge_port \
   FOLIO_ADMIN_ADDR=127.0.0.1:$(free_port) FOLIO_CHANGES_STREAM=${prefix}_CHANGES \
-  FOLIO_CHANGES_SUBJECT_PREFIX=$subject_root.changes FOLIO_DS_PREFIX=sb$suffix FOLIO_SHAPE_TABLES='*' \
+  FOLIO_SUBJECT_ROOT=$subject_root FOLIO_DS_PREFIX=sb$suffix FOLIO_SHAPE_TABLES='*' \
   FOLIO_SHAPE_AUTO_PUBLISH=true FOLIO_SHAPE_INSECURE=true FOLIO_SHAPE_MAX_CONCURRENT_SNAPSHOTS=8 RUST_LOG=warn \
     "$bin/shape-edge" >>"$log_dir/shape-edge.log" 2>&1 &
   edge_pid=$!
@@ -68,7 +68,7 @@ start_edge() {
 stop_edge() { kill "$edge_pid"; wait "$edge_pid" 2>/dev/null || true; }
 bench() {
   start_edge
-  FOLIO_DATABASE_URL=$db_url FOLIO_NATS_URL=$nats_url FOLIO_CHANGES_SUBJECT_PREFIX=$subject_root.changes \
+  FOLIO_DATABASE_URL=$db_url FOLIO_NATS_URL=$nats_url FOLIO_SUBJECT_ROOT=$subject_root \
     "$bin/shape-bench" --edge-url "http://127.0.0.1:$edge_port" --edge-pid "$edge_pid" "$@"
   stop_edge
 }

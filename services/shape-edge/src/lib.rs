@@ -25,9 +25,9 @@ pub struct Config {
     #[arg(long, env = "FOLIO_EDGE_ADDR", default_value = "127.0.0.1:4437")]
     pub listen_addr: SocketAddr,
 
-    /// NATS server with JetStream (>= 2.11).
-    #[arg(long, env = "FOLIO_NATS_URL", default_value = "nats://127.0.0.1:4333")]
-    pub nats_url: String,
+    /// NATS, the subject root and wal-ingest's change stream.
+    #[command(flatten)]
+    pub bus: folio_bus::BusArgs,
 
     #[command(flatten)]
     pub streams: StreamsConfig,
@@ -84,14 +84,21 @@ async fn run_with_readiness(
 ) -> Result<(), Error> {
     let (options, reconnects) = follow::Reconnects::options("shape-edge");
     let nats = options
-        .connect(&config.nats_url)
+        .connect(&config.bus.nats_url)
         .await
-        .map_err(|source| Error::Nats { url: config.nats_url.clone(), source })?;
+        .map_err(|source| Error::Nats { url: config.bus.nats_url.clone(), source })?;
     // Background tasks and live readers stop when draining starts; requests in flight finish.
-    let streams =
-        streams::Streams::start(nats.clone(), config.streams.clone(), reconnects.clone(), shutdown.clone()).await?;
+    let streams = streams::Streams::start(
+        nats.clone(),
+        config.streams.clone(),
+        &config.bus,
+        reconnects.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let shapes =
-        shapes::Shapes::start(nats, config.shapes.clone(), &config.streams, reconnects, shutdown.clone()).await?;
+        shapes::Shapes::start(nats, config.shapes.clone(), &config.streams, &config.bus, reconnects, shutdown.clone())
+            .await?;
     let app = router(Arc::clone(&streams), shapes);
     if let Some(r) = &readiness {
         r.set(true);

@@ -31,15 +31,15 @@ pub struct Config {
     pub publication: String,
 
     /// First token of every subject: `<root>.changes.…`, `<root>.jobs.…`.
-    #[arg(long, env = "FOLIO_SUBJECT_ROOT", default_value = "folio", value_parser = parse_token)]
+    #[arg(long, env = "FOLIO_SUBJECT_ROOT", default_value = "folio", value_parser = folio_bus::args::parse_token)]
     pub subject_root: String,
 
     /// JetStream stream holding `<root>.changes.>` (limits retention, immutable).
-    #[arg(long, env = "FOLIO_CHANGES_STREAM", default_value = "FOLIO_CHANGES", value_parser = parse_token)]
+    #[arg(long, env = "FOLIO_CHANGES_STREAM", default_value = "FOLIO_CHANGES", value_parser = folio_bus::args::parse_token)]
     pub changes_stream: String,
 
     /// JetStream work-queue stream holding `<root>.jobs.>`.
-    #[arg(long, env = "FOLIO_JOBS_STREAM", default_value = "FOLIO_JOBS", value_parser = parse_token)]
+    #[arg(long, env = "FOLIO_JOBS_STREAM", default_value = "FOLIO_JOBS", value_parser = folio_bus::args::parse_token)]
     pub jobs_stream: String,
 
     /// Stream replicas: 1 on a single node, 3 on a cluster (acks then wait for a quorum).
@@ -88,14 +88,6 @@ pub struct Config {
     /// Pause before a failed session (Postgres or NATS unreachable) is retried.
     #[arg(long, env = "FOLIO_RETRY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_backoff: Duration,
-}
-
-fn parse_token(s: &str) -> Result<String, String> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        Ok(s.to_owned())
-    } else {
-        Err(format!("{s:?} must be letters, digits, '_' or '-'"))
-    }
 }
 
 fn parse_slot_name(s: &str) -> Result<String, String> {

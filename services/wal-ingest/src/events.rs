@@ -13,10 +13,9 @@ use folio_proto::events::v1::{ChangeEvent, ColumnType, ColumnValue, Operation, c
 
 use crate::{
     decode::{Cell, PgOutput, Tuple},
-    msg_id::{MsgKey, Part},
     schema::Table,
-    subjects::Subjects,
 };
+use folio_bus::{MsgKey, Part, Subjects};
 
 /// Microseconds between the Unix epoch and Postgres' epoch (2000-01-01).
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;

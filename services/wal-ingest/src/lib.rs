@@ -8,13 +8,11 @@ pub mod config;
 pub mod confirm;
 pub mod decode;
 pub mod events;
-pub mod msg_id;
 pub mod publish;
 pub mod replication;
 pub mod schema;
 pub mod session;
 pub mod slot;
-pub mod subjects;
 
 use std::time::Duration;
 
@@ -24,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
-use crate::{publish::StreamSettings, schema::Catalog, session::Ingest, slot::SlotOwner, subjects::Subjects};
+use crate::{publish::StreamSettings, schema::Catalog, session::Ingest, slot::SlotOwner};
+use folio_bus::Subjects;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

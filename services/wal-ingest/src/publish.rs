@@ -24,11 +24,8 @@ use futures::{StreamExt, stream::FuturesOrdered};
 use prost::Message as _;
 use tokio::time::Instant;
 
-use crate::{
-    events::{Body, Outgoing, Target},
-    msg_id::MsgKey,
-    subjects::Subjects,
-};
+use crate::events::{Body, Outgoing, Target};
+use folio_bus::{MsgKey, Subjects};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -198,10 +195,10 @@ impl Publisher {
         if let Some(prev) = &lane.chain {
             headers.insert(async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID, prev.as_str());
         }
-        headers.insert("Folio-Commit-Lsn", event.key.commit_lsn.to_string().as_str());
-        headers.insert("Folio-Xid", event.xid.to_string().as_str());
+        headers.insert(folio_bus::headers::COMMIT_LSN, event.key.commit_lsn.to_string().as_str());
+        headers.insert(folio_bus::headers::XID, event.xid.to_string().as_str());
         if event.last_in_transaction {
-            headers.insert("Folio-Last-In-Transaction", "true");
+            headers.insert(folio_bus::headers::LAST_IN_TRANSACTION, "true");
         }
         if self.propagate_trace {
             folio_runtime::trace_context::inject_into_nats(&mut headers);

@@ -14,10 +14,6 @@ use sqlx::PgConnection;
 
 use crate::decode::Relation;
 
-/// The column holding the tenant (agency) id, and the one table whose own id is the tenant.
-const TENANT_COLUMN: &str = "agency_id";
-const TENANT_TABLE: (&str, &str) = ("public", "agencies");
-
 /// `ChangeEvent.column_types` in change_event.proto.
 const COLUMN_TYPES_FIELD: u32 = 14;
 
@@ -105,11 +101,11 @@ impl Catalog {
             // No primary key: fall back to the replica identity columns pgoutput flagged.
             primary_key = relation.columns.iter().enumerate().filter(|(_, c)| c.part_of_key).map(|(i, _)| i).collect();
         }
-        let tenant_column = if (relation.schema.as_str(), relation.name.as_str()) == TENANT_TABLE {
-            index_of("id")
-        } else {
-            index_of(TENANT_COLUMN)
-        };
+        let tenant_column = folio_bus::tenant::tenant_column(
+            &relation.schema,
+            &relation.name,
+            relation.columns.iter().map(|c| c.name.as_str()),
+        );
         let column_types: Vec<ColumnType> = relation
             .columns
             .iter()

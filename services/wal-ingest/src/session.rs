@@ -20,13 +20,12 @@ use crate::{
     confirm::Confirmations,
     decode::{self, DecodeError, PgOutput},
     events::{Assembler, Body, EventError, Outgoing, Target},
-    msg_id::{MsgKey, Part},
     publish::{PublishError, Publisher, StreamSettings},
     replication::{self, ReplicationSettings, UrlError},
     schema::Catalog,
     slot::{SlotError, SlotOwner},
-    subjects::Subjects,
 };
+use folio_bus::{MsgKey, Part, Subjects};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {

@@ -305,7 +305,7 @@ class Harness {
       FOLIO_EDGE_ADDR: `127.0.0.1:${port}`,
       FOLIO_ADMIN_ADDR: `127.0.0.1:${adminPort}`,
       FOLIO_CHANGES_STREAM: n.changesStream,
-      FOLIO_CHANGES_SUBJECT_PREFIX: `${n.subjectRoot}.changes`,
+      FOLIO_SUBJECT_ROOT: n.subjectRoot,
       FOLIO_DS_PREFIX: n.dsPrefix,
       FOLIO_JWT_SECRET: this.jwtSecret,
       FOLIO_SHAPE_TABLES: '*',

@@ -33,9 +33,9 @@ struct Args {
     database_url: String,
     #[arg(long, env = "FOLIO_NATS_URL")]
     nats_url: String,
-    /// Subject prefix of the change stream (`<root>.changes`).
-    #[arg(long, env = "FOLIO_CHANGES_SUBJECT_PREFIX")]
-    changes_subject_prefix: String,
+    /// Subject root wal-ingest publishes under.
+    #[arg(long, env = "FOLIO_SUBJECT_ROOT")]
+    subject_root: String,
     #[arg(long, default_value_t = 100_000)]
     rows: i64,
     #[arg(long, default_value_t = 3)]
@@ -253,7 +253,8 @@ async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Http, n: usize, shapes
     }
     // The change stream's own delivery, as the baseline: a core NATS subscriber on the table.
     let nats = async_nats::connect(&args.nats_url).await?;
-    let mut sub = nats.subscribe(format!("{}.{table}.>", args.changes_subject_prefix)).await?;
+    let mut sub =
+        nats.subscribe(folio_bus::Subjects::new(args.subject_root.clone()).table_filter("public", &table)).await?;
     let stream_arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let arrivals = Arc::clone(&stream_arrivals);
     let listener = tokio::spawn(async move {

@@ -10,11 +10,6 @@ use super::{
     request::{QualifiedName, quote},
 };
 
-/// The column that pins a row to an agency, and the one table whose own id does (the same
-/// rule wal-ingest uses for its tenant subjects).
-const TENANT_COLUMN: &str = "agency_id";
-const TENANT_TABLE: (&str, &str) = ("public", "agencies");
-
 #[derive(Debug, Clone)]
 pub struct Column {
     pub name: String,
@@ -198,11 +193,8 @@ pub async fn load(pool: &PgPool, table: &QualifiedName, publication: &str, auto_
         key = (0..columns.len()).collect();
         key.sort_by(|&a, &b| columns[a].name.cmp(&columns[b].name));
     }
-    let tenant = if (table.schema.as_str(), table.name.as_str()) == TENANT_TABLE {
-        columns.iter().position(|c| c.name == "id")
-    } else {
-        columns.iter().position(|c| c.name == TENANT_COLUMN)
-    };
+    // The rule wal-ingest uses for its tenant subjects.
+    let tenant = folio_bus::tenant::tenant_column(&table.schema, &table.name, columns.iter().map(|c| c.name.as_str()));
     let where_schema = TableSchema::new(columns.iter().map(|c| (c.name.clone(), c.formatted.clone())));
     let fingerprint = {
         use sha2::Digest;

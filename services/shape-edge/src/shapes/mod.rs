@@ -158,7 +158,7 @@ pub struct Shapes {
     auth: Authenticator,
     allow: AllowList,
     changes_stream: String,
-    subject_prefix: String,
+    subjects: folio_bus::Subjects,
     tables: Mutex<HashMap<QualifiedName, CachedTable>>,
     feeds: Mutex<HashMap<QualifiedName, Arc<TableFeed>>>,
     /// Held while a feed is being created, so a table never gets two.
@@ -179,6 +179,7 @@ impl Shapes {
         nats: async_nats::Client,
         config: ShapesConfig,
         streams: &crate::StreamsConfig,
+        bus: &folio_bus::BusArgs,
         reconnects: crate::follow::Reconnects,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, crate::Error> {
@@ -217,8 +218,8 @@ impl Shapes {
             js,
             kv,
             auth: streams.jwt.authenticator(),
-            changes_stream: streams.changes_stream.clone(),
-            subject_prefix: streams.changes_subject_prefix.clone(),
+            changes_stream: bus.changes_stream.clone(),
+            subjects: bus.subjects(),
             tables: Mutex::default(),
             feeds: Mutex::default(),
             feed_creation: tokio::sync::Mutex::default(),
@@ -270,11 +271,7 @@ impl Shapes {
         if let Some(f) = self.existing_feed(&table.name) {
             return Ok(f);
         }
-        let filter = format!(
-            "{}.{}.>",
-            self.subject_prefix,
-            folio_domain::subjects::table_token(&table.name.schema, &table.name.name)
-        );
+        let filter = self.subjects.table_filter(&table.name.schema, &table.name.name);
         let feed =
             TableFeed::start(&self.js, &self.changes_stream, filter, &self.reconnects, self.shutdown.clone()).await?;
         self.feeds.lock().unwrap_or_else(|p| p.into_inner()).insert(table.name.clone(), Arc::clone(&feed));
@@ -495,9 +492,9 @@ impl Shapes {
     }
 
     /// Sequence of the table's latest truncate / schema change / re-snapshot event (0: none).
-    async fn last_table_wide_event(&self, table_filter: &str) -> Result<u64> {
+    async fn last_table_wide_event(&self, table: &QualifiedName) -> Result<u64> {
         use async_nats::jetstream::stream::DirectGetErrorKind;
-        let subject = format!("{}_all", table_filter.trim_end_matches('>'));
+        let subject = self.subjects.table_wide(&table.schema, &table.name);
         let stream = self
             .js
             .get_stream_no_info(&self.changes_stream)
@@ -572,7 +569,7 @@ impl Shapes {
         }
         // A truncate or schema change since the snapshot may have happened while no edge
         // watched this shape: the table's latest table-wide event says.
-        if self.last_table_wide_event(&feed.filter).await? > record.seq0 {
+        if self.last_table_wide_event(&def.table.name).await? > record.seq0 {
             let _ = self.kv.purge(handle).await;
             return Err(stale("table truncated or changed since the shape's snapshot"));
         }

@@ -48,8 +48,7 @@ pub struct Activity {
     js: jetstream::Context,
     nats: async_nats::Client,
     stream_name: String,
-    /// `<changes prefix>.proposals`; the agency id completes the subject.
-    subject_prefix: String,
+    subjects: folio_bus::Subjects,
     auth: folio_auth::Authenticator,
     wakes: Arc<Wakes>,
     /// Set once the edge follows the proposals' subjects (on the first live read).
@@ -96,14 +95,15 @@ impl Activity {
     pub fn new(
         nats: async_nats::Client,
         config: &StreamsConfig,
+        bus: &folio_bus::BusArgs,
         reconnects: Reconnects,
         shutdown: CancellationToken,
     ) -> Self {
         Activity {
             js: jetstream::new(nats.clone()),
             nats,
-            stream_name: config.changes_stream.clone(),
-            subject_prefix: format!("{}.proposals", config.changes_subject_prefix),
+            stream_name: bus.changes_stream.clone(),
+            subjects: bus.subjects(),
             auth: config.jwt.authenticator(),
             wakes: Arc::default(),
             following: tokio::sync::OnceCell::new(),
@@ -121,7 +121,7 @@ impl Activity {
                 let mut follower = Follower::new(
                     self.js.clone(),
                     &self.stream_name,
-                    format!("{}.>", self.subject_prefix),
+                    self.subjects.table_filter("public", "proposals"),
                     from,
                     &self.reconnects,
                     self.shutdown.clone(),
@@ -145,7 +145,7 @@ impl Activity {
 
     /// The only subject a caller's reads touch: their own agency's proposal events.
     fn subject_for(&self, agency: folio_domain::AgencyId) -> String {
-        format!("{}.{agency}", self.subject_prefix)
+        self.subjects.row("public", "proposals", Some(&agency.to_string()))
     }
 
     async fn stream(&self) -> Result<jetstream::stream::Stream<()>> {

@@ -85,14 +85,6 @@ pub struct StreamsConfig {
     #[arg(long = "public-url", env = "FOLIO_EDGE_PUBLIC_URL")]
     pub public_url: Option<String>,
 
-    /// JetStream stream holding wal-ingest's change events (read by the proposal activity feeds).
-    #[arg(long = "changes-stream", env = "FOLIO_CHANGES_STREAM", default_value = "FOLIO_CHANGES")]
-    pub changes_stream: String,
-
-    /// Subject prefix of wal-ingest's change events.
-    #[arg(long = "changes-subject-prefix", env = "FOLIO_CHANGES_SUBJECT_PREFIX", default_value = "folio.changes")]
-    pub changes_subject_prefix: String,
-
     /// The API's bearer tokens: proposal activity and shapes are served per agency.
     #[command(flatten)]
     pub jwt: folio_auth::JwtArgs,
@@ -139,6 +131,7 @@ impl Streams {
     pub async fn start(
         nats: async_nats::Client,
         config: StreamsConfig,
+        bus: &folio_bus::BusArgs,
         reconnects: crate::follow::Reconnects,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StorageError> {
@@ -148,7 +141,7 @@ impl Streams {
         let server_max = nats.server_info().max_payload.saturating_sub(8 * 1024).max(1024);
         let max_append = config.max_append_bytes.min(server_max);
         let subscriptions = subscriptions::Engine::open(&store, &config).await?;
-        let activity = activity::Activity::new(nats.clone(), &config, reconnects.clone(), shutdown.clone());
+        let activity = activity::Activity::new(nats.clone(), &config, bus, reconnects.clone(), shutdown.clone());
         let streams = Arc::new(Streams {
             store: store.clone(),
             hub: hub.clone(),

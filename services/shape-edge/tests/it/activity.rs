@@ -58,11 +58,9 @@ async fn reads_one_proposals_change_events_with_changes_stream_offsets() -> anyh
     let s3 = publish(change(0x300, &agency, &mine, Operation::Update, "Sent")).await?;
 
     let changes_stream = format!("{prefix}_CHANGES");
-    let edge = spawn_edge(
-        &prefix,
-        &["--changes-stream", &changes_stream, "--changes-subject-prefix", &subject_prefix, "--jwt-secret", SECRET],
-    )
-    .await?;
+    let edge =
+        spawn_edge(&prefix, &["--changes-stream", &changes_stream, "--subject-root", &prefix, "--jwt-secret", SECRET])
+            .await?;
     let c = edge.client.clone();
     let path = format!("/v1/stream/proposals/{mine}/activity");
     let token = bearer(&agency);
@@ -142,11 +140,9 @@ async fn npm_client_follows_a_proposal_live() -> anyhow::Result<()> {
     let subject = format!("{subject_prefix}.proposals.{agency}");
     js.publish(subject.clone(), change(0x10, &agency, &proposal, Operation::Insert, "Draft")).await?.await?;
 
-    let edge = spawn_edge(
-        &prefix,
-        &["--changes-stream", &changes_stream, "--changes-subject-prefix", &subject_prefix, "--jwt-secret", SECRET],
-    )
-    .await?;
+    let edge =
+        spawn_edge(&prefix, &["--changes-stream", &changes_stream, "--subject-root", &prefix, "--jwt-secret", SECRET])
+            .await?;
     let ready = std::env::temp_dir().join(format!("{prefix}.ready"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/activity_client.mjs");
     let child = tokio::process::Command::new("node")

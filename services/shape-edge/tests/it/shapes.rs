@@ -52,8 +52,8 @@ impl Env {
         let args = [
             "--changes-stream",
             &changes_stream,
-            "--changes-subject-prefix",
-            &format!("{root}.changes"),
+            "--subject-root",
+            &root,
             "--database-url",
             &db.url,
             "--shape-tables",

@@ -142,8 +142,8 @@ async fn proposal_activity_readers_at_the_tail_get_the_next_change_within_a_seco
         &[
             "--changes-stream",
             &changes_stream,
-            "--changes-subject-prefix",
-            &subject_prefix,
+            "--subject-root",
+            &prefix,
             "--jwt-secret",
             SECRET,
             "--ds-long-poll-timeout",

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use folio_bus::Part;
 use folio_proto::events::v1::Operation;
 use tokio_util::sync::CancellationToken;
-use wal_ingest::msg_id::Part;
 
 use crate::helpers::{Harness, Stored, assert_commit_order, text, with_harness};
 

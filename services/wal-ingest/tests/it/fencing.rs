@@ -5,11 +5,8 @@
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
-use wal_ingest::{
-    msg_id::Part,
-    publish::{StreamSettings, declare_streams},
-    subjects::Subjects,
-};
+use folio_bus::{Part, Subjects};
+use wal_ingest::publish::{StreamSettings, declare_streams};
 
 use crate::helpers::{Harness, assert_commit_order, with_harness};
 

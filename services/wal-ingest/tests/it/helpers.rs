@@ -5,11 +5,12 @@ use std::{future::Future, time::Duration};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig};
+use folio_bus::MsgKey;
 use folio_proto::events::v1::{ChangeEvent, ColumnValue, column_value};
 use folio_testkit::TestDb;
 use futures::StreamExt;
 use prost::Message as _;
-use wal_ingest::{Config, msg_id::MsgKey};
+use wal_ingest::Config;
 
 pub struct Harness {
     pub db: TestDb,

@@ -2,8 +2,8 @@
 //! table ends, at an event flagged last-in-transaction (one-table transactions) or at a
 //! `TRANSACTION_END` marker on `<table>._txn` (transactions over several tables).
 
+use folio_bus::Part;
 use folio_proto::events::v1::Operation;
-use wal_ingest::msg_id::Part;
 
 use crate::helpers::{Harness, assert_commit_order, with_harness};
 

@@ -153,7 +153,7 @@ async fn every_type_round_trips_with_toast_old_rows_truncate_and_schema_changes(
         // just before that row.
         for (schema, row) in [(5, 6), (7, 8)] {
             assert_eq!(messages[schema].key.commit_lsn, messages[row].key.commit_lsn);
-            assert_eq!(messages[schema].key.part, wal_ingest::msg_id::Part::Schema(0));
+            assert_eq!(messages[schema].key.part, folio_bus::Part::Schema(0));
             assert!(!messages[schema].event().last_in_transaction);
         }
         // Every other transaction here is one statement: its event is the transaction's last.
@@ -190,11 +190,11 @@ async fn tables_added_to_the_publication_later_flow_without_a_restart() {
         sqlx::query("INSERT INTO \"Sales EU\".\"Odd.Name\" VALUES (1, $1)").bind(agency).execute(pool).await.unwrap();
         let messages = h.read_at_least(&h.changes_stream(), 2).await;
         let last = messages.last().unwrap();
-        let token = wal_ingest::subjects::table_token("Sales EU", "Odd.Name");
+        let token = folio_bus::subjects::table_token("Sales EU", "Odd.Name");
         assert_eq!(last.subject, format!("{}.changes.{token}.{agency}", h.root));
         assert_eq!(token, "Sales~20EU~~Odd~2EName");
         assert_eq!(
-            wal_ingest::subjects::parse_table_token(&token),
+            folio_bus::subjects::parse_table_token(&token),
             Some(("Sales EU".to_owned(), "Odd.Name".to_owned()))
         );
         let event = last.event();

@@ -2,8 +2,8 @@
 //! last-in-transaction flag per stream (on the changes stream: the last transaction-end
 //! marker) and one commit LSN across both streams.
 
+use folio_bus::Part;
 use folio_proto::events::v1::Operation;
-use wal_ingest::msg_id::Part;
 
 use crate::helpers::{Harness, assert_commit_order, text, with_harness};
 

@@ -1,4 +1,5 @@
-//! NATS subjects wal-ingest publishes on, and the one reversible encoding of table names.
+//! Every NATS subject of Folio's change and job streams, and the one reversible encoding of
+//! table names into subject tokens. Nothing else in the workspace builds a subject.
 //!
 //! - `<root>.changes.<table>.<tenant>`: row changes of one tenant (`_` when the table has no
 //!   tenant column);
@@ -15,9 +16,15 @@
 //! starts a three-byte escape, so `~~` cannot occur inside an encoded name and separates the
 //! schema unambiguously.
 
-pub use folio_domain::subjects::{decode_name, encode_name, parse_table_token, table_token};
-
 const ROW_LESS_TENANT: &str = "_";
+/// Prefix of the logical messages (`pg_logical_emit_message(true, 'folio.jobs.<kind>', …)`)
+/// that are jobs; fixed whatever the subject root.
+pub const JOB_MESSAGE_PREFIX: &str = "folio.jobs.";
+
+/// The logical message prefix a transaction writes to request a job of `kind`.
+pub fn job_message_prefix(kind: &str) -> String {
+    format!("{JOB_MESSAGE_PREFIX}{kind}")
+}
 const TABLE_WIDE: &str = "_all";
 const TRANSACTION_ENDS: &str = "_txn";
 
@@ -77,9 +84,24 @@ impl Subjects {
         format!("{}.changes.{}.{TRANSACTION_ENDS}", self.root, table_token(schema, table))
     }
 
+    /// Every subject of one table's changes for one tenant: its rows and its table-wide events.
+    pub fn tenant_filters(&self, schema: &str, table: &str, tenant: &str) -> [String; 2] {
+        [self.row(schema, table, Some(tenant)), self.table_wide(schema, table)]
+    }
+
+    /// The work queue of one job kind, `<root>.jobs.<kind>`, as its worker consumes it.
+    pub fn jobs(&self, kind: &str) -> String {
+        format!("{}.jobs.{kind}", self.root)
+    }
+
+    /// Where a worker parks the jobs of `kind` it could not do, `<root>.dead.<kind>`.
+    pub fn dead_letters(&self, kind: &str) -> String {
+        format!("{}.dead.{kind}", self.root)
+    }
+
     /// The job subject for a logical message prefix, or `None` if the prefix is not a job.
     pub fn job(&self, prefix: &str) -> Option<String> {
-        let kind = prefix.strip_prefix("folio.jobs.")?;
+        let kind = prefix.strip_prefix(JOB_MESSAGE_PREFIX)?;
         if kind.is_empty() {
             return None;
         }
@@ -100,6 +122,58 @@ fn tenant_token(tenant: &str) -> String {
         Some(rest) => format!("~5F{rest}"),
         None => encoded,
     }
+}
+
+pub fn table_token(schema: &str, table: &str) -> String {
+    if schema == "public" { encode_name(table) } else { format!("{}~~{}", encode_name(schema), encode_name(table)) }
+}
+
+/// Inverse of [`table_token`]: `(schema, table)`.
+pub fn parse_table_token(token: &str) -> Option<(String, String)> {
+    match token.split_once("~~") {
+        Some((schema, table)) => Some((decode_name(schema)?, decode_name(table)?)),
+        None => Some(("public".to_owned(), decode_name(token)?)),
+    }
+}
+
+pub fn encode_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for &b in name.as_bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push('~');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+pub fn decode_name(token: &str) -> Option<String> {
+    let bytes = token.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'~' {
+            let hex = token.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            let b = bytes[i];
+            if !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return None;
+            }
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
