@@ -70,6 +70,24 @@ impl Config {
         }
     }
 
+    /// The longest one job can stay unfinished once a worker first takes it: every delivery may
+    /// run up to the render timeout (a hung render) or the ack wait (a killed worker), then wait
+    /// out the longer of its retry backoff and the ack wait before the next. After this, the job
+    /// is rendered, failed or dead-lettered. `None` when deliveries are unlimited. A rendition
+    /// still `queued` or `rendering` this long after its job was queued (plus time waiting in
+    /// the queue) has lost its job: proposals-api's `FOLIO_PDF_REQUEUE_AFTER` must exceed this.
+    pub fn retry_budget(&self) -> Option<Duration> {
+        if self.max_deliver <= 0 {
+            return None;
+        }
+        let attempt = self.render_timeout.max(self.ack_wait);
+        Some(
+            (1..=self.max_deliver)
+                .map(|d| attempt + crate::worker::backoff(self.retry_backoff, d).max(self.ack_wait))
+                .sum(),
+        )
+    }
+
     /// Defaults, with the two connection URLs given: for tests and embedding.
     pub fn new(database_url: impl Into<String>, nats_url: impl Into<String>) -> Self {
         let mut config = <Self as clap::Parser>::parse_from(["pdf-render"]);

@@ -27,6 +27,10 @@ pub enum LoadError {
     MissingRendition(Uuid),
     #[error("proposal {0} does not exist")]
     MissingProposal(Uuid),
+    #[error("template {0} does not exist")]
+    MissingTemplate(Uuid),
+    #[error("proposal {proposal} is at version {current}; version {requested} is not visible yet")]
+    VersionNotYetVisible { proposal: Uuid, requested: i64, current: i64 },
     #[error(
         "proposal {proposal} is at version {current}; version {requested} can no longer be rendered (request a new PDF)"
     )]
@@ -42,7 +46,19 @@ pub enum LoadError {
 impl LoadError {
     /// Errors that no retry can fix.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, LoadError::Db(_))
+        !matches!(self, LoadError::Db(_)) && !self.is_not_visible()
+    }
+
+    /// A row the job refers to is not there (yet). A job can arrive before its rows are visible:
+    /// the WAL carries a commit slightly before every other session sees it. Transient.
+    pub fn is_not_visible(&self) -> bool {
+        matches!(
+            self,
+            LoadError::MissingRendition(_)
+                | LoadError::MissingProposal(_)
+                | LoadError::MissingTemplate(_)
+                | LoadError::VersionNotYetVisible { .. }
+        )
     }
 }
 
@@ -90,13 +106,29 @@ pub async fn load(pool: &PgPool, rendition_id: Uuid) -> Result<RenditionContext,
     .fetch_optional(pool)
     .await?
     .ok_or(LoadError::MissingRendition(rendition_id))?;
-    // The rendition is keyed by the template's hash at request time: render that body or none.
-    if template_id.is_some() && current_sha.as_deref() != Some(requested_sha.as_str()) {
-        return Err(LoadError::TemplateChanged { proposal: proposal_id });
+    if let Some(template) = template_id {
+        // The rendition is keyed by the template's hash at request time: render that body or none.
+        match current_sha {
+            // A template cannot be deleted while a rendition refers to it: not visible yet.
+            None => return Err(LoadError::MissingTemplate(template)),
+            Some(sha) if sha != requested_sha => return Err(LoadError::TemplateChanged { proposal: proposal_id }),
+            Some(_) => {}
+        }
     }
     let doc = proposal_document(pool, proposal_id, template_id).await?;
-    if doc.proposal_version != requested {
-        return Err(LoadError::VersionGone { proposal: proposal_id, requested, current: doc.proposal_version });
+    if let Some(template) = template_id
+        && doc.template_body.is_none()
+    {
+        // Never fall back to the built-in template for a rendition keyed by a custom one.
+        return Err(LoadError::MissingTemplate(template));
+    }
+    let current = doc.proposal_version;
+    if current > requested {
+        return Err(LoadError::VersionGone { proposal: proposal_id, requested, current });
+    }
+    if current < requested {
+        // The request read this version, so it exists: this session does not see it yet.
+        return Err(LoadError::VersionNotYetVisible { proposal: proposal_id, requested, current });
     }
     Ok(RenditionContext { rendition_id, status, ..doc })
 }

@@ -34,18 +34,29 @@ enum Outcome {
 
 #[derive(Debug, thiserror::Error)]
 enum JobError {
-    /// Retrying cannot help: bad payload, bad template, missing rows.
+    /// Retrying cannot help: bad payload, bad template, proposal moved to another version.
     #[error("{0}")]
     Permanent(String),
     /// The database or NATS misbehaved: worth another delivery.
     #[error("{0}")]
     Transient(String),
+    /// A row the job names is not visible (yet). The WAL carries a commit slightly before other
+    /// sessions see it, so a job can outrun its own rows: retried like `Transient`, and only
+    /// when the retry budget is spent does the job fail.
+    #[error("{0}")]
+    NotVisible(String),
 }
 
 impl From<LoadError> for JobError {
     fn from(e: LoadError) -> Self {
         let text = folio_runtime::error_chain(&e);
-        if e.is_permanent() { JobError::Permanent(text) } else { JobError::Transient(text) }
+        if e.is_not_visible() {
+            JobError::NotVisible(text)
+        } else if e.is_permanent() {
+            JobError::Permanent(text)
+        } else {
+            JobError::Transient(text)
+        }
     }
 }
 
@@ -96,7 +107,8 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(),
         )
         .await
         .map_err(|e| crate::RunError::Nats(format!("create consumer {}: {e}", config.consumer)))?;
-    tracing::info!(stream = %config.jobs_stream, consumer = %config.consumer, concurrency, "pdf-render consuming");
+    let retry_budget = config.retry_budget();
+    tracing::info!(stream = %config.jobs_stream, consumer = %config.consumer, concurrency, ?retry_budget, "pdf-render consuming");
 
     let permits = Arc::new(Semaphore::new(concurrency));
     let tasks = TaskTracker::new();
@@ -169,7 +181,9 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
                 tracing::warn!(%reason, "job cannot be rendered");
                 (dead_letter(shared, &message.payload, &reason, delivered).await, "failed")
             }
-            Err(JobError::Transient(reason)) if config.max_deliver > 0 && delivered >= config.max_deliver => {
+            Err(JobError::Transient(reason) | JobError::NotVisible(reason))
+                if config.max_deliver > 0 && delivered >= config.max_deliver =>
+            {
                 let reason = format!("gave up after {delivered} attempts: {reason}");
                 tracing::error!(%reason, "job exhausted its deliveries");
                 let ack = dead_letter(shared, &message.payload, &reason, delivered).await;
@@ -180,6 +194,11 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
                 let delay = backoff(config.retry_backoff, delivered);
                 tracing::warn!(%reason, ?delay, "transient failure, retrying");
                 (AckKind::Nak(Some(delay)), "retry")
+            }
+            Err(JobError::NotVisible(reason)) => {
+                let delay = backoff(config.retry_backoff, delivered);
+                tracing::info!(%reason, ?delay, "the job's rows are not visible yet, retrying");
+                (AckKind::Nak(Some(delay)), "not_visible")
             }
         };
         metrics::counter!("folio_pdf_jobs_total", "outcome" => outcome).increment(1);
@@ -193,7 +212,8 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
     .await
 }
 
-fn backoff(first: Duration, delivered: i64) -> Duration {
+/// The delay before delivery `delivered + 1` after a transient failure of delivery `delivered`.
+pub(crate) fn backoff(first: Duration, delivered: i64) -> Duration {
     let factor = 2u32.saturating_pow(delivered.saturating_sub(1).clamp(0, 16) as u32);
     first.saturating_mul(factor).min(Duration::from_secs(300))
 }
@@ -211,12 +231,22 @@ async fn process(shared: &Shared, message: &jetstream::Message) -> Result<Outcom
     let Some(mut lock) = RenditionLock::try_acquire(&shared.pool, rendition).await? else {
         return Ok(Outcome::Busy);
     };
+    let outcome = process_locked(shared, message, rendition, &mut lock).await;
+    lock.release().await;
+    outcome
+}
+
+/// The job's work while this worker holds the rendition's lock.
+async fn process_locked(
+    shared: &Shared,
+    message: &jetstream::Message,
+    rendition: Uuid,
+    lock: &mut RenditionLock,
+) -> Result<Outcome, JobError> {
     match store::current_status(lock.conn(), rendition).await? {
-        None => return Err(JobError::Permanent(format!("rendition {rendition} does not exist"))),
-        Some(status) if status == "ready" => {
-            lock.release().await;
-            return Ok(Outcome::AlreadyReady);
-        }
+        // Not committed yet as far as this session can see; RequestPdf writes row and job together.
+        None => return Err(JobError::NotVisible(format!("rendition {rendition} does not exist (yet)"))),
+        Some(status) if status == "ready" => return Ok(Outcome::AlreadyReady),
         Some(_) => {}
     }
     let context = match document::load(&shared.pool, rendition).await {
@@ -236,13 +266,11 @@ async fn process(shared: &Shared, message: &jetstream::Message) -> Result<Outcom
         Ok(pdf) => pdf,
         Err(reason) => {
             store::mark_failed(&shared.pool, rendition, &reason).await?;
-            lock.release().await;
             return Err(JobError::Permanent(reason));
         }
     };
     store::put_pdf(&shared.bucket, &pdf).await?;
     store::mark_ready(lock.conn(), rendition, &pdf).await?;
-    lock.release().await;
     tracing::info!(pages = pdf.pages, bytes = pdf.bytes.len(), sha256 = %pdf.sha256, "rendered");
     Ok(Outcome::Rendered)
 }

@@ -1,6 +1,6 @@
 //! proposals-api configuration: flags with `FOLIO_…` environment overrides.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use folio_runtime::CommonArgs;
 
@@ -32,6 +32,13 @@ pub struct Config {
     #[arg(long, env = "FOLIO_PDF_BUCKET", default_value = "folio-pdfs")]
     pub pdf_bucket: String,
 
+    /// How long a rendition may stay `queued` or `rendering` before `RequestPdf` queues its
+    /// render job again (its job was lost, or gave up without recording it). Keep it above
+    /// pdf-render's retry budget: FOLIO_PDF_MAX_DELIVER x (FOLIO_PDF_RENDER_TIMEOUT + backoff),
+    /// about 12.5 min with pdf-render's defaults, plus the time a job may wait in the queue.
+    #[arg(long, env = "FOLIO_PDF_REQUEUE_AFTER", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub pdf_requeue_after: Duration,
+
     /// Apply schema migrations at start-up.
     #[arg(long, env = "FOLIO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,
@@ -51,5 +58,14 @@ impl Config {
 impl folio_runtime::ServiceConfig for Config {
     fn common(&self) -> &CommonArgs {
         &self.common
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_requeue_default_is_the_documented_one() {
+        let config = super::Config::new("postgres://x", "s");
+        assert_eq!(config.pdf_requeue_after, crate::store::renditions::DEFAULT_REQUEUE_AFTER);
     }
 }

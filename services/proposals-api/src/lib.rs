@@ -34,6 +34,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// Present when NATS is configured.
     pub pdfs: Option<Arc<pdfs::PdfStore>>,
+    /// `RequestPdf` queues the job of a rendition stuck this long again.
+    pub pdf_requeue_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +82,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         }
         None => None,
     };
-    let app = router(AppState { pool, pdfs }, config.jwt.authenticator()).await?;
+    let state = AppState { pool, pdfs, pdf_requeue_after: config.pdf_requeue_after };
+    let app = router(state, config.jwt.authenticator()).await?;
     let grace = config.common.shutdown_grace;
     let drained = shutdown.clone();
     // Without TCP_NODELAY, Nagle holds small HTTP/2 frames back for a delayed ACK (~40 ms a call).

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use folio_domain::{AgencyId, LineItemAmounts, UserId};
+use folio_domain::{AgencyId, LineItemAmounts, ProposalId, TemplateId, UserId};
 use folio_proto::jobs::v1::RenderPdfJob;
 use folio_testkit::TestDb;
 use futures::StreamExt as _;
@@ -70,6 +70,21 @@ pub async fn env() -> Env {
 impl Env {
     /// A proposal with `items` line items (optionally on a custom template) and its render job.
     pub async fn proposal(&self, title: &str, items: usize, template: Option<&str>) -> RenderPdfJob {
+        let (proposal, template_id) = self.proposal_without_rendition(title, items, template).await;
+        let pool = &self.db.pool;
+        let requeue = store::renditions::DEFAULT_REQUEUE_AFTER;
+        let r =
+            store::renditions::request(pool, self.agency, self.owner, proposal, String::new(), requeue).await.unwrap();
+        self.job(r.rendition_id, proposal, r.proposal_version, template_id)
+    }
+
+    /// A proposal with `items` line items (optionally on a custom template), no rendition yet.
+    pub async fn proposal_without_rendition(
+        &self,
+        title: &str,
+        items: usize,
+        template: Option<&str>,
+    ) -> (ProposalId, Option<TemplateId>) {
         let pool = &self.db.pool;
         let template_id = match template {
             Some(body) => {
@@ -94,18 +109,85 @@ impl Env {
             line_items,
         };
         let p = store::proposals::create(pool, self.agency, self.owner, new, None).await.unwrap();
-        let proposal = folio_domain::ProposalId::from(p.proposal.id);
-        let r = store::renditions::request(pool, self.agency, self.owner, proposal, String::new()).await.unwrap();
+        (ProposalId::from(p.proposal.id), template_id)
+    }
+
+    /// The job RequestPdf writes for a rendition.
+    pub fn job(
+        &self,
+        rendition: Uuid,
+        proposal: ProposalId,
+        version: i64,
+        template: Option<TemplateId>,
+    ) -> RenderPdfJob {
         RenderPdfJob {
-            rendition_id: r.rendition_id.to_string(),
+            rendition_id: rendition.to_string(),
             agency_id: self.agency.to_string(),
             proposal_id: proposal.to_string(),
-            proposal_version: r.proposal_version,
-            template_id: template_id.map(|t: folio_domain::TemplateId| t.to_string()).unwrap_or_default(),
+            proposal_version: version,
+            template_id: template.map(|t| t.to_string()).unwrap_or_default(),
             requested_by: self.owner.to_string(),
             requested_at: None,
             traceparent: String::new(),
         }
+    }
+
+    /// Writes what RequestPdf writes for a new rendition of `job` (the row with the built-in
+    /// template's key, and the job in the WAL) in `tx`, which the caller commits.
+    pub async fn write_rendition(&self, tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, job: &RenderPdfJob) {
+        let template_sha = store::templates::body_sha256(store::renditions::BUILTIN_TEMPLATE_KEY);
+        sqlx::query(
+            "INSERT INTO pdf_renditions (id, agency_id, proposal_id, proposal_version, template_sha256, requested_by) \
+             VALUES ($1::uuid, $2::uuid, $3::uuid, $4, $5, $6::uuid)",
+        )
+        .bind(&job.rendition_id)
+        .bind(&job.agency_id)
+        .bind(&job.proposal_id)
+        .bind(job.proposal_version)
+        .bind(template_sha)
+        .bind(&job.requested_by)
+        .execute(&mut **tx)
+        .await
+        .unwrap();
+        folio_db::emit_job(tx, "pdf", &job.encode_to_vec()).await.unwrap();
+    }
+
+    /// Publishes `job` as wal-ingest publishes a job it decoded from `tx` (subject, payload and
+    /// headers: the message id `<commit lsn>:<position>`, commit LSN and xid). `tx` is still open:
+    /// this is the job reaching the queue before its commit is visible to other sessions.
+    pub async fn publish_from_wal(&self, tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, job: &RenderPdfJob) {
+        let (lsn, xid): (i64, i64) = sqlx::query_as(
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint, pg_current_xact_id()::text::bigint % 4294967296",
+        )
+        .fetch_one(&mut **tx)
+        .await
+        .unwrap();
+        let lsn = folio_domain::Lsn(lsn as u64);
+        let mut headers = async_nats::HeaderMap::new();
+        // The row's insert is change 0 of the transaction, the job message change 1.
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{:016X}:1", lsn.0).as_str());
+        headers.insert("Folio-Commit-Lsn", lsn.to_string().as_str());
+        headers.insert("Folio-Xid", xid.to_string().as_str());
+        let subject = format!("{}.jobs.pdf", self.config.subject_root);
+        self.js.publish_with_headers(subject, headers, job.encode_to_vec().into()).await.unwrap().await.unwrap();
+    }
+
+    /// The jobs consumer's state, once pdf-render has declared it.
+    pub async fn consumer_info(&self) -> jetstream::consumer::Info {
+        let stream = self.js.get_stream(&self.config.jobs_stream).await.unwrap();
+        let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(&self.config.consumer).await.unwrap();
+        consumer.info().await.unwrap().clone()
+    }
+
+    /// Names of the objects in the PDF bucket.
+    pub async fn stored_pdfs(&self) -> Vec<String> {
+        let bucket = self.js.get_object_store(&self.config.bucket).await.unwrap();
+        let mut list = bucket.list().await.unwrap();
+        let mut names = Vec::new();
+        while let Some(object) = list.next().await {
+            names.push(object.unwrap().name);
+        }
+        names
     }
 
     /// Puts a job on the queue exactly where wal-ingest would.

@@ -4,3 +4,4 @@ mod download;
 mod helpers;
 mod queue;
 mod rendering;
+mod visibility;

@@ -140,7 +140,7 @@ async fn seed(pool: &sqlx::PgPool) -> anyhow::Result<folio_domain::AgencyId> {
             proposals::transition(pool, agency, id, *to, None).await?;
         }
         // Through the WAL to pdf-render, as RequestPdf does.
-        renditions::request(pool, agency, owner, id, String::new()).await?;
+        renditions::request(pool, agency, owner, id, String::new(), renditions::DEFAULT_REQUEUE_AFTER).await?;
     }
     Ok(agency)
 }

@@ -316,7 +316,9 @@ impl ProposalService for ProposalApi {
         let id = proposal_id("proposal_id", &request.get_ref().proposal_id)?;
         tracing::Span::current().record("proposal_id", tracing::field::display(id));
         let traceparent = folio_runtime::trace_context::current_traceparent();
-        let r = store::renditions::request(&self.state.pool, caller.agency_id, caller.user_id, id, traceparent).await?;
+        let (pool, requeue_after) = (&self.state.pool, self.state.pdf_requeue_after);
+        let r =
+            store::renditions::request(pool, caller.agency_id, caller.user_id, id, traceparent, requeue_after).await?;
         Ok(Response::new(pb::RequestPdfResponse {
             rendition_id: r.rendition_id.to_string(),
             proposal_version: r.proposal_version,

@@ -2,6 +2,8 @@
 //! (the job travels through the WAL to `folio.jobs.pdf`), keyed by proposal, version and
 //! template hash, so asking twice for the same document renders it once.
 
+use std::time::Duration;
+
 use folio_domain::{AgencyId, ProposalId, UserId};
 use folio_proto::jobs::v1::RenderPdfJob;
 use prost::Message as _;
@@ -10,6 +12,10 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::store::templates::body_sha256;
+
+/// `FOLIO_PDF_REQUEUE_AFTER`'s default: above pdf-render's retry budget with its defaults (five
+/// deliveries of up to the 2 min render timeout, with backoff: about 12.5 min).
+pub const DEFAULT_REQUEUE_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// Identifies the built-in default template in rendition keys; pdf-render ships its source.
 pub const BUILTIN_TEMPLATE_KEY: &str = "builtin:default/v1";
@@ -46,12 +52,18 @@ pub struct RenditionRequest {
     pub status: String,
 }
 
+/// Writes the rendition row and its render job in one transaction, or returns the existing
+/// rendition for this proposal version and template. A job is queued again for a rendition that
+/// `failed`, and for one still `queued` or `rendering` whose job was queued more than
+/// `requeue_after` ago (the job was lost or gave up without recording it: pdf-render would have
+/// finished it well before). Concurrent requests queue at most one job between them.
 pub async fn request(
     pool: &PgPool,
     agency: AgencyId,
     requested_by: UserId,
     proposal: ProposalId,
     traceparent: String,
+    requeue_after: Duration,
 ) -> Result<RenditionRequest, ApiError> {
     let mut tx = pool.begin().await?;
     // FOR SHARE: the version cannot move between reading it and writing the job.
@@ -84,20 +96,49 @@ pub async fn request(
     let (rendition_id, status, queue_job) = match inserted {
         Some(id) => (id, "queued".to_owned(), true),
         None => {
-            let (id, status): (Uuid, String) = sqlx::query_as(
-                "SELECT id, status FROM pdf_renditions WHERE proposal_id = $1 AND proposal_version = $2 AND template_sha256 = $3",
+            // FOR UPDATE: concurrent requests for the same rendition take turns here, and each
+            // sees the row as the one before left it (READ COMMITTED re-reads a row it waited
+            // for), so a job is queued again by one of them only.
+            let (id, status, overdue): (Uuid, String, bool) = sqlx::query_as(
+                "SELECT id, status, requested_at < now() - make_interval(secs => $4) FROM pdf_renditions \
+                 WHERE proposal_id = $1 AND proposal_version = $2 AND template_sha256 = $3 FOR UPDATE",
             )
             .bind(proposal.as_uuid())
             .bind(version)
             .bind(&template_sha)
+            .bind(requeue_after.as_secs_f64())
             .fetch_one(&mut *tx)
             .await?;
-            if status == "failed" {
+            let requeue = match status.as_str() {
                 // A failed render is retried on request: the template may have been fixed.
-                sqlx::query("UPDATE pdf_renditions SET status = 'queued', failure_reason = NULL WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                "failed" => true,
+                // Its job is long gone. Unless a pdf-render worker holds the rendition right now
+                // (its session lock, see pdf-render's RenditionLock): then it is alive and will
+                // record the outcome itself.
+                "queued" | "rendering" if overdue => {
+                    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+                        .bind(id.to_string())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if !free {
+                        tracing::info!(rendition_id = %id, %status, "overdue rendition is being rendered; not queued again");
+                    }
+                    free
+                }
+                _ => false,
+            };
+            if requeue {
+                sqlx::query(
+                    "UPDATE pdf_renditions SET status = 'queued', failure_reason = NULL, requested_at = now() \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                if status != "failed" {
+                    tracing::warn!(rendition_id = %id, %status, ?requeue_after, "rendition overdue; its job is queued again");
+                    metrics::counter!("folio_pdf_requeued_total").increment(1);
+                }
                 (id, "queued".to_owned(), true)
             } else {
                 (id, status, false)

@@ -171,3 +171,49 @@ pub async fn create_proposal(
         .proposal
         .unwrap()
 }
+
+/// A private logical replication slot on the test database: it sees exactly what wal-ingest
+/// will see, here the render jobs `RequestPdf` writes into the WAL.
+pub struct JobSlot {
+    name: String,
+    pool: sqlx::PgPool,
+}
+
+impl JobSlot {
+    pub async fn create(pool: &sqlx::PgPool) -> Self {
+        let name = format!("t_{}", folio_testkit::unique_suffix());
+        sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+            .bind(&name)
+            .execute(pool)
+            .await
+            .unwrap();
+        Self { name, pool: pool.clone() }
+    }
+
+    /// Every PDF job committed since the slot was created, in commit order.
+    pub async fn pdf_jobs(&self) -> Vec<folio_proto::jobs::v1::RenderPdfJob> {
+        let messages: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', \
+             'publication_names', 'folio_changes', 'messages', 'true')",
+        )
+        .bind(&self.name)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        // pgoutput message 'M': flags, lsn, prefix\0, length, content.
+        messages
+            .iter()
+            .filter(|m| m.first() == Some(&b'M'))
+            .filter_map(|m| {
+                let rest = &m[1 + 1 + 8..];
+                let nul = rest.iter().position(|b| *b == 0)?;
+                let (prefix, rest) = (std::str::from_utf8(&rest[..nul]).ok()?, &rest[nul + 1..]);
+                (prefix == "folio.jobs.pdf").then(|| prost::Message::decode(&rest[4..]).expect("a RenderPdfJob"))
+            })
+            .collect()
+    }
+
+    pub async fn drop(self) {
+        sqlx::query("SELECT pg_drop_replication_slot($1)").bind(&self.name).execute(&self.pool).await.unwrap();
+    }
+}

@@ -1,9 +1,8 @@
 //! Every RPC's happy path.
 
 use folio_proto::api::v1::{self as pb, ProposalStatus};
-use prost::Message as _;
 
-use crate::helpers::{create_client, create_proposal, item, spawn_app};
+use crate::helpers::{JobSlot, create_client, create_proposal, item, spawn_app};
 
 #[tokio::test]
 async fn clients_crud() {
@@ -353,9 +352,7 @@ async fn idempotent_create_returns_the_first_result() {
 async fn request_pdf_writes_rendition_and_job_in_one_transaction() {
     let app = spawn_app().await;
     let pool = &app.db.pool;
-    // A private slot sees exactly what wal-ingest will see: the job message in the WAL.
-    let slot = format!("t_{}", folio_testkit::unique_suffix());
-    sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')").bind(&slot).execute(pool).await.unwrap();
+    let slot = JobSlot::create(pool).await;
 
     let client = create_client(&app.editor, "Pdf Co").await;
     let p = create_proposal(&app.editor, &client, "Printable", vec![item("x", 1_000, 1_000, 0)]).await;
@@ -366,26 +363,8 @@ async fn request_pdf_writes_rendition_and_job_in_one_transaction() {
     let again = api.request_pdf(pb::RequestPdfRequest { proposal_id: p.id.clone() }).await.unwrap().into_inner();
     assert_eq!(again.rendition_id, first.rendition_id, "same version and template: same rendition");
 
-    let messages: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', \
-         'publication_names', 'folio_changes', 'messages', 'true')",
-    )
-    .bind(&slot)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    // pgoutput message 'M': flags, lsn, prefix\0, length, content.
-    let jobs: Vec<folio_proto::jobs::v1::RenderPdfJob> = messages
-        .iter()
-        .filter(|m| m.first() == Some(&b'M'))
-        .filter_map(|m| {
-            let rest = &m[1 + 1 + 8..];
-            let nul = rest.iter().position(|b| *b == 0)?;
-            let (prefix, rest) = (std::str::from_utf8(&rest[..nul]).ok()?, &rest[nul + 1..]);
-            (prefix == "folio.jobs.pdf").then(|| folio_proto::jobs::v1::RenderPdfJob::decode(&rest[4..]).unwrap())
-        })
-        .collect();
-    sqlx::query("SELECT pg_drop_replication_slot($1)").bind(&slot).execute(pool).await.unwrap();
+    let jobs = slot.pdf_jobs().await;
+    slot.drop().await;
     assert_eq!(jobs.len(), 1, "the second request reuses the rendition and queues nothing");
     assert_eq!(jobs[0].rendition_id, first.rendition_id);
     assert_eq!(jobs[0].proposal_id, p.id);

@@ -4,4 +4,5 @@ mod concurrency;
 mod errors;
 mod helpers;
 mod lifecycle;
+mod renditions;
 mod transports;
