@@ -82,3 +82,77 @@ async fn a_pdf_request_travels_through_the_wal_to_a_downloadable_file() {
 
     cluster.stop().await;
 }
+
+/// The issue this guards against: a rendition left `queued` with no job anywhere (its job was
+/// dead-lettered, or lost). Past `FOLIO_PDF_REQUEUE_AFTER`, `RequestPdf` queues its job again,
+/// through the WAL like the first, and the same rendition ends ready.
+#[tokio::test]
+async fn a_rendition_stuck_in_queued_is_queued_again_by_request_pdf_and_rendered() {
+    let cluster = folio_e2e::Cluster::start().await.expect("cluster");
+    let pool = &cluster.db.pool;
+    let client = proposals_api::store::clients::create(
+        pool,
+        cluster.agency,
+        proposals_api::store::clients::ClientFields {
+            name: "Jordan Reyes".into(),
+            email: "jordan@acme.example".into(),
+            company: "Acme Robotics".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let mut api = cluster.proposals.clone();
+    let created = api
+        .create_proposal(pb::CreateProposalRequest {
+            client_id: client.id.to_string(),
+            title: "Stuck in the queue".into(),
+            currency: "EUR".into(),
+            line_items: vec![pb::LineItemInput {
+                description: "Everything".into(),
+                quantity_milli: 1_000,
+                unit_price_minor: 50_000,
+                tax_rate_ppm: 190_000,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposal
+        .unwrap();
+    // The row RequestPdf wrote an hour ago, whose job never made it: no job in the WAL now.
+    let key = proposals_api::store::templates::body_sha256(proposals_api::store::renditions::BUILTIN_TEMPLATE_KEY);
+    let stuck: String = sqlx::query_scalar(
+        "INSERT INTO pdf_renditions (id, agency_id, proposal_id, proposal_version, template_sha256, requested_by, requested_at) \
+         VALUES (gen_random_uuid(), $1::uuid, $2::uuid, $3, $4, $5::uuid, now() - interval '1 hour') RETURNING id::text",
+    )
+    .bind(cluster.agency.to_string())
+    .bind(&created.id)
+    .bind(created.version)
+    .bind(&key)
+    .bind(cluster.editor.to_string())
+    .fetch_one(pool)
+    .await
+    .unwrap();
+
+    let requested =
+        api.request_pdf(pb::RequestPdfRequest { proposal_id: created.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(requested.rendition_id, stuck, "the stuck rendition, not a new one");
+    assert_eq!(requested.status(), pb::RenditionStatus::Queued);
+
+    let rendition = folio_testkit::eventually("the stuck rendition to be ready", || {
+        let mut api = api.clone();
+        let id = stuck.clone();
+        async move {
+            let r = api.get_rendition(pb::GetRenditionRequest { id }).await.ok()?.into_inner().rendition?;
+            assert_ne!(r.status(), pb::RenditionStatus::Failed, "render failed: {}", r.failure_reason);
+            (r.status() == pb::RenditionStatus::Ready).then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(rendition.page_count, 1);
+    let renditions: i64 = sqlx::query_scalar("SELECT count(*) FROM pdf_renditions").fetch_one(pool).await.unwrap();
+    assert_eq!(renditions, 1);
+
+    cluster.stop().await;
+}
