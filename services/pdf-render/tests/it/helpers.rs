@@ -163,12 +163,13 @@ impl Env {
         .await
         .unwrap();
         let lsn = folio_domain::Lsn(lsn as u64);
-        let mut headers = async_nats::HeaderMap::new();
         // The row's insert is change 0 of the transaction, the job message change 1.
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{:016X}:1", lsn.0).as_str());
-        headers.insert("Folio-Commit-Lsn", lsn.to_string().as_str());
-        headers.insert("Folio-Xid", xid.to_string().as_str());
-        let subject = format!("{}.jobs.pdf", self.config.subject_root);
+        let id = folio_bus::MsgKey::new(lsn, 1, folio_bus::Part::Change(0));
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(folio_bus::headers::MSG_ID, id.to_string().as_str());
+        headers.insert(folio_bus::headers::COMMIT_LSN, lsn.to_string().as_str());
+        headers.insert(folio_bus::headers::XID, xid.to_string().as_str());
+        let subject = folio_bus::Subjects::new(&self.config.subject_root).jobs("pdf");
         self.js.publish_with_headers(subject, headers, job.encode_to_vec().into()).await.unwrap().await.unwrap();
     }
 
