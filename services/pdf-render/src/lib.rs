@@ -59,7 +59,7 @@ pub async fn connect(config: Config) -> Result<Arc<Shared>, RunError> {
     js.get_or_create_stream(jetstream::stream::Config {
         name: config.dead_letter_stream.clone(),
         description: Some("PDF jobs that could not be rendered, with the error in Folio-Error".into()),
-        subjects: vec![format!("{}.dead.pdf", config.subject_root)],
+        subjects: vec![folio_bus::Subjects::new(config.subject_root.clone()).dead_letters(worker::JOB_KIND)],
         storage: jetstream::stream::StorageType::File,
         num_replicas: config.replicas,
         max_age: std::time::Duration::from_secs(30 * 24 * 3600),

@@ -66,12 +66,15 @@ impl From<store::StoreError> for JobError {
     }
 }
 
+/// The kind of job this worker does: `<root>.jobs.pdf`, dead letters on `<root>.dead.pdf`.
+pub(crate) const JOB_KIND: &str = "pdf";
+
 pub(crate) fn jobs_subject(shared: &Shared) -> String {
-    format!("{}.jobs.pdf", shared.config.subject_root)
+    folio_bus::Subjects::new(shared.config.subject_root.clone()).jobs(JOB_KIND)
 }
 
 pub(crate) fn dead_subject(shared: &Shared) -> String {
-    format!("{}.dead.pdf", shared.config.subject_root)
+    folio_bus::Subjects::new(shared.config.subject_root.clone()).dead_letters(JOB_KIND)
 }
 
 /// Consumes jobs until `shutdown`, then lets in-flight renders finish within the grace period.
@@ -327,8 +330,8 @@ async fn render_with_heartbeat(
 /// fails the job is retried instead, so it is never lost.
 async fn dead_letter(shared: &Shared, payload: &[u8], reason: &str, delivered: i64) -> AckKind {
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Folio-Error", header_safe(reason).as_str());
-    headers.insert("Folio-Deliveries", delivered.to_string().as_str());
+    headers.insert(folio_bus::headers::ERROR, header_safe(reason).as_str());
+    headers.insert(folio_bus::headers::DELIVERIES, delivered.to_string().as_str());
     let published = shared.js.publish_with_headers(dead_subject(shared), headers, payload.to_vec().into()).await;
     match published {
         Ok(ack) => match ack.await {
