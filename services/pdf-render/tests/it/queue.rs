@@ -108,7 +108,11 @@ async fn a_killed_workers_job_is_redelivered_and_completed() {
 #[tokio::test]
 async fn a_render_that_runs_too_long_fails_and_frees_the_worker() {
     let mut env = env().await;
-    env.config.render_timeout = Duration::from_millis(300);
+    // Below the slow template's compile (seconds in a debug build) and well above the quick
+    // one's, which shares the CPU with the abandoned compile still running: at 300 ms the quick
+    // render itself timed out on a loaded 2-core machine, and the test waited for a "ready"
+    // that could not come.
+    env.config.render_timeout = Duration::from_secs(3);
     let slow = env.proposal("Endless", 3, Some(SLOW_TEMPLATE)).await;
     let quick = env.proposal("Quick", 1, None).await;
     env.config.concurrency = 1;
