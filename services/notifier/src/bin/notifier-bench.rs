@@ -102,10 +102,11 @@ async fn run(args: &Args, suffix: &str, db_url: &str) -> anyhow::Result<()> {
     folio_db::migrate(&pool).await?;
     let js = jetstream::new(async_nats::connect(&args.nats_url).await.context("connect to nats")?);
     let root = format!("b{suffix}");
+    let subjects = folio_bus::Subjects::new(root.clone());
     let stream = format!("B{suffix}_CHANGES");
     js.create_stream(jetstream::stream::Config {
         name: stream.clone(),
-        subjects: vec![format!("{root}.changes.>")],
+        subjects: vec![subjects.changes_filter()],
         ..Default::default()
     })
     .await?;
@@ -202,10 +203,15 @@ async fn run(args: &Args, suffix: &str, db_url: &str) -> anyhow::Result<()> {
             body_size = payload.to_string().len();
         }
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{:016X}:0", event.commit_lsn).as_str());
-        js.publish_with_headers(format!("{root}.changes.proposals.{agency}"), headers, event.encode_to_vec().into())
-            .await?
-            .await?;
+        let id = folio_bus::MsgKey::new(folio_domain::Lsn(event.commit_lsn), 0, folio_bus::Part::Change(0));
+        headers.insert(folio_bus::headers::MSG_ID, id.to_string().as_str());
+        js.publish_with_headers(
+            subjects.row("public", "proposals", Some(&agency.to_string())),
+            headers,
+            event.encode_to_vec().into(),
+        )
+        .await?
+        .await?;
     }
     while receiver.signed.load(Ordering::Relaxed) < total {
         anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "deliveries stalled");
