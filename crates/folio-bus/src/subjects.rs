@@ -84,11 +84,6 @@ impl Subjects {
         format!("{}.changes.{}.{TRANSACTION_ENDS}", self.root, table_token(schema, table))
     }
 
-    /// Every subject of one table's changes for one tenant: its rows and its table-wide events.
-    pub fn tenant_filters(&self, schema: &str, table: &str, tenant: &str) -> [String; 2] {
-        [self.row(schema, table, Some(tenant)), self.table_wide(schema, table)]
-    }
-
     /// The work queue of one job kind, `<root>.jobs.<kind>`, as its worker consumes it.
     pub fn jobs(&self, kind: &str) -> String {
         format!("{}.jobs.{kind}", self.root)

@@ -8,7 +8,7 @@
 //! Reads need the API's bearer token and only ever touch the caller's agency subject, so
 //! another agency's proposal id finds nothing (404 is not needed: its events are never read).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream;
 use axum::{
@@ -22,7 +22,6 @@ use folio_proto::{
     events::v1::{ChangeEvent, ColumnValue, Operation, column_value},
     prost::Message,
 };
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::follow::{Follower, Reconnects};
@@ -31,6 +30,7 @@ use super::{
     Streams, StreamsConfig,
     error::{Result, StorageError, StreamError},
     headers::{self as h, value},
+    hub::{Hub, Watch},
     offset::{Offset, next_cursor},
     read::{Live, start_position, unix_now},
     routes::parse_read_query,
@@ -50,39 +50,15 @@ pub struct Activity {
     stream_name: String,
     subjects: folio_bus::Subjects,
     auth: folio_auth::Authenticator,
-    wakes: Arc<Wakes>,
+    /// Live readers' wake-ups, keyed by agency subject. They come from a JetStream consumer, so
+    /// JetStream has stored the event before a reader is woken: a core NATS subscription to the
+    /// same subject is told of a publish before the stream holds it, and a reader woken that way
+    /// could read the tail too early, find nothing, and sleep until its timeout.
+    hub: Arc<Hub>,
     /// Set once the edge follows the proposals' subjects (on the first live read).
     following: tokio::sync::OnceCell<()>,
     reconnects: Reconnects,
     shutdown: CancellationToken,
-}
-
-/// Live readers' wake-ups, per agency subject, carrying the stream sequence of the event that
-/// woke them. They come from a JetStream consumer, so JetStream has stored the event before a
-/// reader is woken: a core NATS subscription to the same subject is told of a publish before
-/// the stream holds it, and a reader woken that way could read the tail too early, find
-/// nothing, and sleep until its timeout with the event unread.
-#[derive(Default)]
-struct Wakes {
-    by_subject: std::sync::Mutex<HashMap<String, watch::Sender<u64>>>,
-}
-
-impl Wakes {
-    fn subscribe(&self, subject: &str) -> watch::Receiver<u64> {
-        let mut map = self.by_subject.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(subject.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe()
-    }
-
-    fn wake(&self, subject: &str, seq: u64) {
-        let mut map = self.by_subject.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = map.get(subject) {
-            if tx.receiver_count() == 0 {
-                map.remove(subject);
-            } else {
-                tx.send_replace(seq);
-            }
-        }
-    }
 }
 
 /// `proposals/<id>/activity` → the id part (the whole `proposals/` namespace is reserved).
@@ -96,6 +72,7 @@ impl Activity {
         nats: async_nats::Client,
         config: &StreamsConfig,
         bus: &folio_bus::BusArgs,
+        hub: Arc<Hub>,
         reconnects: Reconnects,
         shutdown: CancellationToken,
     ) -> Self {
@@ -105,7 +82,7 @@ impl Activity {
             stream_name: bus.changes_stream.clone(),
             subjects: bus.subjects(),
             auth: config.jwt.authenticator(),
-            wakes: Arc::default(),
+            hub,
             following: tokio::sync::OnceCell::new(),
             reconnects,
             shutdown,
@@ -114,7 +91,7 @@ impl Activity {
 
     /// A live reader's wake-ups for `subject`. The edge follows the proposals' subjects from
     /// before this returns, so every event stored after the reader then reads the tail wakes it.
-    async fn watch(&self, stream: &jetstream::stream::Stream<()>, subject: &str) -> Result<watch::Receiver<u64>> {
+    async fn watch(&self, stream: &jetstream::stream::Stream<()>, subject: &str) -> Result<Watch> {
         self.following
             .get_or_try_init(|| async {
                 let from = self.tail(stream).await?;
@@ -127,20 +104,19 @@ impl Activity {
                     self.shutdown.clone(),
                 )
                 .headers_only();
-                let wakes = Arc::downgrade(&self.wakes);
+                let hub = Arc::downgrade(&self.hub);
                 tokio::spawn(async move {
                     while let Some(batch) = follower.next_batch(256).await {
-                        let Some(wakes) = wakes.upgrade() else { return };
+                        let Some(hub) = hub.upgrade() else { return };
                         for msg in batch {
-                            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-                            wakes.wake(msg.subject.as_str(), seq);
+                            hub.wake(msg.subject.as_str());
                         }
                     }
                 });
                 Ok::<_, StreamError>(())
             })
             .await?;
-        Ok(self.wakes.subscribe(subject))
+        Ok(self.hub.watch(subject))
     }
 
     /// The only subject a caller's reads touch: their own agency's proposal events.
@@ -259,7 +235,7 @@ impl Streams {
                 continue;
             }
             let woke = tokio::select! {
-                w = tokio::time::timeout_at(deadline, wake.changed()) => matches!(w, Ok(Ok(()))),
+                w = tokio::time::timeout_at(deadline, wake.changed()) => matches!(w, Ok(Ok(_))),
                 _ = self.shutdown.cancelled() => false,
             };
             if !woke {
@@ -279,7 +255,7 @@ impl Streams {
         subject: String,
         proposal: ProposalId,
         after: u64,
-        wake: watch::Receiver<u64>,
+        wake: Watch,
         cursor: Option<String>,
     ) -> Response {
         struct Follow {
@@ -289,7 +265,7 @@ impl Streams {
             proposal: ProposalId,
             after: u64,
             announced: Option<u64>,
-            wake: watch::Receiver<u64>,
+            wake: Watch,
             cursor: Option<String>,
             deadline: tokio::time::Instant,
             done: bool,

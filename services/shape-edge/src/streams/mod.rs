@@ -141,7 +141,8 @@ impl Streams {
         let server_max = nats.server_info().max_payload.saturating_sub(8 * 1024).max(1024);
         let max_append = config.max_append_bytes.min(server_max);
         let subscriptions = subscriptions::Engine::open(&store, &config).await?;
-        let activity = activity::Activity::new(nats.clone(), &config, bus, reconnects.clone(), shutdown.clone());
+        let activity =
+            activity::Activity::new(nats.clone(), &config, bus, hub.clone(), reconnects.clone(), shutdown.clone());
         let streams = Arc::new(Streams {
             store: store.clone(),
             hub: hub.clone(),
