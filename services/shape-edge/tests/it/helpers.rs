@@ -111,6 +111,27 @@ pub async fn changes_stream(js: &async_nats::jetstream::Context, prefix: &str) -
     Ok((name, subjects))
 }
 
+/// Takes the complete SSE events off the front of `buf` and returns their `data:` payloads
+/// parsed as JSON (Electric's shape messages); a partial event stays in `buf`.
+pub fn take_sse_messages(buf: &mut Vec<u8>) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+        let event: Vec<u8> = buf.drain(..end + 2).collect();
+        for line in String::from_utf8_lossy(&event).lines() {
+            if let Some(json) = line.strip_prefix("data: ") {
+                out.push(serde_json::from_str(json)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The offset an SSE client resumes from after this message (`<global_last_seen_lsn>_0` after an
+/// up-to-date), if it moves it.
+pub fn sse_resume_offset(m: &serde_json::Value) -> Option<String> {
+    m["headers"]["global_last_seen_lsn"].as_str().map(|lsn| format!("{lsn}_0"))
+}
+
 /// Deletes what a test's prefix created on the shared NATS server.
 async fn cleanup(prefix: &str) {
     if let Ok(nats) = folio_testkit::nats().await {

@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::{
-    helpers::TestClient,
+    helpers::{TestClient, sse_resume_offset, take_sse_messages},
     shapes::{Env, bearer},
 };
 
@@ -114,15 +114,15 @@ async fn follow(client: TestClient, auth: String, sse: bool, got: Arc<Mutex<Rece
             if !sse {
                 continue;
             }
-            while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-                let event: Vec<u8> = buf.drain(..end + 2).collect();
-                for line in String::from_utf8_lossy(&event).lines() {
-                    let Some(Ok(m)) = line.strip_prefix("data: ").map(serde_json::from_str::<Value>) else { continue };
-                    if let Some(lsn) = m["headers"]["global_last_seen_lsn"].as_str() {
-                        offset = format!("{lsn}_0");
-                    }
-                    got.lock().unwrap().apply(&m);
+            let Ok(messages) = take_sse_messages(&mut buf) else {
+                got.lock().unwrap().error = Some("an SSE event that is not JSON".into());
+                return;
+            };
+            for m in messages {
+                if let Some(o) = sse_resume_offset(&m) {
+                    offset = o;
                 }
+                got.lock().unwrap().apply(&m);
             }
         }
         if !sse {

@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::{
-    helpers::TestClient,
+    helpers::{TestClient, sse_resume_offset, take_sse_messages},
     shapes::{Env, bearer},
 };
 
@@ -190,16 +190,11 @@ async fn sse(
             };
             let Ok(data) = frame.into_data() else { continue };
             buf.extend_from_slice(&data);
-            while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-                let event: Vec<u8> = buf.drain(..end + 2).collect();
-                for line in String::from_utf8_lossy(&event).lines() {
-                    let Some(json) = line.strip_prefix("data: ") else { continue };
-                    let m: Value = serde_json::from_str(json)?;
-                    if let Some(lsn) = m["headers"]["global_last_seen_lsn"].as_str() {
-                        pos.offset = format!("{lsn}_0");
-                    }
-                    seen.lock().unwrap().message(&m)?;
+            for m in take_sse_messages(&mut buf)? {
+                if let Some(offset) = sse_resume_offset(&m) {
+                    pos.offset = offset;
                 }
+                seen.lock().unwrap().message(&m)?;
             }
         }
     }
