@@ -589,7 +589,6 @@ struct Env {
     slot: String,
     wal_bin: PathBuf,
     edge_bin: PathBuf,
-    edge_takes_subject_root: bool,
     http: Http,
     pool: Option<PgPool>,
     nats: Option<Proc>,
@@ -636,8 +635,6 @@ impl Env {
                 );
             }
         }
-        let help = Command::new(&edge_bin).arg("--help").output().context("shape-edge --help")?;
-        let edge_takes_subject_root = String::from_utf8_lossy(&help.stdout).contains("--subject-root");
         let run_dir = std::env::temp_dir().join(format!("folio-recovery-bench-{suffix}"));
         std::fs::create_dir_all(run_dir.join("nats"))?;
         let db_name = format!("folio_bench_{suffix}");
@@ -650,7 +647,6 @@ impl Env {
             db_url,
             wal_bin,
             edge_bin,
-            edge_takes_subject_root,
             http: http_client(),
             pool: None,
             nats: None,
@@ -781,13 +777,8 @@ impl Env {
             "*".into(),
             "--shape-insecure".into(),
         ];
-        // Edges before folio-bus took the subject prefix, later ones the root (as wal-ingest).
-        if self.edge_takes_subject_root {
-            args.extend(["--subject-root".into(), self.subject_root()]);
-            args.extend(["--jobs-stream".into(), format!("RB_{}_JOBS", self.suffix)]);
-        } else {
-            args.extend(["--changes-subject-prefix".into(), format!("{}.changes", self.subject_root())]);
-        }
+        args.extend(["--subject-root".into(), self.subject_root()]);
+        args.extend(["--jobs-stream".into(), format!("RB_{}_JOBS", self.suffix)]);
         args.extend(self.args.edge_args.iter().cloned());
         self.edge_started += 1;
         let name = format!("shape-edge-{}-{}", i + 1, self.edge_started);
