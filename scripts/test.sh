@@ -12,6 +12,10 @@ if [ -z "${FOLIO_DATABASE_URL:-}" ] || [ -z "${FOLIO_NATS_URL:-}" ]; then
   eval "$(scripts/start-services.sh)"
 fi
 export FOLIO_DATABASE_URL FOLIO_NATS_URL
+# How long a test waits for something to happen before it fails (folio_testkit::eventually).
+# Passing tests never wait it out; a debug-build render or catch-up on a busy 2-core machine can
+# take longer than the 15 s a developer's run uses.
+export FOLIO_TEST_PATIENCE_MS=${FOLIO_TEST_PATIENCE_MS:-60000}
 # wal-ingest's tests restart a private nats-server of their own from this binary.
 export FOLIO_NATS_SERVER_BIN=${FOLIO_NATS_SERVER_BIN:-/opt/folio-nats/bin/nats-server}
 echo "FOLIO_DATABASE_URL=$FOLIO_DATABASE_URL FOLIO_NATS_URL=$FOLIO_NATS_URL"
