@@ -19,6 +19,11 @@ pub struct BusArgs {
     /// JetStream work-queue stream holding `<root>.jobs.>` (wal-ingest declares it).
     #[arg(long = "jobs-stream", env = "FOLIO_JOBS_STREAM", default_value = "FOLIO_JOBS", value_parser = parse_token)]
     pub jobs_stream: String,
+
+    /// Replicas of every stream, bucket and dead-letter stream Folio declares: 1 on a single
+    /// node, 3 on a cluster (acks then wait for a quorum).
+    #[arg(long = "stream-replicas", env = "FOLIO_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
 }
 
 impl BusArgs {
@@ -34,6 +39,7 @@ impl BusArgs {
             subject_root: root.to_owned(),
             changes_stream: format!("{prefix}_CHANGES"),
             jobs_stream: format!("{prefix}_JOBS"),
+            stream_replicas: 1,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod msg_id;
 pub mod subjects;
 pub mod tenant;
+pub mod trace_context;
 
 pub use args::BusArgs;
 pub use msg_id::{MsgKey, Part};

@@ -7,6 +7,26 @@ use sqlx::{PgPool, Postgres, Transaction, postgres::PgPoolOptions};
 /// Every migration of Folio's schema, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Where every service finds Folio's database, flattened into each service's `Config` so there
+/// is one flag and one default: `all-in-one` with default settings replicates the database its
+/// API writes to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbArgs {
+    /// PostgreSQL holding Folio's schema (`wal_level=logical`). wal-ingest's role needs
+    /// REPLICATION (or superuser) to stream the slot.
+    #[arg(long = "database-url", env = "FOLIO_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+}
+
+/// The local cluster's database (`scripts/dev-up.sh`).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/folio";
+
+impl DbArgs {
+    pub fn new(database_url: impl Into<String>) -> Self {
+        DbArgs { database_url: database_url.into() }
+    }
+}
+
 /// The publication wal-ingest reads.
 pub const PUBLICATION: &str = "folio_changes";
 

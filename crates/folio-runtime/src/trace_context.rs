@@ -1,6 +1,6 @@
-//! W3C trace context across process boundaries: gRPC metadata in, NATS headers out.
+//! W3C trace context from HTTP and gRPC requests (the bus half is `folio_bus::trace_context`).
 
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::Extractor;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
@@ -18,37 +18,5 @@ impl Extractor for HeaderExtractor<'_> {
 /// HTTP/2 headers), if any.
 pub fn set_parent_from_http(span: &tracing::Span, headers: &http::HeaderMap) {
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-    let _ = span.set_parent(parent);
-}
-
-struct NatsInjector<'a>(&'a mut async_nats::HeaderMap);
-
-impl Injector for NatsInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key, value.as_str());
-    }
-}
-
-/// Writes the current span's trace context into NATS headers.
-pub fn inject_into_nats(headers: &mut async_nats::HeaderMap) {
-    let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut NatsInjector(headers)));
-}
-
-/// The current span's `traceparent`, for payloads that outlive the request (outbox jobs).
-pub fn current_traceparent() -> String {
-    let cx = tracing::Span::current().context();
-    let mut carrier = std::collections::HashMap::new();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
-    carrier.remove("traceparent").unwrap_or_default()
-}
-
-/// Makes `span` a child of a stored `traceparent` (jobs carry their request's trace).
-pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) {
-    if traceparent.is_empty() {
-        return;
-    }
-    let carrier = std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
     let _ = span.set_parent(parent);
 }

@@ -122,7 +122,7 @@ async fn handle(ctx: &Ctx, msg: jetstream::Message) {
     };
     let span = tracing::info_span!("change_event", event_id = %event_id, subject = %msg.subject, deliveries = tracing::field::Empty);
     if let Some(headers) = &msg.headers {
-        set_parent_from_nats(&span, headers);
+        folio_bus::trace_context::set_parent_from_nats(&span, headers);
     }
     async {
         match write_deliveries(ctx, &event_id, &msg.payload).await {
@@ -163,26 +163,6 @@ pub async fn write_deliveries(ctx: &Ctx, event_id: &str, payload: &[u8]) -> Resu
     let new = store::insert_deliveries(&mut tx, &deliveries).await?;
     tx.commit().await?;
     Ok(new)
-}
-
-struct NatsExtractor<'a>(&'a async_nats::HeaderMap);
-
-impl opentelemetry::propagation::Extractor for NatsExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(|v| v.as_str())
-    }
-    /// Only named lookups are needed by the W3C trace-context propagator.
-    fn keys(&self) -> Vec<&str> {
-        Vec::new()
-    }
-}
-
-/// Continues the trace of the transaction that caused the event (wal-ingest writes
-/// `traceparent` into the message headers when tracing is exported).
-fn set_parent_from_nats(span: &tracing::Span, headers: &async_nats::HeaderMap) {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&NatsExtractor(headers)));
-    let _ = span.set_parent(parent);
 }
 
 async fn pause(d: Duration, shutdown: &CancellationToken) {

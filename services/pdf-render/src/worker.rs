@@ -225,7 +225,7 @@ async fn process(shared: &Shared, message: &jetstream::Message) -> Result<Outcom
     let job = RenderPdfJob::decode(message.payload.as_ref())
         .map_err(|e| JobError::Permanent(format!("payload is not a RenderPdfJob: {e}")))?;
     let span = tracing::Span::current();
-    folio_runtime::trace_context::set_parent_from_traceparent(&span, &job.traceparent);
+    folio_bus::trace_context::set_parent_from_traceparent(&span, &job.traceparent);
     span.record("rendition_id", job.rendition_id.as_str());
     span.record("proposal_id", job.proposal_id.as_str());
     let rendition = Uuid::parse_str(&job.rendition_id)

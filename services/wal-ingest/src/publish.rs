@@ -201,7 +201,7 @@ impl Publisher {
             headers.insert(folio_bus::headers::LAST_IN_TRANSACTION, "true");
         }
         if self.propagate_trace {
-            folio_runtime::trace_context::inject_into_nats(&mut headers);
+            folio_bus::trace_context::inject_into_nats(&mut headers);
         }
         let payload = match event.body {
             Body::Change(mut change) => {

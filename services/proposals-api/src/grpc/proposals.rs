@@ -315,7 +315,7 @@ impl ProposalService for ProposalApi {
         crate::auth::require_writer(&caller)?;
         let id = proposal_id("proposal_id", &request.get_ref().proposal_id)?;
         tracing::Span::current().record("proposal_id", tracing::field::display(id));
-        let traceparent = folio_runtime::trace_context::current_traceparent();
+        let traceparent = folio_bus::trace_context::current_traceparent();
         let (pool, requeue_after) = (&self.state.pool, self.state.pdf_requeue_after);
         let r =
             store::renditions::request(pool, caller.agency_id, caller.user_id, id, traceparent, requeue_after).await?;
