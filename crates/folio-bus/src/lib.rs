@@ -7,10 +7,12 @@
 pub mod args;
 pub mod headers;
 pub mod msg_id;
+pub mod seq;
 pub mod subjects;
 pub mod tenant;
 pub mod trace_context;
 
 pub use args::BusArgs;
 pub use msg_id::{MsgKey, Part};
+pub use seq::StreamSeq;
 pub use subjects::Subjects;
