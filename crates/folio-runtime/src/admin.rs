@@ -44,7 +44,16 @@ fn prometheus() -> Option<PrometheusHandle> {
 
 impl AdminServer {
     pub async fn start(listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<Self> {
-        let readiness = Readiness::default();
+        Self::start_with(listener, Readiness::default(), shutdown).await
+    }
+
+    /// Serves a readiness flag the caller made before the server started: a service's `Bound`
+    /// hands it out so an embedder can wait for readiness without polling HTTP.
+    pub async fn start_with(
+        listener: TcpListener,
+        readiness: Readiness,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
         let state = AdminState { readiness: readiness.clone(), metrics: prometheus() };
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))

@@ -4,12 +4,14 @@
 pub mod admin;
 pub mod args;
 pub mod shutdown;
+pub mod spawned;
 pub mod telemetry;
 pub mod trace_context;
 
 pub use admin::{AdminServer, Readiness};
 pub use args::{CommonArgs, LogFormat};
 pub use shutdown::shutdown_on_signal;
+pub use spawned::Spawned;
 pub use telemetry::TelemetryHandle;
 
 /// Makes ring rustls' process-wide crypto provider. Call first thing in `main`: a workspace

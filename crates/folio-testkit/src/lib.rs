@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+pub mod sandbox;
+pub use sandbox::{Role, Sandbox};
+
 use anyhow::Context;
 use sqlx::{Connection, PgConnection, PgPool};
 

@@ -20,24 +20,15 @@ pub struct Config {
     pub common: CommonArgs,
 
     /// Postgres: the delivery log, recipients and preferences.
-    #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/folio")]
-    pub database_url: String,
+    #[command(flatten)]
+    pub db: folio_db::DbArgs,
 
     /// Size of the Postgres pool (the scheduler holds one per claim or attempt record).
     #[arg(long, env = "FOLIO_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
-    /// NATS server with JetStream (>= 2.11).
-    #[arg(long, env = "FOLIO_NATS_URL", default_value = "nats://127.0.0.1:4333")]
-    pub nats_url: String,
-
-    /// First token of every subject (wal-ingest's `FOLIO_SUBJECT_ROOT`).
-    #[arg(long, env = "FOLIO_SUBJECT_ROOT", default_value = "folio")]
-    pub subject_root: String,
-
-    /// JetStream stream holding `<root>.changes.>` (wal-ingest's `FOLIO_CHANGES_STREAM`).
-    #[arg(long, env = "FOLIO_CHANGES_STREAM", default_value = "FOLIO_CHANGES")]
-    pub changes_stream: String,
+    #[command(flatten)]
+    pub bus: folio_bus::BusArgs,
 
     /// Durable consumer name; replicas share it, so JetStream spreads events between them.
     #[arg(long, env = "FOLIO_NOTIFIER_CONSUMER", default_value = "notifier")]
@@ -147,8 +138,8 @@ impl Config {
     /// A configuration for tests and tools: defaults, then the given overrides.
     pub fn new(database_url: impl Into<String>, nats_url: impl Into<String>) -> Self {
         let mut config = Config::parse_from(["notifier"]);
-        config.database_url = database_url.into();
-        config.nats_url = nats_url.into();
+        config.db = folio_db::DbArgs::new(database_url);
+        config.bus.nats_url = nats_url.into();
         config
     }
 

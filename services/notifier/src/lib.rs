@@ -22,6 +22,7 @@ pub mod worker;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use folio_runtime::{AdminServer, Readiness, Spawned};
 use sqlx::PgPool;
 use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
@@ -48,27 +49,36 @@ pub struct Ctx {
 }
 
 /// The notifier with its listeners bound, not yet running.
-pub struct Notifier {
+pub struct Bound {
     config: Config,
     http: TcpListener,
     admin: TcpListener,
+    readiness: Readiness,
 }
 
 /// Binds the configured addresses and runs until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    Notifier::bind(config).await?.run(shutdown).await
+    bind(config).await?.run(shutdown).await
 }
 
-impl Notifier {
-    /// Validates the configuration and binds the HTTP and admin listeners (port 0 in tests).
-    pub async fn bind(config: Config) -> Result<Self, Error> {
-        config.validate()?;
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })
-        };
-        let http = bind(config.http_addr).await?;
-        let admin = bind(config.common.admin_addr).await?;
-        Ok(Self { config, http, admin })
+/// Validates the configuration and binds the HTTP and admin listeners (port 0 in tests).
+pub async fn bind(config: Config) -> Result<Bound, Error> {
+    config.validate()?;
+    let bind = |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source }) };
+    let http = bind(config.http_addr).await?;
+    let admin = bind(config.common.admin_addr).await?;
+    Ok(Bound { config, http, admin, readiness: Readiness::default() })
+}
+
+impl Bound {
+    /// Ready once its JetStream consumer is in place.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Runs it as a task of this process (tests, benchmarks, embedders).
+    pub fn spawn(self) -> Spawned<Error> {
+        Spawned::spawn(self.readiness(), |shutdown| self.run(shutdown))
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -82,8 +92,8 @@ impl Notifier {
     /// Serves until `shutdown`, then stops intake (no more JetStream pulls or claims), lets
     /// in-flight deliveries finish within the grace period, and stops the servers.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let Notifier { config, http, admin } = self;
-        let pool = folio_db::connect(&config.database_url, config.db_max_connections).await?;
+        let Bound { config, http, admin, readiness } = self;
+        let pool = folio_db::connect(&config.db.database_url, config.db_max_connections).await?;
         if config.migrate {
             folio_db::migrate(&pool).await?;
         }
@@ -92,9 +102,9 @@ impl Notifier {
             .connection_timeout(Duration::from_secs(5))
             // Start while NATS is down; the worker waits for it.
             .retry_on_initial_connect()
-            .connect(&config.nats_url)
+            .connect(&config.bus.nats_url)
             .await
-            .map_err(|source| Error::Nats { url: config.nats_url.clone(), source })?;
+            .map_err(|source| Error::Nats { url: config.bus.nats_url.clone(), source })?;
         let ctx = Arc::new(Ctx {
             mailer: Mailer::new(&config)?,
             webhooks: WebhookSender::new(&config)?,
@@ -108,7 +118,7 @@ impl Notifier {
         });
 
         let servers = CancellationToken::new();
-        let admin = folio_runtime::AdminServer::start(admin, servers.clone()).await.map_err(Error::Serve)?;
+        let admin = AdminServer::start_with(admin, readiness, servers.clone()).await.map_err(Error::Serve)?;
         let http_addr = http.local_addr().map_err(Error::Serve)?;
         let router = http::router(ctx.clone());
         let http_servers = servers.clone();

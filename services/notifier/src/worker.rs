@@ -55,7 +55,7 @@ pub async fn run(ctx: Arc<Ctx>, nats: async_nats::Client, shutdown: Cancellation
         let consumer = match consumer(&ctx, &js).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(stream = %ctx.config.changes_stream, "changes stream not available yet, retrying: {}", chain(&e));
+                tracing::warn!(stream = %ctx.config.bus.changes_stream, "changes stream not available yet, retrying: {}", chain(&e));
                 pause(Duration::from_secs(1), &shutdown).await;
                 continue;
             }
@@ -93,12 +93,12 @@ pub async fn run(ctx: Arc<Ctx>, nats: async_nats::Client, shutdown: Cancellation
 }
 
 async fn consumer(ctx: &Ctx, js: &jetstream::Context) -> Result<PullConsumer, SetupError> {
-    let stream = js.get_stream(&ctx.config.changes_stream).await?;
+    let stream = js.get_stream(&ctx.config.bus.changes_stream).await?;
     let deliver_policy = if ctx.config.deliver_from == "all" { DeliverPolicy::All } else { DeliverPolicy::New };
     let config = pull::Config {
         durable_name: Some(ctx.config.consumer.clone()),
         description: Some("notifier: emails and webhooks on proposal changes".into()),
-        filter_subject: folio_bus::Subjects::new(ctx.config.subject_root.clone()).table_filter("public", "proposals"),
+        filter_subject: ctx.config.bus.subjects().table_filter("public", "proposals"),
         ack_policy: AckPolicy::Explicit,
         ack_wait: ACK_WAIT,
         deliver_policy,

@@ -15,12 +15,11 @@ pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// Postgres URL; the role needs REPLICATION (or superuser) to stream the slot.
-    #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    pub database_url: String,
+    #[command(flatten)]
+    pub db: folio_db::DbArgs,
 
-    #[arg(long, env = "FOLIO_NATS_URL", default_value = "nats://127.0.0.1:4333")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub bus: folio_bus::BusArgs,
 
     /// Logical replication slot (pgoutput), created on first start. One active ingester per slot.
     #[arg(long, env = "FOLIO_WAL_SLOT", default_value = "folio_wal_ingest", value_parser = parse_slot_name)]
@@ -29,22 +28,6 @@ pub struct Config {
     /// Publication the slot streams; tables added to it later flow without a restart.
     #[arg(long, env = "FOLIO_WAL_PUBLICATION", default_value = folio_db::PUBLICATION)]
     pub publication: String,
-
-    /// First token of every subject: `<root>.changes.…`, `<root>.jobs.…`.
-    #[arg(long, env = "FOLIO_SUBJECT_ROOT", default_value = "folio", value_parser = folio_bus::args::parse_token)]
-    pub subject_root: String,
-
-    /// JetStream stream holding `<root>.changes.>` (limits retention, immutable).
-    #[arg(long, env = "FOLIO_CHANGES_STREAM", default_value = "FOLIO_CHANGES", value_parser = folio_bus::args::parse_token)]
-    pub changes_stream: String,
-
-    /// JetStream work-queue stream holding `<root>.jobs.>`.
-    #[arg(long, env = "FOLIO_JOBS_STREAM", default_value = "FOLIO_JOBS", value_parser = folio_bus::args::parse_token)]
-    pub jobs_stream: String,
-
-    /// Stream replicas: 1 on a single node, 3 on a cluster (acks then wait for a quorum).
-    #[arg(long, env = "FOLIO_STREAM_REPLICAS", default_value_t = 1)]
-    pub stream_replicas: usize,
 
     /// JetStream duplicate window. Replays after a crash are dropped inside it; the startup
     /// fence covers longer outages.
@@ -103,12 +86,9 @@ impl Config {
     /// between concurrent runs replaced.
     pub fn for_names(database_url: &str, nats_url: &str, slot: &str, subject_root: &str, stream_prefix: &str) -> Self {
         let mut config = Config::parse_from(["wal-ingest"]);
-        config.database_url = database_url.to_owned();
-        config.nats_url = nats_url.to_owned();
+        config.db = folio_db::DbArgs::new(database_url);
+        config.bus = folio_bus::BusArgs::for_names(nats_url, subject_root, stream_prefix);
         config.slot = slot.to_owned();
-        config.subject_root = subject_root.to_owned();
-        config.changes_stream = format!("{stream_prefix}_CHANGES");
-        config.jobs_stream = format!("{stream_prefix}_JOBS");
         config
     }
 }

@@ -16,14 +16,13 @@ pub mod slot;
 
 use std::time::Duration;
 
-use folio_runtime::{AdminServer, Readiness};
+use folio_runtime::{AdminServer, Readiness, Spawned};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
 use crate::{publish::StreamSettings, schema::Catalog, session::Ingest, slot::SlotOwner};
-use folio_bus::Subjects;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,17 +40,59 @@ pub enum Error {
     },
 }
 
-/// Runs until `shutdown` is cancelled; failures of Postgres or NATS are retried, not returned.
+/// Binds the admin listener and runs until `shutdown` is cancelled (the binary's whole life).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    let addr = config.common.admin_addr;
-    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Admin { addr, source })?;
-    let admin = AdminServer::start(listener, shutdown.clone()).await.map_err(|source| Error::Admin { addr, source })?;
-    tracing::info!(admin = %admin.local_addr, "wal-ingest admin server listening");
-    run_with_readiness(config, shutdown, admin.readiness).await
+    bind(config).await?.run(shutdown).await
 }
 
-/// wal-ingest running as a task of this process: how tests (here and in the services that read
-/// its stream) and other embedders start, await and stop it.
+/// wal-ingest with its admin listener bound (port 0 works), not yet streaming.
+pub struct Bound {
+    config: Config,
+    admin: TcpListener,
+    readiness: Readiness,
+}
+
+/// Binds the admin listener. Postgres and NATS are reached in [`Bound::run`], which retries them
+/// until they answer, so a cluster can start in any order.
+pub async fn bind(config: Config) -> Result<Bound, Error> {
+    let addr = config.common.admin_addr;
+    let admin = TcpListener::bind(addr).await.map_err(|source| Error::Admin { addr, source })?;
+    Ok(Bound { config, admin, readiness: Readiness::default() })
+}
+
+impl Bound {
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.admin.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Ready while it streams its slot: changes committed from then on reach the stream.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled; failures of Postgres or NATS are retried, not returned.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let Bound { config, admin, readiness } = self;
+        let addr = config.common.admin_addr;
+        let servers = CancellationToken::new();
+        let admin = AdminServer::start_with(admin, readiness.clone(), servers.clone())
+            .await
+            .map_err(|source| Error::Admin { addr, source })?;
+        tracing::info!(admin = %admin.local_addr, "wal-ingest admin server listening");
+        let result = ingest(config, shutdown, readiness).await;
+        servers.cancel();
+        let _ = admin.task.await;
+        result
+    }
+
+    /// Runs it as a task of this process (tests, benchmarks, embedders).
+    pub fn spawn(self) -> Spawned<Error> {
+        Spawned::spawn(self.readiness(), |shutdown| self.run(shutdown))
+    }
+}
+
+/// wal-ingest as a task without its admin server. Transitional: the edge's tests use it until
+/// they move to `folio_testkit::Sandbox`; everything else calls [`bind`] and [`Bound::spawn`].
 pub struct InProcess {
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), Error>>,
@@ -61,12 +102,10 @@ pub struct InProcess {
 impl InProcess {
     pub fn spawn(config: Config) -> Self {
         let (shutdown, readiness) = (CancellationToken::new(), Readiness::default());
-        let task = tokio::spawn(run_with_readiness(config, shutdown.clone(), readiness.clone()));
+        let task = tokio::spawn(ingest(config, shutdown.clone(), readiness.clone()));
         InProcess { shutdown, task, readiness }
     }
 
-    /// Waits until it streams its slot (changes committed from then on reach the stream), or
-    /// fails after `limit` or when the task ended.
     pub async fn streaming(&self, limit: Duration) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + limit;
         while !self.readiness.is_ready() {
@@ -81,7 +120,6 @@ impl InProcess {
         Ok(())
     }
 
-    /// Cancels it and waits (up to 30 s) for `run` to return, releasing the slot.
     pub async fn stop(self) -> Result<(), String> {
         self.shutdown.cancel();
         match tokio::time::timeout(Duration::from_secs(30), self.task).await {
@@ -92,12 +130,8 @@ impl InProcess {
     }
 }
 
-/// [`run`] without the admin server, for embedding (all-in-one, tests, the benchmark).
-pub async fn run_with_readiness(
-    config: Config,
-    shutdown: CancellationToken,
-    readiness: Readiness,
-) -> Result<(), Error> {
+/// Holds the slot (or stands by for it) and streams it, restarting sessions after failures.
+async fn ingest(config: Config, shutdown: CancellationToken, readiness: Readiness) -> Result<(), Error> {
     let (disconnected, nats_disconnects) = tokio::sync::watch::channel(0u64);
     let client = async_nats::ConnectOptions::new()
         .name(format!("wal-ingest:{}", config.slot))
@@ -119,9 +153,9 @@ pub async fn run_with_readiness(
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((attempts as u64).saturating_sub(1) * 50).min(Duration::from_millis(250))
         })
-        .connect(&config.nats_url)
+        .connect(&config.bus.nats_url)
         .await
-        .map_err(|source| Error::Nats { url: config.nats_url.clone(), source })?;
+        .map_err(|source| Error::Nats { url: config.bus.nats_url.clone(), source })?;
     let js = async_nats::jetstream::ContextBuilder::new()
         .timeout(config.ack_timeout)
         // Our own window gates reads below this, so a publish never waits for a permit.
@@ -130,17 +164,17 @@ pub async fn run_with_readiness(
         .build(client);
     let mut ingest = Ingest {
         js,
-        subjects: Subjects::new(config.subject_root.clone()),
+        subjects: config.bus.subjects(),
         streams: StreamSettings {
-            changes_stream: config.changes_stream.clone(),
-            jobs_stream: config.jobs_stream.clone(),
-            replicas: config.stream_replicas,
+            changes_stream: config.bus.changes_stream.clone(),
+            jobs_stream: config.bus.jobs_stream.clone(),
+            replicas: config.bus.stream_replicas,
             duplicate_window: config.duplicate_window,
             changes_max_age: config.changes_max_age,
             changes_max_bytes: config.changes_max_bytes,
             jobs_max_messages: config.jobs_max_messages,
         },
-        database_url: config.database_url.clone(),
+        database_url: config.db.database_url.clone(),
         slot: config.slot.clone(),
         publication: config.publication.clone(),
         publish_window: config.publish_window.max(1),
@@ -155,7 +189,7 @@ pub async fn run_with_readiness(
 
     'owner: while !shutdown.is_cancelled() {
         let mut owner =
-            match SlotOwner::acquire(&config.database_url, &config.slot, config.standby_poll, &shutdown).await {
+            match SlotOwner::acquire(&config.db.database_url, &config.slot, config.standby_poll, &shutdown).await {
                 Ok(Some(owner)) => owner,
                 Ok(None) => break,
                 Err(e) => {

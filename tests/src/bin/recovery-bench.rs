@@ -103,9 +103,9 @@ impl Fault {
              first delivery at a live shape client, beside the steady-state latency of the same run."
 )]
 struct Args {
-    /// Server-level PostgreSQL URL (wal_level=logical); the bench creates and drops its own database.
-    #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    database_url: String,
+    /// Any database on the server: the bench creates and drops its own database beside it.
+    #[command(flatten)]
+    db: folio_db::DbArgs,
     /// nats-server >= 2.11 for the private server (started on a free port with its own store).
     #[arg(long, env = "FOLIO_NATS_SERVER_BIN", default_value = "/opt/folio-nats/bin/nats-server")]
     nats_server_bin: PathBuf,
@@ -638,7 +638,7 @@ impl Env {
         let run_dir = std::env::temp_dir().join(format!("folio-recovery-bench-{suffix}"));
         std::fs::create_dir_all(run_dir.join("nats"))?;
         let db_name = format!("folio_bench_{suffix}");
-        let db_url = folio_db::with_database(&args.database_url, &db_name);
+        let db_url = folio_db::with_database(&args.db.database_url, &db_name);
         Ok(Env {
             slot: format!("recovery_bench_{suffix}"),
             suffix,
@@ -685,8 +685,8 @@ impl Env {
     }
 
     async fn create_database(&mut self) -> anyhow::Result<()> {
-        let mut admin = PgConnection::connect(&self.args.database_url).await.with_context(|| {
-            format!("connect to {} (scripts/start-services.sh starts PostgreSQL)", self.args.database_url)
+        let mut admin = PgConnection::connect(&self.args.db.database_url).await.with_context(|| {
+            format!("connect to {} (scripts/start-services.sh starts PostgreSQL)", self.args.db.database_url)
         })?;
         // Our own hex token, never user input.
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", self.db_name))).execute(&mut admin).await?;
@@ -1233,7 +1233,7 @@ impl Env {
         }
         if self.db_created {
             let done = async {
-                let mut admin = PgConnection::connect(&self.args.database_url).await?;
+                let mut admin = PgConnection::connect(&self.args.db.database_url).await?;
                 // The walsender of a killed ingester may take a moment to notice.
                 for _ in 0..100 {
                     let active: Option<Option<i32>> =

@@ -36,9 +36,9 @@ use uuid::Uuid;
 #[derive(Debug, Parser)]
 #[command(name = "bench", about = "Webhook deliveries per second: notifier (signed) vs a plain HTTP client loop")]
 struct Args {
-    /// Server-level Postgres URL; a scratch database is created and dropped.
-    #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    database_url: String,
+    /// Any database on the server: the bench creates and drops its own database beside it.
+    #[command(flatten)]
+    db: folio_db::DbArgs,
     #[arg(long, env = "FOLIO_NATS_URL", default_value = "nats://127.0.0.1:4333")]
     nats_url: String,
     /// Webhook endpoints of the agency; every event goes to each.
@@ -87,9 +87,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let suffix = Uuid::new_v4().simple().to_string()[..12].to_owned();
     let db_name = format!("folio_bench_{suffix}");
-    let mut admin = PgConnection::connect(&args.database_url).await.context("connect to postgres")?;
+    let mut admin = PgConnection::connect(&args.db.database_url).await.context("connect to postgres")?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await?;
-    let db_url = folio_db::with_database(&args.database_url, &db_name);
+    let db_url = folio_db::with_database(&args.db.database_url, &db_name);
     let result = run(&args, &suffix, &db_url).await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")))
         .execute(&mut admin)
@@ -151,8 +151,8 @@ async fn run(args: &Args, suffix: &str, db_url: &str) -> anyhow::Result<()> {
     let mut config = notifier::Config::new(db_url, &args.nats_url);
     config.common.admin_addr = "127.0.0.1:0".parse()?;
     config.http_addr = "127.0.0.1:0".parse()?;
-    config.subject_root = root.clone();
-    config.changes_stream = stream.clone();
+    config.bus.subject_root = root.clone();
+    config.bus.changes_stream = stream.clone();
     config.consumer = format!("bench_{suffix}");
     config.deliver_from = "all".into();
     config.webhook_allowed_subnets = vec!["127.0.0.0/8".parse()?];
@@ -160,7 +160,7 @@ async fn run(args: &Args, suffix: &str, db_url: &str) -> anyhow::Result<()> {
     config.db_max_connections = 16;
     config.scheduler_poll = Duration::from_millis(50);
     config.migrate = false;
-    let app = notifier::Notifier::bind(config).await?;
+    let app = notifier::bind(config).await?;
     let stop = CancellationToken::new();
     let notifier_task = tokio::spawn(app.run(stop.clone()));
 

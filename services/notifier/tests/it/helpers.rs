@@ -15,7 +15,8 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use folio_domain::{AgencyId, ClientId, LineItemAmounts, ProposalId, ProposalStatus, UserId};
 use folio_proto::events::v1::{ChangeEvent, ColumnValue, Operation, column_value};
-use folio_testkit::TestDb;
+use folio_runtime::Spawned;
+use folio_testkit::Sandbox;
 use notifier::Config;
 use proposals_api::{
     Role,
@@ -30,10 +31,9 @@ use tokio::{
     process::{Child, Command},
     sync::OnceCell,
 };
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub const JWT_SECRET: &str = "notifier-tests-jwt-secret-0123456789abcdef";
+pub use folio_testkit::sandbox::JWT_SECRET;
 /// Fast enough for a test to watch a whole retry sequence; production keeps Svix's.
 pub const FAST_SCHEDULE: &str = "300ms,300ms,300ms,300ms,300ms,300ms,300ms";
 
@@ -227,10 +227,10 @@ pub struct Person {
     pub email: String,
 }
 
+/// A [`Sandbox`] (its fields read through) with an agency, its team, a client, a mail sink and
+/// a webhook receiver.
 pub struct World {
-    pub db: TestDb,
-    pub js: jetstream::Context,
-    pub root: String,
+    pub sandbox: Sandbox,
     pub stream: String,
     pub consumer: String,
     pub agency: AgencyId,
@@ -243,21 +243,22 @@ pub struct World {
     pub receiver: Receiver,
 }
 
+impl std::ops::Deref for World {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
 /// A running in-process notifier.
 pub struct Running {
-    pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<Result<(), notifier::Error>>,
+    pub service: Spawned<notifier::Error>,
     pub http: SocketAddr,
 }
 
 impl Running {
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("notifier stops within 30 s")
-            .expect("notifier task")
-            .expect("notifier run");
+        self.service.stop().await.expect("notifier stops cleanly within 30 s");
     }
 }
 
@@ -270,22 +271,23 @@ impl World {
     }
 
     pub async fn with_smtp(smtp: SmtpSink) -> anyhow::Result<Self> {
-        let db = TestDb::new().await?;
-        let suffix = folio_testkit::unique_suffix();
-        let js = jetstream::new(folio_testkit::nats().await?);
-        let root = format!("n{suffix}");
-        let stream = format!("N{suffix}_CHANGES");
+        let sandbox = Sandbox::new().await?;
+        let suffix = sandbox.suffix.clone();
+        let stream = sandbox.changes_stream().to_owned();
+        let consumer = sandbox.notifier_config().consumer;
         // What wal-ingest declares, with a short duplicate window so a test can publish the
         // same event id twice and see JetStream redeliver "the same" event.
-        js.create_stream(jetstream::stream::Config {
+        sandbox
+            .js
+            .create_stream(jetstream::stream::Config {
             name: stream.clone(),
-            subjects: vec![format!("{root}.changes.>")],
+            subjects: vec![sandbox.subjects().changes_filter()],
             duplicate_window: Duration::from_millis(500),
             ..Default::default()
         })
         .await
         .context("create the test stream")?;
-        let pool = &db.pool;
+        let pool = &sandbox.db.pool;
         let agency = tenancy::create_agency(pool, "Acme Studio", "#1f4e79").await?;
         let person = |name: &str| Person { id: UserId::new(), email: format!("{name}.{suffix}@agency.test") };
         let mut owner = person("owner");
@@ -307,11 +309,9 @@ impl World {
         .await
         .map_err(|e| anyhow::anyhow!("create client: {e:?}"))?;
         Ok(Self {
-            db,
-            js,
-            root,
+            sandbox,
             stream,
-            consumer: format!("notifier_{suffix}"),
+            consumer,
             agency,
             owner,
             editor,
@@ -324,14 +324,7 @@ impl World {
     }
 
     pub fn config(&self) -> Config {
-        let mut c = Config::new(&self.db.url, folio_testkit::nats_url());
-        c.common.admin_addr = "127.0.0.1:0".parse().unwrap();
-        c.common.shutdown_grace = Duration::from_secs(5);
-        c.http_addr = "127.0.0.1:0".parse().unwrap();
-        c.subject_root = self.root.clone();
-        c.changes_stream = self.stream.clone();
-        c.consumer = self.consumer.clone();
-        c.deliver_from = "all".into();
+        let mut c = self.sandbox.notifier_config();
         c.smtp_url = self.smtp.url.clone();
         c.webhook_allowed_subnets = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
         c.retry_schedule = FAST_SCHEDULE.split(',').map(|d| humantime::parse_duration(d).unwrap()).collect();
@@ -339,17 +332,13 @@ impl World {
         c.webhook_timeout = Duration::from_secs(5);
         c.smtp_timeout = Duration::from_secs(5);
         c.delivery_lease = Duration::from_secs(6);
-        c.jwt.jwt_secret = JWT_SECRET.into();
-        c.migrate = false;
         c
     }
 
     pub async fn spawn_with(&self, config: Config) -> Running {
-        let app = notifier::Notifier::bind(config).await.expect("bind the notifier");
+        let app = notifier::bind(config).await.expect("bind the notifier");
         let http = app.http_addr();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run(shutdown.clone()));
-        Running { shutdown, task, http }
+        Running { service: app.spawn(), http }
     }
 
     pub async fn spawn(&self) -> Running {
@@ -363,8 +352,8 @@ impl World {
             c.retry_schedule.iter().map(|d| humantime::format_duration(*d).to_string()).collect();
         Command::new(env!("CARGO_BIN_EXE_notifier"))
             .env("FOLIO_DATABASE_URL", &self.db.url)
-            .env("FOLIO_NATS_URL", folio_testkit::nats_url())
-            .env("FOLIO_SUBJECT_ROOT", &self.root)
+            .env("FOLIO_NATS_URL", &self.bus.nats_url)
+            .env("FOLIO_SUBJECT_ROOT", &self.bus.subject_root)
             .env("FOLIO_CHANGES_STREAM", &self.stream)
             .env("FOLIO_NOTIFIER_CONSUMER", &self.consumer)
             .env("FOLIO_NOTIFIER_DELIVER_FROM", "all")
@@ -505,13 +494,14 @@ impl World {
             old_row: old,
             column_types: Vec::new(),
         };
-        (format!("{lsn:016X}:0"), event)
+        let id = folio_bus::MsgKey::new(folio_domain::Lsn(lsn), 0, folio_bus::Part::Change(0));
+        (id.to_string(), event)
     }
 
     pub async fn publish(&self, msg_id: &str, event: &ChangeEvent) {
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", msg_id);
-        let subject = format!("{}.changes.proposals.{}", self.root, self.agency);
+        headers.insert(folio_bus::headers::MSG_ID, msg_id);
+        let subject = self.subjects().row("public", "proposals", Some(&self.agency.to_string()));
         self.js
             .publish_with_headers(subject, headers, event.encode_to_vec().into())
             .await

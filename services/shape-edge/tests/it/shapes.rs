@@ -46,7 +46,7 @@ impl Env {
         let root = format!("s{suffix}");
         let slot = format!("t_{suffix}");
         let wal = wal_ingest::Config::for_names(&db.url, nats, &slot, &root, &prefix);
-        let changes_stream = wal.changes_stream.clone();
+        let changes_stream = wal.bus.changes_stream.clone();
         let wal_ingest = wal_ingest::InProcess::spawn(wal);
         wal_ingest.streaming(Duration::from_secs(30)).await.map_err(anyhow::Error::msg)?;
         let args = [

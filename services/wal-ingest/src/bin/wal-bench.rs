@@ -19,9 +19,9 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 #[derive(Parser)]
 struct Args {
-    /// Server-level Postgres URL; a scratch database is created and dropped.
-    #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    database_url: String,
+    /// Any database on the server: the bench creates and drops its own database beside it.
+    #[command(flatten)]
+    db: folio_db::DbArgs,
     #[arg(long, env = "FOLIO_NATS_URL", default_value = "nats://127.0.0.1:4333")]
     nats_url: String,
     /// Rows for the 1-row-transaction run.
@@ -60,9 +60,9 @@ async fn main() -> anyhow::Result<()> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() & 0xffff_ffff_ffff
     );
     let db = format!("folio_bench_{suffix}");
-    let mut admin = PgConnection::connect(&args.database_url).await.context("connect to postgres")?;
+    let mut admin = PgConnection::connect(&args.db.database_url).await.context("connect to postgres")?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&mut admin).await?;
-    let url = replace_db(&args.database_url, &db);
+    let url = replace_db(&args.db.database_url, &db);
     let pool = folio_db::connect(&url, 8).await?;
     folio_db::migrate(&pool).await?;
     for sql in [
@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let js = jetstream::new(async_nats::connect(&args.nats_url).await?);
     let mut world = World {
-        admin_url: args.database_url.clone(),
+        admin_url: args.db.database_url.clone(),
         db,
         url,
         pool,
@@ -208,7 +208,7 @@ async fn throughput(w: &mut World, txn_size: u64, rows: u64) -> anyhow::Result<(
     let mut config = wal_ingest::Config::for_names(&w.url, &w.nats_url, &ingest_slot, &root, &prefix);
     config.common.admin_addr = "127.0.0.1:0".parse()?;
     let started = Instant::now();
-    let ingest = wal_ingest::InProcess::spawn(config);
+    let ingest = wal_ingest::bind(config).await?.spawn();
     let changes = format!("{prefix}_CHANGES");
     let (bytes, elapsed) = loop {
         if let Ok(mut s) = w.js.get_stream(&changes).await
@@ -310,8 +310,8 @@ async fn latency(w: &mut World, args: &Args) -> anyhow::Result<()> {
     w.streams.push(format!("{prefix}_JOBS"));
     let mut config = wal_ingest::Config::for_names(&w.url, &w.nats_url, &slot, &root, &prefix);
     config.common.admin_addr = "127.0.0.1:0".parse()?;
-    let ingest = wal_ingest::InProcess::spawn(config);
-    ingest.streaming(Duration::from_secs(60)).await.map_err(anyhow::Error::msg)?;
+    let ingest = wal_ingest::bind(config).await?.spawn();
+    ingest.ready(Duration::from_secs(60)).await.map_err(anyhow::Error::msg)?;
     let stream = w.js.get_stream(format!("{prefix}_CHANGES")).await?;
     let consumer = stream.create_consumer(OrderedConfig::default()).await?;
     let mut messages = consumer.messages().await?;

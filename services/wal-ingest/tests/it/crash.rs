@@ -319,7 +319,7 @@ async fn ingest_resumes_within_two_seconds_of_a_nats_restart_and_loses_nothing()
     with_harness(h, move |h| async move {
         create_tables(&h, &["crash_rows"]).await;
         // The default ack timeout (10 s): the disconnect, not a timeout, must end the session.
-        let ingester = h.spawn();
+        let ingester = h.spawn().await;
         h.wait_for_slot().await;
         let stop = CancellationToken::new();
         let writer = tokio::spawn(write_steadily(h.db.pool.clone(), stop.clone()));

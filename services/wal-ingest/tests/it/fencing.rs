@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
-use folio_bus::{Part, Subjects};
+use folio_bus::Part;
 use wal_ingest::publish::{StreamSettings, declare_streams};
 
 use crate::helpers::{Harness, assert_commit_order, with_harness};
@@ -30,7 +30,7 @@ async fn a_replay_after_the_duplicate_window_is_fenced_off() {
                 let pool = &h.db.pool;
                 let mut config = h.config();
                 config.duplicate_window = Duration::from_secs(1);
-                let first = h.spawn_with(config.clone());
+                let first = h.spawn_with(config.clone()).await;
                 h.wait_for_slot().await;
                 for i in 0..3 {
                     sqlx::query("INSERT INTO agencies (id, name) VALUES ($1, $2)")
@@ -45,7 +45,7 @@ async fn a_replay_after_the_duplicate_window_is_fenced_off() {
                 tokio::time::sleep(Duration::from_millis(2500)).await;
 
                 config.slot = replay_slot;
-                let second = h.spawn_with(config);
+                let second = h.spawn_with(config).await;
                 folio_testkit::eventually("the replaying ingester is streaming", || async {
                     second.readiness.is_ready().then_some(())
                 })
@@ -95,7 +95,7 @@ async fn a_stream_cut_between_two_markers_gets_only_the_missing_one() {
                 let pool = &h.db.pool;
                 let mut config = h.config();
                 config.duplicate_window = Duration::from_secs(1);
-                let first = h.spawn_with(config.clone());
+                let first = h.spawn_with(config.clone()).await;
                 h.wait_for_slot().await;
                 let agency = uuid::Uuid::new_v4();
                 let mut tx = pool.begin().await.unwrap();
@@ -119,15 +119,15 @@ async fn a_stream_cut_between_two_markers_gets_only_the_missing_one() {
                 // The same stream as if the ingester had died after the first marker.
                 h.js.delete_stream(h.changes_stream()).await.unwrap();
                 let streams = StreamSettings {
-                    changes_stream: config.changes_stream.clone(),
-                    jobs_stream: config.jobs_stream.clone(),
+                    changes_stream: config.bus.changes_stream.clone(),
+                    jobs_stream: config.bus.jobs_stream.clone(),
                     replicas: 1,
                     duplicate_window: config.duplicate_window,
                     changes_max_age: config.changes_max_age,
                     changes_max_bytes: config.changes_max_bytes,
                     jobs_max_messages: config.jobs_max_messages,
                 };
-                declare_streams(&h.js, &Subjects::new(h.root.clone()), &streams).await.unwrap();
+                declare_streams(&h.js, &h.subjects(), &streams).await.unwrap();
                 for m in &whole[..3] {
                     let publish = PublishMessage::build().payload(m.payload.clone()).headers(m.headers.clone());
                     h.js.send_publish(m.subject.clone(), publish).await.unwrap().await.unwrap();
@@ -135,7 +135,7 @@ async fn a_stream_cut_between_two_markers_gets_only_the_missing_one() {
                 tokio::time::sleep(Duration::from_millis(2500)).await;
 
                 config.slot = replay_slot;
-                let second = h.spawn_with(config);
+                let second = h.spawn_with(config).await;
                 let after = h.read_at_least(&h.changes_stream(), 4).await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 assert_eq!(h.stream_len(&h.changes_stream()).await, 4, "nothing but the missing marker");

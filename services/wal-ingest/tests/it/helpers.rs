@@ -4,21 +4,25 @@
 use std::{future::Future, time::Duration};
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::pull::OrderedConfig};
+use async_nats::jetstream::consumer::pull::OrderedConfig;
 use folio_bus::MsgKey;
 use folio_proto::events::v1::{ChangeEvent, ColumnValue, column_value};
-use folio_testkit::TestDb;
+use folio_testkit::Sandbox;
 use futures::StreamExt;
 use prost::Message as _;
 use wal_ingest::Config;
 
+/// wal-ingest alone in a [`Sandbox`] (its fields read through), with readers for what it
+/// published.
 pub struct Harness {
-    pub db: TestDb,
-    pub slot: String,
-    pub root: String,
-    pub prefix: String,
-    pub nats_url: String,
-    pub js: jetstream::Context,
+    pub sandbox: Sandbox,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
+    }
 }
 
 /// One message as stored in a stream.
@@ -39,7 +43,8 @@ impl Stored {
     }
 }
 
-pub use wal_ingest::InProcess;
+/// wal-ingest running in this process; `ready` = streaming its slot.
+pub type InProcess = folio_runtime::Spawned<wal_ingest::Error>;
 
 impl Harness {
     pub async fn new() -> anyhow::Result<Self> {
@@ -48,54 +53,36 @@ impl Harness {
 
     pub async fn with_nats(nats_url: String) -> anyhow::Result<Self> {
         init_tracing();
-        let db = TestDb::new().await?;
-        let suffix = folio_testkit::unique_suffix();
-        let client = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect(&nats_url)
-            .await
-            .context("connect to nats")?;
-        Ok(Self {
-            db,
-            slot: format!("wal_test_{suffix}"),
-            root: format!("t{suffix}"),
-            prefix: format!("T{suffix}"),
-            nats_url,
-            js: jetstream::new(client),
-        })
+        Ok(Self { sandbox: Sandbox::with_nats(nats_url).await? })
     }
 
     pub fn config(&self) -> Config {
-        let mut c = Config::for_names(&self.db.url, &self.nats_url, &self.slot, &self.root, &self.prefix);
-        c.common.admin_addr = "127.0.0.1:0".parse().unwrap();
-        c.retry_backoff = Duration::from_millis(200);
-        c.standby_poll = Duration::from_millis(200);
-        c
+        self.sandbox.wal_ingest_config()
     }
 
     pub fn changes_stream(&self) -> String {
-        format!("{}_CHANGES", self.prefix)
+        self.sandbox.changes_stream().to_owned()
     }
 
     pub fn jobs_stream(&self) -> String {
-        format!("{}_JOBS", self.prefix)
+        self.sandbox.jobs_stream().to_owned()
     }
 
-    pub fn spawn_with(&self, config: Config) -> InProcess {
-        InProcess::spawn(config)
+    pub async fn spawn_with(&self, config: Config) -> InProcess {
+        Sandbox::spawn_wal_ingest(config).await.expect("bind wal-ingest")
     }
 
-    pub fn spawn(&self) -> InProcess {
-        self.spawn_with(self.config())
+    pub async fn spawn(&self) -> InProcess {
+        self.spawn_with(self.config()).await
     }
 
     /// Starts the real binary, so a test can kill it with SIGKILL.
     pub fn spawn_process(&self) -> anyhow::Result<tokio::process::Child> {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_wal-ingest"))
             .env("FOLIO_DATABASE_URL", &self.db.url)
-            .env("FOLIO_NATS_URL", &self.nats_url)
+            .env("FOLIO_NATS_URL", &self.bus.nats_url)
             .env("FOLIO_WAL_SLOT", &self.slot)
-            .env("FOLIO_SUBJECT_ROOT", &self.root)
+            .env("FOLIO_SUBJECT_ROOT", &self.bus.subject_root)
             .env("FOLIO_CHANGES_STREAM", self.changes_stream())
             .env("FOLIO_JOBS_STREAM", self.jobs_stream())
             .env("FOLIO_ADMIN_ADDR", "127.0.0.1:0")

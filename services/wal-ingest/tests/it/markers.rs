@@ -21,7 +21,7 @@ async fn every_table_of_a_multi_table_transaction_gets_a_marker_after_its_last_c
         ] {
             sqlx::query(sql).execute(pool).await.unwrap();
         }
-        let ingester = h.spawn();
+        let ingester = h.spawn().await;
         h.wait_for_slot().await;
         let (x, y) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
 
@@ -55,8 +55,7 @@ async fn every_table_of_a_multi_table_transaction_gets_a_marker_after_its_last_c
             .iter()
             .map(|m| {
                 let e = m.event();
-                let subject = m.subject.strip_prefix(&format!("{}.changes.", h.root)).unwrap().to_owned();
-                (e.table, subject, e.operation, e.position, m.key.part, e.last_in_transaction)
+                (e.table, m.subject.clone(), e.operation, e.position, m.key.part, e.last_in_transaction)
             })
             .collect();
         let (ins, upd, tru, end) = (
@@ -65,26 +64,28 @@ async fn every_table_of_a_multi_table_transaction_gets_a_marker_after_its_last_c
             Operation::Truncate as i32,
             Operation::TransactionEnd as i32,
         );
+        let subjects = h.subjects();
+        let tenant = |table: &str, agency: &str| subjects.row("public", table, Some(agency));
         let row = |table: &str, subject: String, op, position, last| {
             (table.to_owned(), subject, op, position, Part::Change(0), last)
         };
         let marker = |table: &str, position, i, last| {
-            (table.to_owned(), format!("{table}._txn"), end, position, Part::End(i), last)
+            (table.to_owned(), subjects.transaction_ends("public", table), end, position, Part::End(i), last)
         };
         assert_eq!(
             seen,
             vec![
-                row("agencies", format!("agencies.{x}"), ins, 0, false),
-                row("agencies", format!("agencies.{x}"), upd, 1, true),
-                row("agencies", format!("agencies.{y}"), ins, 0, false),
-                row("clients", format!("clients.{y}"), ins, 1, false),
-                row("agencies", format!("agencies.{y}"), upd, 2, false),
+                row("agencies", tenant("agencies", &x), ins, 0, false),
+                row("agencies", tenant("agencies", &x), upd, 1, true),
+                row("agencies", tenant("agencies", &y), ins, 0, false),
+                row("clients", tenant("clients", &y), ins, 1, false),
+                row("agencies", tenant("agencies", &y), upd, 2, false),
                 marker("agencies", 3, 0, false),
                 marker("clients", 3, 1, true),
-                row("tag_a", "tag_a._".into(), ins, 0, true),
-                row("tag_b", "tag_b._".into(), ins, 0, true),
-                row("tag_a", "tag_a._all".into(), tru, 0, false),
-                ("tag_b".into(), "tag_b._all".into(), tru, 0, Part::Change(1), false),
+                row("tag_a", subjects.row("public", "tag_a", None), ins, 0, true),
+                row("tag_b", subjects.row("public", "tag_b", None), ins, 0, true),
+                row("tag_a", subjects.table_wide("public", "tag_a"), tru, 0, false),
+                ("tag_b".into(), subjects.table_wide("public", "tag_b"), tru, 0, Part::Change(1), false),
                 marker("tag_a", 1, 0, false),
                 marker("tag_b", 1, 1, true),
             ]
@@ -124,7 +125,7 @@ async fn a_schema_change_made_while_down_is_announced_when_the_table_last_saw_a_
     with_harness(h, |h| async move {
         let pool = &h.db.pool;
         let agency = uuid::Uuid::new_v4();
-        let first = h.spawn();
+        let first = h.spawn().await;
         h.wait_for_slot().await;
         let mut tx = pool.begin().await.unwrap();
         sqlx::query("INSERT INTO agencies (id, name) VALUES ($1, 'Acme')")
@@ -145,7 +146,7 @@ async fn a_schema_change_made_while_down_is_announced_when_the_table_last_saw_a_
         sqlx::query("ALTER TABLE clients ADD COLUMN nickname text").execute(pool).await.unwrap();
         sqlx::query("UPDATE clients SET nickname = 'B' WHERE agency_id = $1").bind(agency).execute(pool).await.unwrap();
         sqlx::query("UPDATE agencies SET name = 'Acme Ltd' WHERE id = $1").bind(agency).execute(pool).await.unwrap();
-        let second = h.spawn();
+        let second = h.spawn().await;
         let messages = h.read_at_least(&h.changes_stream(), 7).await;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert_eq!(h.stream_len(&h.changes_stream()).await, 7, "agencies did not change shape");

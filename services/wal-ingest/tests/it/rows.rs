@@ -21,7 +21,7 @@ async fn every_type_round_trips_with_toast_old_rows_truncate_and_schema_changes(
         ] {
             sqlx::query(sql).execute(pool).await.unwrap();
         }
-        let ingester = h.spawn();
+        let ingester = h.spawn().await;
         h.wait_for_slot().await;
         let agency = uuid::Uuid::new_v4();
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -64,7 +64,7 @@ async fn every_type_round_trips_with_toast_old_rows_truncate_and_schema_changes(
             ]
         );
         for m in &messages {
-            assert!(m.subject.starts_with(&format!("{}.changes.kitchen_sink.", h.root)), "{}", m.subject);
+            assert!(m.subject.starts_with(&h.subjects().row_prefix("public", "kitchen_sink")), "{}", m.subject);
         }
 
         let expected_big: (String,) =
@@ -174,7 +174,7 @@ async fn tables_added_to_the_publication_later_flow_without_a_restart() {
     let h = Harness::new().await.unwrap();
     with_harness(h, |h| async move {
         let pool = &h.db.pool;
-        let ingester = h.spawn();
+        let ingester = h.spawn().await;
         h.wait_for_slot().await;
         let agency = uuid::Uuid::new_v4();
         sqlx::query("INSERT INTO agencies (id, name) VALUES ($1, 'Acme')").bind(agency).execute(pool).await.unwrap();
@@ -191,7 +191,8 @@ async fn tables_added_to_the_publication_later_flow_without_a_restart() {
         let messages = h.read_at_least(&h.changes_stream(), 2).await;
         let last = messages.last().unwrap();
         let token = folio_bus::subjects::table_token("Sales EU", "Odd.Name");
-        assert_eq!(last.subject, format!("{}.changes.{token}.{agency}", h.root));
+        assert_eq!(last.subject, h.subjects().row("Sales EU", "Odd.Name", Some(&agency.to_string())));
+        assert!(last.subject.contains(&format!(".{token}.")));
         assert_eq!(token, "Sales~20EU~~Odd~2EName");
         assert_eq!(
             folio_bus::subjects::parse_table_token(&token),
@@ -199,7 +200,7 @@ async fn tables_added_to_the_publication_later_flow_without_a_restart() {
         );
         let event = last.event();
         assert_eq!((event.schema.as_str(), event.table.as_str()), ("Sales EU", "Odd.Name"));
-        assert_eq!(messages[0].subject, format!("{}.changes.agencies.{agency}", h.root), "agencies: tenant = id");
+        assert_eq!(messages[0].subject, h.subjects().row("public", "agencies", Some(&agency.to_string())), "agencies: tenant = id");
         ingester.stop().await.expect("ingester stops");
     })
     .await;
@@ -211,7 +212,7 @@ async fn a_schema_change_made_while_the_ingester_was_down_is_still_announced() {
     with_harness(h, |h| async move {
         let pool = &h.db.pool;
         let agency = uuid::Uuid::new_v4();
-        let first = h.spawn();
+        let first = h.spawn().await;
         h.wait_for_slot().await;
         sqlx::query("INSERT INTO agencies (id, name) VALUES ($1, 'Acme')").bind(agency).execute(pool).await.unwrap();
         h.read_at_least(&h.changes_stream(), 1).await;
@@ -226,7 +227,7 @@ async fn a_schema_change_made_while_the_ingester_was_down_is_still_announced() {
             .execute(pool)
             .await
             .unwrap();
-        let second = h.spawn();
+        let second = h.spawn().await;
         let messages = h.read_at_least(&h.changes_stream(), 4).await;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert_eq!(h.stream_len(&h.changes_stream()).await, 4);

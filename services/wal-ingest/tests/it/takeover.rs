@@ -10,9 +10,9 @@ async fn a_standby_takes_over_when_the_active_ingester_dies() {
     let h = Harness::new().await.unwrap();
     with_harness(h, |h| async move {
         let pool = &h.db.pool;
-        let active = h.spawn();
+        let active = h.spawn().await;
         h.wait_for_slot().await;
-        let standby = h.spawn();
+        let standby = h.spawn().await;
         sqlx::query("INSERT INTO agencies (id, name) VALUES ($1, 'one')")
             .bind(uuid::Uuid::new_v4())
             .execute(pool)
@@ -59,7 +59,7 @@ async fn a_stale_walsender_holding_the_slot_is_ended_on_start() {
             .spawn()
             .expect("pg_recvlogical");
         h.wait_for_slot().await;
-        let ingester = h.spawn();
+        let ingester = h.spawn().await;
         folio_testkit::eventually("the ingester takes the slot", || async {
             ingester.readiness.is_ready().then_some(())
         })

@@ -12,7 +12,7 @@ async fn rows_of_two_tables_and_jobs_arrive_in_commit_order_with_positions() {
     let h = Harness::new().await.unwrap();
     with_harness(h, |h| async move {
         let pool = &h.db.pool;
-        let ingester = h.spawn();
+        let ingester = h.spawn().await;
         h.wait_for_slot().await;
         let agency = uuid::Uuid::new_v4();
         let client = uuid::Uuid::new_v4();
@@ -111,9 +111,9 @@ async fn rows_of_two_tables_and_jobs_arrive_in_commit_order_with_positions() {
         assert_eq!(
             jobs_seen,
             vec![
-                (format!("{}.jobs.pdf", h.root), b"render-1".to_vec(), t1.0, 2, true),
-                (format!("{}.jobs.pdf", h.root), b"render-2".to_vec(), t2.0, 0, false),
-                (format!("{}.jobs.notify.email", h.root), b"mail-1".to_vec(), t2.0, 1, true),
+                (h.subjects().jobs("pdf"), b"render-1".to_vec(), t1.0, 2, true),
+                (h.subjects().jobs("pdf"), b"render-2".to_vec(), t2.0, 0, false),
+                (h.subjects().jobs("notify.email"), b"mail-1".to_vec(), t2.0, 1, true),
             ]
         );
         let parts: Vec<Part> = changes.iter().chain(&jobs).map(|m| m.key.part).collect();

@@ -1,0 +1,267 @@
+//! One sandbox for every cross-service test: a fresh database, names on the shared NATS server
+//! that no other test uses (subject root, streams, slot, consumers, bucket), and any subset of
+//! Folio's services started in-process on port 0 through their own `bind` → `Bound::run`, the
+//! same path their binaries take. Roles are cargo features, so a service's tests build only
+//! the services they start.
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use folio_runtime::Spawned;
+
+use crate::TestDb;
+
+/// The JWT secret every service in a sandbox shares.
+pub const JWT_SECRET: &str = "sandbox-jwt-secret-sandbox-jwt-secret-0123";
+
+/// How long a started service may take to report ready (wal-ingest: streaming its slot).
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// A Folio service a sandbox can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    #[cfg(feature = "wal-ingest")]
+    WalIngest,
+    #[cfg(feature = "notifier")]
+    Notifier,
+    #[cfg(feature = "proposals-api")]
+    Api,
+    #[cfg(feature = "pdf-render")]
+    PdfRender,
+    #[cfg(feature = "shape-edge")]
+    Edge,
+}
+
+type StopFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// A running service whose error type the sandbox does not need to know.
+trait Stoppable: Send + Sync {
+    fn stop(self: Box<Self>) -> StopFuture;
+}
+
+impl<E: std::error::Error + Send + 'static> Stoppable for Spawned<E> {
+    fn stop(self: Box<Self>) -> StopFuture {
+        Box::pin(Spawned::stop(*self))
+    }
+}
+
+pub struct Sandbox {
+    pub db: TestDb,
+    /// The NATS contract of this sandbox: server, subject root, stream names.
+    pub bus: folio_bus::BusArgs,
+    /// wal-ingest's replication slot.
+    pub slot: String,
+    /// A token unique to this sandbox, for any further name a test needs.
+    pub suffix: String,
+    pub js: jetstream::Context,
+    /// Addresses of the services started, once started.
+    pub addrs: Addrs,
+    running: Vec<(&'static str, Box<dyn Stoppable>)>,
+}
+
+/// Where the started services listen.
+#[derive(Debug, Clone, Default)]
+pub struct Addrs {
+    pub api: Option<std::net::SocketAddr>,
+    pub edge: Option<std::net::SocketAddr>,
+    pub notifier: Option<std::net::SocketAddr>,
+}
+
+impl Sandbox {
+    /// A sandbox on the shared NATS server (`FOLIO_NATS_URL`).
+    pub async fn new() -> anyhow::Result<Self> {
+        Self::with_nats(crate::nats_url()).await
+    }
+
+    /// A sandbox on the given NATS server (a [`crate::PrivateNats`] a test restarts).
+    pub async fn with_nats(nats_url: String) -> anyhow::Result<Self> {
+        let db = TestDb::new().await?;
+        let suffix = crate::unique_suffix();
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .retry_on_initial_connect()
+            .connect(&nats_url)
+            .await
+            .with_context(|| format!("failed to connect to NATS at {nats_url}"))?;
+        Ok(Sandbox {
+            db,
+            bus: folio_bus::BusArgs::for_names(&nats_url, &format!("s{suffix}"), &format!("S{suffix}")),
+            slot: format!("sandbox_{suffix}"),
+            suffix,
+            js: jetstream::new(client),
+            addrs: Addrs::default(),
+            running: Vec::new(),
+        })
+    }
+
+    /// A sandbox with `roles` started with their default sandbox configuration.
+    pub async fn start(roles: &[Role]) -> anyhow::Result<Self> {
+        let mut sandbox = Self::new().await?;
+        sandbox.start_roles(roles).await?;
+        Ok(sandbox)
+    }
+
+    /// Starts `roles` with their default sandbox configuration, wal-ingest first: writes made
+    /// before its slot exists would never reach the stream.
+    pub async fn start_roles(&mut self, roles: &[Role]) -> anyhow::Result<()> {
+        #[cfg(feature = "wal-ingest")]
+        if roles.contains(&Role::WalIngest) {
+            self.start_wal_ingest(self.wal_ingest_config()).await?;
+        }
+        for role in roles {
+            match role {
+                #[cfg(feature = "wal-ingest")]
+                Role::WalIngest => {}
+                #[cfg(feature = "notifier")]
+                Role::Notifier => {
+                    self.start_notifier(self.notifier_config()).await?;
+                }
+                #[cfg(feature = "proposals-api")]
+                Role::Api => {
+                    self.start_api(self.api_config()).await?;
+                }
+                #[cfg(feature = "pdf-render")]
+                Role::PdfRender => {
+                    self.start_pdf_render(self.pdf_render_config()).await?;
+                }
+                #[cfg(feature = "shape-edge")]
+                Role::Edge => {
+                    self.start_edge(self.edge_config()).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn subjects(&self) -> folio_bus::Subjects {
+        self.bus.subjects()
+    }
+
+    pub fn changes_stream(&self) -> &str {
+        &self.bus.changes_stream
+    }
+
+    pub fn jobs_stream(&self) -> &str {
+        &self.bus.jobs_stream
+    }
+
+    /// A bearer token for `caller`, accepted by every service of this sandbox.
+    pub fn token(&self, caller: &folio_auth::Caller) -> String {
+        folio_auth::Authenticator::new(JWT_SECRET.as_bytes()).issue(caller, Duration::from_secs(3600))
+    }
+
+    /// Keeps a service the test started itself, so [`Sandbox::stop`] stops it too.
+    pub fn keep<E: std::error::Error + Send + 'static>(&mut self, name: &'static str, service: Spawned<E>) {
+        self.running.push((name, Box::new(service)));
+    }
+
+    /// Waits until `service` is ready, then keeps it.
+    async fn keep_ready<E: std::error::Error + Send + 'static>(
+        &mut self,
+        name: &'static str,
+        service: Spawned<E>,
+    ) -> anyhow::Result<()> {
+        if let Err(e) = service.ready(READY_WITHIN).await {
+            let stopped = service.stop().await;
+            anyhow::bail!("{name}: {e} ({stopped:?})");
+        }
+        self.keep(name, service);
+        Ok(())
+    }
+
+    /// Stops every service (the last started first) and removes what the sandbox made outside
+    /// its database: the replication slot (it would pin WAL) and the streams.
+    pub async fn stop(mut self) {
+        while let Some((name, service)) = self.running.pop() {
+            if let Err(e) = service.stop().await {
+                eprintln!("sandbox: {name} stopped with an error: {e}");
+            }
+        }
+        drop_slot(&self.db.pool, &self.slot).await;
+        for stream in [&self.bus.changes_stream, &self.bus.jobs_stream] {
+            let _ = self.js.delete_stream(stream).await;
+        }
+    }
+}
+
+/// Drops a replication slot, ending the walsender that may still hold it.
+pub async fn drop_slot(pool: &sqlx::PgPool, slot: &str) {
+    for _ in 0..50 {
+        let _ = sqlx::query(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+              WHERE slot_name = $1 AND active_pid IS NOT NULL",
+        )
+        .bind(slot)
+        .execute(pool)
+        .await;
+        let dropped =
+            sqlx::query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(slot)
+                .execute(pool)
+                .await;
+        let left: Option<i64> =
+            sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(slot)
+                .fetch_one(pool)
+                .await
+                .ok();
+        if dropped.is_ok() && left == Some(0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(feature = "wal-ingest")]
+impl Sandbox {
+    /// wal-ingest on this sandbox's database, slot and names; quick retries for tests.
+    pub fn wal_ingest_config(&self) -> wal_ingest::Config {
+        let mut c = <wal_ingest::Config as clap::Parser>::parse_from(["wal-ingest"]);
+        c.db = folio_db::DbArgs::new(&self.db.url);
+        c.bus = self.bus.clone();
+        c.slot = self.slot.clone();
+        c.common.admin_addr = ([127, 0, 0, 1], 0).into();
+        c.retry_backoff = Duration::from_millis(200);
+        c.standby_poll = Duration::from_millis(200);
+        c
+    }
+
+    /// Starts wal-ingest as a task the test owns (to stop or restart it); ready once it streams.
+    pub async fn spawn_wal_ingest(config: wal_ingest::Config) -> anyhow::Result<Spawned<wal_ingest::Error>> {
+        Ok(wal_ingest::bind(config).await?.spawn())
+    }
+
+    /// Starts wal-ingest and waits until it streams its slot.
+    pub async fn start_wal_ingest(&mut self, config: wal_ingest::Config) -> anyhow::Result<()> {
+        let service = Self::spawn_wal_ingest(config).await?;
+        self.keep_ready("wal-ingest", service).await
+    }
+}
+
+#[cfg(feature = "notifier")]
+impl Sandbox {
+    /// The notifier on this sandbox's database and changes stream, with its own consumer, reading
+    /// the stream from its start. Mail and webhook settings are the test's.
+    pub fn notifier_config(&self) -> notifier::Config {
+        let mut c = notifier::Config::new(&self.db.url, &self.bus.nats_url);
+        c.bus = self.bus.clone();
+        c.common.admin_addr = ([127, 0, 0, 1], 0).into();
+        c.common.shutdown_grace = Duration::from_secs(5);
+        c.http_addr = ([127, 0, 0, 1], 0).into();
+        c.consumer = format!("notifier_{}", self.suffix);
+        c.deliver_from = "all".into();
+        c.jwt.jwt_secret = JWT_SECRET.into();
+        c.migrate = false;
+        c
+    }
+
+    /// Starts the notifier and waits for its consumer; returns its HTTP address.
+    pub async fn start_notifier(&mut self, config: notifier::Config) -> anyhow::Result<std::net::SocketAddr> {
+        let bound = notifier::bind(config).await?;
+        let addr = bound.http_addr();
+        self.keep_ready("notifier", bound.spawn()).await?;
+        self.addrs.notifier = Some(addr);
+        Ok(addr)
+    }
+}
