@@ -2,10 +2,9 @@
 //! the first 20 kB of the answer. 2xx is success; anything else (redirects included, which
 //! are not followed) is a failure, retried unless it can never succeed.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, Instant, SystemTime};
+
+use folio_webhook::{AddressPolicy, WebhookClient, refused_name};
 
 use time::OffsetDateTime;
 
@@ -14,10 +13,7 @@ use crate::{
     error::Error,
     retry::parse_retry_after,
     store::{AttemptLog, Endpoint, MAX_RESPONSE_BODY},
-    webhook::{
-        sign::{Secret, signature_header},
-        ssrf::{AddressPolicy, PolicyResolver, RefusedName, WebhookUrl},
-    },
+    webhook::sign::{Secret, signature_header},
 };
 
 #[derive(Debug, Clone)]
@@ -34,37 +30,29 @@ impl WebhookAttempt {
     }
 }
 
+/// Signs and sends through Folio's one outbound-webhook client (SSRF policy at resolution
+/// time, timeouts, no redirects).
 #[derive(Clone)]
 pub struct WebhookSender {
-    client: reqwest::Client,
-    policy: Arc<AddressPolicy>,
+    client: WebhookClient,
 }
 
 impl WebhookSender {
     pub fn new(config: &Config) -> Result<Self, Error> {
-        let policy = Arc::new(config.address_policy());
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("Folio-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.webhook_timeout)
-            .connect_timeout(config.webhook_timeout.min(Duration::from_secs(10)))
-            // Every address comes from the checking resolver; a proxy would connect on our
-            // behalf to whatever it resolves, and a redirect would skip the URL check.
-            .dns_resolver(Arc::new(PolicyResolver::new(policy.clone())))
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let timeout = config.webhook_timeout;
+        let client = WebhookClient::new(config.address_policy(), timeout, timeout.min(Duration::from_secs(10)))
             .map_err(Error::HttpClient)?;
-        Ok(Self { client, policy })
+        Ok(Self { client })
     }
 
     pub fn policy(&self) -> &AddressPolicy {
-        &self.policy
+        self.client.policy()
     }
 
     /// Sends `body` to `endpoint` as message `msg_id` (stable across retries, so a consumer
     /// can drop a repeat).
     pub async fn send(&self, endpoint: &Endpoint, msg_id: &str, body: &[u8]) -> WebhookAttempt {
-        let url = match WebhookUrl::parse(&endpoint.url, &self.policy) {
+        let url = match self.client.parse_url(&endpoint.url) {
             Ok(u) => u,
             Err(e) => return WebhookAttempt::refused(format!("refused url: {e}")),
         };
@@ -82,7 +70,7 @@ impl WebhookSender {
         let started = Instant::now();
         let result = self
             .client
-            .post(url.as_url().clone())
+            .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("webhook-id", msg_id)
             .header("webhook-timestamp", timestamp.to_string())
@@ -149,17 +137,6 @@ impl WebhookSender {
             permanent: false,
         }
     }
-}
-
-fn refused_name(e: &reqwest::Error) -> Option<&RefusedName> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(r) = err.downcast_ref::<RefusedName>() {
-            return Some(r);
-        }
-        source = err.source();
-    }
-    None
 }
 
 fn millis(d: Duration) -> i32 {

@@ -2,4 +2,5 @@
 
 pub mod deliver;
 pub mod sign;
-pub mod ssrf;
+/// The SSRF policy lives in `folio-webhook`, shared with the edge's webhook subscriptions.
+pub use folio_webhook::ssrf;
