@@ -40,6 +40,12 @@ scripts/notifier-test-deps.sh >/dev/null
 step "buf lint"
 scripts/buf.sh lint
 
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (workspace, every target, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 step "cargo test (workspace, built once)"
 cargo test --workspace --locked --no-fail-fast
 

@@ -70,6 +70,9 @@ struct Claims {
 /// Shortest HS256 secret a service starts with.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// The built-in secret: public (it is in this file), for a local cluster only.
+pub const DEVELOPMENT_SECRET: &str = "folio-local-development-secret-change-me";
+
 /// The token secret, flattened into the configuration of every service that issues or checks
 /// bearer tokens, so the flag, its default and its length rule are the same everywhere.
 #[derive(Debug, Clone, clap::Args)]
@@ -78,7 +81,7 @@ pub struct JwtArgs {
     #[arg(
         long = "jwt-secret",
         env = "FOLIO_JWT_SECRET",
-        default_value = "folio-local-development-secret-change-me",
+        default_value = DEVELOPMENT_SECRET,
         hide_env_values = true
     )]
     pub jwt_secret: String,

@@ -200,12 +200,11 @@ pub async fn drop_slot(pool: &sqlx::PgPool, slot: &str) {
                 .bind(slot)
                 .execute(pool)
                 .await;
-        let left: Option<i64> =
-            sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1")
-                .bind(slot)
-                .fetch_one(pool)
-                .await
-                .ok();
+        let left: Option<i64> = sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1")
+            .bind(slot)
+            .fetch_one(pool)
+            .await
+            .ok();
         if dropped.is_ok() && left == Some(0) {
             return;
         }

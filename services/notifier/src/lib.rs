@@ -64,7 +64,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 /// Validates the configuration and binds the HTTP and admin listeners (port 0 in tests).
 pub async fn bind(config: Config) -> Result<Bound, Error> {
     config.validate()?;
-    let bind = |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source }) };
+    let bind =
+        |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source }) };
     let http = bind(config.http_addr).await?;
     let admin = bind(config.common.admin_addr).await?;
     Ok(Bound { config, http, admin, readiness: Readiness::default() })

@@ -280,13 +280,13 @@ impl World {
         sandbox
             .js
             .create_stream(jetstream::stream::Config {
-            name: stream.clone(),
-            subjects: vec![sandbox.subjects().changes_filter()],
-            duplicate_window: Duration::from_millis(500),
-            ..Default::default()
-        })
-        .await
-        .context("create the test stream")?;
+                name: stream.clone(),
+                subjects: vec![sandbox.subjects().changes_filter()],
+                duplicate_window: Duration::from_millis(500),
+                ..Default::default()
+            })
+            .await
+            .context("create the test stream")?;
         let pool = &sandbox.db.pool;
         let agency = tenancy::create_agency(pool, "Acme Studio", "#1f4e79").await?;
         let person = |name: &str| Person { id: UserId::new(), email: format!("{name}.{suffix}@agency.test") };

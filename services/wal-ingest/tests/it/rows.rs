@@ -200,7 +200,11 @@ async fn tables_added_to_the_publication_later_flow_without_a_restart() {
         );
         let event = last.event();
         assert_eq!((event.schema.as_str(), event.table.as_str()), ("Sales EU", "Odd.Name"));
-        assert_eq!(messages[0].subject, h.subjects().row("public", "agencies", Some(&agency.to_string())), "agencies: tenant = id");
+        assert_eq!(
+            messages[0].subject,
+            h.subjects().row("public", "agencies", Some(&agency.to_string())),
+            "agencies: tenant = id"
+        );
         ingester.stop().await.expect("ingester stops");
     })
     .await;
