@@ -442,8 +442,9 @@ mod tests {
         };
         a.change(update, &mut out).unwrap();
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].subject, "folio.changes.notes.A");
-        assert_eq!(out[1].subject, "folio.changes.notes.B");
+        let subjects = Subjects::new("folio");
+        assert_eq!(out[0].subject, subjects.row("public", "notes", Some("A")));
+        assert_eq!(out[1].subject, subjects.row("public", "notes", Some("B")));
         assert_eq!(out[0].key.to_string(), "0000000000000100:0");
         assert_eq!(out[1].key.to_string(), "0000000000000100:0.1");
         let Body::Change(ev) = &out[1].body else { panic!() };
@@ -485,7 +486,7 @@ mod tests {
         a.change(PgOutput::Insert { relation: 7, new: vec![t("2"), t("A"), t("y"), Cell::Null] }, &mut out).unwrap();
         let keys: Vec<String> = out.iter().map(|o| o.key.to_string()).collect();
         assert_eq!(keys, ["0000000000000100:0", "0000000000000200:0.s0", "0000000000000200:0"]);
-        assert_eq!(out[1].subject, "folio.changes.notes._all");
+        assert_eq!(out[1].subject, Subjects::new("folio").table_wide("public", "notes"));
     }
 
     #[test]
@@ -513,8 +514,8 @@ mod tests {
         assert_eq!(
             markers,
             [
-                ("0000000000000200:3.e0".to_owned(), "folio.changes.notes._txn".to_owned()),
-                ("0000000000000200:3.e1".to_owned(), "folio.changes.tags._txn".to_owned()),
+                ("0000000000000200:3.e0".to_owned(), Subjects::new("folio").transaction_ends("public", "notes")),
+                ("0000000000000200:3.e1".to_owned(), Subjects::new("folio").transaction_ends("public", "tags")),
             ]
         );
         let Body::Change(end) = &out[1].body else { panic!() };

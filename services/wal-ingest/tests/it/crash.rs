@@ -123,7 +123,7 @@ async fn last_msg_id(h: &Harness) -> Option<String> {
     let mut stream = h.js.get_stream(h.changes_stream()).await.ok()?;
     let last = stream.info().await.ok()?.state.last_sequence;
     let msg = stream.get_raw_message(last).await.ok()?;
-    Some(msg.headers.get("Nats-Msg-Id")?.as_str().to_owned())
+    Some(msg.headers.get(folio_bus::headers::MSG_ID)?.as_str().to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,7 +144,7 @@ async fn a_stream_cut_between_two_markers_gets_only_the_missing_one() {
                     assert_eq!((&replayed.msg_id, &replayed.payload), (&original.msg_id, &original.payload));
                 }
                 assert_eq!(
-                    after[3].headers.get("Nats-Expected-Last-Msg-Id").map(|v| v.as_str()),
+                    after[3].headers.get(folio_bus::headers::EXPECTED_LAST_MSG_ID).map(|v| v.as_str()),
                     Some(whole[2].msg_id.as_str())
                 );
                 second.stop().await.expect("ingester stops");

@@ -156,7 +156,8 @@ impl Harness {
             let mut out = Vec::new();
             for seq in info.state.first_sequence..=info.state.last_sequence {
                 let Ok(msg) = s.get_raw_message(seq).await else { continue };
-                let msg_id = msg.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default();
+                let msg_id =
+                    msg.headers.get(folio_bus::headers::MSG_ID).map(|v| v.as_str().to_owned()).unwrap_or_default();
                 let key = MsgKey::parse(&msg_id).unwrap_or_else(|| panic!("message id {msg_id:?} parses"));
                 out.push(Stored {
                     subject: msg.subject.to_string(),
@@ -179,7 +180,7 @@ impl Harness {
                 .expect("stream ended")
                 .expect("message");
             let headers = msg.headers.clone().unwrap_or_default();
-            let msg_id = headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default();
+            let msg_id = headers.get(folio_bus::headers::MSG_ID).map(|v| v.as_str().to_owned()).unwrap_or_default();
             let key = MsgKey::parse(&msg_id).unwrap_or_else(|| panic!("message id {msg_id:?} parses"));
             let stored_at = system_time(msg.info().expect("a JetStream message").published.unix_timestamp_nanos());
             out.push(Stored {

@@ -97,11 +97,19 @@ async fn every_table_of_a_multi_table_transaction_gets_a_marker_after_its_last_c
         for (i, m) in messages.iter().enumerate() {
             let e = m.event();
             let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned());
-            assert_eq!(header("Nats-Msg-Id"), Some(m.msg_id.clone()));
-            assert_eq!(header("Nats-Expected-Last-Msg-Id"), i.checked_sub(1).map(|p| messages[p].msg_id.clone()));
-            assert_eq!(header("Folio-Commit-Lsn"), Some(m.key.commit_lsn.to_string()));
-            assert_eq!(header("Folio-Xid"), Some(e.xid.to_string()));
-            assert_eq!(header("Folio-Last-In-Transaction").is_some(), e.last_in_transaction, "{}", m.msg_id);
+            assert_eq!(header(folio_bus::headers::MSG_ID), Some(m.msg_id.clone()));
+            assert_eq!(
+                header(folio_bus::headers::EXPECTED_LAST_MSG_ID),
+                i.checked_sub(1).map(|p| messages[p].msg_id.clone())
+            );
+            assert_eq!(header(folio_bus::headers::COMMIT_LSN), Some(m.key.commit_lsn.to_string()));
+            assert_eq!(header(folio_bus::headers::XID), Some(e.xid.to_string()));
+            assert_eq!(
+                header(folio_bus::headers::LAST_IN_TRANSACTION).is_some(),
+                e.last_in_transaction,
+                "{}",
+                m.msg_id
+            );
             assert_eq!(e.commit_end_lsn > e.commit_lsn, e.last_in_transaction, "commit_end_lsn of {}", m.msg_id);
             if e.operation == end {
                 assert!(e.new_row.is_empty() && e.old_row.is_empty() && e.primary_key.is_empty());

@@ -52,7 +52,11 @@ async fn rows_of_two_tables_and_jobs_arrive_in_commit_order_with_positions() {
         tx.rollback().await.unwrap();
 
         // A non-transactional message is not a job either.
-        sqlx::query("SELECT pg_logical_emit_message(false, 'folio.jobs.pdf', 'loose')").execute(pool).await.unwrap();
+        sqlx::query("SELECT pg_logical_emit_message(false, $1, 'loose')")
+            .bind(folio_bus::subjects::job_message_prefix("pdf"))
+            .execute(pool)
+            .await
+            .unwrap();
 
         let changes = h.read_at_least(&h.changes_stream(), 6).await;
         let jobs = h.read_at_least(&h.jobs_stream(), 3).await;
@@ -104,7 +108,7 @@ async fn rows_of_two_tables_and_jobs_arrive_in_commit_order_with_positions() {
                     m.payload.to_vec(),
                     m.key.commit_lsn.0,
                     m.key.position,
-                    m.headers.get("Folio-Last-In-Transaction").is_some(),
+                    m.headers.get(folio_bus::headers::LAST_IN_TRANSACTION).is_some(),
                 )
             })
             .collect();
@@ -121,7 +125,7 @@ async fn rows_of_two_tables_and_jobs_arrive_in_commit_order_with_positions() {
         assert_eq!(parts, [c, c, c, Part::End(0), Part::End(1), c, c, c, c]);
         for m in changes.iter().chain(&jobs) {
             assert_eq!(
-                m.headers.get("Folio-Commit-Lsn").map(|v| v.as_str().to_owned()),
+                m.headers.get(folio_bus::headers::COMMIT_LSN).map(|v| v.as_str().to_owned()),
                 Some(m.key.commit_lsn.to_string())
             );
         }
