@@ -22,9 +22,9 @@ use folio_proto::{
     events::v1::{ChangeEvent, ColumnValue, Operation, column_value},
     prost::Message,
 };
+use folio_bus::StreamSeq;
+use folio_live::{Follower, Reconnects, direct_get_batch};
 use tokio_util::sync::CancellationToken;
-
-use crate::follow::{Follower, Reconnects};
 
 use super::{
     Streams, StreamsConfig,
@@ -32,10 +32,8 @@ use super::{
     headers::{self as h, value},
     hub::{Hub, Watch},
     offset::{Offset, next_cursor},
-    read::{Live, start_position, unix_now},
-    routes::parse_read_query,
+    query::{Live, parse_read_query, start_position},
     sse,
-    store::direct_get_batch,
 };
 
 /// Most change events one response looks at, so a proposal with little activity in a long
@@ -131,9 +129,9 @@ impl Activity {
             .map_err(|e| StorageError::new("open the change event stream", e).into())
     }
 
-    async fn tail(&self, stream: &jetstream::stream::Stream<()>) -> Result<u64> {
+    async fn tail(&self, stream: &jetstream::stream::Stream<()>) -> Result<StreamSeq> {
         let info = stream.get_info().await.map_err(|e| StorageError::new("read the change event stream's state", e))?;
-        Ok(info.state.last_sequence)
+        Ok(StreamSeq::new(info.state.last_sequence))
     }
 
     /// Events of `proposal` after `after`, up to `tail`; returns them with the position reached.
@@ -141,16 +139,17 @@ impl Activity {
         &self,
         subject: &str,
         proposal: ProposalId,
-        after: u64,
-        tail: u64,
-    ) -> Result<(Vec<serde_json::Value>, u64)> {
+        after: StreamSeq,
+        tail: StreamSeq,
+    ) -> Result<(Vec<serde_json::Value>, StreamSeq)> {
         let mut events = Vec::new();
         let mut cursor = after;
         let mut scanned = 0;
         'scan: while cursor < tail && scanned < MAX_SCAN && events.len() < MAX_EVENTS {
             let batch =
-                direct_get_batch(&self.nats, &self.stream_name, subject, cursor + 1, SCAN_BATCH, 4 * 1024 * 1024)
-                    .await?;
+                direct_get_batch(&self.nats, &self.stream_name, subject, cursor.next(), SCAN_BATCH, 4 * 1024 * 1024)
+                    .await
+                    .map_err(|e| StorageError::new("read change events", e))?;
             if batch.is_empty() {
                 break;
             }
@@ -163,7 +162,7 @@ impl Activity {
                 match ChangeEvent::decode(payload.as_ref()) {
                     Ok(event) if concerns(&event, proposal) => events.push(event_json(&event, seq)),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(seq, "skipping undecodable change event: {e}"),
+                    Err(e) => tracing::warn!(%seq, "skipping undecodable change event: {e}"),
                 }
             }
         }
@@ -220,7 +219,7 @@ impl Streams {
         if query.live == Live::Sse {
             return Ok(self.activity_sse(stream, subject, proposal, after, wake, query.cursor));
         }
-        headers.insert(h::STREAM_CURSOR, value(next_cursor(unix_now(), query.cursor.as_deref())));
+        headers.insert(h::STREAM_CURSOR, value(next_cursor(query.cursor.as_deref())));
         let deadline = tokio::time::Instant::now() + self.config.long_poll_timeout;
         let mut position = after;
         loop {
@@ -254,7 +253,7 @@ impl Streams {
         stream: jetstream::stream::Stream<()>,
         subject: String,
         proposal: ProposalId,
-        after: u64,
+        after: StreamSeq,
         wake: Watch,
         cursor: Option<String>,
     ) -> Response {
@@ -263,8 +262,8 @@ impl Streams {
             stream: jetstream::stream::Stream<()>,
             subject: String,
             proposal: ProposalId,
-            after: u64,
-            announced: Option<u64>,
+            after: StreamSeq,
+            announced: Option<StreamSeq>,
             wake: Watch,
             cursor: Option<String>,
             deadline: tokio::time::Instant,
@@ -330,7 +329,12 @@ impl Streams {
     }
 }
 
-fn events_response(mut headers: HeaderMap, events: Vec<serde_json::Value>, next: u64, up_to_date: bool) -> Response {
+fn events_response(
+    mut headers: HeaderMap,
+    events: Vec<serde_json::Value>,
+    next: StreamSeq,
+    up_to_date: bool,
+) -> Response {
     headers.insert(h::STREAM_NEXT_OFFSET, value(Offset::at_seq(next)));
     if up_to_date {
         headers.insert(h::STREAM_UP_TO_DATE, HeaderValue::from_static("true"));
@@ -363,7 +367,7 @@ fn row_json(columns: &[ColumnValue]) -> serde_json::Value {
     serde_json::Value::Object(row)
 }
 
-fn event_json(e: &ChangeEvent, seq: u64) -> serde_json::Value {
+fn event_json(e: &ChangeEvent, seq: StreamSeq) -> serde_json::Value {
     let operation = match Operation::try_from(e.operation).unwrap_or(Operation::Unspecified) {
         Operation::Insert => "insert",
         Operation::Update => "update",

@@ -7,6 +7,8 @@ use axum::{
 };
 use bytes::Bytes;
 
+use folio_bus::StreamSeq;
+
 use super::{
     Streams,
     error::{Result, StreamError},
@@ -178,7 +180,7 @@ fn producer_headers(p: Option<&ProducerTuple>) -> NatsHeaders {
     headers
 }
 
-fn response(status: StatusCode, tail: u64, closed: bool, producer: Option<(u64, u64)>) -> Response {
+fn response(status: StatusCode, tail: StreamSeq, closed: bool, producer: Option<(u64, u64)>) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(h::STREAM_NEXT_OFFSET, value(Offset::at_seq(tail)));
     if closed {

@@ -7,6 +7,8 @@ use axum::{
 };
 use bytes::Bytes;
 
+use folio_bus::StreamSeq;
+
 use super::{
     Streams,
     error::{Result, StreamError},
@@ -179,10 +181,10 @@ impl Streams {
                 .store
                 .view(&src.meta)
                 .into_iter()
-                .map(|s| Segment { upto: s.upto.min(fork_at), subject: s.subject })
+                .map(|s| Segment { upto: s.upto.min(fork_at.get()), subject: s.subject })
                 .filter(|s| s.upto > 0)
                 .collect();
-            meta.base_seq = fork_at;
+            meta.base_seq = fork_at.get();
             meta.forked_from = Some(source_path.clone());
             if meta.ttl_secs.is_none() && meta.expires_at_ms.is_none() {
                 meta.ttl_secs = src.meta.ttl_secs;
@@ -207,7 +209,7 @@ impl Streams {
             self.add_fork_reference(src).await?;
         }
         let subject = self.store.data_subject(&meta.incarnation);
-        let mut tail = meta.base_seq;
+        let mut tail = meta.base();
         for payload in [prefix, initial].into_iter().flatten() {
             tail = self.store.append(subject.clone(), NatsHeaders::new(), payload).await?;
         }
@@ -234,15 +236,15 @@ impl Streams {
     }
 
     /// The first `n` bytes (or JSON values) of the source's first message after `fork_at`.
-    async fn fork_prefix(&self, source: &StreamMeta, fork_at: u64, n: u64) -> Result<Bytes> {
+    async fn fork_prefix(&self, source: &StreamMeta, fork_at: StreamSeq, n: u64) -> Result<Bytes> {
         let tail = self.store.tail(source).await?;
         let mut found = None;
         for segment in self.store.view(source) {
-            if fork_at >= segment.upto.min(tail) {
+            if fork_at >= segment.end().min(tail) {
                 continue;
             }
-            if let Some(msg) = self.store.next(&segment.subject, fork_at + 1).await?
-                && msg.sequence <= segment.upto.min(tail)
+            if let Some(msg) = self.store.next(&segment.subject, fork_at.next()).await?
+                && StreamSeq::new(msg.sequence) <= segment.end().min(tail)
             {
                 found = Some(msg.payload);
                 break;
@@ -262,7 +264,7 @@ impl Streams {
     }
 }
 
-fn created_response(meta: &StreamMeta, tail: u64, status: StatusCode, location: Option<String>) -> Response {
+fn created_response(meta: &StreamMeta, tail: StreamSeq, status: StatusCode, location: Option<String>) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, value(&meta.content_type));
     headers.insert(h::STREAM_NEXT_OFFSET, value(Offset::at_seq(tail)));

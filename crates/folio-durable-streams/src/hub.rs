@@ -5,25 +5,27 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
 };
 
+use folio_bus::StreamSeq;
 use futures::StreamExt;
+use parking_lot::Mutex;
 use tokio::sync::{OnceCell, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    chunk::Chunk,
     meta::{StreamMeta, now_ms},
-    read::Chunk,
     store::Store,
 };
 
 /// A stream's metadata and tail as one wake-up found them, shared by every reader woken by it.
 pub struct LiveSnapshot {
     pub meta: StreamMeta,
-    pub tail: u64,
+    pub tail: StreamSeq,
 }
 
 type Shared<T> = Arc<OnceCell<Arc<T>>>;
@@ -35,7 +37,7 @@ type Shared<T> = Arc<OnceCell<Arc<T>>>;
 struct SharedReads {
     version: u64,
     snapshot: Shared<LiveSnapshot>,
-    pages: HashMap<u64, Shared<Chunk>>,
+    pages: HashMap<StreamSeq, Shared<Chunk>>,
 }
 
 #[derive(Default)]
@@ -60,13 +62,13 @@ struct Access {
 impl Hub {
     /// Subscribe before reading state, so a change between the read and the wait is not lost.
     pub fn watch(self: &Arc<Self>, path_hash: &str) -> Watch {
-        let mut map = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.watchers.lock();
         let rx = map.entry(path_hash.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe();
         Watch { rx, hub: Arc::clone(self), key: path_hash.to_owned() }
     }
 
     pub fn wake(&self, path_hash: &str) {
-        let mut map = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.watchers.lock();
         if let Some(tx) = map.get(path_hash) {
             if tx.receiver_count() == 0 {
                 map.remove(path_hash);
@@ -77,7 +79,7 @@ impl Hub {
     }
 
     pub fn wake_all(&self) {
-        let mut map = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.watchers.lock();
         map.retain(|_, tx| tx.receiver_count() > 0);
         for tx in map.values() {
             tx.send_replace(self.versions.fetch_add(1, Ordering::Relaxed) + 1);
@@ -85,7 +87,7 @@ impl Hub {
     }
 
     fn shared_reads<T>(&self, key: &str, version: u64, pick: impl FnOnce(&mut SharedReads) -> T) -> T {
-        let mut map = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.shared.lock();
         let entry = map.entry(key.to_owned()).or_default();
         if entry.version != version {
             *entry = SharedReads { version, ..Default::default() };
@@ -99,14 +101,14 @@ impl Hub {
     }
 
     /// The once-per-wake-up page cell of `key` at notice `version`, starting after `after`.
-    pub fn page_cell(&self, key: &str, version: u64, after: u64) -> Shared<Chunk> {
+    pub fn page_cell(&self, key: &str, version: u64, after: StreamSeq) -> Shared<Chunk> {
         self.shared_reads(key, version, |e| e.pages.entry(after).or_default().clone())
     }
 
     /// Serializes writes to one stream on this edge (validate-then-append must not interleave).
     pub async fn write_lock(&self, path: &str) -> WriteGuard<'_> {
         let lock = {
-            let mut map = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = self.writers.lock();
             map.entry(path.to_owned()).or_default().clone()
         };
         let guard = lock.clone().lock_owned().await;
@@ -118,21 +120,21 @@ impl Hub {
         if meta.ttl_secs.is_none() {
             return;
         }
-        let mut map = self.access.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.access.lock();
         map.insert(meta.incarnation.clone(), Access { path: meta.path.clone(), at_ms: now_ms(), flushed: false });
     }
 
     pub fn last_access(&self, incarnation: &str) -> i64 {
-        let map = self.access.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.access.lock();
         map.get(incarnation).map(|a| a.at_ms).unwrap_or(0)
     }
 
     pub fn forget(&self, incarnation: &str) {
-        self.access.lock().unwrap_or_else(|e| e.into_inner()).remove(incarnation);
+        self.access.lock().remove(incarnation);
     }
 
     fn take_unflushed(&self) -> Vec<(String, String, i64)> {
-        let mut map = self.access.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.access.lock();
         let now = now_ms();
         // Flushed entries idle for 10 minutes are dropped: the persisted clock is exact for them.
         map.retain(|_, a| !(a.flushed && now - a.at_ms > 600_000));
@@ -167,11 +169,11 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let mut map = self.hub.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.hub.watchers.lock();
         // Our own receiver is still alive here, hence 1.
         if map.get(&self.key).is_some_and(|tx| tx.receiver_count() <= 1) {
             map.remove(&self.key);
-            self.hub.shared.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+            self.hub.shared.lock().remove(&self.key);
         }
     }
 }
@@ -185,7 +187,7 @@ pub struct WriteGuard<'a> {
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
-        let mut map = self.hub.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.hub.writers.lock();
         // Two references: the map's and ours (the owned guard holds a third while alive).
         if Arc::strong_count(&self.lock) <= 3 {
             map.remove(&self.path);
@@ -199,7 +201,7 @@ impl Drop for WriteGuard<'_> {
 pub async fn run_notice_listener(
     store: Store,
     hub: Arc<Hub>,
-    mut reconnects: crate::follow::Reconnects,
+    mut reconnects: folio_live::Reconnects,
     shutdown: CancellationToken,
 ) {
     let mut sub = match store.nats().subscribe(store.notify_wildcard()).await {

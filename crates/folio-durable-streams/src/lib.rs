@@ -2,13 +2,18 @@
 //!
 //! Request path: `routes` dispatches by method to `create`, `append`, `read` (catch-up and
 //! long-poll) or `sse`; each loads the stream's metadata through `lifecycle` (which applies
-//! expiry lazily) and reads or writes messages through `store`. `hub` wakes live readers.
-//! `subscriptions` serves the reserved `__ds/` APIs; `activity` serves the read-only
-//! proposal activity streams from wal-ingest's change events.
+//! expiry lazily) and reads or writes messages through `store`. `query` parses a read's query
+//! string, `chunk` is one page of messages, `hub` wakes live readers. `subscriptions` serves
+//! the reserved `__ds/` APIs; `activity` serves Folio's read-only proposal activity streams
+//! from wal-ingest's change events.
+//!
+//! Module dependencies point one way: `routes` → `activity`, `subscriptions`, `read`, `sse`
+//! → `hub`, `query`, `chunk` → `store`, `meta`, `offset`, `error`.
 
 pub mod activity;
 mod append;
 mod body;
+mod chunk;
 mod create;
 pub mod error;
 mod headers;
@@ -18,6 +23,7 @@ mod lifecycle;
 pub mod meta;
 pub mod offset;
 mod producer;
+mod query;
 mod read;
 mod routes;
 mod sse;
@@ -132,7 +138,7 @@ impl Streams {
         nats: async_nats::Client,
         config: StreamsConfig,
         bus: &folio_bus::BusArgs,
-        reconnects: crate::follow::Reconnects,
+        reconnects: folio_live::Reconnects,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StorageError> {
         let store = store::Store::open(nats.clone(), &config.prefix).await?;

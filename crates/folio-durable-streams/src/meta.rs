@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use folio_bus::StreamSeq;
 use serde::{Deserialize, Serialize};
 
 /// `(Producer-Id, Producer-Epoch, Producer-Seq)` of one request.
@@ -25,6 +26,13 @@ pub struct ProducerState {
 pub struct Segment {
     pub subject: String,
     pub upto: u64,
+}
+
+impl Segment {
+    /// The last sequence readers of the fork see in this segment.
+    pub fn end(&self) -> StreamSeq {
+        StreamSeq::new(self.upto)
+    }
 }
 
 /// The create request as given, kept to decide whether a repeated PUT is the same create.
@@ -70,6 +78,11 @@ pub struct StreamMeta {
 }
 
 impl StreamMeta {
+    /// The fork point: the sequence a fork's readers start after (zero for other streams).
+    pub fn base(&self) -> StreamSeq {
+        StreamSeq::new(self.base_seq)
+    }
+
     pub fn is_json(&self) -> bool {
         self.spec.media_type == "application/json"
     }

@@ -6,13 +6,16 @@
 //! never reused, so an offset stays meaningful across edges, restarts, deletes and re-creates.
 //! `epoch` is always 0 today; it exists because the protocol's de facto format has two fields.
 
-use std::fmt;
+use std::{fmt, time::Duration};
+
+use folio_bus::StreamSeq;
+use folio_live::CursorScale;
 
 /// A position in a stream: after the message with JetStream sequence `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Offset {
     epoch: u64,
-    seq: u64,
+    seq: StreamSeq,
 }
 
 /// What a reader asked for in `?offset=`.
@@ -30,15 +33,15 @@ pub enum OffsetQuery {
 pub struct OffsetParseError;
 
 impl Offset {
-    pub const ZERO: Offset = Offset { epoch: 0, seq: 0 };
+    pub const ZERO: Offset = Offset { epoch: 0, seq: StreamSeq::ZERO };
 
-    pub fn at_seq(seq: u64) -> Self {
+    pub fn at_seq(seq: StreamSeq) -> Self {
         Offset { epoch: 0, seq }
     }
 
     /// The JetStream sequence readers continue after; `None` when the offset lies beyond
     /// anything this server can have minted (a foreign epoch).
-    pub fn seq(self) -> Option<u64> {
+    pub fn seq(self) -> Option<StreamSeq> {
         (self.epoch == 0).then_some(self.seq)
     }
 
@@ -48,13 +51,14 @@ impl Offset {
         if !digits(a) || !digits(b) {
             return Err(OffsetParseError);
         }
-        Ok(Offset { epoch: a.parse().map_err(|_| OffsetParseError)?, seq: b.parse().map_err(|_| OffsetParseError)? })
+        let seq = StreamSeq::new(b.parse().map_err(|_| OffsetParseError)?);
+        Ok(Offset { epoch: a.parse().map_err(|_| OffsetParseError)?, seq })
     }
 }
 
 impl fmt::Display for Offset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016}_{:016}", self.epoch, self.seq)
+        write!(f, "{:016}_{:016}", self.epoch, self.seq.get())
     }
 }
 
@@ -68,22 +72,20 @@ impl OffsetQuery {
     }
 }
 
-/// Seconds in one cursor interval (the protocol's 20 s buckets since 2024-10-09T00:00:00Z).
-const CURSOR_INTERVAL_SECS: u64 = 20;
-const CURSOR_EPOCH_UNIX: u64 = 1_728_432_000;
+impl From<StreamSeq> for Offset {
+    fn from(seq: StreamSeq) -> Self {
+        Offset::at_seq(seq)
+    }
+}
+
+/// The protocol's cursor interval: 20 s buckets since 2024-10-09T00:00:00Z.
+const CURSOR_INTERVAL: Duration = Duration::from_secs(20);
 
 /// The `Stream-Cursor` to return. CDNs key long-poll responses on the cursor, so a client that
-/// echoes a cursor at or ahead of the current interval must get a strictly larger one; the jitter
-/// spreads those clients out instead of having them all collapse onto the next interval.
-pub fn next_cursor(now_unix: u64, client_cursor: Option<&str>) -> String {
-    let current = now_unix.saturating_sub(CURSOR_EPOCH_UNIX) / CURSOR_INTERVAL_SECS;
-    match client_cursor.and_then(|c| c.parse::<u64>().ok()) {
-        Some(echoed) if echoed >= current => {
-            let jitter_secs: u64 = rand::random_range(1..=3600);
-            (echoed + jitter_secs.div_ceil(CURSOR_INTERVAL_SECS).max(1)).to_string()
-        }
-        _ => current.to_string(),
-    }
+/// echoes a cursor at or ahead of the current interval must get a strictly larger one (with
+/// jitter; see [`folio_live::next_cursor`], shared with the shape API).
+pub fn next_cursor(client_cursor: Option<&str>) -> String {
+    folio_live::next_cursor(folio_live::cursor::unix_now(), CURSOR_INTERVAL, CursorScale::Intervals, client_cursor)
 }
 
 #[cfg(test)]
@@ -93,8 +95,9 @@ mod tests {
     #[test]
     fn formats_fixed_width_so_string_order_is_numeric_order() {
         assert_eq!(Offset::ZERO.to_string(), "0000000000000000_0000000000000000");
-        assert!(Offset::at_seq(9).to_string() < Offset::at_seq(10).to_string());
-        assert_eq!(Offset::parse(&Offset::at_seq(42).to_string()), Ok(Offset::at_seq(42)));
+        let at = |n| Offset::at_seq(StreamSeq::new(n));
+        assert!(at(9).to_string() < at(10).to_string());
+        assert_eq!(Offset::parse(&at(42).to_string()), Ok(at(42)));
     }
 
     #[test]
@@ -105,14 +108,5 @@ mod tests {
         assert_eq!(OffsetQuery::parse("-1"), Ok(OffsetQuery::Start));
         assert_eq!(OffsetQuery::parse("now"), Ok(OffsetQuery::Now));
         assert!(Offset::parse("9999999999999999_9999999999999999").unwrap().seq().is_none());
-    }
-
-    #[test]
-    fn echoed_cursor_always_moves_forward() {
-        let now = CURSOR_EPOCH_UNIX + 10_000;
-        let current: u64 = next_cursor(now, None).parse().unwrap();
-        let next: u64 = next_cursor(now, Some(&current.to_string())).parse().unwrap();
-        assert!(next > current);
-        assert_eq!(next_cursor(now, Some("1")), current.to_string());
     }
 }

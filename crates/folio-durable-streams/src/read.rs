@@ -1,25 +1,23 @@
 //! GET: catch-up reads and long-poll, plus the paging primitive SSE shares.
 
-use std::{
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::sync::Arc;
 
 use axum::{
     body::Body,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use bytes::Bytes;
+use folio_bus::StreamSeq;
 
 use super::{
     Streams,
     error::{Result, StreamError},
     headers::{self as h, value},
+    chunk::Chunk,
     hub::LiveSnapshot,
-    json,
     meta::StreamMeta,
-    offset::{Offset, OffsetQuery, next_cursor},
+    offset::{Offset, next_cursor},
+    query::{Live, ReadQuery, start_position},
     store::path_hash,
 };
 
@@ -28,53 +26,20 @@ const BATCH_MESSAGES: usize = 256;
 /// Byte budget of a batch request when the page is nearly full (a message can be this large).
 const MIN_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
-/// Live mode asked for with `?live=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Live {
-    No,
-    LongPoll,
-    Sse,
-}
-
-#[derive(Debug, Clone)]
-pub struct ReadQuery {
-    pub offset: Option<OffsetQuery>,
-    pub live: Live,
-    pub cursor: Option<String>,
-}
-
-/// Messages of one page with the position after them.
-pub struct Chunk {
-    pub payloads: Vec<Bytes>,
-    /// Sequence after the last message returned (the tail when up to date).
-    pub next: u64,
-    pub up_to_date: bool,
-}
-
-impl Chunk {
-    pub fn body(&self, meta: &StreamMeta) -> Vec<u8> {
-        if meta.is_json() { json::array_of(self.payloads.iter().map(|b| b.as_ref())) } else { self.payloads.concat() }
-    }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 impl Streams {
     /// Reads messages after `after` up to `tail`, stopping at the page size, so memory per
     /// reader is bounded by about one page.
-    pub async fn read_chunk(&self, meta: &StreamMeta, after: u64, tail: u64) -> Result<Chunk> {
+    pub async fn read_chunk(&self, meta: &StreamMeta, after: StreamSeq, tail: StreamSeq) -> Result<Chunk> {
         let mut payloads = Vec::new();
         let mut bytes = 0usize;
         let mut cursor = after;
         let mut full = false;
         'segments: for segment in self.store.view(meta) {
-            let bound = segment.upto.min(tail);
+            let bound = segment.end().min(tail);
             while cursor < bound {
                 // Ask for what is left of the page budget, but never less than one message.
                 let budget = (self.config.max_read_bytes.saturating_sub(bytes)).max(MIN_BATCH_BYTES);
-                let batch = self.store.batch(&segment.subject, cursor + 1, BATCH_MESSAGES, budget).await?;
+                let batch = self.store.batch(&segment.subject, cursor.next(), BATCH_MESSAGES, budget).await?;
                 if batch.is_empty() {
                     break;
                 }
@@ -117,7 +82,7 @@ impl Streams {
         key: &str,
         woken: Option<u64>,
         snapshot: &LiveSnapshot,
-        after: u64,
+        after: StreamSeq,
     ) -> Result<Arc<Chunk>> {
         let fetch = || async { self.read_chunk(&snapshot.meta, after, snapshot.tail).await.map(Arc::new) };
         match woken {
@@ -191,7 +156,7 @@ impl Streams {
     fn data_response(
         &self,
         meta: &StreamMeta,
-        after: u64,
+        after: StreamSeq,
         chunk: &Chunk,
         cursor: Option<Option<&str>>,
         req: &HeaderMap,
@@ -216,7 +181,7 @@ impl Streams {
         if let Some(client_cursor) = cursor
             && !closed_here
         {
-            headers.insert(h::STREAM_CURSOR, value(next_cursor(unix_now(), client_cursor)));
+            headers.insert(h::STREAM_CURSOR, value(next_cursor(client_cursor)));
         }
         // Pages behind the tail never change, so shared caches may keep them; the tail moves.
         let cache = if chunk.up_to_date { "no-cache" } else { "public, max-age=60, stale-while-revalidate=300" };
@@ -233,23 +198,13 @@ impl Streams {
     }
 }
 
-/// Where a read starts, and whether it asked for the tail (`offset=now`).
-pub fn start_position(offset: Option<OffsetQuery>, tail: u64) -> (u64, bool) {
-    match offset {
-        None | Some(OffsetQuery::Start) => (0, false),
-        Some(OffsetQuery::Now) => (tail, true),
-        // A position this server cannot have minted (foreign epoch) reads as the tail.
-        Some(OffsetQuery::At(o)) => (o.seq().unwrap_or(tail), false),
-    }
-}
-
 pub fn base_headers(meta: &StreamMeta) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, value(&meta.content_type));
     headers
 }
 
-fn no_content(meta: &StreamMeta, tail: u64, cursor: Option<Option<&str>>) -> Response {
+fn no_content(meta: &StreamMeta, tail: StreamSeq, cursor: Option<Option<&str>>) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(h::STREAM_NEXT_OFFSET, value(Offset::at_seq(tail)));
     headers.insert(h::STREAM_UP_TO_DATE, HeaderValue::from_static("true"));
@@ -257,7 +212,7 @@ fn no_content(meta: &StreamMeta, tail: u64, cursor: Option<Option<&str>>) -> Res
     if meta.closed {
         headers.insert(h::STREAM_CLOSED, HeaderValue::from_static("true"));
     } else if let Some(client_cursor) = cursor {
-        headers.insert(h::STREAM_CURSOR, value(next_cursor(unix_now(), client_cursor)));
+        headers.insert(h::STREAM_CURSOR, value(next_cursor(client_cursor)));
     }
     (StatusCode::NO_CONTENT, headers).into_response()
 }

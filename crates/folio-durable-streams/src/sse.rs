@@ -14,6 +14,7 @@ use axum::{
 };
 use base64::Engine as _;
 use bytes::Bytes;
+use folio_bus::StreamSeq;
 
 use super::{
     Streams,
@@ -21,16 +22,18 @@ use super::{
     headers as h,
     hub::{LiveSnapshot, Watch},
     offset::{Offset, next_cursor},
-    read::{Chunk, LiveGauge, ReadQuery, start_position, unix_now},
+    chunk::Chunk,
+    query::{ReadQuery, start_position},
+    read::LiveGauge,
     store::path_hash,
 };
 
 struct Follow {
     streams: Arc<Streams>,
     path: String,
-    after: u64,
+    after: StreamSeq,
     /// Offset of the last control event sent, so an idle tail is announced once.
-    announced: Option<u64>,
+    announced: Option<StreamSeq>,
     cursor: Option<String>,
     changes: Watch,
     base64: bool,
@@ -175,19 +178,19 @@ impl Follow {
         }
     }
 
-    fn control(&self, next: u64, up_to_date: bool, closed: bool) -> String {
+    fn control(&self, next: StreamSeq, up_to_date: bool, closed: bool) -> String {
         control_json(next, self.cursor.as_deref(), up_to_date, closed)
     }
 }
 
 /// A control event's payload; the cursor is omitted once the stream is closed.
-pub fn control_json(next: u64, client_cursor: Option<&str>, up_to_date: bool, closed: bool) -> String {
+pub fn control_json(next: StreamSeq, client_cursor: Option<&str>, up_to_date: bool, closed: bool) -> String {
     let mut control = serde_json::Map::new();
     control.insert("streamNextOffset".into(), Offset::at_seq(next).to_string().into());
     if closed {
         control.insert("streamClosed".into(), true.into());
     } else {
-        control.insert("streamCursor".into(), next_cursor(unix_now(), client_cursor).into());
+        control.insert("streamCursor".into(), next_cursor(client_cursor).into());
     }
     if up_to_date {
         control.insert("upToDate".into(), true.into());

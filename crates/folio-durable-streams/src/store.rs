@@ -12,7 +12,8 @@ use async_nats::{
     jetstream::{self, kv, message::StreamMessage, stream},
 };
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use folio_bus::StreamSeq;
+use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -29,8 +30,6 @@ pub struct Store {
     prefix: String,
     data_name: String,
 }
-
-const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A stream's metadata with the KV revision it was read at.
 #[derive(Debug, Clone)]
@@ -132,7 +131,7 @@ impl Store {
     }
 
     /// Appends one message and waits for JetStream's acknowledgement; returns its sequence.
-    pub async fn append(&self, subject: String, headers: HeaderMap, payload: Bytes) -> R<u64> {
+    pub async fn append(&self, subject: String, headers: HeaderMap, payload: Bytes) -> R<StreamSeq> {
         let ack = self
             .js
             .publish_with_headers(subject, headers, payload)
@@ -140,12 +139,12 @@ impl Store {
             .map_err(|e| StorageError::new("publish to JetStream", e))?
             .await
             .map_err(|e| StorageError::new("get the JetStream acknowledgement", e))?;
-        Ok(ack.sequence)
+        Ok(StreamSeq::new(ack.sequence))
     }
 
-    pub async fn last_seq(&self, subject: &str) -> R<Option<u64>> {
+    pub async fn last_seq(&self, subject: &str) -> R<Option<StreamSeq>> {
         match self.data.direct_get_last_for_subject(subject).await {
-            Ok(m) => Ok(Some(m.sequence)),
+            Ok(m) => Ok(Some(StreamSeq::new(m.sequence))),
             Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageError::new("read the last message of a stream", e)),
         }
@@ -159,14 +158,23 @@ impl Store {
         }
     }
 
-    /// Up to `max_msgs` messages of `subject` with sequence >= `from` (see `direct_get_batch`).
-    pub async fn batch(&self, subject: &str, from: u64, max_msgs: usize, max_bytes: usize) -> R<Vec<(u64, Bytes)>> {
-        direct_get_batch(&self.nats, &self.data_name, subject, from, max_msgs, max_bytes).await
+    /// Up to `max_msgs` messages of `subject` from sequence `from` on (see
+    /// [`folio_live::direct_get_batch`]).
+    pub async fn batch(
+        &self,
+        subject: &str,
+        from: StreamSeq,
+        max_msgs: usize,
+        max_bytes: usize,
+    ) -> R<Vec<(StreamSeq, Bytes)>> {
+        folio_live::direct_get_batch(&self.nats, &self.data_name, subject, from, max_msgs, max_bytes)
+            .await
+            .map_err(|e| StorageError::new("read a batch", e))
     }
 
     /// The first message of `subject` with sequence >= `from`.
-    pub async fn next(&self, subject: &str, from: u64) -> R<Option<StreamMessage>> {
-        match self.data.direct_get_next_for_subject(subject, Some(from.max(1))).await {
+    pub async fn next(&self, subject: &str, from: StreamSeq) -> R<Option<StreamMessage>> {
+        match self.data.direct_get_next_for_subject(subject, Some(from.get().max(1))).await {
             Ok(m) => Ok(Some(m)),
             Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageError::new("read a stream message", e)),
@@ -186,9 +194,9 @@ impl Store {
     }
 
     /// Last sequence this stream's readers can see: its own last message, else its fork point.
-    pub async fn tail(&self, meta: &StreamMeta) -> R<u64> {
+    pub async fn tail(&self, meta: &StreamMeta) -> R<StreamSeq> {
         let own = self.last_seq(&self.data_subject(&meta.incarnation)).await?;
-        Ok(own.unwrap_or(0).max(meta.base_seq))
+        Ok(own.unwrap_or(StreamSeq::ZERO).max(StreamSeq::new(meta.base_seq)))
     }
 
     /// The data a reader of `meta` sees, oldest first.
@@ -197,58 +205,6 @@ impl Store {
         v.push(Segment { subject: self.data_subject(&meta.incarnation), upto: u64::MAX });
         v
     }
-}
-
-/// Up to `max_msgs` messages of `subject` (wildcards allowed) with sequence >= `from` from the
-/// stream `stream`, in one round trip: JetStream's batched direct get (NATS >= 2.11, needs
-/// `allow_direct`). The server stops early once it has sent about `max_bytes`, but always sends
-/// at least one message; an empty result means there is none.
-pub async fn direct_get_batch(
-    nats: &async_nats::Client,
-    stream: &str,
-    subject: &str,
-    from: u64,
-    max_msgs: usize,
-    max_bytes: usize,
-) -> R<Vec<(u64, Bytes)>> {
-    let inbox = nats.new_inbox();
-    let mut replies =
-        nats.subscribe(inbox.clone()).await.map_err(|e| StorageError::new("subscribe for a batched read", e))?;
-    let request =
-        serde_json::json!({ "seq": from.max(1), "next_by_subj": subject, "batch": max_msgs, "max_bytes": max_bytes });
-    nats.publish_with_reply(format!("$JS.API.DIRECT.GET.{}", stream), inbox, request.to_string().into())
-        .await
-        .map_err(|e| StorageError::new("request a batched read", e))?;
-    let mut out = Vec::new();
-    loop {
-        let msg = tokio::time::timeout(BATCH_TIMEOUT, replies.next())
-            .await
-            .map_err(|_| StorageError::new("read a batch", "timed out"))?
-            .ok_or_else(|| StorageError::new("read a batch", "subscription closed"))?;
-        match msg.status.map(|s| s.as_u16()) {
-            // 204 ends a batch; 404 means there was nothing to send.
-            Some(204) | Some(404) => break,
-            Some(code) => {
-                return Err(StorageError::new(
-                    "read a batch",
-                    format!("status {code} {}", msg.description.unwrap_or_default()),
-                ));
-            }
-            None => {}
-        }
-        let seq = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Sequence"))
-            .and_then(|v| v.as_str().parse::<u64>().ok())
-            .ok_or_else(|| StorageError::new("read a batch", "message without Nats-Sequence"))?;
-        out.push((seq, msg.payload));
-        if out.len() >= max_msgs {
-            break;
-        }
-    }
-    let _ = replies.unsubscribe().await;
-    Ok(out)
 }
 
 pub fn path_hash(path: &str) -> String {

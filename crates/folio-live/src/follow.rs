@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
+use folio_bus::StreamSeq;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -65,12 +66,14 @@ pub struct Follower {
     stream: String,
     filter: String,
     /// The last sequence handed out (or the starting point).
-    last: u64,
+    last: StreamSeq,
     reconnects: Reconnects,
     messages: Option<jetstream::consumer::pull::Ordered>,
     headers_only: bool,
     shutdown: CancellationToken,
 }
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
@@ -80,7 +83,7 @@ impl Follower {
         js: jetstream::Context,
         stream: &str,
         filter: String,
-        after: u64,
+        after: StreamSeq,
         reconnects: &Reconnects,
         shutdown: CancellationToken,
     ) -> Self {
@@ -115,7 +118,7 @@ impl Follower {
                         self.messages = Some(m);
                     }
                     Err(e) => {
-                        tracing::warn!(filter = %self.filter, from = self.last + 1, "cannot follow the change stream yet: {e}");
+                        tracing::warn!(filter = %self.filter, from = %self.last.next(), "cannot follow the change stream yet: {e}");
                         tokio::select! {
                             _ = self.shutdown.cancelled() => return None,
                             _ = tokio::time::sleep(backoff) => {}
@@ -131,7 +134,7 @@ impl Follower {
             let first = tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
                 _ = self.reconnects.next() => {
-                    tracing::info!(filter = %self.filter, from = self.last + 1, "NATS reconnected: following anew");
+                    tracing::info!(filter = %self.filter, from = %self.last.next(), "NATS reconnected: following anew");
                     self.messages = None;
                     continue;
                 }
@@ -142,7 +145,7 @@ impl Follower {
             loop {
                 match next {
                     Some(Ok(msg)) => {
-                        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                        let seq = StreamSeq::new(msg.info().map(|i| i.stream_sequence).unwrap_or(0));
                         // A consumer recreated by the library itself may repeat what was handed out.
                         if seq > self.last {
                             self.last = seq;
@@ -150,7 +153,7 @@ impl Follower {
                         }
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(filter = %self.filter, from = self.last + 1, "change stream consumer failed, following anew: {e}");
+                        tracing::warn!(filter = %self.filter, from = %self.last.next(), "change stream consumer failed, following anew: {e}");
                         self.messages = None;
                         break;
                     }
@@ -175,23 +178,21 @@ impl Follower {
 
     /// A consumer from right after the last sequence handed out. (Not a `&self` method: the
     /// follower holds a consumer that is not `Sync`, and this future must be `Send`.)
-    fn subscribe(
-        &self,
-    ) -> impl std::future::Future<Output = Result<jetstream::consumer::pull::Ordered, String>> + Send + 'static {
+    fn subscribe(&self) -> impl std::future::Future<Output = Result<jetstream::consumer::pull::Ordered, BoxError>> + Send + 'static {
         let (js, stream, config) = (
             self.js.clone(),
             self.stream.clone(),
             jetstream::consumer::pull::OrderedConfig {
                 filter_subject: self.filter.clone(),
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: self.last + 1 },
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: self.last.next().get() },
                 headers_only: self.headers_only,
                 ..Default::default()
             },
         );
         async move {
-            let stream = js.get_stream_no_info(&stream).await.map_err(|e| e.to_string())?;
-            let consumer = stream.create_consumer(config).await.map_err(|e| e.to_string())?;
-            consumer.messages().await.map_err(|e| e.to_string())
+            let stream = js.get_stream_no_info(&stream).await?;
+            let consumer = stream.create_consumer(config).await?;
+            Ok(consumer.messages().await?)
         }
     }
 }

@@ -11,14 +11,17 @@
 use std::{
     collections::VecDeque,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use async_nats::jetstream;
+use folio_bus::StreamSeq;
+use folio_live::{Follower, Reconnects};
 use folio_proto::events::v1::{ChangeEvent, Operation};
+use parking_lot::Mutex;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +31,6 @@ use super::{
     messages::{Prepared, Stitch},
     shape::Shape,
 };
-use crate::follow::{Follower, Reconnects};
 
 /// Messages applied before waiting clients are woken: a transaction's events arrive together,
 /// and one wake-up per batch keeps thousands of clients from waking per row.
@@ -50,18 +52,18 @@ pub struct TableFeed {
 
 struct FeedInner {
     /// Every event of the table up to here has been applied to the registered shapes.
-    applied: u64,
+    applied: StreamSeq,
     /// Every transaction with events up to here is complete: the shapes' heads.
-    committed: u64,
+    committed: StreamSeq,
     /// Commit LSN and xid of the transaction whose end has not arrived yet.
     open: Option<(u64, u32)>,
     shapes: Vec<Arc<Shape>>,
     /// Recently completed transactions: (their last sequence, xid, when).
-    recent: VecDeque<(u64, u32, Instant)>,
+    recent: VecDeque<(StreamSeq, u32, Instant)>,
 }
 
 impl FeedInner {
-    fn close(&mut self, at: u64, xid: u32) {
+    fn close(&mut self, at: StreamSeq, xid: u32) {
         self.committed = self.committed.max(at);
         self.open = None;
         let now = Instant::now();
@@ -88,7 +90,9 @@ impl TableFeed {
             .get_stream(stream_name)
             .await
             .map_err(|e| unavailable(&format!("open change stream {stream_name}"), &e))?;
-        let last = stream.info().await.map_err(|e| unavailable("read change stream state", &e))?.state.last_sequence;
+        let last = StreamSeq::new(
+            stream.info().await.map_err(|e| unavailable("read change stream state", &e))?.state.last_sequence,
+        );
         let mut follower = Follower::new(js.clone(), stream_name, filter.clone(), last, reconnects, shutdown);
         let feed = Arc::new(TableFeed {
             filter: filter.clone(),
@@ -104,14 +108,14 @@ impl TableFeed {
         });
         let weak = Arc::downgrade(&feed);
         tokio::spawn(async move {
-            tracing::debug!(filter, from = last + 1, "table feed started");
+            tracing::debug!(filter, from = %last.next(), "table feed started");
             while let Some(messages) = follower.next_batch(WAKE_BATCH).await {
                 let mut batch = Vec::with_capacity(messages.len());
                 let mut broken = None;
                 for msg in messages {
                     let event = msg.info().map_err(|e| format!("change message without metadata: {e}")).and_then(|i| {
                         ChangeEvent::decode(msg.payload.as_ref())
-                            .map(|ev| (i.stream_sequence, ev))
+                            .map(|ev| (StreamSeq::new(i.stream_sequence), ev))
                             .map_err(|e| format!("undecodable change event at {}: {e}", i.stream_sequence))
                     });
                     match event {
@@ -136,7 +140,7 @@ impl TableFeed {
         Ok(feed)
     }
 
-    fn apply(&self, batch: &[(u64, ChangeEvent)]) {
+    fn apply(&self, batch: &[(StreamSeq, ChangeEvent)]) {
         if batch.is_empty() {
             return;
         }
@@ -148,7 +152,7 @@ impl TableFeed {
         }) {
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock();
         for (seq, ev) in batch {
             let (seq, op) = (*seq, ev.operation());
             if let Some((lsn, xid)) = inner.open
@@ -195,15 +199,15 @@ impl TableFeed {
     fn fail(&self) {
         self.dead.store(true, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let shapes = std::mem::take(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()).shapes);
+        let shapes = std::mem::take(&mut self.inner.lock().shapes);
         for s in shapes {
             s.invalidate("the table's change feed failed");
         }
     }
 
     /// The last transaction end this feed has applied: a snapshot's stitching point.
-    pub fn committed(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).committed
+    pub fn committed(&self) -> StreamSeq {
+        self.inner.lock().committed
     }
 
     /// Whether the snapshot of `stitch` sees every recent transaction at or before its
@@ -211,20 +215,20 @@ impl TableFeed {
     /// sessions (by moments; longer with synchronous replication): a snapshot taken in that
     /// moment would lose the transaction, whose events the log skips as "in the snapshot".
     pub fn snapshot_sees_recent(&self, stitch: &Stitch) -> bool {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = self.inner.lock();
         inner.recent.iter().filter(|(seq, _, _)| *seq <= stitch.seq0).all(|(_, xid, _)| stitch.saw(*xid))
     }
 
     /// Adds `shape`: from now on it receives every event after the feed's position, and its
     /// log starts there.
     pub fn register(&self, shape: Arc<Shape>) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock();
         shape.attach_at(inner.applied, inner.committed);
         inner.shapes.push(shape);
     }
 
     /// Removes this very shape (not another one registered since under the same handle).
     pub fn unregister(&self, shape: &Arc<Shape>) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).shapes.retain(|s| !Arc::ptr_eq(s, shape));
+        self.inner.lock().shapes.retain(|s| !Arc::ptr_eq(s, shape));
     }
 }

@@ -16,6 +16,8 @@ use axum::{
     routing::get,
 };
 use bytes::Bytes;
+use folio_bus::StreamSeq;
+use folio_live::CursorScale;
 use tracing::Instrument;
 
 use super::{
@@ -31,8 +33,6 @@ const INITIAL_CACHE: &str = "public, max-age=604800, s-maxage=3600, stale-while-
 const CATCH_UP_CACHE: &str = "public, max-age=60, stale-while-revalidate=300";
 const LIVE_CACHE: &str = "public, max-age=5, stale-while-revalidate=5";
 const SSE_KEEPALIVE: Duration = Duration::from_secs(21);
-/// Electric's cursor epoch: 2024-10-09T00:00:00Z.
-const CURSOR_EPOCH: u64 = 1_728_432_000;
 
 pub fn router(shapes: Arc<Shapes>) -> Router {
     Router::new()
@@ -219,17 +219,14 @@ enum Answer {
     /// `offset=now`: nothing, up to date at the head.
     Head,
     /// The log after this stream sequence.
-    Log(u64),
+    Log(StreamSeq),
 }
 
-/// Electric's `electric-cursor`: the next long-poll-timeout interval since its epoch, or (if
-/// the client already has that) the client's plus a random step, so live URLs never repeat.
+/// Electric's `electric-cursor`: the end of the current long-poll-timeout interval since its
+/// epoch, or (if the client already has that) the client's plus a random step, so live URLs
+/// never repeat (see [`folio_live::next_cursor`], shared with Durable Streams).
 fn next_cursor(previous: Option<&str>, interval: Duration) -> String {
-    let t = interval.as_secs().max(1);
-    let now = super::shape::now_secs().saturating_sub(CURSOR_EPOCH);
-    let next = now.div_ceil(t) * t;
-    let prev: u64 = previous.and_then(|p| p.parse().ok()).unwrap_or(0);
-    if next > prev { next.to_string() } else { prev.saturating_add(rand::random_range(1..=3600)).to_string() }
+    folio_live::next_cursor(folio_live::unix_now(), interval, CursorScale::Seconds, previous)
 }
 
 async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
@@ -360,7 +357,7 @@ fn sse(
     shapes: Arc<Shapes>,
     shape: Arc<Shape>,
     mut headers: HeaderMap,
-    from: u64,
+    from: StreamSeq,
     first: Arc<Rendered>,
     filter: String,
 ) -> Response {
@@ -371,7 +368,7 @@ fn sse(
     struct St {
         shapes: Arc<Shapes>,
         shape: Arc<Shape>,
-        from: u64,
+        from: StreamSeq,
         filter: String,
         first: Option<Arc<Rendered>>,
         keepalive_at: tokio::time::Instant,

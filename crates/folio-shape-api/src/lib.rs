@@ -1,5 +1,8 @@
 //! ElectricSQL's shape API (`/v1/shape`), served from wal-ingest's change stream.
 //!
+//! Module dependencies point one way: `http` → `lib` (the [`Shapes`] registry) → `feed` →
+//! `shape` → `messages` → `catalog` → `request` → `error`.
+//!
 //! `request` parses and validates a request; `catalog` describes the table (and adds it to the
 //! publication when allowed); a shape is created by `shape::take_snapshot` (stitched to the
 //! stream by the change stream's sequence before the snapshot and the snapshot's xid
@@ -16,13 +19,16 @@ mod shape;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, atomic::Ordering},
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
 use async_nats::jetstream::{self, kv};
 use folio_auth::{Authenticator, Caller};
+use parking_lot::Mutex;
 use sha2::Digest;
+use folio_bus::StreamSeq;
+use folio_live::Reconnects;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -170,26 +176,44 @@ pub struct Shapes {
     snapshots: tokio::sync::Semaphore,
     /// Bytes of snapshot chunks held by this edge's shapes.
     snapshot_memory: Arc<std::sync::atomic::AtomicUsize>,
-    reconnects: crate::follow::Reconnects,
+    reconnects: Reconnects,
     shutdown: CancellationToken,
 }
 
+/// Why the shape API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid database url")]
+    DatabaseUrl(#[source] sqlx::Error),
+    #[error("failed to create the KV bucket {bucket}")]
+    Bucket {
+        bucket: String,
+        #[source]
+        source: jetstream::context::CreateKeyValueError,
+    },
+    #[error("FOLIO_SHAPE_TABLES: {0}")]
+    Tables(String),
+}
+
 impl Shapes {
+    /// Opens (or creates) the handle bucket `<bucket_prefix>_shapes` and starts the idle sweep.
+    /// Callers are authenticated with `auth`.
     pub async fn start(
         nats: async_nats::Client,
         config: ShapesConfig,
-        streams: &crate::StreamsConfig,
+        bucket_prefix: &str,
+        auth: Authenticator,
         bus: &folio_bus::BusArgs,
-        reconnects: crate::follow::Reconnects,
+        reconnects: Reconnects,
         shutdown: CancellationToken,
-    ) -> Result<Arc<Self>, crate::Error> {
+    ) -> Result<Arc<Self>, StartError> {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(config.db_pool)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy(&config.database_url)
-            .map_err(|e| crate::Error::Shapes(format!("database url: {e}")))?;
+            .map_err(StartError::DatabaseUrl)?;
         let js = jetstream::new(nats.clone());
-        let bucket = format!("{}_shapes", streams.prefix);
+        let bucket = format!("{bucket_prefix}_shapes");
         let kv = match js.get_key_value(&bucket).await {
             Ok(kv) => kv,
             Err(_) => js
@@ -201,7 +225,7 @@ impl Shapes {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| crate::Error::Shapes(format!("create KV bucket {bucket}: {e}")))?,
+                .map_err(|source| StartError::Bucket { bucket: bucket.clone(), source })?,
         };
         if config.insecure {
             tracing::warn!(
@@ -209,7 +233,7 @@ impl Shapes {
             );
         }
         let shapes = Arc::new(Shapes {
-            allow: AllowList::parse(&config.tables).map_err(crate::Error::Shapes)?,
+            allow: AllowList::parse(&config.tables).map_err(StartError::Tables)?,
             snapshots: tokio::sync::Semaphore::new(config.max_concurrent_snapshots.max(1)),
             snapshot_memory: Arc::default(),
             config,
@@ -217,7 +241,7 @@ impl Shapes {
             nats,
             js,
             kv,
-            auth: streams.jwt.authenticator(),
+            auth,
             changes_stream: bus.changes_stream.clone(),
             subjects: bus.subjects(),
             tables: Mutex::default(),
@@ -257,7 +281,6 @@ impl Shapes {
     fn existing_feed(&self, table: &QualifiedName) -> Option<Arc<TableFeed>> {
         self.feeds
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .get(table)
             .filter(|f| !f.dead.load(Ordering::SeqCst))
             .cloned()
@@ -274,7 +297,7 @@ impl Shapes {
         let filter = self.subjects.table_filter(&table.name.schema, &table.name.name);
         let feed =
             TableFeed::start(&self.js, &self.changes_stream, filter, &self.reconnects, self.shutdown.clone()).await?;
-        self.feeds.lock().unwrap_or_else(|p| p.into_inner()).insert(table.name.clone(), Arc::clone(&feed));
+        self.feeds.lock().insert(table.name.clone(), Arc::clone(&feed));
         Ok(feed)
     }
 
@@ -284,7 +307,7 @@ impl Shapes {
     async fn table(&self, name: &QualifiedName, fresh: bool) -> Result<(Arc<TableInfo>, Arc<TableFeed>)> {
         if let Some(feed) = self.existing_feed(name) {
             let generation = feed.generation.load(Ordering::SeqCst);
-            let cached = self.tables.lock().unwrap_or_else(|p| p.into_inner()).get(name).and_then(|c| {
+            let cached = self.tables.lock().get(name).and_then(|c| {
                 let current = c.generation == generation && !(fresh && c.read_at.elapsed() > CATALOG_FRESHNESS);
                 current.then(|| Arc::clone(&c.info))
             });
@@ -296,7 +319,7 @@ impl Shapes {
         let info = Arc::new(info);
         let feed = self.feed_for(&info).await?;
         let g = feed.generation.load(Ordering::SeqCst);
-        self.tables.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        self.tables.lock().insert(
             name.clone(),
             CachedTable { info: Arc::clone(&info), generation: g, read_at: std::time::Instant::now() },
         );
@@ -325,7 +348,7 @@ impl Shapes {
             caller.map(|c| c.agency_id.to_string()),
         ])
         .to_string();
-        let cached = self.defs.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        let cached = self.defs.lock().get(&key).cloned();
         if let Some(def) = cached.filter(|d| Arc::ptr_eq(&d.table, &table)) {
             return Ok((def, feed));
         }
@@ -393,7 +416,7 @@ impl Shapes {
             hash,
         };
         let def = Arc::new(def);
-        let mut defs = self.defs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut defs = self.defs.lock();
         if defs.len() >= MAX_CACHED_DEFINITIONS {
             defs.clear();
         }
@@ -410,13 +433,13 @@ impl Shapes {
     }
 
     fn creation_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        let mut creating = self.creating.lock();
         creating.retain(|_, m| Arc::strong_count(m) > 1);
         Arc::clone(creating.entry(key.to_owned()).or_default())
     }
 
     fn live_for_def(&self, hash: &str) -> Option<Arc<Shape>> {
-        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        let active = self.active.lock();
         active.by_def.get(hash).filter(|s| s.invalid_reason().is_none() && s.snapshot().is_some()).cloned()
     }
 
@@ -443,7 +466,7 @@ impl Shapes {
         let record = HandleRecord {
             def: def.hash.clone(),
             table: def.table.name.to_string(),
-            seq0,
+            seq0: seq0.get(),
             xmin: stitch.xmin,
             xmax: stitch.xmax,
             xip: stitch.xip.iter().copied().collect(),
@@ -462,14 +485,14 @@ impl Shapes {
             handle = Self::mint_handle(&def);
         }
         tracing::info!(
-            %handle, table = %def.table.name, seq0, chunks = chunks.len(),
+            %handle, table = %def.table.name, %seq0, chunks = chunks.len(),
             ms = started.elapsed().as_millis() as u64, "shape snapshot taken"
         );
         let count = chunks.len();
         let shape =
             Arc::new(Shape::new(handle.clone(), def, stitch, Some(chunks), count, Arc::clone(&self.snapshot_memory)));
         feed.register(Arc::clone(&shape));
-        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        let mut active = self.active.lock();
         active.by_handle.insert(handle, Arc::clone(&shape));
         active.by_def.insert(shape.def.hash.clone(), Arc::clone(&shape));
         metrics::gauge!("folio_edge_shapes_active").set(active.by_handle.len() as f64);
@@ -492,7 +515,7 @@ impl Shapes {
     }
 
     /// Sequence of the table's latest truncate / schema change / re-snapshot event (0: none).
-    async fn last_table_wide_event(&self, table: &QualifiedName) -> Result<u64> {
+    async fn last_table_wide_event(&self, table: &QualifiedName) -> Result<StreamSeq> {
         use async_nats::jetstream::stream::DirectGetErrorKind;
         let subject = self.subjects.table_wide(&table.schema, &table.name);
         let stream = self
@@ -501,8 +524,8 @@ impl Shapes {
             .await
             .map_err(|e| ShapeError::Unavailable(format!("open change stream: {e}")))?;
         match stream.direct_get_last_for_subject(subject).await {
-            Ok(m) => Ok(m.sequence),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(0),
+            Ok(m) => Ok(StreamSeq::new(m.sequence)),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(StreamSeq::ZERO),
             Err(e) => Err(ShapeError::Unavailable(format!("read the table's latest table-wide event: {e}"))),
         }
     }
@@ -512,8 +535,8 @@ impl Shapes {
         shape::History { nats: &self.nats, js: &self.js, stream: &self.changes_stream, filter: table_filter }
     }
 
-    async fn stream_last_sequence(&self) -> Result<u64> {
-        Ok(self
+    async fn stream_last_sequence(&self) -> Result<StreamSeq> {
+        Ok(StreamSeq::new(self
             .js
             .get_stream_no_info(&self.changes_stream)
             .await
@@ -522,7 +545,7 @@ impl Shapes {
             .await
             .map_err(|e| ShapeError::Unavailable(format!("read change stream state: {e}")))?
             .state
-            .last_sequence)
+            .last_sequence))
     }
 
     /// 409 for `def`: the handle clients of this definition should start over with.
@@ -543,7 +566,7 @@ impl Shapes {
         if handle.split_once('-').map(|(h, _)| h) != Some(def.hash.as_str()) {
             return Err(stale("handle belongs to another shape definition"));
         }
-        let known = self.active.lock().unwrap_or_else(|p| p.into_inner()).by_handle.get(handle).cloned();
+        let known = self.active.lock().by_handle.get(handle).cloned();
         if let Some(s) = known {
             return match s.invalid_reason() {
                 None => Ok(s),
@@ -552,7 +575,7 @@ impl Shapes {
         }
         let lock = self.creation_lock(handle);
         let _guard = lock.lock().await;
-        let known = self.active.lock().unwrap_or_else(|p| p.into_inner()).by_handle.get(handle).cloned();
+        let known = self.active.lock().by_handle.get(handle).cloned();
         if let Some(s) = known {
             return match s.invalid_reason() {
                 None => Ok(s),
@@ -569,12 +592,12 @@ impl Shapes {
         }
         // A truncate or schema change since the snapshot may have happened while no edge
         // watched this shape: the table's latest table-wide event says.
-        if self.last_table_wide_event(&def.table.name).await? > record.seq0 {
+        if self.last_table_wide_event(&def.table.name).await? > StreamSeq::new(record.seq0) {
             let _ = self.kv.purge(handle).await;
             return Err(stale("table truncated or changed since the shape's snapshot"));
         }
         let stitch =
-            Stitch { seq0: record.seq0, xmin: record.xmin, xmax: record.xmax, xip: record.xip.into_iter().collect() };
+            Stitch { seq0: StreamSeq::new(record.seq0), xmin: record.xmin, xmax: record.xmax, xip: record.xip.into_iter().collect() };
         let shape = Arc::new(Shape::new(
             handle.to_owned(),
             def,
@@ -585,7 +608,7 @@ impl Shapes {
         ));
         feed.register(Arc::clone(&shape));
         tracing::debug!(handle, "shape resumed from its stored handle");
-        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        let mut active = self.active.lock();
         active.by_handle.insert(handle.to_owned(), Arc::clone(&shape));
         metrics::gauge!("folio_edge_shapes_active").set(active.by_handle.len() as f64);
         Ok(shape)
@@ -614,7 +637,7 @@ impl Shapes {
         let mut found = false;
         for h in doomed {
             let shape = {
-                let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+                let mut active = self.active.lock();
                 let s = active.by_handle.remove(&h);
                 if let Some(s) = &s
                     && active.by_def.get(&s.def.hash).is_some_and(|d| d.handle == h)
@@ -638,7 +661,7 @@ impl Shapes {
     fn evict_idle(&self) {
         let cutoff = shape::now_secs().saturating_sub(self.config.idle_timeout.as_secs());
         let evicted: Vec<Arc<Shape>> = {
-            let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+            let mut active = self.active.lock();
             let old: Vec<String> = active
                 .by_handle
                 .iter()

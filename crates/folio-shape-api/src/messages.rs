@@ -4,6 +4,7 @@
 
 use std::{collections::HashSet, fmt::Write};
 
+use folio_bus::StreamSeq;
 use folio_proto::events::v1::{ChangeEvent, ColumnValue, Operation, column_value};
 
 use super::{catalog::TableInfo, request::Replica};
@@ -94,7 +95,7 @@ pub struct ShapeView<'a> {
 /// snapshot, and so is any later event whose transaction the snapshot already saw.
 #[derive(Debug, Clone)]
 pub struct Stitch {
-    pub seq0: u64,
+    pub seq0: StreamSeq,
     pub xmin: u64,
     pub xmax: u64,
     pub xip: HashSet<u64>,
@@ -102,7 +103,7 @@ pub struct Stitch {
 
 impl Stitch {
     /// Parses `pg_current_snapshot()`'s text form, `xmin:xmax:xip1,xip2`.
-    pub fn from_snapshot_text(seq0: u64, s: &str) -> Option<Self> {
+    pub fn from_snapshot_text(seq0: StreamSeq, s: &str) -> Option<Self> {
         let mut parts = s.splitn(3, ':');
         let xmin = parts.next()?.parse().ok()?;
         let xmax = parts.next()?.parse().ok()?;
@@ -228,13 +229,13 @@ impl ShapeView<'_> {
     }
 
     /// Messages for one change event at stream sequence `seq`.
-    pub fn effect(&self, stitch: &Stitch, seq: u64, ev: &ChangeEvent) -> Effect {
+    pub fn effect(&self, stitch: &Stitch, seq: StreamSeq, ev: &ChangeEvent) -> Effect {
         self.effect_of(stitch, seq, &Prepared::new(self.table, ev))
     }
 
     /// As [`ShapeView::effect`], for an event already prepared for this shape's table (the
     /// feed prepares each event once for all shapes of the table).
-    pub fn effect_of(&self, stitch: &Stitch, seq: u64, p: &Prepared<'_>) -> Effect {
+    pub fn effect_of(&self, stitch: &Stitch, seq: StreamSeq, p: &Prepared<'_>) -> Effect {
         let (op, ev) = (p.op, p.event);
         match op {
             Operation::Truncate => return Effect::Invalidate("table truncated"),
@@ -358,7 +359,7 @@ pub fn close_op(out: &mut Vec<u8>, op: &str, last: bool) {
     out.extend_from_slice(if last { b",\"last\":true}}" } else { b",\"last\":false}}" });
 }
 
-pub fn up_to_date_json(seq: u64) -> String {
+pub fn up_to_date_json(seq: StreamSeq) -> String {
     format!("{{\"headers\":{{\"control\":\"up-to-date\",\"global_last_seen_lsn\":\"{seq}\"}}}}")
 }
 
@@ -368,20 +369,20 @@ mod tests {
 
     #[test]
     fn snapshot_visibility_across_the_xid_epoch() {
-        let s = Stitch::from_snapshot_text(10, "100:105:101,103").unwrap();
+        let s = Stitch::from_snapshot_text(StreamSeq::new(10), "100:105:101,103").unwrap();
         assert!(s.saw(99));
         assert!(s.saw(102) && s.saw(104));
         assert!(!s.saw(101) && !s.saw(103) && !s.saw(105) && !s.saw(200));
         // xmax in epoch 1 (2^32 + 104): xid 4294967290 is epoch 0's and long finished; xid 105
         // and later are newer than the snapshot.
-        let e = Stitch::from_snapshot_text(10, "4294967396:4294967400:").unwrap();
+        let e = Stitch::from_snapshot_text(StreamSeq::new(10), "4294967396:4294967400:").unwrap();
         assert!(e.saw(4_294_967_290));
         assert!(e.saw(100) && e.saw(103));
         assert!(!e.saw(104) && !e.saw(105) && !e.saw(5_000));
         // Right after the 32-bit counter wrapped: the snapshot's xids are near 2^32, new ones small.
-        let w = Stitch::from_snapshot_text(10, "4294967290:4294967294:4294967291").unwrap();
+        let w = Stitch::from_snapshot_text(StreamSeq::new(10), "4294967290:4294967294:4294967291").unwrap();
         assert!(w.saw(4_294_967_289) && !w.saw(4_294_967_291) && !w.saw(3) && !w.saw(4_294_967_295));
-        assert!(Stitch::from_snapshot_text(0, "1:x:").is_none());
+        assert!(Stitch::from_snapshot_text(StreamSeq::new(0), "1:x:").is_none());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use folio_bus::StreamSeq;
+
 use super::error::{Result, ShapeError};
 
 /// A relation as the request names it, after identifier rules (unquoted → lower case).
@@ -48,7 +50,7 @@ pub enum RequestOffset {
     /// `0_inf`: after the whole snapshot.
     SnapshotEnd,
     /// `<seq>_<op>` with seq > 0.
-    After(u64),
+    After(StreamSeq),
 }
 
 impl RequestOffset {
@@ -71,15 +73,15 @@ impl RequestOffset {
         Some(match (tx, op) {
             (0, Some(k)) => RequestOffset::SnapshotChunk(k),
             (0, None) => RequestOffset::SnapshotEnd,
-            (seq, _) => RequestOffset::After(seq),
+            (seq, _) => RequestOffset::After(StreamSeq::new(seq)),
         })
     }
 }
 
 /// The response offset for "after log position `seq`". `0_inf` stands for the end of the
 /// snapshot when the stream has no sequence yet, so it never reads as a snapshot chunk.
-pub fn log_offset(seq: u64) -> String {
-    if seq == 0 { "0_inf".to_owned() } else { format!("{seq}_0") }
+pub fn log_offset(seq: StreamSeq) -> String {
+    if seq == StreamSeq::ZERO { "0_inf".to_owned() } else { format!("{seq}_0") }
 }
 
 #[derive(Debug, Clone)]
@@ -282,13 +284,13 @@ mod tests {
         assert_eq!(RequestOffset::parse("now"), Some(RequestOffset::Now));
         assert_eq!(RequestOffset::parse("0_3"), Some(RequestOffset::SnapshotChunk(3)));
         assert_eq!(RequestOffset::parse("0_inf"), Some(RequestOffset::SnapshotEnd));
-        assert_eq!(RequestOffset::parse("0042_7"), Some(RequestOffset::After(42)));
-        assert_eq!(RequestOffset::parse("42_inf"), Some(RequestOffset::After(42)));
+        assert_eq!(RequestOffset::parse("0042_7"), Some(RequestOffset::After(StreamSeq::new(42))));
+        assert_eq!(RequestOffset::parse("42_inf"), Some(RequestOffset::After(StreamSeq::new(42))));
         for bad in ["", "x", "1", "1_", "_1", "-2", "1_-1", "1.5_0"] {
             assert_eq!(RequestOffset::parse(bad), None, "{bad}");
         }
-        assert_eq!(log_offset(0), "0_inf");
-        assert_eq!(log_offset(9), "9_0");
+        assert_eq!(log_offset(StreamSeq::new(0)), "0_inf");
+        assert_eq!(log_offset(StreamSeq::new(9)), "9_0");
     }
 
     #[test]
@@ -311,6 +313,6 @@ mod tests {
         assert!(ok.live && !ok.sse);
         assert_eq!(ok.params, vec!["a", "b"]);
         assert_eq!(ok.columns.unwrap(), vec!["b", "id"]);
-        assert_eq!(ok.offset, RequestOffset::After(7));
+        assert_eq!(ok.offset, RequestOffset::After(StreamSeq::new(7)));
     }
 }

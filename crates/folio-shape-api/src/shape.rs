@@ -8,14 +8,16 @@
 use std::{
     collections::VecDeque,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
 use bytes::Bytes;
+use folio_bus::StreamSeq;
 use folio_proto::events::v1::ChangeEvent;
 use folio_shapes::WhereClause;
+use parking_lot::Mutex;
 use prost::Message as _;
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
@@ -52,7 +54,7 @@ impl ShapeDef {
 }
 
 struct Entry {
-    seq: u64,
+    seq: StreamSeq,
     /// Commit LSN of the entry's transaction: entries of one transaction share it.
     txn: u64,
     ops: Vec<String>,
@@ -61,12 +63,12 @@ struct Entry {
 
 struct Log {
     /// The log holds every entry after `start` up to `applied`.
-    start: u64,
+    start: StreamSeq,
     /// The feed has applied every event of the table up to here.
-    applied: u64,
+    applied: StreamSeq,
     /// Every transaction up to here is complete: reads serve up to here and no further, so
     /// "up to date" always means a committed state.
-    head: u64,
+    head: StreamSeq,
     entries: VecDeque<Entry>,
     bytes: usize,
 }
@@ -84,17 +86,17 @@ pub struct Shape {
     /// whose offset is the last chunk is past the snapshot.
     pub chunk_count: usize,
     log: Mutex<Log>,
-    changed: watch::Sender<u64>,
+    changed: watch::Sender<StreamSeq>,
     invalid: Mutex<Option<&'static str>>,
     pub last_used: AtomicU64,
-    memo: Mutex<Option<(u64, Arc<Rendered>)>>,
+    memo: Mutex<Option<(StreamSeq, Arc<Rendered>)>>,
 }
 
 /// A rendered log read: messages joined by commas (no brackets), where it ends, and whether
 /// it reached the head of the log.
 pub struct Rendered {
     pub body: Bytes,
-    pub end: u64,
+    pub end: StreamSeq,
     pub up_to_date: bool,
     pub count: usize,
     array: std::sync::OnceLock<Bytes>,
@@ -153,12 +155,12 @@ impl Shape {
     }
 
     pub fn snapshot(&self) -> Option<Arc<[Bytes]>> {
-        self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.snapshot.lock().clone()
     }
 
     /// Frees the snapshot chunks (clients still reading them get 409 and start over).
     pub fn drop_snapshot(&self) {
-        if let Some(chunks) = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(chunks) = self.snapshot.lock().take() {
             self.snapshot_memory.fetch_sub(chunks.iter().map(Bytes::len).sum(), Ordering::SeqCst);
         }
     }
@@ -169,20 +171,20 @@ impl Shape {
 
     /// Called by the feed under its lock: the log starts where the feed is. Events between the
     /// snapshot and there (and of a transaction the feed is in the middle of) come from history.
-    pub(super) fn attach_at(&self, applied: u64, committed: u64) {
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+    pub(super) fn attach_at(&self, applied: StreamSeq, committed: StreamSeq) {
+        let mut log = self.log.lock();
         log.start = applied.max(self.stitch.seq0);
         log.applied = log.start;
         log.head = committed.max(self.stitch.seq0);
     }
 
     /// Applies one change event of the table (the feed calls this in stream order).
-    pub(super) fn apply(&self, seq: u64, event: &Prepared<'_>) {
+    pub(super) fn apply(&self, seq: StreamSeq, event: &Prepared<'_>) {
         if self.invalid_reason().is_some() {
             return;
         }
         let effect = self.def.view().effect_of(&self.stitch, seq, event);
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = self.log.lock();
         if seq <= log.applied {
             return;
         }
@@ -209,11 +211,11 @@ impl Shape {
     /// The feed has applied every table event up to `applied`, and every transaction up to
     /// `committed` is complete. Returns whether readers have something new (messages below the
     /// new head, or the shape was invalidated).
-    pub(super) fn advance(&self, applied: u64, committed: u64) -> bool {
+    pub(super) fn advance(&self, applied: StreamSeq, committed: StreamSeq) -> bool {
         if self.invalid_reason().is_some() {
             return true;
         }
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = self.log.lock();
         log.applied = log.applied.max(applied);
         let before = log.head;
         log.head = before.max(committed);
@@ -231,7 +233,7 @@ impl Shape {
     }
 
     pub fn invalidate(&self, reason: &'static str) {
-        let mut invalid = self.invalid.lock().unwrap_or_else(|p| p.into_inner());
+        let mut invalid = self.invalid.lock();
         if invalid.is_none() {
             tracing::info!(handle = %self.handle, table = %self.def.table.name, reason, "shape invalidated");
             *invalid = Some(reason);
@@ -241,27 +243,27 @@ impl Shape {
     }
 
     pub fn invalid_reason(&self) -> Option<&'static str> {
-        *self.invalid.lock().unwrap_or_else(|p| p.into_inner())
+        *self.invalid.lock()
     }
 
-    pub fn head(&self) -> u64 {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).head
+    pub fn head(&self) -> StreamSeq {
+        self.log.lock().head
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub fn subscribe(&self) -> watch::Receiver<StreamSeq> {
         self.changed.subscribe()
     }
 
     /// Messages after `from`, up to about `max_bytes`, never past the head. Entries this edge
     /// has not watched are re-derived from the change stream through `history`.
-    pub async fn read(&self, from: u64, max_bytes: usize, history: &History<'_>) -> Result<Arc<Rendered>> {
+    pub async fn read(&self, from: StreamSeq, max_bytes: usize, history: &History<'_>) -> Result<Arc<Rendered>> {
         let from = from.max(self.stitch.seq0);
         let (start, head) = {
-            let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            let log = self.log.lock();
             (log.start, log.head)
         };
         if from >= start
-            && let Some((memo_from, r)) = self.memo.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && let Some((memo_from, r)) = self.memo.lock().as_ref()
             && *memo_from == from
             && r.up_to_date
             && r.end == head
@@ -282,7 +284,7 @@ impl Shape {
         if pos >= head {
             return Ok(Arc::new(picked.render(head.max(pos), pos >= head)));
         }
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let log = self.log.lock();
         if pos < log.start {
             // The log was trimmed while history was read: answer with what we have; where the
             // last transaction ends is not known, so it is not marked.
@@ -300,7 +302,7 @@ impl Shape {
         }
         drop(log);
         let r = Arc::new(picked.render(head, true));
-        *self.memo.lock().unwrap_or_else(|p| p.into_inner()) = Some((from, Arc::clone(&r)));
+        *self.memo.lock() = Some((from, Arc::clone(&r)));
         Ok(r)
     }
 }
@@ -338,7 +340,7 @@ impl Picked {
     /// response where the next message belongs to another one; at its end only where the
     /// response reached the head (a transaction end) or the first message left out belongs to
     /// another transaction.
-    fn render(&self, end: u64, up_to_date: bool) -> Rendered {
+    fn render(&self, end: StreamSeq, up_to_date: bool) -> Rendered {
         let items = &self.items;
         let mut body = Vec::with_capacity(items.iter().flat_map(|(_, o)| o).map(|o| o.len() + 16).sum());
         let mut count = 0;
@@ -373,7 +375,14 @@ pub struct History<'a> {
 impl History<'_> {
     /// Adds the messages of `shape` for events in `(from, to]` to `picked`; returns the
     /// position reached (`to` unless `max_bytes` cut the read, which `picked.cut` then says).
-    async fn read(&self, shape: &Shape, from: u64, to: u64, max_bytes: usize, picked: &mut Picked) -> Result<u64> {
+    async fn read(
+        &self,
+        shape: &Shape,
+        from: StreamSeq,
+        to: StreamSeq,
+        max_bytes: usize,
+        picked: &mut Picked,
+    ) -> Result<StreamSeq> {
         let info = self
             .js
             .get_stream_no_info(self.stream)
@@ -382,10 +391,11 @@ impl History<'_> {
             .get_info()
             .await
             .map_err(|e| ShapeError::Unavailable(format!("read change stream state: {e}")))?;
-        if info.state.first_sequence > from + 1 || info.state.last_sequence < from {
+        let (first, last) = (StreamSeq::new(info.state.first_sequence), StreamSeq::new(info.state.last_sequence));
+        if first > from.next() || last < from {
             // Events the client has not seen were removed by retention (also when every message
             // expired), or the stream was recreated: the log cannot be continued.
-            if info.state.first_sequence > shape.stitch.seq0 + 1 || info.state.last_sequence < shape.stitch.seq0 {
+            if first > shape.stitch.seq0.next() || last < shape.stitch.seq0 {
                 // Nor can the snapshot itself: new clients must not be handed this shape again.
                 shape.invalidate("snapshot older than the change stream's retention");
             }
@@ -398,7 +408,7 @@ impl History<'_> {
         let mut pos = from;
         while pos < to {
             let batch =
-                crate::streams::store::direct_get_batch(self.nats, self.stream, self.filter, pos + 1, 256, 8 << 20)
+                folio_live::direct_get_batch(self.nats, self.stream, self.filter, pos.next(), 256, 8 << 20)
                     .await
                     .map_err(|e| ShapeError::Unavailable(format!("read change history: {e}")))?;
             if batch.is_empty() {
@@ -462,7 +472,7 @@ const VISIBILITY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 pub async fn take_snapshot(
     pool: &PgPool,
     def: &ShapeDef,
-    seq0: u64,
+    seq0: StreamSeq,
     chunk_bytes: usize,
     sees_committed: impl Fn(&Stitch) -> bool,
 ) -> Result<(Stitch, Vec<Bytes>)> {
@@ -484,7 +494,7 @@ pub async fn take_snapshot(
                 "the database does not show transactions the change stream already carries".into(),
             ));
         }
-        tracing::debug!(seq0, snapshot = snap, "snapshot taken before a published commit was visible; again");
+        tracing::debug!(%seq0, snapshot = snap, "snapshot taken before a published commit was visible; again");
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     };
     let table = &def.table;

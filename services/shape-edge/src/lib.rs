@@ -1,10 +1,8 @@
-//! shape-edge: Folio's HTTP edge. Serves the Durable Streams protocol under `/v1/stream/*`
-//! from NATS JetStream (`streams`) and ElectricSQL's shape API under `/v1/shape` from
-//! wal-ingest's change stream and PostgreSQL snapshots (`shapes`).
-
-mod follow;
-pub mod shapes;
-pub mod streams;
+//! shape-edge: Folio's HTTP edge. Composes two products on one NATS connection and one
+//! listener: the Durable Streams protocol under `/v1/stream/*` (`folio-durable-streams`, with
+//! Folio's proposal activity streams) and ElectricSQL's shape API under `/v1/shape`
+//! (`folio-shape-api`). This crate holds the configuration, the composition and the admin
+//! server; the products know nothing of each other.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -12,8 +10,8 @@ use folio_runtime::{AdminServer, CommonArgs};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use shapes::ShapesConfig;
-pub use streams::StreamsConfig;
+pub use folio_durable_streams::{self as streams, StreamsConfig};
+pub use folio_shape_api::{self as shapes, ShapesConfig};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "shape-edge", version, about = "Folio's HTTP edge: Durable Streams (and shapes) over NATS JetStream")]
@@ -54,8 +52,8 @@ pub enum Error {
     },
     #[error("failed to set up JetStream storage")]
     Storage(#[from] streams::StorageError),
-    #[error("failed to set up shapes: {0}")]
-    Shapes(String),
+    #[error("failed to set up shapes")]
+    Shapes(#[from] shapes::StartError),
     #[error("failed to bind or serve HTTP")]
     Io(#[from] std::io::Error),
 }
@@ -82,7 +80,7 @@ async fn run_with_readiness(
     shutdown: CancellationToken,
     readiness: Option<folio_runtime::Readiness>,
 ) -> Result<(), Error> {
-    let (options, reconnects) = follow::Reconnects::options("shape-edge");
+    let (options, reconnects) = folio_live::Reconnects::options("shape-edge");
     let nats = options
         .connect(&config.bus.nats_url)
         .await
@@ -96,9 +94,16 @@ async fn run_with_readiness(
         shutdown.clone(),
     )
     .await?;
-    let shapes =
-        shapes::Shapes::start(nats, config.shapes.clone(), &config.streams, &config.bus, reconnects, shutdown.clone())
-            .await?;
+    let shapes = shapes::Shapes::start(
+        nats,
+        config.shapes.clone(),
+        &config.streams.prefix,
+        config.streams.jwt.authenticator(),
+        &config.bus,
+        reconnects,
+        shutdown.clone(),
+    )
+    .await?;
     let app = router(Arc::clone(&streams), shapes);
     if let Some(r) = &readiness {
         r.set(true);

@@ -15,14 +15,16 @@ mod webhook;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
+    sync::Arc,
     time::Duration,
 };
 
 use async_nats::jetstream::kv;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
+use folio_bus::StreamSeq;
 use futures::StreamExt;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +40,6 @@ use super::{
     error::{StorageError, StreamError},
     lifecycle::Lookup,
     meta::now_ms,
-    read::unix_now,
     store::Store,
 };
 
@@ -89,7 +90,7 @@ impl Engine {
     }
 
     fn any_match(&self, path: &str) -> bool {
-        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let cache = self.cache.read();
         cache.values().any(|s| s.matches(path).is_some())
     }
 
@@ -107,7 +108,7 @@ impl Engine {
     }
 
     fn cache_put(&self, sub: &Subscription) {
-        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(sub.id.clone(), sub.clone());
+        self.cache.write().insert(sub.id.clone(), sub.clone());
     }
 
     async fn load(&self, id: &str) -> SubResult<Option<(Subscription, u64)>> {
@@ -162,7 +163,7 @@ impl Streams {
         let mut out = Vec::with_capacity(sub.links.len());
         for (path, link) in &sub.links {
             let tail = match self.lookup(path).await? {
-                Lookup::Live(v) => self.store.tail(&v.meta).await?,
+                Lookup::Live(v) => self.store.tail(&v.meta).await?.get(),
                 _ => link.acked_seq,
             };
             out.push(WakeStream {
@@ -263,7 +264,7 @@ impl Streams {
         let body = Bytes::from(body.to_string());
         let mut backoff = Duration::from_secs(1);
         loop {
-            let signature = engine.signer.signature_header(unix_now(), &body);
+            let signature = engine.signer.signature_header(folio_live::unix_now(), &body);
             match engine.http.post(&url, &signature, body.clone()).await {
                 Ok(res) if (200..300).contains(&res.status) => {
                     let done = serde_json::from_slice::<serde_json::Value>(&res.body)
@@ -271,7 +272,7 @@ impl Streams {
                         .and_then(|v| v.get("done").and_then(|d| d.as_bool()))
                         .unwrap_or(false);
                     if done {
-                        let acks: Vec<_> = wake.streams.iter().map(|s| (s.path.clone(), s.tail_seq)).collect();
+                        let acks: Vec<_> = wake.streams.iter().map(|s| (s.path.clone(), StreamSeq::new(s.tail_seq))).collect();
                         match self.finish_wake(&sub.id, &wake.wake_id, wake.generation, None, &acks, true).await {
                             Ok(true) => {
                                 let _ = engine.notices.try_send(Notice::Rewake(sub.id.clone()));
@@ -306,7 +307,7 @@ impl Streams {
         wake_id: &str,
         generation: u64,
         token: Option<&str>,
-        acks: &[(String, u64)],
+        acks: &[(String, StreamSeq)],
         done: bool,
     ) -> SubResult<bool> {
         let (ok, _) = self
@@ -322,7 +323,7 @@ impl Streams {
                 }
                 for (path, seq) in acks {
                     if let Some(link) = s.links.get_mut(path) {
-                        link.acked_seq = link.acked_seq.max(*seq);
+                        link.acked_seq = link.acked_seq.max(seq.get());
                     }
                 }
                 if done {
@@ -351,7 +352,7 @@ impl Streams {
             Notice::Rewake(id) => return self.maybe_wake(&id).await,
         };
         let ids: Vec<(String, LinkType)> = {
-            let cache = self.subscriptions.cache.read().unwrap_or_else(|e| e.into_inner());
+            let cache = self.subscriptions.cache.read();
             cache.values().filter_map(|s| s.matches(&path).map(|l| (s.id.clone(), l))).collect()
         };
         for (id, link_type) in ids {
@@ -397,7 +398,7 @@ impl Streams {
 /// whose lease lapsed.
 pub async fn run_delivery(streams: Arc<Streams>, shutdown: CancellationToken) {
     let engine = &streams.subscriptions;
-    let Some(mut notices) = engine.receiver.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+    let Some(mut notices) = engine.receiver.lock().take() else { return };
     let mut watch = match engine.kv.watch_with_history("sub.>").await {
         Ok(w) => Some(w),
         Err(e) => {
@@ -417,7 +418,7 @@ pub async fn run_delivery(streams: Arc<Streams>, shutdown: CancellationToken) {
             Some(entry) = async { match watch.as_mut() { Some(w) => w.next().await, None => std::future::pending().await } } => {
                 let Ok(entry) = entry else { continue };
                 let id = entry.key.trim_start_matches("sub.").to_owned();
-                let mut cache = engine.cache.write().unwrap_or_else(|e| e.into_inner());
+                let mut cache = engine.cache.write();
                 match entry.operation {
                     kv::Operation::Put => {
                         if let Ok(sub) = serde_json::from_slice::<Subscription>(&entry.value) {
@@ -431,7 +432,7 @@ pub async fn run_delivery(streams: Arc<Streams>, shutdown: CancellationToken) {
             }
             _ = sweep.tick() => {
                 let lapsed: Vec<String> = {
-                    let cache = engine.cache.read().unwrap_or_else(|e| e.into_inner());
+                    let cache = engine.cache.read();
                     let now = now_ms();
                     cache.values().filter(|s| s.wake.as_ref().is_some_and(|w| w.lease_expires_ms.is_some_and(|at| at <= now))).map(|s| s.id.clone()).collect()
                 };

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::streams::offset::Offset;
+use folio_bus::StreamSeq;
+
+use crate::offset::Offset;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -168,7 +170,7 @@ impl Subscription {
         let streams: Vec<_> = self
             .links
             .iter()
-            .map(|(path, l)| serde_json::json!({ "path": path, "link_type": l.link_type, "acked_offset": Offset::at_seq(l.acked_seq).to_string() }))
+            .map(|(path, l)| serde_json::json!({ "path": path, "link_type": l.link_type, "acked_offset": Offset::at_seq(StreamSeq::new(l.acked_seq)).to_string() }))
             .collect();
         let kind = match self.kind {
             Kind::Webhook => "webhook",
@@ -205,8 +207,8 @@ pub fn wake_streams_json(streams: &[WakeStream]) -> Vec<serde_json::Value> {
             serde_json::json!({
                 "path": s.path,
                 "link_type": s.link_type,
-                "acked_offset": Offset::at_seq(s.acked_seq).to_string(),
-                "tail_offset": Offset::at_seq(s.tail_seq).to_string(),
+                "acked_offset": Offset::at_seq(StreamSeq::new(s.acked_seq)).to_string(),
+                "tail_offset": Offset::at_seq(StreamSeq::new(s.tail_seq)).to_string(),
                 "has_pending": s.tail_seq > s.acked_seq,
             })
         })

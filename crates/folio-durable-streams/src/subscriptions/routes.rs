@@ -17,7 +17,7 @@ use super::{
     random_token,
     webhook::WebhookUrl,
 };
-use crate::streams::{
+use crate::{
     Streams,
     body::read_limited,
     error::{Result, StreamError},
@@ -106,8 +106,8 @@ pub async fn handle(streams: &Arc<Streams>, rest: String, req: Request) -> Resul
                 .kv
                 .purge_expect_revision(super::key(id), Some(revision))
                 .await
-                .map_err(|e| crate::streams::StorageError::new("delete a subscription", e))?;
-            streams.subscriptions.cache.write().unwrap_or_else(|e| e.into_inner()).remove(*id);
+                .map_err(|e| crate::StorageError::new("delete a subscription", e))?;
+            streams.subscriptions.cache.write().remove(*id);
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         (["subscriptions", id, "streams"], Method::POST) => {
@@ -162,7 +162,7 @@ pub async fn handle(streams: &Arc<Streams>, rest: String, req: Request) -> Resul
 }
 
 fn normalize_path(p: &str) -> String {
-    crate::streams::stream_name_from_path(p).to_owned()
+    crate::stream_name_from_path(p).to_owned()
 }
 
 fn base_url(streams: &Streams, headers: &HeaderMap) -> String {

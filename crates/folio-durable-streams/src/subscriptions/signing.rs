@@ -7,7 +7,7 @@ use ed25519_dalek::{Signer as _, SigningKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::streams::error::StorageError;
+use crate::error::StorageError;
 
 const KEY: &str = "jwks.ed25519";
 

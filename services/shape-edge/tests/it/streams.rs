@@ -190,7 +190,7 @@ async fn producer_retry_after_a_lost_metadata_write_is_a_duplicate() -> anyhow::
     // Simulate an edge that stored seq 1 in JetStream and died before recording it.
     let js = async_nats::jetstream::new(folio_testkit::nats().await?);
     let kv = js.get_key_value(format!("{prefix}_meta")).await?;
-    let key = format!("s.{}", shape_edge::streams::store::path_hash("crash-window"));
+    let key = format!("s.{}", folio_durable_streams::store::path_hash("crash-window"));
     let meta: serde_json::Value = serde_json::from_slice(&kv.get(key).await?.expect("metadata"))?;
     let subject = format!("{prefix}.d.{}", meta["incarnation"].as_str().expect("incarnation"));
     let mut stored = async_nats::HeaderMap::new();
@@ -226,7 +226,7 @@ async fn expired_streams_nobody_reads_are_swept_from_jetstream() -> anyhow::Resu
 
     let js = async_nats::jetstream::new(folio_testkit::nats().await?);
     let kv = js.get_key_value(format!("{prefix}_meta")).await?;
-    let key = |p: &str| format!("s.{}", shape_edge::streams::store::path_hash(p));
+    let key = |p: &str| format!("s.{}", folio_durable_streams::store::path_hash(p));
     let meta: serde_json::Value = serde_json::from_slice(&kv.get(key("short-lived")).await?.expect("metadata"))?;
     let subject = format!("{prefix}.d.{}", meta["incarnation"].as_str().expect("incarnation"));
     let data = js.get_stream(format!("{prefix}_streams")).await?;

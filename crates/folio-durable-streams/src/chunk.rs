@@ -1,0 +1,21 @@
+//! One page of a stream's messages, the unit of catch-up reads, long-polls and SSE events.
+
+use bytes::Bytes;
+use folio_bus::StreamSeq;
+
+use super::{json, meta::StreamMeta};
+
+/// Messages of one page with the position after them.
+pub struct Chunk {
+    pub payloads: Vec<Bytes>,
+    /// Sequence after the last message returned (the tail when up to date).
+    pub next: StreamSeq,
+    pub up_to_date: bool,
+}
+
+impl Chunk {
+    pub fn body(&self, meta: &StreamMeta) -> Vec<u8> {
+        if meta.is_json() { json::array_of(self.payloads.iter().map(|b| b.as_ref())) } else { self.payloads.concat() }
+    }
+}
+
