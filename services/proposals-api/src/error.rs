@@ -104,68 +104,6 @@ impl From<ApiError> for tonic::Status {
     }
 }
 
-/// Collects field violations so a request reports every bad field at once.
-#[derive(Default)]
-pub struct Violations(Vec<FieldViolation>);
-
-impl Violations {
-    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation::new(field, description));
-    }
-
-    pub fn check(&mut self, ok: bool, field: &str, description: impl FnOnce() -> String) {
-        if !ok {
-            self.add(field, description());
-        }
-    }
-
-    /// Parses a required id, recording a violation when it is malformed.
-    pub fn id<T>(
-        &mut self,
-        field: &str,
-        raw: &str,
-        parse: fn(&str) -> Result<T, folio_domain::IdParseError>,
-    ) -> Option<T> {
-        if raw.is_empty() {
-            self.add(field, "is required");
-            return None;
-        }
-        match parse(raw) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.add(field, e.to_string());
-                None
-            }
-        }
-    }
-
-    /// Parses an optional id: empty means absent.
-    pub fn optional_id<T>(
-        &mut self,
-        field: &str,
-        raw: &str,
-        parse: fn(&str) -> Result<T, folio_domain::IdParseError>,
-    ) -> Option<T> {
-        if raw.is_empty() { None } else { self.id(field, raw, parse) }
-    }
-
-    pub fn text(&mut self, field: &str, value: &str, min: usize, max: usize) {
-        let len = value.chars().count();
-        if len < min {
-            self.add(
-                field,
-                if min == 1 { "is required".to_owned() } else { format!("must be at least {min} characters") },
-            );
-        } else if len > max {
-            self.add(field, format!("must be at most {max} characters, got {len}"));
-        }
-    }
-
-    pub fn into_result(self) -> Result<(), ApiError> {
-        if self.0.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(self.0)) }
-    }
-}
-
 /// Postgres unique/foreign-key violations that callers can cause, turned into their errors.
 pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23503"))

@@ -4,11 +4,13 @@ use folio_domain::ClientId;
 use folio_proto::api::v1::{self as pb, client_service_server::ClientService};
 use tonic::{Request, Response, Status};
 
-use super::{check_email, convert};
+use super::{
+    convert,
+    fields::{self, Parsed, all},
+};
 use crate::{
     AppState,
     auth::caller,
-    error::Violations,
     store::{self, clients as db},
 };
 
@@ -19,11 +21,41 @@ pub struct ClientApi {
     pub state: AppState,
 }
 
-fn client_id(raw: &str) -> Result<ClientId, Status> {
-    let mut v = Violations::default();
-    let id = v.id("id", raw, ClientId::parse);
-    v.into_result()?;
-    Ok(id.expect("validated"))
+fn client_id(raw: &str) -> Parsed<ClientId> {
+    fields::id("id", raw, ClientId::parse)
+}
+
+impl TryFrom<pb::CreateClientRequest> for db::ClientFields {
+    type Error = fields::Invalid;
+
+    fn try_from(req: pb::CreateClientRequest) -> Parsed<Self> {
+        let (name, email, company) = all((
+            fields::text("name", req.name, 1, MAX_NAME),
+            fields::email("email", req.email),
+            fields::text("company", req.company, 0, MAX_NAME),
+        ))?;
+        Ok(db::ClientFields { name, email, company })
+    }
+}
+
+/// An UpdateClient request: the client and the fields it sets.
+struct ClientUpdate {
+    id: ClientId,
+    changes: db::ClientChanges,
+}
+
+impl TryFrom<pb::UpdateClientRequest> for ClientUpdate {
+    type Error = fields::Invalid;
+
+    fn try_from(req: pb::UpdateClientRequest) -> Parsed<Self> {
+        let (id, name, email, company) = all((
+            client_id(&req.id),
+            req.name.map(|name| fields::text("name", name, 1, MAX_NAME)).transpose(),
+            req.email.map(|email| fields::email("email", email)).transpose(),
+            req.company.map(|company| fields::text("company", company, 0, MAX_NAME)).transpose(),
+        ))?;
+        Ok(ClientUpdate { id, changes: db::ClientChanges { name, email, company } })
+    }
 }
 
 #[tonic::async_trait]
@@ -34,13 +66,7 @@ impl ClientService for ClientApi {
     ) -> Result<Response<pb::CreateClientResponse>, Status> {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        v.text("name", &req.name, 1, MAX_NAME);
-        check_email(&mut v, "email", &req.email);
-        v.text("company", &req.company, 0, MAX_NAME);
-        v.into_result()?;
-        let fields = db::ClientFields { name: req.name, email: req.email, company: req.company };
+        let fields = db::ClientFields::try_from(request.into_inner())?;
         let row = db::create(&self.state.pool, caller.agency_id, fields).await?;
         Ok(Response::new(pb::CreateClientResponse { client: Some(convert::client(row)) }))
     }
@@ -76,21 +102,8 @@ impl ClientService for ClientApi {
     ) -> Result<Response<pb::UpdateClientResponse>, Status> {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let id = v.id("id", &req.id, ClientId::parse);
-        if let Some(name) = &req.name {
-            v.text("name", name, 1, MAX_NAME);
-        }
-        if let Some(email) = &req.email {
-            check_email(&mut v, "email", email);
-        }
-        if let Some(company) = &req.company {
-            v.text("company", company, 0, MAX_NAME);
-        }
-        v.into_result()?;
-        let changes = db::ClientChanges { name: req.name, email: req.email, company: req.company };
-        let row = db::update(&self.state.pool, caller.agency_id, id.expect("validated"), changes).await?;
+        let ClientUpdate { id, changes } = ClientUpdate::try_from(request.into_inner())?;
+        let row = db::update(&self.state.pool, caller.agency_id, id, changes).await?;
         Ok(Response::new(pb::UpdateClientResponse { client: Some(convert::client(row)) }))
     }
 

@@ -1,16 +1,19 @@
 //! ProposalService: proposals, line items and PDF requests.
 
-use folio_domain::{ClientId, Currency, LineItemAmounts, LineItemId, ProposalId, TemplateId, UserId};
+use folio_domain::{ClientId, LineItemAmounts, LineItemId, MoneyError, ProposalId, ProposalStatus, TemplateId, UserId};
 use folio_proto::api::v1::{self as pb, proposal_service_server::ProposalService};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
-use super::{convert, parse_date};
+use super::{
+    convert,
+    fields::{self, Invalid, Parsed, all},
+};
 use crate::{
     AppState,
     auth::caller,
-    error::{ApiError, Violations},
+    error::ApiError,
     store::{self, proposals as db},
 };
 
@@ -26,46 +29,206 @@ pub struct ProposalApi {
     pub state: AppState,
 }
 
-fn line_item_input(v: &mut Violations, field: &str, input: &pb::LineItemInput) -> Option<db::NewLineItem> {
-    v.text(&format!("{field}.description"), &input.description, 1, MAX_DESCRIPTION);
-    match LineItemAmounts::parse(input.quantity_milli, input.unit_price_minor, input.tax_rate_ppm) {
-        Ok(amounts) => Some(db::NewLineItem { description: input.description.clone(), amounts }),
-        Err(e) => {
-            let leaf = match e {
-                folio_domain::MoneyError::Quantity(_) => "quantity_milli",
-                folio_domain::MoneyError::UnitPrice(_) => "unit_price_minor",
-                _ => "tax_rate_ppm",
-            };
-            v.add(format!("{field}.{leaf}"), e.to_string());
-            None
-        }
-    }
+fn proposal_id(field: &str, raw: &str) -> Parsed<ProposalId> {
+    fields::id(field, raw, ProposalId::parse)
 }
 
-fn check_currency(v: &mut Violations, raw: &str) {
-    if let Err(e) = Currency::parse(raw) {
-        v.add("currency", e.to_string());
-    }
-}
-
-fn proposal_id(field: &str, raw: &str) -> Result<ProposalId, ApiError> {
-    let mut v = Violations::default();
-    let id = v.id(field, raw, ProposalId::parse);
-    v.into_result()?;
-    Ok(id.expect("a valid id when there is no violation"))
+fn line_item_id(raw: &str) -> Parsed<LineItemId> {
+    fields::id("line_item_id", raw, LineItemId::parse)
 }
 
 /// Chunk size of DownloadPdf: well under the default 4 MiB message limit of gRPC clients.
 const PDF_CHUNK_BYTES: usize = 64 * 1024;
 
 fn rendition_id(field: &str, raw: &str) -> Result<uuid::Uuid, ApiError> {
-    uuid::Uuid::parse_str(raw).map_err(|_| {
-        ApiError::InvalidArgument(vec![tonic_types::FieldViolation::new(field, format!("is not a UUID: {raw:?}"))])
-    })
+    uuid::Uuid::parse_str(raw).map_err(|_| Invalid::new(field, format!("is not a UUID: {raw:?}")).into())
 }
 
+/// The version a write expects, when it names one (0 means any).
 fn optional_version(v: i64) -> Option<i64> {
     (v != 0).then_some(v)
+}
+
+fn line_item(field: &str, input: pb::LineItemInput) -> Parsed<db::NewLineItem> {
+    let amounts =
+        LineItemAmounts::parse(input.quantity_milli, input.unit_price_minor, input.tax_rate_ppm).map_err(|e| {
+            let leaf = match e {
+                MoneyError::Quantity(_) => "quantity_milli",
+                MoneyError::UnitPrice(_) => "unit_price_minor",
+                _ => "tax_rate_ppm",
+            };
+            Invalid::new(format!("{field}.{leaf}"), e.to_string())
+        });
+    let description = fields::text(&format!("{field}.description"), input.description, 1, MAX_DESCRIPTION);
+    let (description, amounts) = all((description, amounts))?;
+    Ok(db::NewLineItem { description, amounts })
+}
+
+fn line_items_on_create(items: Vec<pb::LineItemInput>) -> Parsed<Vec<db::NewLineItem>> {
+    let count = items.len();
+    let (_, items) = all((
+        fields::check(count <= MAX_LINE_ITEMS_ON_CREATE, "line_items", || {
+            format!("at most {MAX_LINE_ITEMS_ON_CREATE} line items on create, got {count}")
+        }),
+        fields::each(items.into_iter().enumerate().map(|(i, item)| line_item(&format!("line_items[{i}]"), item))),
+    ))?;
+    Ok(items)
+}
+
+/// A CreateProposal request: the proposal, and the key that makes retrying it safe.
+struct ProposalDraft {
+    new: db::NewProposal,
+    idempotency: Option<db::IdempotencyKey>,
+}
+
+impl TryFrom<pb::CreateProposalRequest> for ProposalDraft {
+    type Error = Invalid;
+
+    fn try_from(req: pb::CreateProposalRequest) -> Parsed<Self> {
+        // Of the request as sent, so a key reused for a different request is recognised.
+        let fingerprint = (!req.idempotency_key.is_empty())
+            .then(|| Sha256::digest(req.encode_to_vec()).iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let (key, client_id, template_id, title, currency, valid_until, content, terms, line_items) = all((
+            fields::text("idempotency_key", req.idempotency_key, 0, MAX_IDEMPOTENCY_KEY),
+            fields::id("client_id", &req.client_id, ClientId::parse),
+            fields::optional_id("template_id", &req.template_id, TemplateId::parse),
+            fields::text("title", req.title, 1, MAX_TITLE),
+            fields::currency(req.currency),
+            fields::date("valid_until", &req.valid_until),
+            fields::text("content", req.content, 0, MAX_CONTENT),
+            fields::text("terms", req.terms, 0, MAX_TERMS),
+            line_items_on_create(req.line_items),
+        ))?;
+        Ok(ProposalDraft {
+            new: db::NewProposal { client_id, template_id, title, currency, valid_until, content, terms, line_items },
+            idempotency: fingerprint.map(|fingerprint| db::IdempotencyKey { key, fingerprint }),
+        })
+    }
+}
+
+impl TryFrom<&pb::ListProposalsRequest> for db::ProposalFilter {
+    type Error = Invalid;
+
+    fn try_from(req: &pb::ListProposalsRequest) -> Parsed<Self> {
+        let (status, client_id, owner_id) = all((
+            pb::ProposalStatus::try_from(req.status)
+                .map(convert::status_from_pb)
+                .map_err(|_| Invalid::new("status", format!("unknown status {}", req.status))),
+            fields::optional_id("client_id", &req.client_id, ClientId::parse),
+            fields::optional_id("owner_id", &req.owner_id, UserId::parse),
+        ))?;
+        Ok(db::ProposalFilter { status, client_id, owner_id, include_archived: req.include_archived })
+    }
+}
+
+/// An UpdateProposal request: the proposal, the version read, and the fields it sets.
+struct ProposalUpdate {
+    id: ProposalId,
+    expected_version: i64,
+    changes: db::ProposalChanges,
+}
+
+impl TryFrom<pb::UpdateProposalRequest> for ProposalUpdate {
+    type Error = Invalid;
+
+    fn try_from(req: pb::UpdateProposalRequest) -> Parsed<Self> {
+        let expected_version = req.expected_version;
+        let (id, (), title, currency, content, terms, client_id, valid_until, template_id) = all((
+            proposal_id("id", &req.id),
+            fields::check(expected_version > 0, "expected_version", || "is required (the version you read)".into()),
+            req.title.map(|title| fields::text("title", title, 1, MAX_TITLE)).transpose(),
+            req.currency.map(fields::currency).transpose(),
+            req.content.map(|content| fields::text("content", content, 0, MAX_CONTENT)).transpose(),
+            req.terms.map(|terms| fields::text("terms", terms, 0, MAX_TERMS)).transpose(),
+            req.client_id.map(|c| fields::id("client_id", &c, ClientId::parse)).transpose(),
+            req.valid_until.map(|d| fields::date("valid_until", &d)).transpose(),
+            req.template_id.map(|t| fields::optional_id("template_id", &t, TemplateId::parse)).transpose(),
+        ))?;
+        let changes = db::ProposalChanges { title, client_id, currency, valid_until, content, terms, template_id };
+        Ok(ProposalUpdate { id, expected_version, changes })
+    }
+}
+
+/// A TransitionProposal request.
+struct Transition {
+    id: ProposalId,
+    to: ProposalStatus,
+    expected_version: Option<i64>,
+}
+
+impl TryFrom<&pb::TransitionProposalRequest> for Transition {
+    type Error = Invalid;
+
+    fn try_from(req: &pb::TransitionProposalRequest) -> Parsed<Self> {
+        let to = pb::ProposalStatus::try_from(req.to).ok().and_then(convert::status_from_pb).ok_or_else(|| {
+            Invalid::new("to", format!("must be a proposal status other than unspecified, got {}", req.to))
+        });
+        let (id, to) = all((proposal_id("id", &req.id), to))?;
+        Ok(Transition { id, to, expected_version: optional_version(req.expected_version) })
+    }
+}
+
+/// An AddLineItem request.
+struct LineItemDraft {
+    proposal: ProposalId,
+    item: db::NewLineItem,
+    expected_version: Option<i64>,
+}
+
+impl TryFrom<pb::AddLineItemRequest> for LineItemDraft {
+    type Error = Invalid;
+
+    fn try_from(req: pb::AddLineItemRequest) -> Parsed<Self> {
+        let item = match req.line_item {
+            Some(input) => line_item("line_item", input),
+            None => Err(Invalid::new("line_item", "is required")),
+        };
+        let (proposal, item) = all((proposal_id("proposal_id", &req.proposal_id), item))?;
+        Ok(LineItemDraft { proposal, item, expected_version: optional_version(req.expected_version) })
+    }
+}
+
+/// An UpdateLineItem request: amounts are checked against the stored item they complete.
+struct LineItemUpdate {
+    proposal: ProposalId,
+    item: LineItemId,
+    expected_version: Option<i64>,
+    changes: db::LineItemChanges,
+}
+
+impl TryFrom<pb::UpdateLineItemRequest> for LineItemUpdate {
+    type Error = Invalid;
+
+    fn try_from(req: pb::UpdateLineItemRequest) -> Parsed<Self> {
+        let (proposal, item, description) = all((
+            proposal_id("proposal_id", &req.proposal_id),
+            line_item_id(&req.line_item_id),
+            req.description.map(|d| fields::text("description", d, 1, MAX_DESCRIPTION)).transpose(),
+        ))?;
+        let changes = db::LineItemChanges {
+            description,
+            quantity_milli: req.quantity_milli,
+            unit_price_minor: req.unit_price_minor,
+            tax_rate_ppm: req.tax_rate_ppm,
+        };
+        Ok(LineItemUpdate { proposal, item, expected_version: optional_version(req.expected_version), changes })
+    }
+}
+
+/// A RemoveLineItem request.
+struct LineItemRemoval {
+    proposal: ProposalId,
+    item: LineItemId,
+    expected_version: Option<i64>,
+}
+
+impl TryFrom<&pb::RemoveLineItemRequest> for LineItemRemoval {
+    type Error = Invalid;
+
+    fn try_from(req: &pb::RemoveLineItemRequest) -> Parsed<Self> {
+        let (proposal, item) = all((proposal_id("proposal_id", &req.proposal_id), line_item_id(&req.line_item_id)))?;
+        Ok(LineItemRemoval { proposal, item, expected_version: optional_version(req.expected_version) })
+    }
 }
 
 fn reply(record: &db::ProposalRecord) -> pb::Proposal {
@@ -82,40 +245,7 @@ impl ProposalService for ProposalApi {
     ) -> Result<Response<pb::CreateProposalResponse>, Status> {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        v.text("idempotency_key", &req.idempotency_key, 0, MAX_IDEMPOTENCY_KEY);
-        let client_id = v.id("client_id", &req.client_id, ClientId::parse);
-        let template_id = v.optional_id("template_id", &req.template_id, TemplateId::parse);
-        v.text("title", &req.title, 1, MAX_TITLE);
-        check_currency(&mut v, &req.currency);
-        let valid_until = parse_date(&mut v, "valid_until", &req.valid_until);
-        v.text("content", &req.content, 0, MAX_CONTENT);
-        v.text("terms", &req.terms, 0, MAX_TERMS);
-        v.check(req.line_items.len() <= MAX_LINE_ITEMS_ON_CREATE, "line_items", || {
-            format!("at most {MAX_LINE_ITEMS_ON_CREATE} line items on create, got {}", req.line_items.len())
-        });
-        let line_items: Vec<_> = req
-            .line_items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| line_item_input(&mut v, &format!("line_items[{i}]"), item))
-            .collect();
-        v.into_result()?;
-        let idempotency = (!req.idempotency_key.is_empty()).then(|| db::IdempotencyKey {
-            key: req.idempotency_key.clone(),
-            fingerprint: Sha256::digest(req.encode_to_vec()).iter().map(|b| format!("{b:02x}")).collect(),
-        });
-        let new = db::NewProposal {
-            client_id: client_id.expect("validated"),
-            template_id,
-            title: req.title,
-            currency: req.currency,
-            valid_until,
-            content: req.content,
-            terms: req.terms,
-            line_items,
-        };
+        let ProposalDraft { new, idempotency } = ProposalDraft::try_from(request.into_inner())?;
         let record = db::create(&self.state.pool, caller.agency_id, caller.user_id, new, idempotency).await?;
         Ok(Response::new(pb::CreateProposalResponse { proposal: Some(reply(&record)) }))
     }
@@ -136,20 +266,9 @@ impl ProposalService for ProposalApi {
     ) -> Result<Response<pb::ListProposalsResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::default();
-        let status = pb::ProposalStatus::try_from(req.status).ok();
-        v.check(status.is_some(), "status", || format!("unknown status {}", req.status));
-        let client_id = v.optional_id("client_id", &req.client_id, ClientId::parse);
-        let owner_id = v.optional_id("owner_id", &req.owner_id, UserId::parse);
-        v.into_result()?;
+        let filter = db::ProposalFilter::try_from(&req)?;
         let limit = store::page_size(req.page_size)?;
         let after = store::decode_cursor(&req.page_token)?;
-        let filter = db::ProposalFilter {
-            status: status.and_then(convert::status_from_pb),
-            client_id,
-            owner_id,
-            include_archived: req.include_archived,
-        };
         let (records, next) = db::list(&self.state.pool, caller.agency_id, &filter, after, limit).await?;
         Ok(Response::new(pb::ListProposalsResponse {
             proposals: records.iter().map(convert::proposal).collect(),
@@ -163,34 +282,8 @@ impl ProposalService for ProposalApi {
     ) -> Result<Response<pb::UpdateProposalResponse>, Status> {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let id = v.id("id", &req.id, ProposalId::parse);
-        v.check(req.expected_version > 0, "expected_version", || "is required (the version you read)".into());
-        if let Some(title) = &req.title {
-            v.text("title", title, 1, MAX_TITLE);
-        }
-        if let Some(currency) = &req.currency {
-            check_currency(&mut v, currency);
-        }
-        if let Some(content) = &req.content {
-            v.text("content", content, 0, MAX_CONTENT);
-        }
-        if let Some(terms) = &req.terms {
-            v.text("terms", terms, 0, MAX_TERMS);
-        }
-        let changes = db::ProposalChanges {
-            client_id: req.client_id.as_deref().and_then(|c| v.id("client_id", c, ClientId::parse)),
-            valid_until: req.valid_until.as_deref().map(|d| parse_date(&mut v, "valid_until", d)),
-            template_id: req.template_id.as_deref().map(|t| v.optional_id("template_id", t, TemplateId::parse)),
-            title: req.title,
-            currency: req.currency,
-            content: req.content,
-            terms: req.terms,
-        };
-        v.into_result()?;
-        let id = id.expect("validated");
-        let record = db::update(&self.state.pool, caller.agency_id, id, req.expected_version, changes).await?;
+        let ProposalUpdate { id, expected_version, changes } = ProposalUpdate::try_from(request.into_inner())?;
+        let record = db::update(&self.state.pool, caller.agency_id, id, expected_version, changes).await?;
         Ok(Response::new(pb::UpdateProposalResponse { proposal: Some(reply(&record)) }))
     }
 
@@ -200,15 +293,8 @@ impl ProposalService for ProposalApi {
     ) -> Result<Response<pb::TransitionProposalResponse>, Status> {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let id = v.id("id", &req.id, ProposalId::parse);
-        let to = pb::ProposalStatus::try_from(req.to).ok().and_then(convert::status_from_pb);
-        v.check(to.is_some(), "to", || format!("must be a proposal status other than unspecified, got {}", req.to));
-        v.into_result()?;
-        let (id, to) = (id.expect("validated"), to.expect("validated"));
-        let record =
-            db::transition(&self.state.pool, caller.agency_id, id, to, optional_version(req.expected_version)).await?;
+        let Transition { id, to, expected_version } = Transition::try_from(request.get_ref())?;
+        let record = db::transition(&self.state.pool, caller.agency_id, id, to, expected_version).await?;
         Ok(Response::new(pb::TransitionProposalResponse { proposal: Some(reply(&record)) }))
     }
 
@@ -231,25 +317,9 @@ impl ProposalService for ProposalApi {
     ) -> Result<Response<pb::AddLineItemResponse>, Status> {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let id = v.id("proposal_id", &req.proposal_id, ProposalId::parse);
-        let item = match &req.line_item {
-            Some(input) => line_item_input(&mut v, "line_item", input),
-            None => {
-                v.add("line_item", "is required");
-                None
-            }
-        };
-        v.into_result()?;
-        let (record, item_id) = db::add_line_item(
-            &self.state.pool,
-            caller.agency_id,
-            id.expect("validated"),
-            optional_version(req.expected_version),
-            item.expect("validated"),
-        )
-        .await?;
+        let LineItemDraft { proposal, item, expected_version } = LineItemDraft::try_from(request.into_inner())?;
+        let (record, item_id) =
+            db::add_line_item(&self.state.pool, caller.agency_id, proposal, expected_version, item).await?;
         Ok(Response::new(pb::AddLineItemResponse { proposal: Some(reply(&record)), line_item_id: item_id.to_string() }))
     }
 
@@ -259,29 +329,10 @@ impl ProposalService for ProposalApi {
     ) -> Result<Response<pb::UpdateLineItemResponse>, Status> {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let id = v.id("proposal_id", &req.proposal_id, ProposalId::parse);
-        let item_id = v.id("line_item_id", &req.line_item_id, LineItemId::parse);
-        if let Some(description) = &req.description {
-            v.text("description", description, 1, MAX_DESCRIPTION);
-        }
-        v.into_result()?;
-        let changes = db::LineItemChanges {
-            description: req.description,
-            quantity_milli: req.quantity_milli,
-            unit_price_minor: req.unit_price_minor,
-            tax_rate_ppm: req.tax_rate_ppm,
-        };
-        let record = db::update_line_item(
-            &self.state.pool,
-            caller.agency_id,
-            id.expect("validated"),
-            item_id.expect("validated"),
-            optional_version(req.expected_version),
-            changes,
-        )
-        .await?;
+        let LineItemUpdate { proposal, item, expected_version, changes } =
+            LineItemUpdate::try_from(request.into_inner())?;
+        let pool = &self.state.pool;
+        let record = db::update_line_item(pool, caller.agency_id, proposal, item, expected_version, changes).await?;
         Ok(Response::new(pb::UpdateLineItemResponse { proposal: Some(reply(&record)) }))
     }
 
@@ -291,19 +342,8 @@ impl ProposalService for ProposalApi {
     ) -> Result<Response<pb::RemoveLineItemResponse>, Status> {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let id = v.id("proposal_id", &req.proposal_id, ProposalId::parse);
-        let item_id = v.id("line_item_id", &req.line_item_id, LineItemId::parse);
-        v.into_result()?;
-        let record = db::remove_line_item(
-            &self.state.pool,
-            caller.agency_id,
-            id.expect("validated"),
-            item_id.expect("validated"),
-            optional_version(req.expected_version),
-        )
-        .await?;
+        let LineItemRemoval { proposal, item, expected_version } = LineItemRemoval::try_from(request.get_ref())?;
+        let record = db::remove_line_item(&self.state.pool, caller.agency_id, proposal, item, expected_version).await?;
         Ok(Response::new(pb::RemoveLineItemResponse { proposal: Some(reply(&record)) }))
     }
 

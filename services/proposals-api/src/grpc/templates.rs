@@ -4,11 +4,13 @@ use folio_domain::TemplateId;
 use folio_proto::api::v1::{self as pb, template_service_server::TemplateService};
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{
+    convert,
+    fields::{self, Invalid, Parsed, all},
+};
 use crate::{
     AppState,
     auth::caller,
-    error::Violations,
     store::{self, templates as db},
 };
 
@@ -21,18 +23,53 @@ pub struct TemplateApi {
     pub state: AppState,
 }
 
-fn template_id(raw: &str) -> Result<TemplateId, Status> {
-    let mut v = Violations::default();
-    let id = v.id("id", raw, TemplateId::parse);
-    v.into_result()?;
-    Ok(id.expect("validated"))
+fn template_id(raw: &str) -> Parsed<TemplateId> {
+    fields::id("id", raw, TemplateId::parse)
 }
 
-fn check_body(v: &mut Violations, body: &str) {
-    v.check(!body.trim().is_empty(), "body", || "is required".into());
-    v.check(body.len() <= MAX_BODY_BYTES, "body", || {
-        format!("must be at most {MAX_BODY_BYTES} bytes, got {}", body.len())
-    });
+fn body(body: String) -> Parsed<String> {
+    all((
+        fields::check(!body.trim().is_empty(), "body", || "is required".into()),
+        fields::check(body.len() <= MAX_BODY_BYTES, "body", || {
+            format!("must be at most {MAX_BODY_BYTES} bytes, got {}", body.len())
+        }),
+    ))?;
+    Ok(body)
+}
+
+/// A CreateTemplate request.
+struct NewTemplate {
+    name: String,
+    body: String,
+}
+
+impl TryFrom<pb::CreateTemplateRequest> for NewTemplate {
+    type Error = Invalid;
+
+    fn try_from(req: pb::CreateTemplateRequest) -> Parsed<Self> {
+        let (name, body) = all((fields::text("name", req.name, 1, MAX_NAME), body(req.body)))?;
+        Ok(NewTemplate { name, body })
+    }
+}
+
+/// An UpdateTemplate request: `None` leaves a field as it is.
+struct TemplateUpdate {
+    id: TemplateId,
+    name: Option<String>,
+    body: Option<String>,
+}
+
+impl TryFrom<pb::UpdateTemplateRequest> for TemplateUpdate {
+    type Error = Invalid;
+
+    fn try_from(req: pb::UpdateTemplateRequest) -> Parsed<Self> {
+        let (id, name, body) = all((
+            template_id(&req.id),
+            req.name.map(|name| fields::text("name", name, 1, MAX_NAME)).transpose(),
+            req.body.map(body).transpose(),
+        ))?;
+        Ok(TemplateUpdate { id, name, body })
+    }
 }
 
 #[tonic::async_trait]
@@ -43,12 +80,8 @@ impl TemplateService for TemplateApi {
     ) -> Result<Response<pb::CreateTemplateResponse>, Status> {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        v.text("name", &req.name, 1, MAX_NAME);
-        check_body(&mut v, &req.body);
-        v.into_result()?;
-        let row = db::create(&self.state.pool, caller.agency_id, req.name, req.body).await?;
+        let NewTemplate { name, body } = NewTemplate::try_from(request.into_inner())?;
+        let row = db::create(&self.state.pool, caller.agency_id, name, body).await?;
         Ok(Response::new(pb::CreateTemplateResponse { template: Some(convert::template(row)) }))
     }
 
@@ -83,17 +116,8 @@ impl TemplateService for TemplateApi {
     ) -> Result<Response<pb::UpdateTemplateResponse>, Status> {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let id = v.id("id", &req.id, TemplateId::parse);
-        if let Some(name) = &req.name {
-            v.text("name", name, 1, MAX_NAME);
-        }
-        if let Some(body) = &req.body {
-            check_body(&mut v, body);
-        }
-        v.into_result()?;
-        let row = db::update(&self.state.pool, caller.agency_id, id.expect("validated"), req.name, req.body).await?;
+        let TemplateUpdate { id, name, body } = TemplateUpdate::try_from(request.into_inner())?;
+        let row = db::update(&self.state.pool, caller.agency_id, id, name, body).await?;
         Ok(Response::new(pb::UpdateTemplateResponse { template: Some(convert::template(row)) }))
     }
 
