@@ -14,8 +14,8 @@ pub struct Config {
     #[arg(long, env = "FOLIO_API_ADDR", default_value = "127.0.0.1:50051")]
     pub listen_addr: SocketAddr,
 
-    #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/folio")]
-    pub database_url: String,
+    #[command(flatten)]
+    pub db: folio_db::DbArgs,
 
     #[arg(long, env = "FOLIO_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -48,7 +48,7 @@ impl Config {
     /// A configuration for tests and embedding: everything default except what is given.
     pub fn new(database_url: impl Into<String>, jwt_secret: impl Into<String>) -> Self {
         let mut config = <Self as clap::Parser>::parse_from(["proposals-api"]);
-        config.database_url = database_url.into();
+        config.db = folio_db::DbArgs::new(database_url);
         config.jwt.jwt_secret = jwt_secret.into();
         config.nats_url = None;
         config

@@ -10,7 +10,7 @@ pub mod pdfs;
 pub mod store;
 pub mod tenancy;
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use folio_proto::api::v1::{
     client_service_server::ClientServiceServer, proposal_service_server::ProposalServiceServer,
@@ -39,13 +39,13 @@ pub struct AppState {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub enum Error {
     #[error("FOLIO_JWT_SECRET must be at least {} bytes", folio_auth::MIN_SECRET_BYTES)]
     WeakSecret,
     #[error(transparent)]
     Db(#[from] folio_db::DbError),
     #[error("failed to bind {addr}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server failed")]
     Serve(#[source] std::io::Error),
     #[error("failed to connect to NATS at {url}")]
@@ -55,57 +55,92 @@ pub enum RunError {
 }
 
 /// Binds the configured addresses and serves until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    let bind = |addr| async move { TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source }) };
-    let listener = bind(config.listen_addr).await?;
-    let admin_listener = bind(config.common.admin_addr).await?;
-    let admin = folio_runtime::AdminServer::start(admin_listener, shutdown.clone()).await.map_err(RunError::Serve)?;
-    tracing::info!(api = %listener.local_addr().map_err(RunError::Serve)?, admin = %admin.local_addr, "proposals-api listening");
-    admin.readiness.set(true);
-    serve(config, listener, shutdown).await
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    bind(config).await?.run(shutdown).await
 }
 
-/// Serves the API on `listener` (tests pass a port-0 listener) until `shutdown` is cancelled,
-/// then drains in-flight calls for up to the configured grace period.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), RunError> {
+/// Checks the configuration, binds the API and admin listeners (port 0 works; the ports are
+/// known from [`Bound`]) and connects PostgreSQL (migrating it when configured) and NATS.
+pub async fn bind(config: Config) -> Result<Bound, Error> {
     if !config.jwt.is_strong() {
-        return Err(RunError::WeakSecret);
+        return Err(Error::WeakSecret);
     }
-    let pool = folio_db::connect(&config.database_url, config.db_max_connections).await?;
+    let bind = |addr| async move { TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source }) };
+    let listener = bind(config.listen_addr).await?;
+    let admin = bind(config.common.admin_addr).await?;
+    let pool = folio_db::connect(&config.db.database_url, config.db_max_connections).await?;
     if config.migrate {
         folio_db::migrate(&pool).await?;
     }
     let pdfs = match &config.nats_url {
         Some(url) => {
-            let nats = async_nats::connect(url).await.map_err(|source| RunError::Nats { url: url.clone(), source })?;
+            let nats = async_nats::connect(url).await.map_err(|source| Error::Nats { url: url.clone(), source })?;
             Some(Arc::new(pdfs::PdfStore::new(nats, config.pdf_bucket.clone())))
         }
         None => None,
     };
     let state = AppState { pool, pdfs, pdf_requeue_after: config.pdf_requeue_after };
-    let app = router(state, config.jwt.authenticator()).await?;
-    let grace = config.common.shutdown_grace;
-    let drained = shutdown.clone();
-    // Without TCP_NODELAY, Nagle holds small HTTP/2 frames back for a delayed ACK (~40 ms a call).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(drained.cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
-    shutdown.cancelled().await;
-    match tokio::time::timeout(grace + Duration::from_millis(100), server).await {
-        Ok(Ok(result)) => result.map_err(RunError::Serve),
-        Ok(Err(join)) => Err(RunError::Serve(std::io::Error::other(join))),
-        Err(_) => {
-            tracing::warn!(?grace, "in-flight calls did not finish within the grace period");
-            Ok(())
+    let addr = local_addr(&listener)?;
+    let admin_addr = local_addr(&admin)?;
+    Ok(Bound { config, listener, admin, addr, admin_addr, state })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, Error> {
+    listener.local_addr().map_err(Error::Serve)
+}
+
+/// The API with its listeners bound and its connections open, not serving yet.
+pub struct Bound {
+    config: Config,
+    listener: TcpListener,
+    admin: TcpListener,
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    state: AppState,
+}
+
+impl Bound {
+    /// gRPC and gRPC-Web.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `/healthz`, `/readyz` and `/metrics`.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight calls for up to the
+    /// configured grace period.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let Bound { config, listener, admin, addr, admin_addr, state } = self;
+        let app = router(state, config.jwt.authenticator()).await?;
+        let admin = folio_runtime::AdminServer::start(admin, shutdown.clone()).await.map_err(Error::Serve)?;
+        tracing::info!(api = %addr, admin = %admin_addr, "proposals-api listening");
+        admin.readiness.set(true);
+        let grace = config.common.shutdown_grace;
+        let drained = shutdown.clone();
+        // Without TCP_NODELAY, Nagle holds small HTTP/2 frames back for a delayed ACK (~40 ms a call).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, app).with_graceful_shutdown(drained.cancelled_owned());
+        let server = tokio::spawn(async move { server.await });
+        shutdown.cancelled().await;
+        match tokio::time::timeout(grace + Duration::from_millis(100), server).await {
+            Ok(Ok(result)) => result.map_err(Error::Serve),
+            Ok(Err(join)) => Err(Error::Serve(std::io::Error::other(join))),
+            Err(_) => {
+                tracing::warn!(?grace, "in-flight calls did not finish within the grace period");
+                Ok(())
+            }
         }
     }
 }
 
 /// The full HTTP app: the three authenticated services, health and reflection, with gRPC-Web
 /// and CORS for browsers and one tracing span per call.
-pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router, RunError> {
+pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router, Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ProposalServiceServer<grpc::proposals::ProposalApi>>().await;
     health.set_serving::<ClientServiceServer<grpc::clients::ClientApi>>().await;

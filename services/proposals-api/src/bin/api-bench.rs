@@ -21,9 +21,9 @@ use sqlx::Connection;
 
 #[derive(Parser)]
 struct Args {
-    /// Server-level PostgreSQL URL; the bench creates and drops its own database.
-    #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    database_url: String,
+    /// Any database on the server: the bench creates and drops its own database beside it.
+    #[command(flatten)]
+    db: folio_db::DbArgs,
     #[arg(long, default_value_t = 32)]
     clients: usize,
     #[arg(long, default_value_t = 5)]
@@ -39,10 +39,10 @@ const SECRET: &str = "bench-secret-bench-secret-bench-secret";
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let db_name = format!("folio_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&args.database_url).await.context("connect")?;
+    let mut admin = sqlx::PgConnection::connect(&args.db.database_url).await.context("connect")?;
     // Our own generated name, not input.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&mut admin).await?;
-    let url = folio_db::with_database(&args.database_url, &db_name);
+    let url = folio_db::with_database(&args.db.database_url, &db_name);
     let result = bench(&args, &url).await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db_name} WITH (FORCE)"))).execute(&mut admin).await?;
     result
@@ -71,13 +71,14 @@ async fn bench(args: &Args, url: &str) -> anyhow::Result<()> {
     .await?;
     let fx = Arc::new(Fixture { agency, owner, client: client.id.into() });
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let mut config = Config::new(url, SECRET);
+    config.listen_addr = "127.0.0.1:0".parse()?;
     config.db_max_connections = args.pool;
     config.migrate = false;
+    let api = proposals_api::bind(config).await?;
+    let addr = api.addr();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(proposals_api::serve(config, listener, shutdown.clone()));
+    tokio::spawn(api.run(shutdown.clone()));
     let token = Authenticator::new(SECRET.as_bytes())
         .issue(&Caller { user_id: owner, agency_id: agency, role: Role::Editor }, Duration::from_secs(3600));
     let mut grpc_clients = Vec::new();

@@ -15,8 +15,8 @@ use proposals_api::{
 #[derive(Parser)]
 #[command(about = "Seed Folio's demo data and print bearer tokens")]
 struct Args {
-    #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/folio")]
-    database_url: String,
+    #[command(flatten)]
+    db: folio_db::DbArgs,
     #[command(flatten)]
     jwt: folio_auth::JwtArgs,
     /// Lifetime of the printed tokens.
@@ -29,7 +29,7 @@ const AGENCY: &str = "Northwind Studio";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let pool = folio_db::connect(&args.database_url, 4).await?;
+    let pool = folio_db::connect(&args.db.database_url, 4).await?;
     folio_db::migrate(&pool).await?;
 
     let existing: Option<uuid::Uuid> =

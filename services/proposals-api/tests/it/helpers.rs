@@ -86,10 +86,11 @@ pub async fn spawn_app() -> TestApp {
     let db = TestDb::new().await.expect("test database");
     let mut config = Config::new(db.url.clone(), SECRET);
     config.common.shutdown_grace = Duration::from_secs(1);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    let api = proposals_api::bind(config).await.expect("bind the API");
+    let addr = api.addr();
     let shutdown = CancellationToken::new();
-    tokio::spawn(proposals_api::serve(config, listener, shutdown.clone()));
+    tokio::spawn(api.run(shutdown.clone()));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
 
     let pool = &db.pool;
