@@ -10,19 +10,13 @@ pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/folio")]
-    pub database_url: String,
+    #[command(flatten)]
+    pub db: folio_db::DbArgs,
 
-    #[arg(long, env = "FOLIO_NATS_URL", default_value = "nats://127.0.0.1:4333")]
-    pub nats_url: String,
-
-    /// Subject root wal-ingest publishes under: jobs arrive on `<root>.jobs.pdf`.
-    #[arg(long, env = "FOLIO_SUBJECT_ROOT", default_value = "folio")]
-    pub subject_root: String,
-
-    /// The work-queue stream wal-ingest writes jobs to.
-    #[arg(long, env = "FOLIO_JOBS_STREAM", default_value = "FOLIO_JOBS")]
-    pub jobs_stream: String,
+    /// NATS, the subject root (jobs arrive on `<root>.jobs.pdf`), the jobs stream wal-ingest
+    /// writes to, and the replicas of the bucket and dead-letter stream declared here.
+    #[command(flatten)]
+    pub bus: folio_bus::BusArgs,
 
     /// Durable consumer shared by every pdf-render replica.
     #[arg(long, env = "FOLIO_PDF_CONSUMER", default_value = "pdf-render")]
@@ -35,10 +29,6 @@ pub struct Config {
     /// JetStream Object Store bucket for the PDFs.
     #[arg(long, env = "FOLIO_PDF_BUCKET", default_value = "folio-pdfs")]
     pub bucket: String,
-
-    /// Replicas of the bucket and dead-letter stream (3 in a clustered deployment).
-    #[arg(long, env = "FOLIO_STREAM_REPLICAS", default_value_t = 1)]
-    pub replicas: usize,
 
     /// Renders at once; one render uses one core. 0 = the number of cores.
     #[arg(long, env = "FOLIO_PDF_CONCURRENCY", default_value_t = 0)]
@@ -91,8 +81,8 @@ impl Config {
     /// Defaults, with the two connection URLs given: for tests and embedding.
     pub fn new(database_url: impl Into<String>, nats_url: impl Into<String>) -> Self {
         let mut config = <Self as clap::Parser>::parse_from(["pdf-render"]);
-        config.database_url = database_url.into();
-        config.nats_url = nats_url.into();
+        config.db = folio_db::DbArgs::new(database_url);
+        config.bus.nats_url = nats_url.into();
         config
     }
 }

@@ -8,7 +8,7 @@ pub mod render;
 pub mod store;
 pub mod worker;
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
@@ -25,55 +25,78 @@ pub struct Shared {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub enum Error {
     #[error(transparent)]
     Db(#[from] folio_db::DbError),
-    #[error("nats: {0}")]
-    Nats(String),
+    #[error("failed to bind {addr}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("failed to connect to NATS at {url}")]
+    Nats { url: String, source: async_nats::ConnectError },
+    #[error("failed to declare the stream {stream}")]
+    DeclareStream { stream: String, source: jetstream::context::CreateStreamError },
+    #[error("failed to create the consumer {consumer}")]
+    CreateConsumer { consumer: String, source: jetstream::stream::ConsumerError },
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    #[error("failed to bind {addr}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 /// Runs the worker (and the admin server) until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    let addr = config.common.admin_addr;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source })?;
-    let admin = folio_runtime::AdminServer::start(listener, shutdown.clone())
-        .await
-        .map_err(|source| RunError::Bind { addr, source })?;
-    let shared = connect(config).await?;
-    admin.readiness.set(true);
-    tracing::info!(admin = %admin.local_addr, "pdf-render started");
-    serve(shared, shutdown).await
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    bind(config).await?.run(shutdown).await
 }
 
-pub async fn connect(config: Config) -> Result<Arc<Shared>, RunError> {
-    let pool = folio_db::connect(&config.database_url, config.concurrency() as u32 * 2 + 2).await?;
-    let nats = async_nats::connect(&config.nats_url)
-        .await
-        .map_err(|e| RunError::Nats(format!("connect {}: {e}", config.nats_url)))?;
+/// Binds the admin listener (port 0 works; see [`Bound::admin_addr`]), connects PostgreSQL
+/// and NATS, and declares the PDF bucket and the dead-letter stream.
+pub async fn bind(config: Config) -> Result<Bound, Error> {
+    let addr = config.common.admin_addr;
+    let admin = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    let admin_addr = admin.local_addr().map_err(|source| Error::Bind { addr, source })?;
+    let pool = folio_db::connect(&config.db.database_url, config.concurrency() as u32 * 2 + 2).await?;
+    let url = &config.bus.nats_url;
+    let nats = async_nats::connect(url).await.map_err(|source| Error::Nats { url: url.clone(), source })?;
     let js = jetstream::new(nats.clone());
-    let bucket = store::open_bucket(&js, &config.bucket, config.replicas).await?;
+    let replicas = config.bus.stream_replicas;
+    let bucket = store::open_bucket(&js, &config.bucket, replicas).await?;
     js.get_or_create_stream(jetstream::stream::Config {
         name: config.dead_letter_stream.clone(),
         description: Some("PDF jobs that could not be rendered, with the error in Folio-Error".into()),
-        subjects: vec![folio_bus::Subjects::new(config.subject_root.clone()).dead_letters(worker::JOB_KIND)],
+        subjects: vec![config.bus.subjects().dead_letters(worker::JOB_KIND)],
         storage: jetstream::stream::StorageType::File,
-        num_replicas: config.replicas,
+        num_replicas: replicas,
         max_age: std::time::Duration::from_secs(30 * 24 * 3600),
         ..Default::default()
     })
     .await
-    .map_err(|e| RunError::Nats(format!("declare {}: {e}", config.dead_letter_stream)))?;
-    Ok(Arc::new(Shared { config, pool, nats, js, bucket }))
+    .map_err(|source| Error::DeclareStream { stream: config.dead_letter_stream.clone(), source })?;
+    let shared = Arc::new(Shared { config, pool, nats, js, bucket });
+    Ok(Bound { shared, admin, admin_addr })
 }
 
-/// The worker and the exhausted-job watcher on an already connected `Shared` (tests use this).
-pub async fn serve(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(), RunError> {
-    let watcher = tokio::spawn(worker::watch_exhausted_jobs(shared.clone(), shutdown.clone()));
-    let result = worker::run(shared, shutdown).await;
-    watcher.abort();
-    result
+/// pdf-render connected and its admin listener bound, not consuming yet.
+pub struct Bound {
+    shared: Arc<Shared>,
+    admin: tokio::net::TcpListener,
+    admin_addr: SocketAddr,
+}
+
+impl Bound {
+    /// `/healthz`, `/readyz` and `/metrics`.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The worker and the exhausted-job watcher until `shutdown`; renders in flight then get
+    /// the grace period to finish.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let Bound { shared, admin, admin_addr } = self;
+        let admin = folio_runtime::AdminServer::start(admin, shutdown.clone())
+            .await
+            .map_err(|source| Error::Bind { addr: admin_addr, source })?;
+        admin.readiness.set(true);
+        tracing::info!(admin = %admin.local_addr, "pdf-render started");
+        let watcher = tokio::spawn(worker::watch_exhausted_jobs(shared.clone(), shutdown.clone()));
+        let result = worker::run(shared, shutdown).await;
+        watcher.abort();
+        result
+    }
 }

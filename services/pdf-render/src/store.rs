@@ -11,14 +11,13 @@ use crate::render::RenderedPdf;
 pub enum StoreError {
     #[error("failed to update the rendition")]
     Db(#[from] sqlx::Error),
-    #[error("failed to open the object store bucket {bucket}: {message}")]
-    Bucket { bucket: String, message: String },
-    #[error("failed to store the PDF {sha256}: {message}")]
-    Put { sha256: String, message: String },
+    #[error("failed to open the object store bucket {bucket}")]
+    Bucket { bucket: String, source: jetstream::context::CreateObjectStoreError },
+    #[error("failed to store the PDF {sha256}")]
+    Put { sha256: String, source: jetstream::object_store::PutError },
 }
 
 pub async fn open_bucket(js: &jetstream::Context, bucket: &str, replicas: usize) -> Result<ObjectStore, StoreError> {
-    let err = |e: &dyn std::fmt::Display| StoreError::Bucket { bucket: bucket.to_owned(), message: e.to_string() };
     match js.get_object_store(bucket).await {
         Ok(store) => Ok(store),
         Err(_) => js
@@ -30,7 +29,7 @@ pub async fn open_bucket(js: &jetstream::Context, bucket: &str, replicas: usize)
                 ..Default::default()
             })
             .await
-            .map_err(|e| err(&e)),
+            .map_err(|source| StoreError::Bucket { bucket: bucket.to_owned(), source }),
     }
 }
 
@@ -48,7 +47,7 @@ pub async fn put_pdf(store: &ObjectStore, pdf: &RenderedPdf) -> Result<(), Store
         .put(meta, &mut pdf.bytes.as_slice())
         .await
         .map(|_| ())
-        .map_err(|e| StoreError::Put { sha256: pdf.sha256.clone(), message: e.to_string() })
+        .map_err(|source| StoreError::Put { sha256: pdf.sha256.clone(), source })
 }
 
 /// A session-level advisory lock on one rendition: held by the one worker rendering it, and

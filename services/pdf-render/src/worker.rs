@@ -32,60 +32,84 @@ enum Outcome {
     Busy,
 }
 
+/// Why a job did not end well. How it is retried follows from the cause ([`JobError::retry`]);
+/// the whole chain is the reason recorded on the rendition and in the dead letter.
 #[derive(Debug, thiserror::Error)]
 enum JobError {
-    /// Retrying cannot help: bad payload, bad template, proposal moved to another version.
-    #[error("{0}")]
-    Permanent(String),
+    #[error("payload is not a RenderPdfJob")]
+    Payload(#[source] prost::DecodeError),
+    #[error("rendition_id {0:?} is not a UUID")]
+    RenditionId(String),
+    #[error("rendition {0} does not exist (yet)")]
+    RenditionNotVisible(Uuid),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Render(#[from] RenderFailure),
+}
+
+/// What another delivery of a failed job can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Nothing: bad payload, bad template, proposal moved to another version.
+    Never,
     /// The database or NATS misbehaved: worth another delivery.
-    #[error("{0}")]
-    Transient(String),
+    Transient,
     /// A row the job names is not visible (yet). The WAL carries a commit slightly before other
     /// sessions see it, so a job can outrun its own rows: retried like `Transient`, and only
     /// when the retry budget is spent does the job fail.
-    #[error("{0}")]
-    NotVisible(String),
+    NotVisible,
 }
 
-impl From<LoadError> for JobError {
-    fn from(e: LoadError) -> Self {
-        let text = folio_runtime::error_chain(&e);
-        if e.is_not_visible() {
-            JobError::NotVisible(text)
-        } else if e.is_permanent() {
-            JobError::Permanent(text)
-        } else {
-            JobError::Transient(text)
+impl JobError {
+    fn retry(&self) -> Retry {
+        match self {
+            JobError::Payload(_) | JobError::RenditionId(_) | JobError::Render(_) => Retry::Never,
+            JobError::RenditionNotVisible(_) => Retry::NotVisible,
+            JobError::Load(e) if e.is_not_visible() => Retry::NotVisible,
+            JobError::Load(e) if e.is_permanent() => Retry::Never,
+            JobError::Load(_) | JobError::Store(_) => Retry::Transient,
         }
     }
+
+    fn reason(&self) -> String {
+        folio_runtime::error_chain(self)
+    }
 }
 
-impl From<store::StoreError> for JobError {
-    fn from(e: store::StoreError) -> Self {
-        JobError::Transient(folio_runtime::error_chain(&e))
-    }
+/// Why the renderer produced no PDF: permanent, since the same input renders the same way.
+#[derive(Debug, thiserror::Error)]
+enum RenderFailure {
+    #[error("the render did not finish within {0:?}")]
+    TimedOut(Duration),
+    #[error(transparent)]
+    Render(#[from] render::RenderError),
+    #[error("the renderer crashed")]
+    Crashed(#[source] tokio::task::JoinError),
 }
 
 /// The kind of job this worker does: `<root>.jobs.pdf`, dead letters on `<root>.dead.pdf`.
 pub(crate) const JOB_KIND: &str = "pdf";
 
 pub(crate) fn jobs_subject(shared: &Shared) -> String {
-    folio_bus::Subjects::new(shared.config.subject_root.clone()).jobs(JOB_KIND)
+    shared.config.bus.subjects().jobs(JOB_KIND)
 }
 
 pub(crate) fn dead_subject(shared: &Shared) -> String {
-    folio_bus::Subjects::new(shared.config.subject_root.clone()).dead_letters(JOB_KIND)
+    shared.config.bus.subjects().dead_letters(JOB_KIND)
 }
 
 /// Consumes jobs until `shutdown`, then lets in-flight renders finish within the grace period.
-pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(), crate::RunError> {
+pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(), crate::Error> {
     let config = &shared.config;
     let stream = loop {
-        match shared.js.get_stream(&config.jobs_stream).await {
+        match shared.js.get_stream(&config.bus.jobs_stream).await {
             Ok(stream) => break stream,
             Err(e) => {
                 // wal-ingest declares the jobs stream; wait for it rather than declaring a rival.
-                tracing::warn!(stream = %config.jobs_stream, "waiting for the jobs stream: {e}");
+                tracing::warn!(stream = %config.bus.jobs_stream, "waiting for the jobs stream: {e}");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -109,9 +133,9 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(),
             },
         )
         .await
-        .map_err(|e| crate::RunError::Nats(format!("create consumer {}: {e}", config.consumer)))?;
+        .map_err(|source| crate::Error::CreateConsumer { consumer: config.consumer.clone(), source })?;
     let retry_budget = config.retry_budget();
-    tracing::info!(stream = %config.jobs_stream, consumer = %config.consumer, concurrency, ?retry_budget, "pdf-render consuming");
+    tracing::info!(stream = %config.bus.jobs_stream, consumer = %config.consumer, concurrency, ?retry_budget, "pdf-render consuming");
 
     let permits = Arc::new(Semaphore::new(concurrency));
     let tasks = TaskTracker::new();
@@ -180,28 +204,33 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
             Ok(Outcome::AlreadyReady) => (AckKind::Ack, "duplicate"),
             // Another worker is rendering this rendition; look again once it has had time to finish.
             Ok(Outcome::Busy) => (AckKind::Nak(Some(config.ack_wait)), "busy"),
-            Err(JobError::Permanent(reason)) => {
-                tracing::warn!(%reason, "job cannot be rendered");
-                (dead_letter(shared, &message.payload, &reason, delivered).await, "failed")
-            }
-            Err(JobError::Transient(reason) | JobError::NotVisible(reason))
-                if config.max_deliver > 0 && delivered >= config.max_deliver =>
-            {
-                let reason = format!("gave up after {delivered} attempts: {reason}");
-                tracing::error!(%reason, "job exhausted its deliveries");
-                let ack = dead_letter(shared, &message.payload, &reason, delivered).await;
-                fail_rendition(shared, &message.payload, &reason).await;
-                (ack, "failed")
-            }
-            Err(JobError::Transient(reason)) => {
-                let delay = backoff(config.retry_backoff, delivered);
-                tracing::warn!(%reason, ?delay, "transient failure, retrying");
-                (AckKind::Nak(Some(delay)), "retry")
-            }
-            Err(JobError::NotVisible(reason)) => {
-                let delay = backoff(config.retry_backoff, delivered);
-                tracing::info!(%reason, ?delay, "the job's rows are not visible yet, retrying");
-                (AckKind::Nak(Some(delay)), "not_visible")
+            Err(e) => {
+                let reason = e.reason();
+                match e.retry() {
+                    Retry::Never => {
+                        tracing::warn!(%reason, "job cannot be rendered");
+                        (dead_letter(shared, &message.payload, &reason, delivered).await, "failed")
+                    }
+                    Retry::Transient | Retry::NotVisible
+                        if config.max_deliver > 0 && delivered >= config.max_deliver =>
+                    {
+                        let reason = format!("gave up after {delivered} attempts: {reason}");
+                        tracing::error!(%reason, "job exhausted its deliveries");
+                        let ack = dead_letter(shared, &message.payload, &reason, delivered).await;
+                        fail_rendition(shared, &message.payload, &reason).await;
+                        (ack, "failed")
+                    }
+                    Retry::Transient => {
+                        let delay = backoff(config.retry_backoff, delivered);
+                        tracing::warn!(%reason, ?delay, "transient failure, retrying");
+                        (AckKind::Nak(Some(delay)), "retry")
+                    }
+                    Retry::NotVisible => {
+                        let delay = backoff(config.retry_backoff, delivered);
+                        tracing::info!(%reason, ?delay, "the job's rows are not visible yet, retrying");
+                        (AckKind::Nak(Some(delay)), "not_visible")
+                    }
+                }
             }
         };
         metrics::counter!("folio_pdf_jobs_total", "outcome" => outcome).increment(1);
@@ -222,14 +251,12 @@ pub(crate) fn backoff(first: Duration, delivered: i64) -> Duration {
 }
 
 async fn process(shared: &Shared, message: &jetstream::Message) -> Result<Outcome, JobError> {
-    let job = RenderPdfJob::decode(message.payload.as_ref())
-        .map_err(|e| JobError::Permanent(format!("payload is not a RenderPdfJob: {e}")))?;
+    let job = RenderPdfJob::decode(message.payload.as_ref()).map_err(JobError::Payload)?;
     let span = tracing::Span::current();
     folio_bus::trace_context::set_parent_from_traceparent(&span, &job.traceparent);
     span.record("rendition_id", job.rendition_id.as_str());
     span.record("proposal_id", job.proposal_id.as_str());
-    let rendition = Uuid::parse_str(&job.rendition_id)
-        .map_err(|_| JobError::Permanent(format!("rendition_id {:?} is not a UUID", job.rendition_id)))?;
+    let rendition = Uuid::parse_str(&job.rendition_id).map_err(|_| JobError::RenditionId(job.rendition_id.clone()))?;
 
     let Some(mut lock) = RenditionLock::try_acquire(&shared.pool, rendition).await? else {
         return Ok(Outcome::Busy);
@@ -248,7 +275,7 @@ async fn process_locked(
 ) -> Result<Outcome, JobError> {
     match store::current_status(lock.conn(), rendition).await? {
         // Not committed yet as far as this session can see; RequestPdf writes row and job together.
-        None => return Err(JobError::NotVisible(format!("rendition {rendition} does not exist (yet)"))),
+        None => return Err(JobError::RenditionNotVisible(rendition)),
         Some(status) if status == "ready" => return Ok(Outcome::AlreadyReady),
         Some(_) => {}
     }
@@ -256,8 +283,8 @@ async fn process_locked(
         Ok(context) => context,
         Err(e) => {
             let err = JobError::from(e);
-            if let JobError::Permanent(reason) = &err {
-                store::mark_failed(&shared.pool, rendition, reason).await?;
+            if err.retry() == Retry::Never {
+                store::mark_failed(&shared.pool, rendition, &err.reason()).await?;
             }
             return Err(err);
         }
@@ -267,9 +294,10 @@ async fn process_locked(
     let rendered = render_with_heartbeat(shared, message, context).await;
     let pdf = match rendered {
         Ok(pdf) => pdf,
-        Err(reason) => {
-            store::mark_failed(&shared.pool, rendition, &reason).await?;
-            return Err(JobError::Permanent(reason));
+        Err(failure) => {
+            let err = JobError::Render(failure);
+            store::mark_failed(&shared.pool, rendition, &err.reason()).await?;
+            return Err(err);
         }
     };
     store::put_pdf(&shared.bucket, &pdf).await?;
@@ -284,7 +312,7 @@ async fn render_with_heartbeat(
     shared: &Shared,
     message: &jetstream::Message,
     context: document::RenditionContext,
-) -> Result<render::RenderedPdf, String> {
+) -> Result<render::RenderedPdf, RenderFailure> {
     let started = std::time::Instant::now();
     let mut task = tokio::task::spawn_blocking(move || {
         let template = context.template_body.as_deref().unwrap_or(DEFAULT_TEMPLATE);
@@ -309,7 +337,7 @@ async fn render_with_heartbeat(
                 // A compile cannot be cancelled: its thread runs on, but the job, the slot and
                 // the rendition are released, so one endless template cannot stall the pool.
                 metrics::counter!("folio_pdf_render_timeouts_total").increment(1);
-                return Err(format!("the render did not finish within {:?}", shared.config.render_timeout));
+                return Err(RenderFailure::TimedOut(shared.config.render_timeout));
             }
             _ = tokio::time::sleep(beat) => {
                 if let Err(e) = message.ack_with(AckKind::Progress).await {
@@ -321,8 +349,8 @@ async fn render_with_heartbeat(
     metrics::histogram!("folio_pdf_render_seconds").record(started.elapsed().as_secs_f64());
     match result {
         Ok(Ok(pdf)) => Ok(pdf),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(join) => Err(format!("the renderer crashed: {join}")),
+        Ok(Err(e)) => Err(RenderFailure::Render(e)),
+        Err(join) => Err(RenderFailure::Crashed(join)),
     }
 }
 
@@ -381,7 +409,7 @@ fn header_safe(text: &str) -> String {
 /// worker's memory). The job is moved to the dead-letter stream and its rendition marked failed.
 pub async fn watch_exhausted_jobs(shared: Arc<Shared>, shutdown: CancellationToken) {
     let config = &shared.config;
-    let subject = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}", config.jobs_stream, config.consumer);
+    let subject = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}", config.bus.jobs_stream, config.consumer);
     let mut advisories = match shared.nats.queue_subscribe(subject.clone(), "pdf-render".into()).await {
         Ok(s) => s,
         Err(e) => {
@@ -400,7 +428,7 @@ pub async fn watch_exhausted_jobs(shared: Arc<Shared>, shutdown: CancellationTok
             deliveries: i64,
         }
         let Ok(event) = serde_json::from_slice::<MaxDeliveries>(&advisory.payload) else { continue };
-        let stream = match shared.js.get_stream(&config.jobs_stream).await {
+        let stream = match shared.js.get_stream(&config.bus.jobs_stream).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("failed to open the jobs stream: {e}");

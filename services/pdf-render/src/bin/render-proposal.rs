@@ -11,8 +11,8 @@ use pdf_render::render::{DEFAULT_TEMPLATE, RenderInput, render};
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long, env = "FOLIO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/folio")]
-    database_url: String,
+    #[command(flatten)]
+    db: folio_db::DbArgs,
     /// Proposal ids to render; with --all, every proposal in the database.
     proposals: Vec<uuid::Uuid>,
     #[arg(long)]
@@ -24,7 +24,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let pool = folio_db::connect(&args.database_url, 2).await?;
+    let pool = folio_db::connect(&args.db.database_url, 2).await?;
     let ids: Vec<(uuid::Uuid, Option<uuid::Uuid>)> = if args.all {
         sqlx::query_as("SELECT id, template_id FROM proposals ORDER BY created_at").fetch_all(&pool).await?
     } else {

@@ -32,12 +32,13 @@ async fn the_api_serves_the_rendered_pdf_over_grpc_and_http() {
     let stored = env.pdf(&sha).await;
 
     let mut config = proposals_api::Config::new(env.db.url.clone(), SECRET);
-    config.nats_url = Some(env.config.nats_url.clone());
+    config.nats_url = Some(env.config.bus.nats_url.clone());
     config.pdf_bucket = env.config.bucket.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    let api = proposals_api::bind(config).await.expect("bind the API");
+    let addr = api.addr();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(proposals_api::serve(config, listener, shutdown.clone()));
+    tokio::spawn(api.run(shutdown.clone()));
     let caller = Caller { user_id: env.owner, agency_id: env.agency, role: Role::Viewer };
     let token = Authenticator::new(SECRET.as_bytes()).issue(&caller, Duration::from_secs(60));
 

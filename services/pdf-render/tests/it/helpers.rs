@@ -26,8 +26,8 @@ pub async fn env() -> Env {
     let db = TestDb::new().await.expect("test database");
     let root = format!("t{}", folio_testkit::unique_suffix());
     let mut config = Config::new(db.url.clone(), folio_testkit::nats_url());
-    config.subject_root = root.clone();
-    config.jobs_stream = format!("JOBS_{root}");
+    config.bus.subject_root = root.clone();
+    config.bus.jobs_stream = format!("JOBS_{root}");
     config.consumer = format!("render_{root}");
     config.dead_letter_stream = format!("DEAD_{root}");
     config.bucket = format!("pdfs_{root}");
@@ -40,8 +40,8 @@ pub async fn env() -> Env {
     let js = jetstream::new(nats);
     // Declared as wal-ingest declares its jobs stream: a file-backed work queue.
     js.create_stream(jetstream::stream::Config {
-        name: config.jobs_stream.clone(),
-        subjects: vec![format!("{root}.jobs.>")],
+        name: config.bus.jobs_stream.clone(),
+        subjects: vec![config.bus.subjects().jobs_filter()],
         retention: jetstream::stream::RetentionPolicy::WorkQueue,
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
@@ -169,13 +169,13 @@ impl Env {
         headers.insert(folio_bus::headers::MSG_ID, id.to_string().as_str());
         headers.insert(folio_bus::headers::COMMIT_LSN, lsn.to_string().as_str());
         headers.insert(folio_bus::headers::XID, xid.to_string().as_str());
-        let subject = folio_bus::Subjects::new(&self.config.subject_root).jobs("pdf");
+        let subject = self.config.bus.subjects().jobs("pdf");
         self.js.publish_with_headers(subject, headers, job.encode_to_vec().into()).await.unwrap().await.unwrap();
     }
 
     /// The jobs consumer's state, once pdf-render has declared it.
     pub async fn consumer_info(&self) -> jetstream::consumer::Info {
-        let stream = self.js.get_stream(&self.config.jobs_stream).await.unwrap();
+        let stream = self.js.get_stream(&self.config.bus.jobs_stream).await.unwrap();
         let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(&self.config.consumer).await.unwrap();
         consumer.info().await.unwrap().clone()
     }
@@ -193,7 +193,7 @@ impl Env {
 
     /// Puts a job on the queue exactly where wal-ingest would.
     pub async fn publish(&self, payload: Vec<u8>) {
-        let subject = format!("{}.jobs.pdf", self.config.subject_root);
+        let subject = self.config.bus.subjects().jobs("pdf");
         self.js.publish(subject, payload.into()).await.unwrap().await.unwrap();
     }
 
@@ -203,8 +203,8 @@ impl Env {
 
     pub async fn start_worker(&self) -> CancellationToken {
         let token = CancellationToken::new();
-        let shared = pdf_render::connect(self.config.clone()).await.expect("connect");
-        tokio::spawn(pdf_render::serve(shared, token.clone()));
+        let worker = pdf_render::bind(self.config.clone()).await.expect("bind pdf-render");
+        tokio::spawn(worker.run(token.clone()));
         token
     }
 
@@ -254,7 +254,7 @@ impl Env {
 
     /// Waits until the consumer has nothing pending or unacknowledged.
     pub async fn wait_queue_drained(&self) {
-        let stream = self.js.get_stream(&self.config.jobs_stream).await.unwrap();
+        let stream = self.js.get_stream(&self.config.bus.jobs_stream).await.unwrap();
         let name = self.config.consumer.clone();
         folio_testkit::eventually("the job queue to drain", || {
             let stream = stream.clone();

@@ -58,7 +58,7 @@ async fn a_bad_template_fails_with_its_error_not_a_crash_loop() {
     );
     env.wait_queue_drained().await;
     // One delivery: a template error is not retried.
-    let stream = env.js.get_stream(&env.config.jobs_stream).await.unwrap();
+    let stream = env.js.get_stream(&env.config.bus.jobs_stream).await.unwrap();
     let mut consumer: async_nats::jetstream::consumer::PullConsumer =
         stream.get_consumer(&env.config.consumer).await.unwrap();
     assert_eq!(consumer.info().await.unwrap().num_redelivered, 0);
@@ -75,10 +75,10 @@ async fn a_killed_workers_job_is_redelivered_and_completed() {
     let job = env.proposal("Killed mid-render", 3, Some(SLOW_TEMPLATE)).await;
     let c = &env.config;
     let mut doomed = std::process::Command::new(env!("CARGO_BIN_EXE_pdf-render"))
-        .env("FOLIO_DATABASE_URL", &c.database_url)
-        .env("FOLIO_NATS_URL", &c.nats_url)
-        .env("FOLIO_SUBJECT_ROOT", &c.subject_root)
-        .env("FOLIO_JOBS_STREAM", &c.jobs_stream)
+        .env("FOLIO_DATABASE_URL", &c.db.database_url)
+        .env("FOLIO_NATS_URL", &c.bus.nats_url)
+        .env("FOLIO_SUBJECT_ROOT", &c.bus.subject_root)
+        .env("FOLIO_JOBS_STREAM", &c.bus.jobs_stream)
         .env("FOLIO_PDF_CONSUMER", &c.consumer)
         .env("FOLIO_PDF_DEAD_LETTER_STREAM", &c.dead_letter_stream)
         .env("FOLIO_PDF_BUCKET", &c.bucket)
@@ -97,7 +97,7 @@ async fn a_killed_workers_job_is_redelivered_and_completed() {
     let r = env.wait_status(&job.rendition_id, "ready").await;
     assert!(r.page_count.unwrap() > 10, "the slow template really is long");
     assert!(started.elapsed() > Duration::from_secs(1), "redelivered after the ack wait, not before");
-    let stream = env.js.get_stream(&env.config.jobs_stream).await.unwrap();
+    let stream = env.js.get_stream(&env.config.bus.jobs_stream).await.unwrap();
     let mut consumer: async_nats::jetstream::consumer::PullConsumer =
         stream.get_consumer(&env.config.consumer).await.unwrap();
     assert!(consumer.info().await.unwrap().num_redelivered <= 1);
