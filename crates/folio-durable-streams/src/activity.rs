@@ -17,14 +17,14 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
+use folio_bus::StreamSeq;
 use folio_domain::{Lsn, ProposalId};
+use folio_live::{Follower, Reconnects, direct_get_batch};
 use folio_proto::{
     events::v1::{ChangeEvent, ColumnValue, Operation, column_value},
     prost::Message,
 };
-use folio_bus::StreamSeq;
-use folio_live::{Follower, Reconnects, direct_get_batch};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     Streams, StreamsConfig,
@@ -57,6 +57,7 @@ pub struct Activity {
     following: tokio::sync::OnceCell<()>,
     reconnects: Reconnects,
     shutdown: CancellationToken,
+    tasks: TaskTracker,
 }
 
 /// `proposals/<id>/activity` → the id part (the whole `proposals/` namespace is reserved).
@@ -73,6 +74,7 @@ impl Activity {
         hub: Arc<Hub>,
         reconnects: Reconnects,
         shutdown: CancellationToken,
+        tasks: TaskTracker,
     ) -> Self {
         Activity {
             js: jetstream::new(nats.clone()),
@@ -84,6 +86,7 @@ impl Activity {
             following: tokio::sync::OnceCell::new(),
             reconnects,
             shutdown,
+            tasks,
         }
     }
 
@@ -103,7 +106,7 @@ impl Activity {
                 )
                 .headers_only();
                 let hub = Arc::downgrade(&self.hub);
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     while let Some(batch) = follower.next_batch(256).await {
                         let Some(hub) = hub.upgrade() else { return };
                         for msg in batch {

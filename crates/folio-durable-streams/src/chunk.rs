@@ -18,4 +18,3 @@ impl Chunk {
         if meta.is_json() { json::array_of(self.payloads.iter().map(|b| b.as_ref())) } else { self.payloads.concat() }
     }
 }
-

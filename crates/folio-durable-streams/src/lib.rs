@@ -32,7 +32,7 @@ pub mod subscriptions;
 
 use std::{sync::Arc, time::Duration};
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub(crate) use create::stream_name_from_path;
 pub use error::{StorageError, StreamError};
@@ -70,9 +70,16 @@ pub struct StreamsConfig {
     #[arg(long = "ds-max-read-bytes", env = "FOLIO_DS_MAX_READ_BYTES", default_value_t = 1024 * 1024)]
     pub max_read_bytes: usize,
 
-    /// Allow `http://` webhook URLs on loopback (development and the conformance suite only).
+    /// Allow `http://` webhook URLs to loopback hosts (development and the conformance suite
+    /// only). Which addresses webhooks may reach is `FOLIO_WEBHOOK_ALLOWED_SUBNETS`.
     #[arg(long = "ds-webhook-allow-loopback", env = "FOLIO_DS_WEBHOOK_ALLOW_LOOPBACK", default_value_t = false)]
     pub webhook_allow_loopback: bool,
+
+    /// Subnets webhook URLs may resolve to despite being private, loopback, … (comma
+    /// separated CIDRs, for development and tests only), e.g. `127.0.0.0/8,::1/128`. Checked
+    /// on literal addresses and on every address a host name resolves to (as the notifier does).
+    #[arg(long, env = "FOLIO_WEBHOOK_ALLOWED_SUBNETS", value_delimiter = ',', value_parser = folio_webhook::parse_subnet)]
+    pub webhook_allowed_subnets: Vec<folio_webhook::ipnet::IpNet>,
 
     /// Let pull-wake workers claim without a service token (development and conformance only).
     #[arg(
@@ -130,16 +137,21 @@ pub struct Streams {
     activity: activity::Activity,
     /// Cancelled when the edge starts draining: live reads end so connections can close.
     shutdown: CancellationToken,
+    /// Every task this API spawns (background loops, webhook deliveries); the edge waits for
+    /// them at shutdown.
+    tasks: TaskTracker,
 }
 
 impl Streams {
-    /// Creates (or reuses) the JetStream stream and KV bucket and starts the background tasks.
+    /// Creates (or reuses) the JetStream stream and KV bucket and starts the background tasks
+    /// on `tasks`; they end when `shutdown` is cancelled.
     pub async fn start(
         nats: async_nats::Client,
         config: StreamsConfig,
         bus: &folio_bus::BusArgs,
         reconnects: folio_live::Reconnects,
         shutdown: CancellationToken,
+        tasks: TaskTracker,
     ) -> Result<Arc<Self>, StorageError> {
         let store = store::Store::open(nats.clone(), &config.prefix).await?;
         let hub = Arc::new(hub::Hub::default());
@@ -147,8 +159,15 @@ impl Streams {
         let server_max = nats.server_info().max_payload.saturating_sub(8 * 1024).max(1024);
         let max_append = config.max_append_bytes.min(server_max);
         let subscriptions = subscriptions::Engine::open(&store, &config).await?;
-        let activity =
-            activity::Activity::new(nats.clone(), &config, bus, hub.clone(), reconnects.clone(), shutdown.clone());
+        let activity = activity::Activity::new(
+            nats.clone(),
+            &config,
+            bus,
+            hub.clone(),
+            reconnects.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        );
         let streams = Arc::new(Streams {
             store: store.clone(),
             hub: hub.clone(),
@@ -157,15 +176,16 @@ impl Streams {
             subscriptions,
             activity,
             shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
         });
-        tokio::spawn(hub::run_notice_listener(store.clone(), hub.clone(), reconnects, shutdown.clone()));
-        tokio::spawn(hub::run_access_flusher(store, hub, shutdown.clone()));
-        tokio::spawn(lifecycle::run_expiry_sweep(
+        tasks.spawn(hub::run_notice_listener(store.clone(), hub.clone(), reconnects, shutdown.clone()));
+        tasks.spawn(hub::run_access_flusher(store, hub, shutdown.clone()));
+        tasks.spawn(lifecycle::run_expiry_sweep(
             streams.clone(),
             streams.config.expiry_sweep_interval,
             shutdown.clone(),
         ));
-        tokio::spawn(subscriptions::run_delivery(streams.clone(), shutdown));
+        tasks.spawn(subscriptions::run_delivery(streams.clone(), shutdown));
         Ok(streams)
     }
 }

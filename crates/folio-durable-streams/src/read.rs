@@ -11,9 +11,9 @@ use folio_bus::StreamSeq;
 
 use super::{
     Streams,
+    chunk::Chunk,
     error::{Result, StreamError},
     headers::{self as h, value},
-    chunk::Chunk,
     hub::LiveSnapshot,
     meta::StreamMeta,
     offset::{Offset, next_cursor},

@@ -18,11 +18,11 @@ use folio_bus::StreamSeq;
 
 use super::{
     Streams,
+    chunk::Chunk,
     error::{Result, StreamError},
     headers as h,
     hub::{LiveSnapshot, Watch},
     offset::{Offset, next_cursor},
-    chunk::Chunk,
     query::{ReadQuery, start_position},
     read::LiveGauge,
     store::path_hash,

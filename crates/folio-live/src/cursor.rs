@@ -52,8 +52,7 @@ mod tests {
         let now = CURSOR_EPOCH_UNIX + 10_000;
         let current: u64 = next_cursor(now, TWENTY, CursorScale::Intervals, None).parse().unwrap();
         assert_eq!(current, 500);
-        let next: u64 =
-            next_cursor(now, TWENTY, CursorScale::Intervals, Some(&current.to_string())).parse().unwrap();
+        let next: u64 = next_cursor(now, TWENTY, CursorScale::Intervals, Some(&current.to_string())).parse().unwrap();
         assert!(next > current && next <= current + 180);
         assert_eq!(next_cursor(now, TWENTY, CursorScale::Intervals, Some("1")), current.to_string());
     }

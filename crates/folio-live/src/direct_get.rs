@@ -54,10 +54,7 @@ pub async fn direct_get_batch(
             // 204 ends a batch; 404 means there was nothing to send.
             Some(204) | Some(404) => break,
             Some(code) => {
-                return Err(BatchError::Status {
-                    code,
-                    description: msg.description.unwrap_or_default().to_string(),
-                });
+                return Err(BatchError::Status { code, description: msg.description.unwrap_or_default().to_string() });
             }
             None => {}
         }

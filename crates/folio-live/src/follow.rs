@@ -178,7 +178,9 @@ impl Follower {
 
     /// A consumer from right after the last sequence handed out. (Not a `&self` method: the
     /// follower holds a consumer that is not `Sync`, and this future must be `Send`.)
-    fn subscribe(&self) -> impl std::future::Future<Output = Result<jetstream::consumer::pull::Ordered, BoxError>> + Send + 'static {
+    fn subscribe(
+        &self,
+    ) -> impl std::future::Future<Output = Result<jetstream::consumer::pull::Ordered, BoxError>> + Send + 'static {
         let (js, stream, config) = (
             self.js.clone(),
             self.stream.clone(),

@@ -1,9 +1,14 @@
-//! The shape API's errors, mapped once to Electric's HTTP responses.
+//! The shape API's errors, mapped once to Electric's HTTP responses: the status comes from
+//! Folio's `ErrorCode` table, the bodies are Electric's.
 
 use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use folio_domain::ErrorCode;
+
+/// A cause kept for the log (never sent to the client beyond its one-line message).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShapeError {
@@ -22,10 +27,18 @@ pub enum ShapeError {
     #[error("{0}")]
     MethodNotAllowed(String),
     /// 503 with `retry-after`: a dependency (Postgres, JetStream) is not answering.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("unavailable: failed to {action}")]
+    Unavailable {
+        action: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    #[error("internal error: failed to {action}")]
+    Internal {
+        action: String,
+        #[source]
+        source: Option<BoxError>,
+    },
 }
 
 pub type Result<T, E = ShapeError> = std::result::Result<T, E>;
@@ -35,8 +48,43 @@ impl ShapeError {
         ShapeError::Invalid { field, message: message.into() }
     }
 
-    pub fn internal(context: &str, e: impl std::fmt::Display) -> Self {
-        ShapeError::Internal(format!("{context}: {e}"))
+    /// `action` says what failed ("read the shape handle"); `source` why.
+    pub fn unavailable(action: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        ShapeError::Unavailable { action: action.into(), source: Some(source.into()) }
+    }
+
+    pub fn unavailable_without_source(action: impl Into<String>) -> Self {
+        ShapeError::Unavailable { action: action.into(), source: None }
+    }
+
+    pub fn internal(action: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        ShapeError::Internal { action: action.into(), source: Some(source.into()) }
+    }
+
+    pub fn internal_without_source(action: impl Into<String>) -> Self {
+        ShapeError::Internal { action: action.into(), source: None }
+    }
+
+    /// The error's class in Folio's one table of codes.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ShapeError::Invalid { .. } => ErrorCode::InvalidArgument,
+            ShapeError::Unauthorized(_) => ErrorCode::Unauthenticated,
+            ShapeError::Forbidden(_) => ErrorCode::PermissionDenied,
+            ShapeError::MustRefetch { .. } => ErrorCode::Conflict,
+            ShapeError::NotFound(_) => ErrorCode::NotFound,
+            ShapeError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ShapeError::Unavailable { .. } => ErrorCode::Unavailable,
+            ShapeError::Internal { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// `<action>: <cause>`, the one line a 503 body carries.
+    fn detail(action: &str, source: &Option<BoxError>) -> String {
+        match source {
+            Some(e) => format!("{action}: {e}"),
+            None => action.to_owned(),
+        }
     }
 }
 
@@ -44,34 +92,32 @@ impl From<sqlx::Error> for ShapeError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
-                ShapeError::Unavailable(format!("database unreachable: {e}"))
+                ShapeError::unavailable("database unreachable", e)
             }
-            _ => ShapeError::Internal(format!("database: {e}")),
+            _ => ShapeError::internal("database", e),
         }
     }
 }
 
 impl IntoResponse for ShapeError {
     fn into_response(self) -> Response {
-        let (status, body) = match &self {
-            ShapeError::Invalid { field, message } => (
-                StatusCode::BAD_REQUEST,
-                serde_json::json!({"message": "Invalid request", "errors": {*field: [message]}}),
-            ),
-            ShapeError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, serde_json::json!({ "message": m })),
-            ShapeError::Forbidden(m) => (StatusCode::FORBIDDEN, serde_json::json!({ "message": m })),
-            ShapeError::MustRefetch { .. } => {
-                (StatusCode::CONFLICT, serde_json::json!([{"headers": {"control": "must-refetch"}}]))
+        let status = StatusCode::from_u16(self.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = match &self {
+            ShapeError::Invalid { field, message } => {
+                serde_json::json!({"message": "Invalid request", "errors": {*field: [message]}})
             }
-            ShapeError::NotFound(m) => (StatusCode::NOT_FOUND, serde_json::json!({ "message": m })),
-            ShapeError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({ "message": m })),
-            ShapeError::Unavailable(m) => {
-                tracing::warn!("shape request unavailable: {m}");
-                (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "message": m, "code": "unavailable" }))
+            ShapeError::Unauthorized(m)
+            | ShapeError::Forbidden(m)
+            | ShapeError::NotFound(m)
+            | ShapeError::MethodNotAllowed(m) => serde_json::json!({ "message": m }),
+            ShapeError::MustRefetch { .. } => serde_json::json!([{"headers": {"control": "must-refetch"}}]),
+            ShapeError::Unavailable { action, source } => {
+                tracing::warn!(error = %folio_runtime::error_chain(&self), "shape request unavailable");
+                serde_json::json!({ "message": Self::detail(action, source), "code": "unavailable" })
             }
-            ShapeError::Internal(m) => {
-                tracing::error!("shape request failed: {m}");
-                (StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"error": "Internal server error"}))
+            ShapeError::Internal { .. } => {
+                tracing::error!(error = %folio_runtime::error_chain(&self), "shape request failed");
+                serde_json::json!({"error": "Internal server error"})
             }
         };
         let mut res = (status, axum::Json(body)).into_response();
@@ -86,7 +132,7 @@ impl IntoResponse for ShapeError {
                 // an unauthenticated API behind a proxy).
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=60, must-revalidate"));
             }
-            ShapeError::Unavailable(_) => {
+            ShapeError::Unavailable { .. } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 h.insert("electric-internal-known-error", HeaderValue::from_static("true"));
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -98,5 +144,26 @@ impl IntoResponse for ShapeError {
             }
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_come_from_the_error_code_table_and_causes_stay_attached() {
+        let e = ShapeError::unavailable("read the shape handle", std::io::Error::other("nats down"));
+        assert!(std::error::Error::source(&e).is_some());
+        let res = e.into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()["retry-after"], "5");
+        assert_eq!(ShapeError::invalid("where", "x").into_response().status(), StatusCode::BAD_REQUEST);
+        let refetch = ShapeError::MustRefetch { handle: "h-1".into(), reason: "gone".into() }.into_response();
+        assert_eq!(refetch.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            ShapeError::internal_without_source("x").into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

@@ -23,7 +23,7 @@ use folio_live::{Follower, Reconnects};
 use folio_proto::events::v1::{ChangeEvent, Operation};
 use parking_lot::Mutex;
 use prost::Message as _;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     catalog::TableInfo,
@@ -84,14 +84,19 @@ impl TableFeed {
         filter: String,
         reconnects: &Reconnects,
         shutdown: CancellationToken,
+        tasks: &TaskTracker,
     ) -> Result<Arc<Self>> {
-        let unavailable = |what: &str, e: &dyn std::fmt::Display| ShapeError::Unavailable(format!("{what}: {e}"));
         let mut stream = js
             .get_stream(stream_name)
             .await
-            .map_err(|e| unavailable(&format!("open change stream {stream_name}"), &e))?;
+            .map_err(|e| ShapeError::unavailable(format!("open change stream {stream_name}"), e))?;
         let last = StreamSeq::new(
-            stream.info().await.map_err(|e| unavailable("read change stream state", &e))?.state.last_sequence,
+            stream
+                .info()
+                .await
+                .map_err(|e| ShapeError::unavailable("read change stream state", e))?
+                .state
+                .last_sequence,
         );
         let mut follower = Follower::new(js.clone(), stream_name, filter.clone(), last, reconnects, shutdown);
         let feed = Arc::new(TableFeed {
@@ -107,7 +112,7 @@ impl TableFeed {
             dead: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&feed);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             tracing::debug!(filter, from = %last.next(), "table feed started");
             while let Some(messages) = follower.next_batch(WAKE_BATCH).await {
                 let mut batch = Vec::with_capacity(messages.len());

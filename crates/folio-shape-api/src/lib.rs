@@ -25,12 +25,12 @@ use std::{
 
 use async_nats::jetstream::{self, kv};
 use folio_auth::{Authenticator, Caller};
-use parking_lot::Mutex;
-use sha2::Digest;
 use folio_bus::StreamSeq;
 use folio_live::Reconnects;
+use parking_lot::Mutex;
+use sha2::Digest;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use catalog::AllowList;
 use catalog::TableInfo;
@@ -53,13 +53,8 @@ const CATALOG_FRESHNESS: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShapesConfig {
     /// PostgreSQL the shapes' snapshots are read from (the database wal-ingest replicates).
-    #[arg(
-        long = "database-url",
-        env = "FOLIO_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub db: folio_db::DbArgs,
 
     /// Tables that may be synced: comma-separated `schema.table`, `schema.*` or `*`.
     #[arg(long = "shape-tables", env = "FOLIO_SHAPE_TABLES", default_value = DEFAULT_TABLES)]
@@ -178,6 +173,8 @@ pub struct Shapes {
     snapshot_memory: Arc<std::sync::atomic::AtomicUsize>,
     reconnects: Reconnects,
     shutdown: CancellationToken,
+    /// The feeds and the idle sweep; the edge waits for them at shutdown.
+    tasks: TaskTracker,
 }
 
 /// Why the shape API could not start.
@@ -196,8 +193,9 @@ pub enum StartError {
 }
 
 impl Shapes {
-    /// Opens (or creates) the handle bucket `<bucket_prefix>_shapes` and starts the idle sweep.
-    /// Callers are authenticated with `auth`.
+    /// Opens (or creates) the handle bucket `<bucket_prefix>_shapes` and starts the idle sweep
+    /// on `tasks` (table feeds start there too). Callers are authenticated with `auth`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         nats: async_nats::Client,
         config: ShapesConfig,
@@ -206,11 +204,12 @@ impl Shapes {
         bus: &folio_bus::BusArgs,
         reconnects: Reconnects,
         shutdown: CancellationToken,
+        tasks: TaskTracker,
     ) -> Result<Arc<Self>, StartError> {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(config.db_pool)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy(&config.database_url)
+            .connect_lazy(&config.db.database_url)
             .map_err(StartError::DatabaseUrl)?;
         let js = jetstream::new(nats.clone());
         let bucket = format!("{bucket_prefix}_shapes");
@@ -252,10 +251,11 @@ impl Shapes {
             creating: Mutex::default(),
             reconnects,
             shutdown,
+            tasks,
         });
         let sweeper = Arc::downgrade(&shapes);
         let stop = shapes.shutdown.clone();
-        tokio::spawn(async move {
+        shapes.tasks.spawn(async move {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -279,11 +279,7 @@ impl Shapes {
     }
 
     fn existing_feed(&self, table: &QualifiedName) -> Option<Arc<TableFeed>> {
-        self.feeds
-            .lock()
-            .get(table)
-            .filter(|f| !f.dead.load(Ordering::SeqCst))
-            .cloned()
+        self.feeds.lock().get(table).filter(|f| !f.dead.load(Ordering::SeqCst)).cloned()
     }
 
     async fn feed_for(&self, table: &TableInfo) -> Result<Arc<TableFeed>> {
@@ -295,8 +291,15 @@ impl Shapes {
             return Ok(f);
         }
         let filter = self.subjects.table_filter(&table.name.schema, &table.name.name);
-        let feed =
-            TableFeed::start(&self.js, &self.changes_stream, filter, &self.reconnects, self.shutdown.clone()).await?;
+        let feed = TableFeed::start(
+            &self.js,
+            &self.changes_stream,
+            filter,
+            &self.reconnects,
+            self.shutdown.clone(),
+            &self.tasks,
+        )
+        .await?;
         self.feeds.lock().insert(table.name.clone(), Arc::clone(&feed));
         Ok(feed)
     }
@@ -480,7 +483,7 @@ impl Shapes {
         while let Err(e) = self.kv.create(&handle, record.clone()).await {
             attempts += 1;
             if e.kind() != kv::CreateErrorKind::AlreadyExists || attempts > 3 {
-                return Err(ShapeError::Unavailable(format!("store the shape handle: {e}")));
+                return Err(ShapeError::unavailable("store the shape handle", e));
             }
             handle = Self::mint_handle(&def);
         }
@@ -522,11 +525,11 @@ impl Shapes {
             .js
             .get_stream_no_info(&self.changes_stream)
             .await
-            .map_err(|e| ShapeError::Unavailable(format!("open change stream: {e}")))?;
+            .map_err(|e| ShapeError::unavailable("open change stream", e))?;
         match stream.direct_get_last_for_subject(subject).await {
             Ok(m) => Ok(StreamSeq::new(m.sequence)),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(StreamSeq::ZERO),
-            Err(e) => Err(ShapeError::Unavailable(format!("read the table's latest table-wide event: {e}"))),
+            Err(e) => Err(ShapeError::unavailable("read the table's latest table-wide event", e)),
         }
     }
 
@@ -536,16 +539,17 @@ impl Shapes {
     }
 
     async fn stream_last_sequence(&self) -> Result<StreamSeq> {
-        Ok(StreamSeq::new(self
-            .js
-            .get_stream_no_info(&self.changes_stream)
-            .await
-            .map_err(|e| ShapeError::Unavailable(format!("open change stream: {e}")))?
-            .get_info()
-            .await
-            .map_err(|e| ShapeError::Unavailable(format!("read change stream state: {e}")))?
-            .state
-            .last_sequence))
+        Ok(StreamSeq::new(
+            self.js
+                .get_stream_no_info(&self.changes_stream)
+                .await
+                .map_err(|e| ShapeError::unavailable("open change stream", e))?
+                .get_info()
+                .await
+                .map_err(|e| ShapeError::unavailable("read change stream state", e))?
+                .state
+                .last_sequence,
+        ))
     }
 
     /// 409 for `def`: the handle clients of this definition should start over with.
@@ -582,8 +586,7 @@ impl Shapes {
                 Some(r) => Err(stale(r)),
             };
         }
-        let entry =
-            self.kv.get(handle).await.map_err(|e| ShapeError::Unavailable(format!("read the shape handle: {e}")))?;
+        let entry = self.kv.get(handle).await.map_err(|e| ShapeError::unavailable("read the shape handle", e))?;
         let Some(bytes) = entry else { return Err(stale("unknown or deleted handle")) };
         let record: HandleRecord =
             serde_json::from_slice(&bytes).map_err(|e| ShapeError::internal("decode handle record", e))?;
@@ -596,8 +599,12 @@ impl Shapes {
             let _ = self.kv.purge(handle).await;
             return Err(stale("table truncated or changed since the shape's snapshot"));
         }
-        let stitch =
-            Stitch { seq0: StreamSeq::new(record.seq0), xmin: record.xmin, xmax: record.xmax, xip: record.xip.into_iter().collect() };
+        let stitch = Stitch {
+            seq0: StreamSeq::new(record.seq0),
+            xmin: record.xmin,
+            xmax: record.xmax,
+            xip: record.xip.into_iter().collect(),
+        };
         let shape = Arc::new(Shape::new(
             handle.to_owned(),
             def,
@@ -623,7 +630,7 @@ impl Shapes {
         }
         if let Some(t) = table {
             let wanted = t.to_string();
-            let mut keys = self.kv.keys().await.map_err(|e| ShapeError::Unavailable(format!("list handles: {e}")))?;
+            let mut keys = self.kv.keys().await.map_err(|e| ShapeError::unavailable("list handles", e))?;
             use futures::StreamExt;
             while let Some(k) = keys.next().await {
                 let Ok(k) = k else { continue };
@@ -652,7 +659,7 @@ impl Shapes {
             }
             if self.kv.get(&h).await.ok().flatten().is_some() {
                 found = true;
-                self.kv.purge(&h).await.map_err(|e| ShapeError::Unavailable(format!("delete handle: {e}")))?;
+                self.kv.purge(&h).await.map_err(|e| ShapeError::unavailable("delete handle", e))?;
             }
         }
         Ok(found)

@@ -387,10 +387,10 @@ impl History<'_> {
             .js
             .get_stream_no_info(self.stream)
             .await
-            .map_err(|e| ShapeError::Unavailable(format!("open change stream {}: {e}", self.stream)))?
+            .map_err(|e| ShapeError::unavailable(format!("open change stream {}", self.stream), e))?
             .get_info()
             .await
-            .map_err(|e| ShapeError::Unavailable(format!("read change stream state: {e}")))?;
+            .map_err(|e| ShapeError::unavailable("read change stream state", e))?;
         let (first, last) = (StreamSeq::new(info.state.first_sequence), StreamSeq::new(info.state.last_sequence));
         if first > from.next() || last < from {
             // Events the client has not seen were removed by retention (also when every message
@@ -407,10 +407,9 @@ impl History<'_> {
         let view = shape.def.view();
         let mut pos = from;
         while pos < to {
-            let batch =
-                folio_live::direct_get_batch(self.nats, self.stream, self.filter, pos.next(), 256, 8 << 20)
-                    .await
-                    .map_err(|e| ShapeError::Unavailable(format!("read change history: {e}")))?;
+            let batch = folio_live::direct_get_batch(self.nats, self.stream, self.filter, pos.next(), 256, 8 << 20)
+                .await
+                .map_err(|e| ShapeError::unavailable("read change history", e))?;
             if batch.is_empty() {
                 break;
             }
@@ -484,14 +483,14 @@ pub async fn take_snapshot(
         sqlx::raw_sql(sqlx::AssertSqlSafe(folio_db::text_output_set_local())).execute(&mut *tx).await?;
         let snap: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text").fetch_one(&mut *tx).await?;
         let stitch = Stitch::from_snapshot_text(seq0, &snap)
-            .ok_or_else(|| ShapeError::Internal(format!("unparseable snapshot {snap}")))?;
+            .ok_or_else(|| ShapeError::internal_without_source(format!("unparseable snapshot {snap}")))?;
         if sees_committed(&stitch) {
             break (tx, stitch);
         }
         tx.rollback().await?;
         if std::time::Instant::now() > deadline {
-            return Err(ShapeError::Unavailable(
-                "the database does not show transactions the change stream already carries".into(),
+            return Err(ShapeError::unavailable_without_source(
+                "the database does not show transactions the change stream already carries",
             ));
         }
         tracing::debug!(%seq0, snapshot = snap, "snapshot taken before a published commit was visible; again");

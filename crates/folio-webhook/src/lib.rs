@@ -12,6 +12,9 @@ pub mod ssrf;
 
 use std::{sync::Arc, time::Duration};
 
+/// The HTTP client's error (requests, responses, building the client).
+pub use ipnet;
+pub use reqwest::Error as HttpError;
 pub use ssrf::{AddressPolicy, PolicyResolver, Refused, RefusedName, UrlError, WebhookUrl};
 
 /// Parses one allow-list entry: a CIDR (`127.0.0.0/8`) or a single address (`::1`).
@@ -88,7 +91,8 @@ mod tests {
     #[tokio::test]
     async fn a_name_resolving_to_loopback_is_never_connected() {
         // Nothing listens on port 9 (discard); a refused name fails before connecting at all.
-        let client = WebhookClient::new(AddressPolicy::default(), Duration::from_secs(5), Duration::from_secs(5)).unwrap();
+        let client =
+            WebhookClient::new(AddressPolicy::default(), Duration::from_secs(5), Duration::from_secs(5)).unwrap();
         let url = client.parse_url("http://localhost:9/hook").expect("names pass the parse");
         let err = client.post(&url).send().await.expect_err("refused");
         let refused = refused_name(&err).expect("refused by the policy, not by the connection");

@@ -4,11 +4,11 @@
 //! (`folio-shape-api`). This crate holds the configuration, the composition and the admin
 //! server; the products know nothing of each other.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
-use folio_runtime::{AdminServer, CommonArgs};
+use folio_runtime::{AdminServer, CommonArgs, Readiness};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use folio_durable_streams::{self as streams, StreamsConfig};
 pub use folio_shape_api::{self as shapes, ShapesConfig};
@@ -44,6 +44,14 @@ impl Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("failed to bind {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to connect to NATS at {url}")]
     Nats {
         url: String,
@@ -54,81 +62,124 @@ pub enum Error {
     Storage(#[from] streams::StorageError),
     #[error("failed to set up shapes")]
     Shapes(#[from] shapes::StartError),
-    #[error("failed to bind or serve HTTP")]
+    #[error("failed to serve HTTP")]
     Io(#[from] std::io::Error),
 }
 
-/// Binds the public and admin listeners from `config` and runs until `shutdown`.
-pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    let listener = TcpListener::bind(config.listen_addr).await?;
-    let admin = AdminServer::start(TcpListener::bind(config.common.admin_addr).await?, shutdown.clone()).await?;
-    tracing::info!(addr = %listener.local_addr()?, admin = %admin.local_addr, "shape-edge listening");
-    let readiness = admin.readiness.clone();
-    let result = run_with_readiness(config, listener, shutdown, Some(readiness)).await;
-    let _ = admin.task.await;
-    result
+/// Binds the listeners and connects to NATS, then runs until `shutdown` (what `main` calls).
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    bind(config).await?.run(shutdown).await
 }
 
-/// Serves the edge on `listener` until `shutdown` is cancelled, then drains in-flight requests.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
-    run_with_readiness(config, listener, shutdown, None).await
-}
-
-async fn run_with_readiness(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-    readiness: Option<folio_runtime::Readiness>,
-) -> Result<(), Error> {
+/// Checks the configuration, binds the public and admin listeners (port 0 works: the ports are
+/// known from [`Bound::http_addr`] and [`Bound::admin_addr`]) and connects to NATS.
+pub async fn bind(config: Config) -> Result<Bound, Error> {
+    config.validate().map_err(Error::Config)?;
+    let listen =
+        |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source }) };
+    let http = listen(config.listen_addr).await?;
+    let admin = listen(config.common.admin_addr).await?;
     let (options, reconnects) = folio_live::Reconnects::options("shape-edge");
     let nats = options
         .connect(&config.bus.nats_url)
         .await
         .map_err(|source| Error::Nats { url: config.bus.nats_url.clone(), source })?;
-    // Background tasks and live readers stop when draining starts; requests in flight finish.
-    let streams = streams::Streams::start(
-        nats.clone(),
-        config.streams.clone(),
-        &config.bus,
-        reconnects.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    let shapes = shapes::Shapes::start(
-        nats,
-        config.shapes.clone(),
-        &config.streams.prefix,
-        config.streams.jwt.authenticator(),
-        &config.bus,
-        reconnects,
-        shutdown.clone(),
-    )
-    .await?;
-    let app = router(Arc::clone(&streams), shapes);
-    if let Some(r) = &readiness {
-        r.set(true);
+    Ok(Bound { config, http, admin, nats, reconnects, readiness: Readiness::default() })
+}
+
+/// An edge with its listeners bound and NATS connected, not serving yet.
+pub struct Bound {
+    config: Config,
+    http: TcpListener,
+    admin: TcpListener,
+    nats: async_nats::Client,
+    reconnects: folio_live::Reconnects,
+    readiness: Readiness,
+}
+
+impl Bound {
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("a bound listener has an address")
     }
-    let grace = config.common.shutdown_grace;
-    let drain_started = shutdown.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move { drain_started.cancelled().await });
-    let server = tokio::spawn(async move { server.await });
-    shutdown.cancelled().await;
-    if let Some(r) = &readiness {
-        r.set(false);
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("a bound listener has an address")
     }
-    // Live readers (long-poll, SSE) hold connections open; give them the grace period at most.
-    match tokio::time::timeout(grace, server).await {
-        Ok(Ok(r)) => r.map_err(Error::Io),
-        Ok(Err(join)) => Err(Error::Io(std::io::Error::other(join))),
-        Err(_) => {
-            tracing::warn!("open connections outlived the shutdown grace period");
-            Ok(())
+
+    /// The flag `/readyz` reports: set once both APIs serve, cleared when draining starts.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Sets up JetStream, serves both APIs until `shutdown`, then drains: live readers and
+    /// background tasks stop, requests in flight and tracked tasks get the shutdown grace.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let Bound { config, http, admin, nats, reconnects, readiness } = self;
+        let admin = AdminServer::start_with(admin, readiness.clone(), shutdown.clone()).await?;
+        tracing::info!(addr = %http.local_addr()?, admin = %admin.local_addr, "shape-edge listening");
+        // Every long-lived task of both APIs; cancelled with `shutdown`, awaited below.
+        let tasks = TaskTracker::new();
+        let started = async {
+            let streams = streams::Streams::start(
+                nats.clone(),
+                config.streams.clone(),
+                &config.bus,
+                reconnects.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            )
+            .await?;
+            let shapes = shapes::Shapes::start(
+                nats,
+                config.shapes.clone(),
+                &config.streams.prefix,
+                config.streams.jwt.authenticator(),
+                &config.bus,
+                reconnects,
+                shutdown.clone(),
+                tasks.clone(),
+            )
+            .await?;
+            Ok::<_, Error>(router(streams, shapes))
+        };
+        let app = match started.await {
+            Ok(app) => app,
+            Err(e) => {
+                shutdown.cancel();
+                tasks.close();
+                tasks.wait().await;
+                let _ = admin.task.await;
+                return Err(e);
+            }
+        };
+        readiness.set(true);
+        let drain_started = shutdown.clone();
+        let server = axum::serve(http, app).with_graceful_shutdown(async move { drain_started.cancelled().await });
+        let server = tokio::spawn(async move { server.await });
+        shutdown.cancelled().await;
+        readiness.set(false);
+        // Live readers (long-poll, SSE) hold connections open, webhook deliveries may be in
+        // flight: the grace period bounds both.
+        let deadline = tokio::time::Instant::now() + config.common.shutdown_grace;
+        let served = match tokio::time::timeout_at(deadline, server).await {
+            Ok(Ok(r)) => r.map_err(Error::Io),
+            Ok(Err(join)) => Err(Error::Io(std::io::Error::other(join))),
+            Err(_) => {
+                tracing::warn!("open connections outlived the shutdown grace period");
+                Ok(())
+            }
+        };
+        tasks.close();
+        if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
+            tracing::warn!(tasks = tasks.len(), "background tasks outlived the shutdown grace period");
         }
+        let _ = admin.task.await;
+        served
     }
 }
 
 /// The edge's public routes: Durable Streams and Electric's shape API.
-pub fn router(streams: Arc<streams::Streams>, shapes: Arc<shapes::Shapes>) -> axum::Router {
+pub fn router(streams: std::sync::Arc<streams::Streams>, shapes: std::sync::Arc<shapes::Shapes>) -> axum::Router {
     axum::Router::new().merge(streams::router(streams)).merge(shapes::router(shapes))
 }
 

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    folio_runtime::service_main::<shape_edge::Config, _, _>("shape-edge", shape_edge::serve).await
+    folio_runtime::service_main::<shape_edge::Config, _, _>("shape-edge", shape_edge::run).await
 }

@@ -13,11 +13,7 @@ mod routes;
 mod signing;
 mod webhook;
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_nats::jetstream::kv;
 use axum::http::{HeaderMap, header};
@@ -33,7 +29,7 @@ pub use routes::handle;
 use self::{
     model::{LinkType, Subscription, Wake, WakeStream, wake_streams_json},
     signing::Signer,
-    webhook::{WebhookClient, WebhookUrl},
+    webhook::WebhookUrl,
 };
 use super::{
     Streams, StreamsConfig,
@@ -57,7 +53,7 @@ pub struct Engine {
     kv: kv::Store,
     cache: RwLock<HashMap<String, Subscription>>,
     signer: Signer,
-    http: WebhookClient,
+    http: folio_webhook::WebhookClient,
     notices: mpsc::Sender<Notice>,
     receiver: Mutex<Option<mpsc::Receiver<Notice>>>,
     allow_loopback: bool,
@@ -80,7 +76,8 @@ impl Engine {
             kv,
             cache: RwLock::new(HashMap::new()),
             signer,
-            http: WebhookClient::new(),
+            http: webhook::client(folio_webhook::AddressPolicy::new(config.webhook_allowed_subnets.clone()))
+                .map_err(|e| StorageError::new("build the webhook client", e))?,
             notices: tx,
             receiver: Mutex::new(Some(rx)),
             allow_loopback: config.webhook_allow_loopback,
@@ -214,7 +211,7 @@ impl Streams {
         match sub.kind {
             model::Kind::Webhook => {
                 let this = Arc::clone(self);
-                tokio::spawn(async move { this.deliver_webhook(sub, wake).await });
+                self.tasks.spawn(async move { this.deliver_webhook(sub, wake).await });
             }
             model::Kind::PullWake => self.append_wake_events(&sub, &wake).await,
         }
@@ -249,7 +246,8 @@ impl Streams {
     /// POSTs the wake until it is answered or superseded; `{"done": true}` acknowledges it.
     async fn deliver_webhook(self: Arc<Self>, sub: Subscription, wake: Wake) {
         let engine = &self.subscriptions;
-        let Some(url) = sub.webhook_url.as_deref().and_then(|u| WebhookUrl::parse(u, engine.allow_loopback).ok())
+        let Some(url) =
+            sub.webhook_url.as_deref().and_then(|u| WebhookUrl::parse(u, engine.allow_loopback, &engine.http).ok())
         else {
             return;
         };
@@ -265,14 +263,19 @@ impl Streams {
         let mut backoff = Duration::from_secs(1);
         loop {
             let signature = engine.signer.signature_header(folio_live::unix_now(), &body);
-            match engine.http.post(&url, &signature, body.clone()).await {
+            let sent = tokio::select! {
+                sent = webhook::post(&engine.http, &url, &signature, body.clone()) => sent,
+                _ = self.shutdown.cancelled() => return,
+            };
+            match sent {
                 Ok(res) if (200..300).contains(&res.status) => {
                     let done = serde_json::from_slice::<serde_json::Value>(&res.body)
                         .ok()
                         .and_then(|v| v.get("done").and_then(|d| d.as_bool()))
                         .unwrap_or(false);
                     if done {
-                        let acks: Vec<_> = wake.streams.iter().map(|s| (s.path.clone(), StreamSeq::new(s.tail_seq))).collect();
+                        let acks: Vec<_> =
+                            wake.streams.iter().map(|s| (s.path.clone(), StreamSeq::new(s.tail_seq))).collect();
                         match self.finish_wake(&sub.id, &wake.wake_id, wake.generation, None, &acks, true).await {
                             Ok(true) => {
                                 let _ = engine.notices.try_send(Notice::Rewake(sub.id.clone()));
@@ -286,7 +289,9 @@ impl Streams {
                 Ok(res) => {
                     tracing::warn!(subscription = %sub.id, status = res.status, "webhook receiver refused a wake")
                 }
-                Err(e) => tracing::warn!(subscription = %sub.id, "webhook delivery failed: {e}"),
+                Err(e) => {
+                    tracing::warn!(subscription = %sub.id, error = %folio_runtime::error_chain(&e), "webhook delivery failed")
+                }
             }
             // Stop retrying once a newer wake (or an ack) superseded this one.
             match engine.load(&sub.id).await {
@@ -294,7 +299,10 @@ impl Streams {
                 _ => return,
             }
             let jitter = 0.8 + rand::random::<f64>() * 0.4;
-            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
             backoff = (backoff * 2).min(Duration::from_secs(60));
         }
     }

@@ -189,7 +189,7 @@ impl Streams {
         }
         let webhook_url = match (body.kind, &body.webhook) {
             (Kind::Webhook, Some(w)) => Some(
-                WebhookUrl::parse(&w.url, engine.allow_loopback)
+                WebhookUrl::parse(&w.url, engine.allow_loopback, &engine.http)
                     .map_err(|e| coded(StatusCode::BAD_REQUEST, "WEBHOOK_URL_REJECTED", e.to_string()))?
                     .as_str()
                     .to_owned(),

@@ -25,7 +25,9 @@ pub fn config(prefix: &str, extra: &[&str]) -> Config {
     let nats = folio_testkit::nats_url();
     let defaults =
         [("--ds-long-poll-timeout", "700ms"), ("--ds-max-append-bytes", "65536"), ("--ds-max-read-bytes", "4096")];
-    let mut args = vec!["shape-edge", "--ds-prefix", prefix];
+    // Port 0 for both listeners: tests run side by side.
+    let mut args =
+        vec!["shape-edge", "--ds-prefix", prefix, "--listen-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"];
     if !extra.contains(&"--nats-url") {
         args.extend(["--nats-url", &nats]);
     }
@@ -61,10 +63,10 @@ impl Drop for Cleanup {
 }
 
 pub async fn spawn_edge(prefix: &str, extra: &[&str]) -> anyhow::Result<TestEdge> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
+    let bound = shape_edge::bind(config(prefix, extra)).await?;
+    let addr = bound.http_addr();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(shape_edge::run(config(prefix, extra), listener, shutdown.clone()));
+    let task = tokio::spawn(bound.run(shutdown.clone()));
     let client = TestClient::new(addr);
     // Ready once the streams API answers (JetStream set-up happens before serving).
     folio_testkit::eventually("edge to serve", || async {

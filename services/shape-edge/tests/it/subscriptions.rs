@@ -54,6 +54,9 @@ fn verify(jwks: &serde_json::Value, wake: &Wake) -> bool {
     key.verify(format!("{t}.{}", wake.raw).as_bytes(), &sig).is_ok()
 }
 
+/// The allow-list that lets webhooks reach this machine's receivers (tests only).
+const LOOPBACK_NETS: &str = "127.0.0.0/8,::1/128";
+
 async fn next_wake(rx: &mut mpsc::UnboundedReceiver<Wake>) -> Wake {
     tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a webhook arrives").expect("receiver open")
 }
@@ -61,7 +64,8 @@ async fn next_wake(rx: &mut mpsc::UnboundedReceiver<Wake>) -> Wake {
 #[tokio::test]
 async fn webhook_wakes_are_signed_acked_fenced_and_reissued_after_the_lease() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
-    let edge = spawn_edge(&prefix, &["--ds-webhook-allow-loopback"]).await?;
+    let edge =
+        spawn_edge(&prefix, &["--ds-webhook-allow-loopback", "--webhook-allowed-subnets", LOOPBACK_NETS]).await?;
     let c = edge.client.clone();
     let (url, mut wakes) = receiver().await?;
     let json = &[("content-type", "application/json")];
@@ -134,5 +138,35 @@ async fn webhook_wakes_are_signed_acked_fenced_and_reissued_after_the_lease() ->
     c.expect(Method::DELETE, "/v1/stream/__ds/subscriptions/orders", &[], "", StatusCode::NO_CONTENT).await;
     c.expect(Method::GET, "/v1/stream/__ds/subscriptions/orders", &[], "", StatusCode::NOT_FOUND).await;
     edge.stop().await?;
+    Ok(())
+}
+
+/// A host name is judged by the addresses it resolves to, when the wake is sent: `localhost`
+/// resolves to loopback, which is refused unless allow-listed (the literal-IP check at
+/// creation cannot see it). With the allow-list the same subscription is delivered.
+#[tokio::test]
+async fn webhooks_to_names_resolving_to_loopback_are_refused_unless_allow_listed() -> anyhow::Result<()> {
+    let json = &[("content-type", "application/json")];
+    for allowed in [false, true] {
+        let (prefix, _cleanup) = test_prefix();
+        let mut args = vec!["--ds-webhook-allow-loopback"];
+        if allowed {
+            args.extend(["--webhook-allowed-subnets", LOOPBACK_NETS]);
+        }
+        let edge = spawn_edge(&prefix, &args).await?;
+        let c = edge.client.clone();
+        let (url, mut wakes) = receiver().await?;
+        let by_name = url.replace("127.0.0.1", "localhost");
+        let spec = serde_json::json!({ "type": "webhook", "pattern": "named/*", "webhook": { "url": by_name } });
+        c.expect(Method::PUT, "/v1/stream/__ds/subscriptions/named", json, spec.to_string(), StatusCode::CREATED).await;
+        c.expect(Method::PUT, "/v1/stream/named/1", json, r#"{"n":1}"#, StatusCode::CREATED).await;
+        let wake = tokio::time::timeout(Duration::from_secs(3), wakes.recv()).await;
+        if allowed {
+            assert!(matches!(wake, Ok(Some(_))), "an allow-listed name is delivered");
+        } else {
+            assert!(wake.is_err(), "a name resolving to loopback must not be called");
+        }
+        edge.stop().await?;
+    }
     Ok(())
 }
