@@ -65,8 +65,8 @@ async fn a_pdf_request_travels_through_the_wal_to_a_downloadable_file() {
     assert!(pdf.starts_with(b"%PDF-"));
 
     // The proposal's insert went out on the tenant's subject, with its new row.
-    let subject = format!("{}.changes.proposals.{}", cluster.subject_root, cluster.agency);
-    let stream = cluster.js.get_stream(&cluster.changes_stream).await.unwrap();
+    let subject = cluster.subjects().row("public", "proposals", Some(&cluster.agency.to_string()));
+    let stream = cluster.js.get_stream(cluster.changes_stream()).await.unwrap();
     let message = folio_testkit::eventually("an event on the tenant subject", || {
         let (stream, subject) = (stream.clone(), subject.clone());
         async move { stream.get_last_raw_message_by_subject(&subject).await.ok() }

@@ -94,6 +94,12 @@ impl Subjects {
         format!("{}.dead.{kind}", self.root)
     }
 
+    /// Where JetStream announces that `consumer` of `stream` gave up on a message after its
+    /// last delivery (a server subject, outside `<root>`).
+    pub fn max_deliveries_advisory(stream: &str, consumer: &str) -> String {
+        format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}")
+    }
+
     /// The job subject for a logical message prefix, or `None` if the prefix is not a job.
     pub fn job(&self, prefix: &str) -> Option<String> {
         let kind = prefix.strip_prefix(JOB_MESSAGE_PREFIX)?;

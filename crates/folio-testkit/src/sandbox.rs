@@ -4,6 +4,18 @@
 //! same path their binaries take. Roles are cargo features, so a service's tests build only
 //! the services they start.
 
+// Built with no role (a crate that only wants the database and NATS), what serves roles is idle.
+#![cfg_attr(
+    not(any(
+        feature = "wal-ingest",
+        feature = "notifier",
+        feature = "proposals-api",
+        feature = "pdf-render",
+        feature = "shape-edge"
+    )),
+    allow(dead_code, clippy::never_loop)
+)]
+
 use std::{future::Future, pin::Pin, time::Duration};
 
 use anyhow::Context as _;
@@ -110,7 +122,8 @@ impl Sandbox {
             self.start_wal_ingest(self.wal_ingest_config()).await?;
         }
         for role in roles {
-            match role {
+            // Every arm is behind its feature: with none enabled, `Role` has no variants.
+            match *role {
                 #[cfg(feature = "wal-ingest")]
                 Role::WalIngest => {}
                 #[cfg(feature = "notifier")]
@@ -179,7 +192,9 @@ impl Sandbox {
             }
         }
         drop_slot(&self.db.pool, &self.slot).await;
-        for stream in [&self.bus.changes_stream, &self.bus.jobs_stream] {
+        // pdf-render's dead letters and object store, when it ran.
+        let (dead, pdfs) = (format!("S{}_DEAD", self.suffix), format!("OBJ_pdfs_{}", self.suffix));
+        for stream in [&self.bus.changes_stream, &self.bus.jobs_stream, &dead, &pdfs] {
             let _ = self.js.delete_stream(stream).await;
         }
     }
@@ -262,5 +277,56 @@ impl Sandbox {
         self.keep_ready("notifier", bound.spawn()).await?;
         self.addrs.notifier = Some(addr);
         Ok(addr)
+    }
+}
+
+#[cfg(feature = "proposals-api")]
+impl Sandbox {
+    /// The API on this sandbox's database (already migrated), its PDFs read from the sandbox's
+    /// bucket on its NATS server.
+    pub fn api_config(&self) -> proposals_api::Config {
+        let mut c = proposals_api::Config::new(&self.db.url, JWT_SECRET);
+        c.listen_addr = ([127, 0, 0, 1], 0).into();
+        c.common.admin_addr = ([127, 0, 0, 1], 0).into();
+        c.nats_url = Some(self.bus.nats_url.clone());
+        c.pdf_bucket = self.pdf_bucket();
+        c.migrate = false;
+        c
+    }
+
+    /// Starts the API; returns its gRPC (and gRPC-Web) address.
+    pub async fn start_api(&mut self, config: proposals_api::Config) -> anyhow::Result<std::net::SocketAddr> {
+        let bound = proposals_api::bind(config).await?;
+        let addr = bound.addr();
+        self.keep_ready("proposals-api", bound.spawn()).await?;
+        self.addrs.api = Some(addr);
+        Ok(addr)
+    }
+}
+
+#[cfg(any(feature = "proposals-api", feature = "pdf-render"))]
+impl Sandbox {
+    /// The object store bucket pdf-render writes and the API reads.
+    pub fn pdf_bucket(&self) -> String {
+        format!("pdfs_{}", self.suffix)
+    }
+}
+
+#[cfg(feature = "pdf-render")]
+impl Sandbox {
+    /// pdf-render on this sandbox's jobs stream, with its own consumer, bucket and dead letters.
+    pub fn pdf_render_config(&self) -> pdf_render::Config {
+        let mut c = pdf_render::Config::new(self.db.url.clone(), self.bus.nats_url.clone());
+        c.bus = self.bus.clone();
+        c.common.admin_addr = ([127, 0, 0, 1], 0).into();
+        c.consumer = format!("pdf_{}", self.suffix);
+        c.dead_letter_stream = format!("S{}_DEAD", self.suffix);
+        c.bucket = self.pdf_bucket();
+        c
+    }
+
+    pub async fn start_pdf_render(&mut self, config: pdf_render::Config) -> anyhow::Result<()> {
+        let bound = pdf_render::bind(config).await?;
+        self.keep_ready("pdf-render", bound.spawn()).await
     }
 }

@@ -11,6 +11,7 @@ pub mod worker;
 use std::{net::SocketAddr, sync::Arc};
 
 use async_nats::jetstream;
+use folio_runtime::{Readiness, Spawned};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -69,7 +70,7 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
     .await
     .map_err(|source| Error::DeclareStream { stream: config.dead_letter_stream.clone(), source })?;
     let shared = Arc::new(Shared { config, pool, nats, js, bucket });
-    Ok(Bound { shared, admin, admin_addr })
+    Ok(Bound { shared, admin, admin_addr, readiness: Readiness::default() })
 }
 
 /// pdf-render connected and its admin listener bound, not consuming yet.
@@ -77,6 +78,7 @@ pub struct Bound {
     shared: Arc<Shared>,
     admin: tokio::net::TcpListener,
     admin_addr: SocketAddr,
+    readiness: Readiness,
 }
 
 impl Bound {
@@ -85,11 +87,21 @@ impl Bound {
         self.admin_addr
     }
 
+    /// Ready once it consumes jobs.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Runs it as a task of this process (tests, embedders).
+    pub fn spawn(self) -> Spawned<Error> {
+        Spawned::spawn(self.readiness(), |shutdown| self.run(shutdown))
+    }
+
     /// The worker and the exhausted-job watcher until `shutdown`; renders in flight then get
     /// the grace period to finish.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let Bound { shared, admin, admin_addr } = self;
-        let admin = folio_runtime::AdminServer::start(admin, shutdown.clone())
+        let Bound { shared, admin, admin_addr, readiness } = self;
+        let admin = folio_runtime::AdminServer::start_with(admin, readiness, shutdown.clone())
             .await
             .map_err(|source| Error::Bind { addr: admin_addr, source })?;
         admin.readiness.set(true);

@@ -409,7 +409,7 @@ fn header_safe(text: &str) -> String {
 /// worker's memory). The job is moved to the dead-letter stream and its rendition marked failed.
 pub async fn watch_exhausted_jobs(shared: Arc<Shared>, shutdown: CancellationToken) {
     let config = &shared.config;
-    let subject = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}", config.bus.jobs_stream, config.consumer);
+    let subject = folio_bus::Subjects::max_deliveries_advisory(&config.bus.jobs_stream, &config.consumer);
     let mut advisories = match shared.nats.queue_subscribe(subject.clone(), "pdf-render".into()).await {
         Ok(s) => s,
         Err(e) => {

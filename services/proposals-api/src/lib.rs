@@ -16,6 +16,7 @@ use folio_proto::api::v1::{
     client_service_server::ClientServiceServer, proposal_service_server::ProposalServiceServer,
     template_service_server::TemplateServiceServer,
 };
+use folio_runtime::{Readiness, Spawned};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -82,7 +83,7 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
     let state = AppState { pool, pdfs, pdf_requeue_after: config.pdf_requeue_after };
     let addr = local_addr(&listener)?;
     let admin_addr = local_addr(&admin)?;
-    Ok(Bound { config, listener, admin, addr, admin_addr, state })
+    Ok(Bound { config, listener, admin, addr, admin_addr, state, readiness: Readiness::default() })
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, Error> {
@@ -97,6 +98,7 @@ pub struct Bound {
     addr: SocketAddr,
     admin_addr: SocketAddr,
     state: AppState,
+    readiness: Readiness,
 }
 
 impl Bound {
@@ -110,12 +112,23 @@ impl Bound {
         self.admin_addr
     }
 
+    /// Ready once it serves.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Runs it as a task of this process (tests, embedders).
+    pub fn spawn(self) -> Spawned<Error> {
+        Spawned::spawn(self.readiness(), |shutdown| self.run(shutdown))
+    }
+
     /// Serves until `shutdown` is cancelled, then drains in-flight calls for up to the
     /// configured grace period.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let Bound { config, listener, admin, addr, admin_addr, state } = self;
+        let Bound { config, listener, admin, addr, admin_addr, state, readiness } = self;
         let app = router(state, config.jwt.authenticator()).await?;
-        let admin = folio_runtime::AdminServer::start(admin, shutdown.clone()).await.map_err(Error::Serve)?;
+        let admin =
+            folio_runtime::AdminServer::start_with(admin, readiness, shutdown.clone()).await.map_err(Error::Serve)?;
         tracing::info!(api = %addr, admin = %admin_addr, "proposals-api listening");
         admin.readiness.set(true);
         let grace = config.common.shutdown_grace;

@@ -245,8 +245,12 @@ impl Env {
             consumer.fetch().max_messages(100).expires(Duration::from_millis(500)).messages().await.unwrap();
         let mut out = Vec::new();
         while let Some(Ok(m)) = batch.next().await {
-            let error =
-                m.headers.as_ref().and_then(|h| h.get("Folio-Error")).map(|v| v.to_string()).unwrap_or_default();
+            let error = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(folio_bus::headers::ERROR))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
             out.push((m.payload.to_vec(), error));
         }
         out

@@ -209,7 +209,8 @@ impl JobSlot {
                 let rest = &m[1 + 1 + 8..];
                 let nul = rest.iter().position(|b| *b == 0)?;
                 let (prefix, rest) = (std::str::from_utf8(&rest[..nul]).ok()?, &rest[nul + 1..]);
-                (prefix == "folio.jobs.pdf").then(|| prost::Message::decode(&rest[4..]).expect("a RenderPdfJob"))
+                (prefix == folio_bus::subjects::job_message_prefix("pdf"))
+                    .then(|| prost::Message::decode(&rest[4..]).expect("a RenderPdfJob"))
             })
             .collect()
     }
