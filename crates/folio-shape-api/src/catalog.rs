@@ -2,7 +2,14 @@
 //! `electric-schema` header describes them, the replica key, the tenant column, and whether the
 //! table is published. Read from Postgres' catalog on first use and after a schema change.
 
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
 use folio_shapes::TableSchema;
+use parking_lot::Mutex;
 use sqlx::{PgPool, Row};
 
 use super::{
@@ -114,6 +121,62 @@ impl AllowList {
 
     pub fn allows(&self, t: &QualifiedName) -> bool {
         self.everything || self.schemas.contains(&t.schema) || self.tables.contains(t)
+    }
+}
+
+/// How old a cached table description may be when a request may create a shape.
+const FRESHNESS: Duration = Duration::from_secs(2);
+
+/// The tables' descriptions, read from Postgres and cached per feed generation (a truncate or
+/// schema change on the table's feed makes the cached one stale).
+pub struct Catalog {
+    pool: PgPool,
+    publication: String,
+    auto_publish: bool,
+    tables: Mutex<HashMap<QualifiedName, CachedTable>>,
+}
+
+/// A table description with the feed generation and the time it was read at.
+struct CachedTable {
+    info: Arc<TableInfo>,
+    generation: u64,
+    read_at: Instant,
+}
+
+impl Catalog {
+    pub fn new(pool: PgPool, publication: String, auto_publish: bool) -> Self {
+        Catalog { pool, publication, auto_publish, tables: Mutex::default() }
+    }
+
+    /// The cached description of `name` read at feed `generation`: for requests that may
+    /// create a shape (`fresh`) at most a few seconds old, so a table dropped and created again
+    /// (no change event says so) is read anew.
+    pub fn cached(&self, name: &QualifiedName, generation: u64, fresh: bool) -> Option<Arc<TableInfo>> {
+        self.tables.lock().get(name).and_then(|c| {
+            let current = c.generation == generation && !(fresh && c.read_at.elapsed() > FRESHNESS);
+            current.then(|| Arc::clone(&c.info))
+        })
+    }
+
+    /// Reads `name`'s description from the database (adding it to the publication when
+    /// allowed).
+    pub async fn load(&self, name: &QualifiedName) -> Result<Arc<TableInfo>> {
+        Ok(Arc::new(load(&self.pool, name, &self.publication, self.auto_publish).await?))
+    }
+
+    /// Caches `info` as read at feed `generation`.
+    pub fn remember(&self, info: &Arc<TableInfo>, generation: u64) {
+        self.tables
+            .lock()
+            .insert(info.name.clone(), CachedTable { info: Arc::clone(info), generation, read_at: Instant::now() });
+    }
+
+    /// Whether the database answers.
+    pub async fn healthy(&self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.pool)).await,
+            Ok(Ok(_))
+        )
     }
 }
 

@@ -12,11 +12,18 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShapeError {
-    /// 400 `{"message":"Invalid request","errors":{<field>:[<message>]}}`.
+    /// 400 `{"message":"Invalid request","errors":{<field>:[<message>]}}`; `source` is the
+    /// refusal `message` describes (the parser's, the database's), kept for the log.
     #[error("invalid {field}: {message}")]
-    Invalid { field: &'static str, message: String },
-    #[error("unauthorized: {0}")]
-    Unauthorized(String),
+    Invalid {
+        field: &'static str,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// 401 with the token's problem as the message.
+    #[error("unauthorized")]
+    Unauthorized(#[source] folio_auth::AuthError),
     #[error("forbidden: {0}")]
     Forbidden(String),
     /// 409: the log behind this handle cannot be continued; `handle` is where to start over.
@@ -45,7 +52,12 @@ pub type Result<T, E = ShapeError> = std::result::Result<T, E>;
 
 impl ShapeError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        ShapeError::Invalid { field, message: message.into() }
+        ShapeError::Invalid { field, message: message.into(), source: None }
+    }
+
+    /// A 400 whose `message` tells the client what `source` refused.
+    pub fn invalid_because(field: &'static str, message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        ShapeError::Invalid { field, message: message.into(), source: Some(source.into()) }
     }
 
     /// `action` says what failed ("read the shape handle"); `source` why.
@@ -103,13 +115,13 @@ impl IntoResponse for ShapeError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = match &self {
-            ShapeError::Invalid { field, message } => {
+            ShapeError::Invalid { field, message, .. } => {
                 serde_json::json!({"message": "Invalid request", "errors": {*field: [message]}})
             }
-            ShapeError::Unauthorized(m)
-            | ShapeError::Forbidden(m)
-            | ShapeError::NotFound(m)
-            | ShapeError::MethodNotAllowed(m) => serde_json::json!({ "message": m }),
+            ShapeError::Unauthorized(e) => serde_json::json!({ "message": e.to_string() }),
+            ShapeError::Forbidden(m) | ShapeError::NotFound(m) | ShapeError::MethodNotAllowed(m) => {
+                serde_json::json!({ "message": m })
+            }
             ShapeError::MustRefetch { .. } => serde_json::json!([{"headers": {"control": "must-refetch"}}]),
             ShapeError::Unavailable { action, source } => {
                 tracing::warn!(error = %folio_runtime::error_chain(&self), "shape request unavailable");
@@ -159,6 +171,9 @@ mod tests {
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers()["retry-after"], "5");
         assert_eq!(ShapeError::invalid("where", "x").into_response().status(), StatusCode::BAD_REQUEST);
+        let unauthorized = ShapeError::Unauthorized(folio_auth::AuthError::Missing);
+        assert!(std::error::Error::source(&unauthorized).is_some());
+        assert_eq!(unauthorized.into_response().status(), StatusCode::UNAUTHORIZED);
         let refetch = ShapeError::MustRefetch { handle: "h-1".into(), reason: "gone".into() }.into_response();
         assert_eq!(refetch.status(), StatusCode::CONFLICT);
         assert_eq!(

@@ -45,9 +45,23 @@ pub struct TableFeed {
     pub filter: String,
     inner: Mutex<FeedInner>,
     /// Bumped on truncate and schema change: cached table descriptions are re-read.
-    pub generation: AtomicU64,
+    generation: AtomicU64,
     /// The subscription ended: the edge starts a new feed for the table's next request.
-    pub dead: AtomicBool,
+    dead: AtomicBool,
+}
+
+/// Why a feed stopped: a message it cannot apply (skipping it would let shapes move past a
+/// change they never applied).
+#[derive(Debug, thiserror::Error)]
+enum FeedError {
+    #[error("change message without metadata")]
+    NoMetadata(#[source] async_nats::Error),
+    #[error("undecodable change event at {seq}")]
+    Undecodable {
+        seq: StreamSeq,
+        #[source]
+        source: prost::DecodeError,
+    },
 }
 
 struct FeedInner {
@@ -118,10 +132,11 @@ impl TableFeed {
                 let mut batch = Vec::with_capacity(messages.len());
                 let mut broken = None;
                 for msg in messages {
-                    let event = msg.info().map_err(|e| format!("change message without metadata: {e}")).and_then(|i| {
+                    let event = msg.info().map_err(FeedError::NoMetadata).and_then(|i| {
+                        let seq = StreamSeq::new(i.stream_sequence);
                         ChangeEvent::decode(msg.payload.as_ref())
-                            .map(|ev| (StreamSeq::new(i.stream_sequence), ev))
-                            .map_err(|e| format!("undecodable change event at {}: {e}", i.stream_sequence))
+                            .map(|ev| (seq, ev))
+                            .map_err(|source| FeedError::Undecodable { seq, source })
                     });
                     match event {
                         Ok(e) => batch.push(e),
@@ -136,7 +151,7 @@ impl TableFeed {
                 let Some(feed) = weak.upgrade() else { return };
                 feed.apply(&batch);
                 if let Some(reason) = broken {
-                    tracing::error!(filter, "table feed stopped: {reason}");
+                    tracing::error!(filter, error = %folio_runtime::error_chain(&reason), "table feed stopped");
                     feed.fail();
                     return;
                 }
@@ -208,6 +223,16 @@ impl TableFeed {
         for s in shapes {
             s.invalidate("the table's change feed failed");
         }
+    }
+
+    /// Bumped on truncate and schema change: table descriptions cached before are stale.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The subscription ended: the table's next request starts a new feed.
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
     }
 
     /// The last transaction end this feed has applied: a snapshot's stitching point.

@@ -52,7 +52,7 @@ async fn cors(State(shapes): State<Arc<Shapes>>, req: Request, next: Next) -> Re
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         // Only what is served: subset snapshots (POST) are not, DELETE only when enabled.
-        HeaderValue::from_static(match (is_shape, shapes.config.enable_delete) {
+        HeaderValue::from_static(match (is_shape, shapes.policy.enable_delete()) {
             (true, true) => "GET, HEAD, DELETE, OPTIONS",
             (true, false) => "GET, HEAD, OPTIONS",
             (false, _) => "GET, HEAD",
@@ -77,7 +77,7 @@ async fn preflight() -> Response {
 
 async fn health(State(shapes): State<Arc<Shapes>>) -> Response {
     let (status, state) =
-        if shapes.healthy().await { (StatusCode::OK, "active") } else { (StatusCode::ACCEPTED, "waiting") };
+        if shapes.catalog.healthy().await { (StatusCode::OK, "active") } else { (StatusCode::ACCEPTED, "waiting") };
     let mut res = (status, axum::Json(serde_json::json!({ "status": state }))).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
     res
@@ -92,7 +92,7 @@ async fn subset_post() -> Response {
 async fn delete_shape(State(shapes): State<Arc<Shapes>>, req: Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_owned();
     let result: Result<Response> = async {
-        if !shapes.config.enable_delete {
+        if !shapes.policy.enable_delete() {
             return Err(ShapeError::MethodNotAllowed("DELETE not allowed".into()));
         }
         let mut handle = None;
@@ -235,7 +235,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
     span.record("table", tracing::field::display(&request.table));
     span.record("offset", request.offset_text.as_str());
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = shapes.authenticate(authorization)?;
+    let caller = shapes.policy.authenticate(authorization)?;
     let if_none_match = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (def, feed) = shapes.resolve(&request, caller.as_ref()).await?;
     let handle = request.handle.as_deref().unwrap_or_default();
@@ -275,7 +275,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
         }
         RequestOffset::After(seq) => {
             let shape = shapes.lookup(handle, Arc::clone(&def), &feed).await?;
-            if seq > shape.head() && seq > shapes.stream_last_sequence().await? {
+            if seq > shape.head() && seq > shapes.changes.last_sequence().await? {
                 // No edge ever handed out this offset.
                 return Err(ShapeError::invalid("offset", "out of bounds for this shape"));
             }
@@ -287,7 +287,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
     let responder = Responder {
         shape: &shape,
         req: &request,
-        interval: shapes.config.long_poll_timeout,
+        interval: shapes.policy.long_poll_timeout(),
         private: caller.is_some(),
         if_none_match: if_none_match.as_deref(),
     };
@@ -303,7 +303,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
         }
         Answer::Log(from) => from,
     };
-    let history = shapes.history(&feed.filter);
+    let history = shapes.changes.history(&feed.filter);
     // History names no handle: the 409 carries the one to start over with.
     let refetch = |e: ShapeError| match e {
         ShapeError::MustRefetch { reason, .. } => shapes.refetch(&def, reason),
@@ -315,7 +315,7 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
         if let Some(reason) = shape.invalid_reason() {
             return Err(shapes.refetch(&def, reason));
         }
-        let first = shape.read(from, shapes.config.chunk_bytes, &history).await.map_err(refetch)?;
+        let first = shape.read(from, shapes.policy.chunk_bytes(), &history).await.map_err(refetch)?;
         let (headers, _) = responder.headers(&Reply {
             // The request's own offset: headers are applied before the body arrives, so a
             // connection dropped mid-backlog must not have moved the client past unseen data.
@@ -326,13 +326,13 @@ async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
         });
         return Ok(sse(Arc::clone(&shapes), Arc::clone(&shape), headers, from, first, feed.filter.clone()));
     }
-    let deadline = Instant::now() + shapes.config.long_poll_timeout;
+    let deadline = Instant::now() + shapes.policy.long_poll_timeout();
     loop {
         let mut changed = shape.subscribe();
         if let Some(reason) = shape.invalid_reason() {
             return Err(shapes.refetch(&def, reason));
         }
-        let r = shape.read(from, shapes.config.chunk_bytes, &history).await.map_err(refetch)?;
+        let r = shape.read(from, shapes.policy.chunk_bytes(), &history).await.map_err(refetch)?;
         if r.count == 0 && request.live && r.up_to_date {
             // Nothing new for a live client: hold the request until a change, the long-poll
             // timeout or shutdown (the latter two answer up-to-date without data).
@@ -364,7 +364,7 @@ fn sse(
     headers.remove("etag");
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
 
-    let deadline = tokio::time::Instant::now() + shapes.config.sse_timeout;
+    let deadline = tokio::time::Instant::now() + shapes.policy.sse_timeout();
     struct St {
         shapes: Arc<Shapes>,
         shape: Arc<Shape>,
@@ -390,12 +390,12 @@ fn sse(
             let r = match st.first.take().filter(|r| r.count > 0) {
                 Some(r) => r,
                 None => {
-                    let history = st.shapes.history(&st.filter);
-                    match st.shape.read(st.from, st.shapes.config.chunk_bytes, &history).await {
+                    let history = st.shapes.changes.history(&st.filter);
+                    match st.shape.read(st.from, st.shapes.policy.chunk_bytes(), &history).await {
                         Ok(r) => r,
                         Err(e) => {
                             // The client reconnects and gets the error as a plain response.
-                            tracing::info!(handle = %st.shape.handle, "SSE read ended the stream: {e}");
+                            tracing::info!(handle = %st.shape.handle, error = %folio_runtime::error_chain(&e), "SSE read ended the stream");
                             return None;
                         }
                     }

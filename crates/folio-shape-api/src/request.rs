@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn query_validation_names_the_parameter() {
         let err = |q: &str| match ShapeRequest::from_query(q) {
-            Err(ShapeError::Invalid { field, message }) => (field, message),
+            Err(ShapeError::Invalid { field, message, .. }) => (field, message),
             other => panic!("{q}: {other:?}"),
         };
         assert_eq!(err("offset=-1").0, "table");

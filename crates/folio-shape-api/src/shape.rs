@@ -456,7 +456,8 @@ fn where_error(e: sqlx::Error, table: &super::request::QualifiedName) -> ShapeEr
     if let sqlx::Error::Database(db) = &e
         && db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("42"))
     {
-        return ShapeError::invalid("where", format!("the database refused the clause: {}", db.message()));
+        let message = format!("the database refused the clause: {}", db.message());
+        return ShapeError::invalid_because("where", message, e);
     }
     e.into()
 }

@@ -1,0 +1,76 @@
+//! Taking snapshots within this edge's limits: how many run at once, and how many bytes of
+//! snapshot chunks its shapes hold (the least recently used are dropped beyond the budget).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use bytes::Bytes;
+use folio_bus::StreamSeq;
+use sqlx::PgPool;
+
+use super::{
+    error::{Result, ShapeError},
+    feed::TableFeed,
+    messages::Stitch,
+    shape::{self, Shape, ShapeDef},
+};
+
+pub struct Snapshots {
+    pool: PgPool,
+    /// Target size of one snapshot chunk.
+    chunk_bytes: usize,
+    slots: tokio::sync::Semaphore,
+    /// Bytes of snapshot chunks held by this edge's shapes (each shape counts its own in).
+    held: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+impl Snapshots {
+    pub fn new(pool: PgPool, chunk_bytes: usize, max_concurrent: usize, budget: usize) -> Self {
+        Snapshots {
+            pool,
+            chunk_bytes,
+            slots: tokio::sync::Semaphore::new(max_concurrent.max(1)),
+            held: Arc::default(),
+            budget,
+        }
+    }
+
+    /// Waits for one of the concurrent snapshot slots.
+    pub async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.slots.acquire().await.map_err(|e| ShapeError::internal("snapshot slots", e))
+    }
+
+    /// Takes `def`'s snapshot, stitched to the change stream at the feed's last transaction
+    /// end: every transaction of the table up to it was committed before the snapshot starts
+    /// (and the snapshot is retried until it sees them).
+    pub async fn take(&self, def: &ShapeDef, feed: &TableFeed) -> Result<(StreamSeq, Stitch, Vec<Bytes>)> {
+        let seq0 = feed.committed();
+        let (stitch, chunks) =
+            shape::take_snapshot(&self.pool, def, seq0, self.chunk_bytes, |s| feed.snapshot_sees_recent(s)).await?;
+        Ok((seq0, stitch, chunks))
+    }
+
+    /// The counter a new shape adds its chunks to.
+    pub fn counter(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.held)
+    }
+
+    /// Over the memory budget: the least recently used of the shapes `held` lists drop their
+    /// snapshots (their handles stay valid for clients past the snapshot).
+    pub fn trim(&self, held: impl FnOnce() -> Vec<Arc<Shape>>) {
+        if self.held.load(Ordering::SeqCst) > self.budget {
+            let mut held = held();
+            held.sort_by_key(|s| s.last_used.load(Ordering::Relaxed));
+            for s in held {
+                if self.held.load(Ordering::SeqCst) <= self.budget {
+                    break;
+                }
+                s.drop_snapshot();
+            }
+        }
+        metrics::gauge!("folio_edge_shape_snapshot_bytes").set(self.held.load(Ordering::SeqCst) as f64);
+    }
+}
