@@ -24,6 +24,10 @@ pub struct BusArgs {
     /// node, 3 on a cluster (acks then wait for a quorum).
     #[arg(long = "stream-replicas", env = "FOLIO_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
+
+    /// JetStream Object Store bucket of rendered PDFs (pdf-render writes, the API reads).
+    #[arg(long = "pdf-bucket", env = "FOLIO_PDF_BUCKET", default_value = "folio-pdfs", value_parser = parse_token)]
+    pub pdf_bucket: String,
 }
 
 impl BusArgs {
@@ -32,7 +36,7 @@ impl BusArgs {
     }
 
     /// Names for one test or benchmark run: subjects under `<root>`, streams
-    /// `<stream_prefix>_CHANGES` and `<stream_prefix>_JOBS`.
+    /// `<stream_prefix>_CHANGES` and `<stream_prefix>_JOBS`, bucket `pdfs_<stream_prefix>`.
     pub fn for_names(nats_url: &str, root: &str, prefix: &str) -> Self {
         BusArgs {
             nats_url: nats_url.to_owned(),
@@ -40,6 +44,7 @@ impl BusArgs {
             changes_stream: format!("{prefix}_CHANGES"),
             jobs_stream: format!("{prefix}_JOBS"),
             stream_replicas: 1,
+            pdf_bucket: format!("pdfs_{prefix}"),
         }
     }
 }

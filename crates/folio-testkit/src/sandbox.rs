@@ -193,7 +193,7 @@ impl Sandbox {
         }
         drop_slot(&self.db.pool, &self.slot).await;
         // pdf-render's dead letters and object store, when it ran.
-        let (dead, pdfs) = (format!("S{}_DEAD", self.suffix), format!("OBJ_pdfs_{}", self.suffix));
+        let (dead, pdfs) = (format!("S{}_DEAD", self.suffix), format!("OBJ_{}", self.bus.pdf_bucket));
         for stream in [&self.bus.changes_stream, &self.bus.jobs_stream, &dead, &pdfs] {
             let _ = self.js.delete_stream(stream).await;
         }
@@ -288,8 +288,8 @@ impl Sandbox {
         let mut c = proposals_api::Config::new(&self.db.url, JWT_SECRET);
         c.listen_addr = ([127, 0, 0, 1], 0).into();
         c.common.admin_addr = ([127, 0, 0, 1], 0).into();
-        c.nats_url = Some(self.bus.nats_url.clone());
-        c.pdf_bucket = self.pdf_bucket();
+        c.bus = self.bus.clone();
+        c.pdf_downloads = true;
         c.migrate = false;
         c
     }
@@ -304,14 +304,6 @@ impl Sandbox {
     }
 }
 
-#[cfg(any(feature = "proposals-api", feature = "pdf-render"))]
-impl Sandbox {
-    /// The object store bucket pdf-render writes and the API reads.
-    pub fn pdf_bucket(&self) -> String {
-        format!("pdfs_{}", self.suffix)
-    }
-}
-
 #[cfg(feature = "pdf-render")]
 impl Sandbox {
     /// pdf-render on this sandbox's jobs stream, with its own consumer, bucket and dead letters.
@@ -321,12 +313,36 @@ impl Sandbox {
         c.common.admin_addr = ([127, 0, 0, 1], 0).into();
         c.consumer = format!("pdf_{}", self.suffix);
         c.dead_letter_stream = format!("S{}_DEAD", self.suffix);
-        c.bucket = self.pdf_bucket();
         c
     }
 
     pub async fn start_pdf_render(&mut self, config: pdf_render::Config) -> anyhow::Result<()> {
         let bound = pdf_render::bind(config).await?;
         self.keep_ready("pdf-render", bound.spawn()).await
+    }
+}
+
+#[cfg(feature = "shape-edge")]
+impl Sandbox {
+    /// The edge on this sandbox's database and change stream, its Durable Streams under a
+    /// prefix of its own, tokens signed with the sandbox's secret.
+    pub fn edge_config(&self) -> shape_edge::Config {
+        let mut c = <shape_edge::Config as clap::Parser>::parse_from(["shape-edge"]);
+        c.common.admin_addr = ([127, 0, 0, 1], 0).into();
+        c.listen_addr = ([127, 0, 0, 1], 0).into();
+        c.bus = self.bus.clone();
+        c.shapes.db = folio_db::DbArgs::new(&self.db.url);
+        c.streams.prefix = format!("ds_{}", self.suffix);
+        c.streams.jwt.jwt_secret = JWT_SECRET.into();
+        c
+    }
+
+    /// Starts the edge; returns its HTTP address (shapes and Durable Streams).
+    pub async fn start_edge(&mut self, config: shape_edge::Config) -> anyhow::Result<std::net::SocketAddr> {
+        let bound = shape_edge::bind(config).await?;
+        let addr = bound.http_addr();
+        self.keep_ready("shape-edge", bound.spawn()).await?;
+        self.addrs.edge = Some(addr);
+        Ok(addr)
     }
 }

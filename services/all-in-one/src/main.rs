@@ -1,6 +1,6 @@
-//! Folio in one process for local work: the five services' own `run` functions, each configured
-//! from the same environment (`FOLIO_…`) as its binary, sharing one shutdown. The first service
-//! to fail stops the others.
+//! Folio in one process for local work: each service's own `run` (its `bind` then `Bound::run`,
+//! the path its binary takes), each configured from the same environment (`FOLIO_…`) as its
+//! binary, sharing one shutdown. The first service to fail stops the others.
 
 use std::process::ExitCode;
 
@@ -66,7 +66,7 @@ async fn run(_config: Config, shutdown: tokio_util::sync::CancellationToken) -> 
         },
         async {
             stop_all("shape-edge", s.clone())(
-                shape_edge::serve(edge, s.clone()).await.map_err(|e| folio_runtime::error_chain(&e)),
+                shape_edge::run(edge, s.clone()).await.map_err(|e| folio_runtime::error_chain(&e)),
             )
         },
         async {

@@ -26,10 +26,6 @@ pub struct Config {
     #[arg(long, env = "FOLIO_PDF_DEAD_LETTER_STREAM", default_value = "FOLIO_JOBS_DEAD")]
     pub dead_letter_stream: String,
 
-    /// JetStream Object Store bucket for the PDFs.
-    #[arg(long, env = "FOLIO_PDF_BUCKET", default_value = "folio-pdfs")]
-    pub bucket: String,
-
     /// Renders at once; one render uses one core. 0 = the number of cores.
     #[arg(long, env = "FOLIO_PDF_CONCURRENCY", default_value_t = 0)]
     pub concurrency: usize,

@@ -57,7 +57,7 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
     let nats = async_nats::connect(url).await.map_err(|source| Error::Nats { url: url.clone(), source })?;
     let js = jetstream::new(nats.clone());
     let replicas = config.bus.stream_replicas;
-    let bucket = store::open_bucket(&js, &config.bucket, replicas).await?;
+    let bucket = store::open_bucket(&js, &config.bus.pdf_bucket, replicas).await?;
     js.get_or_create_stream(jetstream::stream::Config {
         name: config.dead_letter_stream.clone(),
         description: Some("PDF jobs that could not be rendered, with the error in Folio-Error".into()),

@@ -23,14 +23,14 @@ pub struct Config {
     #[command(flatten)]
     pub jwt: folio_auth::JwtArgs,
 
-    /// NATS with JetStream, for serving rendered PDFs from the object store. Without it,
-    /// downloads answer UNAVAILABLE; everything else works.
-    #[arg(long, env = "FOLIO_NATS_URL")]
-    pub nats_url: Option<String>,
+    /// NATS and the PDF bucket pdf-render writes to (the API reads PDFs from it).
+    #[command(flatten)]
+    pub bus: folio_bus::BusArgs,
 
-    /// The JetStream Object Store bucket pdf-render writes PDFs to.
-    #[arg(long, env = "FOLIO_PDF_BUCKET", default_value = "folio-pdfs")]
-    pub pdf_bucket: String,
+    /// Serve PDF downloads from the object store. Off, the API needs no NATS and downloads
+    /// answer UNAVAILABLE; on, it starts while NATS is down and downloads wait for it.
+    #[arg(long, env = "FOLIO_API_PDF_DOWNLOADS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pdf_downloads: bool,
 
     /// How long a rendition may stay `queued` or `rendering` before `RequestPdf` queues its
     /// render job again (its job was lost, or gave up without recording it). Keep it above
@@ -50,7 +50,7 @@ impl Config {
         let mut config = <Self as clap::Parser>::parse_from(["proposals-api"]);
         config.db = folio_db::DbArgs::new(database_url);
         config.jwt.jwt_secret = jwt_secret.into();
-        config.nats_url = None;
+        config.pdf_downloads = false;
         config
     }
 }

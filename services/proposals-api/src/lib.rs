@@ -73,12 +73,18 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
     if config.migrate {
         folio_db::migrate(&pool).await?;
     }
-    let pdfs = match &config.nats_url {
-        Some(url) => {
-            let nats = async_nats::connect(url).await.map_err(|source| Error::Nats { url: url.clone(), source })?;
-            Some(Arc::new(pdfs::PdfStore::new(nats, config.pdf_bucket.clone())))
-        }
-        None => None,
+    let pdfs = if config.pdf_downloads {
+        let url = &config.bus.nats_url;
+        let nats = async_nats::ConnectOptions::new()
+            .name("proposals-api")
+            // Writes never need NATS: the API starts while it is down.
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .map_err(|source| Error::Nats { url: url.clone(), source })?;
+        Some(Arc::new(pdfs::PdfStore::new(nats, config.bus.pdf_bucket.clone())))
+    } else {
+        None
     };
     let state = AppState { pool, pdfs, pdf_requeue_after: config.pdf_requeue_after };
     let addr = local_addr(&listener)?;

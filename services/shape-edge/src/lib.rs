@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use folio_runtime::{AdminServer, CommonArgs, Readiness};
+use folio_runtime::{AdminServer, CommonArgs, Readiness, Spawned};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -109,6 +109,11 @@ impl Bound {
     /// The flag `/readyz` reports: set once both APIs serve, cleared when draining starts.
     pub fn readiness(&self) -> Readiness {
         self.readiness.clone()
+    }
+
+    /// Runs it as a task of this process (tests, embedders).
+    pub fn spawn(self) -> Spawned<Error> {
+        Spawned::spawn(self.readiness(), |shutdown| self.run(shutdown))
     }
 
     /// Sets up JetStream, serves both APIs until `shutdown`, then drains: live readers and

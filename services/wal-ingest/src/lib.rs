@@ -91,45 +91,6 @@ impl Bound {
     }
 }
 
-/// wal-ingest as a task without its admin server. Transitional: the edge's tests use it until
-/// they move to `folio_testkit::Sandbox`; everything else calls [`bind`] and [`Bound::spawn`].
-pub struct InProcess {
-    pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<Result<(), Error>>,
-    pub readiness: Readiness,
-}
-
-impl InProcess {
-    pub fn spawn(config: Config) -> Self {
-        let (shutdown, readiness) = (CancellationToken::new(), Readiness::default());
-        let task = tokio::spawn(ingest(config, shutdown.clone(), readiness.clone()));
-        InProcess { shutdown, task, readiness }
-    }
-
-    pub async fn streaming(&self, limit: Duration) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + limit;
-        while !self.readiness.is_ready() {
-            if self.task.is_finished() {
-                return Err("wal-ingest stopped before streaming its slot".into());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(format!("wal-ingest did not stream its slot within {limit:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-
-    pub async fn stop(self) -> Result<(), String> {
-        self.shutdown.cancel();
-        match tokio::time::timeout(Duration::from_secs(30), self.task).await {
-            Ok(Ok(result)) => result.map_err(|e| e.to_string()),
-            Ok(Err(join)) => Err(format!("wal-ingest task: {join}")),
-            Err(_) => Err("wal-ingest did not stop within 30 s".into()),
-        }
-    }
-}
-
 /// Holds the slot (or stands by for it) and streams it, restarting sessions after failures.
 async fn ingest(config: Config, shutdown: CancellationToken, readiness: Readiness) -> Result<(), Error> {
     let (disconnected, nats_disconnects) = tokio::sync::watch::channel(0u64);

@@ -32,8 +32,8 @@ async fn the_api_serves_the_rendered_pdf_over_grpc_and_http() {
     let stored = env.pdf(&sha).await;
 
     let mut config = proposals_api::Config::new(env.db.url.clone(), SECRET);
-    config.nats_url = Some(env.config.bus.nats_url.clone());
-    config.pdf_bucket = env.config.bucket.clone();
+    config.bus = env.config.bus.clone();
+    config.pdf_downloads = true;
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
     let api = proposals_api::bind(config).await.expect("bind the API");
     let addr = api.addr();

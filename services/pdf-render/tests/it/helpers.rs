@@ -30,7 +30,7 @@ pub async fn env() -> Env {
     config.bus.jobs_stream = format!("JOBS_{root}");
     config.consumer = format!("render_{root}");
     config.dead_letter_stream = format!("DEAD_{root}");
-    config.bucket = format!("pdfs_{root}");
+    config.bus.pdf_bucket = format!("pdfs_{root}");
     config.ack_wait = Duration::from_secs(2);
     config.retry_backoff = Duration::from_millis(100);
     config.max_deliver = 3;
@@ -182,7 +182,7 @@ impl Env {
 
     /// Names of the objects in the PDF bucket.
     pub async fn stored_pdfs(&self) -> Vec<String> {
-        let bucket = self.js.get_object_store(&self.config.bucket).await.unwrap();
+        let bucket = self.js.get_object_store(&self.config.bus.pdf_bucket).await.unwrap();
         let mut list = bucket.list().await.unwrap();
         let mut names = Vec::new();
         while let Some(object) = list.next().await {
@@ -224,7 +224,7 @@ impl Env {
     }
 
     pub async fn pdf(&self, sha256: &str) -> Vec<u8> {
-        let bucket = self.js.get_object_store(&self.config.bucket).await.unwrap();
+        let bucket = self.js.get_object_store(&self.config.bus.pdf_bucket).await.unwrap();
         let mut object = bucket.get(sha256).await.unwrap();
         let mut bytes = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes).await.unwrap();

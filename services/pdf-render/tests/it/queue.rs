@@ -81,7 +81,7 @@ async fn a_killed_workers_job_is_redelivered_and_completed() {
         .env("FOLIO_JOBS_STREAM", &c.bus.jobs_stream)
         .env("FOLIO_PDF_CONSUMER", &c.consumer)
         .env("FOLIO_PDF_DEAD_LETTER_STREAM", &c.dead_letter_stream)
-        .env("FOLIO_PDF_BUCKET", &c.bucket)
+        .env("FOLIO_PDF_BUCKET", &c.bus.pdf_bucket)
         .env("FOLIO_PDF_ACK_WAIT", "2s")
         .env("FOLIO_ADMIN_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")

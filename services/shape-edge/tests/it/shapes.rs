@@ -20,17 +20,23 @@ use crate::helpers::{Cleanup, TestClient, TestEdge, spawn_edge, test_prefix};
 
 const SECRET: &str = "shape-test-secret-shape-test-secret";
 
-/// Postgres, wal-ingest streaming its slot into this test's JetStream names, and the edge
-/// flags that point at them.
+/// A sandbox with wal-ingest streaming its slot into the sandbox's JetStream names, and the
+/// edge flags that point at them (tests start one or several edges, and restart them).
 pub(crate) struct Env {
-    pub db: folio_testkit::TestDb,
+    sandbox: folio_testkit::Sandbox,
     pub changes_stream: String,
-    slot: String,
     pub prefix: String,
     pub args: Vec<String>,
     pub nats_url: String,
-    wal_ingest: wal_ingest::InProcess,
     _cleanup: Cleanup,
+}
+
+/// The sandbox's database (`env.db`) and names read through.
+impl std::ops::Deref for Env {
+    type Target = folio_testkit::Sandbox;
+    fn deref(&self) -> &folio_testkit::Sandbox {
+        &self.sandbox
+    }
 }
 
 impl Env {
@@ -40,22 +46,17 @@ impl Env {
 
     /// With wal-ingest and the edges on the NATS server at `nats`.
     pub async fn start_on(nats: &str) -> anyhow::Result<Self> {
-        let db = folio_testkit::TestDb::new().await?;
+        let mut sandbox = folio_testkit::Sandbox::with_nats(nats.to_owned()).await?;
+        sandbox.start_wal_ingest(sandbox.wal_ingest_config()).await?;
         let (prefix, cleanup) = test_prefix();
-        let suffix = folio_testkit::unique_suffix();
-        let root = format!("s{suffix}");
-        let slot = format!("t_{suffix}");
-        let wal = wal_ingest::Config::for_names(&db.url, nats, &slot, &root, &prefix);
-        let changes_stream = wal.bus.changes_stream.clone();
-        let wal_ingest = wal_ingest::InProcess::spawn(wal);
-        wal_ingest.streaming(Duration::from_secs(30)).await.map_err(anyhow::Error::msg)?;
+        let (root, changes_stream) = (sandbox.bus.subject_root.clone(), sandbox.bus.changes_stream.clone());
         let args = [
             "--changes-stream",
             &changes_stream,
             "--subject-root",
             &root,
             "--database-url",
-            &db.url,
+            &sandbox.db.url,
             "--shape-tables",
             "*",
             "--jwt-secret",
@@ -69,7 +70,7 @@ impl Env {
         ]
         .map(str::to_owned)
         .to_vec();
-        Ok(Env { db, changes_stream, slot, prefix, args, nats_url: nats.to_owned(), wal_ingest, _cleanup: cleanup })
+        Ok(Env { sandbox, changes_stream, prefix, args, nats_url: nats.to_owned(), _cleanup: cleanup })
     }
 
     pub async fn edge(&self, extra: &[&str]) -> anyhow::Result<TestEdge> {
@@ -85,21 +86,10 @@ impl Env {
         spawn_edge(&self.prefix, &args).await
     }
 
-    /// Stops wal-ingest and drops its slot: the server has a fixed number of them. (A failed
-    /// test leaves its slot; scripts/test.sh removes inactive ones before a run.)
+    /// Stops wal-ingest, drops its slot (the server has a fixed number of them) and the
+    /// streams. (A failed test leaves its slot; scripts/test.sh removes inactive ones.)
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.wal_ingest.stop().await.map_err(anyhow::Error::msg)?;
-        // The walsender backend may outlive the client by a moment: the slot stays active
-        // until it exits.
-        let (pool, slot) = (&self.db.pool, &self.slot);
-        folio_testkit::eventually("the replication slot to be dropped", || async move {
-            sqlx::query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1")
-                .bind(slot)
-                .execute(pool)
-                .await
-                .ok()
-        })
-        .await;
+        self.sandbox.stop().await;
         Ok(())
     }
 
