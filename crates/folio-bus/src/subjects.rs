@@ -94,6 +94,12 @@ impl Subjects {
         format!("{}.dead.{kind}", self.root)
     }
 
+    /// JetStream's direct-get API of `stream` (a server subject, outside `<root>`): reads by
+    /// sequence from any replica without a consumer.
+    pub fn direct_get(stream: &str) -> String {
+        format!("$JS.API.DIRECT.GET.{stream}")
+    }
+
     /// Where JetStream announces that `consumer` of `stream` gave up on a message after its
     /// last delivery (a server subject, outside `<root>`).
     pub fn max_deliveries_advisory(stream: &str, consumer: &str) -> String {

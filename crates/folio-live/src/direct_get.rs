@@ -41,7 +41,7 @@ pub async fn direct_get_batch(
     let request = serde_json::json!({
         "seq": from.get().max(1), "next_by_subj": subject, "batch": max_msgs, "max_bytes": max_bytes,
     });
-    nats.publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox, request.to_string().into())
+    nats.publish_with_reply(folio_bus::Subjects::direct_get(stream), inbox, request.to_string().into())
         .await
         .map_err(BatchError::Request)?;
     let mut out = Vec::new();

@@ -77,10 +77,8 @@ async fn all_in_one_with_default_settings_carries_a_proposal_from_api_to_shape_p
     // The API's port accepts connections once bound, before its migrations ran: wait for those.
     let migrations = folio_db::MIGRATOR.iter().count() as i64;
     folio_testkit::eventually("wal-ingest to stream its slot and the API to listen", || async {
-        let migrated: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&pool)
-            .await
-            .ok()?;
+        let migrated: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&pool).await.ok()?;
         let streaming: Option<bool> =
             sqlx::query_scalar("SELECT active FROM pg_replication_slots WHERE slot_name = $1 AND active")
                 .bind(SLOT)

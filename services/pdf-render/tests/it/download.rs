@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::env;
 
-const SECRET: &str = "download-secret-download-secret-download";
+use folio_testkit::sandbox::JWT_SECRET as SECRET;
 
 async fn http_get(addr: std::net::SocketAddr, path: &str, headers: &str) -> (String, Vec<u8>) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -31,14 +31,9 @@ async fn the_api_serves_the_rendered_pdf_over_grpc_and_http() {
     let sha = ready.pdf_sha256.clone().unwrap();
     let stored = env.pdf(&sha).await;
 
-    let mut config = proposals_api::Config::new(env.db.url.clone(), SECRET);
-    config.bus = env.config.bus.clone();
-    config.pdf_downloads = true;
-    config.listen_addr = "127.0.0.1:0".parse().unwrap();
-    let api = proposals_api::bind(config).await.expect("bind the API");
-    let addr = api.addr();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(api.run(shutdown.clone()));
+    let mut env = env;
+    let api = env.sandbox.api_config();
+    let addr = env.sandbox.start_api(api).await.expect("start the API");
     let caller = Caller { user_id: env.owner, agency_id: env.agency, role: Role::Viewer };
     let token = Authenticator::new(SECRET.as_bytes()).issue(&caller, Duration::from_secs(60));
 
@@ -97,6 +92,6 @@ async fn the_api_serves_the_rendered_pdf_over_grpc_and_http() {
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"], "invalid_argument");
 
-    shutdown.cancel();
     worker.cancel();
+    env.sandbox.stop().await;
 }

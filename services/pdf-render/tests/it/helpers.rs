@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use folio_domain::{AgencyId, LineItemAmounts, ProposalId, TemplateId, UserId};
 use folio_proto::jobs::v1::RenderPdfJob;
-use folio_testkit::TestDb;
+use folio_testkit::Sandbox;
 use futures::StreamExt as _;
 use pdf_render::Config;
 use proposals_api::{Role, store, tenancy};
@@ -13,43 +13,45 @@ use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// A [`Sandbox`] (its database and names read through) with pdf-render's configuration for it,
+/// a jobs stream, and an agency with a client to write proposals for.
 pub struct Env {
-    pub db: TestDb,
-    pub js: jetstream::Context,
+    pub sandbox: Sandbox,
     pub config: Config,
     pub agency: AgencyId,
     pub owner: UserId,
     pub client: Uuid,
 }
 
+impl std::ops::Deref for Env {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
 pub async fn env() -> Env {
-    let db = TestDb::new().await.expect("test database");
-    let root = format!("t{}", folio_testkit::unique_suffix());
-    let mut config = Config::new(db.url.clone(), folio_testkit::nats_url());
-    config.bus.subject_root = root.clone();
-    config.bus.jobs_stream = format!("JOBS_{root}");
-    config.consumer = format!("render_{root}");
-    config.dead_letter_stream = format!("DEAD_{root}");
-    config.bus.pdf_bucket = format!("pdfs_{root}");
+    let sandbox = Sandbox::new().await.expect("sandbox");
+    let mut config = sandbox.pdf_render_config();
     config.ack_wait = Duration::from_secs(2);
     config.retry_backoff = Duration::from_millis(100);
     config.max_deliver = 3;
     config.concurrency = 2;
     config.common.shutdown_grace = Duration::from_secs(5);
-    let nats = folio_testkit::nats().await.expect("nats");
-    let js = jetstream::new(nats);
     // Declared as wal-ingest declares its jobs stream: a file-backed work queue.
-    js.create_stream(jetstream::stream::Config {
-        name: config.bus.jobs_stream.clone(),
-        subjects: vec![config.bus.subjects().jobs_filter()],
-        retention: jetstream::stream::RetentionPolicy::WorkQueue,
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .expect("jobs stream");
+    sandbox
+        .js
+        .create_stream(jetstream::stream::Config {
+            name: config.bus.jobs_stream.clone(),
+            subjects: vec![config.bus.subjects().jobs_filter()],
+            retention: jetstream::stream::RetentionPolicy::WorkQueue,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .expect("jobs stream");
 
-    let pool = &db.pool;
+    let pool = &sandbox.db.pool;
     let agency = tenancy::create_agency(pool, "Northwind Studio", "#0b6e4f").await.unwrap();
     let owner =
         tenancy::create_user(pool, agency, "maria@northwind.example", "María Álvarez", Role::Admin).await.unwrap();
@@ -64,7 +66,7 @@ pub async fn env() -> Env {
     )
     .await
     .unwrap();
-    Env { db, js, config, agency, owner, client: client.id }
+    Env { sandbox, config, agency, owner, client: client.id }
 }
 
 impl Env {

@@ -29,13 +29,12 @@ struct Args {
     /// The edge's pid, for its resident memory.
     #[arg(long, env = "BENCH_EDGE_PID")]
     edge_pid: u32,
-    #[arg(long, env = "FOLIO_DATABASE_URL")]
-    database_url: String,
-    #[arg(long, env = "FOLIO_NATS_URL")]
-    nats_url: String,
-    /// Subject root wal-ingest publishes under.
-    #[arg(long, env = "FOLIO_SUBJECT_ROOT")]
-    subject_root: String,
+    /// The database the edge and wal-ingest use.
+    #[command(flatten)]
+    db: folio_db::DbArgs,
+    /// NATS and the subject root wal-ingest publishes under.
+    #[command(flatten)]
+    bus: folio_bus::BusArgs,
     #[arg(long, default_value_t = 100_000)]
     rows: i64,
     #[arg(long, default_value_t = 3)]
@@ -93,7 +92,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&args.database_url).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&args.db.database_url).await?;
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let http: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(usize::MAX).build(connector);
@@ -252,9 +251,8 @@ async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Http, n: usize, shapes
         }));
     }
     // The change stream's own delivery, as the baseline: a core NATS subscriber on the table.
-    let nats = async_nats::connect(&args.nats_url).await?;
-    let mut sub =
-        nats.subscribe(folio_bus::Subjects::new(args.subject_root.clone()).table_filter("public", &table)).await?;
+    let nats = async_nats::connect(&args.bus.nats_url).await?;
+    let mut sub = nats.subscribe(args.bus.subjects().table_filter("public", &table)).await?;
     let stream_arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let arrivals = Arc::clone(&stream_arrivals);
     let listener = tokio::spawn(async move {
