@@ -165,7 +165,9 @@ impl Activity {
                 match ChangeEvent::decode(payload.as_ref()) {
                     Ok(event) if concerns(&event, proposal) => events.push(event_json(&event, seq)),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(%seq, "skipping undecodable change event: {e}"),
+                    Err(e) => {
+                        tracing::warn!(%seq, error = %folio_runtime::error_chain(&e), "skipping undecodable change event")
+                    }
                 }
             }
         }
@@ -191,8 +193,7 @@ impl Streams {
         }
         let activity = &self.activity;
         let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let caller =
-            activity.auth.verify_header(authorization).map_err(|e| StreamError::Unauthenticated(e.to_string()))?;
+        let caller = activity.auth.verify_header(authorization)?;
         let subject = activity.subject_for(caller.agency_id);
         let stream = activity.stream().await?;
         let tail = activity.tail(&stream).await?;
@@ -297,7 +298,7 @@ impl Streams {
                 let (events, next, tail) = match page {
                     Ok(p) => p,
                     Err(e) => {
-                        tracing::warn!("activity sse read failed: {e}");
+                        tracing::warn!(error = %folio_runtime::error_chain(&e), "activity sse read failed");
                         f.done = true;
                         return Some((Ok::<_, std::convert::Infallible>(Bytes::new()), f));
                     }

@@ -81,7 +81,7 @@ impl Streams {
         let payload = if close_only {
             None
         } else if meta.is_json() {
-            Some(Bytes::from(json::split_values(&body, false).map_err(|e| StreamError::bad(e.to_string()))?.0))
+            Some(Bytes::from(json::split_values(&body, false)?.0))
         } else {
             Some(body)
         };

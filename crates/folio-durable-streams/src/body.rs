@@ -16,7 +16,7 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes> {
     let mut buf = BytesMut::new();
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| StreamError::bad(format!("failed to read the request body: {e}")))?;
+        let chunk = chunk.map_err(StreamError::BodyRead)?;
         seen += chunk.len();
         if seen > limit {
             if seen > DRAIN_LIMIT {

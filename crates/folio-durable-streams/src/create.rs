@@ -197,7 +197,7 @@ impl Streams {
         let initial = match body {
             b if b.is_empty() => None,
             b if meta.is_json() => {
-                let record = json::split_values(&b, true).map_err(|e| StreamError::bad(e.to_string()))?;
+                let record = json::split_values(&b, true)?;
                 (!record.0.is_empty()).then(|| Bytes::from(record.0))
             }
             b => Some(b),

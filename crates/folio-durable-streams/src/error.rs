@@ -11,12 +11,27 @@ use axum::{
 use folio_domain::ErrorCode;
 use folio_runtime::error_chain;
 
-use super::{headers as h, offset::Offset};
+use super::{
+    headers as h,
+    json::JsonBodyError,
+    offset::{Offset, OffsetParseError},
+};
+
+/// A cause kept for the log.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     #[error("{0}")]
     BadRequest(String),
+    /// A JSON body that is not JSON or carries no value.
+    #[error(transparent)]
+    MalformedJson(#[from] JsonBodyError),
+    #[error(transparent)]
+    MalformedOffset(#[from] OffsetParseError),
+    /// The client's body could not be read (it went away, or sent a broken chunk).
+    #[error("failed to read the request body")]
+    BodyRead(#[source] axum::Error),
     #[error("stream not found")]
     NotFound,
     #[error("stream was deleted")]
@@ -35,13 +50,68 @@ pub enum StreamError {
     MethodNotAllowed,
     #[error("{0}")]
     Forbidden(String),
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// A machine-readable error the subscription APIs define (`FENCED`, `ALREADY_CLAIMED`, …).
-    #[error("{message}")]
-    Coded { status: StatusCode, code: &'static str, message: String, extra: Option<serde_json::Value> },
+    #[error(transparent)]
+    Unauthenticated(#[from] folio_auth::AuthError),
+    /// The subscription APIs' own errors, with their machine-readable codes.
+    #[error(transparent)]
+    Subscription(#[from] SubscriptionError),
     #[error("storage unavailable")]
     Storage(#[from] StorageError),
+}
+
+/// An error of the reserved subscription APIs (`/v1/stream/__ds/…`): each has the protocol's
+/// machine-readable code (`FENCED`, `ALREADY_CLAIMED`, …) beside its class in the `ErrorCode`
+/// table.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+    #[error("invalid JSON body")]
+    InvalidJson(#[source] serde_json::Error),
+    #[error(transparent)]
+    WebhookUrlRejected(#[from] crate::subscriptions::WebhookUrlRejected),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The wake named is no longer the current one (a newer generation fenced it).
+    #[error("wake is no longer current")]
+    Fenced,
+    #[error("another worker holds the lease")]
+    AlreadyClaimed { holder: String },
+    #[error("{0}")]
+    Exists(&'static str),
+}
+
+impl SubscriptionError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            SubscriptionError::InvalidRequest(_)
+            | SubscriptionError::InvalidJson(_)
+            | SubscriptionError::WebhookUrlRejected(_) => ErrorCode::InvalidArgument,
+            SubscriptionError::Unauthorized(_) => ErrorCode::Unauthenticated,
+            SubscriptionError::Fenced | SubscriptionError::AlreadyClaimed { .. } => ErrorCode::Conflict,
+            SubscriptionError::Exists(_) => ErrorCode::AlreadyExists,
+        }
+    }
+
+    /// The protocol's code for the body's `code` field.
+    fn protocol_code(&self) -> &'static str {
+        match self {
+            SubscriptionError::InvalidRequest(_) | SubscriptionError::InvalidJson(_) => "INVALID_REQUEST",
+            SubscriptionError::WebhookUrlRejected(_) => "WEBHOOK_URL_REJECTED",
+            SubscriptionError::Unauthorized(_) => "UNAUTHORIZED",
+            SubscriptionError::Fenced => "FENCED",
+            SubscriptionError::AlreadyClaimed { .. } => "ALREADY_CLAIMED",
+            SubscriptionError::Exists(_) => "SUBSCRIPTION_EXISTS",
+        }
+    }
+
+    /// Fields the body's `error` object carries beside `code` and `message`.
+    fn extra(&self) -> Option<(&'static str, serde_json::Value)> {
+        match self {
+            SubscriptionError::AlreadyClaimed { holder } => Some(("current_holder", holder.as_str().into())),
+            _ => None,
+        }
+    }
 }
 
 /// A failure talking to JetStream; the cause chain is logged, never sent to the client.
@@ -50,11 +120,11 @@ pub enum StreamError {
 pub struct StorageError {
     pub action: &'static str,
     #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync>,
+    pub source: BoxError,
 }
 
 impl StorageError {
-    pub fn new(action: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub fn new(action: &'static str, source: impl Into<BoxError>) -> Self {
         StorageError { action, source: source.into() }
     }
 }
@@ -69,30 +139,50 @@ impl StreamError {
         StreamError::Conflict(msg.into())
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
-        let table = |c: ErrorCode| {
-            (StatusCode::from_u16(c.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), c.as_str())
-        };
+    /// The error's class in Folio's one table of codes.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            StreamError::BadRequest(_) => table(ErrorCode::InvalidArgument),
-            StreamError::NotFound => table(ErrorCode::NotFound),
-            StreamError::Gone => table(ErrorCode::Gone),
+            StreamError::BadRequest(_)
+            | StreamError::MalformedJson(_)
+            | StreamError::MalformedOffset(_)
+            | StreamError::BodyRead(_) => ErrorCode::InvalidArgument,
+            StreamError::NotFound => ErrorCode::NotFound,
+            StreamError::Gone => ErrorCode::Gone,
             StreamError::Conflict(_) | StreamError::Closed { .. } | StreamError::SequenceGap { .. } => {
-                table(ErrorCode::Conflict)
+                ErrorCode::Conflict
             }
-            StreamError::StaleEpoch { .. } | StreamError::Forbidden(_) => table(ErrorCode::PermissionDenied),
-            StreamError::Unauthenticated(_) => table(ErrorCode::Unauthenticated),
-            StreamError::TooLarge { .. } => table(ErrorCode::PayloadTooLarge),
-            StreamError::MethodNotAllowed => table(ErrorCode::MethodNotAllowed),
-            StreamError::Coded { status, code, .. } => (*status, code),
-            StreamError::Storage(_) => table(ErrorCode::Unavailable),
+            StreamError::StaleEpoch { .. } | StreamError::Forbidden(_) => ErrorCode::PermissionDenied,
+            StreamError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            StreamError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+            StreamError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            StreamError::Subscription(e) => e.code(),
+            StreamError::Storage(_) => ErrorCode::Unavailable,
+        }
+    }
+
+    /// The body's `code`: the subscription APIs' own, Folio's otherwise.
+    fn body_code(&self) -> &'static str {
+        match self {
+            StreamError::Subscription(e) => e.protocol_code(),
+            other => other.code().as_str(),
+        }
+    }
+
+    /// The body's `message`: what went wrong and, for a body the client sent, why.
+    fn message(&self) -> String {
+        match self {
+            StreamError::Storage(_) => "storage unavailable, retry later".to_owned(),
+            StreamError::BodyRead(e) => format!("{self}: {e}"),
+            StreamError::Subscription(SubscriptionError::InvalidJson(e)) => format!("{self}: {e}"),
+            other => other.to_string(),
         }
     }
 }
 
 impl IntoResponse for StreamError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+        let code = self.code();
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut headers = HeaderMap::new();
         match &self {
             StreamError::Closed { tail } => {
@@ -109,16 +199,64 @@ impl IntoResponse for StreamError {
             StreamError::Storage(e) => tracing::error!(error = %error_chain(e), "request failed"),
             _ => {}
         }
-        let message = match &self {
-            StreamError::Storage(_) => "storage unavailable, retry later".to_owned(),
-            other => other.to_string(),
-        };
-        let mut error = serde_json::json!({ "code": code, "message": message });
-        if let StreamError::Coded { extra: Some(serde_json::Value::Object(extra)), .. } = &self {
-            for (k, v) in extra {
-                error[k] = v.clone();
-            }
+        let mut error = serde_json::json!({ "code": self.body_code(), "message": self.message() });
+        if let StreamError::Subscription(e) = &self
+            && let Some((k, v)) = e.extra()
+        {
+            error[k] = v;
         }
         (status, headers, axum::Json(serde_json::json!({ "error": error }))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+
+    use super::*;
+
+    async fn answer(e: impl Into<StreamError>) -> (StatusCode, serde_json::Value) {
+        let res = e.into().into_response();
+        let status = res.status();
+        let body = to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn subscription_errors_keep_their_statuses_and_bodies() {
+        let (status, body) = answer(SubscriptionError::Fenced).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body, serde_json::json!({"error": {"code": "FENCED", "message": "wake is no longer current"}}));
+        let (status, body) = answer(SubscriptionError::AlreadyClaimed { holder: "w1".into() }).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["error"]["code"], "ALREADY_CLAIMED");
+        assert_eq!(body["error"]["current_holder"], "w1");
+        let (status, body) = answer(SubscriptionError::Exists("subscription was created concurrently")).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["error"]["code"], "SUBSCRIPTION_EXISTS");
+        let (status, body) = answer(SubscriptionError::Unauthorized("a Bearer token is required")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["code"], "UNAUTHORIZED");
+        let json = serde_json::from_slice::<serde_json::Value>(b"{").unwrap_err();
+        let expected = format!("invalid JSON body: {json}");
+        let e = SubscriptionError::InvalidJson(json);
+        assert!(std::error::Error::source(&e).is_some());
+        let (status, body) = answer(e).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "INVALID_REQUEST");
+        assert_eq!(body["error"]["message"], expected);
+    }
+
+    #[tokio::test]
+    async fn stream_errors_take_their_status_from_the_table() {
+        let (status, body) = answer(StreamError::Gone).await;
+        assert_eq!(status, StatusCode::GONE);
+        assert_eq!(body["error"]["code"], "gone");
+        let (status, body) = answer(folio_auth::AuthError::Missing).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["message"], "missing authorization: Bearer <token>");
+        let (status, body) = answer(StorageError::new("read", std::io::Error::other("down"))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["message"], "storage unavailable, retry later");
     }
 }

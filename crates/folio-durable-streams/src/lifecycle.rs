@@ -124,7 +124,7 @@ pub async fn run_expiry_sweep(streams: Arc<Streams>, every: Duration, shutdown: 
         let keys = match streams.store.stream_keys().await {
             Ok(k) => k,
             Err(e) => {
-                tracing::warn!("expiry sweep failed to list streams: {e}");
+                tracing::warn!(error = %folio_runtime::error_chain(&e), "expiry sweep failed to list streams");
                 continue;
             }
         };
@@ -141,7 +141,9 @@ pub async fn run_expiry_sweep(streams: Arc<Streams>, every: Duration, shutdown: 
             match streams.retire(v).await {
                 Ok(true) => retired += 1,
                 Ok(false) => {}
-                Err(e) => tracing::warn!("expiry sweep failed to retire a stream: {e}"),
+                Err(e) => {
+                    tracing::warn!(error = %folio_runtime::error_chain(&e), "expiry sweep failed to retire a stream")
+                }
             }
         }
         if retired > 0 {

@@ -44,7 +44,7 @@ pub fn parse_read_query(query: Option<&str>) -> Result<ReadQuery> {
         match percent_decode(k).as_deref() {
             Some("offset") => {
                 offsets += 1;
-                offset = Some(OffsetQuery::parse(&v).map_err(|e| StreamError::bad(e.to_string()))?);
+                offset = Some(OffsetQuery::parse(&v)?);
             }
             Some("live") => {
                 live = match v.as_str() {

@@ -109,7 +109,7 @@ impl Follow {
                         return Bytes::new();
                     }
                     Err(e) => {
-                        tracing::warn!("sse read failed: {e}");
+                        tracing::warn!(error = %folio_runtime::error_chain(&e), "sse read failed");
                         self.done = true;
                         return Bytes::new();
                     }
@@ -121,7 +121,7 @@ impl Follow {
                 let chunk = match self.page(&snapshot).await {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::warn!("sse read failed: {e}");
+                        tracing::warn!(error = %folio_runtime::error_chain(&e), "sse read failed");
                         self.done = true;
                         return Bytes::new();
                     }

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use routes::handle;
+pub use webhook::WebhookUrlRejected;
 
 use self::{
     model::{LinkType, Subscription, Wake, WakeStream, wake_streams_json},
@@ -33,7 +34,7 @@ use self::{
 };
 use super::{
     Streams, StreamsConfig,
-    error::{StorageError, StreamError},
+    error::{BoxError, StorageError, StreamError},
     lifecycle::Lookup,
     meta::now_ms,
     store::Store,
@@ -119,12 +120,12 @@ impl Engine {
     async fn save(&self, sub: &Subscription, revision: u64) -> SubResult<bool> {
         let bytes = serde_json::to_vec(sub).map_err(|e| StorageError::new("encode a subscription", e))?;
         let result = if revision == 0 {
-            self.kv.create(key(&sub.id), bytes.into()).await.map(|_| ()).map_err(|e| e.to_string())
+            self.kv.create(key(&sub.id), bytes.into()).await.map(|_| ()).map_err(BoxError::from)
         } else {
             match self.kv.update(key(&sub.id), bytes.into(), revision).await {
                 Ok(_) => Ok(()),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => return Ok(false),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(BoxError::from(e)),
             }
         };
         match result {
@@ -239,7 +240,7 @@ impl Streams {
         headers.insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
         let body = Bytes::from(serde_json::Value::Array(events).to_string());
         if let Err(e) = Box::pin(self.append(wake_stream, &headers, body)).await {
-            tracing::warn!(subscription = %sub.id, "failed to append a wake event: {e}");
+            tracing::warn!(subscription = %sub.id, error = %folio_runtime::error_chain(&e), "failed to append a wake event");
         }
     }
 
@@ -281,7 +282,9 @@ impl Streams {
                                 let _ = engine.notices.try_send(Notice::Rewake(sub.id.clone()));
                             }
                             Ok(false) => {}
-                            Err(e) => tracing::warn!(subscription = %sub.id, "failed to auto-ack a wake: {e}"),
+                            Err(e) => {
+                                tracing::warn!(subscription = %sub.id, error = %folio_runtime::error_chain(&e), "failed to auto-ack a wake")
+                            }
                         }
                     }
                     return;
@@ -420,7 +423,7 @@ pub async fn run_delivery(streams: Arc<Streams>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             Some(notice) = notices.recv() => {
                 if let Err(e) = streams.on_notice(notice).await {
-                    tracing::warn!("failed to process a subscription notice: {e}");
+                    tracing::warn!(error = %folio_runtime::error_chain(&e), "failed to process a subscription notice");
                 }
             }
             Some(entry) = async { match watch.as_mut() { Some(w) => w.next().await, None => std::future::pending().await } } => {
@@ -446,7 +449,7 @@ pub async fn run_delivery(streams: Arc<Streams>, shutdown: CancellationToken) {
                 };
                 for id in lapsed {
                     if let Err(e) = streams.maybe_wake(&id).await {
-                        tracing::warn!(subscription = %id, "failed to re-open a lapsed wake: {e}");
+                        tracing::warn!(subscription = %id, error = %folio_runtime::error_chain(&e), "failed to re-open a lapsed wake");
                     }
                 }
             }

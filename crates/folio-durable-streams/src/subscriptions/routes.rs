@@ -20,7 +20,7 @@ use super::{
 use crate::{
     Streams,
     body::read_limited,
-    error::{Result, StreamError},
+    error::{Result, StreamError, SubscriptionError},
     lifecycle::Lookup,
     meta::now_ms,
     offset::Offset,
@@ -31,18 +31,9 @@ const MAX_LEASE_MS: u64 = 600_000;
 const DEFAULT_LEASE_MS: u64 = 30_000;
 const MAX_BODY: usize = 64 * 1024;
 
-fn coded(status: StatusCode, code: &'static str, message: impl Into<String>) -> StreamError {
-    StreamError::Coded { status, code, message: message.into(), extra: None }
-}
-
-fn fenced() -> StreamError {
-    coded(StatusCode::CONFLICT, "FENCED", "wake is no longer current")
-}
-
 async fn json_body<T: DeserializeOwned>(req: Request) -> Result<T> {
     let bytes = read_limited(req.into_body(), MAX_BODY).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| coded(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| SubscriptionError::InvalidJson(e).into())
 }
 
 fn valid_id(id: &str) -> bool {
@@ -140,7 +131,7 @@ pub async fn handle(streams: &Arc<Streams>, rest: String, req: Request) -> Resul
         (["subscriptions", id, "callback" | "ack"], Method::POST) => {
             let token = bearer(req.headers())
                 .map(str::to_owned)
-                .ok_or_else(|| coded(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "a Bearer token is required"))?;
+                .ok_or(SubscriptionError::Unauthorized("a Bearer token is required"))?;
             let body: AckBody = json_body(req).await?;
             streams.ack(id, &token, body).await
         }
@@ -152,7 +143,7 @@ pub async fn handle(streams: &Arc<Streams>, rest: String, req: Request) -> Resul
         (["subscriptions", id, "release"], Method::POST) => {
             let token = bearer(req.headers())
                 .map(str::to_owned)
-                .ok_or_else(|| coded(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "a Bearer token is required"))?;
+                .ok_or(SubscriptionError::Unauthorized("a Bearer token is required"))?;
             let body: ReleaseBody = json_body(req).await?;
             streams.release(id, &token, body).await
         }
@@ -178,28 +169,20 @@ impl Streams {
         let engine = &self.subscriptions;
         let lease_ttl_ms = body.lease_ttl_ms.unwrap_or(DEFAULT_LEASE_MS);
         if !(MIN_LEASE_MS..=MAX_LEASE_MS).contains(&lease_ttl_ms) {
-            return Err(coded(
-                StatusCode::BAD_REQUEST,
-                "INVALID_REQUEST",
-                "lease_ttl_ms must be between 1000 and 600000",
-            ));
+            return Err(SubscriptionError::InvalidRequest("lease_ttl_ms must be between 1000 and 600000").into());
         }
         if body.pattern.is_none() && body.streams.is_empty() {
-            return Err(coded(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "give a pattern or streams"));
+            return Err(SubscriptionError::InvalidRequest("give a pattern or streams").into());
         }
         let webhook_url = match (body.kind, &body.webhook) {
             (Kind::Webhook, Some(w)) => Some(
                 WebhookUrl::parse(&w.url, engine.allow_loopback, &engine.http)
-                    .map_err(|e| coded(StatusCode::BAD_REQUEST, "WEBHOOK_URL_REJECTED", e.to_string()))?
+                    .map_err(SubscriptionError::from)?
                     .as_str()
                     .to_owned(),
             ),
             (Kind::Webhook, None) => {
-                return Err(coded(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_REQUEST",
-                    "webhook subscriptions need webhook.url",
-                ));
+                return Err(SubscriptionError::InvalidRequest("webhook subscriptions need webhook.url").into());
             }
             (Kind::PullWake, _) => None,
         };
@@ -209,20 +192,14 @@ impl Streams {
                 match self.lookup(&ws).await? {
                     Lookup::Live(v) if v.meta.is_json() => Some(ws),
                     _ => {
-                        return Err(coded(
-                            StatusCode::BAD_REQUEST,
-                            "INVALID_REQUEST",
-                            "wake_stream must be an existing JSON stream",
-                        ));
+                        return Err(
+                            SubscriptionError::InvalidRequest("wake_stream must be an existing JSON stream").into()
+                        );
                     }
                 }
             }
             (Kind::PullWake, None) => {
-                return Err(coded(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_REQUEST",
-                    "pull-wake subscriptions need wake_stream",
-                ));
+                return Err(SubscriptionError::InvalidRequest("pull-wake subscriptions need wake_stream").into());
             }
             (Kind::Webhook, _) => None,
         };
@@ -238,11 +215,7 @@ impl Streams {
         );
         if let Some((existing, _)) = engine.load(id).await? {
             if existing.config_hash != hash {
-                return Err(coded(
-                    StatusCode::CONFLICT,
-                    "SUBSCRIPTION_EXISTS",
-                    "subscription exists with a different configuration",
-                ));
+                return Err(SubscriptionError::Exists("subscription exists with a different configuration").into());
             }
             return Ok((StatusCode::OK, axum::Json(existing.view(engine.signer.kid()))).into_response());
         }
@@ -264,7 +237,7 @@ impl Streams {
             wake: None,
         };
         if !engine.save(&sub, 0).await? {
-            return Err(coded(StatusCode::CONFLICT, "SUBSCRIPTION_EXISTS", "subscription was created concurrently"));
+            return Err(SubscriptionError::Exists("subscription was created concurrently").into());
         }
         Ok((StatusCode::CREATED, axum::Json(sub.view(engine.signer.kid()))).into_response())
     }
@@ -282,7 +255,7 @@ impl Streams {
             return Err(StreamError::NotFound);
         }
         if !self.finish_wake(id, &body.wake_id, body.generation, Some(token), &acks, body.done).await? {
-            return Err(fenced());
+            return Err(SubscriptionError::Fenced.into());
         }
         let next_wake = body.done && self.has_pending(id).await?;
         if next_wake {
@@ -298,12 +271,11 @@ impl Streams {
         }
         match (&engine.claim_token, bearer(headers)) {
             (Some(expected), Some(given)) if super::constant_time_eq(expected, given) => Ok(()),
-            (None, _) => Err(coded(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "claims need a service token; none is configured on this edge",
-            )),
-            _ => Err(coded(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "invalid or missing service token")),
+            (None, _) => {
+                Err(SubscriptionError::Unauthorized("claims need a service token; none is configured on this edge")
+                    .into())
+            }
+            _ => Err(SubscriptionError::Unauthorized("invalid or missing service token").into()),
         }
     }
 
@@ -311,7 +283,7 @@ impl Streams {
         let engine = &self.subscriptions;
         let (sub, _) = engine.load(id).await?.ok_or(StreamError::NotFound)?;
         if sub.kind != Kind::PullWake {
-            return Err(coded(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "only pull-wake subscriptions are claimed"));
+            return Err(SubscriptionError::InvalidRequest("only pull-wake subscriptions are claimed").into());
         }
         let streams = self.snapshot(&sub).await?;
         let pending = streams.iter().any(|s| s.tail_seq > s.acked_seq);
@@ -322,12 +294,7 @@ impl Streams {
                     && let Some(holder) = &w.holder
                     && w.lease_expires_ms.is_some_and(|at| at > now)
                 {
-                    return Err(StreamError::Coded {
-                        status: StatusCode::CONFLICT,
-                        code: "ALREADY_CLAIMED",
-                        message: "another worker holds the lease".into(),
-                        extra: Some(serde_json::json!({ "current_holder": holder })),
-                    });
+                    return Err(SubscriptionError::AlreadyClaimed { holder: holder.clone() }.into());
                 }
                 // A lapsed claim is fenced by a new generation; an unclaimed wake is taken as is.
                 let reuse = s.wake.as_ref().is_some_and(|w| w.holder.is_none());
@@ -383,7 +350,7 @@ impl Streams {
             })
             .await?;
         if !released {
-            return Err(fenced());
+            return Err(SubscriptionError::Fenced.into());
         }
         Ok(StatusCode::NO_CONTENT.into_response())
     }

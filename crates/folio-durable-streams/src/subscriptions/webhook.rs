@@ -21,21 +21,30 @@ pub struct WebhookUrl {
     url: folio_webhook::WebhookUrl,
 }
 
+/// Why a webhook URL was refused; the body's message is this error's text.
 #[derive(Debug, thiserror::Error)]
-#[error("webhook URL rejected: {0}")]
-pub struct WebhookUrlRejected(String);
+pub enum WebhookUrlRejected {
+    /// Folio's SSRF policy or the URL's syntax refused it.
+    #[error("webhook URL rejected: {}", url_reason(.0))]
+    Url(#[source] UrlError),
+    /// One of the protocol's own rules refused it.
+    #[error("webhook URL rejected: {0}")]
+    Rule(&'static str),
+}
+
+fn url_reason(e: &UrlError) -> String {
+    match e {
+        UrlError::Syntax(_) => "not a URL".into(),
+        UrlError::Scheme(_) => "unsupported scheme".into(),
+        UrlError::NoHost => "no host".into(),
+        UrlError::Credentials => "credentials in the URL".into(),
+        UrlError::Refused(r) => r.to_string(),
+    }
+}
 
 impl WebhookUrl {
     pub fn parse(raw: &str, allow_loopback_http: bool, client: &WebhookClient) -> Result<Self, WebhookUrlRejected> {
-        let url = client.parse_url(raw).map_err(|e| {
-            WebhookUrlRejected(match e {
-                UrlError::Syntax(_) => "not a URL".into(),
-                UrlError::Scheme(_) => "unsupported scheme".into(),
-                UrlError::NoHost => "no host".into(),
-                UrlError::Credentials => "credentials in the URL".into(),
-                UrlError::Refused(r) => r.to_string(),
-            })
-        })?;
+        let url = client.parse_url(raw).map_err(WebhookUrlRejected::Url)?;
         let parsed = url.as_url();
         let host = parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
         let host = host.to_ascii_lowercase();
@@ -43,13 +52,13 @@ impl WebhookUrl {
         match parsed.scheme() {
             "https" => {}
             "http" if loopback && allow_loopback_http => {}
-            _ => return Err(WebhookUrlRejected("webhooks must use https".into())),
+            _ => return Err(WebhookUrlRejected::Rule("webhooks must use https")),
         }
         if loopback && !allow_loopback_http {
-            return Err(WebhookUrlRejected("loopback address".into()));
+            return Err(WebhookUrlRejected::Rule("loopback address"));
         }
         if host.ends_with(".internal") || host.ends_with(".local") {
-            return Err(WebhookUrlRejected("internal host name".into()));
+            return Err(WebhookUrlRejected::Rule("internal host name"));
         }
         Ok(WebhookUrl { raw: raw.to_owned(), url })
     }
@@ -126,5 +135,8 @@ mod tests {
         assert!(parse("https://example.com/hook", false, &open).is_ok());
         assert!(parse("https://user:pw@example.com/hook", false, &open).is_err());
         assert!(parse("https://metadata.google.internal/x", false, &open).is_err());
+        let refused = parse("https://user:pw@example.com/hook", false, &open).unwrap_err();
+        assert_eq!(refused.to_string(), "webhook URL rejected: credentials in the URL");
+        assert!(std::error::Error::source(&refused).is_some());
     }
 }
