@@ -7,7 +7,7 @@ use std::ops::{Deref, DerefMut};
 
 use anyhow::Context;
 use folio_domain::{AgencyId, UserId};
-use folio_proto::api::v1::proposal_service_client::ProposalServiceClient;
+use folio_proto::api::v1::{self as pb, proposal_service_client::ProposalServiceClient};
 use folio_testkit::{Role, Sandbox};
 use proposals_api::{Caller, Role as UserRole};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
@@ -52,12 +52,7 @@ impl Cluster {
         let editor =
             proposals_api::tenancy::create_user(pool, agency, "ed@northwind.test", "Ed Itor", UserRole::Editor).await?;
         let token = sandbox.token(&Caller { user_id: editor, agency_id: agency, role: UserRole::Editor });
-        let addr = sandbox.addrs.api.context("the API's address")?;
-        let channel = Channel::from_shared(format!("http://{addr}"))?.connect_lazy();
-        let proposals = ProposalServiceClient::with_interceptor(
-            channel,
-            Bearer(format!("Bearer {token}").parse().context("token")?),
-        );
+        let proposals = proposals_client(sandbox.addrs.api.context("the API's address")?, &token)?;
         Ok(Self { sandbox, agency, editor, proposals })
     }
 
@@ -65,4 +60,78 @@ impl Cluster {
     pub async fn stop(self) {
         self.sandbox.stop().await;
     }
+}
+
+/// A ProposalService client for `addr` sending `token` on every call.
+pub fn proposals_client(addr: std::net::SocketAddr, token: &str) -> anyhow::Result<Proposals> {
+    let channel = Channel::from_shared(format!("http://{addr}"))?.connect_lazy();
+    Ok(ProposalServiceClient::with_interceptor(channel, Bearer(format!("Bearer {token}").parse().context("token")?)))
+}
+
+/// A client of `agency` (written to the database: clients are not what these tests are about)
+/// and a draft proposal for it with one line item, created through the API.
+pub async fn draft_proposal(
+    api: &mut Proposals,
+    pool: &sqlx::PgPool,
+    agency: AgencyId,
+    title: &str,
+    unit_price_minor: i64,
+) -> anyhow::Result<pb::Proposal> {
+    let suffix = folio_testkit::unique_suffix();
+    let client = proposals_api::store::clients::create(
+        pool,
+        agency,
+        proposals_api::store::clients::ClientFields {
+            name: "Jordan Reyes".into(),
+            email: format!("jordan.{suffix}@acme.example"),
+            company: "Acme Robotics".into(),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("create client: {e:?}"))?;
+    let created = api
+        .create_proposal(pb::CreateProposalRequest {
+            client_id: client.id.to_string(),
+            title: title.into(),
+            currency: "EUR".into(),
+            line_items: vec![pb::LineItemInput {
+                description: "Everything".into(),
+                quantity_milli: 1_000,
+                unit_price_minor,
+                tax_rate_ppm: 190_000,
+            }],
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    created.proposal.context("CreateProposal answered no proposal")
+}
+
+/// Waits until the rendition is ready (failing at once if it failed) and downloads its PDF
+/// through the API; checks the download is whole.
+pub async fn rendered_pdf(api: &Proposals, rendition_id: &str) -> anyhow::Result<(pb::Rendition, Vec<u8>)> {
+    let rendition = folio_testkit::eventually("the rendition to be ready", || {
+        let mut api = api.clone();
+        let id = rendition_id.to_owned();
+        async move {
+            let r = api.get_rendition(pb::GetRenditionRequest { id }).await.ok()?.into_inner().rendition?;
+            assert_ne!(r.status(), pb::RenditionStatus::Failed, "render failed: {}", r.failure_reason);
+            (r.status() == pb::RenditionStatus::Ready).then_some(r)
+        }
+    })
+    .await;
+    let mut download =
+        api.clone().download_pdf(pb::DownloadPdfRequest { rendition_id: rendition.id.clone() }).await?.into_inner();
+    let mut pdf = Vec::new();
+    while let Some(message) = download.message().await? {
+        pdf.extend_from_slice(&message.chunk);
+    }
+    anyhow::ensure!(
+        pdf.len() as i64 == rendition.size_bytes,
+        "the download is {} bytes, not {}",
+        pdf.len(),
+        rendition.size_bytes
+    );
+    anyhow::ensure!(pdf.starts_with(b"%PDF-"), "not a PDF");
+    Ok((rendition, pdf))
 }

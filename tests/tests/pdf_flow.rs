@@ -10,59 +10,13 @@ use prost::Message as _;
 #[tokio::test]
 async fn a_pdf_request_travels_through_the_wal_to_a_downloadable_file() {
     let cluster = folio_e2e::Cluster::start().await.expect("cluster");
-    let client = proposals_api::store::clients::create(
-        &cluster.db.pool,
-        cluster.agency,
-        proposals_api::store::clients::ClientFields {
-            name: "Jordan Reyes".into(),
-            email: "jordan@acme.example".into(),
-            company: "Acme Robotics".into(),
-        },
-    )
-    .await
-    .unwrap();
     let mut api = cluster.proposals.clone();
-    let created = api
-        .create_proposal(pb::CreateProposalRequest {
-            client_id: client.id.to_string(),
-            title: "End to end".into(),
-            currency: "EUR".into(),
-            line_items: vec![pb::LineItemInput {
-                description: "Everything".into(),
-                quantity_milli: 1_000,
-                unit_price_minor: 123_456,
-                tax_rate_ppm: 190_000,
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .proposal
-        .unwrap();
+    let created =
+        folio_e2e::draft_proposal(&mut api, &cluster.db.pool, cluster.agency, "End to end", 123_456).await.unwrap();
     let requested =
         api.request_pdf(pb::RequestPdfRequest { proposal_id: created.id.clone() }).await.unwrap().into_inner();
-
-    let rendition = folio_testkit::eventually("the rendition to be ready", || {
-        let mut api = api.clone();
-        let id = requested.rendition_id.clone();
-        async move {
-            let r = api.get_rendition(pb::GetRenditionRequest { id }).await.ok()?.into_inner().rendition?;
-            assert_ne!(r.status(), pb::RenditionStatus::Failed, "render failed: {}", r.failure_reason);
-            (r.status() == pb::RenditionStatus::Ready).then_some(r)
-        }
-    })
-    .await;
+    let (rendition, _pdf) = folio_e2e::rendered_pdf(&api, &requested.rendition_id).await.unwrap();
     assert_eq!(rendition.page_count, 1);
-
-    let mut stream =
-        api.download_pdf(pb::DownloadPdfRequest { rendition_id: rendition.id.clone() }).await.unwrap().into_inner();
-    let mut pdf = Vec::new();
-    while let Some(message) = stream.message().await.unwrap() {
-        pdf.extend_from_slice(&message.chunk);
-    }
-    assert_eq!(pdf.len() as i64, rendition.size_bytes);
-    assert!(pdf.starts_with(b"%PDF-"));
 
     // The proposal's insert went out on the tenant's subject, with its new row.
     let subject = cluster.subjects().row("public", "proposals", Some(&cluster.agency.to_string()));
@@ -90,36 +44,9 @@ async fn a_pdf_request_travels_through_the_wal_to_a_downloadable_file() {
 async fn a_rendition_stuck_in_queued_is_queued_again_by_request_pdf_and_rendered() {
     let cluster = folio_e2e::Cluster::start().await.expect("cluster");
     let pool = &cluster.db.pool;
-    let client = proposals_api::store::clients::create(
-        pool,
-        cluster.agency,
-        proposals_api::store::clients::ClientFields {
-            name: "Jordan Reyes".into(),
-            email: "jordan@acme.example".into(),
-            company: "Acme Robotics".into(),
-        },
-    )
-    .await
-    .unwrap();
     let mut api = cluster.proposals.clone();
-    let created = api
-        .create_proposal(pb::CreateProposalRequest {
-            client_id: client.id.to_string(),
-            title: "Stuck in the queue".into(),
-            currency: "EUR".into(),
-            line_items: vec![pb::LineItemInput {
-                description: "Everything".into(),
-                quantity_milli: 1_000,
-                unit_price_minor: 50_000,
-                tax_rate_ppm: 190_000,
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .proposal
-        .unwrap();
+    let created =
+        folio_e2e::draft_proposal(&mut api, pool, cluster.agency, "Stuck in the queue", 50_000).await.unwrap();
     // The row RequestPdf wrote an hour ago, whose job never made it: no job in the WAL now.
     let key = proposals_api::store::templates::body_sha256(proposals_api::store::renditions::BUILTIN_TEMPLATE_KEY);
     let stuck: String = sqlx::query_scalar(
@@ -140,16 +67,7 @@ async fn a_rendition_stuck_in_queued_is_queued_again_by_request_pdf_and_rendered
     assert_eq!(requested.rendition_id, stuck, "the stuck rendition, not a new one");
     assert_eq!(requested.status(), pb::RenditionStatus::Queued);
 
-    let rendition = folio_testkit::eventually("the stuck rendition to be ready", || {
-        let mut api = api.clone();
-        let id = stuck.clone();
-        async move {
-            let r = api.get_rendition(pb::GetRenditionRequest { id }).await.ok()?.into_inner().rendition?;
-            assert_ne!(r.status(), pb::RenditionStatus::Failed, "render failed: {}", r.failure_reason);
-            (r.status() == pb::RenditionStatus::Ready).then_some(r)
-        }
-    })
-    .await;
+    let (rendition, _pdf) = folio_e2e::rendered_pdf(&api, &stuck).await.unwrap();
     assert_eq!(rendition.page_count, 1);
     let renditions: i64 = sqlx::query_scalar("SELECT count(*) FROM pdf_renditions").fetch_one(pool).await.unwrap();
     assert_eq!(renditions, 1);

@@ -16,7 +16,7 @@ use std::{
 
 use axum::{Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
 use folio_auth::{Authenticator, Caller, Role};
-use folio_proto::api::v1::{self as pb, proposal_service_client::ProposalServiceClient};
+use folio_proto::api::v1 as pb;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
@@ -143,41 +143,9 @@ async fn all_in_one_with_default_settings_carries_a_proposal_from_api_to_shape_p
     let (handle, mut offset, snapshot) = shape("offset=-1".into()).await;
     assert!(snapshot.iter().all(|m| m.get("value").is_none()), "a new agency starts with no proposals");
 
-    let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051").connect().await.unwrap();
-    let auth: tonic::metadata::MetadataValue<_> = bearer.parse().unwrap();
-    let mut api = ProposalServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        req.metadata_mut().insert("authorization", auth.clone());
-        Ok(req)
-    });
-    let client = proposals_api::store::clients::create(
-        &pool,
-        agency,
-        proposals_api::store::clients::ClientFields {
-            name: "Dana Default".into(),
-            email: format!("dana.{suffix}@client.test"),
-            company: "Default Co".into(),
-        },
-    )
-    .await
-    .unwrap();
-    let created = api
-        .create_proposal(pb::CreateProposalRequest {
-            client_id: client.id.to_string(),
-            title: format!("Defaults {suffix}"),
-            currency: "EUR".into(),
-            line_items: vec![pb::LineItemInput {
-                description: "Everything".into(),
-                quantity_milli: 1_000,
-                unit_price_minor: 99_900,
-                tax_rate_ppm: 190_000,
-            }],
-            ..Default::default()
-        })
-        .await
-        .expect("CreateProposal")
-        .into_inner()
-        .proposal
-        .unwrap();
+    let mut api = folio_e2e::proposals_client(API.parse().unwrap(), &token).unwrap();
+    let title = format!("Defaults {suffix}");
+    let created = folio_e2e::draft_proposal(&mut api, &pool, agency, &title, 99_900).await.expect("CreateProposal");
 
     // 1. The live shape delivers it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -187,7 +155,7 @@ async fn all_in_one_with_default_settings_carries_a_proposal_from_api_to_shape_p
         for m in &messages {
             if m["value"]["id"] == created.id.as_str() {
                 assert_eq!(m["headers"]["operation"], "insert");
-                assert_eq!(m["value"]["title"], format!("Defaults {suffix}"));
+                assert_eq!(m["value"]["title"], title.as_str());
                 break 'live;
             }
         }
@@ -197,23 +165,7 @@ async fn all_in_one_with_default_settings_carries_a_proposal_from_api_to_shape_p
     // 2. Its PDF renders and downloads.
     let requested =
         api.request_pdf(pb::RequestPdfRequest { proposal_id: created.id.clone() }).await.unwrap().into_inner();
-    let rendition = folio_testkit::eventually("the rendition to be ready", || {
-        let mut api = api.clone();
-        let id = requested.rendition_id.clone();
-        async move {
-            let r = api.get_rendition(pb::GetRenditionRequest { id }).await.ok()?.into_inner().rendition?;
-            assert_ne!(r.status(), pb::RenditionStatus::Failed, "render failed: {}", r.failure_reason);
-            (r.status() == pb::RenditionStatus::Ready).then_some(r)
-        }
-    })
-    .await;
-    let mut download =
-        api.download_pdf(pb::DownloadPdfRequest { rendition_id: rendition.id.clone() }).await.unwrap().into_inner();
-    let mut pdf = Vec::new();
-    while let Some(chunk) = download.message().await.unwrap() {
-        pdf.extend_from_slice(&chunk.chunk);
-    }
-    assert!(pdf.starts_with(b"%PDF-") && pdf.len() as i64 == rendition.size_bytes);
+    folio_e2e::rendered_pdf(&api, &requested.rendition_id).await.expect("the PDF renders and downloads");
 
     // 3. Sending it delivers one signed webhook.
     api.transition_proposal(pb::TransitionProposalRequest {

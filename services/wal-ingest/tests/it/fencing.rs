@@ -67,7 +67,7 @@ async fn a_replay_after_the_duplicate_window_is_fenced_off() {
             }
         })
         .await;
-        drop_slot(pool, &replay_slot).await;
+        folio_testkit::sandbox::drop_slot(pool, &replay_slot).await;
         if let Err(e) = result {
             std::panic::resume_unwind(e.into_panic());
         }
@@ -151,33 +151,10 @@ async fn a_stream_cut_between_two_markers_gets_only_the_missing_one() {
             }
         })
         .await;
-        drop_slot(pool, &replay_slot).await;
+        folio_testkit::sandbox::drop_slot(pool, &replay_slot).await;
         if let Err(e) = result {
             std::panic::resume_unwind(e.into_panic());
         }
     })
     .await;
-}
-
-/// A leftover slot pins WAL for everyone on the server: retry until it is gone.
-async fn drop_slot(pool: &sqlx::PgPool, slot: &str) {
-    for _ in 0..100 {
-        let _ = sqlx::query(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
-        )
-        .bind(slot)
-        .execute(pool)
-        .await;
-        let gone =
-            sqlx::query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1")
-                .bind(slot)
-                .execute(pool)
-                .await
-                .is_ok();
-        if gone {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("could not drop slot {slot}");
 }
