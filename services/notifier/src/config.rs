@@ -7,7 +7,9 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Parser;
 use folio_runtime::CommonArgs;
 
-use crate::{retry::RetrySchedule, webhook::ssrf::AddressPolicy};
+use folio_webhook::AddressPolicy;
+
+use crate::retry::RetrySchedule;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -69,7 +71,7 @@ pub struct Config {
 
     /// Subnets webhook URLs may resolve to despite being private, loopback, … (comma
     /// separated CIDRs, for development and tests only), e.g. `127.0.0.0/8,::1/128`.
-    #[arg(long, env = "FOLIO_WEBHOOK_ALLOWED_SUBNETS", value_delimiter = ',', value_parser = parse_subnet)]
+    #[arg(long, env = "FOLIO_WEBHOOK_ALLOWED_SUBNETS", value_delimiter = ',', value_parser = folio_webhook::parse_subnet)]
     pub webhook_allowed_subnets: Vec<ipnet::IpNet>,
 
     /// Delays between attempts after a failure; the default is Svix's schedule. Each delay is
@@ -113,13 +115,6 @@ pub struct Config {
     /// Apply schema migrations at start-up.
     #[arg(long, env = "FOLIO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,
-}
-
-fn parse_subnet(s: &str) -> Result<ipnet::IpNet, String> {
-    let s = s.trim();
-    s.parse::<ipnet::IpNet>()
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map_err(|_| format!("{s:?} is not a subnet (CIDR like 127.0.0.0/8) or an address"))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,5 @@
-//! Webhooks as the Standard Webhooks spec defines them: signing, SSRF-safe delivery.
+//! Webhooks as the Standard Webhooks spec defines them: signing, and delivery through
+//! `folio-webhook` (the SSRF-checked client the edge's webhook subscriptions use too).
 
 pub mod deliver;
 pub mod sign;
-/// The SSRF policy lives in `folio-webhook`, shared with the edge's webhook subscriptions.
-pub use folio_webhook::ssrf;
