@@ -45,11 +45,11 @@ pub(crate) fn change(lsn: u64, agency: &str, proposal: &str, op: Operation, titl
 async fn reads_one_proposals_change_events_with_changes_stream_offsets() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     let js = jetstream::new(folio_testkit::nats().await?);
-    let (_, subject_prefix) = changes_stream(&js, &prefix).await?;
+    let (_, subjects) = changes_stream(&js, &prefix).await?;
     let agency = uuid::Uuid::new_v4().to_string();
     let mine = uuid::Uuid::new_v4().to_string();
     let other = uuid::Uuid::new_v4().to_string();
-    let subject = format!("{subject_prefix}.proposals.{agency}");
+    let subject = subjects.row("public", "proposals", Some(&agency));
     let publish = async |payload: Bytes| -> anyhow::Result<u64> {
         Ok(js.publish(subject.clone(), payload).await?.await?.sequence)
     };
@@ -134,10 +134,10 @@ async fn npm_client_follows_a_proposal_live() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("set DS_CLIENT_MODULE to @durable-streams/client's dist/index.js"))?;
     let (prefix, _cleanup) = test_prefix();
     let js = jetstream::new(folio_testkit::nats().await?);
-    let (changes_stream, subject_prefix) = changes_stream(&js, &prefix).await?;
+    let (changes_stream, subjects) = changes_stream(&js, &prefix).await?;
     let agency = uuid::Uuid::new_v4().to_string();
     let proposal = uuid::Uuid::new_v4().to_string();
-    let subject = format!("{subject_prefix}.proposals.{agency}");
+    let subject = subjects.row("public", "proposals", Some(&agency));
     js.publish(subject.clone(), change(0x10, &agency, &proposal, Operation::Insert, "Draft")).await?.await?;
 
     let edge =

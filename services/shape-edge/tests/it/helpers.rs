@@ -99,13 +99,16 @@ pub fn bearer(secret: &str, agency: &str) -> String {
     format!("Bearer {}", folio_auth::Authenticator::new(secret.as_bytes()).issue(&caller, Duration::from_secs(600)))
 }
 
-/// A change stream as wal-ingest declares it, under the test's prefix: its name and subject
-/// prefix (`<prefix>.changes`), for tests that publish change events themselves.
-pub async fn changes_stream(js: &async_nats::jetstream::Context, prefix: &str) -> anyhow::Result<(String, String)> {
-    let (name, subjects) = (format!("{prefix}_CHANGES"), format!("{prefix}.changes"));
+/// A change stream as wal-ingest declares it, with the test's prefix as the subject root: its
+/// name and subjects, for tests that publish change events themselves.
+pub async fn changes_stream(
+    js: &async_nats::jetstream::Context,
+    prefix: &str,
+) -> anyhow::Result<(String, folio_bus::Subjects)> {
+    let (name, subjects) = (format!("{prefix}_CHANGES"), folio_bus::Subjects::new(prefix));
     js.create_stream(async_nats::jetstream::stream::Config {
         name: name.clone(),
-        subjects: vec![format!("{subjects}.>")],
+        subjects: vec![subjects.changes_filter()],
         allow_direct: true,
         ..Default::default()
     })

@@ -135,7 +135,7 @@ async fn durable_stream_readers_at_the_tail_get_the_next_append_within_a_second(
 async fn proposal_activity_readers_at_the_tail_get_the_next_change_within_a_second() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     let js = jetstream::new(folio_testkit::nats().await?);
-    let (changes_stream, subject_prefix) = changes_stream(&js, &prefix).await?;
+    let (changes_stream, subjects) = changes_stream(&js, &prefix).await?;
     const SECRET: &str = "wakeup-test-secret-wakeup-test-secret";
     let edge = spawn_edge(
         &prefix,
@@ -155,11 +155,11 @@ async fn proposal_activity_readers_at_the_tail_get_the_next_change_within_a_seco
     let agency = uuid::Uuid::new_v4().to_string();
     let proposal = uuid::Uuid::new_v4().to_string();
     let auth = crate::helpers::bearer(SECRET, &agency);
-    let subject = format!("{subject_prefix}.proposals.{agency}");
+    let subject = subjects.row("public", "proposals", Some(&agency));
     let path = format!("/v1/stream/proposals/{proposal}/activity");
     let mut lsn = 0x1000;
     // Another agency's traffic on the same stream, as in a real deployment.
-    let noise_subject = format!("{subject_prefix}.proposals.{}", uuid::Uuid::new_v4());
+    let noise_subject = subjects.row("public", "proposals", Some(&uuid::Uuid::new_v4().to_string()));
 
     let mut sse = Latencies("proposal activity, SSE from offset=now", Vec::new());
     for round in 0..ROUNDS {
