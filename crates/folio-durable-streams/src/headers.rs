@@ -44,6 +44,14 @@ pub fn is_true(headers: &HeaderMap, name: &str) -> bool {
 /// SSE and long-poll timeouts included) by a middleware so no handler can forget them.
 pub fn add_common(headers: &mut HeaderMap) {
     headers.insert(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff"));
+    // A stream may hold any bytes under any type (`text/html`, `image/svg+xml`): opened as a
+    // page on the edge's origin, it must not run. `sandbox` gives it an opaque origin with
+    // scripts, forms and plugins off; `default-src 'none'` loads nothing. Clients reading
+    // streams with fetch/EventSource are not affected: CSP applies to documents.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'; frame-ancestors 'none'"),
+    );
     headers.insert(HeaderName::from_static("cross-origin-resource-policy"), HeaderValue::from_static("cross-origin"));
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     headers.insert(

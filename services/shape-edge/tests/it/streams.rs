@@ -99,6 +99,32 @@ async fn idempotent_producer_dedupes_fences_and_detects_gaps() -> anyhow::Result
     Ok(())
 }
 
+/// Issue 13, finding 1: a stream created as `text/html` (or `image/svg+xml`) was served back as
+/// such from the edge's origin, a stored XSS. Every stream response now carries a CSP that
+/// sandboxes the document (no script runs, opaque origin) and `nosniff`.
+#[tokio::test]
+async fn a_stream_of_html_or_svg_cannot_run_script_on_the_edges_origin() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    let edge = spawn_edge(&prefix, &[]).await?;
+    let c = edge.client.clone();
+    for (path, content_type, body) in [
+        ("/v1/stream/xss-html", "text/html", "<script>alert(document.cookie)</script>"),
+        ("/v1/stream/xss-svg", "image/svg+xml", "<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>"),
+    ] {
+        c.expect(Method::PUT, path, &[("content-type", content_type)], "", StatusCode::CREATED).await;
+        c.expect(Method::POST, path, &[("content-type", content_type)], body, StatusCode::NO_CONTENT).await;
+        for query in ["", "?offset=-1"] {
+            let res = c.expect(Method::GET, &format!("{path}{query}"), &[], "", StatusCode::OK).await;
+            let csp = res.header("content-security-policy").unwrap_or_default().to_owned();
+            assert!(csp.split(';').any(|d| d.trim() == "sandbox"), "{path}{query}: CSP {csp:?}");
+            assert!(csp.contains("default-src 'none'"), "{path}{query}: CSP {csp:?}");
+            assert_eq!(res.header("x-content-type-options"), Some("nosniff"), "{path}{query}");
+        }
+    }
+    edge.stop().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn rejects_bad_input_with_json_errors() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
