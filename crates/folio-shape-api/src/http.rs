@@ -47,6 +47,15 @@ async fn cors(State(shapes): State<Arc<Shapes>>, req: Request, next: Next) -> Re
     let is_shape = req.uri().path() == "/v1/shape";
     let mut res = next.run(req).await;
     let h = res.headers_mut();
+    if origin.is_some() {
+        // The allowed origin is the caller's own: a shared cache must not hand this response
+        // to a page of another origin (issue 13, finding 12).
+        let vary = match h.get(header::VARY).and_then(|v| v.to_str().ok()) {
+            Some(existing) if !existing.is_empty() => format!("{existing}, origin"),
+            _ => "origin".to_owned(),
+        };
+        h.insert(header::VARY, HeaderValue::from_str(&vary).unwrap_or(HeaderValue::from_static("origin")));
+    }
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.unwrap_or(HeaderValue::from_static("*")));
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
     h.insert(

@@ -640,7 +640,8 @@ async fn caching_headers_etag_304_cors_and_the_insecure_mode() -> anyhow::Result
     assert_eq!(first.status, StatusCode::OK);
     // Electric's values, made private: the response is this token's agency's.
     assert_eq!(first.header("cache-control"), Some("private, max-age=604800, stale-while-revalidate=2629746"));
-    assert_eq!(first.header("vary"), Some("authorization"));
+    // Per token and, since the allowed origin is echoed, per origin.
+    assert_eq!(first.header("vary"), Some("authorization, origin"));
     assert_eq!(first.header("access-control-allow-origin"), Some("https://app.example"));
     assert!(first.header("access-control-expose-headers").unwrap_or_default().contains("electric-handle"));
     let handle = first.header("electric-handle").context("handle")?.to_owned();
