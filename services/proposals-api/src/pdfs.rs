@@ -72,8 +72,13 @@ pub async fn download(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let common =
-        [(header::ETAG, etag.clone()), (header::CACHE_CONTROL, "private, max-age=31536000, immutable".to_owned())];
+    // The bytes of one rendition never change, but who may read them is the token's: a cache
+    // keeps them per Authorization, never across callers (issue 13, finding 12).
+    let common = [
+        (header::ETAG, etag.clone()),
+        (header::CACHE_CONTROL, "private, max-age=31536000, immutable".to_owned()),
+        (header::VARY, "authorization".to_owned()),
+    ];
     if cached {
         return Ok((StatusCode::NOT_MODIFIED, common).into_response());
     }

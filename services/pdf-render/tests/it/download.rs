@@ -73,6 +73,7 @@ async fn the_api_serves_the_rendered_pdf_over_grpc_and_http() {
     assert!(lower.contains("content-type: application/pdf"), "{head}");
     assert!(lower.contains(&format!("content-length: {}", stored.len())), "{head}");
     assert!(lower.contains(&format!("etag: \"{sha}\"")), "{head}");
+    assert!(lower.contains("cache-control: private,") && lower.contains("vary: authorization"), "{head}");
     assert_eq!(body, stored);
 
     let (head, body) = http_get(addr, &path, &format!("{auth}if-none-match: \"{sha}\"\r\n")).await;
