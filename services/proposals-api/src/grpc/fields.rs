@@ -121,9 +121,12 @@ pub fn date(field: &str, raw: &str) -> Parsed<Option<Date>> {
     if raw.is_empty() {
         return Ok(None);
     }
-    Date::parse(raw, &Iso8601::DATE)
-        .map(Some)
-        .map_err(|_| Invalid::new(field, format!("must be a date as YYYY-MM-DD, got {raw:?}")))
+    let date = Date::parse(raw, &Iso8601::DATE)
+        .map_err(|_| Invalid::new(field, format!("must be a date as YYYY-MM-DD, got {raw:?}")))?;
+    // Year 0 parses (ISO 8601's 1 BC) and Postgres stores it as "0001-01-01 BC", which no
+    // reader of the change event expects (issue 13, finding 9).
+    check((1..=9999).contains(&date.year()), field, || format!("must be in the years 1 to 9999, got {raw:?}"))?;
+    Ok(Some(date))
 }
 
 /// Light check: one `@`, something on each side, no spaces. Delivery proves the rest.

@@ -12,6 +12,28 @@ fn violations(status: &tonic::Status) -> Vec<(String, String)> {
     details.field_violations.into_iter().map(|v| (v.field, v.description)).collect()
 }
 
+/// Issue 13, finding 9: `valid_until = "0000-01-01"` was accepted and stored as 1 BC, and the
+/// notifier then dropped every event of that proposal as unreadable.
+#[tokio::test]
+async fn a_valid_until_in_year_zero_is_refused_instead_of_stored_as_1_bc() {
+    let app = spawn_app().await;
+    let mut api = app.editor.proposals.clone();
+    for raw in ["0000-01-01", "-0001-06-30", "10000-01-01"] {
+        let err = api
+            .create_proposal(pb::CreateProposalRequest {
+                client_id: uuid::Uuid::now_v7().to_string(),
+                title: "t".into(),
+                currency: "EUR".into(),
+                valid_until: raw.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{raw}");
+        assert!(violations(&err).iter().any(|(f, _)| f == "valid_until"), "{raw}: {:?}", violations(&err));
+    }
+}
+
 #[tokio::test]
 async fn bad_input_reports_every_field() {
     let app = spawn_app().await;
