@@ -191,8 +191,14 @@ impl Sandbox {
                 eprintln!("sandbox: {name} stopped with an error: {e}");
             }
         }
+        self.clean_up().await;
+    }
+
+    /// Removes what the sandbox's names hold outside its database: the replication slot and
+    /// the streams (pdf-render's dead letters and object store too, when it ran). For a test
+    /// that runs the services itself and keeps the sandbox behind an `Arc`.
+    pub async fn clean_up(&self) {
         drop_slot(&self.db.pool, &self.slot).await;
-        // pdf-render's dead letters and object store, when it ran.
         let (dead, pdfs) = (format!("S{}_DEAD", self.suffix), format!("OBJ_{}", self.bus.pdf_bucket));
         for stream in [&self.bus.changes_stream, &self.bus.jobs_stream, &dead, &pdfs] {
             let _ = self.js.delete_stream(stream).await;

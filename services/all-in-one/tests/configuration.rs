@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use clap::CommandFactory;
 
+#[derive(Debug, Clone)]
 struct Flag {
     long: String,
     env: Option<String>,
@@ -29,6 +30,13 @@ fn flags(command: &clap::Command) -> Vec<Flag> {
         .collect()
 }
 
+impl Flag {
+    /// What identifies an option across services: its variable (or its flag when it has none).
+    fn key(&self) -> &str {
+        self.env.as_deref().unwrap_or(&self.long)
+    }
+}
+
 fn row(flag: &Flag) -> String {
     let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
     format!(
@@ -40,9 +48,6 @@ fn row(flag: &Flag) -> String {
     )
 }
 
-/// Who declares a variable, with which default and flag.
-type Declared<'a> = (&'a str, Option<String>, String);
-
 fn render() -> String {
     let services: [(&str, clap::Command); 5] = [
         ("proposals-api", proposals_api::Config::command()),
@@ -53,18 +58,15 @@ fn render() -> String {
     ];
     // A flag several services take (same variable) is documented once, with who takes it,
     // and must mean the same everywhere: `all-in-one` hands every service the same environment.
-    let mut users: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-    let mut defaults: BTreeMap<String, Vec<Declared>> = BTreeMap::new();
+    let mut declared: BTreeMap<String, Vec<(&str, Flag)>> = BTreeMap::new();
     for (name, command) in &services {
         for flag in flags(command) {
-            let key = flag.env.clone().unwrap_or(flag.long.clone());
-            users.entry(key.clone()).or_default().push(name);
-            defaults.entry(key).or_default().push((name, flag.default.clone(), flag.long.clone()));
+            declared.entry(flag.key().to_owned()).or_default().push((name, flag));
         }
     }
-    let disagreements: Vec<String> = defaults
+    let disagreements: Vec<String> = declared
         .iter()
-        .filter(|(_, seen)| seen.iter().any(|(_, d, l)| (d, l) != (&seen[0].1, &seen[0].2)))
+        .filter(|(_, seen)| seen.iter().any(|(_, f)| (&f.default, &f.long) != (&seen[0].1.default, &seen[0].1.long)))
         .map(|(key, seen)| format!("{key}: {seen:?}"))
         .collect();
     assert!(disagreements.is_empty(), "services disagree on a shared variable's flag or default: {disagreements:#?}");
@@ -83,18 +85,12 @@ fn render() -> String {
     let mut shared_done = std::collections::HashSet::new();
     for (_, command) in &services {
         for flag in flags(command) {
-            let key = flag.env.clone().unwrap_or(flag.long.clone());
-            let who = &users[&key];
-            if who.len() > 1 && shared_done.insert(key.clone()) {
-                let help = services
-                    .iter()
-                    .flat_map(|(_, c)| flags(c))
-                    .filter(|f| f.env.clone().unwrap_or(f.long.clone()) == key)
-                    .map(|f| f.help)
-                    .find(|h| !h.is_empty())
-                    .unwrap_or_default();
+            let who = &declared[flag.key()];
+            if who.len() > 1 && shared_done.insert(flag.key().to_owned()) {
+                let help = who.iter().map(|(_, f)| f.help.clone()).find(|h| !h.is_empty()).unwrap_or_default();
+                let names: Vec<&str> = who.iter().map(|(name, _)| *name).collect();
                 out.push_str(row(&Flag { help, ..flag }).trim_end());
-                out.push_str(&format!(" {} |\n", who.join(", ")));
+                out.push_str(&format!(" {} |\n", names.join(", ")));
             }
         }
     }
@@ -105,7 +101,7 @@ fn render() -> String {
         }
         out.push_str(header);
         for flag in flags(command) {
-            if users[&flag.env.clone().unwrap_or(flag.long.clone())].len() == 1 {
+            if declared[flag.key()].len() == 1 {
                 out.push_str(&row(&flag));
             }
         }

@@ -565,8 +565,9 @@ impl World {
             .issue(&proposals_api::Caller { user_id: user.id, agency_id: self.agency, role }, Duration::from_secs(600))
     }
 
+    /// The sandbox's streams (the world's changes stream among them) and slot, if any.
     pub async fn cleanup(&self) {
-        let _ = self.js.delete_stream(&self.stream).await;
+        self.sandbox.clean_up().await;
     }
 }
 

@@ -197,26 +197,7 @@ impl Harness {
 
     /// Drops the slot and the streams. Runs after the test body, also when it panicked.
     pub async fn cleanup(&self) {
-        for _ in 0..50 {
-            let _ = sqlx::query(
-                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
-            )
-            .bind(&self.slot)
-            .execute(&self.db.pool)
-            .await;
-            let dropped = sqlx::query(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
-            )
-            .bind(&self.slot)
-            .execute(&self.db.pool)
-            .await;
-            if dropped.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = self.js.delete_stream(self.changes_stream()).await;
-        let _ = self.js.delete_stream(self.jobs_stream()).await;
+        self.sandbox.clean_up().await;
     }
 }
 
