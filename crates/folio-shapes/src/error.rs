@@ -40,4 +40,8 @@ pub enum EvalError {
     BadColumnValue { column: String, reason: String },
     #[error("{0}")]
     Runtime(String),
+    /// The evaluation took more than its budget of steps ([`crate::Limits::eval_steps`]): the
+    /// clause is too expensive for this row, and its result is unknown (never guessed).
+    #[error("where clause exceeded its evaluation budget of {steps} steps")]
+    BudgetExceeded { steps: u64 },
 }

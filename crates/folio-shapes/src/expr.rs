@@ -118,3 +118,59 @@ impl Expr {
         }
     }
 }
+
+impl Expr {
+    /// The direct subexpressions.
+    fn children(&self) -> Vec<&Expr> {
+        match self {
+            Expr::Const { .. } | Expr::Column { .. } => Vec::new(),
+            Expr::Cast { expr, .. }
+            | Expr::Not(expr)
+            | Expr::Is { expr, .. }
+            | Expr::Lower(expr)
+            | Expr::Upper(expr) => vec![expr],
+            Expr::And(items) | Expr::Or(items) | Expr::ArrayCtor { items, .. } => items.iter().collect(),
+            Expr::Cmp { l, r, .. }
+            | Expr::Quantified { l, r, .. }
+            | Expr::ArrayOp { l, r, .. }
+            | Expr::Distinct { l, r, .. }
+            | Expr::Concat(l, r) => vec![l, r],
+            Expr::Like { expr, pattern, escape, .. } => {
+                let mut c: Vec<&Expr> = vec![expr, pattern];
+                c.extend(escape.as_deref());
+                c
+            }
+            Expr::In { expr, list, .. } => std::iter::once(&**expr).chain(list).collect(),
+        }
+    }
+
+    /// Characters of the longest constant LIKE/ILIKE pattern, if there is one.
+    pub(crate) fn longest_like_pattern(&self) -> Option<usize> {
+        let own = match self {
+            Expr::Like { pattern, .. } => match &**pattern {
+                Expr::Const { value: Some(Value::Text(p)), .. } => Some(p.chars().count()),
+                _ => None,
+            },
+            _ => None,
+        };
+        self.children().into_iter().filter_map(Expr::longest_like_pattern).chain(own).max()
+    }
+
+    /// Bytes this node and its subtree hold (an estimate: sizes of the nodes, their strings and
+    /// constants; allocator overhead not counted).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let own = match self {
+            Expr::Const { value, ty } => value.as_ref().map_or(0, Value::heap_bytes) + ty.heap_bytes(),
+            Expr::Column { name, ty, .. } => name.len() + ty.heap_bytes(),
+            Expr::Cast { from, to, .. } => from.heap_bytes() + to.heap_bytes(),
+            Expr::Cmp { ty, .. }
+            | Expr::Quantified { ty, .. }
+            | Expr::ArrayOp { ty, .. }
+            | Expr::Distinct { ty, .. }
+            | Expr::In { ty, .. }
+            | Expr::ArrayCtor { ty, .. } => ty.heap_bytes(),
+            _ => 0,
+        };
+        std::mem::size_of::<Expr>() + own + self.children().into_iter().map(Expr::heap_bytes).sum::<usize>()
+    }
+}

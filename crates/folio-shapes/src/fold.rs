@@ -6,6 +6,10 @@
 
 use crate::error::EvalError;
 use crate::eval::{self, Row};
+
+/// Steps folding one constant subexpression may take: constant parts are evaluated while the
+/// request is parsed, so they are bounded like a row's evaluation.
+const FOLD_STEPS: u64 = crate::Limits::DEFAULT_EVAL_STEPS;
 use crate::expr::Expr;
 use crate::value::Value;
 
@@ -52,7 +56,7 @@ pub(crate) fn fold(e: Expr) -> Result<Expr, EvalError> {
     }
     if e.is_constant() {
         let ty = e.ty();
-        let value = eval::eval(&e, &Row { values: &[] })?;
+        let value = eval::eval(&e, &Row::unbound_by_row(FOLD_STEPS))?;
         return Ok(Expr::Const { value, ty });
     }
     Ok(e)

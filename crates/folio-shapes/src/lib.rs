@@ -12,7 +12,10 @@
 //! assert!(clause.matches(&[Some("42"), Some("Q3 Report"), Some("0b5e7a3c-1b2d-4c5e-8f90-a1b2c3d4e5f6")])?);
 //! let mut params = ParamSink::new();
 //! let sql = clause.to_sql(&mut params);
-//! assert_eq!(sql, r#"(("title" ILIKE $1::text) AND ("id" > $2::int8) AND ("agency_id" = $3::uuid))"#);
+//! assert_eq!(
+//!     sql,
+//!     r#"(("agency_id" = $1::uuid) AND CASE WHEN ("agency_id" = $2::uuid) THEN (("title" ILIKE $3::text) AND ("id" > $4::int8)) ELSE FALSE END)"#
+//! );
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -20,7 +23,8 @@
 //! Electric's error format needs exact character positions for every error (not only syntax
 //! errors), and a generic SQL AST would still need a second pass to refuse the 95% of SQL
 //! that is out of scope. Limits on input length ([`MAX_WHERE_LEN`]) and nesting
-//! ([`MAX_DEPTH`]) keep hostile input from exhausting the stack.
+//! ([`MAX_DEPTH`]) keep hostile input from exhausting the stack; [`Limits`] bound what one
+//! clause may cost (its length, its LIKE patterns, the steps of one evaluation).
 
 mod datetime;
 mod error;
@@ -43,8 +47,35 @@ pub use schema::{PgType, ScalarType, TableSchema};
 use expr::Expr;
 use parser::CmpOp;
 
-/// Longest where clause accepted, in bytes. Generous for ID lists inlined by proxies.
+/// Longest where clause accepted, in bytes. Generous for ID lists inlined by proxies; a server
+/// can ask for less with [`Limits::max_where_bytes`].
 pub const MAX_WHERE_LEN: usize = 64 * 1024;
+
+/// What one clause may cost: bounds checked when it is parsed, and the budget of every
+/// evaluation. A server serving untrusted callers sets these from its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest clause, bytes (never more than [`MAX_WHERE_LEN`]).
+    pub max_where_bytes: usize,
+    /// Longest constant LIKE/ILIKE pattern, characters. Matching costs the subject's length
+    /// times the pattern's length / 64 (see the matcher), so this bounds a match's cost per
+    /// character of the row.
+    pub max_like_pattern_chars: usize,
+    /// Steps one evaluation (one row) may take; beyond, [`EvalError::BudgetExceeded`]. A step
+    /// is about one node visited, one value compared, 8–16 characters of a value parsed or
+    /// compared, or one character times one 64-element word of a LIKE pattern matched.
+    pub eval_steps: u64,
+}
+
+impl Limits {
+    pub const DEFAULT_EVAL_STEPS: u64 = 1_000_000;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_where_bytes: MAX_WHERE_LEN, max_like_pattern_chars: 4096, eval_steps: Self::DEFAULT_EVAL_STEPS }
+    }
+}
 
 /// A where clause that parsed and type-checked against a table. Fields are private: the only
 /// way to get one is [`WhereClause::parse`] (or [`WhereClause::all_rows`]).
@@ -53,17 +84,29 @@ pub struct WhereClause {
     schema: TableSchema,
     /// None selects every row (a shape without `where`).
     expr: Option<Expr>,
+    /// `tenant column = agency`, checked before `expr` is looked at (see [`Self::and_tenant`]).
+    tenant: Option<Expr>,
+    /// Steps one evaluation may take.
+    eval_steps: u64,
 }
 
 impl WhereClause {
     /// Parses `text` against `schema`; `params[0]` is `$1` (Electric's `params[1]`), and every
     /// parameter is a string that takes the type of what it is compared with.
     pub fn parse<S: AsRef<str>>(text: &str, schema: &TableSchema, params: &[S]) -> Result<Self, WhereError> {
-        if text.len() > MAX_WHERE_LEN {
-            return Err(WhereError {
-                location: 0,
-                reason: format!("where clause is longer than {MAX_WHERE_LEN} bytes"),
-            });
+        Self::parse_within(text, schema, params, &Limits::default())
+    }
+
+    /// As [`Self::parse`], within `limits`.
+    pub fn parse_within<S: AsRef<str>>(
+        text: &str,
+        schema: &TableSchema,
+        params: &[S],
+        limits: &Limits,
+    ) -> Result<Self, WhereError> {
+        let max = limits.max_where_bytes.min(MAX_WHERE_LEN);
+        if text.len() > max {
+            return Err(WhereError { location: 0, reason: format!("where clause is longer than {max} bytes") });
         }
         let tokens = lexer::tokenize(text)?;
         if tokens.len() == 1 {
@@ -72,16 +115,27 @@ impl WhereClause {
         let ast = parser::Parser::new(text, tokens).parse()?;
         let checker = typecheck::Checker { src: text, schema, params };
         let expr = checker.check_root(&ast)?;
-        Ok(Self { schema: schema.clone(), expr: Some(expr) })
+        if let Some(chars) = expr.longest_like_pattern()
+            && chars > limits.max_like_pattern_chars
+        {
+            return Err(WhereError {
+                location: 0,
+                reason: format!("LIKE pattern is longer than {} characters ({chars})", limits.max_like_pattern_chars),
+            });
+        }
+        Ok(Self { schema: schema.clone(), expr: Some(expr), tenant: None, eval_steps: limits.eval_steps })
     }
 
     /// The shape of a whole table: no where clause.
     pub fn all_rows(schema: &TableSchema) -> Self {
-        Self { schema: schema.clone(), expr: None }
+        Self { schema: schema.clone(), expr: None, tenant: None, eval_steps: Limits::DEFAULT_EVAL_STEPS }
     }
 
-    /// ANDs `column = value` into the clause: how the edge pins a shape to the caller's agency,
-    /// so no where clause can reach another agency's rows.
+    /// Pins the clause to `column = value`: how the edge keeps a shape to the caller's agency,
+    /// so no where clause can reach another agency's rows. The pin is checked FIRST, and the
+    /// caller's clause only on rows that pass it (in SQL under a `CASE` guard, which Postgres
+    /// may not reorder): a clause that fails on some value (a cast) can never fail on, or
+    /// quote, another agency's row.
     pub fn and_tenant(self, column: &str, value: &str) -> Result<Self, WhereError> {
         let tenant_err = |reason: String| WhereError { location: 0, reason };
         let (index, ty) = self
@@ -99,36 +153,54 @@ impl WhereClause {
             r: Box::new(Expr::Const { value: Some(v), ty: ty.clone() }),
             ty,
         };
-        let expr = match self.expr {
+        let tenant = match self.tenant {
             None => pin,
-            Some(Expr::And(mut items)) => {
-                items.push(pin);
-                Expr::And(items)
+            Some(Expr::And(mut pins)) => {
+                pins.push(pin);
+                Expr::And(pins)
             }
-            Some(e) => Expr::And(vec![e, pin]),
+            Some(other) => Expr::And(vec![other, pin]),
         };
-        Ok(Self { schema: self.schema, expr: Some(expr) })
+        Ok(Self { tenant: Some(tenant), ..self })
     }
 
     /// The SQL condition, e.g. `(("col" = $1::int4) AND …)`, with every value pushed to `sink`.
-    /// A clause without a where renders as `TRUE`.
+    /// A clause without a where renders as `TRUE`. A pinned clause renders as
+    /// `(pin AND CASE WHEN pin THEN (clause) ELSE FALSE END)`: the first `pin` lets Postgres
+    /// use the tenant column's index, the `CASE` keeps the clause from ever being evaluated on
+    /// a row of another tenant, whatever order the planner picks.
     pub fn to_sql(&self, sink: &mut ParamSink) -> String {
-        match &self.expr {
-            Some(e) => render::render(e, sink),
-            None => "TRUE".to_owned(),
+        match (&self.tenant, &self.expr) {
+            (None, Some(e)) => render::render(e, sink),
+            (None, None) => "TRUE".to_owned(),
+            (Some(pin), None) => render::render(pin, sink),
+            (Some(pin), Some(e)) => {
+                let first = render::render(pin, sink);
+                let guard = render::render(pin, sink);
+                let clause = render::render(e, sink);
+                format!("({first} AND CASE WHEN {guard} THEN {clause} ELSE FALSE END)")
+            }
         }
     }
 
     /// Three-valued result for one row whose values (Postgres text format, None for NULL) are
     /// listed in the schema's column order: `Some(true)`, `Some(false)` or `None` (NULL).
+    /// Fails with [`EvalError::BudgetExceeded`] beyond the clause's step budget.
     pub fn evaluate(&self, row: &[Option<&str>]) -> Result<Option<bool>, EvalError> {
         let expected = self.schema.columns().len();
         if row.len() != expected {
             return Err(EvalError::RowWidth { expected, got: row.len() });
         }
+        let row = eval::Row::new(row, self.eval_steps);
+        if let Some(pin) = &self.tenant
+            && eval::eval_bool(pin, &row)? != Some(true)
+        {
+            // Another tenant's row (or none): the caller's clause is not looked at.
+            return Ok(Some(false));
+        }
         match &self.expr {
             None => Ok(Some(true)),
-            Some(e) => eval::eval_bool(e, &eval::Row { values: row }),
+            Some(e) => eval::eval_bool(e, &row),
         }
     }
 
@@ -139,5 +211,20 @@ impl WhereClause {
 
     pub fn schema(&self) -> &TableSchema {
         &self.schema
+    }
+
+    /// About how many bytes of memory the clause holds (its typed tree, constants and the
+    /// schema copy): what a cache of clauses counts to stay within a byte budget.
+    pub fn estimated_bytes(&self) -> usize {
+        let schema: usize = self
+            .schema
+            .columns()
+            .iter()
+            .map(|(n, t)| n.len() + std::mem::size_of::<(String, PgType)>() + t.heap_bytes())
+            .sum();
+        std::mem::size_of::<Self>()
+            + schema
+            + self.expr.as_ref().map_or(0, Expr::heap_bytes)
+            + self.tenant.as_ref().map_or(0, Expr::heap_bytes)
     }
 }

@@ -39,6 +39,14 @@ impl PgType {
         Self { scalar, array: false }
     }
 
+    /// Bytes held outside the value itself (the name of a type the evaluator does not model).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match &self.scalar {
+            ScalarType::Other(name) => name.len(),
+            _ => 0,
+        }
+    }
+
     pub const fn array_of(scalar: ScalarType) -> Self {
         Self { scalar, array: true }
     }

@@ -61,6 +61,21 @@ pub(crate) enum Value {
     Array(Vec<Option<Value>>),
 }
 
+impl Value {
+    /// Bytes held on the heap, estimated (numbers and documents by their text's length).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self {
+            Value::Text(s) | Value::Other(s) => s.len(),
+            Value::Numeric(_) | Value::Json(_) => 32 + 2 * self.to_pg_text().len(),
+            Value::Array(items) => {
+                items.len() * std::mem::size_of::<Option<Value>>()
+                    + items.iter().flatten().map(Value::heap_bytes).sum::<usize>()
+            }
+            _ => 0,
+        }
+    }
+}
+
 pub(crate) type ParseResult = Result<Value, String>;
 
 fn invalid(ty: &str, s: &str) -> String {

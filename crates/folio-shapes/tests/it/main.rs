@@ -3,5 +3,6 @@
 mod common;
 mod eval;
 mod hostile;
+mod limits;
 mod parse;
 mod postgres;
