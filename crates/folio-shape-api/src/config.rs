@@ -61,12 +61,62 @@ pub struct ShapesConfig {
     #[arg(long = "shape-snapshot-memory", env = "FOLIO_SHAPE_SNAPSHOT_MEMORY", default_value_t = 1 << 30)]
     pub snapshot_memory: usize,
 
+    /// Bytes of resolved shape definitions (where text, parameters and the parsed clause, as
+    /// estimated) kept for requests to re-state; beyond, the least recently used are dropped.
+    #[arg(long = "shape-definition-cache-bytes", env = "FOLIO_SHAPE_DEFINITION_CACHE_BYTES", default_value_t = 32 << 20)]
+    pub definition_cache_bytes: usize,
+
+    /// Longest `where` clause plus its `params`, bytes (400 beyond).
+    #[arg(long = "shape-max-where-bytes", env = "FOLIO_SHAPE_MAX_WHERE_BYTES", default_value_t = 16 * 1024)]
+    pub max_where_bytes: usize,
+
+    /// Longest LIKE/ILIKE pattern in a `where` clause, characters (400 beyond).
+    #[arg(long = "shape-max-like-pattern", env = "FOLIO_SHAPE_MAX_LIKE_PATTERN", default_value_t = 256)]
+    pub max_like_pattern_chars: usize,
+
+    /// Steps one shape's where clause may take on one change (about one step per node, per
+    /// value compared, per 8-16 characters read, per character x 64 LIKE pattern elements).
+    /// A shape over it is invalidated (409 for its clients) and its definition refused (400).
+    #[arg(long = "shape-eval-budget", env = "FOLIO_SHAPE_EVAL_BUDGET", default_value_t = 1_000_000)]
+    pub eval_budget: u64,
+
+    /// Distinct shape definitions one agency may request from this edge within
+    /// `FOLIO_SHAPE_DEFINITION_WINDOW` (429 beyond).
+    #[arg(
+        long = "shape-max-definitions-per-agency",
+        env = "FOLIO_SHAPE_MAX_DEFINITIONS_PER_AGENCY",
+        default_value_t = 1000
+    )]
+    pub max_definitions_per_agency: usize,
+
+    /// The window distinct definitions are counted in.
+    #[arg(long = "shape-definition-window", env = "FOLIO_SHAPE_DEFINITION_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub definition_window: Duration,
+
+    /// Shapes one agency may hold live on this edge at once (429 beyond; a shape leaves after
+    /// `FOLIO_SHAPE_IDLE_TIMEOUT` without requests).
+    #[arg(
+        long = "shape-max-live-shapes-per-agency",
+        env = "FOLIO_SHAPE_MAX_LIVE_SHAPES_PER_AGENCY",
+        default_value_t = 500
+    )]
+    pub max_live_shapes_per_agency: usize,
+
     /// Snapshots taken at once; more initial requests wait.
     #[arg(long = "shape-max-concurrent-snapshots", env = "FOLIO_SHAPE_MAX_CONCURRENT_SNAPSHOTS", default_value_t = 4)]
     pub max_concurrent_snapshots: usize,
 }
 
 impl ShapesConfig {
+    /// What one where clause may cost on this edge.
+    pub fn where_limits(&self) -> folio_shapes::Limits {
+        folio_shapes::Limits {
+            max_where_bytes: self.max_where_bytes,
+            max_like_pattern_chars: self.max_like_pattern_chars,
+            eval_steps: self.eval_budget,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         AllowList::parse(&self.tables).map_err(|e| format!("FOLIO_SHAPE_TABLES: {e}"))?;
         if self.chunk_bytes < 1024 {
@@ -74,6 +124,12 @@ impl ShapesConfig {
         }
         if self.long_poll_timeout.is_zero() || self.long_poll_timeout > Duration::from_secs(40) {
             return Err("FOLIO_SHAPE_LONG_POLL_TIMEOUT must be between 0 and 40s (the client aborts at 45s)".into());
+        }
+        if self.max_where_bytes > folio_shapes::MAX_WHERE_LEN {
+            return Err(format!("FOLIO_SHAPE_MAX_WHERE_BYTES must be at most {}", folio_shapes::MAX_WHERE_LEN));
+        }
+        if self.eval_budget == 0 || self.definition_window.is_zero() {
+            return Err("FOLIO_SHAPE_EVAL_BUDGET and FOLIO_SHAPE_DEFINITION_WINDOW must be positive".into());
         }
         Ok(())
     }

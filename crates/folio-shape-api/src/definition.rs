@@ -3,7 +3,10 @@
 //! hash), and the cache that lets every live request re-state its shape without parsing and
 //! hashing it again.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, atomic::AtomicBool},
+};
 
 use folio_auth::Caller;
 use parking_lot::Mutex;
@@ -16,18 +19,92 @@ use super::{
     shape::ShapeDef,
 };
 
-const MAX_CACHED_DEFINITIONS: usize = 20_000;
-
-/// Resolved definitions by request (table, where, params, columns, replica, log, tenant).
-#[derive(Default)]
+/// Resolved definitions by request (table, where, params, columns, replica, log, tenant),
+/// within a budget of bytes: a definition holds its where text and its parsed clause, which a
+/// caller chooses the size of, so the cache is bounded by what it holds, not by a count.
 pub struct Definitions {
-    cache: Mutex<HashMap<String, Arc<ShapeDef>>>,
+    cache: Mutex<Cache>,
+    budget: usize,
+    limits: folio_shapes::Limits,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<String, Cached>,
+    /// Use order (tick → key): the least recently used leave first.
+    order: BTreeMap<u64, String>,
+    tick: u64,
+    bytes: usize,
+}
+
+struct Cached {
+    def: Arc<ShapeDef>,
+    bytes: usize,
+    tick: u64,
+}
+
+impl Cache {
+    fn touch(&mut self, key: &str) -> Option<Arc<ShapeDef>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let entry = self.entries.get_mut(key)?;
+        self.order.remove(&entry.tick);
+        entry.tick = tick;
+        self.order.insert(tick, key.to_owned());
+        Some(Arc::clone(&entry.def))
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.entries.remove(key) {
+            self.order.remove(&old.tick);
+            self.bytes -= old.bytes;
+        }
+    }
+
+    fn insert(&mut self, key: String, def: Arc<ShapeDef>, budget: usize) {
+        self.remove(&key);
+        // The key (request text) and the definition both hold the where text and params.
+        let bytes = 2 * key.len() + def.estimated_bytes();
+        if bytes > budget {
+            return;
+        }
+        while self.bytes + bytes > budget {
+            let Some((_, oldest)) = self.order.pop_first() else { break };
+            if let Some(old) = self.entries.remove(&oldest) {
+                self.bytes -= old.bytes;
+            }
+        }
+        self.tick += 1;
+        self.order.insert(self.tick, key.clone());
+        self.entries.insert(key, Cached { def, bytes, tick: self.tick });
+        self.bytes += bytes;
+        metrics::gauge!("folio_edge_shape_definition_cache_bytes").set(self.bytes as f64);
+    }
 }
 
 impl Definitions {
+    /// A cache of at most `budget` bytes (estimated) of definitions whose clauses are parsed
+    /// within `limits`.
+    pub fn new(budget: usize, limits: folio_shapes::Limits) -> Self {
+        Definitions { cache: Mutex::default(), budget, limits }
+    }
+
+    /// Bytes the cache holds (estimated).
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.cache.lock().bytes
+    }
+
     /// The definition `req` asks of `table` for `caller`, from the cache when it was resolved
     /// against this very table description.
     pub fn resolve(&self, req: &ShapeRequest, table: Arc<TableInfo>, caller: Option<&Caller>) -> Result<Arc<ShapeDef>> {
+        let asked = req.where_clause.as_deref().map_or(0, str::len) + req.params.iter().map(String::len).sum::<usize>();
+        if asked > self.limits.max_where_bytes {
+            return Err(ShapeError::invalid(
+                "where",
+                format!("where clause and params are longer than {} bytes", self.limits.max_where_bytes),
+            ));
+        }
         let key = serde_json::json!([
             req.table.schema,
             req.table.name,
@@ -39,22 +116,35 @@ impl Definitions {
             caller.map(|c| c.agency_id.to_string()),
         ])
         .to_string();
-        let cached = self.cache.lock().get(&key).cloned();
-        if let Some(def) = cached.filter(|d| Arc::ptr_eq(&d.table, &table)) {
-            return Ok(def);
+        let cached = self.cache.lock().touch(&key);
+        let def = match cached.filter(|d| Arc::ptr_eq(&d.table, &table)) {
+            Some(def) => def,
+            None => {
+                let def = Arc::new(define(req, table, caller, &self.limits)?);
+                self.cache.lock().insert(key, Arc::clone(&def), self.budget);
+                def
+            }
+        };
+        if def.over_budget() {
+            return Err(ShapeError::invalid(
+                "where",
+                format!(
+                    "where clause exceeded its evaluation budget of {} steps on a change of this table",
+                    self.limits.eval_steps
+                ),
+            ));
         }
-        let def = Arc::new(define(req, table, caller)?);
-        let mut cache = self.cache.lock();
-        if cache.len() >= MAX_CACHED_DEFINITIONS {
-            cache.clear();
-        }
-        cache.insert(key, Arc::clone(&def));
         Ok(def)
     }
 }
 
 /// Resolves `req` against `table`, with the caller's agency pinned in.
-fn define(req: &ShapeRequest, table: Arc<TableInfo>, caller: Option<&Caller>) -> Result<ShapeDef> {
+fn define(
+    req: &ShapeRequest,
+    table: Arc<TableInfo>,
+    caller: Option<&Caller>,
+    limits: &folio_shapes::Limits,
+) -> Result<ShapeDef> {
     let selected: Vec<usize> = match &req.columns {
         None => (0..table.columns.len()).collect(),
         Some(cols) => {
@@ -87,7 +177,7 @@ fn define(req: &ShapeRequest, table: Arc<TableInfo>, caller: Option<&Caller>) ->
         }
     };
     let mut clause = match &req.where_clause {
-        Some(w) => folio_shapes::WhereClause::parse(w, &table.where_schema, &req.params)
+        Some(w) => folio_shapes::WhereClause::parse_within(w, &table.where_schema, &req.params, limits)
             .map_err(|e| ShapeError::invalid_because("where", e.to_string(), e))?,
         None => folio_shapes::WhereClause::all_rows(&table.where_schema),
     };
@@ -117,5 +207,61 @@ fn define(req: &ShapeRequest, table: Arc<TableInfo>, caller: Option<&Caller>) ->
         log: req.log,
         clause,
         hash,
+        agency: caller.map(|c| c.agency_id.to_string()),
+        where_bytes: req.where_clause.as_deref().map_or(0, str::len)
+            + req.params.iter().map(String::len).sum::<usize>(),
+        over_budget: AtomicBool::new(false),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        catalog::Column,
+        request::{QualifiedName, ShapeRequest},
+    };
+
+    fn table() -> Arc<TableInfo> {
+        let column = |name: &str, ty: &str, pk: Option<usize>| Column {
+            name: name.into(),
+            type_name: ty.into(),
+            dims: 0,
+            not_null: pk.is_some(),
+            pk_index: pk,
+            type_mod: -1,
+            formatted: ty.into(),
+            output_fn: format!("{ty}out"),
+        };
+        let columns = vec![column("id", "int8", Some(0)), column("title", "text", None)];
+        Arc::new(TableInfo {
+            name: QualifiedName { schema: "public".into(), name: "notes".into() },
+            where_schema: folio_shapes::TableSchema::new(columns.iter().map(|c| (c.name.clone(), c.formatted.clone()))),
+            columns,
+            key: vec![0],
+            tenant: None,
+            fingerprint: "f".into(),
+            key_prefix: "\"public\".\"notes\"".into(),
+            relation_json: "[\"public\",\"notes\"]".into(),
+        })
+    }
+
+    #[test]
+    fn a_thousand_distinct_large_where_clauses_stay_within_the_cache_byte_budget() {
+        let budget = 256 << 10;
+        let defs = Definitions::new(budget, folio_shapes::Limits { max_where_bytes: 16 * 1024, ..Default::default() });
+        let table = table();
+        for n in 0..1_000 {
+            let ids: Vec<String> = (0..500).map(|i| (n * 10_000 + i).to_string()).collect();
+            let q = format!("table=notes&offset=-1&where=id%20IN%20({})", ids.join(","));
+            let req = ShapeRequest::from_query(&q).unwrap();
+            let def = defs.resolve(&req, Arc::clone(&table), None).unwrap();
+            assert!(def.estimated_bytes() > 500 * 64, "{}", def.estimated_bytes());
+            assert!(defs.bytes() <= budget, "{} bytes after {n}", defs.bytes());
+        }
+        // Over the where limit: a 400, never cached.
+        let long = format!("table=notes&offset=-1&where=title%20%3D%20%27{}%27", "x".repeat(17 * 1024));
+        let err = defs.resolve(&ShapeRequest::from_query(&long).unwrap(), table, None).unwrap_err();
+        assert!(matches!(err, ShapeError::Invalid { field: "where", .. }), "{err:?}");
+    }
 }

@@ -29,6 +29,10 @@ pub enum ShapeError {
     /// 409: the log behind this handle cannot be continued; `handle` is where to start over.
     #[error("must refetch: {reason}")]
     MustRefetch { handle: String, reason: String },
+    /// 429 with `Retry-After` and RateLimit headers: the caller's agency holds as many shapes
+    /// (or definitions) as this edge allows it.
+    #[error("too many shapes")]
+    OverQuota(#[source] super::quota::OverQuota),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -84,6 +88,7 @@ impl ShapeError {
             ShapeError::Unauthorized(_) => ErrorCode::Unauthenticated,
             ShapeError::Forbidden(_) => ErrorCode::PermissionDenied,
             ShapeError::MustRefetch { .. } => ErrorCode::Conflict,
+            ShapeError::OverQuota(_) => ErrorCode::ResourceExhausted,
             ShapeError::NotFound(_) => ErrorCode::NotFound,
             ShapeError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             ShapeError::Unavailable { .. } => ErrorCode::Unavailable,
@@ -123,6 +128,16 @@ impl IntoResponse for ShapeError {
                 serde_json::json!({ "message": m })
             }
             ShapeError::MustRefetch { .. } => serde_json::json!([{"headers": {"control": "must-refetch"}}]),
+            ShapeError::OverQuota(q) => serde_json::json!({
+                "message": format!(
+                    "Too many {}: this agency may hold {} on this server; retry after {} s",
+                    if q.policy == "definitions" { "distinct shape definitions" } else { "live shapes" },
+                    q.quota,
+                    q.retry_after.as_secs()
+                ),
+                "code": "too_many_shapes",
+                "policy": q.policy,
+            }),
             ShapeError::Unavailable { action, source } => {
                 tracing::warn!(error = %folio_runtime::error_chain(&self), "shape request unavailable");
                 serde_json::json!({ "message": Self::detail(action, source), "code": "unavailable" })
@@ -147,6 +162,27 @@ impl IntoResponse for ShapeError {
             ShapeError::Unavailable { .. } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 h.insert("electric-internal-known-error", HeaderValue::from_static("true"));
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                h.insert("surrogate-control", HeaderValue::from_static("no-store"));
+            }
+            ShapeError::OverQuota(q) => {
+                // IETF draft-ietf-httpapi-ratelimit-headers: the policy (quota, window) and
+                // what is left of it (nothing) with the seconds until it resets.
+                let secs = q.retry_after.as_secs().max(1);
+                let mut policy = format!("\"{}\";q={}", q.policy, q.quota);
+                if let Some(w) = q.window {
+                    policy.push_str(&format!(";w={}", w.as_secs()));
+                }
+                let pairs = [
+                    ("retry-after", secs.to_string()),
+                    ("ratelimit-policy", policy),
+                    ("ratelimit", format!("\"{}\";r=0;t={secs}", q.policy)),
+                ];
+                for (name, value) in pairs {
+                    if let Ok(v) = HeaderValue::from_str(&value) {
+                        h.insert(name, v);
+                    }
+                }
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 h.insert("surrogate-control", HeaderValue::from_static("no-store"));
             }

@@ -149,7 +149,14 @@ impl TableFeed {
                     }
                 }
                 let Some(feed) = weak.upgrade() else { return };
-                feed.apply(&batch);
+                // Where clauses are evaluated here, at a cost the callers choose (within their
+                // budget): on the blocking pool, never on the threads that answer requests.
+                let applying = Arc::clone(&feed);
+                if let Err(e) = tokio::task::spawn_blocking(move || applying.apply(&batch)).await {
+                    tracing::error!(filter, error = %e, "applying changes to shapes failed");
+                    feed.fail();
+                    return;
+                }
                 if let Some(reason) = broken {
                     tracing::error!(filter, error = %folio_runtime::error_chain(&reason), "table feed stopped");
                     feed.fail();

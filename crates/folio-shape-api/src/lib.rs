@@ -23,6 +23,7 @@ mod handles;
 mod http;
 mod messages;
 mod policy;
+mod quota;
 mod registry;
 mod request;
 mod shape;
@@ -47,6 +48,7 @@ use feed::TableFeed;
 use handles::{HandleRecord, HandleStore};
 pub use http::router;
 use policy::Policy;
+use quota::{AgencyQuota, LiveShapePermit, QuotaLimits};
 use registry::Registry;
 use request::{QualifiedName, RequestOffset, ShapeRequest};
 use shape::{Shape, ShapeDef};
@@ -61,6 +63,8 @@ pub struct Shapes {
     registry: Registry,
     snapshots: Snapshots,
     handles: HandleStore,
+    /// Per-agency caps on definitions and live shapes.
+    quota: AgencyQuota,
     /// Cancelled when the edge starts draining: live requests answer and end.
     shutdown: CancellationToken,
 }
@@ -104,6 +108,15 @@ impl Shapes {
         let handles = HandleStore::open(changes.js(), &bucket)
             .await
             .map_err(|source| StartError::Bucket { bucket: bucket.clone(), source })?;
+        let definitions = Definitions::new(config.definition_cache_bytes, config.where_limits());
+        let quota = AgencyQuota::new(QuotaLimits {
+            definitions: config.max_definitions_per_agency,
+            definition_window: config.definition_window,
+            live_shapes: config.max_live_shapes_per_agency,
+            idle_timeout: config.idle_timeout,
+        });
+        // Often enough that a shape leaves about when it has been idle for the timeout.
+        let sweep_every = (config.idle_timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
         let shapes = Arc::new(Shapes {
             catalog: Catalog::new(pool.clone(), config.publication.clone(), config.auto_publish),
             snapshots: Snapshots::new(
@@ -113,7 +126,8 @@ impl Shapes {
                 config.snapshot_memory,
             ),
             policy: Policy::new(config, auth).map_err(StartError::Tables)?,
-            definitions: Definitions::default(),
+            definitions,
+            quota,
             changes,
             registry: Registry::default(),
             handles,
@@ -124,7 +138,7 @@ impl Shapes {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = tokio::time::sleep(sweep_every) => {}
                 }
                 let Some(s) = sweeper.upgrade() else { return };
                 s.evict_idle();
@@ -153,7 +167,15 @@ impl Shapes {
         let fresh = matches!(req.offset, RequestOffset::BeforeAll | RequestOffset::Now);
         let (table, feed) = self.table(&req.table, fresh).await?;
         let def = self.definitions.resolve(req, table, caller)?;
+        if let Some(agency) = &def.agency {
+            self.quota.admit_definition(agency, &def.hash).map_err(ShapeError::OverQuota)?;
+        }
         Ok((def, feed))
+    }
+
+    /// A place in the live-shape quota of `def`'s agency for one more shape.
+    fn live_shape_permit(&self, def: &ShapeDef) -> Result<Option<LiveShapePermit>> {
+        def.agency.as_deref().map(|a| self.quota.admit_live_shape(a)).transpose().map_err(ShapeError::OverQuota)
     }
 
     /// The shape new clients of `def` start from; takes a snapshot if this edge has none.
@@ -167,6 +189,7 @@ impl Shapes {
         if let Some(s) = self.registry.serving(&def.hash) {
             return Ok(s);
         }
+        let permit = self.live_shape_permit(&def)?;
         let _slot = self.snapshots.slot().await?;
         let started = std::time::Instant::now();
         let (seq0, stitch, chunks) = self.snapshots.take(&def, feed).await?;
@@ -176,7 +199,7 @@ impl Shapes {
             ms = started.elapsed().as_millis() as u64, "shape snapshot taken"
         );
         let count = chunks.len();
-        let shape = Arc::new(Shape::new(handle, def, stitch, Some(chunks), count, self.snapshots.counter()));
+        let shape = Arc::new(Shape::new(handle, def, stitch, Some(chunks), count, self.snapshots.counter(), permit));
         feed.register(Arc::clone(&shape));
         self.registry.insert(&shape, true);
         self.snapshots.trim(|| self.registry.holding_snapshots(&shape));
@@ -223,6 +246,7 @@ impl Shapes {
             let _ = self.handles.purge(handle).await;
             return Err(stale("table truncated or changed since the shape's snapshot"));
         }
+        let permit = self.live_shape_permit(&def)?;
         let shape = Arc::new(Shape::new(
             handle.to_owned(),
             Arc::clone(&def),
@@ -230,6 +254,7 @@ impl Shapes {
             None,
             record.chunks,
             self.snapshots.counter(),
+            permit,
         ));
         feed.register(Arc::clone(&shape));
         tracing::debug!(handle, "shape resumed from its stored handle");

@@ -89,6 +89,8 @@ pub struct ShapeView<'a> {
     pub selected: &'a [usize],
     pub replica: Replica,
     pub clause: &'a folio_shapes::WhereClause,
+    /// Set when the clause exceeds its evaluation budget.
+    pub over_budget: &'a std::sync::atomic::AtomicBool,
 }
 
 /// The snapshot a shape's log is stitched to: change events at or before `seq0` are in the
@@ -217,13 +219,20 @@ fn row_values<'a>(table: &TableInfo, cols: &'a [ColumnValue], fill: &'a [ColumnV
 }
 
 impl ShapeView<'_> {
-    fn matches(&self, row: &[Option<&str>]) -> bool {
+    /// Whether the row is in the shape; Err when the clause is over its evaluation budget (its
+    /// answer is unknown, so the shape cannot continue).
+    fn matches(&self, row: &[Option<&str>]) -> Result<bool, &'static str> {
         match self.clause.matches(row) {
-            Ok(m) => m,
+            Ok(m) => Ok(m),
+            Err(e @ folio_shapes::EvalError::BudgetExceeded { .. }) => {
+                tracing::warn!(table = %self.table.name, "shape invalidated: {e}");
+                self.over_budget.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err("where clause exceeded its evaluation budget")
+            }
             Err(e) => {
                 // Postgres would have failed the snapshot query on such a row too.
                 tracing::warn!(table = %self.table.name, "row not evaluable by the shape's where clause: {e}");
-                false
+                Ok(false)
             }
         }
     }
@@ -252,10 +261,17 @@ impl ShapeView<'_> {
         }
         let table = self.table;
         let (old, new) = (&p.old, &p.new);
-        let new_in = new.as_ref().is_some_and(|r| self.matches(r));
+        let decide = |row: &Option<Vec<Option<&str>>>| row.as_ref().map_or(Ok(false), |r| self.matches(r));
+        let new_in = match decide(new) {
+            Ok(m) => m,
+            Err(reason) => return Effect::Invalidate(reason),
+        };
         // A row moving to another agency: wal-ingest publishes a delete on the old agency's
         // subject before this update, and that delete already removed it.
-        let old_in = !p.tenant_moved && old.as_ref().is_some_and(|r| self.matches(r));
+        let old_in = match if p.tenant_moved { Ok(false) } else { decide(old) } {
+            Ok(m) => m,
+            Err(reason) => return Effect::Invalidate(reason),
+        };
         let mut ops = Vec::new();
         let head = |out: &mut String, operation: &str| {
             out.push_str(",\"headers\":{\"operation\":\"");

@@ -9,7 +9,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -26,6 +26,7 @@ use super::{
     catalog::TableInfo,
     error::{Result, ShapeError},
     messages::{Effect, Prepared, ShapeView, Stitch, close_op, snapshot_row},
+    quota::LiveShapePermit,
     request::{LogMode, Replica, quote},
 };
 
@@ -45,11 +46,38 @@ pub struct ShapeDef {
     /// replica, log mode, tenant): the first part of every handle of this definition.
     pub hash: String,
     pub schema_header: String,
+    /// The caller's agency, whose quota the definition and its shapes count against.
+    pub agency: Option<String>,
+    /// Bytes of the request's where text and params.
+    pub where_bytes: usize,
+    /// Set when the clause exceeded its evaluation budget on a change: requests for the
+    /// definition are refused from then on (their shapes were invalidated).
+    pub over_budget: AtomicBool,
 }
 
 impl ShapeDef {
+    /// About how many bytes the definition holds beyond the shared table description.
+    pub fn estimated_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.clause.estimated_bytes()
+            + self.where_bytes
+            + self.schema_header.len()
+            + self.hash.len()
+            + self.selected.len() * std::mem::size_of::<usize>()
+    }
+
+    pub fn over_budget(&self) -> bool {
+        self.over_budget.load(Ordering::Relaxed)
+    }
+
     pub fn view(&self) -> ShapeView<'_> {
-        ShapeView { table: &self.table, selected: &self.selected, replica: self.replica, clause: &self.clause }
+        ShapeView {
+            table: &self.table,
+            selected: &self.selected,
+            replica: self.replica,
+            clause: &self.clause,
+            over_budget: &self.over_budget,
+        }
     }
 }
 
@@ -90,6 +118,8 @@ pub struct Shape {
     invalid: Mutex<Option<&'static str>>,
     pub last_used: AtomicU64,
     memo: Mutex<Option<(StreamSeq, Arc<Rendered>)>>,
+    /// The shape's place in its agency's live-shape quota, freed when the shape is dropped.
+    _permit: Option<LiveShapePermit>,
 }
 
 /// A rendered log read: messages joined by commas (no brackets), where it ends, and whether
@@ -135,6 +165,7 @@ impl Shape {
         snapshot: Option<Vec<Bytes>>,
         chunk_count: usize,
         snapshot_memory: Arc<AtomicUsize>,
+        permit: Option<LiveShapePermit>,
     ) -> Self {
         let seq0 = stitch.seq0;
         let bytes: usize = snapshot.iter().flatten().map(Bytes::len).sum();
@@ -151,6 +182,7 @@ impl Shape {
             invalid: Mutex::new(None),
             last_used: AtomicU64::new(now_secs()),
             memo: Mutex::new(None),
+            _permit: permit,
         }
     }
 
