@@ -13,6 +13,9 @@ server_url=$FOLIO_DATABASE_URL
 psql "$server_url" -Atc "SELECT 1 FROM pg_database WHERE datname = 'folio'" | grep -q 1 ||
   psql "$server_url" -qc "CREATE DATABASE folio"
 export FOLIO_DATABASE_URL=${server_url%/*}/folio
+# A local cluster: the services accept their built-in (public) secrets, with a warning, and
+# derive URLs from requests. Without it they refuse to start (docs/security.md).
+export FOLIO_ENV=${FOLIO_ENV:-development}
 export FOLIO_JWT_SECRET=${FOLIO_JWT_SECRET:-folio-local-development-secret-change-me}
 
 echo "building the services"

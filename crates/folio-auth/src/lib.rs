@@ -54,7 +54,9 @@ pub enum AuthError {
     Missing,
     #[error("authorization must be `Bearer <token>`")]
     NotBearer,
-    #[error("invalid bearer token: {0}")]
+    /// The detail (which claim, what was wrong) is for the service's log: an unauthenticated
+    /// caller learns only that the token was not accepted.
+    #[error("invalid or expired bearer token")]
     Invalid(String),
 }
 
@@ -69,6 +71,13 @@ struct Claims {
 
 /// Shortest HS256 secret a service starts with.
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Longest a token may stay valid from now: a token whose `exp` lies further ahead (e.g.
+/// `2^63`) is refused, so a leaked token cannot be a key for ever.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(31 * 24 * 3600);
+
+/// Clock skew allowed between the issuer and the services, for `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 30;
 
 /// The built-in secret: public (it is in this file), for a local cluster only.
 pub const DEVELOPMENT_SECRET: &str = "folio-local-development-secret-change-me";
@@ -88,6 +97,9 @@ pub struct JwtArgs {
 }
 
 impl JwtArgs {
+    /// The variable that sets the secret, for messages about it.
+    pub const SECRET_VAR: &str = "FOLIO_JWT_SECRET";
+
     pub fn is_strong(&self) -> bool {
         self.jwt_secret.len() >= MIN_SECRET_BYTES
     }
@@ -100,15 +112,19 @@ impl JwtArgs {
 #[derive(Clone)]
 pub struct Authenticator {
     keys: Arc<(EncodingKey, DecodingKey, Validation)>,
+    max_lifetime: std::time::Duration,
 }
 
 impl Authenticator {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        // Clock skew between issuer and services.
-        validation.leeway = 30;
-        Self { keys: Arc::new((EncodingKey::from_secret(secret), DecodingKey::from_secret(secret), validation)) }
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        Self {
+            keys: Arc::new((EncodingKey::from_secret(secret), DecodingKey::from_secret(secret), validation)),
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+        }
     }
 
     /// Verifies an `Authorization` header value (`Bearer <token>`); `None` when absent.
@@ -124,6 +140,10 @@ impl Authenticator {
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         let claims = data.claims;
         let bad = |what: &str| AuthError::Invalid(format!("bad {what} claim"));
+        let latest_exp = unix_now().saturating_add(self.max_lifetime.as_secs() + LEEWAY_SECS);
+        if claims.exp > latest_exp {
+            return Err(bad("exp (further ahead than the longest token lifetime)"));
+        }
         Ok(Caller {
             user_id: UserId::parse(&claims.sub).map_err(|_| bad("sub"))?,
             agency_id: AgencyId::parse(&claims.agency_id).map_err(|_| bad("agency_id"))?,
@@ -133,7 +153,7 @@ impl Authenticator {
 
     /// Signs a token for `caller`, valid for `ttl`; used by the demo seeder and tests.
     pub fn issue(&self, caller: &Caller, ttl: std::time::Duration) -> String {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = unix_now();
         let claims = Claims {
             sub: caller.user_id.to_string(),
             agency_id: caller.agency_id.to_string(),
@@ -143,6 +163,10 @@ impl Authenticator {
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.keys.0).expect("HS256 encoding cannot fail")
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
 #[cfg(test)]
@@ -162,5 +186,51 @@ mod tests {
         assert!(auth.verify("not.a.jwt").is_err());
         assert_eq!(auth.verify_header(None).unwrap_err(), AuthError::Missing);
         assert_eq!(auth.verify_header(Some("Basic abc")).unwrap_err(), AuthError::NotBearer);
+    }
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    /// A token with these claims on top of valid ones, signed with [`SECRET`].
+    fn forged(extra: serde_json::Value) -> String {
+        let mut claims = serde_json::json!({
+            "sub": UserId::new().to_string(),
+            "agency_id": AgencyId::new().to_string(),
+            "role": "editor",
+            "iat": unix_now(),
+            "exp": unix_now() + 600,
+        });
+        claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    #[test]
+    fn a_token_not_valid_before_next_hour_is_refused_now() {
+        let auth = Authenticator::new(SECRET);
+        assert!(auth.verify(&forged(serde_json::json!({ "nbf": unix_now() + 3600 }))).is_err());
+        assert!(auth.verify(&forged(serde_json::json!({ "nbf": unix_now() - 10 }))).is_ok());
+    }
+
+    #[test]
+    fn a_token_expiring_in_the_year_292_billion_is_refused() {
+        let auth = Authenticator::new(SECRET);
+        assert!(auth.verify(&forged(serde_json::json!({ "exp": 1u64 << 63 }))).is_err());
+        let a_year = unix_now() + 365 * 24 * 3600;
+        assert!(auth.verify(&forged(serde_json::json!({ "exp": a_year }))).is_err());
+        let a_week = unix_now() + 7 * 24 * 3600;
+        assert!(auth.verify(&forged(serde_json::json!({ "exp": a_week }))).is_ok());
+    }
+
+    #[test]
+    fn an_unauthenticated_caller_is_not_told_which_claim_was_wrong() {
+        let auth = Authenticator::new(SECRET);
+        for token in [
+            forged(serde_json::json!({ "role": "owner" })),
+            forged(serde_json::json!({ "agency_id": "not-an-id" })),
+            forged(serde_json::json!({ "exp": unix_now() - 3600 })),
+            "not.a.jwt".to_owned(),
+        ] {
+            let e = auth.verify(&token).unwrap_err();
+            assert_eq!(e.to_string(), "invalid or expired bearer token");
+        }
     }
 }

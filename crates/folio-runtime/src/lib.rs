@@ -9,7 +9,7 @@ pub mod telemetry;
 pub mod trace_context;
 
 pub use admin::{AdminServer, Readiness};
-pub use args::{CommonArgs, LogFormat};
+pub use args::{CommonArgs, Environment, LogFormat, MIN_SECRET_BYTES, SecretError};
 pub use shutdown::shutdown_on_signal;
 pub use spawned::Spawned;
 pub use telemetry::TelemetryHandle;

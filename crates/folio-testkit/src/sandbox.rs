@@ -27,6 +27,10 @@ use crate::TestDb;
 /// The JWT secret every service in a sandbox shares.
 pub const JWT_SECRET: &str = "sandbox-jwt-secret-sandbox-jwt-secret-0123";
 
+/// The notifier's unsubscribe secret in a sandbox: the services run as in production, which
+/// refuses built-in secrets.
+pub const UNSUBSCRIBE_SECRET: &str = "sandbox-unsubscribe-secret-sandbox-0123456";
+
 /// How long a started service may take to report ready (wal-ingest: streaming its slot).
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
@@ -272,6 +276,7 @@ impl Sandbox {
         c.consumer = format!("notifier_{}", self.suffix);
         c.deliver_from = "all".into();
         c.jwt.jwt_secret = JWT_SECRET.into();
+        c.unsubscribe_secret = UNSUBSCRIBE_SECRET.into();
         c.migrate = false;
         c
     }

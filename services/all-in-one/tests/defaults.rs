@@ -1,5 +1,6 @@
-//! `all-in-one` started with default settings — no `FOLIO_…` variable but the allow-list that
-//! lets the notifier call this test's loopback receiver — carries one proposal the whole way:
+//! `all-in-one` started with default settings on a local cluster — no `FOLIO_…` variable but
+//! `FOLIO_ENV=development` (which accepts the built-in secrets) and the allow-list that lets the
+//! notifier call this test's loopback receiver — carries one proposal the whole way:
 //! created through the API, seen in a live shape at the edge, rendered to a PDF, and delivered
 //! as a signed webhook when it is sent. It fails if any service's default disagrees with
 //! another's (a database, a subject root, a stream, a port or a secret).
@@ -68,6 +69,8 @@ async fn all_in_one_with_default_settings_carries_a_proposal_from_api_to_shape_p
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "warn")
+        // The built-in secrets are accepted only on a local cluster.
+        .env("FOLIO_ENV", "development")
         .env("FOLIO_WEBHOOK_ALLOWED_SUBNETS", "127.0.0.0/8")
         .kill_on_drop(true)
         .spawn()

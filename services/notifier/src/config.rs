@@ -107,7 +107,7 @@ pub struct Config {
     #[arg(
         long,
         env = "FOLIO_UNSUBSCRIBE_SECRET",
-        default_value = "folio-local-unsubscribe-secret-change-me",
+        default_value = DEVELOPMENT_UNSUBSCRIBE_SECRET,
         hide_env_values = true
     )]
     pub unsubscribe_secret: String,
@@ -117,10 +117,13 @@ pub struct Config {
     pub migrate: bool,
 }
 
+/// The built-in unsubscribe secret: public (it is in this file), for a local cluster only.
+pub const DEVELOPMENT_UNSUBSCRIBE_SECRET: &str = "folio-local-unsubscribe-secret-change-me";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{0} must be at least 32 bytes")]
-    WeakSecret(&'static str),
+    #[error(transparent)]
+    Secret(#[from] folio_runtime::SecretError),
     #[error("FOLIO_DELIVERY_LEASE ({lease:?}) must exceed the SMTP and webhook timeouts ({timeout:?})")]
     LeaseTooShort { lease: Duration, timeout: Duration },
     #[error("FOLIO_RETRY_SCHEDULE must list at least one delay")]
@@ -140,12 +143,17 @@ impl Config {
 
     /// Checks what clap cannot: run before anything binds or connects.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.jwt.is_strong() {
-            return Err(ConfigError::WeakSecret("FOLIO_JWT_SECRET"));
-        }
-        if self.unsubscribe_secret.len() < 32 {
-            return Err(ConfigError::WeakSecret("FOLIO_UNSUBSCRIBE_SECRET"));
-        }
+        let environment = self.common.environment;
+        environment.check_secret(
+            folio_auth::JwtArgs::SECRET_VAR,
+            &self.jwt.jwt_secret,
+            folio_auth::DEVELOPMENT_SECRET,
+        )?;
+        environment.check_secret(
+            "FOLIO_UNSUBSCRIBE_SECRET",
+            &self.unsubscribe_secret,
+            DEVELOPMENT_UNSUBSCRIBE_SECRET,
+        )?;
         let timeout = self.smtp_timeout.max(self.webhook_timeout);
         if self.delivery_lease <= timeout {
             return Err(ConfigError::LeaseTooShort { lease: self.delivery_lease, timeout });

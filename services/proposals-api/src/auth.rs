@@ -26,7 +26,11 @@ pub struct AuthInterceptor(pub Authenticator);
 impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let header = request.metadata().get("authorization").map(|v| v.to_str().unwrap_or_default());
-        let caller = self.0.verify_header(header).map_err(ApiError::from)?;
+        let caller = self.0.verify_header(header).map_err(|e| {
+            // The reason stays in the log; the caller gets the generic message.
+            tracing::debug!(reason = ?e, "bearer token refused");
+            ApiError::from(e)
+        })?;
         let span = tracing::Span::current();
         span.record("agency_id", tracing::field::display(caller.agency_id));
         span.record("user_id", tracing::field::display(caller.user_id));

@@ -57,6 +57,9 @@ impl ApiError {
             ApiError::IllegalTransition(_) | ApiError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Db(sqlx::Error::PoolTimedOut) => ErrorCode::Unavailable,
+            // Text PostgreSQL cannot store (a NUL, bytes outside UTF-8) that no field check
+            // caught: still the caller's input, not a server fault.
+            ApiError::Db(e) if is_unstorable_text(e) => ErrorCode::InvalidArgument,
             ApiError::Db(_) => ErrorCode::Internal,
         }
     }
@@ -91,6 +94,10 @@ impl From<ApiError> for tonic::Status {
                 );
                 tonic::Status::with_error_details(code, err.to_string(), details)
             }
+            ApiError::Db(ref e) if is_unstorable_text(e) => tonic::Status::new(
+                code,
+                "invalid request: a text field holds a character PostgreSQL cannot store (U+0000)",
+            ),
             ApiError::Db(ref e) => {
                 // The cause is for operators, not callers.
                 tracing::error!(error = %folio_runtime::error_chain(e), "database call failed");
@@ -102,6 +109,11 @@ impl From<ApiError> for tonic::Status {
             other => tonic::Status::new(code, other.to_string()),
         }
     }
+}
+
+/// `character_not_in_repertoire` and `untranslatable_character`.
+fn is_unstorable_text(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("22021" | "22P05")))
 }
 
 /// Postgres unique/foreign-key violations that callers can cause, turned into their errors.

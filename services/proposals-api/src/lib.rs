@@ -41,8 +41,8 @@ pub struct AppState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("FOLIO_JWT_SECRET must be at least {} bytes", folio_auth::MIN_SECRET_BYTES)]
-    WeakSecret,
+    #[error(transparent)]
+    Secret(#[from] folio_runtime::SecretError),
     #[error(transparent)]
     Db(#[from] folio_db::DbError),
     #[error("failed to bind {addr}")]
@@ -63,9 +63,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 /// Checks the configuration, binds the API and admin listeners (port 0 works; the ports are
 /// known from [`Bound`]) and connects PostgreSQL (migrating it when configured) and NATS.
 pub async fn bind(config: Config) -> Result<Bound, Error> {
-    if !config.jwt.is_strong() {
-        return Err(Error::WeakSecret);
-    }
+    config.common.environment.check_secret(
+        folio_auth::JwtArgs::SECRET_VAR,
+        &config.jwt.jwt_secret,
+        folio_auth::DEVELOPMENT_SECRET,
+    )?;
     let bind = |addr| async move { TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source }) };
     let listener = bind(config.listen_addr).await?;
     let admin = bind(config.common.admin_addr).await?;
@@ -197,36 +199,63 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
             http::header::ETAG,
             http::header::CONTENT_LENGTH,
         ]);
-    let trace = tower_http::trace::TraceLayer::new_for_grpc().make_span_with(|req: &http::Request<_>| {
-        let span = tracing::info_span!(
-            "grpc",
-            rpc = %req.uri().path(),
-            agency_id = tracing::field::Empty,
-            user_id = tracing::field::Empty,
-            proposal_id = tracing::field::Empty,
-        );
-        folio_runtime::trace_context::set_parent_from_http(&span, req.headers());
-        span
-    });
+    let trace = tower_http::trace::TraceLayer::new_for_grpc()
+        .make_span_with(|req: &http::Request<_>| {
+            let span = tracing::info_span!(
+                "grpc",
+                rpc = %req.uri().path(),
+                agency_id = tracing::field::Empty,
+                user_id = tracing::field::Empty,
+                proposal_id = tracing::field::Empty,
+            );
+            folio_runtime::trace_context::set_parent_from_http(&span, req.headers());
+            span
+        })
+        .on_failure(log_failure);
     // gRPC-Web only on the gRPC routes: it answers 400 to any other HTTP/1.1 request.
     let grpc = routes.into_axum_router().layer(tonic_web::GrpcWebLayer::new());
     Ok(browser_routes.merge(grpc).layer(axum::middleware::from_fn(record_metrics)).layer(cors).layer(trace))
 }
 
-/// Per-RPC call count and latency for Prometheus. Labels come from routes, never raw paths, so
-/// a client cannot mint new series: a gRPC method path is kept only when a service answered it
-/// (the set of methods is fixed), HTTP routes use their template, anything else is "unmatched".
+/// A failed call is logged at the level of whose fault it is: ERROR only for the server's own
+/// (internal, unknown, data loss); what callers cause (bad input, no token, not found, a limit)
+/// at DEBUG, so a stranger cannot flood the error log (issue 13, finding 10).
+fn log_failure(failure: tower_http::classify::GrpcFailureClass, latency: Duration, _span: &tracing::Span) {
+    use tower_http::classify::GrpcFailureClass;
+    let ms = latency.as_millis() as u64;
+    match failure {
+        GrpcFailureClass::Code(code) => match tonic::Code::from_i32(code.get()) {
+            code @ (tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss) => {
+                tracing::error!(grpc_status = ?code, latency_ms = ms, "call failed")
+            }
+            code @ (tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
+                tracing::warn!(grpc_status = ?code, latency_ms = ms, "call failed")
+            }
+            code => tracing::debug!(grpc_status = ?code, latency_ms = ms, "call refused"),
+        },
+        GrpcFailureClass::Error(error) => tracing::warn!(%error, latency_ms = ms, "call failed"),
+    }
+}
+
+/// Per-RPC call count and latency for Prometheus. Labels come from routes and the closed set of
+/// gRPC methods, never raw paths, so a client cannot mint new series with made-up method names
+/// (issue 13, finding 6): HTTP routes use their template, anything else is "unmatched".
 /// Errors are answered trailers-only, so their `grpc-status` is in the headers; "0" otherwise.
 async fn record_metrics(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    static METHODS: std::sync::LazyLock<std::collections::HashSet<String>> = std::sync::LazyLock::new(|| {
+        let mut methods: std::collections::HashSet<String> = folio_proto::method_paths().into_iter().collect();
+        methods.extend(folio_proto::methods_of(tonic_health::pb::FILE_DESCRIPTOR_SET));
+        methods.insert("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".to_owned());
+        methods
+    });
     let matched = request.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
     let path = request.uri().path().to_owned();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     let code = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_owned();
-    const UNIMPLEMENTED: &str = "12";
     let rpc = match matched {
         Some(route) if !route.contains('*') => route,
-        Some(_) if code != UNIMPLEMENTED => path,
+        _ if METHODS.contains(&path) => path,
         _ => "unmatched".to_owned(),
     };
     metrics::counter!("folio_api_calls_total", "rpc" => rpc.clone(), "grpc_status" => code).increment(1);

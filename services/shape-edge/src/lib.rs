@@ -37,6 +37,11 @@ pub struct Config {
 impl Config {
     /// Checks what clap cannot; called before any port is bound.
     pub fn validate(&self) -> Result<(), String> {
+        let jwt = &self.streams.jwt;
+        self.common
+            .environment
+            .check_secret(folio_auth::JwtArgs::SECRET_VAR, &jwt.jwt_secret, folio_auth::DEVELOPMENT_SECRET)
+            .map_err(|e| e.to_string())?;
         self.streams.validate()?;
         self.shapes.validate()
     }

@@ -149,6 +149,8 @@ async fn run(args: &Args, suffix: &str, db_url: &str) -> anyhow::Result<()> {
 
     // The notifier, in-process.
     let mut config = notifier::Config::new(db_url, &args.nats_url);
+    // A local measurement with the built-in secrets.
+    config.common.environment = folio_runtime::Environment::Development;
     config.common.admin_addr = "127.0.0.1:0".parse()?;
     config.http_addr = "127.0.0.1:0".parse()?;
     config.bus.subject_root = root.clone();

@@ -104,6 +104,7 @@ pub fn optional_id<T>(field: &str, raw: &str, parse: fn(&str) -> Result<T, IdPar
 
 /// Text of `min..=max` characters.
 pub fn text(field: &str, value: String, min: usize, max: usize) -> Parsed<String> {
+    no_nul(field, &value)?;
     let len = value.chars().count();
     if len < min {
         let description =
@@ -114,6 +115,12 @@ pub fn text(field: &str, value: String, min: usize, max: usize) -> Parsed<String
     } else {
         Ok(value)
     }
+}
+
+/// PostgreSQL's text cannot hold U+0000: refused here, with the field's name, instead of
+/// failing in the database as an internal error (issue 13, finding 10).
+pub fn no_nul(field: &str, value: &str) -> Parsed<()> {
+    check(!value.contains('\0'), field, || "must not contain a NUL character (U+0000)".to_owned())
 }
 
 /// An ISO date (`YYYY-MM-DD`); empty means none.
@@ -131,6 +138,7 @@ pub fn date(field: &str, raw: &str) -> Parsed<Option<Date>> {
 
 /// Light check: one `@`, something on each side, no spaces. Delivery proves the rest.
 pub fn email(field: &str, email: String) -> Parsed<String> {
+    no_nul(field, &email)?;
     let ok = email.len() <= 254
         && !email.chars().any(char::is_whitespace)
         && email
@@ -176,6 +184,12 @@ mod tests {
         assert!(text("t", "ééé".into(), 1, 3).is_ok());
         assert_eq!(text("t", "éééé".into(), 1, 3).unwrap_err().0[0].description, "must be at most 3 characters, got 4");
         assert_eq!(text("t", "a".into(), 2, 3).unwrap_err().0[0].description, "must be at least 2 characters");
+    }
+
+    #[test]
+    fn a_nul_character_is_a_field_violation_not_an_internal_error() {
+        assert_eq!(fields(text("title", "a\0b".into(), 1, 10)), ["title"]);
+        assert_eq!(fields(email("email", "a\0@b.c".into())), ["email"]);
     }
 
     #[test]

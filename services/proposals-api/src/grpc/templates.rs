@@ -30,6 +30,7 @@ fn template_id(raw: &str) -> Parsed<TemplateId> {
 fn body(body: String) -> Parsed<String> {
     all((
         fields::check(!body.trim().is_empty(), "body", || "is required".into()),
+        fields::no_nul("body", &body),
         fields::check(body.len() <= MAX_BODY_BYTES, "body", || {
             format!("must be at most {MAX_BODY_BYTES} bytes, got {}", body.len())
         }),

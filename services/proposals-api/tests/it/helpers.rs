@@ -40,6 +40,8 @@ pub struct Session {
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub admin_addr: std::net::SocketAddr,
     pub db: TestDb,
     auth: Authenticator,
     pub channel: Channel,
@@ -89,6 +91,7 @@ pub async fn spawn_app() -> TestApp {
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
     let api = proposals_api::bind(config).await.expect("bind the API");
     let addr = api.addr();
+    let admin_addr = api.admin_addr();
     let shutdown = CancellationToken::new();
     tokio::spawn(api.run(shutdown.clone()));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
@@ -108,6 +111,7 @@ pub async fn spawn_app() -> TestApp {
         viewer: session(viewer, agency, Role::Viewer),
         outsider: session(outsider, other_agency, Role::Editor),
         addr,
+        admin_addr,
         db,
         auth: auth.clone(),
         channel: channel.clone(),

@@ -3,6 +3,7 @@
 mod concurrency;
 mod errors;
 mod helpers;
+mod hygiene;
 mod lifecycle;
 mod renditions;
 mod transports;
