@@ -27,6 +27,10 @@ pub struct Config {
     #[command(flatten)]
     pub bus: folio_bus::BusArgs,
 
+    /// Rate limits per agency and per caller (folio-quota, through NATS).
+    #[command(flatten)]
+    pub limits: crate::limits::LimitArgs,
+
     /// Serve PDF downloads from the object store. Off, the API needs no NATS and downloads
     /// answer UNAVAILABLE; on, it starts while NATS is down and downloads wait for it.
     #[arg(long, env = "FOLIO_API_PDF_DOWNLOADS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -51,6 +55,8 @@ impl Config {
         config.db = folio_db::DbArgs::new(database_url);
         config.jwt.jwt_secret = jwt_secret.into();
         config.pdf_downloads = false;
+        // Like PDF downloads: a test or embedder opts in to what needs NATS.
+        config.limits.rate_limits = false;
         config
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod limits;
 pub mod pdfs;
 pub mod store;
 pub mod tenancy;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub pdfs: Option<Arc<pdfs::PdfStore>>,
     /// `RequestPdf` queues the job of a rendition stuck this long again.
     pub pdf_requeue_after: Duration,
+    /// Per-agency and per-caller rate limits; `None` when switched off.
+    pub limits: Option<limits::ApiLimits>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +91,8 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
     } else {
         None
     };
-    let state = AppState { pool, pdfs, pdf_requeue_after: config.pdf_requeue_after };
+    let limits = limits::ApiLimits::connect(&config).await?;
+    let state = AppState { pool, pdfs, pdf_requeue_after: config.pdf_requeue_after, limits };
     let addr = local_addr(&listener)?;
     let admin_addr = local_addr(&admin)?;
     Ok(Bound { config, listener, admin, addr, admin_addr, state, readiness: Readiness::default() })
@@ -162,6 +166,7 @@ impl Bound {
 /// The full HTTP app: the three authenticated services, health and reflection, with gRPC-Web
 /// and CORS for browsers and one tracing span per call.
 pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router, Error> {
+    let limits = state.limits.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ProposalServiceServer<grpc::proposals::ProposalApi>>().await;
     health.set_serving::<ClientServiceServer<grpc::clients::ClientApi>>().await;
@@ -181,6 +186,10 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     let templates =
         TemplateServiceServer::new(grpc::templates::TemplateApi { state }).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
+    // Inside the auth interceptor: the limits are per caller.
+    let proposals = limits::Limited::new(proposals, &limits);
+    let clients = limits::Limited::new(clients, &limits);
+    let templates = limits::Limited::new(templates, &limits);
     let routes = tonic::service::Routes::new(InterceptedService::new(proposals, AuthInterceptor(auth.clone())))
         .add_service(InterceptedService::new(clients, AuthInterceptor(auth.clone())))
         .add_service(InterceptedService::new(templates, AuthInterceptor(auth)))
