@@ -117,10 +117,15 @@ impl Definitions {
         ])
         .to_string();
         let cached = self.cache.lock().touch(&key);
-        let def = match cached.filter(|d| Arc::ptr_eq(&d.table, &table)) {
-            Some(def) => def,
+        let def = match cached.as_ref().filter(|d| Arc::ptr_eq(&d.table, &table)) {
+            Some(def) => Arc::clone(def),
             None => {
                 let def = Arc::new(define(req, table, caller, &self.limits)?);
+                // Re-read table descriptions must not forget that this very definition (same
+                // hash: same columns) was over its budget.
+                if cached.is_some_and(|old| old.hash == def.hash && old.over_budget()) {
+                    def.over_budget.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 self.cache.lock().insert(key, Arc::clone(&def), self.budget);
                 def
             }
