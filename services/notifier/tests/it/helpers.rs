@@ -367,6 +367,7 @@ impl World {
             .env("FOLIO_SMTP_TIMEOUT", "5s")
             .env("FOLIO_DELIVERY_LEASE", "6s")
             .env("FOLIO_JWT_SECRET", JWT_SECRET)
+            .env("FOLIO_UNSUBSCRIBE_SECRET", folio_testkit::sandbox::UNSUBSCRIBE_SECRET)
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)
             .spawn()
