@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # CI entry for the Durable Streams conformance suite: builds shape-edge, starts it on a free port
-# against NATS with a fresh JetStream prefix, runs scripts/ds-conformance.sh (all 338 tests,
-# subscriptions included) and the npm-client activity test, and stops the edge on exit.
-# Exits non-zero on any failure.
+# against NATS with a fresh JetStream prefix in open mode (FOLIO_DS_OPEN: the suite sends no
+# tokens), runs scripts/ds-conformance.sh (all 338 tests, subscriptions included), then the
+# npm-client tests against edges of their own in the default closed mode (a proposal's activity
+# followed live; two agencies kept apart), and stops the edge on exit. Exits non-zero on any
+# failure.
 #
 #   FOLIO_NATS_URL=nats://127.0.0.1:4333 scripts/ds-conformance-ci.sh
 #
@@ -34,6 +36,8 @@ wait_ready() { # port pid log
   echo "nothing answered on port $1"; exit 1
 }
 prefix="dsconf_$(date +%s)_$$"
+# Open mode reads no token, but the edge refuses to start on the built-in development secret.
+jwt_secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 edges=${DS_CONFORMANCE_EDGES:-1}
 pids=()
 stop() {
@@ -51,7 +55,8 @@ for _ in $(seq 1 "$edges"); do
   FOLIO_DS_LONG_POLL_TIMEOUT=500ms \
   FOLIO_DS_WEBHOOK_ALLOW_LOOPBACK=true \
   FOLIO_WEBHOOK_ALLOWED_SUBNETS=127.0.0.0/8,::1/128 \
-  FOLIO_DS_ALLOW_UNAUTHENTICATED_CLAIMS=true \
+  FOLIO_DS_OPEN=true \
+  FOLIO_JWT_SECRET=$jwt_secret \
   RUST_LOG=${RUST_LOG:-warn} \
     "$SHAPE_EDGE_BIN" >"$log" 2>&1 &
   pids+=($!)
@@ -89,7 +94,11 @@ JS
 fi
 "$root/scripts/ds-conformance.sh" "$url"
 
-# The unmodified npm client (installed with the suite) follows a proposal's activity stream.
+# The unmodified npm client (installed with the suite, so cached with it): it follows a proposal's
+# activity stream (activity::npm_client_follows_a_proposal_live), and two agencies' clients
+# cannot reach each other's streams or subscriptions
+# (security::npm_client_of_another_agency_can_neither_read_append_list_nor_delete). The filter
+# `npm_client` selects both.
 version=${DS_CONFORMANCE_VERSION:-0.3.6}
 dir=${DS_CONFORMANCE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/folio/ds-conformance-$version}
 DS_CLIENT_MODULE="$dir/node_modules/@durable-streams/client/dist/index.js" FOLIO_NATS_URL=$nats_url \

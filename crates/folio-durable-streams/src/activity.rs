@@ -60,12 +60,6 @@ pub struct Activity {
     tasks: TaskTracker,
 }
 
-/// `proposals/<id>/activity` → the id part (the whole `proposals/` namespace is reserved).
-pub fn proposal_of(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("proposals/")?;
-    Some(rest.strip_suffix("/activity").unwrap_or(""))
-}
-
 impl Activity {
     pub fn new(
         nats: async_nats::Client,
@@ -180,11 +174,13 @@ impl Activity {
 }
 
 impl Streams {
-    pub async fn activity_request(self: &Arc<Self>, proposal: &str, req: Request) -> Result<Response> {
-        let proposal = ProposalId::parse(proposal).map_err(|_| StreamError::NotFound)?;
+    /// `rest` is what follows `proposals/` (the whole `proposals/` root is reserved for these
+    /// streams): `<proposal-id>/activity`, anything else is not found.
+    pub async fn activity_request(self: &Arc<Self>, rest: &str, req: Request) -> Result<Response> {
+        let proposal =
+            rest.strip_suffix("/activity").and_then(|id| ProposalId::parse(id).ok()).ok_or(StreamError::NotFound)?;
         match *req.method() {
             Method::GET | Method::HEAD => {}
-            Method::OPTIONS => return Ok(StatusCode::NO_CONTENT.into_response()),
             _ => {
                 let mut res = StreamError::MethodNotAllowed.into_response();
                 res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));

@@ -13,7 +13,7 @@ use super::{
     Streams,
     error::{Result, StreamError},
     headers::{self as h, value},
-    json,
+    json, media,
     meta::{ProducerState, ProducerTuple, StreamMeta, normalize_media_type, now_ms},
     offset::Offset,
     producer::{self, Decision},
@@ -26,6 +26,14 @@ impl Streams {
         let closing = h::is_true(headers, h::STREAM_CLOSED);
         let content_type = h::get(headers, header::CONTENT_TYPE.as_str());
         let stream_seq = h::get(headers, h::STREAM_SEQ).map(str::to_owned);
+        // A close-only request's type is ignored (the protocol's rule); data must be a type a
+        // stream may have, whatever the stream's own.
+        if !body.is_empty()
+            && let Some(ct) = headers.get(header::CONTENT_TYPE)
+            && !ct.to_str().is_ok_and(media::allowed)
+        {
+            return Err(StreamError::UnsupportedMediaType(String::from_utf8_lossy(ct.as_bytes()).into_owned()));
+        }
         let _guard = self.hub.write_lock(path).await;
         let v = self.live(path).await?;
         let mut meta = v.meta;

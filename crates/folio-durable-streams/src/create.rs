@@ -15,8 +15,10 @@ use super::{
     headers::{self as h, value},
     json,
     lifecycle::Lookup,
+    media,
     meta::{CreateSpec, Segment, StreamMeta, normalize_media_type, now_ms},
     offset::Offset,
+    path::StreamPath,
     store::{Versioned, path_hash},
 };
 
@@ -35,25 +37,27 @@ fn parse_decimal(s: &str) -> Option<u64> {
     if ok { s.parse().ok() } else { None }
 }
 
-/// `type/subtype`, both tokens; anything else falls back to the default type.
-fn plausible_media_type(ct: &str) -> bool {
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    let token = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.+!#$&^".contains(&c));
-    essence.split_once('/').is_some_and(|(a, b)| token(a) && token(b))
-}
-
-/// Strips our mount point from a `Stream-Forked-From` value (the protocol sends a URL path).
-pub fn stream_name_from_path(p: &str) -> &str {
-    let p = p.split(['?', '#']).next().unwrap_or(p);
-    p.strip_prefix("/v1/stream/").unwrap_or(p.trim_start_matches('/'))
+/// The stream a PUT forks (`Stream-Forked-From`, a URL path on this server), if any.
+pub fn fork_source(headers: &HeaderMap) -> Result<Option<StreamPath>> {
+    match headers.get(h::STREAM_FORKED_FROM) {
+        None => Ok(None),
+        Some(v) => {
+            let v = v.to_str().map_err(|_| StreamError::bad("Stream-Forked-From must be a stream's path"))?;
+            Ok(Some(StreamPath::from_reference(v.trim())?))
+        }
+    }
 }
 
 impl CreateRequest {
     fn parse(headers: &HeaderMap) -> Result<Self> {
-        let content_type = h::get(headers, header::CONTENT_TYPE.as_str())
-            .map(str::trim)
-            .filter(|ct| plausible_media_type(ct))
-            .map(str::to_owned);
+        // A type outside the allow-list is refused, not replaced: the writer meant that type.
+        let content_type = match headers.get(header::CONTENT_TYPE) {
+            None => None,
+            Some(v) => match v.to_str().map(str::trim) {
+                Ok(ct) if media::allowed(ct) => Some(ct.to_owned()),
+                _ => return Err(StreamError::UnsupportedMediaType(String::from_utf8_lossy(v.as_bytes()).into_owned())),
+            },
+        };
         let ttl_secs = match h::get(headers, h::STREAM_TTL) {
             Some(v) => Some(
                 parse_decimal(v.trim())
@@ -73,7 +77,7 @@ impl CreateRequest {
         if ttl_secs.is_some() && expires_at.is_some() {
             return Err(StreamError::bad("give either Stream-TTL or Stream-Expires-At, not both"));
         }
-        let forked_from = h::get(headers, h::STREAM_FORKED_FROM).map(|s| stream_name_from_path(s.trim()).to_owned());
+        let forked_from = fork_source(headers)?.map(|p| p.as_str().to_owned());
         let fork_offset = h::get(headers, h::STREAM_FORK_OFFSET).map(|s| s.trim().to_owned());
         let fork_sub_offset = match h::get(headers, h::STREAM_FORK_SUB_OFFSET) {
             Some(v) => {

@@ -1,11 +1,11 @@
 //! Every way a Durable Streams request can fail, mapped once to an HTTP response.
 //!
 //! Bodies are Folio's JSON error shape `{"error": {"code", "message"}}` with the status and code
-//! from the shared `ErrorCode` table; the subscription APIs' own codes and the protocol headers
-//! some conflicts carry are added here.
+//! from the shared `ErrorCode` table; the subscription APIs' own codes, the protocol headers
+//! some conflicts carry and 415 (which the table does not have) are added here.
 
 use axum::{
-    http::{HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use folio_domain::ErrorCode;
@@ -15,6 +15,7 @@ use super::{
     headers as h,
     json::JsonBodyError,
     offset::{Offset, OffsetParseError},
+    path::PathError,
 };
 
 /// A cause kept for the log.
@@ -29,6 +30,12 @@ pub enum StreamError {
     MalformedJson(#[from] JsonBodyError),
     #[error(transparent)]
     MalformedOffset(#[from] OffsetParseError),
+    /// A path (or a stream named in a header or body) that is not in its canonical spelling.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// A content type outside the allow-list (media.rs).
+    #[error("content type {0:?} is not accepted: streams hold JSON, NDJSON, text, CSV or bytes")]
+    UnsupportedMediaType(String),
     /// The client's body could not be read (it went away, or sent a broken chunk).
     #[error("failed to read the request body")]
     BodyRead(#[source] axum::Error),
@@ -50,7 +57,8 @@ pub enum StreamError {
     MethodNotAllowed,
     #[error("{0}")]
     Forbidden(String),
-    #[error(transparent)]
+    /// The cause is logged, never sent: the caller only learns that a valid token is needed.
+    #[error("a valid bearer token is required")]
     Unauthenticated(#[from] folio_auth::AuthError),
     /// The subscription APIs' own errors, with their machine-readable codes.
     #[error(transparent)]
@@ -145,6 +153,8 @@ impl StreamError {
             StreamError::BadRequest(_)
             | StreamError::MalformedJson(_)
             | StreamError::MalformedOffset(_)
+            | StreamError::Path(_)
+            | StreamError::UnsupportedMediaType(_)
             | StreamError::BodyRead(_) => ErrorCode::InvalidArgument,
             StreamError::NotFound => ErrorCode::NotFound,
             StreamError::Gone => ErrorCode::Gone,
@@ -160,10 +170,19 @@ impl StreamError {
         }
     }
 
+    /// The HTTP status: the table's, except 415, which the table has no code for.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            StreamError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            other => StatusCode::from_u16(other.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+
     /// The body's `code`: the subscription APIs' own, Folio's otherwise.
     fn body_code(&self) -> &'static str {
         match self {
             StreamError::Subscription(e) => e.protocol_code(),
+            StreamError::UnsupportedMediaType(_) => "unsupported_media_type",
             other => other.code().as_str(),
         }
     }
@@ -181,9 +200,11 @@ impl StreamError {
 
 impl IntoResponse for StreamError {
     fn into_response(self) -> Response {
-        let code = self.code();
-        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.status();
         let mut headers = HeaderMap::new();
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         match &self {
             StreamError::Closed { tail } => {
                 headers.insert(h::STREAM_CLOSED, HeaderValue::from_static("true"));
@@ -197,6 +218,7 @@ impl IntoResponse for StreamError {
                 headers.insert(h::PRODUCER_RECEIVED_SEQ, h::value(received));
             }
             StreamError::Storage(e) => tracing::error!(error = %error_chain(e), "request failed"),
+            StreamError::Unauthenticated(e) => tracing::debug!(error = %e, "unauthenticated request"),
             _ => {}
         }
         let mut error = serde_json::json!({ "code": self.body_code(), "message": self.message() });
@@ -214,6 +236,9 @@ mod tests {
     use axum::body::to_bytes;
 
     use super::*;
+
+    /// The one answer an unauthenticated caller gets, whatever was wrong with its token.
+    const UNAUTHENTICATED: &str = "a valid bearer token is required";
 
     async fn answer(e: impl Into<StreamError>) -> (StatusCode, serde_json::Value) {
         let res = e.into().into_response();
@@ -252,9 +277,21 @@ mod tests {
         let (status, body) = answer(StreamError::Gone).await;
         assert_eq!(status, StatusCode::GONE);
         assert_eq!(body["error"]["code"], "gone");
-        let (status, body) = answer(folio_auth::AuthError::Missing).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert_eq!(body["error"]["message"], "missing authorization: Bearer <token>");
+        for cause in [
+            folio_auth::AuthError::Missing,
+            folio_auth::AuthError::NotBearer,
+            folio_auth::AuthError::Invalid("bad agency_id claim".into()),
+        ] {
+            let res = StreamError::from(cause).into_response();
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(res.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+            let body: serde_json::Value =
+                serde_json::from_slice(&to_bytes(res.into_body(), usize::MAX).await.unwrap()).unwrap();
+            assert_eq!(body["error"], serde_json::json!({"code": "unauthenticated", "message": UNAUTHENTICATED}));
+        }
+        let (status, body) = answer(StreamError::UnsupportedMediaType("text/html".into())).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(body["error"]["code"], "unsupported_media_type");
         let (status, body) = answer(StorageError::new("read", std::io::Error::other("down"))).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["error"]["message"], "storage unavailable, retry later");

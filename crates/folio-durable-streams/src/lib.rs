@@ -1,15 +1,17 @@
 //! The Durable Streams HTTP protocol (`/v1/stream/*`) stored in NATS JetStream.
 //!
-//! Request path: `routes` dispatches by method to `create`, `append`, `read` (catch-up and
-//! long-poll) or `sse`; each loads the stream's metadata through `lifecycle` (which applies
+//! Request path: `routes` parses the path into a `path::Route` (canonical spellings only),
+//! asks `access` who the caller is and whether they may, then dispatches by method to
+//! `create`, `append`, `read` (catch-up and long-poll) or `sse`; each loads the stream's metadata through `lifecycle` (which applies
 //! expiry lazily) and reads or writes messages through `store`. `query` parses a read's query
 //! string, `chunk` is one page of messages, `hub` wakes live readers. `subscriptions` serves
 //! the reserved `__ds/` APIs; `activity` serves Folio's read-only proposal activity streams
 //! from wal-ingest's change events.
 //!
 //! Module dependencies point one way: `routes` → `activity`, `subscriptions`, `read`, `sse`
-//! → `hub`, `query`, `chunk` → `store`, `meta`, `offset`, `error`.
+//! → `access`, `path`, `media`, `hub`, `query`, `chunk` → `store`, `meta`, `offset`, `error`.
 
+pub mod access;
 pub mod activity;
 mod append;
 mod body;
@@ -20,8 +22,10 @@ mod headers;
 mod hub;
 mod json;
 mod lifecycle;
+mod media;
 pub mod meta;
 pub mod offset;
+pub mod path;
 mod producer;
 mod query;
 mod read;
@@ -32,9 +36,9 @@ pub mod subscriptions;
 
 use std::{sync::Arc, time::Duration};
 
+use axum::http::HeaderValue;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub(crate) use create::stream_name_from_path;
 pub use error::{StorageError, StreamError};
 pub use routes::router;
 
@@ -81,7 +85,32 @@ pub struct StreamsConfig {
     #[arg(long, env = "FOLIO_WEBHOOK_ALLOWED_SUBNETS", value_delimiter = ',', value_parser = folio_webhook::parse_subnet)]
     pub webhook_allowed_subnets: Vec<folio_webhook::ipnet::IpNet>,
 
-    /// Let pull-wake workers claim without a service token (development and conformance only).
+    /// Serve the streams API to anyone: no token is asked for and namespaces are off. For the
+    /// Durable Streams conformance suite and local development only (a warning is logged at
+    /// start); canonical paths, the content-type allow-list and the reserved `proposals/…` and
+    /// `__ds/…` paths still hold.
+    #[arg(long = "ds-open", env = "FOLIO_DS_OPEN", default_value_t = false)]
+    pub open: bool,
+
+    /// Tokens other services present (`Authorization: Bearer …`) instead of a user's JWT: comma
+    /// separated, each at least 32 bytes. A service token acts in every agency's namespace.
+    #[arg(
+        long = "ds-service-token",
+        env = "FOLIO_DS_SERVICE_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = access::Secret::parse
+    )]
+    pub service_tokens: Vec<access::Secret>,
+
+    /// Browser origins that may call the streams API cross-origin (comma separated, exactly
+    /// `scheme://host[:port]`); the allowed origin is echoed, never `*`. None by default:
+    /// browsers reach the streams same-origin, through the gateway.
+    #[arg(long = "ds-allowed-origins", env = "FOLIO_DS_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = headers::parse_origin)]
+    pub allowed_origins: Vec<HeaderValue>,
+
+    /// Let pull-wake workers claim without a token: only together with `--ds-open` (the edge
+    /// refuses to start otherwise), which already lets anyone claim.
     #[arg(
         long = "ds-allow-unauthenticated-claims",
         env = "FOLIO_DS_ALLOW_UNAUTHENTICATED_CLAIMS",
@@ -89,16 +118,17 @@ pub struct StreamsConfig {
     )]
     pub allow_unauthenticated_claims: bool,
 
-    /// Shared secret pull-wake workers present (`Authorization: Bearer …`) to claim wakes.
-    #[arg(long = "ds-claim-token", env = "FOLIO_DS_CLAIM_TOKEN", hide_env_values = true)]
-    pub claim_token: Option<String>,
+    /// Token pull-wake workers of earlier releases present (`Authorization: Bearer …`): it
+    /// claims wakes of service subscriptions, nothing else. Prefer `--ds-service-token`.
+    #[arg(long = "ds-claim-token", env = "FOLIO_DS_CLAIM_TOKEN", hide_env_values = true, value_parser = access::Secret::parse)]
+    pub claim_token: Option<access::Secret>,
 
     /// Public base URL of this edge (e.g. `https://edge.example.com`), used in `Location`,
     /// webhook callback and JWKS links; derived from the request's `Host` when unset.
     #[arg(long = "public-url", env = "FOLIO_EDGE_PUBLIC_URL")]
     pub public_url: Option<String>,
 
-    /// The API's bearer tokens: proposal activity and shapes are served per agency.
+    /// The API's bearer tokens: streams, proposal activity and shapes are served per agency.
     #[command(flatten)]
     pub jwt: folio_auth::JwtArgs,
 }
@@ -122,6 +152,18 @@ impl StreamsConfig {
         if self.max_append_bytes == 0 || self.max_read_bytes == 0 {
             return Err("--ds-max-append-bytes and --ds-max-read-bytes must be positive".into());
         }
+        // The message never repeats a token: configuration errors end up in logs.
+        if self.service_tokens.iter().any(|t| t.len() < access::MIN_SERVICE_TOKEN_BYTES) {
+            return Err(format!(
+                "every --ds-service-token (FOLIO_DS_SERVICE_TOKENS) must be at least {} bytes",
+                access::MIN_SERVICE_TOKEN_BYTES
+            ));
+        }
+        if self.allow_unauthenticated_claims && !self.open {
+            return Err("--ds-allow-unauthenticated-claims needs --ds-open: outside open mode every request needs a \
+                 token (give pull-wake workers a --ds-service-token)"
+                .into());
+        }
         Ok(())
     }
 }
@@ -129,6 +171,8 @@ impl StreamsConfig {
 /// Shared state of the streams API.
 pub struct Streams {
     store: store::Store,
+    gate: access::Gate,
+    cors: headers::Cors,
     hub: Arc<hub::Hub>,
     config: StreamsConfig,
     /// `config.max_append_bytes` capped by what one NATS message can carry.
@@ -153,6 +197,19 @@ impl Streams {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Result<Arc<Self>, StorageError> {
+        if config.open {
+            tracing::warn!(
+                "Durable Streams open mode (--ds-open): no token is asked for and namespaces are off, so \
+                 anyone who reaches this edge can create, read, write and delete any stream and subscription; \
+                 for the conformance suite and local development only"
+            );
+        }
+        if config.claim_token.as_ref().is_some_and(|t| t.len() < access::MIN_SERVICE_TOKEN_BYTES) {
+            tracing::warn!(
+                "--ds-claim-token is shorter than {} bytes; give pull-wake workers a --ds-service-token instead",
+                access::MIN_SERVICE_TOKEN_BYTES
+            );
+        }
         let store = store::Store::open(nats.clone(), &config.prefix).await?;
         let hub = Arc::new(hub::Hub::default());
         // Headers and protocol framing need room inside the server's max_payload.
@@ -170,6 +227,8 @@ impl Streams {
         );
         let streams = Arc::new(Streams {
             store: store.clone(),
+            gate: access::Gate::new(&config),
+            cors: headers::Cors::new(&config.allowed_origins),
             hub: hub.clone(),
             config,
             max_append,

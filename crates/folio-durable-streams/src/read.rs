@@ -183,8 +183,14 @@ impl Streams {
         {
             headers.insert(h::STREAM_CURSOR, value(next_cursor(client_cursor)));
         }
-        // Pages behind the tail never change, so shared caches may keep them; the tail moves.
-        let cache = if chunk.up_to_date { "no-cache" } else { "public, max-age=60, stale-while-revalidate=300" };
+        // Pages behind the tail never change, so caches may keep them; the tail moves. Only an
+        // open edge lets shared caches (CDNs) keep them: otherwise the page is one caller's,
+        // and `public` would let a shared cache hand it to a request without a token.
+        let cache = match (chunk.up_to_date, self.gate.is_open()) {
+            (true, _) => "no-cache",
+            (false, true) => "public, max-age=60, stale-while-revalidate=300",
+            (false, false) => "private, max-age=60, stale-while-revalidate=300",
+        };
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
         let matches = req
             .get(header::IF_NONE_MATCH)

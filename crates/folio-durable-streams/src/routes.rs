@@ -1,4 +1,5 @@
-//! The `/v1/stream/*` router: method dispatch, query parsing, HEAD, DELETE and CORS.
+//! The `/v1/stream/*` router: canonical paths, who may do what, method dispatch, query
+//! parsing, HEAD, DELETE and the headers of every response (security, CORS, caching).
 
 use std::sync::Arc;
 
@@ -14,65 +15,86 @@ use tracing::Instrument;
 
 use super::{
     Streams,
+    access::Action,
     body::read_limited,
+    create::fork_source,
     error::{Result, StreamError},
     headers::{self as h, value},
     lifecycle::Lookup,
     offset::Offset,
+    path::{Route, StreamPath},
     query::parse_read_query,
 };
 
 pub fn router(streams: Arc<Streams>) -> Router {
     Router::new()
         .route("/v1/stream/{*path}", any(dispatch))
-        .layer(middleware::from_fn(common_headers))
+        .layer(middleware::from_fn_with_state(streams.clone(), common_headers))
         .with_state(streams)
 }
 
-/// Adds the security and CORS headers to every response and opens the request's span.
-async fn common_headers(req: Request, next: Next) -> Response {
+/// Adds the security, CORS and caching headers to every response and opens the request's span.
+async fn common_headers(State(streams): State<Arc<Streams>>, req: Request, next: Next) -> Response {
     let span = tracing::info_span!("stream_request", method = %req.method(), path = %req.uri().path(), status = tracing::field::Empty);
+    let origin = req.headers().get(header::ORIGIN).cloned();
     let mut res = next.run(req).instrument(span.clone()).await;
     span.record("status", res.status().as_u16());
     h::add_common(res.headers_mut());
+    streams.cors.apply(origin.as_ref(), res.headers_mut());
+    if !streams.gate.is_open() {
+        // Every answer depends on the caller's token: a shared cache must not hand one
+        // caller's response to another.
+        res.headers_mut().append(header::VARY, HeaderValue::from_static("authorization"));
+    }
     res
 }
 
 async fn dispatch(State(streams): State<Arc<Streams>>, req: Request) -> Response {
-    let path = req.uri().path().strip_prefix("/v1/stream/").unwrap_or_default().to_owned();
-    let result = if let Some(rest) = path.strip_prefix("__ds/") {
-        super::subscriptions::handle(&streams, rest.to_owned(), req).await
-    } else if let Some(proposal) = super::activity::proposal_of(&path) {
-        let proposal = proposal.to_owned();
-        streams.activity_request(&proposal, req).await
-    } else {
-        handle(&streams, path, req).await
+    // A CORS preflight carries no credentials; it learns nothing but the allowed headers.
+    if req.method() == Method::OPTIONS {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    // Still percent-encoded: the route is decided on the bytes as sent, never on a decoding.
+    let raw = req.uri().path().strip_prefix("/v1/stream/").unwrap_or_default().to_owned();
+    let result = match Route::parse(&raw) {
+        Err(e) => Err(e.into()),
+        Ok(Route::ReservedApis(rest)) => super::subscriptions::handle(&streams, rest.to_owned(), req).await,
+        Ok(Route::Activity(rest)) => streams.activity_request(rest, req).await,
+        Ok(Route::Stream(path)) => handle(&streams, path, req).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn handle(streams: &Arc<Streams>, path: String, req: Request) -> Result<Response> {
-    if path.is_empty() {
-        return Err(StreamError::NotFound);
-    }
+async fn handle(streams: &Arc<Streams>, path: StreamPath, req: Request) -> Result<Response> {
+    let principal = streams.gate.authenticate(req.headers())?;
+    let action = match *req.method() {
+        Method::GET | Method::HEAD => Action::Read,
+        Method::PUT | Method::POST => Action::Write,
+        Method::DELETE => Action::Delete,
+        _ => return Err(StreamError::MethodNotAllowed),
+    };
+    principal.authorize(action, &path)?;
     let (parts, body) = req.into_parts();
+    let path = path.as_str();
     match parts.method {
         Method::PUT => {
+            // A fork reads its source: the source must be the caller's to read.
+            if let Some(source) = fork_source(&parts.headers)? {
+                principal.authorize(Action::Read, &source)?;
+            }
             let body = read_limited(body, streams.max_append).await?;
-            streams.create(&path, &parts.headers, body).await
+            streams.create(path, &parts.headers, body).await
         }
         Method::POST => {
             let body = read_limited(body, streams.max_append).await?;
-            streams.append(&path, &parts.headers, body).await
+            streams.append(path, &parts.headers, body).await
         }
         Method::GET => {
             let query = parse_read_query(parts.uri.query())?;
-            streams.get(&path, query, &parts.headers).await
+            streams.get(path, query, &parts.headers).await
         }
-        Method::HEAD => streams.head(&path).await,
-        Method::DELETE => streams.delete(&path).await,
-        Method::OPTIONS => Ok(StatusCode::NO_CONTENT.into_response()),
-        _ => Err(StreamError::MethodNotAllowed),
+        Method::HEAD => streams.head(path).await,
+        _ => streams.delete(path).await,
     }
 }
 

@@ -1,8 +1,9 @@
 //! Reserved subscription APIs (`/v1/stream/__ds/…`): webhook and pull-wake subscriptions to
 //! stream paths (explicit or by glob), Ed25519-signed webhook wakes, and leases.
 //!
-//! A subscription lives in the metadata bucket under `sub.<id>` and is changed only with
-//! compare-and-set. Every edge keeps a read cache of all subscriptions (a KV watch) so that an
+//! A subscription lives in the metadata bucket under `sub.<key>` and is changed only with
+//! compare-and-set. Its key is its id, or `<agency>.<id>` for an agency's subscription: each
+//! agency has its own id space (model.rs), so no agency can take, see or touch another's. Every edge keeps a read cache of all subscriptions (a KV watch) so that an
 //! append only costs a map scan when nothing subscribes. A write that touches a subscribed
 //! stream queues a notice for this edge's delivery task, which links the stream, opens a wake
 //! (a new generation fencing older ones) and delivers it: a signed POST for webhooks, a wake
@@ -58,14 +59,13 @@ pub struct Engine {
     notices: mpsc::Sender<Notice>,
     receiver: Mutex<Option<mpsc::Receiver<Notice>>>,
     allow_loopback: bool,
-    allow_unauthenticated_claims: bool,
-    claim_token: Option<String>,
 }
 
 type SubResult<T> = Result<T, StreamError>;
 
-fn key(id: &str) -> String {
-    format!("sub.{id}")
+/// The KV key of the subscription with cache key `key` (`Subscription::key`).
+fn kv_key(key: &str) -> String {
+    format!("sub.{key}")
 }
 
 impl Engine {
@@ -82,8 +82,6 @@ impl Engine {
             notices: tx,
             receiver: Mutex::new(Some(rx)),
             allow_loopback: config.webhook_allow_loopback,
-            allow_unauthenticated_claims: config.allow_unauthenticated_claims,
-            claim_token: config.claim_token.clone(),
         })
     }
 
@@ -106,11 +104,11 @@ impl Engine {
     }
 
     fn cache_put(&self, sub: &Subscription) {
-        self.cache.write().insert(sub.id.clone(), sub.clone());
+        self.cache.write().insert(sub.key(), sub.clone());
     }
 
-    async fn load(&self, id: &str) -> SubResult<Option<(Subscription, u64)>> {
-        let entry = self.kv.entry(key(id)).await.map_err(|e| StorageError::new("read a subscription", e))?;
+    async fn load(&self, key: &str) -> SubResult<Option<(Subscription, u64)>> {
+        let entry = self.kv.entry(kv_key(key)).await.map_err(|e| StorageError::new("read a subscription", e))?;
         let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else { return Ok(None) };
         let sub = serde_json::from_slice(&entry.value).map_err(|e| StorageError::new("decode a subscription", e))?;
         Ok(Some((sub, entry.revision)))
@@ -120,9 +118,9 @@ impl Engine {
     async fn save(&self, sub: &Subscription, revision: u64) -> SubResult<bool> {
         let bytes = serde_json::to_vec(sub).map_err(|e| StorageError::new("encode a subscription", e))?;
         let result = if revision == 0 {
-            self.kv.create(key(&sub.id), bytes.into()).await.map(|_| ()).map_err(BoxError::from)
+            self.kv.create(kv_key(&sub.key()), bytes.into()).await.map(|_| ()).map_err(BoxError::from)
         } else {
-            match self.kv.update(key(&sub.id), bytes.into(), revision).await {
+            match self.kv.update(kv_key(&sub.key()), bytes.into(), revision).await {
                 Ok(_) => Ok(()),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => return Ok(false),
                 Err(e) => Err(BoxError::from(e)),
@@ -141,11 +139,11 @@ impl Engine {
     /// Applies `change` to the stored subscription with compare-and-set, retrying on races.
     async fn modify<T>(
         &self,
-        id: &str,
+        key: &str,
         mut change: impl FnMut(&mut Subscription) -> SubResult<T>,
     ) -> SubResult<(T, Subscription)> {
         for _ in 0..16 {
-            let (mut sub, revision) = self.load(id).await?.ok_or(StreamError::NotFound)?;
+            let (mut sub, revision) = self.load(key).await?.ok_or(StreamError::NotFound)?;
             let out = change(&mut sub)?;
             if self.save(&sub, revision).await? {
                 return Ok((out, sub));
@@ -175,16 +173,16 @@ impl Streams {
     }
 
     /// Opens a new wake if `sub` has pending data and no live wake; delivers it.
-    async fn maybe_wake(self: &Arc<Self>, id: &str) -> SubResult<()> {
+    async fn maybe_wake(self: &Arc<Self>, key: &str) -> SubResult<()> {
         let engine = &self.subscriptions;
-        let Some((sub, _)) = engine.load(id).await? else { return Ok(()) };
+        let Some((sub, _)) = engine.load(key).await? else { return Ok(()) };
         if sub.wake.as_ref().is_some_and(|w| w.lease_expires_ms.is_none_or(|at| at > now_ms())) {
             return Ok(());
         }
         let streams = self.snapshot(&sub).await?;
         let pending = streams.iter().any(|s| s.tail_seq > s.acked_seq);
         let (wake, sub) = engine
-            .modify(id, |s| {
+            .modify(key, |s| {
                 if s.wake.as_ref().is_some_and(|w| w.lease_expires_ms.is_none_or(|at| at > now_ms())) {
                     return Ok(None);
                 }
@@ -277,9 +275,9 @@ impl Streams {
                     if done {
                         let acks: Vec<_> =
                             wake.streams.iter().map(|s| (s.path.clone(), StreamSeq::new(s.tail_seq))).collect();
-                        match self.finish_wake(&sub.id, &wake.wake_id, wake.generation, None, &acks, true).await {
+                        match self.finish_wake(&sub.key(), &wake.wake_id, wake.generation, None, &acks, true).await {
                             Ok(true) => {
-                                let _ = engine.notices.try_send(Notice::Rewake(sub.id.clone()));
+                                let _ = engine.notices.try_send(Notice::Rewake(sub.key()));
                             }
                             Ok(false) => {}
                             Err(e) => {
@@ -297,7 +295,7 @@ impl Streams {
                 }
             }
             // Stop retrying once a newer wake (or an ack) superseded this one.
-            match engine.load(&sub.id).await {
+            match engine.load(&sub.key()).await {
                 Ok(Some((current, _))) if current.wake.as_ref().is_some_and(|w| w.generation == wake.generation) => {}
                 _ => return,
             }
@@ -314,7 +312,7 @@ impl Streams {
     /// `done` closes the wake; otherwise the lease is extended (a heartbeat).
     async fn finish_wake(
         &self,
-        id: &str,
+        key: &str,
         wake_id: &str,
         generation: u64,
         token: Option<&str>,
@@ -323,7 +321,7 @@ impl Streams {
     ) -> SubResult<bool> {
         let (ok, _) = self
             .subscriptions
-            .modify(id, |s| {
+            .modify(key, |s| {
                 let current = s.wake.as_ref().is_some_and(|w| {
                     w.generation == generation
                         && w.wake_id == wake_id
@@ -351,8 +349,8 @@ impl Streams {
     }
 
     /// Whether any linked stream has data past its acked offset.
-    async fn has_pending(&self, id: &str) -> SubResult<bool> {
-        let Some((sub, _)) = self.subscriptions.load(id).await? else { return Ok(false) };
+    async fn has_pending(&self, key: &str) -> SubResult<bool> {
+        let Some((sub, _)) = self.subscriptions.load(key).await? else { return Ok(false) };
         Ok(self.snapshot(&sub).await?.iter().any(|s| s.tail_seq > s.acked_seq))
     }
 
@@ -360,14 +358,14 @@ impl Streams {
         let (path, removed) = match notice {
             Notice::Changed(p) => (p, false),
             Notice::Removed(p) => (p, true),
-            Notice::Rewake(id) => return self.maybe_wake(&id).await,
+            Notice::Rewake(key) => return self.maybe_wake(&key).await,
         };
-        let ids: Vec<(String, LinkType)> = {
+        let keys: Vec<(String, LinkType)> = {
             let cache = self.subscriptions.cache.read();
-            cache.values().filter_map(|s| s.matches(&path).map(|l| (s.id.clone(), l))).collect()
+            cache.values().filter_map(|s| s.matches(&path).map(|l| (s.key(), l))).collect()
         };
-        for (id, link_type) in ids {
-            match self.link_and_wake(&id, &path, link_type, removed).await {
+        for (key, link_type) in keys {
+            match self.link_and_wake(&key, &path, link_type, removed).await {
                 // Deleted meanwhile: nothing left to wake.
                 Ok(()) | Err(StreamError::NotFound) => {}
                 Err(e) => return Err(e),
@@ -378,7 +376,7 @@ impl Streams {
 
     async fn link_and_wake(
         self: &Arc<Self>,
-        id: &str,
+        key: &str,
         path: &str,
         link_type: LinkType,
         removed: bool,
@@ -387,7 +385,7 @@ impl Streams {
             // Explicit links outlive the stream (it may be re-created); glob links do not.
             if link_type == LinkType::Glob {
                 self.subscriptions
-                    .modify(id, |s| {
+                    .modify(key, |s| {
                         s.links.remove(path);
                         Ok(())
                     })
@@ -396,12 +394,12 @@ impl Streams {
             return Ok(());
         }
         self.subscriptions
-            .modify(id, |s| {
+            .modify(key, |s| {
                 s.links.entry(path.to_owned()).or_insert(model::Link { link_type, acked_seq: 0 });
                 Ok(())
             })
             .await?;
-        self.maybe_wake(id).await
+        self.maybe_wake(key).await
     }
 }
 
@@ -428,16 +426,16 @@ pub async fn run_delivery(streams: Arc<Streams>, shutdown: CancellationToken) {
             }
             Some(entry) = async { match watch.as_mut() { Some(w) => w.next().await, None => std::future::pending().await } } => {
                 let Ok(entry) = entry else { continue };
-                let id = entry.key.trim_start_matches("sub.").to_owned();
+                let key = entry.key.trim_start_matches("sub.").to_owned();
                 let mut cache = engine.cache.write();
                 match entry.operation {
                     kv::Operation::Put => {
                         if let Ok(sub) = serde_json::from_slice::<Subscription>(&entry.value) {
-                            cache.insert(id, sub);
+                            cache.insert(key, sub);
                         }
                     }
                     _ => {
-                        cache.remove(&id);
+                        cache.remove(&key);
                     }
                 }
             }
@@ -445,11 +443,11 @@ pub async fn run_delivery(streams: Arc<Streams>, shutdown: CancellationToken) {
                 let lapsed: Vec<String> = {
                     let cache = engine.cache.read();
                     let now = now_ms();
-                    cache.values().filter(|s| s.wake.as_ref().is_some_and(|w| w.lease_expires_ms.is_some_and(|at| at <= now))).map(|s| s.id.clone()).collect()
+                    cache.values().filter(|s| s.wake.as_ref().is_some_and(|w| w.lease_expires_ms.is_some_and(|at| at <= now))).map(|s| s.key()).collect()
                 };
-                for id in lapsed {
-                    if let Err(e) = streams.maybe_wake(&id).await {
-                        tracing::warn!(subscription = %id, error = %folio_runtime::error_chain(&e), "failed to re-open a lapsed wake");
+                for key in lapsed {
+                    if let Err(e) = streams.maybe_wake(&key).await {
+                        tracing::warn!(subscription = %key, error = %folio_runtime::error_chain(&e), "failed to re-open a lapsed wake");
                     }
                 }
             }

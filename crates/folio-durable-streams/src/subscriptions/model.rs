@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use folio_bus::StreamSeq;
+use folio_domain::AgencyId;
 
-use crate::offset::Offset;
+use crate::{offset::Offset, path::namespace_of};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -53,6 +54,10 @@ pub struct Wake {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Subscription {
     pub id: String,
+    /// The agency whose id space holds it and whose namespace confines what it watches;
+    /// `None` for shared subscriptions (service tokens, open mode, and earlier releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agency: Option<AgencyId>,
     pub kind: Kind,
     pub pattern: Option<String>,
     pub webhook_url: Option<String>,
@@ -150,8 +155,28 @@ pub fn glob_matches(pattern: &str, path: &str) -> bool {
     go(pattern.as_bytes(), path.as_bytes())
 }
 
+/// A subscription's key in the cache and, after `sub.`, in the KV bucket. A shared id has no
+/// `.`, so an agency's `<agency>.<id>` never collides with it.
+pub fn key_of(agency: Option<AgencyId>, id: &str) -> String {
+    match agency {
+        Some(agency) => format!("{agency}.{id}"),
+        None => id.to_owned(),
+    }
+}
+
 impl Subscription {
+    pub fn key(&self) -> String {
+        key_of(self.agency, &self.id)
+    }
+
     pub fn matches(&self, path: &str) -> Option<LinkType> {
+        // Whatever its links and pattern say (they were checked when given), an agency's
+        // subscription never sees a stream outside the agency's namespace.
+        if let Some(agency) = self.agency
+            && namespace_of(path) != Some(agency)
+        {
+            return None;
+        }
         if let Some(link) = self.links.get(path) {
             return Some(link.link_type);
         }
@@ -195,6 +220,9 @@ impl Subscription {
         }
         if let Some(ws) = &self.wake_stream {
             v["wake_stream"] = ws.clone().into();
+        }
+        if let Some(agency) = self.agency {
+            v["agency_id"] = agency.to_string().into();
         }
         v
     }

@@ -1,4 +1,9 @@
 //! HTTP handlers of the reserved APIs under `/v1/stream/__ds/`.
+//!
+//! Managing subscriptions needs a caller token (access.rs): an agency's members see and
+//! change only their agency's subscriptions (its own id space), whose patterns, links and wake
+//! streams stay inside the agency's namespace; a service token manages the shared ones. The
+//! calls a wake's holder makes (callback, ack, release) carry the wake's token instead.
 
 use std::sync::Arc;
 
@@ -12,18 +17,20 @@ use serde::de::DeserializeOwned;
 use super::{
     model::{
         self, AckBody, ClaimBody, CreateBody, Kind, Link, LinkType, ReleaseBody, StreamsBody, Subscription, Wake,
-        wake_streams_json,
+        key_of, wake_streams_json,
     },
     random_token,
     webhook::WebhookUrl,
 };
 use crate::{
     Streams,
+    access::{Action, Principal, outside_namespace},
     body::read_limited,
     error::{Result, StreamError, SubscriptionError},
     lifecycle::Lookup,
     meta::now_ms,
     offset::Offset,
+    path::{Pattern, StreamPath},
 };
 
 const MIN_LEASE_MS: u64 = 1_000;
@@ -40,75 +47,83 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(v) = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+/// The wake token a callback, ack or release presents.
+fn wake_token(headers: &HeaderMap) -> Result<String> {
+    crate::access::bearer(headers)
+        .map(str::to_owned)
+        .map_err(|_| SubscriptionError::Unauthorized("a Bearer token is required").into())
 }
 
 pub async fn handle(streams: &Arc<Streams>, rest: String, req: Request) -> Result<Response> {
     let parts: Vec<&str> = rest.splitn(4, '/').collect();
     let method = req.method().clone();
-    if method == Method::OPTIONS {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    match (parts.as_slice(), method) {
-        (["jwks.json"], Method::GET) => {
+    // What needs no caller token: the public key wakes are signed with (webhook receivers
+    // fetch it), and the calls a wake's holder makes with the wake's own token.
+    match (parts.as_slice(), &method) {
+        (["jwks.json"], &Method::GET) => {
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
-            Ok((headers, streams.subscriptions.signer.jwks().to_string()).into_response())
+            return Ok((headers, streams.subscriptions.signer.jwks().to_string()).into_response());
         }
+        (["jwks.json"], _) => return Err(StreamError::MethodNotAllowed),
         (["subscriptions", id, ..], _) if !valid_id(id) => {
-            Err(StreamError::bad("subscription ids use letters, digits, `_` and `-`"))
+            return Err(StreamError::bad("subscription ids use letters, digits, `_` and `-`"));
+        }
+        (["subscriptions", id, "callback" | "ack"], &Method::POST) => {
+            let token = wake_token(req.headers())?;
+            let body: AckBody = json_body(req).await?;
+            return streams.ack(id, &token, body).await;
+        }
+        (["subscriptions", id, "release"], &Method::POST) => {
+            let token = wake_token(req.headers())?;
+            let body: ReleaseBody = json_body(req).await?;
+            return streams.release(id, &token, body).await;
+        }
+        _ => {}
+    }
+    let principal = streams.gate.authenticate(req.headers())?;
+    // An agency's subscriptions live in its own id space: another agency's id names nothing.
+    let key = |id: &str| key_of(principal.agency(), id);
+    match (parts.as_slice(), method) {
+        (["subscriptions"], Method::GET) => {
+            principal.require(Action::Read)?;
+            Ok(streams.list_subscriptions(&principal))
         }
         (["subscriptions", id], Method::PUT) => {
+            principal.require(Action::Write)?;
             let base = base_url(streams, req.headers());
             let body = json_body(req).await?;
-            streams.put_subscription(id, body, base).await
+            streams.put_subscription(&principal, id, body, base).await
         }
         (["subscriptions", id], Method::GET) => {
-            let (sub, _) = streams.subscriptions.load(id).await?.ok_or(StreamError::NotFound)?;
+            principal.require(Action::Read)?;
+            let (sub, _) = streams.subscriptions.load(&key(id)).await?.ok_or(StreamError::NotFound)?;
             Ok(axum::Json(sub.view(streams.subscriptions.signer.kid())).into_response())
         }
         (["subscriptions", id], Method::DELETE) => {
-            let (_, revision) = streams.subscriptions.load(id).await?.ok_or(StreamError::NotFound)?;
+            principal.require(Action::Delete)?;
+            let key = key(id);
+            let (_, revision) = streams.subscriptions.load(&key).await?.ok_or(StreamError::NotFound)?;
             streams
                 .subscriptions
                 .kv
-                .purge_expect_revision(super::key(id), Some(revision))
+                .purge_expect_revision(super::kv_key(&key), Some(revision))
                 .await
                 .map_err(|e| crate::StorageError::new("delete a subscription", e))?;
-            streams.subscriptions.cache.write().remove(*id);
+            streams.subscriptions.cache.write().remove(&key);
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         (["subscriptions", id, "streams"], Method::POST) => {
+            principal.require(Action::Write)?;
             let body: StreamsBody = json_body(req).await?;
+            let paths = body.streams.iter().map(|p| watched_path(&principal, p)).collect::<Result<Vec<_>>>()?;
             streams
                 .subscriptions
-                .modify(id, |s| {
-                    for p in &body.streams {
+                .modify(&key(id), |s| {
+                    for p in &paths {
                         s.links
-                            .entry(normalize_path(p))
+                            .entry(p.as_str().to_owned())
                             .or_insert(Link { link_type: LinkType::Explicit, acked_seq: 0 })
                             .link_type = LinkType::Explicit;
                     }
@@ -118,42 +133,46 @@ pub async fn handle(streams: &Arc<Streams>, rest: String, req: Request) -> Resul
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         (["subscriptions", id, "streams", path], Method::DELETE) => {
-            let path = normalize_path(&percent_decode(path));
+            principal.require(Action::Write)?;
+            let path = StreamPath::from_encoded_segment(path)?;
+            confine(&principal, &path)?;
             streams
                 .subscriptions
-                .modify(id, |s| {
-                    s.links.remove(&path);
+                .modify(&key(id), |s| {
+                    s.links.remove(path.as_str());
                     Ok(())
                 })
                 .await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        (["subscriptions", id, "callback" | "ack"], Method::POST) => {
-            let token = bearer(req.headers())
-                .map(str::to_owned)
-                .ok_or(SubscriptionError::Unauthorized("a Bearer token is required"))?;
-            let body: AckBody = json_body(req).await?;
-            streams.ack(id, &token, body).await
-        }
         (["subscriptions", id, "claim"], Method::POST) => {
-            streams.authorize_claim(req.headers())?;
+            // Pull wakes of a shared subscription are claimed by services (and anyone when
+            // open); an agency's, by the agency's editors and admins.
+            match principal {
+                Principal::Anyone | Principal::Service | Principal::ClaimWorker => {}
+                Principal::Member(_) => principal.require(Action::Write)?,
+            }
             let body: ClaimBody = json_body(req).await?;
-            streams.claim(id, body.worker).await
+            streams.claim(&key(id), body.worker).await
         }
-        (["subscriptions", id, "release"], Method::POST) => {
-            let token = bearer(req.headers())
-                .map(str::to_owned)
-                .ok_or(SubscriptionError::Unauthorized("a Bearer token is required"))?;
-            let body: ReleaseBody = json_body(req).await?;
-            streams.release(id, &token, body).await
-        }
-        (["subscriptions", ..], _) | (["jwks.json"], _) => Err(StreamError::MethodNotAllowed),
+        (["subscriptions", ..], _) => Err(StreamError::MethodNotAllowed),
         _ => Err(StreamError::NotFound),
     }
 }
 
-fn normalize_path(p: &str) -> String {
-    crate::stream_name_from_path(p).to_owned()
+/// A stream a subscription names (link, wake stream): canonical, and inside the caller's
+/// namespace when the caller is an agency's.
+fn watched_path(principal: &Principal, reference: &str) -> Result<StreamPath> {
+    let path = StreamPath::from_reference(reference)?;
+    confine(principal, &path)?;
+    Ok(path)
+}
+
+fn confine(principal: &Principal, path: &StreamPath) -> Result<()> {
+    match principal.agency() {
+        Some(agency) if path.namespace() != Some(agency) => Err(outside_namespace(agency)),
+        _ => Ok(()),
+    }
 }
 
 fn base_url(streams: &Streams, headers: &HeaderMap) -> String {
@@ -165,7 +184,13 @@ fn base_url(streams: &Streams, headers: &HeaderMap) -> String {
 }
 
 impl Streams {
-    async fn put_subscription(self: &Arc<Self>, id: &str, body: CreateBody, base_url: String) -> Result<Response> {
+    async fn put_subscription(
+        self: &Arc<Self>,
+        principal: &Principal,
+        id: &str,
+        body: CreateBody,
+        base_url: String,
+    ) -> Result<Response> {
         let engine = &self.subscriptions;
         let lease_ttl_ms = body.lease_ttl_ms.unwrap_or(DEFAULT_LEASE_MS);
         if !(MIN_LEASE_MS..=MAX_LEASE_MS).contains(&lease_ttl_ms) {
@@ -174,6 +199,20 @@ impl Streams {
         if body.pattern.is_none() && body.streams.is_empty() {
             return Err(SubscriptionError::InvalidRequest("give a pattern or streams").into());
         }
+        // What it watches and where it wakes are checked before anything is looked up, so a
+        // refusal never tells whether another agency's stream exists.
+        if let Some(pattern) = &body.pattern {
+            let pattern = Pattern::parse(pattern)?;
+            if let Some(agency) = principal.agency()
+                && pattern.confined_to() != Some(agency)
+            {
+                return Err(StreamError::Forbidden(format!(
+                    "a pattern must lie inside your namespace: start it with agencies/{agency}/"
+                )));
+            }
+        }
+        let explicit = body.streams.iter().map(|p| watched_path(principal, p)).collect::<Result<Vec<_>>>()?;
+        let wake_stream = body.wake_stream.as_deref().map(|ws| watched_path(principal, ws)).transpose()?;
         let webhook_url = match (body.kind, &body.webhook) {
             (Kind::Webhook, Some(w)) => Some(
                 WebhookUrl::parse(&w.url, engine.allow_loopback, &engine.http)
@@ -186,24 +225,19 @@ impl Streams {
             }
             (Kind::PullWake, _) => None,
         };
-        let wake_stream = match (body.kind, &body.wake_stream) {
-            (Kind::PullWake, Some(ws)) => {
-                let ws = normalize_path(ws);
-                match self.lookup(&ws).await? {
-                    Lookup::Live(v) if v.meta.is_json() => Some(ws),
-                    _ => {
-                        return Err(
-                            SubscriptionError::InvalidRequest("wake_stream must be an existing JSON stream").into()
-                        );
-                    }
+        let wake_stream = match (body.kind, wake_stream) {
+            (Kind::PullWake, Some(ws)) => match self.lookup(ws.as_str()).await? {
+                Lookup::Live(v) if v.meta.is_json() => Some(ws.as_str().to_owned()),
+                _ => {
+                    return Err(SubscriptionError::InvalidRequest("wake_stream must be an existing JSON stream").into());
                 }
-            }
+            },
             (Kind::PullWake, None) => {
                 return Err(SubscriptionError::InvalidRequest("pull-wake subscriptions need wake_stream").into());
             }
             (Kind::Webhook, _) => None,
         };
-        let explicit: Vec<String> = body.streams.iter().map(|p| normalize_path(p)).collect();
+        let explicit: Vec<String> = explicit.iter().map(|p| p.as_str().to_owned()).collect();
         let hash = model::config_hash(
             body.kind,
             &body.pattern,
@@ -213,7 +247,7 @@ impl Streams {
             lease_ttl_ms,
             &body.description,
         );
-        if let Some((existing, _)) = engine.load(id).await? {
+        if let Some((existing, _)) = engine.load(&key_of(principal.agency(), id)).await? {
             if existing.config_hash != hash {
                 return Err(SubscriptionError::Exists("subscription exists with a different configuration").into());
             }
@@ -223,6 +257,7 @@ impl Streams {
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let sub = Subscription {
             id: id.to_owned(),
+            agency: principal.agency(),
             kind: body.kind,
             pattern: body.pattern,
             webhook_url,
@@ -242,6 +277,31 @@ impl Streams {
         Ok((StatusCode::CREATED, axum::Json(sub.view(engine.signer.kid()))).into_response())
     }
 
+    /// Every list of the caller's scope: an agency's own, or all of them for a service (and
+    /// anyone, when open).
+    fn list_subscriptions(&self, principal: &Principal) -> Response {
+        let engine = &self.subscriptions;
+        let mut subs: Vec<Subscription> = {
+            let cache = engine.cache.read();
+            cache.values().filter(|s| principal.agency().is_none_or(|a| s.agency == Some(a))).cloned().collect()
+        };
+        subs.sort_by(|a, b| (a.agency, &a.id).cmp(&(b.agency, &b.id)));
+        let views: Vec<_> = subs.iter().map(|s| s.view(engine.signer.kid())).collect();
+        axum::Json(serde_json::json!({ "subscriptions": views })).into_response()
+    }
+
+    /// The keys a wake-token call for `id` may mean: the wake's token says which one it is,
+    /// and it is checked against each. A shared id is always tried (from the store), so a
+    /// subscription this edge's cache has not seen yet is still found.
+    fn keys_for_id(&self, id: &str) -> Vec<String> {
+        let cache = self.subscriptions.cache.read();
+        let mut keys: Vec<String> = cache.values().filter(|s| s.id == id).map(Subscription::key).collect();
+        if !keys.iter().any(|k| k == id) {
+            keys.push(id.to_owned());
+        }
+        keys
+    }
+
     async fn ack(self: &Arc<Self>, id: &str, token: &str, body: AckBody) -> Result<Response> {
         let mut acks = Vec::with_capacity(body.acks.len());
         for a in &body.acks {
@@ -249,46 +309,36 @@ impl Streams {
                 .ok()
                 .and_then(Offset::seq)
                 .ok_or_else(|| StreamError::bad("malformed ack offset"))?;
-            acks.push((normalize_path(&a.stream), seq));
+            acks.push((StreamPath::from_reference(&a.stream)?.as_str().to_owned(), seq));
         }
-        if self.subscriptions.load(id).await?.is_none() {
-            return Err(StreamError::NotFound);
-        }
-        if !self.finish_wake(id, &body.wake_id, body.generation, Some(token), &acks, body.done).await? {
-            return Err(SubscriptionError::Fenced.into());
-        }
-        let next_wake = body.done && self.has_pending(id).await?;
-        if next_wake {
-            self.maybe_wake(id).await?;
-        }
-        Ok(axum::Json(serde_json::json!({ "ok": true, "next_wake": next_wake })).into_response())
-    }
-
-    fn authorize_claim(&self, headers: &HeaderMap) -> Result<()> {
-        let engine = &self.subscriptions;
-        if engine.allow_unauthenticated_claims {
-            return Ok(());
-        }
-        match (&engine.claim_token, bearer(headers)) {
-            (Some(expected), Some(given)) if super::constant_time_eq(expected, given) => Ok(()),
-            (None, _) => {
-                Err(SubscriptionError::Unauthorized("claims need a service token; none is configured on this edge")
-                    .into())
+        let mut exists = false;
+        for key in self.keys_for_id(id) {
+            if self.subscriptions.load(&key).await?.is_none() {
+                continue;
             }
-            _ => Err(SubscriptionError::Unauthorized("invalid or missing service token").into()),
+            exists = true;
+            if !self.finish_wake(&key, &body.wake_id, body.generation, Some(token), &acks, body.done).await? {
+                continue;
+            }
+            let next_wake = body.done && self.has_pending(&key).await?;
+            if next_wake {
+                self.maybe_wake(&key).await?;
+            }
+            return Ok(axum::Json(serde_json::json!({ "ok": true, "next_wake": next_wake })).into_response());
         }
+        Err(if exists { SubscriptionError::Fenced.into() } else { StreamError::NotFound })
     }
 
-    async fn claim(self: &Arc<Self>, id: &str, worker: String) -> Result<Response> {
+    async fn claim(self: &Arc<Self>, key: &str, worker: String) -> Result<Response> {
         let engine = &self.subscriptions;
-        let (sub, _) = engine.load(id).await?.ok_or(StreamError::NotFound)?;
+        let (sub, _) = engine.load(key).await?.ok_or(StreamError::NotFound)?;
         if sub.kind != Kind::PullWake {
             return Err(SubscriptionError::InvalidRequest("only pull-wake subscriptions are claimed").into());
         }
         let streams = self.snapshot(&sub).await?;
         let pending = streams.iter().any(|s| s.tail_seq > s.acked_seq);
         let (claimed, sub) = engine
-            .modify(id, |s| {
+            .modify(key, |s| {
                 let now = now_ms();
                 if let Some(w) = &s.wake
                     && let Some(holder) = &w.holder
@@ -333,25 +383,31 @@ impl Streams {
     }
 
     async fn release(self: &Arc<Self>, id: &str, token: &str, body: ReleaseBody) -> Result<Response> {
-        let (released, _) = self
-            .subscriptions
-            .modify(id, |s| {
-                let Some(w) = s.wake.as_mut() else { return Ok(false) };
-                if w.generation != body.generation
-                    || w.wake_id != body.wake_id
-                    || !super::constant_time_eq(&w.token, token)
-                {
-                    return Ok(false);
-                }
-                w.holder = None;
-                w.token = random_token();
-                w.lease_expires_ms = None;
-                Ok(true)
-            })
-            .await?;
-        if !released {
-            return Err(SubscriptionError::Fenced.into());
+        let mut exists = false;
+        for key in self.keys_for_id(id) {
+            let released = self
+                .subscriptions
+                .modify(&key, |s| {
+                    let Some(w) = s.wake.as_mut() else { return Ok(false) };
+                    if w.generation != body.generation
+                        || w.wake_id != body.wake_id
+                        || !super::constant_time_eq(&w.token, token)
+                    {
+                        return Ok(false);
+                    }
+                    w.holder = None;
+                    w.token = random_token();
+                    w.lease_expires_ms = None;
+                    Ok(true)
+                })
+                .await;
+            match released {
+                Ok((true, _)) => return Ok(StatusCode::NO_CONTENT.into_response()),
+                Ok((false, _)) => exists = true,
+                Err(StreamError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(StatusCode::NO_CONTENT.into_response())
+        Err(if exists { SubscriptionError::Fenced.into() } else { StreamError::NotFound })
     }
 }

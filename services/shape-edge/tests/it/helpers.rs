@@ -1,4 +1,5 @@
-//! `spawn_edge()` on port 0 with a unique prefix, and a small HTTP client that keeps tests terse.
+//! `spawn_edge()` on port 0 with a unique prefix, agencies with tokens for every role, and a
+//! small HTTP client that keeps tests terse.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -21,10 +22,20 @@ pub struct TestEdge {
     pub client: TestClient,
 }
 
+/// The edges' JWT secret unless a test gives its own `--jwt-secret`.
+pub const SECRET: &str = "edge-test-secret-edge-test-secret-0123";
+
+/// A service token for tests that start the edge with `--ds-service-token SERVICE_TOKEN`.
+pub const SERVICE_TOKEN: &str = "edge-test-service-token-0123456789abcdef";
+
 pub fn config(prefix: &str, extra: &[&str]) -> Config {
     let nats = folio_testkit::nats_url();
-    let defaults =
-        [("--ds-long-poll-timeout", "700ms"), ("--ds-max-append-bytes", "65536"), ("--ds-max-read-bytes", "4096")];
+    let defaults = [
+        ("--ds-long-poll-timeout", "700ms"),
+        ("--ds-max-append-bytes", "65536"),
+        ("--ds-max-read-bytes", "4096"),
+        ("--jwt-secret", SECRET),
+    ];
     // Port 0 for both listeners: tests run side by side.
     let mut args =
         vec!["shape-edge", "--ds-prefix", prefix, "--listen-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"];
@@ -91,12 +102,44 @@ impl TestEdge {
 
 /// `Bearer <token>` of a viewer of `agency`, as proposals-api issues them.
 pub fn bearer(secret: &str, agency: &str) -> String {
-    let caller = folio_auth::Caller {
-        user_id: folio_domain::UserId::new(),
-        agency_id: folio_domain::AgencyId::parse(agency).expect("uuid"),
-        role: folio_auth::Role::Viewer,
-    };
+    token(secret, folio_domain::AgencyId::parse(agency).expect("uuid"), folio_auth::Role::Viewer)
+}
+
+/// `Bearer <token>` of a user of `agency` with `role`, signed with `secret`.
+pub fn token(secret: &str, agency: folio_domain::AgencyId, role: folio_auth::Role) -> String {
+    let caller = folio_auth::Caller { user_id: folio_domain::UserId::new(), agency_id: agency, role };
     format!("Bearer {}", folio_auth::Authenticator::new(secret.as_bytes()).issue(&caller, Duration::from_secs(600)))
+}
+
+/// A fresh agency: its namespace and a token for each role (signed with [`SECRET`]).
+pub struct Agency {
+    pub id: folio_domain::AgencyId,
+    pub viewer: String,
+    pub editor: String,
+    pub admin: String,
+}
+
+impl Agency {
+    pub fn new() -> Self {
+        use folio_auth::Role;
+        let id = folio_domain::AgencyId::new();
+        Agency {
+            id,
+            viewer: token(SECRET, id, Role::Viewer),
+            editor: token(SECRET, id, Role::Editor),
+            admin: token(SECRET, id, Role::Admin),
+        }
+    }
+
+    /// `agencies/<id>/<name>`: a stream path in this agency's namespace.
+    pub fn name(&self, name: &str) -> String {
+        format!("agencies/{}/{name}", self.id)
+    }
+
+    /// `/v1/stream/agencies/<id>/<name>`.
+    pub fn path(&self, name: &str) -> String {
+        format!("/v1/stream/{}", self.name(name))
+    }
 }
 
 /// A change stream as wal-ingest declares it, with the test's prefix as the subject root: its
@@ -152,6 +195,8 @@ async fn cleanup(prefix: &str) {
 pub struct TestClient {
     base: String,
     http: Client<HttpConnector, Full<Bytes>>,
+    /// `Authorization` sent with every request that does not give its own.
+    auth: Option<String>,
 }
 
 #[derive(Debug)]
@@ -178,7 +223,21 @@ impl TestResponse {
 
 impl TestClient {
     pub fn new(addr: SocketAddr) -> Self {
-        TestClient { base: format!("http://{addr}"), http: Client::builder(TokioExecutor::new()).build_http() }
+        TestClient {
+            base: format!("http://{addr}"),
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            auth: None,
+        }
+    }
+
+    /// This client, sending `authorization` (`Bearer …`) with every request.
+    pub fn with_auth(&self, authorization: &str) -> TestClient {
+        TestClient { auth: Some(authorization.to_owned()), ..self.clone() }
+    }
+
+    /// This client without a default `Authorization`.
+    pub fn anonymous(&self) -> TestClient {
+        TestClient { auth: None, ..self.clone() }
     }
 
     pub fn base(&self) -> &str {
@@ -195,6 +254,11 @@ impl TestClient {
         let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        if let Some(auth) = &self.auth
+            && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            req = req.header("authorization", auth);
         }
         let res = self.http.request(req.body(Full::new(body.into()))?).await?;
         let status = res.status();
@@ -219,7 +283,11 @@ impl TestClient {
 
     /// Opens a streaming GET and returns the response head plus the body as it arrives.
     pub async fn open(&self, path: &str) -> anyhow::Result<(StatusCode, HeaderMap, hyper::body::Incoming)> {
-        let req = Request::builder().uri(format!("{}{path}", self.base)).body(Full::new(Bytes::new()))?;
+        let mut req = Request::builder().uri(format!("{}{path}", self.base));
+        if let Some(auth) = &self.auth {
+            req = req.header("authorization", auth);
+        }
+        let req = req.body(Full::new(Bytes::new()))?;
         let res = self.http.request(req).await?;
         let (parts, body) = res.into_parts();
         Ok((parts.status, parts.headers, body))

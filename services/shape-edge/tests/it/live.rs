@@ -7,7 +7,7 @@ use futures::StreamExt;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 
-use crate::helpers::{spawn_edge, test_prefix};
+use crate::helpers::{Agency, spawn_edge, test_prefix};
 
 const TEXT: &[(&str, &str)] = &[("content-type", "text/plain")];
 
@@ -17,15 +17,18 @@ async fn long_poll_wakes_on_an_append_made_through_another_edge() -> anyhow::Res
     // A long timeout so only a wake-up (not the timeout) can answer in time.
     let reader = spawn_edge(&prefix, &["--ds-long-poll-timeout", "20s"]).await?;
     let writer = spawn_edge(&prefix, &[]).await?;
-    let path = "/v1/stream/live";
-    let tail = writer.client.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await.next_offset();
+    let agency = Agency::new();
+    let (reader_client, writer_client) =
+        (reader.client.with_auth(&agency.viewer), writer.client.with_auth(&agency.editor));
+    let path = &agency.path("live");
+    let tail = writer_client.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await.next_offset();
 
-    let client = reader.client.clone();
+    let client = reader_client.clone();
     let poll_path = format!("{path}?offset={tail}&live=long-poll");
     let started = Instant::now();
     let poll = tokio::spawn(async move { client.send(Method::GET, &poll_path, &[], Bytes::new()).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    writer.client.expect(Method::POST, path, TEXT, "ping", StatusCode::NO_CONTENT).await;
+    writer_client.expect(Method::POST, path, TEXT, "ping", StatusCode::NO_CONTENT).await;
     let res = poll.await??;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.text(), "ping");
@@ -33,8 +36,7 @@ async fn long_poll_wakes_on_an_append_made_through_another_edge() -> anyhow::Res
     assert!(started.elapsed() < Duration::from_secs(10), "woken by the append, not the timeout");
 
     // At the tail with nothing new: 204 after the (short) timeout of the second edge.
-    let at_tail = writer
-        .client
+    let at_tail = writer_client
         .expect(
             Method::GET,
             &format!("{path}?offset={}&live=long-poll", res.next_offset()),
@@ -46,9 +48,8 @@ async fn long_poll_wakes_on_an_append_made_through_another_edge() -> anyhow::Res
     assert_eq!(at_tail.header("stream-up-to-date"), Some("true"));
 
     // Closing ends waiting readers at once with the EOF signal.
-    writer.client.expect(Method::POST, path, &[("stream-closed", "true")], "", StatusCode::NO_CONTENT).await;
-    let eof = reader
-        .client
+    writer_client.expect(Method::POST, path, &[("stream-closed", "true")], "", StatusCode::NO_CONTENT).await;
+    let eof = reader_client
         .expect(
             Method::GET,
             &format!("{path}?offset={}&live=long-poll", res.next_offset()),
@@ -67,8 +68,9 @@ async fn long_poll_wakes_on_an_append_made_through_another_edge() -> anyhow::Res
 async fn sse_sends_catch_up_then_live_events_each_followed_by_control() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     let edge = spawn_edge(&prefix, &[]).await?;
-    let c = edge.client.clone();
-    let path = "/v1/stream/sse";
+    let agency = Agency::new();
+    let c = edge.client.with_auth(&agency.editor);
+    let path = &agency.path("sse");
     c.expect(Method::PUT, path, &[("content-type", "application/json")], r#"[{"n":1}]"#, StatusCode::CREATED).await;
 
     let (status, headers, body) = c.open(&format!("{path}?offset=-1&live=sse")).await?;
@@ -95,8 +97,9 @@ async fn sse_sends_catch_up_then_live_events_each_followed_by_control() -> anyho
 async fn many_sse_subscribers_each_receive_every_append() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     let edge = spawn_edge(&prefix, &[]).await?;
-    let c = edge.client.clone();
-    let path = "/v1/stream/fanout";
+    let agency = Agency::new();
+    let c = edge.client.with_auth(&agency.editor);
+    let path = &agency.path("fanout");
     c.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
     let mut readers = Vec::new();
     for _ in 0..20 {

@@ -5,6 +5,7 @@ mod activity;
 mod helpers;
 mod live;
 mod recovery;
+mod security;
 mod shape_limits;
 mod shapes;
 mod streams;

@@ -2,7 +2,7 @@
 
 use http::{Method, StatusCode};
 
-use crate::helpers::{spawn_edge, test_prefix};
+use crate::helpers::{Agency, spawn_edge, test_prefix};
 
 const TEXT: &[(&str, &str)] = &[("content-type", "text/plain")];
 
@@ -10,8 +10,9 @@ const TEXT: &[(&str, &str)] = &[("content-type", "text/plain")];
 async fn create_append_read_and_resume_on_a_restarted_edge() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     let edge = spawn_edge(&prefix, &[]).await?;
-    let c = edge.client.clone();
-    let path = "/v1/stream/chat/1";
+    let agency = Agency::new();
+    let c = edge.client.with_auth(&agency.admin);
+    let path = &agency.path("chat/1");
 
     let created = c.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
     assert_eq!(created.next_offset(), "0000000000000000_0000000000000000");
@@ -36,7 +37,7 @@ async fn create_append_read_and_resume_on_a_restarted_edge() -> anyhow::Result<(
     // A second edge process (same JetStream names) serves the same offsets after the first stops.
     edge.stop().await?;
     let edge2 = spawn_edge(&prefix, &[]).await?;
-    let c2 = edge2.client.clone();
+    let c2 = edge2.client.with_auth(&agency.admin);
     let resumed = c2.expect(Method::GET, &format!("{path}?offset={first}"), &[], "", StatusCode::OK).await;
     assert_eq!(resumed.text(), "world");
     assert_eq!(resumed.next_offset(), second);
@@ -60,8 +61,9 @@ async fn create_append_read_and_resume_on_a_restarted_edge() -> anyhow::Result<(
 async fn idempotent_producer_dedupes_fences_and_detects_gaps() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     let edge = spawn_edge(&prefix, &[]).await?;
-    let c = edge.client.clone();
-    let path = "/v1/stream/producer";
+    let agency = Agency::new();
+    let c = edge.client.with_auth(&agency.editor);
+    let path = &agency.path("producer");
     c.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
     let p = |epoch: &'static str, seq: &'static str| -> Vec<(&'static str, &'static str)> {
         vec![
@@ -92,29 +94,36 @@ async fn idempotent_producer_dedupes_fences_and_detects_gaps() -> anyhow::Result
     // Producer state survives an edge restart (it lives in JetStream KV, not in the process).
     edge.stop().await?;
     let edge2 = spawn_edge(&prefix, &[]).await?;
-    edge2.client.expect(Method::POST, path, &p("1", "0"), "c", StatusCode::NO_CONTENT).await;
-    edge2.client.expect(Method::POST, path, &p("1", "1"), "d", StatusCode::OK).await;
-    assert_eq!(edge2.client.expect(Method::GET, path, &[], "", StatusCode::OK).await.text(), "abcd");
+    let c2 = edge2.client.with_auth(&agency.editor);
+    c2.expect(Method::POST, path, &p("1", "0"), "c", StatusCode::NO_CONTENT).await;
+    c2.expect(Method::POST, path, &p("1", "1"), "d", StatusCode::OK).await;
+    assert_eq!(c2.expect(Method::GET, path, &[], "", StatusCode::OK).await.text(), "abcd");
     edge2.stop().await?;
     Ok(())
 }
 
 /// Issue 13, finding 1: a stream created as `text/html` (or `image/svg+xml`) was served back as
-/// such from the edge's origin, a stored XSS. Every stream response now carries a CSP that
-/// sandboxes the document (no script runs, opaque origin) and `nosniff`.
+/// such from the edge's origin, a stored XSS. Such types are now refused (security.rs); the
+/// same markup stored as a data type is still served with a CSP that sandboxes any document
+/// (no script runs, opaque origin) and `nosniff`, and so is every error.
 #[tokio::test]
 async fn a_stream_of_html_or_svg_cannot_run_script_on_the_edges_origin() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     let edge = spawn_edge(&prefix, &[]).await?;
-    let c = edge.client.clone();
-    for (path, content_type, body) in [
-        ("/v1/stream/xss-html", "text/html", "<script>alert(document.cookie)</script>"),
-        ("/v1/stream/xss-svg", "image/svg+xml", "<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>"),
+    let agency = Agency::new();
+    let c = edge.client.with_auth(&agency.editor);
+    for (name, body) in [
+        ("xss-html", "<script>alert(document.cookie)</script>"),
+        ("xss-svg", "<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>"),
     ] {
-        c.expect(Method::PUT, path, &[("content-type", content_type)], "", StatusCode::CREATED).await;
-        c.expect(Method::POST, path, &[("content-type", content_type)], body, StatusCode::NO_CONTENT).await;
-        for query in ["", "?offset=-1"] {
-            let res = c.expect(Method::GET, &format!("{path}{query}"), &[], "", StatusCode::OK).await;
+        let path = &agency.path(name);
+        c.expect(Method::PUT, path, &[("content-type", "application/octet-stream")], "", StatusCode::CREATED).await;
+        c.expect(Method::POST, path, &[("content-type", "application/octet-stream")], body, StatusCode::NO_CONTENT)
+            .await;
+        for (query, status) in
+            [("", StatusCode::OK), ("?offset=-1", StatusCode::OK), ("?offset=x", StatusCode::BAD_REQUEST)]
+        {
+            let res = c.expect(Method::GET, &format!("{path}{query}"), &[], "", status).await;
             let csp = res.header("content-security-policy").unwrap_or_default().to_owned();
             assert!(csp.split(';').any(|d| d.trim() == "sandbox"), "{path}{query}: CSP {csp:?}");
             assert!(csp.contains("default-src 'none'"), "{path}{query}: CSP {csp:?}");
@@ -129,8 +138,9 @@ async fn a_stream_of_html_or_svg_cannot_run_script_on_the_edges_origin() -> anyh
 async fn rejects_bad_input_with_json_errors() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     let edge = spawn_edge(&prefix, &[]).await?;
-    let c = edge.client.clone();
-    let path = "/v1/stream/validation";
+    let agency = Agency::new();
+    let c = edge.client.with_auth(&agency.editor);
+    let path = &agency.path("validation");
     c.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
 
     for bad in ["abc", "", "1_2_3", "..%2F1_2", "-2"] {
@@ -143,10 +153,10 @@ async fn rejects_bad_input_with_json_errors() -> anyhow::Result<()> {
     c.expect(Method::POST, path, &[("content-type", "application/json")], "{}", StatusCode::CONFLICT).await;
     c.expect(Method::POST, path, &[], "no type", StatusCode::BAD_REQUEST).await;
     c.expect(Method::POST, path, TEXT, "", StatusCode::BAD_REQUEST).await;
-    c.expect(Method::PUT, "/v1/stream/ttl", &[("stream-ttl", "01")], "", StatusCode::BAD_REQUEST).await;
-    c.expect(Method::GET, "/v1/stream/missing", &[], "", StatusCode::NOT_FOUND).await;
+    c.expect(Method::PUT, &agency.path("ttl"), &[("stream-ttl", "01")], "", StatusCode::BAD_REQUEST).await;
+    c.expect(Method::GET, &agency.path("missing"), &[], "", StatusCode::NOT_FOUND).await;
 
-    let json = "/v1/stream/json";
+    let json = &agency.path("json");
     c.expect(Method::PUT, json, &[("content-type", "application/json")], "", StatusCode::CREATED).await;
     c.expect(Method::POST, json, &[("content-type", "application/json")], "{nope", StatusCode::BAD_REQUEST).await;
     c.expect(Method::POST, json, &[("content-type", "application/json")], "[]", StatusCode::BAD_REQUEST).await;
@@ -170,13 +180,14 @@ async fn enforces_size_limits_and_pages_large_reads() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     // The test config caps appends at 64 KiB and read pages at 4 KiB.
     let edge = spawn_edge(&prefix, &[]).await?;
-    let c = edge.client.clone();
-    let path = "/v1/stream/big";
+    let agency = Agency::new();
+    let c = edge.client.with_auth(&agency.editor);
+    let path = &agency.path("big");
     let bin = &[("content-type", "application/octet-stream")];
     c.expect(Method::PUT, path, bin, "", StatusCode::CREATED).await;
     let too_big = c.expect(Method::POST, path, bin, vec![7u8; 65_537], StatusCode::PAYLOAD_TOO_LARGE).await;
     assert_eq!(too_big.json()["error"]["code"], "payload_too_large");
-    c.expect(Method::PUT, "/v1/stream/big2", bin, vec![7u8; 70_000], StatusCode::PAYLOAD_TOO_LARGE).await;
+    c.expect(Method::PUT, &agency.path("big2"), bin, vec![7u8; 70_000], StatusCode::PAYLOAD_TOO_LARGE).await;
 
     for i in 0..10u8 {
         c.expect(Method::POST, path, bin, vec![i; 1500], StatusCode::NO_CONTENT).await;
@@ -206,8 +217,9 @@ async fn enforces_size_limits_and_pages_large_reads() -> anyhow::Result<()> {
 async fn producer_retry_after_a_lost_metadata_write_is_a_duplicate() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     let edge = spawn_edge(&prefix, &[]).await?;
-    let c = edge.client.clone();
-    let path = "/v1/stream/crash-window";
+    let agency = Agency::new();
+    let c = edge.client.with_auth(&agency.editor);
+    let path = &agency.path("crash-window");
     c.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
     let headers =
         [("content-type", "text/plain"), ("producer-id", "p"), ("producer-epoch", "0"), ("producer-seq", "0")];
@@ -216,7 +228,7 @@ async fn producer_retry_after_a_lost_metadata_write_is_a_duplicate() -> anyhow::
     // Simulate an edge that stored seq 1 in JetStream and died before recording it.
     let js = async_nats::jetstream::new(folio_testkit::nats().await?);
     let kv = js.get_key_value(format!("{prefix}_meta")).await?;
-    let key = format!("s.{}", folio_durable_streams::store::path_hash("crash-window"));
+    let key = format!("s.{}", folio_durable_streams::store::path_hash(&agency.name("crash-window")));
     let meta: serde_json::Value = serde_json::from_slice(&kv.get(key).await?.expect("metadata"))?;
     let subject = format!("{prefix}.d.{}", meta["incarnation"].as_str().expect("incarnation"));
     let mut stored = async_nats::HeaderMap::new();
@@ -239,20 +251,21 @@ async fn producer_retry_after_a_lost_metadata_write_is_a_duplicate() -> anyhow::
 async fn expired_streams_nobody_reads_are_swept_from_jetstream() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     let edge = spawn_edge(&prefix, &["--ds-expiry-sweep-interval", "250ms"]).await?;
-    let c = edge.client.clone();
+    let agency = Agency::new();
+    let c = edge.client.with_auth(&agency.editor);
     c.expect(
         Method::PUT,
-        "/v1/stream/short-lived",
+        &agency.path("short-lived"),
         &[("content-type", "text/plain"), ("stream-ttl", "1")],
         "data",
         StatusCode::CREATED,
     )
     .await;
-    c.expect(Method::PUT, "/v1/stream/kept", TEXT, "data", StatusCode::CREATED).await;
+    c.expect(Method::PUT, &agency.path("kept"), TEXT, "data", StatusCode::CREATED).await;
 
     let js = async_nats::jetstream::new(folio_testkit::nats().await?);
     let kv = js.get_key_value(format!("{prefix}_meta")).await?;
-    let key = |p: &str| format!("s.{}", folio_durable_streams::store::path_hash(p));
+    let key = |p: &str| format!("s.{}", folio_durable_streams::store::path_hash(&agency.name(p)));
     let meta: serde_json::Value = serde_json::from_slice(&kv.get(key("short-lived")).await?.expect("metadata"))?;
     let subject = format!("{prefix}.d.{}", meta["incarnation"].as_str().expect("incarnation"));
     let data = js.get_stream(format!("{prefix}_streams")).await?;
@@ -266,7 +279,7 @@ async fn expired_streams_nobody_reads_are_swept_from_jetstream() -> anyhow::Resu
     })
     .await;
     assert!(kv.get(key("kept")).await?.is_some(), "streams without expiry are kept");
-    c.expect(Method::GET, "/v1/stream/short-lived", &[], "", StatusCode::NOT_FOUND).await;
+    c.expect(Method::GET, &agency.path("short-lived"), &[], "", StatusCode::NOT_FOUND).await;
     edge.stop().await?;
     Ok(())
 }

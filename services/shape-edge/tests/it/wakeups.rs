@@ -15,7 +15,7 @@ use rand::Rng;
 
 use crate::{
     activity::change,
-    helpers::{TestClient, changes_stream, spawn_edge, test_prefix},
+    helpers::{Agency, TestClient, changes_stream, spawn_edge, test_prefix},
     shapes::{Env, bearer},
 };
 
@@ -92,13 +92,14 @@ async fn read_until(body: &mut hyper::body::Incoming, received: &mut String, don
 async fn durable_stream_readers_at_the_tail_get_the_next_append_within_a_second() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     let edge = spawn_edge(&prefix, &["--ds-long-poll-timeout", "20s"]).await?;
-    let c = &edge.client;
-    let path = "/v1/stream/wake";
+    let agency = Agency::new();
+    let c = &edge.client.with_auth(&agency.editor);
+    let path = &agency.path("wake");
     c.expect(Method::PUT, path, &[("content-type", "text/plain")], "", StatusCode::CREATED).await;
 
     let mut sse = Latencies("durable stream, SSE from offset=now", Vec::new());
     for round in 0..ROUNDS {
-        let mut body = open(c, &format!("{path}?offset=now&live=sse"), None).await?;
+        let mut body = open(c, &format!("{path}?offset=now&live=sse"), Some(&agency.viewer)).await?;
         let mut got = String::new();
         anyhow::ensure!(read_until(&mut body, &mut got, |s| s.contains("event: control")).await, "never connected");
         jitter().await;
@@ -112,9 +113,9 @@ async fn durable_stream_readers_at_the_tail_get_the_next_append_within_a_second(
     let mut long_poll = Latencies("durable stream, long-poll from the tail", Vec::new());
     for round in 0..ROUNDS {
         let tail = c.expect(Method::GET, &format!("{path}?offset=now"), &[], "", StatusCode::OK).await.next_offset();
-        let client = c.clone();
+        let (client, p) = (c.clone(), path.clone());
         let poll = tokio::spawn(async move {
-            client.send(Method::GET, &format!("{path}?offset={tail}&live=long-poll"), &[], Bytes::new()).await
+            client.send(Method::GET, &format!("{p}?offset={tail}&live=long-poll"), &[], Bytes::new()).await
         });
         jitter().await;
         let started = Instant::now();
