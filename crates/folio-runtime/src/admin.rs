@@ -62,7 +62,8 @@ impl AdminServer {
             .with_state(state);
         let local_addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+            let limits = crate::http::ConnectionLimits::default();
+            if let Err(e) = crate::http::serve("admin", listener, app, limits, shutdown).await {
                 tracing::error!("admin server failed: {e:#}");
             }
         });

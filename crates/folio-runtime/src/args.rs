@@ -78,6 +78,10 @@ pub struct CommonArgs {
     #[arg(long, env = "FOLIO_ADMIN_ADDR", default_value = "127.0.0.1:0")]
     pub admin_addr: SocketAddr,
 
+    /// Timeouts and the connection limit of every HTTP/gRPC listener of the service.
+    #[command(flatten)]
+    pub http: crate::http::ConnectionLimits,
+
     /// How long in-flight work may take to drain after SIGTERM.
     #[arg(long, env = "FOLIO_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime_duration)]
     pub shutdown_grace: std::time::Duration,

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod args;
+pub mod http;
 pub mod shutdown;
 pub mod spawned;
 pub mod telemetry;

@@ -123,9 +123,8 @@ impl Bound {
         let http_addr = http.local_addr().map_err(Error::Serve)?;
         let router = http::router(ctx.clone());
         let http_servers = servers.clone();
-        let http_task = tokio::spawn(async move {
-            axum::serve(http, router).with_graceful_shutdown(http_servers.cancelled_owned()).await
-        });
+        let limits = ctx.config.common.http;
+        let http_task = tokio::spawn(folio_runtime::http::serve("notifier", http, router, limits, http_servers));
         tracing::info!(http = %http_addr, admin = %admin.local_addr, replica = %ctx.replica, "notifier listening");
 
         let intake = shutdown.child_token();

@@ -145,12 +145,7 @@ impl Bound {
         admin.readiness.set(true);
         let grace = config.common.shutdown_grace;
         let drained = shutdown.clone();
-        // Without TCP_NODELAY, Nagle holds small HTTP/2 frames back for a delayed ACK (~40 ms a call).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, app).with_graceful_shutdown(drained.cancelled_owned());
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(folio_runtime::http::serve("api", listener, app, config.common.http, drained));
         shutdown.cancelled().await;
         match tokio::time::timeout(grace + Duration::from_millis(100), server).await {
             Ok(Ok(result)) => result.map_err(Error::Serve),

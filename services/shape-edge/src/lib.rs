@@ -163,9 +163,7 @@ impl Bound {
             }
         };
         readiness.set(true);
-        let drain_started = shutdown.clone();
-        let server = axum::serve(http, app).with_graceful_shutdown(async move { drain_started.cancelled().await });
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(folio_runtime::http::serve("edge", http, app, config.common.http, shutdown.clone()));
         shutdown.cancelled().await;
         readiness.set(false);
         // Live readers (long-poll, SSE) hold connections open, webhook deliveries may be in
