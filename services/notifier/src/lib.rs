@@ -1,13 +1,16 @@
 //! notifier: tells people (email) and systems (signed webhooks) when proposals change.
 //!
-//! The path of one change: JetStream `folio.changes.proposals.<agency>` → [`worker`] (old/new
+//! The path of one change: JetStream `folio.changes.proposals.<agency>` → [`worker`] (at the
+//! end of each transaction, its changes of one proposal folded into one by [`txn`]; old/new
 //! row → [`transitions`] → one `notification_deliveries` row per (event, channel, recipient),
-//! written in one transaction, then the JetStream ack) → [`scheduler`] (claims due rows with
+//! written in one transaction, then the JetStream ack; unreadable events go to
+//! [`dead_letter`]) → [`scheduler`] (claims due rows with
 //! `FOR UPDATE SKIP LOCKED` and a lease) → [`email`] or [`webhook::deliver`] → the attempt
 //! log and, on failure, the next attempt from [`retry`]. Postgres holds every delivery's
 //! state, so restarts and replicas neither lose nor repeat one.
 
 pub mod config;
+pub mod dead_letter;
 pub mod email;
 pub mod error;
 pub mod fanout;
@@ -16,6 +19,7 @@ pub mod retry;
 pub mod scheduler;
 pub mod store;
 pub mod transitions;
+pub mod txn;
 pub mod unsubscribe;
 pub mod webhook;
 pub mod worker;
@@ -46,6 +50,8 @@ pub struct Ctx {
     pub replica: uuid::Uuid,
     /// Verifies the API's bearer tokens for the HTTP API.
     pub auth: folio_auth::Authenticator,
+    /// Where events that cannot be read are parked instead of dropped.
+    pub dead_letters: dead_letter::DeadLetters,
 }
 
 /// The notifier with its listeners bound, not yet running.
@@ -115,6 +121,7 @@ impl Bound {
             wake: Notify::new(),
             replica: uuid::Uuid::new_v4(),
             auth: config.jwt.authenticator(),
+            dead_letters: dead_letter::DeadLetters::new(async_nats::jetstream::new(nats.clone()), &config.bus),
             config,
         });
 

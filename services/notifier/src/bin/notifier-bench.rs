@@ -186,6 +186,8 @@ async fn run(args: &Args, suffix: &str, db_url: &str) -> anyhow::Result<()> {
     for e in 0..args.events {
         let event = ChangeEvent {
             commit_lsn: 0x1_0000_0000 + e as u64,
+            // Each edit is its own one-event transaction.
+            last_in_transaction: true,
             table: "proposals".into(),
             schema: "public".into(),
             operation: Operation::Update as i32,

@@ -254,6 +254,8 @@ impl std::ops::Deref for World {
 pub struct Running {
     pub service: Spawned<notifier::Error>,
     pub http: SocketAddr,
+    /// `/metrics` lives here.
+    pub admin: SocketAddr,
 }
 
 impl Running {
@@ -337,8 +339,8 @@ impl World {
 
     pub async fn spawn_with(&self, config: Config) -> Running {
         let app = notifier::bind(config).await.expect("bind the notifier");
-        let http = app.http_addr();
-        Running { service: app.spawn(), http }
+        let (http, admin) = (app.http_addr(), app.admin_addr());
+        Running { service: app.spawn(), http, admin }
     }
 
     pub async fn spawn(&self) -> Running {
@@ -569,6 +571,12 @@ impl World {
     /// The sandbox's streams (the world's changes stream among them) and slot, if any.
     pub async fn cleanup(&self) {
         self.sandbox.clean_up().await;
+        let _ = self.js.delete_stream(self.dead_letter_stream()).await;
+    }
+
+    /// The notifier's dead-letter stream, named after the changes stream (as documented).
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{}_NOTIFIER_DEAD", self.bus.changes_stream)
     }
 }
 

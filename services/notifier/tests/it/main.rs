@@ -1,10 +1,12 @@
 //! The notifier against real PostgreSQL, NATS JetStream, an SMTP server (aiosmtpd) and a
 //! webhook receiver that verifies signatures with the `standardwebhooks` package.
 
+mod dead_letters;
 mod e2e;
 mod exactly_once;
 mod helpers;
 mod preferences;
 mod retries;
+mod transactions;
 mod transitions;
 mod webhooks;
