@@ -204,7 +204,9 @@ impl Sandbox {
     pub async fn clean_up(&self) {
         drop_slot(&self.db.pool, &self.slot).await;
         let (dead, pdfs) = (format!("S{}_DEAD", self.suffix), format!("OBJ_{}", self.bus.pdf_bucket));
-        for stream in [&self.bus.changes_stream, &self.bus.jobs_stream, &dead, &pdfs] {
+        // The notifier's dead letters (notifier::dead_letter::stream_name), made on the first.
+        let notifier_dead = format!("{}_NOTIFIER_DEAD", self.bus.changes_stream);
+        for stream in [&self.bus.changes_stream, &self.bus.jobs_stream, &dead, &pdfs, &notifier_dead] {
             let _ = self.js.delete_stream(stream).await;
         }
     }
