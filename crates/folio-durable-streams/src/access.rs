@@ -153,8 +153,8 @@ impl Gate {
         Gate {
             open: config.open,
             auth: config.jwt.authenticator(),
-            services: config.service_tokens.iter().map(Secret::digest).collect(),
-            claim_worker: config.claim_token.as_ref().map(Secret::digest),
+            services: config.service_tokens.iter().filter(|t| !t.is_empty()).map(Secret::digest).collect(),
+            claim_worker: config.claim_token.as_ref().filter(|t| !t.is_empty()).map(Secret::digest),
         }
     }
 
@@ -307,5 +307,9 @@ mod tests {
         assert!(check(&["--ds-allow-unauthenticated-claims"]).unwrap_err().contains("--ds-open"));
         assert!(check(&["--ds-allow-unauthenticated-claims", "--ds-open"]).is_ok());
         assert!(check(&[]).is_ok(), "the defaults start (closed, no service tokens, no origins)");
+        // An empty variable (deployment templates write "none" that way) configures nothing.
+        assert!(check(&["--ds-service-token", "", "--ds-allowed-origins", ""]).is_ok());
+        let (gate, _) = gate(&["--ds-service-token", "", "--ds-claim-token", ""]);
+        assert!(gate.services.is_empty() && gate.claim_worker.is_none());
     }
 }

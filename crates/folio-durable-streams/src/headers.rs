@@ -67,7 +67,7 @@ pub struct Cors {
 
 impl Cors {
     pub fn new(origins: &[HeaderValue]) -> Self {
-        Cors { origins: origins.to_vec() }
+        Cors { origins: origins.iter().filter(|o| !o.is_empty()).cloned().collect() }
     }
 
     /// Adds the CORS headers for a request from `origin` (its `Origin` header, if any). What
@@ -91,8 +91,12 @@ impl Cors {
 }
 
 /// clap's parser of one allowed origin: `http(s)://host[:port]` in lower case, exactly as a
-/// browser sends it in `Origin` (no path, no trailing `/`, no wildcard).
+/// browser sends it in `Origin` (no path, no trailing `/`, no wildcard). An empty value (an
+/// empty `FOLIO_DS_ALLOWED_ORIGINS`, as deployment templates write "none") allows nothing.
 pub fn parse_origin(s: &str) -> Result<HeaderValue, String> {
+    if s.is_empty() {
+        return Ok(HeaderValue::from_static(""));
+    }
     let refuse =
         || format!("{s:?} is not an origin: give scheme://host[:port] in lower case, e.g. https://app.example.com");
     let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).ok_or_else(refuse)?;
@@ -133,6 +137,10 @@ mod tests {
         for ok in ["https://app.example.com", "http://localhost:5173", "http://127.0.0.1:8080", "http://[::1]:3000"] {
             assert!(parse_origin(ok).is_ok(), "{ok}");
         }
+        let none = Cors::new(&[parse_origin("").unwrap()]);
+        let mut h = HeaderMap::new();
+        none.apply(Some(&HeaderValue::from_static("")), &mut h);
+        assert!(h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none(), "an empty value allows nothing");
         for bad in [
             "*",
             "https://*.example.com",

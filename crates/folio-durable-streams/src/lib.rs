@@ -93,7 +93,8 @@ pub struct StreamsConfig {
     pub open: bool,
 
     /// Tokens other services present (`Authorization: Bearer …`) instead of a user's JWT: comma
-    /// separated, each at least 32 bytes. A service token acts in every agency's namespace.
+    /// separated, each at least 32 bytes (empty entries are ignored). A service token acts in
+    /// every agency's namespace.
     #[arg(
         long = "ds-service-token",
         env = "FOLIO_DS_SERVICE_TOKENS",
@@ -153,7 +154,7 @@ impl StreamsConfig {
             return Err("--ds-max-append-bytes and --ds-max-read-bytes must be positive".into());
         }
         // The message never repeats a token: configuration errors end up in logs.
-        if self.service_tokens.iter().any(|t| t.len() < access::MIN_SERVICE_TOKEN_BYTES) {
+        if self.service_tokens.iter().any(|t| !t.is_empty() && t.len() < access::MIN_SERVICE_TOKEN_BYTES) {
             return Err(format!(
                 "every --ds-service-token (FOLIO_DS_SERVICE_TOKENS) must be at least {} bytes",
                 access::MIN_SERVICE_TOKEN_BYTES
