@@ -31,16 +31,16 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct ConnectionLimits {
     /// A client must send a whole request head within this time, or its connection is closed.
-    #[arg(long, env = "FOLIO_HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(id = "http_header_read_timeout", long = "http-header-read-timeout", env = "FOLIO_HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
 
     /// A connection with no request in flight for this long is closed (streams and long-polls
     /// in progress are requests in flight).
-    #[arg(long, env = "FOLIO_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(id = "http_idle_timeout", long = "http-idle-timeout", env = "FOLIO_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
     /// Connections served at once per listener; more are closed on arrival.
-    #[arg(long, env = "FOLIO_HTTP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(id = "http_max_connections", long = "http-max-connections", env = "FOLIO_HTTP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 }
 
