@@ -1,8 +1,10 @@
 //! pdf-render configuration: flags with `FOLIO_…` environment overrides.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use folio_runtime::CommonArgs;
+
+use crate::sandbox::ByteSize;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "pdf-render", version, about = "Renders proposal PDFs from the folio.jobs.pdf work queue")]
@@ -34,9 +36,25 @@ pub struct Config {
     #[arg(long, env = "FOLIO_PDF_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub ack_wait: Duration,
 
-    /// Longest a single render may take; a template that runs longer fails (permanently).
-    #[arg(long, env = "FOLIO_PDF_RENDER_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    /// Longest a single render may take; a template that runs longer fails (permanently, "the
+    /// template ran longer than …"): its sandboxed worker is killed and replaced.
+    #[arg(long, env = "FOLIO_PDF_RENDER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub render_timeout: Duration,
+
+    /// Heap one template may use in its sandboxed worker, above the warm worker's own (about
+    /// 30 MiB); a template that needs more fails (permanently, "the template used more than …").
+    #[arg(long, env = "FOLIO_PDF_SANDBOX_MEMORY", default_value = "128MiB")]
+    pub sandbox_memory: ByteSize,
+
+    /// Sandboxed worker processes kept started (fonts loaded, reused across renders). 0 = the
+    /// render concurrency.
+    #[arg(long, env = "FOLIO_PDF_SANDBOX_WORKERS", default_value_t = 0)]
+    pub sandbox_workers: usize,
+
+    /// The `pdf-render-worker` binary. Default: next to the running executable, or in its
+    /// parent directory.
+    #[arg(long, env = "FOLIO_PDF_WORKER_BIN")]
+    pub worker_bin: Option<PathBuf>,
 
     /// Deliveries of one job before it is dead-lettered.
     #[arg(long, env = "FOLIO_PDF_MAX_DELIVER", default_value_t = 5)]
@@ -54,6 +72,10 @@ impl Config {
         } else {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         }
+    }
+
+    pub fn sandbox_workers(&self) -> usize {
+        if self.sandbox_workers > 0 { self.sandbox_workers } else { self.concurrency() }
     }
 
     /// The longest one job can stay unfinished once a worker first takes it: every delivery may

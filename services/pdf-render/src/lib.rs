@@ -5,6 +5,7 @@
 pub mod config;
 pub mod document;
 pub mod render;
+pub mod sandbox;
 pub mod store;
 pub mod worker;
 
@@ -23,6 +24,8 @@ pub struct Shared {
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
     pub bucket: jetstream::object_store::ObjectStore,
+    /// Where templates run: sandboxed worker processes.
+    pub renderers: sandbox::Pool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,10 @@ pub enum Error {
     CreateConsumer { consumer: String, source: jetstream::stream::ConsumerError },
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    WorkerNotFound(#[from] sandbox::WorkerNotFound),
+    #[error("failed to start the render workers")]
+    Sandbox(#[source] sandbox::SandboxError),
 }
 
 /// Runs the worker (and the admin server) until `shutdown` is cancelled.
@@ -46,9 +53,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     bind(config).await?.run(shutdown).await
 }
 
-/// Binds the admin listener (port 0 works; see [`Bound::admin_addr`]), connects PostgreSQL
-/// and NATS, and declares the PDF bucket and the dead-letter stream.
+/// Binds the admin listener (port 0 works; see [`Bound::admin_addr`]), starts the sandboxed
+/// render workers, connects PostgreSQL and NATS, and declares the PDF bucket and the
+/// dead-letter stream.
 pub async fn bind(config: Config) -> Result<Bound, Error> {
+    let program = sandbox::locate_worker(config.worker_bin.as_deref())?;
+    let renderers = sandbox::Pool::start(sandbox::Settings {
+        program,
+        memory: config.sandbox_memory,
+        time: config.render_timeout,
+        workers: config.sandbox_workers(),
+    })
+    .await
+    .map_err(Error::Sandbox)?;
     let addr = config.common.admin_addr;
     let admin = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
     let admin_addr = admin.local_addr().map_err(|source| Error::Bind { addr, source })?;
@@ -69,7 +86,7 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
     })
     .await
     .map_err(|source| Error::DeclareStream { stream: config.dead_letter_stream.clone(), source })?;
-    let shared = Arc::new(Shared { config, pool, nats, js, bucket });
+    let shared = Arc::new(Shared { config, pool, nats, js, bucket, renderers });
     Ok(Bound { shared, admin, admin_addr, readiness: Readiness::default() })
 }
 

@@ -16,7 +16,8 @@ use uuid::Uuid;
 use crate::{
     Shared,
     document::{self, LoadError},
-    render::{self, DEFAULT_TEMPLATE, RenderInput},
+    render::{self, DEFAULT_TEMPLATE},
+    sandbox::{SandboxError, protocol::RenderRequest},
     store::{self, RenditionLock},
 };
 
@@ -47,7 +48,7 @@ enum JobError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
-    Render(#[from] RenderFailure),
+    Render(#[from] SandboxError),
 }
 
 /// What another delivery of a failed job can do.
@@ -66,7 +67,10 @@ enum Retry {
 impl JobError {
     fn retry(&self) -> Retry {
         match self {
-            JobError::Payload(_) | JobError::RenditionId(_) | JobError::Render(_) => Retry::Never,
+            JobError::Payload(_) | JobError::RenditionId(_) => Retry::Never,
+            // Over a limit or a template error: the same template fails the same way again.
+            JobError::Render(e) if e.is_permanent() => Retry::Never,
+            JobError::Render(_) => Retry::Transient,
             JobError::RenditionNotVisible(_) => Retry::NotVisible,
             JobError::Load(e) if e.is_not_visible() => Retry::NotVisible,
             JobError::Load(e) if e.is_permanent() => Retry::Never,
@@ -77,17 +81,6 @@ impl JobError {
     fn reason(&self) -> String {
         folio_runtime::error_chain(self)
     }
-}
-
-/// Why the renderer produced no PDF: permanent, since the same input renders the same way.
-#[derive(Debug, thiserror::Error)]
-enum RenderFailure {
-    #[error("the render did not finish within {0:?}")]
-    TimedOut(Duration),
-    #[error(transparent)]
-    Render(#[from] render::RenderError),
-    #[error("the renderer crashed")]
-    Crashed(#[source] tokio::task::JoinError),
 }
 
 /// The kind of job this worker does: `<root>.jobs.pdf`, dead letters on `<root>.dead.pdf`.
@@ -296,7 +289,9 @@ async fn process_locked(
         Ok(pdf) => pdf,
         Err(failure) => {
             let err = JobError::Render(failure);
-            store::mark_failed(&shared.pool, rendition, &err.reason()).await?;
+            if err.retry() == Retry::Never {
+                store::mark_failed(&shared.pool, rendition, &err.reason()).await?;
+            }
             return Err(err);
         }
     };
@@ -306,39 +301,27 @@ async fn process_locked(
     Ok(Outcome::Rendered)
 }
 
-/// Renders on a blocking thread (a compile uses one core and cannot be cancelled) while telling
+/// Renders in a sandboxed worker (which enforces the time and memory limits) while telling
 /// JetStream the job is still alive, so a long render is not redelivered to another worker.
 async fn render_with_heartbeat(
     shared: &Shared,
     message: &jetstream::Message,
     context: document::RenditionContext,
-) -> Result<render::RenderedPdf, RenderFailure> {
+) -> Result<render::RenderedPdf, SandboxError> {
     let started = std::time::Instant::now();
-    let mut task = tokio::task::spawn_blocking(move || {
-        let template = context.template_body.as_deref().unwrap_or(DEFAULT_TEMPLATE);
-        let input = RenderInput {
-            template,
-            data: &context.data,
-            logo_svg: context.logo_svg.as_deref(),
-            date: context.date,
-            ident: format!("folio/{}/{}", context.proposal_id, context.proposal_version),
-        };
-        let result = render::render(&input);
-        // Bound the memo cache of a long-lived worker.
-        comemo::evict(10);
-        result
-    });
+    let request = RenderRequest {
+        template: context.template_body.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
+        data: context.data,
+        logo_svg: context.logo_svg,
+        date: context.date,
+        ident: format!("folio/{}/{}", context.proposal_id, context.proposal_version),
+    };
+    let render = shared.renderers.render(&request);
+    tokio::pin!(render);
     let beat = (shared.config.ack_wait / 3).max(Duration::from_millis(100));
-    let deadline = tokio::time::Instant::now() + shared.config.render_timeout;
     let result = loop {
         tokio::select! {
-            done = &mut task => break done,
-            _ = tokio::time::sleep_until(deadline) => {
-                // A compile cannot be cancelled: its thread runs on, but the job, the slot and
-                // the rendition are released, so one endless template cannot stall the pool.
-                metrics::counter!("folio_pdf_render_timeouts_total").increment(1);
-                return Err(RenderFailure::TimedOut(shared.config.render_timeout));
-            }
+            done = &mut render => break done,
             _ = tokio::time::sleep(beat) => {
                 if let Err(e) = message.ack_with(AckKind::Progress).await {
                     tracing::warn!("failed to send a progress heartbeat: {e}");
@@ -347,10 +330,19 @@ async fn render_with_heartbeat(
         }
     };
     metrics::histogram!("folio_pdf_render_seconds").record(started.elapsed().as_secs_f64());
-    match result {
-        Ok(Ok(pdf)) => Ok(pdf),
-        Ok(Err(e)) => Err(RenderFailure::Render(e)),
-        Err(join) => Err(RenderFailure::Crashed(join)),
+    if let Err(e) = &result {
+        metrics::counter!("folio_pdf_render_failures_total", "reason" => failure_kind(e)).increment(1);
+    }
+    result
+}
+
+fn failure_kind(e: &SandboxError) -> &'static str {
+    match e {
+        SandboxError::MemoryLimit(_) => "memory",
+        SandboxError::TimeLimit(_) => "time",
+        SandboxError::Render(_) => "template",
+        SandboxError::Crashed(_) | SandboxError::Lost(_) => "crashed",
+        SandboxError::Start { .. } => "start",
     }
 }
 

@@ -1,5 +1,7 @@
 //! Typst against Chromium for the same 3-page proposal, measured in one run:
 //! - typst (this crate's renderer, warm process),
+//! - typst in the sandboxed worker pool pdf-render uses (a warm `pdf-render-worker` process,
+//!   request and PDF over its pipes), interleaved document by document with the series above,
 //! - Chromium kept warm across documents (playwright-core, as Gotenberg runs it),
 //! - one Chromium process per document (`chromium --headless --print-to-pdf`).
 //!
@@ -9,7 +11,10 @@ use std::{path::PathBuf, process::Command, time::Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use pdf_render::render::{DEFAULT_TEMPLATE, RenderInput, render};
+use pdf_render::{
+    render::{DEFAULT_TEMPLATE, RenderInput, render},
+    sandbox::{self, ByteSize, protocol::RenderRequest},
+};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -25,6 +30,9 @@ struct Args {
     tools_dir: PathBuf,
     #[arg(long, env = "CHROMIUM", default_value = "/usr/bin/chromium")]
     chromium: PathBuf,
+    /// Only typst in-process against typst in the sandbox (no Chromium needed).
+    #[arg(long)]
+    typst_only: bool,
 }
 
 const ITEMS: usize = 62;
@@ -45,9 +53,27 @@ fn main() -> anyhow::Result<()> {
     if warm.pages != 3 {
         bail!("the benchmark document must be 3 pages, typst made {}", warm.pages);
     }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let pool = runtime.block_on(sandbox::Pool::start(sandbox::Settings {
+        program: sandbox::locate_worker(None)?,
+        memory: ByteSize::mib(256),
+        time: std::time::Duration::from_secs(10),
+        workers: 1,
+    }))?;
+    let request = |data: &serde_json::Value, ident: String| RenderRequest {
+        template: DEFAULT_TEMPLATE.to_owned(),
+        data: data.clone(),
+        logo_svg: None,
+        date: input.date,
+        ident,
+    };
+    let sandboxed = runtime.block_on(pool.render(&request(&data, "folio/bench/1".into())))?;
+    assert_eq!(sandboxed.sha256, warm.sha256, "the sandbox renders the same bytes");
     // Each measured document differs (as every job does), and the memo cache is trimmed after
-    // each one exactly as the worker does, so typst cannot answer from its cache.
+    // each one exactly as the worker does, so typst cannot answer from its cache. The two typst
+    // series alternate document by document, so neither gets the quieter half of the run.
     let mut typst_ms = Vec::new();
+    let mut sandbox_ms = Vec::new();
     for n in 0..args.documents {
         let mut varied = data.clone();
         varied["proposal"]["number"] = json!(format!("{n:08X}"));
@@ -58,6 +84,25 @@ fn main() -> anyhow::Result<()> {
         comemo::evict(10);
         typst_ms.push(started.elapsed().as_secs_f64() * 1e3);
         assert_eq!(pdf.pages, 3);
+
+        // Includes what the pool adds: encoding the request, the pipes, and the PDF coming back.
+        let request = request(&varied, format!("folio/bench/{n}"));
+        let started = Instant::now();
+        let boxed = runtime.block_on(pool.render(&request))?;
+        sandbox_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(boxed.sha256, pdf.sha256, "the sandbox renders the same bytes");
+    }
+    let typst = stats(&typst_ms);
+    let boxed = stats(&sandbox_ms);
+    println!("3-page proposal ({ITEMS} line items), {} documents per series", args.documents);
+    println!("{:<34} {:>9} {:>9} {:>9}", "typst", "p50 ms", "p99 ms", "docs/s");
+    for (name, s) in [("in-process (warm)", typst), ("sandboxed worker pool (warm)", boxed)] {
+        println!("{name:<34} {:>9.1} {:>9.1} {:>9.1}", s.p50, s.p99, s.per_second);
+    }
+    println!("sandboxed / in-process: p50 {:.2}x, p99 {:.2}x", boxed.p50 / typst.p50, boxed.p99 / typst.p99);
+    println!("most heap one sandboxed render used: {:.1} MiB", pool.heap_peak() as f64 / 1048576.0);
+    if args.typst_only {
+        return Ok(());
     }
 
     let dir = std::env::temp_dir().join(format!("folio-pdf-bench-{}", std::process::id()));
@@ -109,9 +154,9 @@ fn main() -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
+    println!();
     println!("3-page proposal ({ITEMS} line items); typst {} pages, chromium {chromium_pages} pages", warm.pages);
     println!("{:<34} {:>9} {:>9} {:>9} {:>13}", "renderer", "p50 ms", "p99 ms", "docs/s", "typst speedup");
-    let typst = stats(&typst_ms);
     for (name, s) in [
         ("typst (library, warm process)", typst),
         ("chromium warm (playwright-core)", stats(&warm_ms)),

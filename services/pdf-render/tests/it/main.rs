@@ -4,4 +4,5 @@ mod download;
 mod helpers;
 mod queue;
 mod rendering;
+mod sandbox;
 mod visibility;
