@@ -38,7 +38,8 @@ static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// set from what real templates need.
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
-/// The worker's global allocator: the system allocator, counted and capped.
+/// The worker's global allocator: the system allocator, counted and capped. Sound because every
+/// call goes to `System` with the caller's own pointer and layout; only the counters are added.
 pub struct CountingAlloc;
 
 fn over_memory() -> ! {
@@ -123,7 +124,8 @@ pub fn main(args: WorkerArgs) -> ExitCode {
 }
 
 fn serve(args: &WorkerArgs) -> Result<(), String> {
-    // Die with the renderer: an orphan must not keep running a template.
+    // Die with the renderer: an orphan must not keep running a template. (These libc calls take
+    // no pointers, or pointers to locals that outlive them.)
     let parent = unsafe { libc::getppid() };
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if parent == 1 {
