@@ -51,6 +51,7 @@ for _ in $(seq 1 "$edges"); do
   log=$(mktemp -t shape-edge-conformance.XXXXXX.log)
   FOLIO_NATS_URL=$nats_url \
   FOLIO_EDGE_ADDR=127.0.0.1:$port \
+  FOLIO_EDGE_PUBLIC_URL=http://127.0.0.1:$port \
   FOLIO_DS_PREFIX=$prefix \
   FOLIO_DS_LONG_POLL_TIMEOUT=500ms \
   FOLIO_DS_WEBHOOK_ALLOW_LOOPBACK=true \

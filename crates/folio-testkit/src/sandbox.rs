@@ -347,6 +347,8 @@ impl Sandbox {
         c.shapes.db = folio_db::DbArgs::new(&self.db.url);
         c.streams.prefix = format!("ds_{}", self.suffix);
         c.streams.jwt.jwt_secret = JWT_SECRET.into();
+        // Production requires it; tests follow links by their path.
+        c.streams.public_url = Some("http://edge.sandbox.test".into());
         c
     }
 

@@ -60,3 +60,16 @@ async fn a_short_secret_is_refused_in_every_environment() {
         assert_refused("proposals-api", e, "FOLIO_JWT_SECRET", "at least 32");
     }
 }
+
+#[tokio::test]
+async fn an_edge_outside_development_needs_a_public_url_so_links_never_follow_the_host_header() {
+    let mut edge: shape_edge::Config = defaults("shape-edge");
+    edge.common.environment = Environment::Production;
+    edge.streams.jwt.jwt_secret = STRONG.into();
+    let Err(e) = shape_edge::bind(edge.clone()).await else { panic!("shape-edge started without a public URL") };
+    assert_refused("shape-edge", e, "FOLIO_EDGE_PUBLIC_URL", "must be set outside development");
+
+    edge.streams.public_url = Some("edge.example.com".into());
+    let Err(e) = shape_edge::bind(edge).await else { panic!("shape-edge started with a relative public URL") };
+    assert_refused("shape-edge", e, "FOLIO_EDGE_PUBLIC_URL", "not an absolute http(s) URL");
+}

@@ -42,8 +42,32 @@ impl Config {
             .environment
             .check_secret(folio_auth::JwtArgs::SECRET_VAR, &jwt.jwt_secret, folio_auth::DEVELOPMENT_SECRET)
             .map_err(|e| e.to_string())?;
+        self.check_public_url()?;
         self.streams.validate()?;
         self.shapes.validate()
+    }
+}
+
+impl Config {
+    /// `Location` headers and webhook links (callback, JWKS) are built from the public URL. A
+    /// request's `Host` header is the caller's to choose, so outside development the URL must be
+    /// configured (issue 13, finding 12); a local cluster may still derive it.
+    fn check_public_url(&self) -> Result<(), String> {
+        let Some(url) = &self.streams.public_url else {
+            if self.common.environment.is_development() {
+                return Ok(());
+            }
+            return Err("FOLIO_EDGE_PUBLIC_URL must be set outside development (e.g. https://edge.example.com): \
+                        links the edge hands out are built from it, never from a request's Host header"
+                .into());
+        };
+        let absolute = url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
+        if !absolute {
+            return Err(format!("FOLIO_EDGE_PUBLIC_URL {url:?} is not an absolute http(s) URL"));
+        }
+        Ok(())
     }
 }
 

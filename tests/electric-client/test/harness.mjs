@@ -303,6 +303,7 @@ class Harness {
     return {
       ...this.baseEnv(),
       FOLIO_EDGE_ADDR: `127.0.0.1:${port}`,
+      FOLIO_EDGE_PUBLIC_URL: `http://127.0.0.1:${port}`,
       FOLIO_ADMIN_ADDR: `127.0.0.1:${adminPort}`,
       FOLIO_CHANGES_STREAM: n.changesStream,
       FOLIO_SUBJECT_ROOT: n.subjectRoot,

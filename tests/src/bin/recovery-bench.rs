@@ -189,6 +189,8 @@ impl Proc {
                 cmd.env_remove(&key);
             }
         }
+        // A local measurement: the built-in secrets and Host-derived links are fine.
+        cmd.env("FOLIO_ENV", "development");
         let child = cmd.spawn().with_context(|| format!("start {}", bin.display()))?;
         Ok(Proc { name: name.to_owned(), child })
     }

@@ -35,6 +35,8 @@ pub fn config(prefix: &str, extra: &[&str]) -> Config {
         ("--ds-max-append-bytes", "65536"),
         ("--ds-max-read-bytes", "4096"),
         ("--jwt-secret", SECRET),
+        // Required outside development; tests follow links by their path.
+        ("--public-url", "http://edge.test"),
     ];
     // Port 0 for both listeners: tests run side by side.
     let mut args =
