@@ -56,13 +56,24 @@ impl std::fmt::Debug for Secret {
 pub enum Principal {
     /// `--ds-open`: nobody is asked for a token and namespaces are off.
     Anyone,
-    /// A configured service token: every namespace, every operation.
-    Service,
+    /// A configured service token: every namespace, every operation. Named by its place in
+    /// `FOLIO_DS_SERVICE_TOKENS` (`service-0`, …), which keys its own append rate.
+    Service(ServiceName),
     /// The `--ds-claim-token` of earlier releases: it claims pull wakes of shared (service or
     /// open-mode) subscriptions, as it always did, and nothing else.
     ClaimWorker,
     /// A member of an agency, by the API's JWT.
     Member(Caller),
+}
+
+/// A service token's name: `service-<its index in FOLIO_DS_SERVICE_TOKENS>`, never the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceName(pub usize);
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "service-{}", self.0)
+    }
 }
 
 /// What a request does to a stream.
@@ -102,7 +113,7 @@ impl Principal {
         match self {
             Principal::Anyone => Ok(()),
             Principal::ClaimWorker => Err(StreamError::Forbidden("this token only claims pull wakes".into())),
-            Principal::Service => match path.namespace() {
+            Principal::Service(_) => match path.namespace() {
                 Some(_) => Ok(()),
                 None => Err(StreamError::Forbidden("streams live under agencies/<agency-id>/".into())),
             },
@@ -118,7 +129,7 @@ impl Principal {
     /// May this caller do `action` in its own scope (subscriptions)?
     pub fn require(&self, action: Action) -> Result<()> {
         match self {
-            Principal::Anyone | Principal::Service => Ok(()),
+            Principal::Anyone | Principal::Service(_) => Ok(()),
             Principal::ClaimWorker => Err(StreamError::Forbidden("this token only claims pull wakes".into())),
             Principal::Member(caller) if action.allows(caller.role) => Ok(()),
             Principal::Member(caller) => {
@@ -171,9 +182,13 @@ impl Gate {
         let given = digest(token);
         // Every configured token is compared, each in constant time (over equal-length
         // digests), so the time taken says nothing about which one nearly matched.
-        let service = self.services.iter().fold(false, |hit, d| hit | constant_time_eq(d, &given));
-        if service {
-            return Ok(Principal::Service);
+        let service = self
+            .services
+            .iter()
+            .enumerate()
+            .fold(0usize, |hit, (i, d)| hit | (usize::from(constant_time_eq(d, &given)) * (i + 1)));
+        if service > 0 {
+            return Ok(Principal::Service(ServiceName(service - 1)));
         }
         if self.claim_worker.as_ref().is_some_and(|d| constant_time_eq(d, &given)) {
             return Ok(Principal::ClaimWorker);
@@ -237,8 +252,8 @@ mod tests {
     fn tokens_name_their_callers_and_anything_else_is_unauthenticated() {
         let service = "s".repeat(40);
         let (gate, auth) = gate(&["--ds-service-token", &format!("{},{service}", "t".repeat(32))]);
-        assert!(matches!(gate.authenticate(&with(&format!("Bearer {service}"))), Ok(Principal::Service)));
-        assert!(matches!(gate.authenticate(&with(&format!("bearer {service}"))), Ok(Principal::Service)));
+        assert!(matches!(gate.authenticate(&with(&format!("Bearer {service}"))), Ok(Principal::Service(_))));
+        assert!(matches!(gate.authenticate(&with(&format!("bearer {service}"))), Ok(Principal::Service(_))));
         let caller = member(Role::Viewer);
         let jwt = auth.issue(&caller, Duration::from_secs(60));
         let Ok(Principal::Member(back)) = gate.authenticate(&with(&format!("Bearer {jwt}"))) else {
@@ -283,8 +298,8 @@ mod tests {
         let mut admin = member(Role::Admin);
         admin.agency_id = viewer.agency().unwrap();
         assert!(Principal::Member(admin).authorize(Action::Delete, &own).is_ok());
-        assert!(Principal::Service.authorize(Action::Delete, &other).is_ok());
-        assert!(Principal::Service.authorize(Action::Read, &global).is_err());
+        assert!(Principal::Service(ServiceName(0)).authorize(Action::Delete, &other).is_ok());
+        assert!(Principal::Service(ServiceName(0)).authorize(Action::Read, &global).is_err());
         assert!(Principal::Anyone.authorize(Action::Delete, &global).is_ok());
     }
 

@@ -17,6 +17,7 @@ use super::{
     meta::{ProducerState, ProducerTuple, StreamMeta, normalize_media_type, now_ms},
     offset::Offset,
     producer::{self, Decision},
+    quota::Charge,
     store::path_hash,
 };
 
@@ -96,21 +97,34 @@ impl Streams {
         if payload.as_ref().is_some_and(|p| p.len() > self.max_append) {
             return Err(StreamError::TooLarge { limit: self.max_append });
         }
+        let charge = match (&self.quotas, &payload) {
+            (Some(quotas), Some(p)) => quotas.reserve_bytes(path, p.len() as u64).await?,
+            _ => Charge::default(),
+        };
         let tail = match payload {
             Some(payload) => {
                 let subject = self.store.data_subject(&meta.incarnation);
                 let bytes = payload.len() as u64;
-                let seq = self.store.append(subject, producer_headers(producer.as_ref()), payload).await?;
+                let stored = self.store.append(subject, producer_headers(producer.as_ref()), payload).await;
+                let seq = match (stored, &self.quotas) {
+                    (Err(e), Some(quotas)) => {
+                        quotas.release(path, charge).await;
+                        return Err(e.into());
+                    }
+                    (stored, _) => stored?,
+                };
                 metrics::counter!("ds_appends_total").increment(1);
                 metrics::counter!("ds_appended_bytes_total").increment(bytes);
                 seq
             }
             None => self.store.tail(&meta).await?,
         };
-        let needs_meta = producer.is_some() || stream_seq.is_some() || closing;
+        // The metadata records the bytes counted, so delete and expiry give back what was taken.
+        let needs_meta = producer.is_some() || stream_seq.is_some() || closing || charge.bytes > 0;
         if needs_meta {
             let mut revision = v.revision;
             loop {
+                meta.stored_bytes = meta.stored_bytes.saturating_add(charge.bytes);
                 if let (Some(Decision::Accept(state)), Some(p)) = (decision, &producer) {
                     meta.producers.insert(p.id.clone(), state);
                 }

@@ -19,6 +19,7 @@ use super::{
     meta::{CreateSpec, Segment, StreamMeta, normalize_media_type, now_ms},
     offset::Offset,
     path::StreamPath,
+    quota::Charge,
     store::{Versioned, path_hash},
 };
 
@@ -156,6 +157,7 @@ impl Streams {
             forked_from: None,
             fork_count: 0,
             soft_deleted: false,
+            stored_bytes: 0,
         };
         let mut prefix: Option<Bytes> = None;
         let mut source: Option<Versioned> = None;
@@ -209,23 +211,23 @@ impl Streams {
         if initial.as_ref().is_some_and(|b| b.len() > self.max_append) {
             return Err(StreamError::TooLarge { limit: self.max_append });
         }
-        if let Some(src) = &source {
-            self.add_fork_reference(src).await?;
-        }
-        let subject = self.store.data_subject(&meta.incarnation);
-        let mut tail = meta.base();
-        for payload in [prefix, initial].into_iter().flatten() {
-            tail = self.store.append(subject.clone(), NatsHeaders::new(), payload).await?;
-        }
-        if self.store.create(&meta).await?.is_none() {
-            // Another edge created it between our lookup and now: undo ours; a retry of this PUT
-            // is then compared with theirs like any re-create.
-            self.store.purge(&subject).await?;
-            if let Some(src) = &meta.forked_from {
-                self.release_fork_reference(src).await?;
+        let charge = match &self.quotas {
+            Some(quotas) => {
+                let bytes = [&prefix, &initial].into_iter().flatten().map(|b| b.len() as u64).sum();
+                quotas.reserve_stream(path, bytes).await?
             }
-            return Err(StreamError::conflict("stream was created concurrently, retry"));
-        }
+            None => Charge::default(),
+        };
+        meta.stored_bytes = charge.bytes;
+        let tail = match self.store_new(&meta, source.as_ref(), [prefix, initial]).await {
+            Ok(tail) => tail,
+            Err(e) => {
+                if let Some(quotas) = &self.quotas {
+                    quotas.release(path, charge).await;
+                }
+                return Err(e);
+            }
+        };
         self.hub.touch(&meta);
         self.hub.wake(&path_hash(path));
         self.subscriptions.stream_changed(path);
@@ -237,6 +239,33 @@ impl Streams {
                 .map(|host| format!("http://{host}/v1/stream/{path}")),
         };
         Ok(created_response(&meta, tail, StatusCode::CREATED, location))
+    }
+
+    /// Writes a new stream's data and metadata; its tail.
+    async fn store_new(
+        &self,
+        meta: &StreamMeta,
+        source: Option<&Versioned>,
+        data: [Option<Bytes>; 2],
+    ) -> Result<StreamSeq> {
+        if let Some(src) = source {
+            self.add_fork_reference(src).await?;
+        }
+        let subject = self.store.data_subject(&meta.incarnation);
+        let mut tail = meta.base();
+        for payload in data.into_iter().flatten() {
+            tail = self.store.append(subject.clone(), NatsHeaders::new(), payload).await?;
+        }
+        if self.store.create(meta).await?.is_none() {
+            // Another edge created it between our lookup and now: undo ours; a retry of this PUT
+            // is then compared with theirs like any re-create.
+            self.store.purge(&subject).await?;
+            if let Some(src) = &meta.forked_from {
+                self.release_fork_reference(src).await?;
+            }
+            return Err(StreamError::conflict("stream was created concurrently, retry"));
+        }
+        Ok(tail)
     }
 
     /// The first `n` bytes (or JSON values) of the source's first message after `fork_at`.

@@ -65,6 +65,12 @@ pub enum StreamError {
     Subscription(#[from] SubscriptionError),
     #[error("storage unavailable")]
     Storage(#[from] StorageError),
+    /// Over an append rate (quota.rs): 429 with `Retry-After` and the RateLimit fields.
+    #[error("append rate exceeded")]
+    RateLimited(Box<folio_quota::Decision>),
+    /// Over a counted quota (streams, stored bytes), or NATS could not count it.
+    #[error(transparent)]
+    Quota(#[from] folio_quota::QuotaError),
 }
 
 /// An error of the reserved subscription APIs (`/v1/stream/__ds/…`): each has the protocol's
@@ -167,6 +173,10 @@ impl StreamError {
             StreamError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             StreamError::Subscription(e) => e.code(),
             StreamError::Storage(_) => ErrorCode::Unavailable,
+            StreamError::RateLimited(d) if d.outcome == folio_quota::Outcome::Unavailable => ErrorCode::Unavailable,
+            StreamError::RateLimited(_) => ErrorCode::ResourceExhausted,
+            StreamError::Quota(folio_quota::QuotaError::Exceeded { .. }) => ErrorCode::ResourceExhausted,
+            StreamError::Quota(folio_quota::QuotaError::Unavailable { .. }) => ErrorCode::Unavailable,
         }
     }
 
@@ -198,8 +208,29 @@ impl StreamError {
     }
 }
 
+/// folio-quota's answer (status, `Retry-After`, RateLimit fields) with its body inside this
+/// API's `{"error": …}`.
+fn quota_response(answer: axum::http::Response<String>) -> Response {
+    let (parts, body) = answer.into_parts();
+    let error = serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default();
+    let mut res = (parts.status, axum::Json(serde_json::json!({ "error": error }))).into_response();
+    res.headers_mut().extend(parts.headers);
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
 impl IntoResponse for StreamError {
     fn into_response(self) -> Response {
+        match &self {
+            StreamError::RateLimited(decision) => return quota_response(decision.to_http_response()),
+            StreamError::Quota(e) => {
+                if matches!(e, folio_quota::QuotaError::Unavailable { .. }) {
+                    tracing::warn!(error = %error_chain(e), "quota cannot be checked");
+                }
+                return quota_response(e.to_http_response());
+            }
+            _ => {}
+        }
         let status = self.status();
         let mut headers = HeaderMap::new();
         if status == StatusCode::UNAUTHORIZED {

@@ -28,6 +28,7 @@ pub mod offset;
 pub mod path;
 mod producer;
 mod query;
+pub mod quota;
 mod read;
 mod routes;
 mod sse;
@@ -129,6 +130,39 @@ pub struct StreamsConfig {
     #[arg(long = "public-url", env = "FOLIO_EDGE_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Limits per agency and per token, shared by every edge through NATS (`on`/`off`; off
+    /// only for benchmarks and trusted setups). Never in open mode, which has no agencies.
+    #[arg(
+        long = "ds-quotas",
+        env = "FOLIO_DS_QUOTAS",
+        default_value = "on",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set,
+    )]
+    pub quotas: bool,
+
+    /// Streams one agency may hold (deleted and expired ones give their place back; a deleted
+    /// stream forks still read holds it until they are gone).
+    #[arg(long = "ds-max-streams-per-agency", env = "FOLIO_DS_MAX_STREAMS_PER_AGENCY", default_value_t = 10_000)]
+    pub max_streams_per_agency: u64,
+
+    /// Bytes of stream data one agency may store (appends as stored; given back on delete and
+    /// expiry). 10 GiB by default.
+    #[arg(long = "ds-max-bytes-per-agency", env = "FOLIO_DS_MAX_BYTES_PER_AGENCY", default_value_t = 10 << 30)]
+    pub max_bytes_per_agency: u64,
+
+    /// Appends a second per agency, all its users and services together (bursts of twice as many).
+    #[arg(long = "ds-agency-appends-per-sec", env = "FOLIO_DS_AGENCY_APPENDS_PER_SEC", default_value_t = 200)]
+    pub agency_appends_per_sec: u32,
+
+    /// Appends a second per user (the JWT's user; bursts of twice as many).
+    #[arg(long = "ds-token-appends-per-sec", env = "FOLIO_DS_TOKEN_APPENDS_PER_SEC", default_value_t = 50)]
+    pub token_appends_per_sec: u32,
+
+    /// Appends a second per service token, across all agencies (bursts of twice as many).
+    #[arg(long = "ds-service-appends-per-sec", env = "FOLIO_DS_SERVICE_APPENDS_PER_SEC", default_value_t = 1_000)]
+    pub service_appends_per_sec: u32,
+
     /// The API's bearer tokens: streams, proposal activity and shapes are served per agency.
     #[command(flatten)]
     pub jwt: folio_auth::JwtArgs,
@@ -178,6 +212,8 @@ pub struct Streams {
     config: StreamsConfig,
     /// `config.max_append_bytes` capped by what one NATS message can carry.
     max_append: usize,
+    /// Limits per agency and token; `None` when off or in open mode.
+    quotas: Option<quota::StreamQuotas>,
     subscriptions: subscriptions::Engine,
     activity: activity::Activity,
     /// Cancelled when the edge starts draining: live reads end so connections can close.
@@ -189,10 +225,13 @@ pub struct Streams {
 
 impl Streams {
     /// Creates (or reuses) the JetStream stream and KV bucket and starts the background tasks
-    /// on `tasks`; they end when `shutdown` is cancelled.
+    /// on `tasks`; they end when `shutdown` is cancelled. `quotas` holds the limits shared with
+    /// the other edges (unused when `config` switches them off).
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         nats: async_nats::Client,
         config: StreamsConfig,
+        quotas: Option<folio_quota::Quotas>,
         bus: &folio_bus::BusArgs,
         reconnects: folio_live::Reconnects,
         shutdown: CancellationToken,
@@ -231,6 +270,7 @@ impl Streams {
             gate: access::Gate::new(&config),
             cors: headers::Cors::new(&config.allowed_origins),
             hub: hub.clone(),
+            quotas: quota::StreamQuotas::new(quotas, &config),
             config,
             max_append,
             subscriptions,

@@ -9,6 +9,7 @@ use super::{
     Streams,
     error::{Result, StreamError},
     meta::now_ms,
+    quota::Charge,
     store::{Versioned, path_hash},
 };
 
@@ -64,6 +65,11 @@ impl Streams {
             return Ok(false);
         }
         self.store.purge(&self.store.data_subject(&meta.incarnation)).await?;
+        // Its data is gone: the agency gets the stream's place and stored bytes back (a
+        // soft-deleted stream keeps both while forks still read its data).
+        if let Some(quotas) = &self.quotas {
+            quotas.release(&meta.path, Charge { streams: 1, bytes: meta.stored_bytes }).await;
+        }
         self.hub.forget(&meta.incarnation);
         self.store.notify(&meta.path).await;
         self.hub.wake(&path_hash(&meta.path));

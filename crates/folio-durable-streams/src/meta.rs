@@ -75,6 +75,10 @@ pub struct StreamMeta {
     pub fork_count: u64,
     /// Deleted or expired while forks still read its data: invisible, but not purged.
     pub soft_deleted: bool,
+    /// Bytes of this stream's own data counted against its agency's quota (recorded only while
+    /// quotas are on), given back when the data is purged. Absent in metadata written before.
+    #[serde(default)]
+    pub stored_bytes: u64,
 }
 
 impl StreamMeta {

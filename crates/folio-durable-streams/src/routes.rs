@@ -86,8 +86,17 @@ async fn handle(streams: &Arc<Streams>, path: StreamPath, req: Request) -> Resul
             streams.create(path, &parts.headers, body).await
         }
         Method::POST => {
+            // Before the body is read: a refused flood costs neither the upload nor NATS.
+            let decision = match &streams.quotas {
+                Some(quotas) => quotas.admit_append(&principal, path).await?,
+                None => None,
+            };
             let body = read_limited(body, streams.max_append).await?;
-            streams.append(path, &parts.headers, body).await
+            let mut res = streams.append(path, &parts.headers, body).await?;
+            if let Some(decision) = decision {
+                decision.add_headers(res.headers_mut());
+            }
+            Ok(res)
         }
         Method::GET => {
             let query = parse_read_query(parts.uri.query())?;

@@ -43,6 +43,13 @@ impl RatePolicy {
         Self { name, rate: f64::from(per_second.max(1)), burst: burst.max(1) }
     }
 
+    /// `quota` requests per `window` on average, all `quota` at once at most: for rates below
+    /// one a second (shape definitions per 10 minutes).
+    pub fn per_window(name: &'static str, quota: u32, window: Duration) -> Self {
+        let quota = quota.max(1);
+        Self { name, rate: f64::from(quota) / window.as_secs_f64().max(0.001), burst: quota }
+    }
+
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -190,8 +197,14 @@ impl RateLimiter {
     /// Spends one token of `key` under `policy`.
     pub async fn check(&self, key: &QuotaKey, policy: &RatePolicy) -> Decision {
         let entry = self.entry(key);
-        // A fresh lease may be spent by other waiters before this one runs; a few rounds settle it.
-        for _ in 0..3 {
+        // A fresh lease may be spent by other waiters before this one runs; a few rounds settle
+        // it. A lease of a slow rate is one token, so N requests at once need N leases: they
+        // keep waiting for theirs up to a KV round trip's timeout instead of being refused
+        // while the shared bucket still holds tokens.
+        let deadline = Instant::now() + self.inner.nats_timeout;
+        let mut round = 0;
+        while round < 3 || Instant::now() < deadline {
+            round += 1;
             let notified = entry.refilled.notified();
             tokio::pin!(notified);
             // Registered before the state is read, so a lease landing in between still wakes us.

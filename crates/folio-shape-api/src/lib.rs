@@ -86,11 +86,13 @@ pub enum StartError {
 
 impl Shapes {
     /// Opens (or creates) the handle bucket `<bucket_prefix>_shapes` and starts the idle sweep
-    /// on `tasks` (table feeds start there too). Callers are authenticated with `auth`.
+    /// on `tasks` (table feeds start there too). Callers are authenticated with `auth`; `rates`
+    /// counts definitions with every other edge (`None`: on this edge alone).
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         nats: async_nats::Client,
         config: ShapesConfig,
+        rates: Option<folio_quota::RateLimiter>,
         bucket_prefix: &str,
         auth: Authenticator,
         bus: &folio_bus::BusArgs,
@@ -109,12 +111,16 @@ impl Shapes {
             .await
             .map_err(|source| StartError::Bucket { bucket: bucket.clone(), source })?;
         let definitions = Definitions::new(config.definition_cache_bytes, config.where_limits());
-        let quota = AgencyQuota::new(QuotaLimits {
+        let limits = QuotaLimits {
             definitions: config.max_definitions_per_agency,
             definition_window: config.definition_window,
             live_shapes: config.max_live_shapes_per_agency,
             idle_timeout: config.idle_timeout,
-        });
+        };
+        let quota = match rates {
+            Some(rates) => AgencyQuota::shared(limits, rates),
+            None => AgencyQuota::new(limits),
+        };
         // Often enough that a shape leaves about when it has been idle for the timeout.
         let sweep_every = (config.idle_timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
         let shapes = Arc::new(Shapes {
@@ -168,7 +174,12 @@ impl Shapes {
         let (table, feed) = self.table(&req.table, fresh).await?;
         let def = self.definitions.resolve(req, table, caller)?;
         if let Some(agency) = &def.agency {
-            self.quota.admit_definition(agency, &def.hash).map_err(ShapeError::OverQuota)?;
+            self.quota.admit_definition(agency, &def.hash).await.map_err(|refusal| match refusal {
+                quota::Refusal::Over(over) => ShapeError::OverQuota(over),
+                quota::Refusal::Unavailable => {
+                    ShapeError::unavailable_without_source("check the definition quota (NATS unreachable)")
+                }
+            })?;
         }
         Ok((def, feed))
     }

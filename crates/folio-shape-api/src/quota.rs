@@ -2,9 +2,11 @@
 //! requested within a window, and shapes live at once. One agency's viewer cannot fill the
 //! edge's memory or CPU with shapes the others then pay for (issue 13, finding 4).
 //!
-//! The counting is this edge's own; everything the request path needs goes through
-//! [`AgencyQuota`], so a limiter shared by every edge (through NATS) can replace it without
-//! touching the callers.
+//! Definitions are counted by every edge together when the edge gives [`AgencyQuota`] a
+//! shared limiter (folio-quota, through NATS KV): a token bucket per agency holding
+//! `quota` definitions, refilled at `quota / window`; a definition this edge already counted
+//! within the window is free. Live shapes stay a per-edge cap: they are this edge's memory
+//! and snapshots, which another edge's shapes do not use.
 
 use std::{
     collections::HashMap,
@@ -12,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use folio_quota::{Outcome, QuotaKey, RateLimiter, RatePolicy};
 use parking_lot::Mutex;
 
 /// A refusal: which policy, its quota, and when to retry. Rendered as 429 with `Retry-After`
@@ -47,6 +50,16 @@ struct AgencyUse {
 pub struct AgencyQuota {
     limits: QuotaLimits,
     agencies: Arc<Mutex<HashMap<String, AgencyUse>>>,
+    /// The definitions' bucket shared by every edge; `None` counts on this edge alone.
+    shared: Option<(RateLimiter, RatePolicy)>,
+}
+
+/// Why a definition was not admitted.
+#[derive(Debug)]
+pub enum Refusal {
+    Over(OverQuota),
+    /// The shared limiter fails closed and NATS cannot be reached.
+    Unavailable,
 }
 
 /// One live shape counted against its agency; dropping it (with the shape) frees the place.
@@ -69,21 +82,67 @@ impl Drop for LiveShapePermit {
 
 impl AgencyQuota {
     pub fn new(limits: QuotaLimits) -> Self {
-        AgencyQuota { limits, agencies: Arc::default() }
+        AgencyQuota { limits, agencies: Arc::default(), shared: None }
+    }
+
+    /// Definitions counted by every edge through `rates`.
+    pub fn shared(limits: QuotaLimits, rates: RateLimiter) -> Self {
+        let quota = u32::try_from(limits.definitions).unwrap_or(u32::MAX);
+        let policy = RatePolicy::per_window("definitions", quota, limits.definition_window);
+        AgencyQuota { limits, agencies: Arc::default(), shared: Some((rates, policy)) }
     }
 
     /// Counts a request for definition `hash` by `agency`: a definition already counted in
     /// the window is always admitted (and stays counted), a new one only below the cap.
-    pub fn admit_definition(&self, agency: &str, hash: &str) -> Result<(), OverQuota> {
+    pub async fn admit_definition(&self, agency: &str, hash: &str) -> Result<(), Refusal> {
+        if self.seen(agency, hash) {
+            return Ok(());
+        }
+        let Some((rates, policy)) = &self.shared else {
+            return self.admit_locally(agency, hash).map_err(Refusal::Over);
+        };
+        // Agencies are UUIDs; anything else has no shared bucket and is counted here.
+        let Ok(key) = QuotaKey::agency(agency, "shape-definitions") else {
+            return self.admit_locally(agency, hash).map_err(Refusal::Over);
+        };
+        let decision = rates.check(&key, policy).await;
+        match decision.outcome {
+            Outcome::Allowed => {
+                let mut agencies = self.agencies.lock();
+                agencies.entry(agency.to_owned()).or_default().definitions.insert(hash.to_owned(), Instant::now());
+                Ok(())
+            }
+            Outcome::Limited => Err(Refusal::Over(OverQuota {
+                policy: "definitions",
+                quota: self.limits.definitions,
+                window: Some(self.limits.definition_window),
+                retry_after: decision.retry_after.unwrap_or_default().max(Duration::from_secs(1)),
+            })),
+            Outcome::Unavailable => Err(Refusal::Unavailable),
+        }
+    }
+
+    /// Whether `hash` was counted for `agency` within the window (and if so, counts it again).
+    fn seen(&self, agency: &str, hash: &str) -> bool {
+        let now = Instant::now();
+        let window = self.limits.definition_window;
+        let mut agencies = self.agencies.lock();
+        let Some(usage) = agencies.get_mut(agency) else { return false };
+        usage.definitions.retain(|_, seen| now.duration_since(*seen) < window);
+        match usage.definitions.get_mut(hash) {
+            Some(seen) => {
+                *seen = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn admit_locally(&self, agency: &str, hash: &str) -> Result<(), OverQuota> {
         let now = Instant::now();
         let window = self.limits.definition_window;
         let mut agencies = self.agencies.lock();
         let usage = agencies.entry(agency.to_owned()).or_default();
-        usage.definitions.retain(|_, seen| now.duration_since(*seen) < window);
-        if let Some(seen) = usage.definitions.get_mut(hash) {
-            *seen = now;
-            return Ok(());
-        }
         if usage.definitions.len() >= self.limits.definitions {
             let oldest = usage.definitions.values().min().copied().unwrap_or(now);
             return Err(OverQuota {
@@ -127,16 +186,16 @@ mod tests {
         })
     }
 
-    #[test]
-    fn definitions_are_counted_per_agency_and_repeats_are_free() {
+    #[tokio::test]
+    async fn definitions_are_counted_per_agency_and_repeats_are_free() {
         let q = quota(2, 10);
-        assert!(q.admit_definition("a", "h1").is_ok());
-        assert!(q.admit_definition("a", "h2").is_ok());
-        assert!(q.admit_definition("a", "h1").is_ok());
-        let over = q.admit_definition("a", "h3").unwrap_err();
+        assert!(q.admit_definition("a", "h1").await.is_ok());
+        assert!(q.admit_definition("a", "h2").await.is_ok());
+        assert!(q.admit_definition("a", "h1").await.is_ok());
+        let Err(Refusal::Over(over)) = q.admit_definition("a", "h3").await else { panic!("admitted") };
         assert_eq!((over.policy, over.quota), ("definitions", 2));
         assert!(over.retry_after > Duration::from_secs(590));
-        assert!(q.admit_definition("b", "h3").is_ok());
+        assert!(q.admit_definition("b", "h3").await.is_ok());
     }
 
     #[test]

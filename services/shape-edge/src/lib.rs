@@ -32,6 +32,10 @@ pub struct Config {
 
     #[command(flatten)]
     pub shapes: ShapesConfig,
+
+    /// Where the limits both APIs share with the other edges live (NATS KV) and how they lease.
+    #[command(flatten)]
+    pub quota: folio_quota::QuotaArgs,
 }
 
 impl Config {
@@ -154,9 +158,13 @@ impl Bound {
         // Every long-lived task of both APIs; cancelled with `shutdown`, awaited below.
         let tasks = TaskTracker::new();
         let started = async {
+            // One limiter for both APIs, over the edge's NATS connection: the buckets are
+            // created on first use, so the edge starts while JetStream is still coming up.
+            let quotas = folio_quota::Quotas::new(nats.clone(), &config.quota, config.bus.stream_replicas);
             let streams = streams::Streams::start(
                 nats.clone(),
                 config.streams.clone(),
+                Some(quotas.clone()),
                 &config.bus,
                 reconnects.clone(),
                 shutdown.clone(),
@@ -166,6 +174,7 @@ impl Bound {
             let shapes = shapes::Shapes::start(
                 nats,
                 config.shapes.clone(),
+                config.streams.quotas.then(|| quotas.rates.clone()),
                 &config.streams.prefix,
                 config.streams.jwt.authenticator(),
                 &config.bus,

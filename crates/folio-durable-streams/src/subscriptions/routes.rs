@@ -149,7 +149,7 @@ pub async fn handle(streams: &Arc<Streams>, rest: String, req: Request) -> Resul
             // Pull wakes of a shared subscription are claimed by services (and anyone when
             // open); an agency's, by the agency's editors and admins.
             match principal {
-                Principal::Anyone | Principal::Service | Principal::ClaimWorker => {}
+                Principal::Anyone | Principal::Service(_) | Principal::ClaimWorker => {}
                 Principal::Member(_) => principal.require(Action::Write)?,
             }
             let body: ClaimBody = json_body(req).await?;

@@ -49,6 +49,13 @@ pub fn config(prefix: &str, extra: &[&str]) -> Config {
             args.extend([flag, value]);
         }
     }
+    // Each test's limits in buckets of its own, deleted with its prefix.
+    let (rates, counts) = (format!("{prefix}_rates"), format!("{prefix}_quotas"));
+    for (flag, value) in [("--quota-rate-bucket", &rates), ("--quota-count-bucket", &counts)] {
+        if !extra.contains(&flag) {
+            args.extend([flag, value.as_str()]);
+        }
+    }
     args.extend_from_slice(extra);
     Config::try_parse_from(args).expect("test config parses")
 }
@@ -190,6 +197,8 @@ async fn cleanup(prefix: &str) {
         let _ = js.delete_stream(format!("KV_{prefix}_meta")).await;
         let _ = js.delete_stream(format!("KV_{prefix}_shapes")).await;
         let _ = js.delete_stream(format!("{prefix}_CHANGES")).await;
+        let _ = js.delete_stream(format!("KV_{prefix}_rates")).await;
+        let _ = js.delete_stream(format!("KV_{prefix}_quotas")).await;
     }
 }
 

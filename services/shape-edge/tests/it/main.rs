@@ -4,6 +4,7 @@
 mod activity;
 mod helpers;
 mod live;
+mod quotas;
 mod recovery;
 mod security;
 mod shape_limits;

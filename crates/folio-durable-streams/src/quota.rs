@@ -1,0 +1,126 @@
+//! Per-agency and per-token limits on the streams API, shared by every edge through NATS KV
+//! (`folio-quota`): streams and stored bytes per agency (counted), appends a second per agency
+//! and per token (rate limits).
+//!
+//! Only streams inside an agency's namespace (`agencies/<id>/…`) are counted, against that
+//! agency, whoever writes them (a member or a service token). Open mode (`--ds-open`) has no
+//! agencies and no limits. A refusal is a [`StreamError`], answered 429 in `error.rs`.
+
+use folio_domain::AgencyId;
+use folio_quota::{Decision, QuotaKey, Quotas, RatePolicy};
+
+use super::{
+    StreamsConfig,
+    access::Principal,
+    error::{Result, StreamError},
+    path::namespace_of,
+};
+
+const STREAMS: &str = "ds-streams";
+const BYTES: &str = "ds-bytes";
+const APPENDS: &str = "ds-appends";
+
+/// The limits of one edge, `None` in [`super::Streams`] when off or in open mode.
+#[derive(Clone)]
+pub struct StreamQuotas {
+    quotas: Quotas,
+    max_streams: u64,
+    max_bytes: u64,
+    agency_appends: RatePolicy,
+    token_appends: RatePolicy,
+    service_appends: RatePolicy,
+}
+
+impl StreamQuotas {
+    /// `None` when the configuration switches them off or serves open mode.
+    pub fn new(quotas: Option<Quotas>, config: &StreamsConfig) -> Option<Self> {
+        if config.open || !config.quotas {
+            return None;
+        }
+        let rate = |name, per_sec: u32| RatePolicy::per_second(name, per_sec, per_sec.saturating_mul(2));
+        Some(Self {
+            quotas: quotas?,
+            max_streams: config.max_streams_per_agency,
+            max_bytes: config.max_bytes_per_agency,
+            agency_appends: rate("agency-appends", config.agency_appends_per_sec),
+            token_appends: rate("token-appends", config.token_appends_per_sec),
+            service_appends: rate("service-appends", config.service_appends_per_sec),
+        })
+    }
+
+    /// Spends one append of `principal` on the stream at `path`: the token's budget first, so
+    /// one noisy user does not spend the agency's. The agency's decision (for the RateLimit
+    /// headers of the answer) when admitted.
+    pub async fn admit_append(&self, principal: &Principal, path: &str) -> Result<Option<Decision>> {
+        let Some(agency) = namespace_of(path) else { return Ok(None) };
+        let token = match principal {
+            Principal::Member(caller) => Some((QuotaKey::token(caller.user_id, APPENDS), &self.token_appends)),
+            Principal::Service(name) => Some((QuotaKey::token(name, APPENDS), &self.service_appends)),
+            _ => None,
+        };
+        if let Some((Ok(key), policy)) = token {
+            let decision = self.quotas.rates.check(&key, policy).await;
+            if !decision.is_allowed() {
+                return Err(StreamError::RateLimited(Box::new(decision)));
+            }
+        }
+        let Ok(key) = QuotaKey::agency(agency, APPENDS) else { return Ok(None) };
+        let decision = self.quotas.rates.check(&key, &self.agency_appends).await;
+        if !decision.is_allowed() {
+            return Err(StreamError::RateLimited(Box::new(decision)));
+        }
+        Ok(Some(decision))
+    }
+
+    /// Reserves one stream and its first `bytes` for the stream at `path` being created. What
+    /// was reserved is returned, for [`Self::release`] if the create fails after all.
+    pub async fn reserve_stream(&self, path: &str, bytes: u64) -> Result<Charge> {
+        let Some(agency) = namespace_of(path) else { return Ok(Charge::default()) };
+        self.reserve(agency, STREAMS, 1, self.max_streams).await?;
+        if let Err(e) = self.reserve(agency, BYTES, bytes, self.max_bytes).await {
+            self.release(path, Charge { streams: 1, bytes: 0 }).await;
+            return Err(e);
+        }
+        Ok(Charge { streams: 1, bytes })
+    }
+
+    /// Reserves `bytes` more stored data for the stream at `path`.
+    pub async fn reserve_bytes(&self, path: &str, bytes: u64) -> Result<Charge> {
+        let Some(agency) = namespace_of(path) else { return Ok(Charge::default()) };
+        self.reserve(agency, BYTES, bytes, self.max_bytes).await?;
+        Ok(Charge { streams: 0, bytes })
+    }
+
+    async fn reserve(&self, agency: AgencyId, name: &str, amount: u64, limit: u64) -> Result<()> {
+        if amount == 0 {
+            return Ok(());
+        }
+        let Ok(key) = QuotaKey::agency(agency, name) else { return Ok(()) };
+        self.quotas.counts.reserve(&key, amount, limit).await.map_err(StreamError::Quota)?;
+        Ok(())
+    }
+
+    /// Gives back what a deleted, expired or failed stream held. Never fails the request that
+    /// retires it: a release NATS refuses is logged and counted (the count then stays high
+    /// until reconciled), since the stream is gone either way.
+    pub async fn release(&self, path: &str, charge: Charge) {
+        let Some(agency) = namespace_of(path) else { return };
+        for (name, amount) in [(STREAMS, charge.streams), (BYTES, charge.bytes)] {
+            if amount == 0 {
+                continue;
+            }
+            let Ok(key) = QuotaKey::agency(agency, name) else { continue };
+            if let Err(e) = self.quotas.counts.release(&key, amount).await {
+                metrics::counter!("ds_quota_release_failed_total", "quota" => name).increment(1);
+                tracing::warn!(error = %folio_runtime::error_chain(&e), %key, amount, "quota release failed");
+            }
+        }
+    }
+}
+
+/// What a stream holds of its agency's counted quotas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Charge {
+    pub streams: u64,
+    pub bytes: u64,
+}
