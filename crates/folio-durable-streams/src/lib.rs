@@ -142,12 +142,12 @@ pub struct StreamsConfig {
     pub quotas: bool,
 
     /// Streams one agency may hold (deleted and expired ones give their place back; a deleted
-    /// stream forks still read holds it until they are gone).
+    /// stream forks still read holds it until they are gone). 0: not counted.
     #[arg(long = "ds-max-streams-per-agency", env = "FOLIO_DS_MAX_STREAMS_PER_AGENCY", default_value_t = 10_000)]
     pub max_streams_per_agency: u64,
 
     /// Bytes of stream data one agency may store (appends as stored; given back on delete and
-    /// expiry). 10 GiB by default.
+    /// expiry). 10 GiB by default; 0: not counted (no counter round trip per append).
     #[arg(long = "ds-max-bytes-per-agency", env = "FOLIO_DS_MAX_BYTES_PER_AGENCY", default_value_t = 10 << 30)]
     pub max_bytes_per_agency: u64,
 

@@ -76,17 +76,24 @@ impl StreamQuotas {
     /// was reserved is returned, for [`Self::release`] if the create fails after all.
     pub async fn reserve_stream(&self, path: &str, bytes: u64) -> Result<Charge> {
         let Some(agency) = namespace_of(path) else { return Ok(Charge::default()) };
-        self.reserve(agency, STREAMS, 1, self.max_streams).await?;
+        let streams = u64::from(self.max_streams > 0);
+        let bytes = if self.max_bytes > 0 { bytes } else { 0 };
+        if streams > 0 {
+            self.reserve(agency, STREAMS, 1, self.max_streams).await?;
+        }
         if let Err(e) = self.reserve(agency, BYTES, bytes, self.max_bytes).await {
-            self.release(path, Charge { streams: 1, bytes: 0 }).await;
+            self.release(path, Charge { streams, bytes: 0 }).await;
             return Err(e);
         }
-        Ok(Charge { streams: 1, bytes })
+        Ok(Charge { streams, bytes })
     }
 
     /// Reserves `bytes` more stored data for the stream at `path`.
     pub async fn reserve_bytes(&self, path: &str, bytes: u64) -> Result<Charge> {
         let Some(agency) = namespace_of(path) else { return Ok(Charge::default()) };
+        if self.max_bytes == 0 {
+            return Ok(Charge::default());
+        }
         self.reserve(agency, BYTES, bytes, self.max_bytes).await?;
         Ok(Charge { streams: 0, bytes })
     }
@@ -105,7 +112,9 @@ impl StreamQuotas {
     /// until reconciled), since the stream is gone either way.
     pub async fn release(&self, path: &str, charge: Charge) {
         let Some(agency) = namespace_of(path) else { return };
-        for (name, amount) in [(STREAMS, charge.streams), (BYTES, charge.bytes)] {
+        // A quota switched off (0) counts nothing, so it gives nothing back either.
+        let streams = if self.max_streams > 0 { charge.streams } else { 0 };
+        for (name, amount) in [(STREAMS, streams), (BYTES, charge.bytes)] {
             if amount == 0 {
                 continue;
             }
