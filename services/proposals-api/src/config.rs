@@ -39,7 +39,7 @@ pub struct Config {
     /// How long a rendition may stay `queued` or `rendering` before `RequestPdf` queues its
     /// render job again (its job was lost, or gave up without recording it). Keep it above
     /// pdf-render's retry budget: FOLIO_PDF_MAX_DELIVER x (FOLIO_PDF_RENDER_TIMEOUT + backoff),
-    /// about 12.5 min with pdf-render's defaults, plus the time a job may wait in the queue.
+    /// about 5 min with pdf-render's defaults (a 10 s render limit), plus the time a job may wait in the queue.
     #[arg(long, env = "FOLIO_PDF_REQUEUE_AFTER", default_value = "15m", value_parser = humantime::parse_duration)]
     pub pdf_requeue_after: Duration,
 
