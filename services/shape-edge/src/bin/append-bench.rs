@@ -77,9 +77,10 @@ async fn start(name: &'static str, nats: &str, extra: &[&str]) -> anyhow::Result
         HIGH,
         "--ds-token-appends-per-sec",
         HIGH,
-        "--ds-max-bytes-per-agency",
-        "1000000000000",
     ];
+    if !extra.contains(&"--ds-max-bytes-per-agency") {
+        args.extend(["--ds-max-bytes-per-agency", "1000000000000"]);
+    }
     args.extend_from_slice(extra);
     let config = <shape_edge::Config as Parser>::try_parse_from(args)?;
     let bound = shape_edge::bind(config).await?;
