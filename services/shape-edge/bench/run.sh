@@ -35,6 +35,9 @@ cleanup() {
 trap cleanup EXIT
 
 edge_port=$(free_port)
+# The benchmark clients send no tokens: open mode, as the conformance suite runs it, on a
+# local-measurement footing (built-in secrets, links from Host).
+FOLIO_ENV=development FOLIO_DS_OPEN=true \
 FOLIO_NATS_URL=$nats_url FOLIO_EDGE_ADDR=127.0.0.1:$edge_port FOLIO_DS_PREFIX=$prefix RUST_LOG=warn \
   "$edge_bin" >"$data/edge.log" 2>&1 &
 pids+=($!)

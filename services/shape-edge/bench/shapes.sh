@@ -52,6 +52,8 @@ done
 edge_pid=
 start_edge() {
   edge_port=$(free_port)
+  # A local measurement with the built-in secret.
+  FOLIO_ENV=development \
   FOLIO_DATABASE_URL=$db_url FOLIO_NATS_URL=$nats_url FOLIO_EDGE_ADDR=127.0.0.1:$edge_port \
   FOLIO_ADMIN_ADDR=127.0.0.1:$(free_port) FOLIO_CHANGES_STREAM=${prefix}_CHANGES \
   FOLIO_SUBJECT_ROOT=$subject_root FOLIO_DS_PREFIX=sb$suffix FOLIO_SHAPE_TABLES='*' \
