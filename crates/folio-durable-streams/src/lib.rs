@@ -285,6 +285,14 @@ impl Streams {
             streams.config.expiry_sweep_interval,
             shutdown.clone(),
         ));
+        if let Some(quotas) = streams.quotas.clone() {
+            // Unspent stored-bytes leases go back to the agencies' budgets when the edge drains.
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                shutdown.cancelled().await;
+                quotas.give_back().await;
+            });
+        }
         tasks.spawn(subscriptions::run_delivery(streams.clone(), shutdown));
         Ok(streams)
     }

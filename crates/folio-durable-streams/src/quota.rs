@@ -5,6 +5,12 @@
 //! Only streams inside an agency's namespace (`agencies/<id>/…`) are counted, against that
 //! agency, whoever writes them (a member or a service token). Open mode (`--ds-open`) has no
 //! agencies and no limits. A refusal is a [`StreamError`], answered 429 in `error.rs`.
+//!
+//! Stored bytes are spent on every append, so they are leased (`Counters::spend`): an edge
+//! reserves a chunk of its agency's budget (`max(1 MiB, limit / 1000)`) with one compare-and-set
+//! and spends appends from it locally. The bytes stored never pass the limit; the shared count
+//! exceeds them by the edges' unspent chunks (at most 1.5 chunks per edge and agency), given
+//! back after `FOLIO_QUOTA_LEASE_TTL` idle and when the edge shuts down.
 
 use folio_domain::AgencyId;
 use folio_quota::{Decision, QuotaKey, Quotas, RatePolicy};
@@ -81,7 +87,7 @@ impl StreamQuotas {
         if streams > 0 {
             self.reserve(agency, STREAMS, 1, self.max_streams).await?;
         }
-        if let Err(e) = self.reserve(agency, BYTES, bytes, self.max_bytes).await {
+        if let Err(e) = self.spend_bytes(agency, bytes).await {
             self.release(path, Charge { streams, bytes: 0 }).await;
             return Err(e);
         }
@@ -94,8 +100,24 @@ impl StreamQuotas {
         if self.max_bytes == 0 {
             return Ok(Charge::default());
         }
-        self.reserve(agency, BYTES, bytes, self.max_bytes).await?;
+        self.spend_bytes(agency, bytes).await?;
         Ok(Charge { streams: 0, bytes })
+    }
+
+    /// Spends `bytes` of the agency's stored-bytes budget from this edge's lease.
+    async fn spend_bytes(&self, agency: AgencyId, bytes: u64) -> Result<()> {
+        if bytes == 0 || self.max_bytes == 0 {
+            return Ok(());
+        }
+        let Ok(key) = QuotaKey::agency(agency, BYTES) else { return Ok(()) };
+        let chunk = bytes_chunk(self.max_bytes);
+        self.quotas.counts.spend(&key, bytes, self.max_bytes, chunk).await.map_err(StreamError::Quota)?;
+        Ok(())
+    }
+
+    /// Gives back the stored-bytes leases this edge holds (at shutdown).
+    pub async fn give_back(&self) {
+        self.quotas.counts.give_back().await;
     }
 
     async fn reserve(&self, agency: AgencyId, name: &str, amount: u64, limit: u64) -> Result<()> {
@@ -125,6 +147,12 @@ impl StreamQuotas {
             }
         }
     }
+}
+
+/// One lease of stored bytes: 1 MiB, or a thousandth of the budget when that is more (10 MiB
+/// of the 10 GiB default).
+pub fn bytes_chunk(limit: u64) -> u64 {
+    (1 << 20).max(limit / 1000)
 }
 
 /// What a stream holds of its agency's counted quotas.
