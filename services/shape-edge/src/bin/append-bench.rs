@@ -4,7 +4,7 @@
 //! alternating off/on phases of appends from `--clients` concurrent writers (one stream each).
 //! Printed: appends/s and mean latency per phase, and on/off of the totals. A third edge with
 //! `--ds-max-bytes-per-agency 0` (rates and stream counts only) separates the stored-bytes
-//! counter, a KV compare-and-set per append.
+//! quota (leased from KV in chunks of `max(1 MiB, limit / 1000)`, spent locally per append).
 //!
 //!     FOLIO_NATS_URL=nats://127.0.0.1:4333 append-bench --seconds 5 --rounds 3 --clients 16
 
@@ -79,7 +79,8 @@ async fn start(name: &'static str, nats: &str, extra: &[&str]) -> anyhow::Result
         HIGH,
     ];
     if !extra.contains(&"--ds-max-bytes-per-agency") {
-        args.extend(["--ds-max-bytes-per-agency", "1000000000000"]);
+        // The default 10 GiB: stored bytes are leased in its 10 MiB chunks, as in production.
+        args.extend(["--ds-max-bytes-per-agency", "10737418240"]);
     }
     args.extend_from_slice(extra);
     let config = <shape_edge::Config as Parser>::try_parse_from(args)?;
