@@ -68,6 +68,21 @@ impl<'a> Route<'a> {
     }
 }
 
+/// The segments of a path (or, with `glob`, a pattern), each in its canonical spelling.
+fn checked_segments(raw: &str, glob: bool) -> Result<Vec<&str>, PathError> {
+    if raw.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if raw.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong);
+    }
+    let segments: Vec<&str> = raw.split('/').collect();
+    for segment in &segments {
+        check_segment(segment, glob)?;
+    }
+    Ok(segments)
+}
+
 /// A stream path in its one canonical spelling, as the store keys it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamPath {
@@ -77,16 +92,7 @@ pub struct StreamPath {
 
 impl StreamPath {
     pub fn parse(raw: &str) -> Result<Self, PathError> {
-        if raw.is_empty() {
-            return Err(PathError::Empty);
-        }
-        if raw.len() > MAX_PATH_BYTES {
-            return Err(PathError::TooLong);
-        }
-        let segments: Vec<&str> = raw.split('/').collect();
-        for segment in &segments {
-            check_segment(segment, false)?;
-        }
+        let segments = checked_segments(raw, false)?;
         let first = segments[0];
         for reserved in [RESERVED_APIS, PROPOSALS, AGENCIES] {
             if first != reserved && first.eq_ignore_ascii_case(reserved) {
@@ -159,16 +165,7 @@ pub struct Pattern {
 
 impl Pattern {
     pub fn parse(raw: &str) -> Result<Self, PathError> {
-        if raw.is_empty() {
-            return Err(PathError::Empty);
-        }
-        if raw.len() > MAX_PATH_BYTES {
-            return Err(PathError::TooLong);
-        }
-        let segments: Vec<&str> = raw.split('/').collect();
-        for segment in &segments {
-            check_segment(segment, true)?;
-        }
+        let segments = checked_segments(raw, true)?;
         // Only a literal `agencies/<uuid>/` prefix confines the matches: the glob never lets a
         // literal byte match anything but itself.
         let confined_to = match segments.as_slice() {
