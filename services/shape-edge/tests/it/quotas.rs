@@ -196,3 +196,66 @@ async fn two_edges_share_one_agencys_append_rate() -> anyhow::Result<()> {
     one.stop().await?;
     two.stop().await
 }
+
+#[tokio::test]
+async fn two_edges_spending_one_agencys_stored_bytes_never_store_more_than_its_limit() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    // Leased in chunks of 1 MiB (at most half of what is left under the limit).
+    const LIMIT: usize = 3 << 20;
+    const BODY: usize = 16 << 10;
+    let limit = LIMIT.to_string();
+    let flags = [
+        "--ds-max-bytes-per-agency",
+        &limit,
+        "--ds-agency-appends-per-sec",
+        "100000",
+        "--ds-token-appends-per-sec",
+        "100000",
+    ];
+    let (one, two) = (spawn_edge(&prefix, &flags).await?, spawn_edge(&prefix, &flags).await?);
+    let a = Agency::new();
+    let clients = [one.client.with_auth(&a.editor), two.client.with_auth(&a.editor)];
+    let paths: Vec<String> = (0..4).map(|n| a.path(&format!("s{n}"))).collect();
+    for path in &paths {
+        clients[0].expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
+    }
+    // Appends to `path` through `client` until the quota refuses twice in a row; the bytes stored.
+    let fill = |client: TestClient, path: String| {
+        tokio::spawn(async move {
+            let (mut refusals, mut stored) = (0, 0);
+            while refusals < 2 {
+                let res = client.send(Method::POST, &path, TEXT, "b".repeat(BODY)).await.expect("append");
+                if res.status == StatusCode::NO_CONTENT {
+                    refusals = 0;
+                    stored += BODY;
+                } else {
+                    assert_exhausted(&res);
+                    refusals += 1;
+                }
+            }
+            stored
+        })
+    };
+    let fills: Vec<_> = paths.iter().enumerate().map(|(n, p)| fill(clients[n % 2].clone(), p.clone())).collect();
+    let mut per_stream = Vec::new();
+    for f in fills {
+        per_stream.push(f.await?);
+    }
+    let racing: usize = per_stream.iter().sum();
+    assert!(racing <= LIMIT, "{racing} bytes stored of {LIMIT} by two edges at once");
+
+    // Idle past the lease TTL (1 s), each edge gives back what it leased and did not spend: the
+    // rest of the budget can be filled from either edge, and no more.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let full = racing + fill(clients[1].clone(), paths[0].clone()).await?;
+    assert!((LIMIT - BODY..=LIMIT).contains(&full), "{full} bytes stored of {LIMIT} once leases were given back");
+
+    // A delete gives back exactly the bytes of the stream, to be stored again through either edge.
+    let freed = per_stream[1];
+    assert!(freed > 0, "every stream stored something: {per_stream:?}");
+    one.client.with_auth(&a.admin).expect(Method::DELETE, &paths[1], &[], "", StatusCode::NO_CONTENT).await;
+    let after = full - freed + fill(clients[0].clone(), paths[2].clone()).await?;
+    assert!((LIMIT - BODY..=LIMIT).contains(&after), "{after} bytes stored of {LIMIT} after freeing {freed}");
+    one.stop().await?;
+    two.stop().await
+}
