@@ -4,7 +4,9 @@
 //! alternating off/on phases of appends from `--clients` concurrent writers (one stream each).
 //! Printed: appends/s and mean latency per phase, and on/off of the totals. A third edge with
 //! `--ds-max-bytes-per-agency 0` (rates and stream counts only) separates the stored-bytes
-//! quota (leased from KV in chunks of `max(1 MiB, limit / 1000)`, spent locally per append).
+//! quota (leased from KV in chunks of `max(1 MiB, limit / 1000)`, spent locally per append, plus
+//! the stream's metadata write recording `stored_bytes`). Last, one `Counters::spend` from a
+//! lease is timed on its own.
 //!
 //!     FOLIO_NATS_URL=nats://127.0.0.1:4333 append-bench --seconds 5 --rounds 3 --clients 16
 
@@ -137,6 +139,25 @@ async fn phase(
     Ok((count.load(Ordering::Relaxed), Duration::from_nanos(nanos.load(Ordering::Relaxed))))
 }
 
+/// The stored-bytes quota alone: `Counters::spend` of one append's bytes from a leased chunk of
+/// the default 10 GiB budget (one KV compare-and-set per 10 MiB), timed over 200,000 spends.
+async fn spend_cost(js: &async_nats::jetstream::Context, prefix: &str, bytes: u64) -> anyhow::Result<()> {
+    let args = folio_quota::QuotaArgs { count_bucket: format!("{prefix}_quotas"), ..Default::default() };
+    let counters = folio_quota::Counters::new(js.clone(), &args, 1);
+    let key = folio_quota::QuotaKey::agency(folio_domain::AgencyId::new(), "bench-bytes")?;
+    let (limit, chunk) = (10u64 << 30, folio_durable_streams::quota::bytes_chunk(10 << 30));
+    counters.spend(&key, bytes, limit, chunk).await?;
+    const SPENDS: u32 = 200_000;
+    let started = Instant::now();
+    for _ in 0..SPENDS {
+        counters.spend(&key, bytes, limit, chunk).await?;
+    }
+    let each = started.elapsed() / SPENDS;
+    counters.give_back().await;
+    println!("stored-bytes spend from a lease ({} KiB chunks): {} ns each", chunk >> 10, each.as_nanos());
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -205,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let nats = async_nats::connect(&args.nats_url).await?;
     let js = async_nats::jetstream::new(nats);
+    spend_cost(&js, &edges[1].prefix, args.body as u64).await?;
     for edge in edges {
         edge.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(30), edge.task).await;
