@@ -69,9 +69,6 @@ struct Claims {
     iat: u64,
 }
 
-/// Shortest HS256 secret a service starts with.
-pub const MIN_SECRET_BYTES: usize = 32;
-
 /// Longest a token may stay valid from now: a token whose `exp` lies further ahead (e.g.
 /// `2^63`) is refused, so a leaked token cannot be a key for ever.
 pub const DEFAULT_MAX_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(31 * 24 * 3600);
@@ -99,10 +96,6 @@ pub struct JwtArgs {
 impl JwtArgs {
     /// The variable that sets the secret, for messages about it.
     pub const SECRET_VAR: &str = "FOLIO_JWT_SECRET";
-
-    pub fn is_strong(&self) -> bool {
-        self.jwt_secret.len() >= MIN_SECRET_BYTES
-    }
 
     pub fn authenticator(&self) -> Authenticator {
         Authenticator::new(self.jwt_secret.as_bytes())

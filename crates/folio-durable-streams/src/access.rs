@@ -19,7 +19,7 @@ use super::{
 };
 
 /// Shortest service token the edge starts with (as for the JWT secret).
-pub const MIN_SERVICE_TOKEN_BYTES: usize = 32;
+pub const MIN_SERVICE_TOKEN_BYTES: usize = folio_runtime::MIN_SECRET_BYTES;
 
 /// A configured secret; never printed (`Debug` of the configuration included).
 #[derive(Clone)]
@@ -211,8 +211,9 @@ fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Equality whose time does not depend on where two secrets first differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -175,9 +175,6 @@ impl StreamsConfig {
         if !token_ok(&self.prefix) {
             return Err(format!("--ds-prefix {:?}: use letters, digits, `_` and `-` only", self.prefix));
         }
-        if !self.jwt.is_strong() {
-            return Err(format!("FOLIO_JWT_SECRET must be at least {} bytes", folio_auth::MIN_SECRET_BYTES));
-        }
         if self.long_poll_timeout.is_zero() {
             return Err("--ds-long-poll-timeout must be positive".into());
         }
@@ -227,7 +224,6 @@ impl Streams {
     /// Creates (or reuses) the JetStream stream and KV bucket and starts the background tasks
     /// on `tasks`; they end when `shutdown` is cancelled. `quotas` holds the limits shared with
     /// the other edges (unused when `config` switches them off).
-    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         nats: async_nats::Client,
         config: StreamsConfig,

@@ -106,7 +106,7 @@ impl StreamQuotas {
 
     /// Spends `bytes` of the agency's stored-bytes budget from this edge's lease.
     async fn spend_bytes(&self, agency: AgencyId, bytes: u64) -> Result<()> {
-        if bytes == 0 || self.max_bytes == 0 {
+        if bytes == 0 {
             return Ok(());
         }
         let Ok(key) = QuotaKey::agency(agency, BYTES) else { return Ok(()) };
@@ -121,9 +121,6 @@ impl StreamQuotas {
     }
 
     async fn reserve(&self, agency: AgencyId, name: &str, amount: u64, limit: u64) -> Result<()> {
-        if amount == 0 {
-            return Ok(());
-        }
         let Ok(key) = QuotaKey::agency(agency, name) else { return Ok(()) };
         self.quotas.counts.reserve(&key, amount, limit).await.map_err(StreamError::Quota)?;
         Ok(())

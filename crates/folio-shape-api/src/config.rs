@@ -80,8 +80,9 @@ pub struct ShapesConfig {
     #[arg(long = "shape-eval-budget", env = "FOLIO_SHAPE_EVAL_BUDGET", default_value_t = 1_000_000)]
     pub eval_budget: u64,
 
-    /// Distinct shape definitions one agency may request from this edge within
-    /// `FOLIO_SHAPE_DEFINITION_WINDOW` (429 beyond).
+    /// Distinct shape definitions one agency may request within `FOLIO_SHAPE_DEFINITION_WINDOW`,
+    /// across every edge (a token bucket shared through NATS KV; per edge with
+    /// `FOLIO_DS_QUOTAS=off`). 429 beyond.
     #[arg(
         long = "shape-max-definitions-per-agency",
         env = "FOLIO_SHAPE_MAX_DEFINITIONS_PER_AGENCY",

@@ -70,9 +70,7 @@ impl Cache {
         }
         while self.bytes + bytes > budget {
             let Some((_, oldest)) = self.order.pop_first() else { break };
-            if let Some(old) = self.entries.remove(&oldest) {
-                self.bytes -= old.bytes;
-            }
+            self.remove(&oldest);
         }
         self.tick += 1;
         self.order.insert(self.tick, key.clone());

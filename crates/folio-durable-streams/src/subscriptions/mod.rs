@@ -35,6 +35,7 @@ use self::{
 };
 use super::{
     Streams, StreamsConfig,
+    access::constant_time_eq,
     error::{BoxError, StorageError, StreamError},
     lifecycle::Lookup,
     meta::now_ms,
@@ -325,7 +326,7 @@ impl Streams {
                 let current = s.wake.as_ref().is_some_and(|w| {
                     w.generation == generation
                         && w.wake_id == wake_id
-                        && token.is_none_or(|t| constant_time_eq(t, &w.token))
+                        && token.is_none_or(|t| constant_time_eq(t.as_bytes(), w.token.as_bytes()))
                 });
                 if !current {
                     return Ok(false);
@@ -458,8 +459,4 @@ pub async fn run_delivery(streams: Arc<Streams>, shutdown: CancellationToken) {
 fn random_token() -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-}
-
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

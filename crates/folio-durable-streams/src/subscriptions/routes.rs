@@ -391,7 +391,7 @@ impl Streams {
                     let Some(w) = s.wake.as_mut() else { return Ok(false) };
                     if w.generation != body.generation
                         || w.wake_id != body.wake_id
-                        || !super::constant_time_eq(&w.token, token)
+                        || !crate::access::constant_time_eq(w.token.as_bytes(), token.as_bytes())
                     {
                         return Ok(false);
                     }
