@@ -31,9 +31,8 @@ impl Streams {
         // stream may have, whatever the stream's own.
         if !body.is_empty()
             && let Some(ct) = headers.get(header::CONTENT_TYPE)
-            && !ct.to_str().is_ok_and(media::allowed)
         {
-            return Err(StreamError::UnsupportedMediaType(String::from_utf8_lossy(ct.as_bytes()).into_owned()));
+            media::check(ct)?;
         }
         let _guard = self.hub.write_lock(path).await;
         let v = self.live(path).await?;

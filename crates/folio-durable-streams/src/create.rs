@@ -52,13 +52,7 @@ pub fn fork_source(headers: &HeaderMap) -> Result<Option<StreamPath>> {
 impl CreateRequest {
     fn parse(headers: &HeaderMap) -> Result<Self> {
         // A type outside the allow-list is refused, not replaced: the writer meant that type.
-        let content_type = match headers.get(header::CONTENT_TYPE) {
-            None => None,
-            Some(v) => match v.to_str().map(str::trim) {
-                Ok(ct) if media::allowed(ct) => Some(ct.to_owned()),
-                _ => return Err(StreamError::UnsupportedMediaType(String::from_utf8_lossy(v.as_bytes()).into_owned())),
-            },
-        };
+        let content_type = headers.get(header::CONTENT_TYPE).map(media::check).transpose()?.map(str::to_owned);
         let ttl_secs = match h::get(headers, h::STREAM_TTL) {
             Some(v) => Some(
                 parse_decimal(v.trim())

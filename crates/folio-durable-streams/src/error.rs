@@ -173,10 +173,8 @@ impl StreamError {
             StreamError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             StreamError::Subscription(e) => e.code(),
             StreamError::Storage(_) => ErrorCode::Unavailable,
-            StreamError::RateLimited(d) if d.outcome == folio_quota::Outcome::Unavailable => ErrorCode::Unavailable,
-            StreamError::RateLimited(_) => ErrorCode::ResourceExhausted,
-            StreamError::Quota(folio_quota::QuotaError::Exceeded { .. }) => ErrorCode::ResourceExhausted,
-            StreamError::Quota(folio_quota::QuotaError::Unavailable { .. }) => ErrorCode::Unavailable,
+            StreamError::RateLimited(d) => d.code(),
+            StreamError::Quota(e) => e.code(),
         }
     }
 

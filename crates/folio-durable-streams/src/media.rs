@@ -6,7 +6,7 @@
 //! carries a sandboxing CSP and `nosniff` (headers.rs); the allow-list keeps such types out in
 //! the first place.
 
-use super::meta::normalize_media_type;
+use super::{error::StreamError, meta::normalize_media_type};
 
 /// Exact media types (lower-case, without parameters) a stream may be created with. Besides
 /// JSON, NDJSON, text and bytes: `application/x-protobuf` and `image/png`, which the Durable
@@ -23,6 +23,14 @@ const ALLOWED: &[&str] = &[
     "application/protobuf",
     "image/png",
 ];
+
+/// A `Content-Type` header a stream may have (trimmed), or 415 naming what was sent.
+pub fn check(value: &axum::http::HeaderValue) -> Result<&str, StreamError> {
+    match value.to_str().map(str::trim) {
+        Ok(ct) if allowed(ct) => Ok(ct),
+        _ => Err(StreamError::UnsupportedMediaType(String::from_utf8_lossy(value.as_bytes()).into_owned())),
+    }
+}
 
 /// Whether a `Content-Type` value (any case, any parameters) names an allowed type.
 pub fn allowed(content_type: &str) -> bool {

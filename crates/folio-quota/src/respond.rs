@@ -19,7 +19,8 @@ fn secs(d: Duration) -> u64 {
 }
 
 impl Decision {
-    fn code(&self) -> ErrorCode {
+    /// The status a refusal is answered with, from the shared table.
+    pub fn code(&self) -> ErrorCode {
         match self.outcome {
             Outcome::Unavailable => ErrorCode::Unavailable,
             Outcome::Allowed | Outcome::Limited => ErrorCode::ResourceExhausted,
@@ -86,7 +87,8 @@ impl Decision {
 }
 
 impl QuotaError {
-    fn code(&self) -> ErrorCode {
+    /// The status a refusal is answered with, from the shared table.
+    pub fn code(&self) -> ErrorCode {
         match self {
             QuotaError::Exceeded { .. } => ErrorCode::ResourceExhausted,
             QuotaError::Unavailable { .. } => ErrorCode::Unavailable,

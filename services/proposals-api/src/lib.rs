@@ -78,20 +78,25 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
     if config.migrate {
         folio_db::migrate(&pool).await?;
     }
-    let pdfs = if config.pdf_downloads {
+    // One connection for everything the API reads from NATS (PDFs, shared rate limits), made
+    // only when one of them is on. Writes never need NATS: the API starts while it is down.
+    let nats = if config.pdf_downloads || config.limits.rate_limits {
         let url = &config.bus.nats_url;
-        let nats = async_nats::ConnectOptions::new()
+        let client = async_nats::ConnectOptions::new()
             .name("proposals-api")
-            // Writes never need NATS: the API starts while it is down.
             .retry_on_initial_connect()
             .connect(url)
             .await
             .map_err(|source| Error::Nats { url: url.clone(), source })?;
-        Some(Arc::new(pdfs::PdfStore::new(nats, config.bus.pdf_bucket.clone())))
+        Some(client)
     } else {
         None
     };
-    let limits = limits::ApiLimits::connect(&config).await?;
+    let pdfs = nats
+        .as_ref()
+        .filter(|_| config.pdf_downloads)
+        .map(|nats| Arc::new(pdfs::PdfStore::new(nats.clone(), config.bus.pdf_bucket.clone())));
+    let limits = nats.filter(|_| config.limits.rate_limits).map(|nats| limits::ApiLimits::over(nats, &config));
     let state = AppState { pool, pdfs, pdf_requeue_after: config.pdf_requeue_after, limits };
     let addr = local_addr(&listener)?;
     let admin_addr = local_addr(&admin)?;

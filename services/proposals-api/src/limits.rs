@@ -11,7 +11,7 @@ use std::{
 use folio_quota::{Decision, QuotaArgs, QuotaKey, RateLimiter, RatePolicy};
 use tonic::server::NamedService;
 
-use crate::{Caller, Config, Error};
+use crate::{Caller, Config};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitArgs {
@@ -61,21 +61,11 @@ struct Budget {
 }
 
 impl ApiLimits {
-    /// `None` when switched off. Connects to NATS in the background: the API starts while NATS
-    /// is down, and the limits then hold per replica (see folio-quota's README).
-    pub async fn connect(config: &Config) -> Result<Option<Self>, Error> {
-        if !config.limits.rate_limits {
-            return Ok(None);
-        }
-        let url = &config.bus.nats_url;
-        let nats = async_nats::ConnectOptions::new()
-            .name("proposals-api-limits")
-            .retry_on_initial_connect()
-            .connect(url)
-            .await
-            .map_err(|source| Error::Nats { url: url.clone(), source })?;
+    /// The limits over the API's NATS connection (made with `retry_on_initial_connect`: the API
+    /// starts while NATS is down, and the limits then hold per replica, see folio-quota's README).
+    pub fn over(nats: async_nats::Client, config: &Config) -> Self {
         let js = async_nats::jetstream::new(nats);
-        Ok(Some(Self::new(RateLimiter::new(js, &config.limits.quota, config.bus.stream_replicas), &config.limits)))
+        Self::new(RateLimiter::new(js, &config.limits.quota, config.bus.stream_replicas), &config.limits)
     }
 
     pub fn new(rates: RateLimiter, args: &LimitArgs) -> Self {
