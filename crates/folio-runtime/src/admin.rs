@@ -43,15 +43,13 @@ fn prometheus() -> Option<PrometheusHandle> {
 }
 
 impl AdminServer {
-    pub async fn start(listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<Self> {
-        Self::start_with(listener, Readiness::default(), shutdown).await
-    }
-
     /// Serves a readiness flag the caller made before the server started: a service's `Bound`
-    /// hands it out so an embedder can wait for readiness without polling HTTP.
+    /// hands it out so an embedder can wait for readiness without polling HTTP. The listener keeps
+    /// the service's `FOLIO_HTTP_*` limits, as its public ones do.
     pub async fn start_with(
         listener: TcpListener,
         readiness: Readiness,
+        limits: crate::http::ConnectionLimits,
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
         let state = AdminState { readiness: readiness.clone(), metrics: prometheus() };
@@ -62,7 +60,6 @@ impl AdminServer {
             .with_state(state);
         let local_addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
-            let limits = crate::http::ConnectionLimits::default();
             if let Err(e) = crate::http::serve("admin", listener, app, limits, shutdown).await {
                 tracing::error!("admin server failed: {e:#}");
             }

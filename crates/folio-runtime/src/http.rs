@@ -44,16 +44,6 @@ pub struct ConnectionLimits {
     pub max_connections: u32,
 }
 
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 10_000,
-        }
-    }
-}
-
 /// Serves `app` on `listener` until `shutdown`; then stops accepting, asks every connection to
 /// finish its requests in flight, and returns when all have closed (callers bound that wait with
 /// their shutdown grace). `name` labels the metrics (`api`, `edge`, `admin`, …).

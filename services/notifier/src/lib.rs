@@ -126,7 +126,9 @@ impl Bound {
         });
 
         let servers = CancellationToken::new();
-        let admin = AdminServer::start_with(admin, readiness, servers.clone()).await.map_err(Error::Serve)?;
+        let admin = AdminServer::start_with(admin, readiness, ctx.config.common.http, servers.clone())
+            .await
+            .map_err(Error::Serve)?;
         let http_addr = http.local_addr().map_err(Error::Serve)?;
         let router = http::router(ctx.clone());
         let http_servers = servers.clone();

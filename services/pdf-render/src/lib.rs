@@ -118,9 +118,10 @@ impl Bound {
     /// the grace period to finish.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Bound { shared, admin, admin_addr, readiness } = self;
-        let admin = folio_runtime::AdminServer::start_with(admin, readiness, shutdown.clone())
-            .await
-            .map_err(|source| Error::Bind { addr: admin_addr, source })?;
+        let admin =
+            folio_runtime::AdminServer::start_with(admin, readiness, shared.config.common.http, shutdown.clone())
+                .await
+                .map_err(|source| Error::Bind { addr: admin_addr, source })?;
         admin.readiness.set(true);
         tracing::info!(admin = %admin.local_addr, "pdf-render started");
         let watcher = tokio::spawn(worker::watch_exhausted_jobs(shared.clone(), shutdown.clone()));

@@ -144,8 +144,9 @@ impl Bound {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Bound { config, listener, admin, addr, admin_addr, state, readiness } = self;
         let app = router(state, config.jwt.authenticator()).await?;
-        let admin =
-            folio_runtime::AdminServer::start_with(admin, readiness, shutdown.clone()).await.map_err(Error::Serve)?;
+        let admin = folio_runtime::AdminServer::start_with(admin, readiness, config.common.http, shutdown.clone())
+            .await
+            .map_err(Error::Serve)?;
         tracing::info!(api = %addr, admin = %admin_addr, "proposals-api listening");
         admin.readiness.set(true);
         let grace = config.common.shutdown_grace;

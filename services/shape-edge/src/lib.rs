@@ -153,7 +153,7 @@ impl Bound {
     /// background tasks stop, requests in flight and tracked tasks get the shutdown grace.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Bound { config, http, admin, nats, reconnects, readiness } = self;
-        let admin = AdminServer::start_with(admin, readiness.clone(), shutdown.clone()).await?;
+        let admin = AdminServer::start_with(admin, readiness.clone(), config.common.http, shutdown.clone()).await?;
         tracing::info!(addr = %http.local_addr()?, admin = %admin.local_addr, "shape-edge listening");
         // Every long-lived task of both APIs; cancelled with `shutdown`, awaited below.
         let tasks = TaskTracker::new();

@@ -75,7 +75,7 @@ impl Bound {
         let Bound { config, admin, readiness } = self;
         let addr = config.common.admin_addr;
         let servers = CancellationToken::new();
-        let admin = AdminServer::start_with(admin, readiness.clone(), servers.clone())
+        let admin = AdminServer::start_with(admin, readiness.clone(), config.common.http, servers.clone())
             .await
             .map_err(|source| Error::Admin { addr, source })?;
         tracing::info!(admin = %admin.local_addr, "wal-ingest admin server listening");
