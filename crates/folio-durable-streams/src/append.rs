@@ -118,12 +118,15 @@ impl Streams {
             }
             None => self.store.tail(&meta).await?,
         };
-        // The metadata records the bytes counted, so delete and expiry give back what was taken.
-        let needs_meta = producer.is_some() || stream_seq.is_some() || closing || charge.bytes > 0;
+        // The bytes counted reach the metadata through the flusher (see `quota`), so delete and
+        // expiry give back what was taken without a metadata write per append.
+        if let Some(quotas) = &self.quotas {
+            quotas.record_stored(&meta, charge.bytes);
+        }
+        let needs_meta = producer.is_some() || stream_seq.is_some() || closing;
         if needs_meta {
             let mut revision = v.revision;
             loop {
-                meta.stored_bytes = meta.stored_bytes.saturating_add(charge.bytes);
                 if let (Some(Decision::Accept(state)), Some(p)) = (decision, &producer) {
                     meta.producers.insert(p.id.clone(), state);
                 }

@@ -275,19 +275,14 @@ impl Streams {
             tasks: tasks.clone(),
         });
         tasks.spawn(hub::run_notice_listener(store.clone(), hub.clone(), reconnects, shutdown.clone()));
-        tasks.spawn(hub::run_access_flusher(store, hub, shutdown.clone()));
+        tasks.spawn(hub::run_access_flusher(store.clone(), hub, shutdown.clone()));
         tasks.spawn(lifecycle::run_expiry_sweep(
             streams.clone(),
             streams.config.expiry_sweep_interval,
             shutdown.clone(),
         ));
         if let Some(quotas) = streams.quotas.clone() {
-            // Unspent stored-bytes leases go back to the agencies' budgets when the edge drains.
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                shutdown.cancelled().await;
-                quotas.give_back().await;
-            });
+            tasks.spawn(quota::run_stored_bytes_flusher(quotas, store, shutdown.clone()));
         }
         tasks.spawn(subscriptions::run_delivery(streams.clone(), shutdown));
         Ok(streams)

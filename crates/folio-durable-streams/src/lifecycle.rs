@@ -68,7 +68,8 @@ impl Streams {
         // Its data is gone: the agency gets the stream's place and stored bytes back (a
         // soft-deleted stream keeps both while forks still read its data).
         if let Some(quotas) = &self.quotas {
-            quotas.release(&meta.path, Charge { streams: 1, bytes: meta.stored_bytes }).await;
+            let bytes = meta.stored_bytes.saturating_add(quotas.take_unflushed(&meta.incarnation));
+            quotas.release(&meta.path, Charge { streams: 1, bytes }).await;
         }
         self.hub.forget(&meta.incarnation);
         self.store.notify(&meta.path).await;

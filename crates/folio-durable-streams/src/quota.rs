@@ -11,15 +11,29 @@
 //! and spends appends from it locally. The bytes stored never pass the limit; the shared count
 //! exceeds them by the edges' unspent chunks (at most 1.5 chunks per edge and agency), given
 //! back after `FOLIO_QUOTA_LEASE_TTL` idle and when the edge shuts down.
+//!
+//! What each stream holds is recorded in its metadata (`stored_bytes`) so its deletion gives the
+//! bytes back. Writing the metadata on every append would double an append's cost, so an edge
+//! keeps what it appended per stream in memory ([`StreamQuotas::record_stored`]) and adds it to
+//! the metadata about once a second ([`run_stored_bytes_flusher`]) and when it drains. Bytes
+//! whose stream was deleted before they were flushed are given back by the flusher; the edge
+//! that deletes a stream gives back its own unflushed bytes at once. An edge that dies loses at
+//! most a second of them: the agency's count then stays high by that much (never low).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use folio_domain::AgencyId;
 use folio_quota::{Decision, QuotaKey, Quotas, RatePolicy};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use super::{
     StreamsConfig,
     access::Principal,
     error::{Result, StreamError},
+    meta::StreamMeta,
     path::namespace_of,
+    store::Store,
 };
 
 const STREAMS: &str = "ds-streams";
@@ -35,6 +49,13 @@ pub struct StreamQuotas {
     agency_appends: RatePolicy,
     token_appends: RatePolicy,
     service_appends: RatePolicy,
+    /// Bytes appended on this edge and not yet added to their stream's metadata, by incarnation.
+    unflushed: Arc<Mutex<HashMap<String, Unflushed>>>,
+}
+
+struct Unflushed {
+    path: String,
+    bytes: u64,
 }
 
 impl StreamQuotas {
@@ -51,6 +72,7 @@ impl StreamQuotas {
             agency_appends: rate("agency-appends", config.agency_appends_per_sec),
             token_appends: rate("token-appends", config.token_appends_per_sec),
             service_appends: rate("service-appends", config.service_appends_per_sec),
+            unflushed: Arc::default(),
         })
     }
 
@@ -115,6 +137,57 @@ impl StreamQuotas {
         Ok(())
     }
 
+    /// Records `bytes` appended to the stream `meta` describes, for the flusher to add to its
+    /// metadata.
+    pub fn record_stored(&self, meta: &StreamMeta, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut map = self.unflushed.lock();
+        let entry =
+            map.entry(meta.incarnation.clone()).or_insert_with(|| Unflushed { path: meta.path.clone(), bytes: 0 });
+        entry.bytes = entry.bytes.saturating_add(bytes);
+    }
+
+    /// This edge's unflushed bytes of a stream incarnation being purged, now its own to give back.
+    pub fn take_unflushed(&self, incarnation: &str) -> u64 {
+        self.unflushed.lock().remove(incarnation).map_or(0, |u| u.bytes)
+    }
+
+    /// Adds every stream's unflushed bytes to its metadata; bytes of a stream that is gone are
+    /// given back, and those NATS refused stay for the next flush.
+    pub async fn flush_stored(&self, store: &Store) {
+        let batch = std::mem::take(&mut *self.unflushed.lock());
+        for (incarnation, unflushed) in batch {
+            if let Err(e) = self.flush_one(store, &incarnation, &unflushed).await {
+                tracing::debug!(error = %folio_runtime::error_chain(&e), path = %unflushed.path, "stored bytes not flushed yet");
+                let mut map = self.unflushed.lock();
+                let entry =
+                    map.entry(incarnation).or_insert_with(|| Unflushed { path: unflushed.path.clone(), bytes: 0 });
+                entry.bytes = entry.bytes.saturating_add(unflushed.bytes);
+            }
+        }
+    }
+
+    async fn flush_one(&self, store: &Store, incarnation: &str, unflushed: &Unflushed) -> Result<()> {
+        loop {
+            match store.load(&unflushed.path).await? {
+                Some(mut v) if v.meta.incarnation == incarnation => {
+                    v.meta.stored_bytes = v.meta.stored_bytes.saturating_add(unflushed.bytes);
+                    if store.update(&v.meta, v.revision).await?.is_some() {
+                        return Ok(());
+                    }
+                    // Another write won: add on top of it.
+                }
+                // Purged (or re-created) before this edge's bytes reached its metadata.
+                _ => {
+                    self.release(&unflushed.path, Charge { streams: 0, bytes: unflushed.bytes }).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     /// Gives back the stored-bytes leases this edge holds (at shutdown).
     pub async fn give_back(&self) {
         self.quotas.counts.give_back().await;
@@ -157,4 +230,18 @@ pub fn bytes_chunk(limit: u64) -> u64 {
 pub struct Charge {
     pub streams: u64,
     pub bytes: u64,
+}
+
+/// Adds appended bytes to their streams' metadata about once a second; when the edge drains,
+/// flushes what is left and gives back its unspent leases.
+pub async fn run_stored_bytes_flusher(quotas: StreamQuotas, store: Store, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => quotas.flush_stored(&store).await,
+        }
+    }
+    quotas.flush_stored(&store).await;
+    quotas.give_back().await;
 }

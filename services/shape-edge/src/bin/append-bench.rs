@@ -4,8 +4,8 @@
 //! alternating off/on phases of appends from `--clients` concurrent writers (one stream each).
 //! Printed: appends/s and mean latency per phase, and on/off of the totals. A third edge with
 //! `--ds-max-bytes-per-agency 0` (rates and stream counts only) separates the stored-bytes
-//! quota (leased from KV in chunks of `max(1 MiB, limit / 1000)`, spent locally per append, plus
-//! the stream's metadata write recording `stored_bytes`). Last, one `Counters::spend` from a
+//! quota (leased from KV in chunks of `max(1 MiB, limit / 1000)`, spent locally per append, and
+//! recorded in the stream's metadata about once a second). Last, one `Counters::spend` from a
 //! lease is timed on its own.
 //!
 //!     FOLIO_NATS_URL=nats://127.0.0.1:4333 append-bench --seconds 5 --rounds 3 --clients 16

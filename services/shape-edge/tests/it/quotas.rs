@@ -259,3 +259,41 @@ async fn two_edges_spending_one_agencys_stored_bytes_never_store_more_than_its_l
     one.stop().await?;
     two.stop().await
 }
+
+#[tokio::test]
+async fn bytes_appended_on_one_edge_come_back_when_another_deletes_the_stream_before_they_are_recorded()
+-> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    const LIMIT: usize = 1_000;
+    let limit = LIMIT.to_string();
+    let flags = ["--ds-max-bytes-per-agency", &limit];
+    let (one, two) = (spawn_edge(&prefix, &flags).await?, spawn_edge(&prefix, &flags).await?);
+    let a = Agency::new();
+    let (admin, writer) = (one.client.with_auth(&a.admin), two.client.with_auth(&a.editor));
+    let (early, drained, rest) = (a.path("early"), a.path("drained"), a.path("rest"));
+    for path in [&early, &drained, &rest] {
+        admin.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
+    }
+    // Edge two records appended bytes in the metadata about once a second: `early` is deleted
+    // through edge one before that, so edge two gives its bytes back itself.
+    writer.expect(Method::POST, &early, TEXT, "e".repeat(300), StatusCode::NO_CONTENT).await;
+    admin.expect(Method::DELETE, &early, &[], "", StatusCode::NO_CONTENT).await;
+    // Edge two records what it holds when it drains; deleting `drained` afterwards frees it.
+    writer.expect(Method::POST, &drained, TEXT, "d".repeat(300), StatusCode::NO_CONTENT).await;
+    two.stop().await?;
+    admin.expect(Method::DELETE, &drained, &[], "", StatusCode::NO_CONTENT).await;
+
+    // The whole budget is back, and no more than it.
+    let mut stored = 0;
+    loop {
+        let res = admin.send(Method::POST, &rest, TEXT, "r".repeat(100)).await?;
+        if res.status != StatusCode::NO_CONTENT {
+            assert_exhausted(&res);
+            break;
+        }
+        stored += 100;
+        assert!(stored <= LIMIT, "{stored} bytes stored of {LIMIT}");
+    }
+    assert_eq!(stored, LIMIT, "the deleted streams' bytes were given back");
+    one.stop().await
+}
