@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Proves the local gateway (deploy/gateway: Debian's nginx, deploy/gateway/nginx.conf.template)
+# carries every browser surface through ONE origin. Starts, on free ports and with names of
+# their own, proposals-api, wal-ingest, shape-edge and the notifier against a fresh database
+# seeded by seed-demo (whose editor token it uses), puts the gateway in front of them and checks,
+# through the gateway URL only:
+#   a) GET /v1/shape?table=proposals&offset=-1 with the token: 200, electric-handle/-offset,
+#      the seeded proposals;
+#   b) a live long-poll, opened before a commit, returns that commit's change (not held back);
+#   c) Durable Streams under agencies/<id>/: create, append, read back; an SSE read that is
+#      already open delivers a later append while the connection stays open (unbuffered);
+#   d) gRPC-Web: ProposalService/ListProposals framed as application/grpc-web+proto answers
+#      the seeded proposals and a trailer frame with grpc-status 0; non-gRPC-Web requests to
+#      the API's paths are refused by the gateway;
+#   e) / serves the web app's placeholder; /v1/unsubscribe reaches the notifier.
+#
+#   scripts/gateway-check.sh      (PostgreSQL and NATS running: eval "$(scripts/start-services.sh)")
+#
+# Env: FOLIO_DATABASE_URL (server URL, default postgres://postgres@127.0.0.1:5432/postgres),
+#      FOLIO_NATS_URL (default nats://127.0.0.1:4333), FOLIO_BIN_DIR (the service binaries;
+#      default ${CARGO_TARGET_DIR:-target}/debug, as `cargo test` built them),
+#      FOLIO_TEST_PATIENCE_MS (default 60000), GATEWAY_CHECK_KEEP=1 (keep database, streams, logs).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+start_time=$(date +%s.%N)
+server_url=${FOLIO_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+nats_url=${FOLIO_NATS_URL:-nats://127.0.0.1:4333}
+bin=${FOLIO_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/debug}
+patience=$(( ${FOLIO_TEST_PATIENCE_MS:-60000} / 1000 ))
+# shellcheck source=lib-edge.sh
+source "$root/scripts/lib-edge.sh"
+for b in proposals-api wal-ingest shape-edge notifier seed-demo; do
+  [ -x "$bin/$b" ] || { echo "gateway-check: $bin/$b is missing: cargo build --workspace --bins, or set FOLIO_BIN_DIR" >&2; exit 1; }
+done
+
+run_id="$(date +%s)_$$"
+db="folio_test_gw_${run_id}"
+db_url="${server_url%/*}/$db"
+work=$(mktemp -d -t folio-gateway-check.XXXXXX)
+pids=()
+status=1
+fail() { echo "gateway-check: FAILED: $*" >&2; exit 1; }
+ok() { printf 'gateway-check: ok  %s\n' "$*"; }
+
+cleanup() {
+  set +e
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null
+  done
+  if [ -n "${GATEWAY_CHECK_KEEP:-}" ]; then
+    echo "gateway-check: kept database $db, slot t_gw_$run_id, JetStream names *$run_id*, logs $work" >&2
+    return
+  fi
+  for _ in $(seq 20); do
+    psql "$server_url" -Atqc "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 't_gw_$run_id'" \
+      >/dev/null 2>&1 && break
+    sleep 0.25
+  done
+  psql "$server_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
+  timeout 10 node "$root/tests/electric-client/lib/nats-cleanup.mjs" "$nats_url" "$run_id" >/dev/null 2>&1
+  if [ "$status" = 0 ]; then
+    rm -rf "$work"
+  else
+    echo "gateway-check: logs kept in $work:" >&2
+    for f in "$work"/*.log "$work"/gateway/error.log; do
+      [ -s "$f" ] && { echo "--- $f (last 15 lines)" >&2; tail -n 15 "$f" >&2; }
+    done
+  fi
+}
+trap cleanup EXIT
+
+# A fresh database, migrated and seeded by seed-demo (which prints the tokens the check uses).
+psql "$server_url" -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db"
+export FOLIO_ENV=development
+export FOLIO_JWT_SECRET
+FOLIO_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+export FOLIO_DATABASE_URL=$db_url FOLIO_NATS_URL=$nats_url
+export FOLIO_WAL_SLOT=t_gw_$run_id FOLIO_SUBJECT_ROOT=gw$run_id
+export FOLIO_CHANGES_STREAM=GW${run_id}_CHANGES FOLIO_JOBS_STREAM=GW${run_id}_JOBS
+export FOLIO_DS_PREFIX=gw$run_id FOLIO_QUOTA_RATE_BUCKET=gw$run_id-rates FOLIO_QUOTA_COUNT_BUCKET=gw$run_id-quotas
+export FOLIO_PDF_BUCKET=gw$run_id-pdfs FOLIO_PDF_DEAD_LETTER_STREAM=GW${run_id}_JOBS_DEAD
+export RUST_LOG=${GATEWAY_CHECK_RUST_LOG:-warn}
+"$bin/seed-demo" >"$work/seed.out" 2>"$work/seed.log" || { cat "$work/seed.log" >&2; fail "seed-demo failed"; }
+agency=$(sed -n 's/^agency .*: \([0-9a-f-]*\)$/\1/p' "$work/seed.out")
+token=$(awk '$1 == "editor" {print $3}' "$work/seed.out")
+[ -n "$agency" ] && [ -n "$token" ] || fail "seed-demo printed no agency or editor token: $(cat "$work/seed.out")"
+auth="authorization: Bearer $token"
+
+api=$(free_port); edge=$(free_port); notifier=$(free_port); gw=$(free_port)
+spawn() { # name, then its arguments
+  local name=$1; shift
+  setsid "$bin/$name" "$@" >"$work/$name.log" 2>&1 </dev/null &
+  pids+=($!)
+}
+spawn proposals-api --listen-addr "127.0.0.1:$api" --admin-addr 127.0.0.1:0
+wal_admin=$(free_port)
+spawn wal-ingest --admin-addr "127.0.0.1:$wal_admin"
+spawn shape-edge --listen-addr "127.0.0.1:$edge" --admin-addr 127.0.0.1:0
+FOLIO_NOTIFIER_HTTP_ADDR=127.0.0.1:$notifier FOLIO_SMTP_URL=smtp://127.0.0.1:9 \
+  spawn notifier --admin-addr 127.0.0.1:0
+gateway="http://127.0.0.1:$gw"
+pid=$(FOLIO_GATEWAY_LISTEN=127.0.0.1:$gw FOLIO_EDGE_UPSTREAM=127.0.0.1:$edge FOLIO_API_UPSTREAM=127.0.0.1:$api \
+  FOLIO_NOTIFIER_UPSTREAM=127.0.0.1:$notifier deploy/gateway/start.sh "$work/gateway") || fail "the gateway did not start"
+pids+=("$pid")
+
+up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for _ in $(seq $((patience * 10))); do
+  up "$api" && up "$edge" && up "$notifier" && curl -fs -o /dev/null "http://127.0.0.1:$wal_admin/readyz" && break
+  for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || fail "a service exited during start-up"; done
+  sleep 0.1
+done
+curl -fs -o /dev/null "http://127.0.0.1:$wal_admin/readyz" || fail "wal-ingest not ready within ${patience}s"
+echo "gateway-check: one origin $gateway (api :$api, edge :$edge, notifier :$notifier; logs $work)"
+
+# e) The web app's placeholder at /.
+code=$(curl -s -o "$work/index.html" -w '%{http_code} %{content_type}' "$gateway/")
+[[ $code == "200 text/html"* ]] && grep -q 'name="folio-gateway" content="placeholder"' "$work/index.html" ||
+  fail "/ answered $code, not the placeholder page"
+ok "/ serves the web app placeholder (deploy/gateway/placeholder)"
+
+# a) The shape API with the token.
+code=$(curl -s -D "$work/shape.h" -o "$work/shape.json" -w '%{http_code}' -H "$auth" \
+  "$gateway/v1/shape?table=proposals&offset=-1")
+[ "$code" = 200 ] || fail "GET /v1/shape answered $code: $(head -c 300 "$work/shape.json")"
+handle=$(tr -d '\r' <"$work/shape.h" | awk -F': ' 'tolower($1) == "electric-handle" {print $2}')
+offset=$(tr -d '\r' <"$work/shape.h" | awk -F': ' 'tolower($1) == "electric-offset" {print $2}')
+[ -n "$handle" ] && [ -n "$offset" ] || fail "no electric-handle / electric-offset headers: $(cat "$work/shape.h")"
+grep -q 'Brand refresh and website' "$work/shape.json" || fail "the shape lacks the seeded proposals: $(head -c 300 "$work/shape.json")"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$gateway/v1/shape?table=proposals&offset=-1")
+[ "$code" = 401 ] || fail "GET /v1/shape without a token answered $code, expected 401"
+ok "GET /v1/shape?table=proposals&offset=-1: 200, electric-handle $handle, electric-offset $offset (401 without a token)"
+
+# Follows the shape to up-to-date (the snapshot may come in pages) so the next read is live.
+for _ in $(seq 20); do
+  tr -d '\r' <"$work/shape.h" | grep -qi '^electric-up-to-date' && break
+  curl -s -D "$work/shape.h" -o "$work/shape.json" -H "$auth" \
+    "$gateway/v1/shape?table=proposals&offset=$offset&handle=$handle"
+  offset=$(tr -d '\r' <"$work/shape.h" | awk -F': ' 'tolower($1) == "electric-offset" {print $2}')
+done
+
+# b) A live long-poll through the gateway, opened before the commit, returns with it.
+title="gateway-check $run_id"
+deadline=$(( $(date +%s) + patience ))
+committed=""
+while :; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "no live long-poll delivered the committed change within ${patience}s"
+  curl -s -D "$work/live.h" -o "$work/live.json" -H "$auth" -w '%{time_total}' \
+    "$gateway/v1/shape?table=proposals&offset=$offset&handle=$handle&live=true" >"$work/live.time" &
+  poll=$!
+  sleep 1
+  if [ -z "$committed" ]; then
+    kill -0 "$poll" 2>/dev/null || fail "the live long-poll returned before any change: $(cat "$work/live.h")"
+    psql "$db_url" -qX -v ON_ERROR_STOP=1 -c \
+      "UPDATE proposals SET title = '$title', version = version + 1 WHERE agency_id = '$agency' AND title = 'Brand refresh and website'"
+    committed=$(date +%s.%N)
+  fi
+  wait "$poll" || fail "the live long-poll failed"
+  grep -q "^HTTP/1.1 200" "$work/live.h" || fail "the live long-poll answered $(head -1 "$work/live.h")"
+  if grep -q "$title" "$work/live.json"; then
+    break
+  fi
+  # The edge's long-poll timed out first (wal-ingest still starting): poll again from here.
+  offset=$(tr -d '\r' <"$work/live.h" | awk -F': ' 'tolower($1) == "electric-offset" {print $2}')
+done
+latency=$(python3 -c "import time; print(f'{time.time() - $committed:.2f}')")
+ok "a live long-poll opened before the commit returned the change ${latency}s after it (request lasted $(cat "$work/live.time")s)"
+
+# c) Durable Streams in the agency's namespace.
+stream="$gateway/v1/stream/agencies/$agency/gateway-check-$run_id"
+code=$(curl -s -o "$work/ds.out" -w '%{http_code}' -X PUT -H "$auth" -H 'content-type: text/plain' "$stream")
+[ "$code" = 201 ] || fail "creating a stream answered $code: $(cat "$work/ds.out")"
+code=$(curl -s -o "$work/ds.out" -w '%{http_code}' -X POST -H "$auth" -H 'content-type: text/plain' --data 'first' "$stream")
+[[ $code == 20? ]] || fail "appending answered $code: $(cat "$work/ds.out")"
+code=$(curl -s -o "$work/ds.out" -w '%{http_code}' -H "$auth" "$stream?offset=-1")
+[ "$code" = 200 ] && [ "$(cat "$work/ds.out")" = first ] || fail "reading the stream answered $code: $(cat "$work/ds.out")"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "$auth" "$gateway/v1/stream/agencies/00000000-0000-4000-8000-000000000000/x?offset=-1")
+[[ $code == 40[34] ]] || fail "another agency's stream answered $code, expected 403 or 404"
+ok "Durable Streams: PUT 201, POST, GET ?offset=-1 reads 'first' (another agency's namespace: $code)"
+curl -s -N -H "$auth" -o "$work/sse.out" "$stream?offset=now&live=sse" &
+sse=$!
+sleep 1
+kill -0 "$sse" 2>/dev/null || fail "the SSE read ended at once: $(cat "$work/sse.out")"
+appended=$(date +%s.%N)
+curl -fs -o /dev/null -X POST -H "$auth" -H 'content-type: text/plain' --data "live-$run_id" "$stream" ||
+  fail "the live append failed"
+for _ in $(seq 100); do grep -q "live-$run_id" "$work/sse.out" && break; sleep 0.05; done
+grep -q "live-$run_id" "$work/sse.out" || fail "the SSE read did not deliver the append within 5s: $(cat "$work/sse.out")"
+kill -0 "$sse" 2>/dev/null || fail "the SSE connection closed instead of streaming: the gateway held the events back"
+latency=$(python3 -c "import time; print(f'{time.time() - $appended:.2f}')")
+kill "$sse" 2>/dev/null; wait "$sse" 2>/dev/null || true
+ok "an open SSE read delivered a later append within ${latency}s, connection still open"
+
+# d) gRPC-Web: a unary call framed as application/grpc-web+proto (an empty ListProposalsRequest).
+printf '\x00\x00\x00\x00\x00' >"$work/grpc.req"
+code=$(curl -s -D "$work/grpc.h" -o "$work/grpc.out" -w '%{http_code}' -X POST --data-binary @"$work/grpc.req" \
+  -H "$auth" -H 'content-type: application/grpc-web+proto' -H 'x-grpc-web: 1' \
+  "$gateway/folio.api.v1.ProposalService/ListProposals")
+[ "$code" = 200 ] || fail "gRPC-Web ListProposals answered HTTP $code: $(cat "$work/grpc.h")"
+python3 - "$work/grpc.out" <<'PY' || fail "gRPC-Web ListProposals: see above"
+import struct, sys
+body = open(sys.argv[1], "rb").read()
+frames, i = [], 0
+while i < len(body):
+    if len(body) - i < 5:
+        sys.exit(f"a truncated gRPC-Web frame header at byte {i}")
+    flag, size = body[i], struct.unpack(">I", body[i + 1:i + 5])[0]
+    frames.append((flag, body[i + 5:i + 5 + size]))
+    i += 5 + size
+data = [f for flag, f in frames if flag & 0x80 == 0]
+trailers = [f for flag, f in frames if flag & 0x80]
+if len(trailers) != 1:
+    sys.exit(f"expected one trailer frame, got {len(trailers)} (frames: {[(fl, len(f)) for fl, f in frames]})")
+fields = dict(l.split(":", 1) for l in trailers[0].decode().strip().split("\r\n") if ":" in l)
+fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
+if fields.get("grpc-status") != "0":
+    sys.exit(f"trailer {fields}")
+if len(data) != 1 or b"Menu photography" not in data[0]:
+    sys.exit(f"the response message lacks the seeded proposals: {data!r:.300}")
+print(f"gateway-check: ok  gRPC-Web ListProposals: one {len(data[0])}-byte message, trailer frame grpc-status 0")
+PY
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/grpc' \
+  "$gateway/folio.api.v1.ProposalService/ListProposals")
+[ "$code" = 415 ] || fail "a non-gRPC-Web POST to the API's path answered $code, expected 415"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$gateway/folio.api.v1.ProposalService/ListProposals")
+[ "$code" = 405 ] || fail "a GET to the API's path answered $code, expected 405"
+ok "the API's paths take only gRPC-Web POSTs (application/grpc: 415, GET: 405)"
+
+# e) The notifier's unsubscribe page (a bad token: its own 400 page, not the gateway's).
+code=$(curl -s -o "$work/unsub.html" -w '%{http_code}' "$gateway/v1/unsubscribe?token=not-a-token")
+[ "$code" = 400 ] && grep -qi 'unsubscribe' "$work/unsub.html" ||
+  fail "/v1/unsubscribe answered $code: $(head -c 200 "$work/unsub.html")"
+ok "/v1/unsubscribe reaches the notifier (400 for a bad token)"
+
+status=0
+printf 'gateway-check: passed in %.1fs\n' "$(python3 -c "import time; print(time.time() - $start_time)")"
