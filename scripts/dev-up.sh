@@ -2,7 +2,9 @@
 # Brings up the whole local Folio cluster with demo data:
 # PostgreSQL + NATS (installed and started when missing), the `folio` database migrated and
 # seeded (an agency, users, clients, proposals), and every Folio service built so far, running
-# in the background with logs under $FOLIO_DEV_DIR. Stop it with scripts/dev-down.sh.
+# in the background with logs under $FOLIO_DEV_DIR, behind one gateway (Debian's nginx with
+# deploy/gateway/nginx.conf.template, on 127.0.0.1:${FOLIO_GATEWAY_PORT:-8080}): the one URL a
+# browser needs. Stop it with scripts/dev-down.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev=${FOLIO_DEV_DIR:-/tmp/folio-dev}
@@ -17,12 +19,21 @@ export FOLIO_DATABASE_URL=${server_url%/*}/folio
 # derive URLs from requests. Without it they refuse to start (docs/security.md).
 export FOLIO_ENV=${FOLIO_ENV:-development}
 export FOLIO_JWT_SECRET=${FOLIO_JWT_SECRET:-folio-local-development-secret-change-me}
+gateway_port=${FOLIO_GATEWAY_PORT:-8080}
+gateway="http://127.0.0.1:$gateway_port"
+# Links in emails (unsubscribe, the proposal page) point at the gateway, like the browser.
+export FOLIO_NOTIFIER_PUBLIC_URL=${FOLIO_NOTIFIER_PUBLIC_URL:-$gateway}
+export FOLIO_PUBLIC_BASE_URL=${FOLIO_PUBLIC_BASE_URL:-$gateway}
 
 echo "building the services"
 cargo build ${FOLIO_DEV_CARGO_ARGS:---workspace} --bins --quiet
 bin=${CARGO_TARGET_DIR:-target}/debug
 
 scripts/dev-down.sh >/dev/null 2>&1 || true
+if (exec 3<>"/dev/tcp/127.0.0.1/$gateway_port") 2>/dev/null; then
+  echo "dev-up: 127.0.0.1:$gateway_port is taken by another program; set FOLIO_GATEWAY_PORT to a free port" >&2
+  exit 1
+fi
 start() { # name, then its arguments
   local name=$1; shift
   [ -x "$bin/$name" ] || { echo "  $name: not built yet, skipped"; return; }
@@ -46,6 +57,12 @@ start shape-edge --listen-addr 127.0.0.1:3000 --admin-addr 127.0.0.1:9103
 start pdf-render --admin-addr 127.0.0.1:9104
 start notifier --admin-addr 127.0.0.1:9105
 
+echo "starting the gateway on $gateway"
+pid=$(FOLIO_GATEWAY_LISTEN=127.0.0.1:$gateway_port FOLIO_EDGE_UPSTREAM=127.0.0.1:3000 \
+  FOLIO_API_UPSTREAM=127.0.0.1:50051 FOLIO_NOTIFIER_UPSTREAM=127.0.0.1:8090 deploy/gateway/start.sh "$dev/gateway")
+echo "$pid" >"$dev/gateway.pid"
+echo "  gateway (nginx): pid $pid, config $dev/gateway/nginx.conf, log $dev/gateway/error.log"
+
 # Seed only once wal-ingest's slot exists, so the demo's PDF jobs reach the queue.
 for port in 9101 9102; do
   for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -55,10 +72,15 @@ echo "demo data and bearer tokens (authorization: Bearer <token>):"
 "$bin/seed-demo"
 echo
 cat <<TXT
-proposals-api  grpc://127.0.0.1:50051 (gRPC, gRPC-Web, GET /v1/renditions/{id}/pdf)
-shape-edge     http://127.0.0.1:3000 (Electric shapes: GET /v1/shape?table=proposals&offset=-1 with the token;
-               Durable Streams under /v1/stream/)
-admin          http://127.0.0.1:910{1..5}/healthz, /readyz, /metrics  (api, wal-ingest, edge, pdf, notifier)
-notifier API   http://127.0.0.1:8090/v1/deliveries/{id}   mail: $dev/mail
-logs           $dev/*.log       stop: scripts/dev-down.sh
+Folio: $gateway   (one origin for the browser; the tokens above in authorization: Bearer)
+  /                               the web app (a placeholder until issue #15)
+  /v1/shape                       Electric shapes: GET /v1/shape?table=proposals&offset=-1 with a token
+  /v1/stream/agencies/<agency>/   Durable Streams
+  /folio.api.v1.*                 the API over gRPC-Web (POST application/grpc-web+proto)
+  /v1/renditions/{id}/pdf         PDF downloads
+  /v1/unsubscribe                 email unsubscribe links (notifier)
+not through the gateway: native gRPC for grpcurl on 127.0.0.1:50051; admin (/healthz, /readyz,
+  /metrics) on 127.0.0.1:9101..9105 (api, wal-ingest, edge, pdf, notifier); deliveries API on
+  127.0.0.1:8090; mail in $dev/mail
+logs $dev/*.log, $dev/gateway/   stop: scripts/dev-down.sh
 TXT

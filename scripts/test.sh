@@ -55,6 +55,9 @@ SHAPE_EDGE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/shape-edge" \
 WAL_INGEST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/wal-ingest" \
   tests/electric-client/run.sh
 
+step "the local gateway (nginx, deploy/gateway): shapes, live long-poll, Durable Streams + SSE, gRPC-Web and / through one origin"
+FOLIO_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" scripts/gateway-check.sh
+
 if [ -x scripts/ds-conformance-ci.sh ]; then
   step "Durable Streams conformance suite against shape-edge"
   # The binary and test targets cargo test just built: the workspace is built once per run.
