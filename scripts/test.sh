@@ -40,6 +40,9 @@ scripts/notifier-test-deps.sh >/dev/null
 step "buf lint"
 scripts/buf.sh lint
 
+step "Kubernetes manifests (offline validation)"
+scripts/validate-k8s.sh
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
