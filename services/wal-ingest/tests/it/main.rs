@@ -3,6 +3,7 @@
 
 mod admin;
 mod crash;
+mod events_consumer_ts;
 mod fencing;
 mod helpers;
 mod markers;
