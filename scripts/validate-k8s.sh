@@ -5,12 +5,14 @@
 #   3. the objects of CRD kinds (CloudNativePG Cluster, Gateway API Gateway/HTTPRoute, KEDA
 #      ScaledObject) against the vendored CRD schemas in k8s/schemas, strictly (unknown fields
 #      fail; scripts/k8s-validate-crds.py); an object of a vendored group with no schema fails;
+#   3b. every service's container lists the variables it needs to start, and every ConfigMap or
+#      Secret key it references exists (scripts/k8s-check-env.py);
 #   4. every other object with kubernetes-validate --strict against each of $K8S_VERSIONS
 #      (its WARN lines, e.g. a kind it has no schema for, fail too);
 #   5. checkov (framework kubernetes) on the rendered overlays: zero failed checks (skips are
 #      checkov.io/skip<N> annotations with their reasons, next to the resource);
-#   6. a self-check that the validation fails: a copy of the production overlay with an unknown
-#      field in a Deployment's container, and one with an unknown field in the CNPG Cluster.
+#   6. a self-check that the validation fails: copies of the production overlay with an unknown
+#      field in a Deployment's container, with one in the CNPG Cluster, and without an env var.
 # Tools are pinned and installed from PyPI into a venv outside the repository on first use
 # (scripts/k8s-tools.sh); everything runs without network (unshare -n).
 set -euo pipefail
@@ -32,6 +34,8 @@ validate_overlay() {
   k8s_render "$dir" > "$out" || { echo "FAIL: kustomize could not render $dir" >&2; return 1; }
   unshare -n "$T/python" scripts/k8s-validate-crds.py k8s/schemas "$out" "$out.core" > "$out.crd.log" ||
     { grep -v '^ok ' "$out.crd.log" >&2; echo "FAIL: CRD objects of $dir do not match their schemas" >&2; return 1; }
+  unshare -n "$T/python" scripts/k8s-check-env.py "$out" > "$out.env.log" ||
+    { cat "$out.env.log" >&2; echo "FAIL: a service of $dir lacks what it needs to start" >&2; return 1; }
   for v in $K8S_VERSIONS; do
     log=$out.$v.log
     if ! unshare -n "$T/kubernetes-validate" -k "$v" --strict --quiet "$out.core" > "$log" 2>&1 || grep -q . "$log"; then
@@ -77,7 +81,7 @@ print(f"ok: checkov {reports[0]['summary']['checkov_version']}: {passed} passed,
 sys.exit(1 if failed or parsing or not passed else 0)
 PY
 
-echo "== self-check: the validation must fail on unknown fields"
+echo "== self-check: the validation must fail on unknown fields and a missing variable"
 # expect_failure NAME PATCH: a copy of k8s/ whose production overlay carries PATCH must fail.
 expect_failure() {
   local name=$1 patch=$2 copy=$work/self-$1
@@ -102,4 +106,10 @@ expect_failure unknown-crd-field '  - target:
       - op: add
         path: /spec/postgresql/bogusField
         value: 1'
+expect_failure missing-env-var '  - target:
+      kind: Deployment
+      name: notifier
+    patch: |-
+      - op: remove
+        path: /spec/template/spec/containers/0/env/0'
 echo "validate-k8s: all checks passed in $((SECONDS - start)) s"
