@@ -110,6 +110,10 @@ pub struct WorkerArgs {
     /// as JSON, and exit: how tests (and operators) check the sandbox works on this kernel.
     #[arg(long)]
     pub check_sandbox: bool,
+    /// The renderer's process id. In a container the renderer is often PID 1, so "my parent is
+    /// 1" cannot mean "my parent is gone"; comparing with the pid it gave can.
+    #[arg(long)]
+    pub parent_pid: Option<i32>,
 }
 
 /// The worker's `main`.
@@ -128,7 +132,12 @@ fn serve(args: &WorkerArgs) -> Result<(), String> {
     // no pointers, or pointers to locals that outlive them.)
     let parent = unsafe { libc::getppid() };
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    if parent == 1 {
+    // Checked after PR_SET_PDEATHSIG, so a parent that dies from here on still kills this worker.
+    let orphaned = match args.parent_pid {
+        Some(expected) => parent != expected,
+        None => parent == 1,
+    };
+    if orphaned {
         return Err("started without a parent".into());
     }
     warm_up()?;

@@ -282,6 +282,8 @@ impl Worker {
     async fn start(settings: &Settings) -> Result<Worker, SandboxError> {
         let failed = |source| SandboxError::Start { program: settings.program.clone(), source };
         let mut child = Command::new(&settings.program)
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
             .arg("--memory-limit")
             .arg(settings.memory.bytes().to_string())
             .arg("--time-limit")
