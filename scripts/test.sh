@@ -37,6 +37,10 @@ done
 step "notifier test tools (aiosmtpd, standardwebhooks)"
 scripts/notifier-test-deps.sh >/dev/null
 
+step "container engine (the container test runs the service images under it)"
+# Started here when not running; images it keeps are rebuilt only when their inputs change.
+source scripts/container-engine.sh
+
 step "buf lint"
 scripts/buf.sh lint
 
@@ -49,7 +53,7 @@ cargo fmt --all --check
 step "cargo clippy (workspace, every target, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test (workspace, built once)"
+step "cargo test (workspace, built once; the container test packages the binaries it built)"
 cargo test --workspace --locked --no-fail-fast
 
 step "ElectricSQL's npm client (@electric-sql/client) against shape-edge, wal-ingest and PostgreSQL"
