@@ -77,16 +77,44 @@ impl SlotOwner {
 
     /// Creates the slot if missing and returns its state.
     pub async fn ensure(&mut self) -> Result<SlotState, SlotError> {
+        let (version,): (i32,) = sqlx::query_as("SELECT current_setting('server_version_num')::int")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(query("reading the server version"))?;
         if let Some(state) = self.state().await? {
+            if version >= FAILOVER_SLOTS_SINCE {
+                self.warn_unless_failover().await?;
+            }
             return Ok(state);
         }
-        sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+        sqlx::query(create_slot_sql(version))
             .bind(&self.slot)
             .execute(&mut self.conn)
             .await
             .map_err(query("creating the replication slot"))?;
-        tracing::info!(slot = %self.slot, "created replication slot");
+        tracing::info!(slot = %self.slot, failover = version >= FAILOVER_SLOTS_SINCE, "created replication slot");
         Ok(self.state().await?.expect("slot just created"))
+    }
+
+    /// A slot created before the server was upgraded to 17 (or by hand) is not synchronised to
+    /// standbys; only the replication protocol can change that, so say how.
+    async fn warn_unless_failover(&mut self) -> Result<(), SlotError> {
+        let failover: Option<bool> =
+            sqlx::query_scalar("SELECT failover FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(&self.slot)
+                .fetch_optional(&mut self.conn)
+                .await
+                .map_err(query("reading the slot"))?;
+        if failover == Some(false) {
+            tracing::warn!(
+                slot = %self.slot,
+                "the replication slot is not a failover slot: a promoted standby will not have it, and changes \
+                 committed since the last acknowledged position would be lost; stop wal-ingest and run \
+                 `ALTER_REPLICATION_SLOT {} (FAILOVER true)` on a replication connection (docs/deploy.md)",
+                self.slot
+            );
+        }
+        Ok(())
     }
 
     pub async fn state(&mut self) -> Result<Option<SlotState>, SlotError> {
@@ -177,5 +205,30 @@ impl SlotOwner {
         .fetch_all(&mut self.conn)
         .await
         .map_err(query("listing the publication's tables"))
+    }
+}
+
+/// PostgreSQL 17 keeps logical slots created with `failover` on its standbys
+/// (`sync_replication_slots`), so the slot survives a promotion with its position: without it a
+/// failover loses the slot and every change not yet acknowledged (Electric's issue 3848).
+const FAILOVER_SLOTS_SINCE: i32 = 170_000;
+
+/// The slot's creation: a failover slot where the server (`server_version_num`) has them.
+fn create_slot_sql(server_version_num: i32) -> &'static str {
+    if server_version_num >= FAILOVER_SLOTS_SINCE {
+        // (slot_name, plugin, temporary, twophase, failover)
+        "SELECT pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+    } else {
+        "SELECT pg_create_logical_replication_slot($1, 'pgoutput')"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slots_are_failover_slots_from_postgres_17() {
+        assert!(super::create_slot_sql(170_000).ends_with("false, false, true)"));
+        assert!(super::create_slot_sql(180_002).ends_with("false, false, true)"));
+        assert_eq!(super::create_slot_sql(150_019), "SELECT pg_create_logical_replication_slot($1, 'pgoutput')");
     }
 }
