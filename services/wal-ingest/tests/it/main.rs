@@ -8,5 +8,6 @@ mod fencing;
 mod helpers;
 mod markers;
 mod rows;
+mod secrets;
 mod takeover;
 mod transactions;
