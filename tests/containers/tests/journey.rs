@@ -60,7 +60,7 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
 struct Stack {
     network: String,
     services: BTreeMap<&'static str, ContainerAsync<GenericImage>>,
-    _infra: Vec<ContainerAsync<GenericImage>>,
+    infra: Vec<ContainerAsync<GenericImage>>,
     db_port: u16,
 }
 
@@ -68,6 +68,46 @@ impl Stack {
     async fn port(&self, service: &str, container_port: u16) -> anyhow::Result<u16> {
         Ok(self.services[service].get_host_port_ipv4(container_port.tcp()).await?)
     }
+
+    /// Host port of `container_port` of the PostgreSQL (0) or a NATS node's (1..=3) container.
+    async fn infra_port(&self, index: usize, container_port: u16) -> anyhow::Result<u16> {
+        Ok(self.infra[index].get_host_port_ipv4(container_port.tcp()).await?)
+    }
+}
+
+/// The proposal ids of every `draft -> sent` update on the agency's proposals subject, one per
+/// event stored (a repeated publish would appear twice), after checking no message id repeats.
+async fn sent_transitions(nats_port: u16, agency: &str) -> anyhow::Result<Vec<String>> {
+    use folio_proto::events::v1::{ChangeEvent, column_value::Value as Column};
+    use prost::Message as _;
+    let nats = async_nats::connect(format!("nats://127.0.0.1:{nats_port}")).await?;
+    let js = async_nats::jetstream::new(nats);
+    let mut stream = js.get_stream("FOLIO_CHANGES").await.context("the changes stream")?;
+    let last = stream.info().await?.state.last_sequence;
+    let subject = format!("folio.changes.proposals.{agency}");
+    let (mut msg_ids, mut sent) = (std::collections::BTreeSet::new(), Vec::new());
+    for seq in 1..=last {
+        let Ok(message) = stream.get_raw_message(seq).await else { continue };
+        if let Some(id) = message.headers.get(folio_bus::headers::MSG_ID) {
+            anyhow::ensure!(msg_ids.insert(id.as_str().to_owned()), "message id {} stored twice", id.as_str());
+        }
+        if message.subject.as_str() != subject {
+            continue;
+        }
+        let event = ChangeEvent::decode(message.payload.as_ref())?;
+        let text = |row: &[folio_proto::events::v1::ColumnValue], name: &str| {
+            row.iter().find(|c| c.name == name).and_then(|c| match &c.value {
+                Some(Column::Text(t)) => Some(t.clone()),
+                _ => None,
+            })
+        };
+        if text(&event.old_row, "status").as_deref() == Some("draft")
+            && text(&event.new_row, "status").as_deref() == Some("sent")
+        {
+            sent.push(text(&event.new_row, "id").context("id")?);
+        }
+    }
+    Ok(sent)
 }
 
 fn secret(name: &str, key: &str) -> Option<String> {
@@ -245,7 +285,7 @@ async fn start_stack(manifests: &Manifests) -> anyhow::Result<Stack> {
         let spec = manifests.service(name)?;
         services.insert(name, start_service(&spec, manifests, &network).await?);
     }
-    Ok(Stack { network, services, _infra: infra, db_port })
+    Ok(Stack { network, services, infra: infra, db_port })
 }
 
 /// Reads the proposals shape from the start, then follows it live until `done` holds for a
@@ -373,19 +413,32 @@ async fn the_core_journey_runs_on_the_images_as_the_production_manifests_configu
         let deliveries = receiver.sent_events_of(id);
         assert_eq!(deliveries.len(), 1, "proposal {id}: one proposal.sent webhook, got {deliveries:?}");
     }
+    // wal-ingest restarted from its slot: every send is on the change stream exactly once.
+    let nats_port = stack.infra_port(1, 4222).await?;
+    let sends = sent_transitions(nats_port, &agency.to_string()).await?;
+    for id in std::iter::once(&first.id).chain(&later) {
+        assert_eq!(
+            sends.iter().filter(|p| *p == id).count(),
+            1,
+            "proposal {id}: one draft -> sent change, got {sends:?}"
+        );
+    }
     let ids: Vec<String> = receiver.0.lock().unwrap().iter().map(|(id, _)| id.clone()).collect();
     let mut unique = ids.clone();
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "no webhook-id delivered twice: {ids:?}");
 
-    eprintln!(
+    // Straight to stderr, past the test harness's capture: the timings belong in the test log.
+    use std::io::Write as _;
+    writeln!(
+        std::io::stderr(),
         "container journey: images {:.1} s, stack up {:.1} s, journey {:.1} s, kill + restart of wal-ingest and notifier with 3 sends in between: all delivered once in {:.1} s",
         images.as_secs_f64(),
         boot.as_secs_f64(),
         journey_took.as_secs_f64(),
         recovered.as_secs_f64()
-    );
+    )?;
     drop(stack.services);
     let _ = std::process::Command::new("docker").args(["network", "rm", &stack.network]).output();
     Ok(())
