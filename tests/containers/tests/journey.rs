@@ -285,7 +285,7 @@ async fn start_stack(manifests: &Manifests) -> anyhow::Result<Stack> {
         let spec = manifests.service(name)?;
         services.insert(name, start_service(&spec, manifests, &network).await?);
     }
-    Ok(Stack { network, services, infra: infra, db_port })
+    Ok(Stack { network, services, infra, db_port })
 }
 
 /// Reads the proposals shape from the start, then follows it live until `done` holds for a
