@@ -17,6 +17,13 @@ pub type Proposals = ProposalServiceClient<InterceptedService<Channel, Bearer>>;
 #[derive(Clone)]
 pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
+impl Bearer {
+    /// Sends `token` as `authorization: Bearer <token>`.
+    pub fn new(token: &str) -> anyhow::Result<Self> {
+        Ok(Self(format!("Bearer {token}").parse().context("token")?))
+    }
+}
+
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         request.metadata_mut().insert("authorization", self.0.clone());
@@ -65,7 +72,7 @@ impl Cluster {
 /// A ProposalService client for `addr` sending `token` on every call.
 pub fn proposals_client(addr: std::net::SocketAddr, token: &str) -> anyhow::Result<Proposals> {
     let channel = Channel::from_shared(format!("http://{addr}"))?.connect_lazy();
-    Ok(ProposalServiceClient::with_interceptor(channel, Bearer(format!("Bearer {token}").parse().context("token")?)))
+    Ok(ProposalServiceClient::with_interceptor(channel, Bearer::new(token)?))
 }
 
 /// A client of `agency` (written to the database: clients are not what these tests are about)

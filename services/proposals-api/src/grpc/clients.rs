@@ -68,7 +68,7 @@ impl ClientService for ClientApi {
         crate::auth::require_writer(&caller)?;
         let fields = db::ClientFields::try_from(request.into_inner())?;
         let row = db::create(&self.state.pool, caller.agency_id, fields).await?;
-        Ok(Response::new(pb::CreateClientResponse { client: Some(convert::client(row)) }))
+        Ok(Response::new(pb::CreateClientResponse { txid: row.txid.0, client: Some(convert::client(row.value)) }))
     }
 
     async fn get_client(
@@ -104,7 +104,7 @@ impl ClientService for ClientApi {
         crate::auth::require_writer(&caller)?;
         let ClientUpdate { id, changes } = ClientUpdate::try_from(request.into_inner())?;
         let row = db::update(&self.state.pool, caller.agency_id, id, changes).await?;
-        Ok(Response::new(pb::UpdateClientResponse { client: Some(convert::client(row)) }))
+        Ok(Response::new(pb::UpdateClientResponse { txid: row.txid.0, client: Some(convert::client(row.value)) }))
     }
 
     async fn delete_client(
@@ -114,7 +114,7 @@ impl ClientService for ClientApi {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
         let id = client_id(&request.get_ref().id)?;
-        db::delete(&self.state.pool, caller.agency_id, id).await?;
-        Ok(Response::new(pb::DeleteClientResponse {}))
+        let deleted = db::delete(&self.state.pool, caller.agency_id, id).await?;
+        Ok(Response::new(pb::DeleteClientResponse { txid: deleted.txid.0 }))
     }
 }

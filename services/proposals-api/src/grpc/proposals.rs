@@ -247,7 +247,7 @@ impl ProposalService for ProposalApi {
         crate::auth::require_writer(&caller)?;
         let ProposalDraft { new, idempotency } = ProposalDraft::try_from(request.into_inner())?;
         let record = db::create(&self.state.pool, caller.agency_id, caller.user_id, new, idempotency).await?;
-        Ok(Response::new(pb::CreateProposalResponse { proposal: Some(reply(&record)) }))
+        Ok(Response::new(pb::CreateProposalResponse { proposal: Some(reply(&record)), txid: record.txid.0 }))
     }
 
     async fn get_proposal(
@@ -284,7 +284,7 @@ impl ProposalService for ProposalApi {
         crate::auth::require_writer(&caller)?;
         let ProposalUpdate { id, expected_version, changes } = ProposalUpdate::try_from(request.into_inner())?;
         let record = db::update(&self.state.pool, caller.agency_id, id, expected_version, changes).await?;
-        Ok(Response::new(pb::UpdateProposalResponse { proposal: Some(reply(&record)) }))
+        Ok(Response::new(pb::UpdateProposalResponse { proposal: Some(reply(&record)), txid: record.txid.0 }))
     }
 
     async fn transition_proposal(
@@ -295,7 +295,7 @@ impl ProposalService for ProposalApi {
         crate::auth::require_writer(&caller)?;
         let Transition { id, to, expected_version } = Transition::try_from(request.get_ref())?;
         let record = db::transition(&self.state.pool, caller.agency_id, id, to, expected_version).await?;
-        Ok(Response::new(pb::TransitionProposalResponse { proposal: Some(reply(&record)) }))
+        Ok(Response::new(pb::TransitionProposalResponse { proposal: Some(reply(&record)), txid: record.txid.0 }))
     }
 
     async fn archive_proposal(
@@ -308,7 +308,7 @@ impl ProposalService for ProposalApi {
         let id = proposal_id("id", &req.id)?;
         let record =
             db::archive(&self.state.pool, caller.agency_id, id, optional_version(req.expected_version)).await?;
-        Ok(Response::new(pb::ArchiveProposalResponse { proposal: Some(reply(&record)) }))
+        Ok(Response::new(pb::ArchiveProposalResponse { proposal: Some(reply(&record)), txid: record.txid.0 }))
     }
 
     async fn add_line_item(
@@ -318,9 +318,13 @@ impl ProposalService for ProposalApi {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
         let LineItemDraft { proposal, item, expected_version } = LineItemDraft::try_from(request.into_inner())?;
-        let (record, item_id) =
-            db::add_line_item(&self.state.pool, caller.agency_id, proposal, expected_version, item).await?;
-        Ok(Response::new(pb::AddLineItemResponse { proposal: Some(reply(&record)), line_item_id: item_id.to_string() }))
+        let committed = db::add_line_item(&self.state.pool, caller.agency_id, proposal, expected_version, item).await?;
+        let ((record, item_id), txid) = (committed.value, committed.txid);
+        Ok(Response::new(pb::AddLineItemResponse {
+            proposal: Some(reply(&record)),
+            line_item_id: item_id.to_string(),
+            txid: txid.0,
+        }))
     }
 
     async fn update_line_item(
@@ -333,7 +337,7 @@ impl ProposalService for ProposalApi {
             LineItemUpdate::try_from(request.into_inner())?;
         let pool = &self.state.pool;
         let record = db::update_line_item(pool, caller.agency_id, proposal, item, expected_version, changes).await?;
-        Ok(Response::new(pb::UpdateLineItemResponse { proposal: Some(reply(&record)) }))
+        Ok(Response::new(pb::UpdateLineItemResponse { proposal: Some(reply(&record)), txid: record.txid.0 }))
     }
 
     async fn remove_line_item(
@@ -344,7 +348,7 @@ impl ProposalService for ProposalApi {
         crate::auth::require_writer(&caller)?;
         let LineItemRemoval { proposal, item, expected_version } = LineItemRemoval::try_from(request.get_ref())?;
         let record = db::remove_line_item(&self.state.pool, caller.agency_id, proposal, item, expected_version).await?;
-        Ok(Response::new(pb::RemoveLineItemResponse { proposal: Some(reply(&record)) }))
+        Ok(Response::new(pb::RemoveLineItemResponse { proposal: Some(reply(&record)), txid: record.txid.0 }))
     }
 
     async fn request_pdf(
@@ -363,6 +367,7 @@ impl ProposalService for ProposalApi {
             rendition_id: r.rendition_id.to_string(),
             proposal_version: r.proposal_version,
             status: convert::rendition_status(&r.status) as i32,
+            txid: r.txid.0,
         }))
     }
 

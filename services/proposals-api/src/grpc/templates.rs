@@ -83,7 +83,7 @@ impl TemplateService for TemplateApi {
         crate::auth::require_writer(&caller)?;
         let NewTemplate { name, body } = NewTemplate::try_from(request.into_inner())?;
         let row = db::create(&self.state.pool, caller.agency_id, name, body).await?;
-        Ok(Response::new(pb::CreateTemplateResponse { template: Some(convert::template(row)) }))
+        Ok(Response::new(pb::CreateTemplateResponse { txid: row.txid.0, template: Some(convert::template(row.value)) }))
     }
 
     async fn get_template(
@@ -119,7 +119,7 @@ impl TemplateService for TemplateApi {
         crate::auth::require_writer(&caller)?;
         let TemplateUpdate { id, name, body } = TemplateUpdate::try_from(request.into_inner())?;
         let row = db::update(&self.state.pool, caller.agency_id, id, name, body).await?;
-        Ok(Response::new(pb::UpdateTemplateResponse { template: Some(convert::template(row)) }))
+        Ok(Response::new(pb::UpdateTemplateResponse { txid: row.txid.0, template: Some(convert::template(row.value)) }))
     }
 
     async fn delete_template(
@@ -129,7 +129,7 @@ impl TemplateService for TemplateApi {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
         let id = template_id(&request.get_ref().id)?;
-        db::delete(&self.state.pool, caller.agency_id, id).await?;
-        Ok(Response::new(pb::DeleteTemplateResponse {}))
+        let deleted = db::delete(&self.state.pool, caller.agency_id, id).await?;
+        Ok(Response::new(pb::DeleteTemplateResponse { txid: deleted.txid.0 }))
     }
 }

@@ -31,8 +31,13 @@ pub struct ClientChanges {
     pub company: Option<String>,
 }
 
-pub async fn create(pool: &PgPool, agency: AgencyId, fields: ClientFields) -> Result<ClientRow, ApiError> {
-    Ok(sqlx::query_as(
+pub async fn create(
+    pool: &PgPool,
+    agency: AgencyId,
+    fields: ClientFields,
+) -> Result<super::Committed<ClientRow>, ApiError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query_as(
         "INSERT INTO clients (id, agency_id, name, email, company) VALUES ($1, $2, $3, $4, $5) RETURNING *",
     )
     .bind(ClientId::new().as_uuid())
@@ -40,8 +45,9 @@ pub async fn create(pool: &PgPool, agency: AgencyId, fields: ClientFields) -> Re
     .bind(fields.name)
     .bind(fields.email)
     .bind(fields.company)
-    .fetch_one(pool)
-    .await?)
+    .fetch_one(&mut *tx)
+    .await?;
+    super::commit(tx, row).await
 }
 
 pub async fn get(pool: &PgPool, agency: AgencyId, id: ClientId) -> Result<ClientRow, ApiError> {
@@ -75,8 +81,9 @@ pub async fn update(
     agency: AgencyId,
     id: ClientId,
     changes: ClientChanges,
-) -> Result<ClientRow, ApiError> {
-    sqlx::query_as(
+) -> Result<super::Committed<ClientRow>, ApiError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query_as(
         "UPDATE clients SET name = coalesce($3, name), email = coalesce($4, email), company = coalesce($5, company), \
          updated_at = now() WHERE id = $1 AND agency_id = $2 RETURNING *",
     )
@@ -85,20 +92,22 @@ pub async fn update(
     .bind(changes.name)
     .bind(changes.email)
     .bind(changes.company)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?
-    .ok_or_else(|| ApiError::not_found("client", id))
+    .ok_or_else(|| ApiError::not_found("client", id))?;
+    super::commit(tx, row).await
 }
 
-pub async fn delete(pool: &PgPool, agency: AgencyId, id: ClientId) -> Result<(), ApiError> {
+pub async fn delete(pool: &PgPool, agency: AgencyId, id: ClientId) -> Result<super::Committed<()>, ApiError> {
+    let mut tx = pool.begin().await?;
     let result = sqlx::query("DELETE FROM clients WHERE id = $1 AND agency_id = $2")
         .bind(id.as_uuid())
         .bind(agency.as_uuid())
-        .execute(pool)
+        .execute(&mut *tx)
         .await;
     match result {
         Ok(r) if r.rows_affected() == 0 => Err(ApiError::not_found("client", id)),
-        Ok(_) => Ok(()),
+        Ok(_) => super::commit(tx, ()).await,
         Err(e) if is_foreign_key_violation(&e) => Err(ApiError::FailedPrecondition(format!(
             "client {id} still has proposals; archive or reassign them first"
         ))),

@@ -7,8 +7,52 @@ pub mod renditions;
 pub mod templates;
 
 use base64::Engine as _;
+use sqlx::{Postgres, Transaction};
 
 use crate::error::ApiError;
+
+/// The id of the transaction that committed a write, as logical replication reports it (the
+/// 32-bit `xid`, which shape-edge puts in each change message's `headers.txids`). A client that
+/// applied the write optimistically waits for this id in its shape stream to know the write
+/// has reached it (Electric's txid pattern). 0: the call committed nothing (an idempotent
+/// repeat, a no-op), so there is nothing to wait for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Txid(pub u32);
+
+/// A write's result and the transaction that committed it.
+#[derive(Debug)]
+pub struct Committed<T> {
+    pub value: T,
+    pub txid: Txid,
+}
+
+impl<T> Committed<T> {
+    /// A result no transaction of this call wrote.
+    pub fn unchanged(value: T) -> Self {
+        Self { value, txid: Txid::default() }
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Committed<U> {
+        Committed { value: f(self.value), txid: self.txid }
+    }
+}
+
+impl<T> std::ops::Deref for Committed<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// Commits `tx`, returning `value` with the transaction's id (0 if it wrote nothing).
+pub async fn commit<T>(mut tx: Transaction<'_, Postgres>, value: T) -> Result<Committed<T>, ApiError> {
+    let xid: Option<String> =
+        sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::xid::text").fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    // An xid is a 32-bit counter, so this parse cannot fail on a PostgreSQL answer.
+    let txid = Txid(xid.and_then(|x| x.parse().ok()).unwrap_or_default());
+    Ok(Committed { value, txid })
+}
 
 /// Keyset cursor: the last id of the previous page, opaque to callers.
 pub fn encode_cursor(last_id: uuid::Uuid) -> String {

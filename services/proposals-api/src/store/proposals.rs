@@ -10,6 +10,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
+use super::Committed;
 use crate::error::{ApiError, is_unique_violation};
 
 const PROPOSAL_COLUMNS: &str = "id, agency_id, client_id, owner_id, template_id, title, status, currency, valid_until, \
@@ -130,11 +131,11 @@ pub async fn create(
     owner: UserId,
     new: NewProposal,
     idempotency: Option<IdempotencyKey>,
-) -> Result<ProposalRecord, ApiError> {
+) -> Result<Committed<ProposalRecord>, ApiError> {
     if let Some(key) = &idempotency
         && let Some(existing) = find_by_idempotency_key(pool, agency, key).await?
     {
-        return Ok(existing);
+        return Ok(Committed::unchanged(existing));
     }
     let mut tx = pool.begin().await?;
     ensure_client(&mut tx, agency, new.client_id).await?;
@@ -183,14 +184,14 @@ pub async fn create(
                 tx.rollback().await?;
                 return find_by_idempotency_key(pool, agency, key)
                     .await?
+                    .map(Committed::unchanged)
                     .ok_or_else(|| ApiError::FailedPrecondition("idempotency key is being used concurrently".into()));
             }
             Err(e) => return Err(e.into()),
         }
     }
     let record = load(&mut tx, agency, id).await?;
-    tx.commit().await?;
-    Ok(record)
+    super::commit(tx, record).await
 }
 
 async fn find_by_idempotency_key(
@@ -409,7 +410,7 @@ pub async fn update(
     id: ProposalId,
     expected_version: i64,
     changes: ProposalChanges,
-) -> Result<ProposalRecord, ApiError> {
+) -> Result<Committed<ProposalRecord>, ApiError> {
     let mut tx = pool.begin().await?;
     let row = lock_for_edit(&mut tx, agency, id, Some(expected_version), EditKind::Content).await?;
     if let Some(currency) = &changes.currency {
@@ -448,8 +449,7 @@ pub async fn update(
     .await?;
     finish_edit(&mut tx, id).await?;
     let record = load(&mut tx, agency, id).await?;
-    tx.commit().await?;
-    Ok(record)
+    super::commit(tx, record).await
 }
 
 pub async fn transition(
@@ -458,7 +458,7 @@ pub async fn transition(
     id: ProposalId,
     to: ProposalStatus,
     expected_version: Option<i64>,
-) -> Result<ProposalRecord, ApiError> {
+) -> Result<Committed<ProposalRecord>, ApiError> {
     let mut tx = pool.begin().await?;
     let row = lock_for_edit(&mut tx, agency, id, expected_version, EditKind::Lifecycle).await?;
     let to = row.status()?.transition(to)?;
@@ -490,8 +490,7 @@ pub async fn transition(
     .execute(&mut *tx)
     .await?;
     let record = load(&mut tx, agency, id).await?;
-    tx.commit().await?;
-    Ok(record)
+    super::commit(tx, record).await
 }
 
 /// Archiving hides a proposal from default listings and freezes it; repeating it is a no-op.
@@ -500,10 +499,10 @@ pub async fn archive(
     agency: AgencyId,
     id: ProposalId,
     expected_version: Option<i64>,
-) -> Result<ProposalRecord, ApiError> {
+) -> Result<Committed<ProposalRecord>, ApiError> {
     let current = get(pool, agency, id).await?;
     if current.proposal.archived_at.is_some() {
-        return Ok(current);
+        return Ok(Committed::unchanged(current));
     }
     let mut tx = pool.begin().await?;
     lock_for_edit(&mut tx, agency, id, expected_version, EditKind::Lifecycle).await?;
@@ -512,8 +511,7 @@ pub async fn archive(
         .execute(&mut *tx)
         .await?;
     let record = load(&mut tx, agency, id).await?;
-    tx.commit().await?;
-    Ok(record)
+    super::commit(tx, record).await
 }
 
 pub async fn add_line_item(
@@ -522,7 +520,7 @@ pub async fn add_line_item(
     id: ProposalId,
     expected_version: Option<i64>,
     item: NewLineItem,
-) -> Result<(ProposalRecord, LineItemId), ApiError> {
+) -> Result<Committed<(ProposalRecord, LineItemId)>, ApiError> {
     let mut tx = pool.begin().await?;
     lock_for_edit(&mut tx, agency, id, expected_version, EditKind::Content).await?;
     let position: i32 =
@@ -533,8 +531,7 @@ pub async fn add_line_item(
     let item_id = insert_line_item(&mut tx, agency, id, position, &item).await?;
     finish_edit(&mut tx, id).await?;
     let record = load(&mut tx, agency, id).await?;
-    tx.commit().await?;
-    Ok((record, item_id))
+    super::commit(tx, (record, item_id)).await
 }
 
 pub async fn update_line_item(
@@ -544,7 +541,7 @@ pub async fn update_line_item(
     item_id: LineItemId,
     expected_version: Option<i64>,
     changes: LineItemChanges,
-) -> Result<ProposalRecord, ApiError> {
+) -> Result<Committed<ProposalRecord>, ApiError> {
     let mut tx = pool.begin().await?;
     lock_for_edit(&mut tx, agency, id, expected_version, EditKind::Content).await?;
     let current: LineItemRow = sqlx::query_as("SELECT * FROM line_items WHERE id = $1 AND proposal_id = $2")
@@ -574,8 +571,7 @@ pub async fn update_line_item(
     .await?;
     finish_edit(&mut tx, id).await?;
     let record = load(&mut tx, agency, id).await?;
-    tx.commit().await?;
-    Ok(record)
+    super::commit(tx, record).await
 }
 
 pub async fn remove_line_item(
@@ -584,7 +580,7 @@ pub async fn remove_line_item(
     id: ProposalId,
     item_id: LineItemId,
     expected_version: Option<i64>,
-) -> Result<ProposalRecord, ApiError> {
+) -> Result<Committed<ProposalRecord>, ApiError> {
     let mut tx = pool.begin().await?;
     lock_for_edit(&mut tx, agency, id, expected_version, EditKind::Content).await?;
     let deleted = sqlx::query("DELETE FROM line_items WHERE id = $1 AND proposal_id = $2")
@@ -597,6 +593,5 @@ pub async fn remove_line_item(
     }
     finish_edit(&mut tx, id).await?;
     let record = load(&mut tx, agency, id).await?;
-    tx.commit().await?;
-    Ok(record)
+    super::commit(tx, record).await
 }

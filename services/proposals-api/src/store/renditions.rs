@@ -64,7 +64,7 @@ pub async fn request(
     proposal: ProposalId,
     traceparent: String,
     requeue_after: Duration,
-) -> Result<RenditionRequest, ApiError> {
+) -> Result<super::Committed<RenditionRequest>, ApiError> {
     let mut tx = pool.begin().await?;
     // FOR SHARE: the version cannot move between reading it and writing the job.
     let found: Option<(i64, Option<Uuid>, Option<String>)> = sqlx::query_as(
@@ -159,6 +159,5 @@ pub async fn request(
         };
         folio_db::emit_job(&mut tx, "pdf", &job.encode_to_vec()).await?;
     }
-    tx.commit().await?;
-    Ok(RenditionRequest { rendition_id, proposal_version: version, status })
+    super::commit(tx, RenditionRequest { rendition_id, proposal_version: version, status }).await
 }

@@ -24,8 +24,14 @@ pub fn body_sha256(body: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub async fn create(pool: &PgPool, agency: AgencyId, name: String, body: String) -> Result<TemplateRow, ApiError> {
-    Ok(sqlx::query_as(
+pub async fn create(
+    pool: &PgPool,
+    agency: AgencyId,
+    name: String,
+    body: String,
+) -> Result<super::Committed<TemplateRow>, ApiError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query_as(
         "INSERT INTO templates (id, agency_id, name, body, body_sha256) VALUES ($1, $2, $3, $4, $5) RETURNING *",
     )
     .bind(TemplateId::new().as_uuid())
@@ -33,8 +39,9 @@ pub async fn create(pool: &PgPool, agency: AgencyId, name: String, body: String)
     .bind(name)
     .bind(&body)
     .bind(body_sha256(&body))
-    .fetch_one(pool)
-    .await?)
+    .fetch_one(&mut *tx)
+    .await?;
+    super::commit(tx, row).await
 }
 
 pub async fn get(pool: &PgPool, agency: AgencyId, id: TemplateId) -> Result<TemplateRow, ApiError> {
@@ -69,9 +76,10 @@ pub async fn update(
     id: TemplateId,
     name: Option<String>,
     body: Option<String>,
-) -> Result<TemplateRow, ApiError> {
+) -> Result<super::Committed<TemplateRow>, ApiError> {
     let sha = body.as_deref().map(body_sha256);
-    sqlx::query_as(
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query_as(
         "UPDATE templates SET name = coalesce($3, name), body = coalesce($4, body), \
          body_sha256 = coalesce($5, body_sha256), updated_at = now() WHERE id = $1 AND agency_id = $2 RETURNING *",
     )
@@ -80,20 +88,22 @@ pub async fn update(
     .bind(name)
     .bind(body)
     .bind(sha)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?
-    .ok_or_else(|| ApiError::not_found("template", id))
+    .ok_or_else(|| ApiError::not_found("template", id))?;
+    super::commit(tx, row).await
 }
 
-pub async fn delete(pool: &PgPool, agency: AgencyId, id: TemplateId) -> Result<(), ApiError> {
+pub async fn delete(pool: &PgPool, agency: AgencyId, id: TemplateId) -> Result<super::Committed<()>, ApiError> {
+    let mut tx = pool.begin().await?;
     let result = sqlx::query("DELETE FROM templates WHERE id = $1 AND agency_id = $2")
         .bind(id.as_uuid())
         .bind(agency.as_uuid())
-        .execute(pool)
+        .execute(&mut *tx)
         .await;
     match result {
         Ok(r) if r.rows_affected() == 0 => Err(ApiError::not_found("template", id)),
-        Ok(_) => Ok(()),
+        Ok(_) => super::commit(tx, ()).await,
         Err(e) if is_foreign_key_violation(&e) => {
             Err(ApiError::FailedPrecondition(format!("template {id} is still used by proposals or renditions")))
         }
