@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "folio/api/v1/proposals.proto",
         "folio/api/v1/clients.proto",
         "folio/api/v1/templates.proto",
+        "folio/api/v1/admin.proto",
         "folio/events/v1/change_event.proto",
         "folio/jobs/v1/render_pdf.proto",
         "folio/jobs/v1/notify.proto",
