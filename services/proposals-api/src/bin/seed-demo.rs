@@ -22,6 +22,10 @@ struct Args {
     /// Lifetime of the printed tokens.
     #[arg(long, env = "FOLIO_DEMO_TOKEN_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
     token_ttl: Duration,
+    /// Also write the users and their tokens as JSON (`[{name, email, role, token, agency,
+    /// agency_id}]`) to this file, for the web app's demo sign-in (dev-up.sh, development only).
+    #[arg(long, value_name = "PATH")]
+    json: Option<std::path::PathBuf>,
 }
 
 const AGENCY: &str = "Northwind Studio";
@@ -38,17 +42,27 @@ async fn main() -> anyhow::Result<()> {
         Some(id) => id.into(),
         None => seed(&pool).await.context("seed demo data")?,
     };
-    let users: Vec<(uuid::Uuid, String, String)> =
-        sqlx::query_as("SELECT id, email, role FROM users WHERE agency_id = $1 ORDER BY email")
+    let users: Vec<(uuid::Uuid, String, String, String)> =
+        sqlx::query_as("SELECT id, email, role, name FROM users WHERE agency_id = $1 ORDER BY email")
             .bind(agency.as_uuid())
             .fetch_all(&pool)
             .await?;
     let auth = args.jwt.authenticator();
     println!("agency {AGENCY}: {agency}");
-    for (id, email, role) in users {
+    let mut listed = Vec::new();
+    for (id, email, role, name) in users {
         let caller =
             Caller { user_id: UserId::from(id), agency_id: agency, role: Role::parse(&role).unwrap_or(Role::Viewer) };
-        println!("{role:<7} {email:<28} {}", auth.issue(&caller, args.token_ttl));
+        let token = auth.issue(&caller, args.token_ttl);
+        println!("{role:<7} {email:<28} {token}");
+        listed.push(serde_json::json!({
+            "name": name, "email": email, "role": role, "token": token,
+            "agency": AGENCY, "agency_id": agency.to_string(),
+        }));
+    }
+    if let Some(path) = &args.json {
+        let body = serde_json::to_vec_pretty(&listed)?;
+        std::fs::write(path, body).with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
 }
