@@ -57,9 +57,29 @@ start shape-edge --listen-addr 127.0.0.1:3000 --admin-addr 127.0.0.1:9103
 start pdf-render --admin-addr 127.0.0.1:9104
 start notifier --admin-addr 127.0.0.1:9105
 
+# The web app (web/, SvelteKit): a static bundle the gateway serves at /, built when Node is
+# here (the placeholder page otherwise).
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  echo "building the web app (web/build)"
+  if ! (
+    cd web
+    if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+      npm ci --cache /var/cache/folio-npm --prefer-offline --no-audit --no-fund --loglevel=error
+    fi
+    npm run --silent build >"$dev/web-build.log" 2>&1
+  ); then
+    echo "  the web app did not build (log $dev/web-build.log); / serves the placeholder" >&2
+  fi
+else
+  echo "  node/npm not found: / serves the placeholder instead of the web app"
+fi
+
 echo "starting the gateway on $gateway"
+mkdir -p "$dev/gateway"
+rm -f "$dev/gateway/dev-users.json"
 pid=$(FOLIO_GATEWAY_LISTEN=127.0.0.1:$gateway_port FOLIO_EDGE_UPSTREAM=127.0.0.1:3000 \
-  FOLIO_API_UPSTREAM=127.0.0.1:50051 FOLIO_NOTIFIER_UPSTREAM=127.0.0.1:8090 deploy/gateway/start.sh "$dev/gateway")
+  FOLIO_API_UPSTREAM=127.0.0.1:50051 FOLIO_NOTIFIER_UPSTREAM=127.0.0.1:8090 FOLIO_GATEWAY_WEB_ROOT=auto \
+  deploy/gateway/start.sh "$dev/gateway")
 echo "$pid" >"$dev/gateway.pid"
 echo "  gateway (nginx): pid $pid, config $dev/gateway/nginx.conf, log $dev/gateway/error.log"
 
@@ -69,11 +89,17 @@ for port in 9101 9102; do
 done
 echo
 echo "demo data and bearer tokens (authorization: Bearer <token>):"
-"$bin/seed-demo"
+if [ "$FOLIO_ENV" = development ]; then
+  # The web app's sign-in page lists these users (GET /dev-users.json; development only).
+  "$bin/seed-demo" --json "$dev/gateway/dev-users.json"
+  chmod 644 "$dev/gateway/dev-users.json"
+else
+  "$bin/seed-demo"
+fi
 echo
 cat <<TXT
 Folio: $gateway   (one origin for the browser; the tokens above in authorization: Bearer)
-  /                               the web app (a placeholder until issue #15)
+  /                               the web app (development: sign in as one of the demo users above)
   /v1/shape                       Electric shapes: GET /v1/shape?table=proposals&offset=-1 with a token
   /v1/stream/agencies/<agency>/   Durable Streams
   /folio.api.v1.*                 the API over gRPC-Web (POST application/grpc-web+proto)

@@ -7,7 +7,9 @@
 #   FOLIO_API_UPSTREAM=127.0.0.1:50051 FOLIO_NOTIFIER_UPSTREAM=127.0.0.1:8090 \
 #     deploy/gateway/start.sh RUN_DIR
 #
-# Optional: FOLIO_GATEWAY_WEB_ROOT (default deploy/gateway/placeholder).
+# Optional: FOLIO_GATEWAY_WEB_ROOT: a directory of static files, or `auto` for the web app's
+# build (web/build, `npm run build` in web/) when it is built and the placeholder otherwise;
+# default deploy/gateway/placeholder. /dev-users.json is served from RUN_DIR/dev-users.json.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 run_dir=${1:?usage: deploy/gateway/start.sh RUN_DIR}
@@ -15,7 +17,13 @@ mkdir -p "$run_dir/tmp"
 run_dir=$(cd "$run_dir" && pwd)
 : "${FOLIO_GATEWAY_LISTEN:?}" "${FOLIO_EDGE_UPSTREAM:?}" "${FOLIO_API_UPSTREAM:?}" "${FOLIO_NOTIFIER_UPSTREAM:?}"
 export FOLIO_GATEWAY_RUN_DIR=$run_dir
-export FOLIO_GATEWAY_WEB_ROOT=${FOLIO_GATEWAY_WEB_ROOT:-$here/placeholder}
+FOLIO_GATEWAY_WEB_ROOT=${FOLIO_GATEWAY_WEB_ROOT:-$here/placeholder}
+if [ "$FOLIO_GATEWAY_WEB_ROOT" = auto ]; then
+  app=$(cd "$here/../.." && pwd)/web/build
+  if [ -f "$app/index.html" ]; then FOLIO_GATEWAY_WEB_ROOT=$app; else FOLIO_GATEWAY_WEB_ROOT=$here/placeholder; fi
+fi
+[ -f "$FOLIO_GATEWAY_WEB_ROOT/index.html" ] || { echo "gateway: $FOLIO_GATEWAY_WEB_ROOT/index.html is missing" >&2; exit 1; }
+export FOLIO_GATEWAY_WEB_ROOT
 export FOLIO_GATEWAY_LISTEN FOLIO_EDGE_UPSTREAM FOLIO_API_UPSTREAM FOLIO_NOTIFIER_UPSTREAM
 
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then

@@ -1,0 +1,519 @@
+// Browser checks of the web app, in Debian's Chromium driven by playwright-core, against the
+// real cluster behind the gateway. Started by tests/run.sh, which exports:
+//   WEB_TEST_BASE (gateway URL), WEB_TEST_DB (the test database), WEB_TEST_WORK (logs, edge.pid),
+//   WEB_TEST_EDGE_CMD / WEB_TEST_EDGE_PORT (to restart the edge), WEB_TEST_BUILD (web/build),
+//   FOLIO_JWT_SECRET (to sign a second and third agency's tokens), CHROMIUM.
+// Optional: FOLIO_WEB_SCREENSHOTS=<dir>, FOLIO_WEB_RESULTS=<file>.
+import { chromium } from 'playwright-core';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { createHmac, randomUUID } from 'node:crypto';
+import { readFileSync, writeFileSync, readdirSync, statSync, openSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const env = (k) => process.env[k] ?? (() => { throw new Error(`${k} is not set: run web/tests/run.sh`); })();
+const BASE = env('WEB_TEST_BASE');
+const DB = env('WEB_TEST_DB');
+const WORK = env('WEB_TEST_WORK');
+const SECRET = env('FOLIO_JWT_SECRET');
+const SHOTS = process.env.FOLIO_WEB_SCREENSHOTS;
+const results = {};
+const t0 = Date.now();
+
+// ---------- helpers ----------
+let failures = 0;
+async function check(name, fn) {
+  const started = Date.now();
+  try {
+    const detail = await fn();
+    console.log(`web-tests: ok  ${name} (${((Date.now() - started) / 1000).toFixed(1)}s)${detail ? ` — ${detail}` : ''}`);
+  } catch (e) {
+    failures++;
+    console.error(`web-tests: FAIL ${name}: ${e?.stack ?? e}`);
+    throw e; // later checks build on earlier ones
+  }
+}
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+function sql(q) {
+  const r = spawnSync('psql', [DB, '-qAtX', '-v', 'ON_ERROR_STOP=1', '-c', q], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`psql: ${r.stderr}`);
+  return r.stdout.trim();
+}
+const lit = (s) => `'${String(s).replace(/'/g, "''")}'`;
+const b64url = (b) => Buffer.from(b).toString('base64url');
+function sign(claims) {
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64url(JSON.stringify(claims));
+  const sig = createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${sig}`;
+}
+function percentile(xs, p) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+}
+
+/** An agency made in SQL (the API has no agency creation), with a token signed like folio-auth's. */
+function makeAgency(name, proposals, clients = 3) {
+  const agency = randomUUID();
+  const user = randomUUID();
+  sql(`BEGIN;
+    INSERT INTO agencies (id, name) VALUES (${lit(agency)}, ${lit(name)});
+    INSERT INTO users (id, agency_id, email, name, role) VALUES (${lit(user)}, ${lit(agency)}, ${lit(`editor@${agency.slice(0, 8)}.example`)}, 'Test Editor', 'editor');
+    INSERT INTO clients (id, agency_id, name, email, company)
+      SELECT gen_random_uuid(), ${lit(agency)}, 'Contact ' || i, 'c' || i || '@example.com', ${lit(name)} || ' client ' || i FROM generate_series(1, ${clients}) i;
+    INSERT INTO proposals (id, agency_id, client_id, owner_id, title, status, currency, valid_until, subtotal_minor, tax_minor, total_minor)
+      SELECT gen_random_uuid(), ${lit(agency)}, c.id, ${lit(user)}, ${lit(name)} || ' proposal ' || lpad(i::text, 4, '0'),
+             (ARRAY['draft','sent','viewed','accepted','declined','withdrawn'])[1 + i % 6], 'EUR', DATE '2027-01-01' + i,
+             i * 1000, i * 190, i * 1190
+      FROM generate_series(1, ${proposals}) i
+      CROSS JOIN LATERAL (SELECT id FROM clients WHERE agency_id = ${lit(agency)} ORDER BY id OFFSET i % ${clients} LIMIT 1) c;
+    COMMIT;`);
+  const now = Math.floor(Date.now() / 1000);
+  const token = sign({ sub: user, agency_id: agency, role: 'editor', iat: now, exp: now + 3600 });
+  return { name: 'Test Editor', email: `editor@${agency.slice(0, 8)}.example`, role: 'editor', token, agency: name, agency_id: agency };
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  args: ['--disable-dev-shm-usage'],
+});
+const pageErrors = [];
+const consoleLog = [];
+async function newPage(user, name) {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 860 }, locale: 'en-US', timezoneId: 'UTC' });
+  if (user) await context.addInitScript((u) => localStorage.getItem('folio.session') || localStorage.setItem('folio.session', u), JSON.stringify(user));
+  // Records when each text first appears in the proposal title (page clock = this host's clock).
+  await context.addInitScript(() => {
+    window.__seen = {};
+    window.__texts = new Set();
+    new MutationObserver(() => {
+      const h = document.querySelector('[data-testid=proposal-title]');
+      if (h) window.__seen[h.textContent] ??= Date.now();
+      window.__texts.add(document.body?.innerText ?? '');
+    }).observe(document, { subtree: true, childList: true, characterData: true });
+  });
+  const page = await context.newPage();
+  page.setDefaultTimeout(20_000);
+  page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
+  page.on('console', (m) => ['warning', 'error'].includes(m.type()) && consoleLog.push(`${name} ${m.type()}: ${m.text()}`));
+  return { context, page };
+}
+const seenAt = (page, title, timeout = 20_000) =>
+  page.waitForFunction((t) => window.__seen[t], title, { timeout, polling: 'raf' }).then((h) => h.jsonValue());
+const text = (page, testid) => page.getByTestId(testid).first().innerText();
+/** Waits for the action message to read `want`; on timeout says what it read instead. */
+async function message(page, want, timeout = 20_000) {
+  try {
+    await page.getByTestId('message').filter({ hasText: want }).waitFor({ timeout });
+  } catch (e) {
+    const got = await page.getByTestId('message').innerText().catch(() => '(no message)');
+    throw new Error(`expected the message "${want}", the page says "${got}"`);
+  }
+}
+async function shot(page, file) {
+  if (SHOTS) await page.screenshot({ path: join(SHOTS, file), fullPage: false });
+}
+
+const devUsers = await (await fetch(`${BASE}/dev-users.json`)).json();
+const sam = devUsers.find((u) => u.email.startsWith('sam@'));
+assert(sam?.role === 'editor', `dev-users.json has no editor Sam: ${JSON.stringify(devUsers).slice(0, 300)}`);
+const draftId = sql(`SELECT id FROM proposals WHERE title = 'Brand refresh and website'`);
+const fleetId = sql(`SELECT id FROM proposals WHERE title = 'Fleet dashboard MVP'`);
+const other = makeAgency('Other Agency', 3);
+const big = makeAgency('Big Agency', 1000, 8);
+
+try {
+  // ---------- 1. sign-in ----------
+  const S = await newPage(null, 'signin');
+  await check('sign-in: / lists the demo users from /dev-users.json, choosing one shows their agency', async () => {
+    await S.page.goto(BASE + '/');
+    await S.page.getByRole('button', { name: /Sam Okafor/ }).click();
+    await S.page.getByTestId('list-status').filter({ hasText: '4 of 4 proposals' }).waitFor();
+    const names = await S.page.getByRole('button', { name: /Sign out/ }).count();
+    assert(names === 1, 'no sign-out button');
+    return `${devUsers.length} demo users listed`;
+  });
+  await S.context.close();
+
+  // ---------- 2. list ----------
+  const A1 = await newPage(sam, 'A1');
+  await check('list: counts per status, filter by status and client, search, sort', async () => {
+    const p = A1.page;
+    await p.goto(BASE + '/');
+    await p.getByTestId('list-status').filter({ hasText: '4 of 4 proposals' }).waitFor();
+    const counts = {};
+    for (const s of ['all', 'draft', 'sent', 'accepted', 'declined', 'viewed', 'withdrawn']) counts[s] = Number(await text(p, `count-${s}`));
+    assert(JSON.stringify(counts) === JSON.stringify({ all: 4, draft: 1, sent: 1, accepted: 1, declined: 1, viewed: 0, withdrawn: 0 }), `counts ${JSON.stringify(counts)}`);
+    await p.getByRole('button', { name: /^Sent/ }).click();
+    await p.getByTestId('list-status').filter({ hasText: '1 of 4' }).waitFor();
+    assert((await p.getByTestId('proposal-row').innerText()).includes('Menu photography'), 'the sent filter does not show Menu photography');
+    await p.getByRole('button', { name: /^All/ }).click();
+    await p.getByLabel('Search titles').fill('FLEET');
+    await p.getByTestId('list-status').filter({ hasText: '1 of 4' }).waitFor();
+    assert((await p.getByTestId('proposal-row').innerText()).includes('Fleet dashboard MVP'), 'search');
+    await p.getByLabel('Search titles').fill('');
+    await p.getByLabel('Client').selectOption({ label: 'Acme Robotics' });
+    await p.getByTestId('list-status').filter({ hasText: '2 of 4' }).waitFor();
+    await p.getByLabel('Client').selectOption('all');
+    await p.getByLabel('Sort by').selectOption('title');
+    const titles = await p.locator('[data-testid=proposal-row] td.title').allInnerTexts();
+    assert(JSON.stringify(titles) === JSON.stringify([...titles].sort((a, b) => a.localeCompare(b))), `not sorted by title: ${titles}`);
+    await shot(p, 'list.png');
+  });
+
+  await check('proposal: client, line items and totals in integer minor units, formatted per currency', async () => {
+    const p = A1.page;
+    await p.goto(`${BASE}/proposals/${fleetId}`);
+    await p.getByTestId('total').filter({ hasText: '$' }).waitFor();
+    const total = await text(p, 'total');
+    assert(total === '$38,200.00', `Fleet dashboard total shows ${total}, expected $38,200.00`);
+    assert((await text(p, 'client')).includes('Orbit Logistics'), 'client name');
+    await p.getByTestId('line-item').nth(2).waitFor();
+    assert((await p.getByTestId('line-item').count()) === 3, 'three line items');
+    assert((await p.getByRole('button', { name: 'Withdraw' }).count()) === 0, 'an accepted proposal offers no transition');
+    return `total ${total}`;
+  });
+
+  // ---------- 3. live edits between two contexts of one agency; another agency sees nothing ----------
+  const A2 = await newPage(sam, 'A2');
+  const B = await newPage(other, 'B');
+  const leaked = [];
+  B.page.on('response', async (r) => {
+    if (!r.url().includes('/v1/')) return;
+    const body = await r.text().catch(() => '');
+    if (body.includes(draftId) || body.includes('Northwind') || body.includes('Brand refresh')) leaked.push(r.url());
+  });
+  await B.page.goto(BASE + '/');
+  await B.page.getByTestId('list-status').filter({ hasText: '3 of 3 proposals' }).waitFor();
+  await A1.page.goto(`${BASE}/proposals/${draftId}`);
+  await A2.page.goto(`${BASE}/proposals/${draftId}`);
+  await A1.page.getByTestId('activity-status').filter({ hasText: 'Up to date' }).waitFor();
+  await A2.page.getByTestId('activity-status').filter({ hasText: 'Up to date' }).waitFor();
+
+  async function rename(page, title) {
+    await page.getByRole('button', { name: 'Edit details' }).click();
+    await page.getByLabel('Title').fill(title);
+    const clicked = Date.now();
+    await page.getByRole('button', { name: 'Save details' }).click();
+    return clicked;
+  }
+  await check('instant edits: 20 renames in one context appear in another of the same agency (p50/p99)', async () => {
+    const lat = [];
+    const optimistic = [];
+    const settled = [];
+    for (let i = 0; i < 20; i++) {
+      const title = `Brand refresh · edit ${i + 1}`;
+      const clicked = await rename(A1.page, title);
+      optimistic.push((await seenAt(A1.page, title)) - clicked);
+      lat.push((await seenAt(A2.page, title)) - clicked);
+      await message(A1.page, 'Proposal details: saved.');
+      settled.push(Date.now() - clicked);
+    }
+    results.editPropagationMs = { p50: percentile(lat, 50), p99: percentile(lat, 99), samples: lat };
+    results.optimisticMs = { p50: percentile(optimistic, 50), p99: percentile(optimistic, 99) };
+    results.settledMs = { p50: percentile(settled, 50), p99: percentile(settled, 99) };
+    const settledBy = await A1.page.evaluate(() => window.__folioSettled);
+    assert(settledBy.txid >= 20 && settledBy.version === 0, `writes settled by ${JSON.stringify(settledBy)}, expected by txid`);
+    assert(results.optimisticMs.p99 < 500, `the optimistic title took ${results.optimisticMs.p99} ms`);
+    return `other context p50 ${results.editPropagationMs.p50} ms, p99 ${results.editPropagationMs.p99} ms; optimistic p50 ${results.optimisticMs.p50} ms; settled (txid in the shape) p50 ${results.settledMs.p50} ms`;
+  });
+
+  await check('another agency never sees the edits (its shapes, its list, the proposal URL)', async () => {
+    const seen = await B.page.evaluate(() => [...window.__texts].some((t) => t.includes('Brand refresh')));
+    assert(!seen, "the other agency's page showed a Northwind title");
+    assert(leaked.length === 0, `Northwind data reached the other agency: ${leaked.join(', ')}`);
+    await B.page.goto(`${BASE}/proposals/${draftId}`);
+    await B.page.getByText('does not exist, or belongs to another agency').waitFor();
+    assert((await B.page.getByTestId('proposal-row').count()) === 0, 'rows');
+    return 'no Northwind bytes in any /v1/ response to it';
+  });
+
+  // ---------- 4. line items ----------
+  await check('line items: add / update / remove apply at once, settle, and reach the other context', async () => {
+    const p = A1.page;
+    const before = await p.getByTestId('line-item').count();
+    await p.getByLabel('New item').fill('Copywriting');
+    await p.getByLabel('Quantity').last().fill('2');
+    await p.getByLabel(/Unit price/).last().fill('12.34');
+    await p.getByLabel('Tax %').last().fill('19');
+    await p.getByRole('button', { name: 'Add item' }).click();
+    await p.getByTestId('line-item').filter({ hasText: 'Copywriting' }).waitFor({ timeout: 1_000 }); // optimistic
+    await message(p, 'Line item added: saved.');
+    const row = await p.getByTestId('line-item').filter({ hasText: 'Copywriting' }).innerText();
+    assert(row.includes('€24.68') && row.includes('€12.34'), `the new row reads ${row}`);
+    await A2.page.getByTestId('line-item').filter({ hasText: 'Copywriting' }).waitFor();
+    await shot(p, 'proposal.png');
+    await p.getByRole('button', { name: 'Edit Copywriting' }).click();
+    await p.locator('#e-price').fill('10');
+    await p.getByRole('button', { name: 'Save item' }).click();
+    await message(p, 'Line item updated: saved.');
+    await A2.page.getByTestId('line-item').filter({ hasText: '€20.00' }).waitFor();
+    await p.getByRole('button', { name: 'Remove Copywriting' }).click();
+    await message(p, 'Line item removed: saved.');
+    await A2.page.getByTestId('line-item').filter({ hasText: 'Copywriting' }).waitFor({ state: 'detached' });
+    assert((await p.getByTestId('line-item').count()) === before, 'the item count is back');
+    const totals = sql(`SELECT total_minor FROM proposals WHERE id = ${lit(draftId)}`);
+    return `total back to ${totals} minor units`;
+  });
+
+  // ---------- 5. transitions ----------
+  await check('transitions: send, withdraw, back to draft', async () => {
+    const p = A1.page;
+    for (const [button, status] of [['Send', 'Sent'], ['Withdraw', 'Withdrawn'], ['Back to draft', 'Draft']]) {
+      await p.getByRole('button', { name: button, exact: true }).click();
+      await p.getByTestId('proposal-status').filter({ hasText: status }).waitFor();
+      await A2.page.getByTestId('proposal-status').filter({ hasText: status }).waitFor();
+    }
+    assert(sql(`SELECT status FROM proposals WHERE id = ${lit(draftId)}`) === 'draft', 'stored status');
+  });
+
+  // ---------- 6. stale version: optimistic, refused, rolled back, explained ----------
+  await check('a write on a stale version is shown at once, then rolled back with an explanation', async () => {
+    const p = A1.page;
+    const titleBefore = await text(p, 'proposal-title');
+    let release;
+    const gate = new Promise((r) => (release = r));
+    let heldSeen;
+    const held = new Promise((r) => (heldSeen = r));
+    const live = (u) => u.pathname === '/v1/shape' && u.searchParams.get('table') === 'proposals' && u.searchParams.get('live') === 'true';
+    await p.route(live, async (route) => {
+      heldSeen();
+      await gate;
+      await route.continue().catch(() => {});
+    });
+    // The long-poll already open returns with this no-op change; the next one is held.
+    sql(`UPDATE proposals SET title = title WHERE title = 'Menu photography'`);
+    await held;
+    const version = Number(sql(`UPDATE proposals SET version = version + 1 WHERE id = ${lit(draftId)} RETURNING version`));
+    const clicked = await rename(p, 'An edit on a stale version');
+    await seenAt(p, 'An edit on a stale version');
+    await message(p, 'Someone else changed this proposal');
+    await p.getByTestId('proposal-title').filter({ hasText: titleBefore }).waitFor();
+    const rolledBackMs = Date.now() - clicked;
+    release();
+    await p.unroute(live);
+    await p.getByTestId('proposal-version').filter({ hasText: String(version) }).waitFor();
+    assert(sql(`SELECT title FROM proposals WHERE id = ${lit(draftId)}`) === titleBefore, 'the stored title changed');
+    return `rolled back ${rolledBackMs} ms after the click; then caught up to version ${version}`;
+  });
+
+  // ---------- 7. PDF ----------
+  await check('PDF: requested, turns ready live, downloads a PDF with the proposal title', async () => {
+    const p = A1.page;
+    const title = 'PDF check proposal';
+    await rename(p, title);
+    await message(p, 'Proposal details: saved.');
+    const version = await text(p, 'proposal-version');
+    await p.getByRole('button', { name: /Request a PDF/ }).click();
+    const item = p.getByTestId('rendition').filter({ hasText: `Version ${version}:` });
+    await item.waitFor();
+    const requested = Date.now();
+    await item.and(p.locator('[data-status=ready]')).waitFor({ timeout: 90_000 });
+    const readyMs = Date.now() - requested;
+    const [download] = await Promise.all([p.waitForEvent('download'), item.getByRole('button', { name: /Download PDF/ }).click()]);
+    const file = join(WORK, 'download.pdf');
+    await download.saveAs(file);
+    assert(readFileSync(file).subarray(0, 5).toString() === '%PDF-', 'the download is not a PDF');
+    const txt = execFileSync('pdftotext', [file, '-'], { encoding: 'utf8' }).replace(/\s+/g, ' ');
+    assert(txt.includes(title), `the PDF text lacks the title: ${txt.slice(0, 200)}`);
+    return `ready ${readyMs} ms after the request shows; ${download.suggestedFilename()}`;
+  });
+
+  // ---------- 8. activity feed resumes from its saved offset ----------
+  await check('activity: a reload shows the same feed and resumes from the saved offset, nothing twice', async () => {
+    const p = A1.page;
+    await p.getByTestId('activity-status').filter({ hasText: 'Up to date' }).waitFor();
+    const feed = p.getByTestId('activity');
+    const before = await feed.locator('li').allInnerTexts();
+    const offset = await feed.getAttribute('data-offset');
+    assert(before.length >= 5 && offset && offset !== '-1', `feed ${before.length} entries, offset ${offset}`);
+    const asked = [];
+    p.on('request', (r) => r.url().includes('/activity') && asked.push(new URL(r.url()).searchParams.get('offset')));
+    await p.reload();
+    await p.getByTestId('proposal-title').waitFor();
+    const after = await feed.locator('li').allInnerTexts();
+    assert(JSON.stringify(after) === JSON.stringify(before), `the feed changed across the reload:\n${before.slice(0, 3)}\n${after.slice(0, 3)}`);
+    await p.getByTestId('activity-status').filter({ hasText: 'Up to date' }).waitFor();
+    assert(asked[0] === offset, `the first read after the reload asked offset ${asked[0]}, saved ${offset}`);
+    await rename(A2.page, 'After the reload');
+    await feed.locator('li').filter({ hasText: 'Renamed to “After the reload”' }).waitFor();
+    const final = await feed.locator('li').allInnerTexts();
+    const offsets = await feed.locator('li').evaluateAll((ls) => ls.map((l) => l.dataset.offset));
+    assert(new Set(offsets).size === offsets.length, 'an activity entry is shown twice');
+    assert(final.length === before.length + 1, `expected one new entry, got ${final.length - before.length}`);
+    return `${before.length} entries kept, resumed at ${offset}`;
+  });
+
+  // ---------- 9. offline ----------
+  await check('offline: last synced data stays, writes are refused with a message, back online it catches up', async () => {
+    const p = A1.page;
+    const st = Date.now();
+    const steps = [];
+    await A1.page.getByTestId('proposal-title').filter({ hasText: 'After the reload' }).waitFor();
+    steps.push(Date.now() - st);
+    const items = await p.getByTestId('line-item').count();
+    await A1.context.setOffline(true);
+    steps.push(Date.now() - st);
+    await p.getByTestId('connection').filter({ hasText: 'Offline' }).waitFor();
+    steps.push(Date.now() - st);
+    await rename(p, 'Typed while offline');
+    steps.push(Date.now() - st);
+    await message(p, 'You are offline');
+    steps.push(Date.now() - st);
+    assert((await text(p, 'proposal-title')) === 'After the reload', 'the offline edit was applied');
+    assert((await p.getByTestId('line-item').count()) === items, 'line items vanished offline');
+    await shot(p, 'offline.png');
+    steps.push(Date.now() - st);
+    await rename(A2.page, 'Renamed while the other was offline');
+    steps.push(Date.now() - st);
+    await message(A2.page, 'Proposal details: saved.');
+    steps.push(Date.now() - st);
+    await A1.context.setOffline(false);
+    steps.push(Date.now() - st);
+    const back = Date.now();
+    await p.getByTestId('proposal-title').filter({ hasText: 'Renamed while the other was offline' }).waitFor({ timeout: 30_000 });
+    steps.push(Date.now() - st);
+    const caughtUp = Date.now() - back;
+    await p.getByTestId('connection').filter({ hasText: 'Live' }).waitFor();
+    steps.push(Date.now() - st);
+    assert((await p.getByTestId('line-item').count()) === items, 'line items doubled after coming back');
+    const offsets = await p.getByTestId('activity').locator('li').evaluateAll((ls) => ls.map((l) => l.dataset.offset));
+    assert(new Set(offsets).size === offsets.length, 'an activity entry is shown twice');
+    await p.getByRole('link', { name: '← All proposals' }).click();
+    steps.push(Date.now() - st);
+    await p.getByTestId('list-status').filter({ hasText: '4 of 4 proposals' }).waitFor();
+    steps.push(Date.now() - st);
+    assert((await p.locator(`[data-id="${draftId}"]`).count()) === 1, 'the proposal is listed twice');
+    results.offlineCatchUpMs = caughtUp;
+    return `caught up ${caughtUp} ms after going online (steps at ${steps.join(', ')} ms)`;
+  });
+
+  // ---------- 10. the edge restarts mid-session ----------
+  await check('the edge restarted mid-session: the app recovers by itself', async () => {
+    const p = A1.page;
+    await p.goto(`${BASE}/proposals/${draftId}`);
+    await p.getByTestId('activity-status').filter({ hasText: 'Up to date' }).waitFor();
+    const pidFile = join(WORK, 'edge.pid');
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 100; i++) {
+      try { process.kill(pid, 0); } catch { break; }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    sql(`UPDATE proposals SET title = 'Changed while the edge was down', version = version + 1 WHERE id = ${lit(draftId)}`);
+    await p.getByTestId('connection').filter({ hasText: 'Reconnecting' }).waitFor({ timeout: 30_000 });
+    const [cmd, ...args] = env('WEB_TEST_EDGE_CMD').split(' ');
+    const log = openSync(join(WORK, 'shape-edge.log'), 'a');
+    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', log, log] });
+    child.unref();
+    writeFileSync(pidFile, String(child.pid));
+    const restarted = Date.now();
+    await p.getByTestId('proposal-title').filter({ hasText: 'Changed while the edge was down' }).waitFor({ timeout: 45_000 });
+    await p.getByTestId('connection').filter({ hasText: 'Live' }).waitFor();
+    const recovered = Date.now() - restarted;
+    await A2.page.getByTestId('proposal-title').filter({ hasText: 'Changed while the edge was down' }).waitFor({ timeout: 45_000 });
+    await rename(A2.page, 'After the edge restart');
+    await p.getByTestId('proposal-title').filter({ hasText: 'After the edge restart' }).waitFor();
+    await p.getByTestId('activity').locator('li').filter({ hasText: 'Renamed to “After the edge restart”' }).waitFor();
+    results.edgeRestartRecoveryMs = recovered;
+    return `showed the change made while it was down ${recovered} ms after the restart`;
+  });
+
+  // ---------- 11. accessibility ----------
+  await check('accessibility (axe-core): no serious or critical violations on sign-in, list, proposal, offline', async () => {
+    const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+    const audit = async (page, label) => {
+      await page.addScriptTag({ content: axeSource });
+      const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+      const bad = r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+      assert(bad.length === 0, `${label}: ${bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`).join('; ')}`);
+      return `${label} ${r.violations.length} minor`;
+    };
+    const out = [];
+    const s = await newPage(null, 'axe');
+    await s.page.goto(BASE + '/');
+    await s.page.getByRole('button', { name: /Sam Okafor/ }).waitFor();
+    out.push(await audit(s.page, 'sign-in'));
+    await s.context.close();
+    await A1.page.goto(BASE + '/');
+    await A1.page.getByTestId('list-status').filter({ hasText: '4 of 4' }).waitFor();
+    out.push(await audit(A1.page, 'list'));
+    await A1.page.goto(`${BASE}/proposals/${draftId}`);
+    await A1.page.getByTestId('activity-status').filter({ hasText: 'Up to date' }).waitFor();
+    out.push(await audit(A1.page, 'proposal'));
+    await A1.context.setOffline(true);
+    await A1.page.getByTestId('connection').filter({ hasText: 'Offline' }).waitFor();
+    out.push(await audit(A1.page, 'offline'));
+    await A1.context.setOffline(false);
+    return out.join(', ');
+  });
+
+  // ---------- 12. 1,000 live proposals ----------
+  await check('1,000 proposals: first render (navigation → rows on screen), virtualised', async () => {
+    const runs = [];
+    for (let i = 0; i < 3; i++) {
+      const C = await newPage(big, `C${i}`);
+      await C.context.addInitScript(() => {
+        new MutationObserver((_, obs) => {
+          const s = document.querySelector('[data-testid=list-status]');
+          if (s?.textContent?.includes('1,000 of 1,000') && document.querySelector('[data-testid=proposal-row]')) {
+            window.__rendered = performance.now();
+            obs.disconnect();
+          }
+        }).observe(document, { subtree: true, childList: true, characterData: true });
+      });
+      await C.page.goto(BASE + '/');
+      await C.page.waitForFunction(() => window.__rendered, null, { timeout: 30_000 });
+      runs.push(Math.round(await C.page.evaluate(() => window.__rendered)));
+      const inDom = await C.page.getByTestId('proposal-row').count();
+      assert(inDom < 80, `${inDom} rows in the DOM: not virtualised`);
+      if (i === 2) {
+        await C.page.getByRole('region', { name: 'Proposals list' }).evaluate((el) => (el.scrollTop = el.scrollHeight));
+        await C.page.getByTestId('proposal-row').filter({ hasText: 'Big Agency proposal 0' }).last().waitFor();
+      }
+      await C.context.close();
+    }
+    results.firstRender1000Ms = { runs, median: percentile(runs, 50) };
+    return `runs ${runs.join(', ')} ms (median ${results.firstRender1000Ms.median} ms)`;
+  });
+
+  // ---------- 13. bundle ----------
+  await check('bundle size (JavaScript, gzip -9)', async () => {
+    let raw = 0;
+    let gz = 0;
+    let files = 0;
+    const walk = (d) => {
+      for (const f of readdirSync(d)) {
+        const path = join(d, f);
+        if (statSync(path).isDirectory()) walk(path);
+        else if (f.endsWith('.js')) {
+          const b = readFileSync(path);
+          raw += b.length;
+          gz += gzipSync(b, { level: 9 }).length;
+          files++;
+        }
+      }
+    };
+    walk(join(env('WEB_TEST_BUILD'), '_app'));
+    results.bundle = { jsFiles: files, jsKiB: +(raw / 1024).toFixed(1), jsGzipKiB: +(gz / 1024).toFixed(1) };
+    return `${files} files, ${results.bundle.jsKiB} KiB minified, ${results.bundle.jsGzipKiB} KiB gzip`;
+  });
+
+  assert(pageErrors.length === 0, `uncaught errors in the pages: ${pageErrors.join('; ')}`);
+} catch (e) {
+  if (!failures) console.error(`web-tests: FAIL ${e?.stack ?? e}`);
+  console.error(`web-tests: the pages' last console warnings and errors:\n  ${consoleLog.slice(-15).join('\n  ')}`);
+  failures = Math.max(failures, 1);
+} finally {
+  await browser.close();
+}
+results.seconds = +((Date.now() - t0) / 1000).toFixed(1);
+console.log(`web-tests: figures ${JSON.stringify({ ...results, editPropagationMs: results.editPropagationMs && { ...results.editPropagationMs, samples: undefined } })}`);
+if (process.env.FOLIO_WEB_RESULTS) writeFileSync(process.env.FOLIO_WEB_RESULTS, JSON.stringify(results, null, 2));
+process.exit(failures ? 1 : 0);

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The web app's browser tests: real Chromium (Debian's, driven by playwright-core) against the
+# real cluster behind the one gateway, as scripts/gateway-check.sh starts it: a fresh database
+# seeded by seed-demo, proposals-api, wal-ingest, shape-edge and pdf-render from the debug
+# binaries, nginx (deploy/gateway) serving web/build at / and /dev-users.json. Then
+# tests/e2e.mjs runs every check; any failure fails the script.
+#
+#   web/tests/run.sh      (PostgreSQL and NATS running: eval "$(scripts/start-services.sh)")
+#
+# Env: FOLIO_DATABASE_URL (server URL, default postgres://postgres@127.0.0.1:5432/postgres),
+#      FOLIO_NATS_URL (default nats://127.0.0.1:4333), FOLIO_BIN_DIR (default
+#      ${CARGO_TARGET_DIR:-target}/debug), CHROMIUM (default /usr/bin/chromium, installed from
+#      Debian when missing), FOLIO_WEB_SCREENSHOTS=<dir> (save the screenshots there, e.g.
+#      docs/screenshots), FOLIO_WEB_RESULTS=<file> (the measured figures as JSON),
+#      WEB_TEST_KEEP=1 (keep database, JetStream names and logs).
+set -euo pipefail
+web=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$web/.." && pwd)
+cd "$root"
+start_time=$(date +%s.%N)
+server_url=${FOLIO_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+nats_url=${FOLIO_NATS_URL:-nats://127.0.0.1:4333}
+bin=${FOLIO_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/debug}
+export CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+# shellcheck source=../../scripts/lib-edge.sh
+source "$root/scripts/lib-edge.sh"
+fail() { echo "web-tests: FAILED: $*" >&2; exit 1; }
+for b in proposals-api wal-ingest shape-edge pdf-render seed-demo; do
+  [ -x "$bin/$b" ] || fail "$bin/$b is missing: cargo build --workspace --bins, or set FOLIO_BIN_DIR"
+done
+command -v node >/dev/null || fail "node is missing (Node >= 20.19)"
+if [ ! -x "$CHROMIUM" ]; then
+  echo "web-tests: installing Debian's chromium" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >&2 </dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >&2 </dev/null; }
+fi
+command -v pdftotext >/dev/null || fail "pdftotext is missing (apt-get install poppler-utils)"
+
+# The app: dependencies from the lock file, TypeScript generated from proto/, a static build.
+(
+  cd "$web"
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    npm ci --cache /var/cache/folio-npm --prefer-offline --no-audit --no-fund --loglevel=error
+  fi
+  npm run --silent build >/tmp/folio-web-build.log 2>&1 || { cat /tmp/folio-web-build.log >&2; exit 1; }
+) || fail "npm ci / npm run build failed"
+
+run_id="$(date +%s)_$$"
+db="folio_test_web_${run_id}"
+db_url="${server_url%/*}/$db"
+work=$(mktemp -d -t folio-web-tests.XXXXXX)
+chmod 755 "$work" # nginx's workers (nobody) read dev-users.json from here
+pids=()
+status=1
+cleanup() {
+  set +e
+  [ -s "$work/edge.pid" ] && pids+=("$(cat "$work/edge.pid")")
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null
+  done
+  if [ -n "${WEB_TEST_KEEP:-}" ]; then
+    echo "web-tests: kept database $db, slot t_web_$run_id, JetStream names *$run_id*, logs $work" >&2
+    return
+  fi
+  for _ in $(seq 20); do
+    psql "$server_url" -Atqc "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 't_web_$run_id'" \
+      >/dev/null 2>&1 && break
+    sleep 0.25
+  done
+  psql "$server_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
+  timeout 10 node "$root/tests/electric-client/lib/nats-cleanup.mjs" "$nats_url" "$run_id" >/dev/null 2>&1
+  if [ "$status" = 0 ]; then
+    rm -rf "$work"
+  else
+    echo "web-tests: logs kept in $work:" >&2
+    for f in "$work"/*.log "$work"/gateway/error.log; do
+      [ -s "$f" ] && { echo "--- $f (last 15 lines)" >&2; tail -n 15 "$f" >&2; }
+    done
+  fi
+}
+trap cleanup EXIT
+
+psql "$server_url" -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db"
+export FOLIO_ENV=development
+export FOLIO_JWT_SECRET
+FOLIO_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+export FOLIO_DATABASE_URL=$db_url FOLIO_NATS_URL=$nats_url
+export FOLIO_WAL_SLOT=t_web_$run_id FOLIO_SUBJECT_ROOT=web$run_id
+export FOLIO_CHANGES_STREAM=WEB${run_id}_CHANGES FOLIO_JOBS_STREAM=WEB${run_id}_JOBS
+export FOLIO_DS_PREFIX=web$run_id FOLIO_QUOTA_RATE_BUCKET=web$run_id-rates FOLIO_QUOTA_COUNT_BUCKET=web$run_id-quotas
+export FOLIO_PDF_BUCKET=web$run_id-pdfs FOLIO_PDF_DEAD_LETTER_STREAM=WEB${run_id}_JOBS_DEAD
+export RUST_LOG=${WEB_TEST_RUST_LOG:-warn}
+
+api=$(free_port); edge=$(free_port); gw=$(free_port); wal_admin=$(free_port)
+spawn() { # name, then its arguments
+  local name=$1; shift
+  setsid "$bin/$name" "$@" >>"$work/$name.log" 2>&1 </dev/null &
+  pids+=($!)
+}
+spawn proposals-api --listen-addr "127.0.0.1:$api" --admin-addr 127.0.0.1:0
+spawn wal-ingest --admin-addr "127.0.0.1:$wal_admin"
+spawn pdf-render --admin-addr 127.0.0.1:0
+# The edge is restarted by the tests: its pid lives in a file they rewrite.
+setsid "$bin/shape-edge" --listen-addr "127.0.0.1:$edge" --admin-addr 127.0.0.1:0 >>"$work/shape-edge.log" 2>&1 </dev/null &
+echo $! >"$work/edge.pid"
+up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for _ in $(seq 600); do
+  up "$api" && up "$edge" && curl -fs -o /dev/null "http://127.0.0.1:$wal_admin/readyz" && break
+  for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || fail "a service exited during start-up"; done
+  sleep 0.1
+done
+curl -fs -o /dev/null "http://127.0.0.1:$wal_admin/readyz" || fail "wal-ingest not ready within 60s"
+
+# Seeded once wal-ingest's slot exists, so the demo's PDF jobs reach pdf-render. The demo
+# users for the sign-in page go where the gateway serves /dev-users.json (development only).
+mkdir -p "$work/gateway"
+if "$bin/seed-demo" --help | grep -q -- '--json'; then
+  "$bin/seed-demo" --json "$work/gateway/dev-users.json" >"$work/seed.out" 2>"$work/seed.log" ||
+    { cat "$work/seed.log" >&2; fail "seed-demo failed"; }
+else
+  "$bin/seed-demo" >"$work/seed.out" 2>"$work/seed.log" || { cat "$work/seed.log" >&2; fail "seed-demo failed"; }
+  "$web/tests/dev-users.sh" "$work/seed.out" "$db_url" >"$work/gateway/dev-users.json"
+fi
+chmod 644 "$work/gateway/dev-users.json"
+
+pid=$(FOLIO_GATEWAY_LISTEN=127.0.0.1:$gw FOLIO_EDGE_UPSTREAM=127.0.0.1:$edge FOLIO_API_UPSTREAM=127.0.0.1:$api \
+  FOLIO_NOTIFIER_UPSTREAM=127.0.0.1:$(free_port) FOLIO_GATEWAY_WEB_ROOT="$web/build" \
+  deploy/gateway/start.sh "$work/gateway") || fail "the gateway did not start"
+pids+=("$pid")
+echo "web-tests: http://127.0.0.1:$gw (api :$api, edge :$edge; logs $work)"
+
+export WEB_TEST_BASE="http://127.0.0.1:$gw" WEB_TEST_DB="$db_url" WEB_TEST_WORK="$work"
+export WEB_TEST_EDGE_CMD="$bin/shape-edge --listen-addr 127.0.0.1:$edge --admin-addr 127.0.0.1:0"
+export WEB_TEST_EDGE_PORT=$edge WEB_TEST_BUILD="$web/build"
+node "$web/tests/e2e.mjs" || fail "a browser check failed (see above)"
+status=0
+printf 'web-tests: passed in %.1fs\n' "$(python3 -c "import time; print(time.time() - $start_time)")"
