@@ -65,6 +65,9 @@ WAL_INGEST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/wal-ingest" \
 step "the local gateway (nginx, deploy/gateway): shapes, live long-poll, Durable Streams + SSE, gRPC-Web and / through one origin"
 FOLIO_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" scripts/gateway-check.sh
 
+step "the web app in Chromium through the gateway (web/tests/run.sh: live edits, rollback, PDF, activity, offline, edge restart, axe)"
+FOLIO_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" web/tests/run.sh
+
 if [ -x scripts/ds-conformance-ci.sh ]; then
   step "Durable Streams conformance suite against shape-edge"
   # The binary and test targets cargo test just built: the workspace is built once per run.
