@@ -8,6 +8,8 @@
 //! resolves to `127.0.0.1` is refused like the literal. It follows no redirects (they would
 //! skip the URL check) and uses no proxy (it would resolve on our behalf).
 
+pub mod events;
+pub mod sign;
 pub mod ssrf;
 
 use std::{sync::Arc, time::Duration};
@@ -23,6 +25,35 @@ pub fn parse_subnet(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("{s:?} is not a subnet (CIDR like 127.0.0.0/8) or an address"))
+}
+
+/// Why [`check_url`] refused a URL.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Name(RefusedName),
+}
+
+/// Checks a URL an admin registers: what [`WebhookUrl::parse`] checks, then, for a host name,
+/// every address it resolves to now. A name resolving only to refused addresses is refused
+/// like the literal; one that does not resolve (yet) passes, since delivery checks again at
+/// every connection.
+pub async fn check_url(raw: &str, policy: &AddressPolicy) -> Result<WebhookUrl, CheckError> {
+    let url = WebhookUrl::parse(raw, policy)?;
+    if let Some(url::Host::Domain(host)) = url.as_url().host() {
+        let port = url.as_url().port_or_known_default().unwrap_or(443);
+        if let Ok(addrs) = tokio::net::lookup_host((host, port)).await {
+            let addrs: Vec<_> = addrs.collect();
+            let refused: Vec<String> =
+                addrs.iter().filter_map(|a| policy.check(a.ip()).err()).map(|e| e.to_string()).collect();
+            if !addrs.is_empty() && refused.len() == addrs.len() {
+                return Err(CheckError::Name(RefusedName { host: host.to_owned(), refused: refused.join("; ") }));
+            }
+        }
+    }
+    Ok(url)
 }
 
 /// An HTTP client whose every connection passed the address policy.
@@ -86,6 +117,16 @@ mod tests {
         assert_eq!(parse_subnet("127.0.0.0/8").unwrap().to_string(), "127.0.0.0/8");
         assert_eq!(parse_subnet(" ::1 ").unwrap().to_string(), "::1/128");
         assert!(parse_subnet("localhost").is_err());
+    }
+
+    #[tokio::test]
+    async fn registered_urls_are_checked_by_name_too() {
+        let open = AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
+        let strict = AddressPolicy::default();
+        assert!(matches!(check_url("http://localhost:9/x", &strict).await, Err(CheckError::Name(_))));
+        assert!(matches!(check_url("http://127.0.0.1:9/x", &strict).await, Err(CheckError::Url(UrlError::Refused(_)))));
+        assert!(check_url("http://localhost:9/x", &open).await.is_ok());
+        assert!(check_url("https://no-such-host.invalid/x", &strict).await.is_ok(), "delivery checks it later");
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 use std::{collections::HashSet, time::Duration};
 
 use folio_proto::events::v1::ChangeEvent;
+use folio_webhook::events::{Message, ProposalEvent};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use time::{OffsetDateTime, Time};
@@ -222,9 +223,13 @@ impl People<'_> {
             payload,
             due_at: facts.due_at,
             skipped_because,
+            failed_because: None,
         });
     }
 }
+
+/// Why a message to a disabled endpoint was written as failed without an attempt.
+pub const DISABLED_WHEN_SENT: &str = "the endpoint was disabled when the event happened";
 
 #[allow(clippy::too_many_arguments)]
 async fn webhooks(
@@ -237,16 +242,18 @@ async fn webhooks(
     due_at: OffsetDateTime,
     out: &mut Vec<NewDelivery>,
 ) -> Result<(), sqlx::Error> {
-    let endpoints: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM webhook_endpoints \
-          WHERE agency_id = $1 AND disabled_at IS NULL AND (cardinality(event_types) = 0 OR $2 = ANY(event_types)) \
+    // A disabled endpoint's messages are written as failed, not left out: once it is
+    // re-enabled, recovering it since the outage began delivers them too.
+    let endpoints: Vec<(Uuid, bool)> = sqlx::query_as(
+        "SELECT id, disabled_at IS NOT NULL FROM webhook_endpoints \
+          WHERE agency_id = $1 AND (cardinality(event_types) = 0 OR $2 = ANY(event_types)) \
           ORDER BY id",
     )
     .bind(agency)
     .bind(event_type.as_str())
     .fetch_all(&mut *conn)
     .await?;
-    out.extend(endpoints.into_iter().map(|endpoint| NewDelivery {
+    out.extend(endpoints.into_iter().map(|(endpoint, disabled)| NewDelivery {
         agency_id: agency,
         event_id: event_id.to_owned(),
         channel: Channel::Webhook,
@@ -256,11 +263,13 @@ async fn webhooks(
         payload: payload.clone(),
         due_at,
         skipped_because: None,
+        failed_because: disabled.then(|| DISABLED_WHEN_SENT.to_owned()),
     }));
     Ok(())
 }
 
-/// The webhook body: Standard Webhooks' `{type, timestamp, data}`.
+/// The webhook body: Standard Webhooks' `{type, timestamp, data}`, as
+/// [`folio_webhook::events`] defines (and documents) it.
 pub fn webhook_payload(
     event_type: EventType,
     proposal: &ProposalSnapshot,
@@ -268,12 +277,12 @@ pub fn webhook_payload(
     event_id: &str,
     occurred_at: OffsetDateTime,
 ) -> Value {
-    let mut data = serde_json::to_value(proposal).expect("a snapshot serialises");
-    if let Value::Object(map) = &mut data {
-        map.insert("previous_status".into(), json!(previous_status));
-        map.insert("event_id".into(), json!(event_id));
-    }
-    json!({ "type": event_type.as_str(), "timestamp": rfc3339(occurred_at), "data": data })
+    let data = ProposalEvent {
+        proposal: proposal.clone(),
+        previous_status: previous_status.map(str::to_owned),
+        event_id: event_id.to_owned(),
+    };
+    Message::new(event_type.as_str(), occurred_at, data).to_value()
 }
 
 pub fn rfc3339(t: OffsetDateTime) -> String {
@@ -320,6 +329,7 @@ pub async fn endpoint_disabled_notices(
             }),
             due_at: now,
             skipped_because: None,
+            failed_because: None,
         })
         .collect();
     let new = crate::store::insert_deliveries(&mut tx, &notices).await?;

@@ -145,7 +145,13 @@ async fn attempt(ctx: &Ctx, delivery: Delivery) {
         let mut pause = Duration::from_millis(200);
         loop {
             match store::finish(&ctx.pool, &delivery, ctx.replica, log.as_ref(), &outcome, reason.as_deref()).await {
-                Ok(true) => break,
+                Ok(true) => {
+                    // A recovery's next message may have waited for this one.
+                    if !matches!(outcome, Outcome::RetryAt(_)) {
+                        ctx.wake.notify_one();
+                    }
+                    break;
+                }
                 Ok(false) => {
                     tracing::warn!("the lease ran out before the attempt was recorded; another replica may repeat it");
                     break;
@@ -206,7 +212,7 @@ async fn decide(ctx: &Ctx, d: &Delivery) -> Result<(Decision, Option<Uuid>), sql
                 return Ok((Decision::Fail("the endpoint is disabled".into()), None));
             }
             let body = serde_json::to_vec(&d.payload.0).expect("a JSON value serialises");
-            let msg_id = format!("msg_{}", d.id.simple());
+            let msg_id = folio_webhook::events::message_id(d.id);
             let a = ctx.webhooks.send(&endpoint, &msg_id, &body).await;
             // A refused URL says nothing about the endpoint's health; a success of an endpoint
             // with no failure streak changes nothing.

@@ -41,6 +41,8 @@ pub struct NewDelivery {
     pub payload: Value,
     pub due_at: OffsetDateTime,
     pub skipped_because: Option<String>,
+    /// Written as `failed` without an attempt (a disabled endpoint's message, kept for recovery).
+    pub failed_because: Option<String>,
 }
 
 /// Inserts the deliveries that do not exist yet; returns how many were new.
@@ -73,9 +75,14 @@ pub async fn insert_deliveries(conn: &mut PgConnection, deliveries: &[NewDeliver
         types.push(d.event_type.clone());
         proposals.push(d.proposal_id);
         payloads.push(d.payload.to_string());
-        statuses.push(if d.skipped_because.is_some() { "skipped" } else { "pending" });
-        dues.push(if d.skipped_because.is_some() { None } else { Some(d.due_at) });
-        errors.push(d.skipped_because.clone());
+        let (status, error) = match (&d.skipped_because, &d.failed_because) {
+            (Some(why), _) => ("skipped", Some(why.clone())),
+            (None, Some(why)) => ("failed", Some(why.clone())),
+            (None, None) => ("pending", None),
+        };
+        statuses.push(status);
+        dues.push((status == "pending").then_some(d.due_at));
+        errors.push(error);
     }
     let done = sqlx::query(
         "INSERT INTO notification_deliveries \
@@ -150,6 +157,14 @@ impl Delivery {
 
 const DELIVERY_COLUMNS: &str = "d.id, d.agency_id, d.event_id, d.channel, d.recipient, d.event_type, d.proposal_id, d.payload, d.attempts, d.retry_step";
 
+/// Pending and due, and not waiting for the delivery before it in a recovery (which goes
+/// out in order of creation: the next one only once the one before is delivered or failed).
+const PENDING_DUE: &str = "status = 'pending' AND next_attempt_at <= now() \
+     AND (after_delivery IS NULL OR NOT EXISTS ( \
+          SELECT 1 FROM notification_deliveries prev \
+           WHERE prev.id = notification_deliveries.after_delivery AND prev.status IN ('pending', 'delivering'))) \
+     ORDER BY next_attempt_at, created_at, id";
+
 /// Claims up to `limit` due deliveries for `lease`: first claims whose holder's lease ran out
 /// (it crashed), then pending ones whose time has come, oldest first. `SKIP LOCKED` lets
 /// replicas claim side by side without waiting on, or taking, each other's rows. Each branch
@@ -170,16 +185,7 @@ pub async fn claim_due(
     .await?;
     let rest = limit - claimed.len() as i64;
     if rest > 0 {
-        claimed.extend(
-            claim(
-                pool,
-                replica,
-                rest,
-                lease,
-                "status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at",
-            )
-            .await?,
-        );
+        claimed.extend(claim(pool, replica, rest, lease, PENDING_DUE).await?);
     }
     Ok(claimed)
 }

@@ -70,21 +70,9 @@ impl fmt::Display for EventType {
     }
 }
 
-/// The proposal fields notifications talk about, as of the event.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ProposalSnapshot {
-    pub id: Uuid,
-    pub agency_id: Uuid,
-    pub client_id: Uuid,
-    pub owner_id: Uuid,
-    pub title: String,
-    pub status: String,
-    pub currency: String,
-    pub total_minor: i64,
-    #[serde(with = "optional_date")]
-    pub valid_until: Option<Date>,
-    pub version: i64,
-}
+/// The proposal fields notifications talk about, as of the event: the type webhooks carry,
+/// shared with the API's event-type catalogue.
+pub use folio_webhook::events::ProposalSnapshot;
 
 /// One thing that happened to a proposal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,26 +232,6 @@ fn snapshot(row: &[ColumnValue], fallback: &[ColumnValue]) -> Result<Option<Prop
         valid_until,
         version: int("version")?,
     }))
-}
-
-mod optional_date {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use time::{Date, macros::format_description};
-
-    pub fn serialize<S: Serializer>(d: &Option<Date>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(
-                &d.format(format_description!("[year]-[month]-[day]")).map_err(serde::ser::Error::custom)?,
-            ),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Date>, D::Error> {
-        let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| Date::parse(&s, format_description!("[year]-[month]-[day]")).map_err(serde::de::Error::custom))
-            .transpose()
-    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,12 @@ pub struct Config {
     #[arg(long, env = "FOLIO_PDF_REQUEUE_AFTER", default_value = "15m", value_parser = humantime::parse_duration)]
     pub pdf_requeue_after: Duration,
 
+    /// Subnets webhook endpoint URLs may point at despite being private, loopback, … (comma
+    /// separated CIDRs, for development and tests only): the notifier's allow-list, which must
+    /// be the same, since registering an endpoint applies the address policy delivery applies.
+    #[arg(long, env = "FOLIO_WEBHOOK_ALLOWED_SUBNETS", value_delimiter = ',', value_parser = folio_webhook::parse_subnet)]
+    pub webhook_allowed_subnets: Vec<folio_webhook::ipnet::IpNet>,
+
     /// Apply schema migrations at start-up.
     #[arg(long, env = "FOLIO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,

@@ -15,7 +15,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use folio_proto::api::v1::{
     client_service_server::ClientServiceServer, proposal_service_server::ProposalServiceServer,
-    template_service_server::TemplateServiceServer,
+    template_service_server::TemplateServiceServer, webhook_service_server::WebhookServiceServer,
 };
 use folio_runtime::{Readiness, Spawned};
 use sqlx::PgPool;
@@ -40,6 +40,8 @@ pub struct AppState {
     pub pdf_requeue_after: Duration,
     /// Per-agency and per-caller rate limits; `None` when switched off.
     pub limits: Option<limits::ApiLimits>,
+    /// What webhook endpoint URLs may reach (the notifier's policy).
+    pub webhook_policy: Arc<folio_webhook::AddressPolicy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +99,8 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
         .filter(|_| config.pdf_downloads)
         .map(|nats| Arc::new(pdfs::PdfStore::new(nats.clone(), config.bus.pdf_bucket.clone())));
     let limits = nats.filter(|_| config.limits.rate_limits).map(|nats| limits::ApiLimits::over(nats, &config));
-    let state = AppState { pool, pdfs, pdf_requeue_after: config.pdf_requeue_after, limits };
+    let webhook_policy = Arc::new(folio_webhook::AddressPolicy::new(config.webhook_allowed_subnets.clone()));
+    let state = AppState { pool, pdfs, pdf_requeue_after: config.pdf_requeue_after, limits, webhook_policy };
     let addr = local_addr(&listener)?;
     let admin_addr = local_addr(&admin)?;
     Ok(Bound { config, listener, admin, addr, admin_addr, state, readiness: Readiness::default() })
@@ -172,6 +175,7 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     health.set_serving::<ProposalServiceServer<grpc::proposals::ProposalApi>>().await;
     health.set_serving::<ClientServiceServer<grpc::clients::ClientApi>>().await;
     health.set_serving::<TemplateServiceServer<grpc::templates::TemplateApi>>().await;
+    health.set_serving::<WebhookServiceServer<grpc::admin_webhooks::WebhookApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(folio_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -184,6 +188,11 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     let browser_routes = axum::Router::new()
         .route("/v1/renditions/{id}/pdf", axum::routing::get(pdfs::download))
         .with_state((state.clone(), auth.clone()));
+    let webhooks = WebhookServiceServer::new(grpc::admin_webhooks::WebhookApi {
+        pool: state.pool.clone(),
+        policy: state.webhook_policy.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates =
         TemplateServiceServer::new(grpc::templates::TemplateApi { state }).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -191,9 +200,11 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     let proposals = limits::Limited::new(proposals, &limits);
     let clients = limits::Limited::new(clients, &limits);
     let templates = limits::Limited::new(templates, &limits);
+    let webhooks = limits::Limited::new(webhooks, &limits);
     let routes = tonic::service::Routes::new(InterceptedService::new(proposals, AuthInterceptor(auth.clone())))
         .add_service(InterceptedService::new(clients, AuthInterceptor(auth.clone())))
-        .add_service(InterceptedService::new(templates, AuthInterceptor(auth)))
+        .add_service(InterceptedService::new(templates, AuthInterceptor(auth.clone())))
+        .add_service(InterceptedService::new(webhooks, AuthInterceptor(auth)))
         .add_service(health_service)
         .add_service(reflection);
 

@@ -1,5 +1,6 @@
-//! Webhooks as the Standard Webhooks spec defines them: signing, and delivery through
-//! `folio-webhook` (the SSRF-checked client the edge's webhook subscriptions use too).
+//! Webhooks as the Standard Webhooks spec defines them: signing (`folio_webhook::sign`, shared
+//! with the API, which generates endpoint secrets), and delivery through `folio-webhook` (the
+//! SSRF-checked client the edge's webhook subscriptions use too).
 
 pub mod deliver;
-pub mod sign;
+pub use folio_webhook::sign;

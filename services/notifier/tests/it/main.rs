@@ -1,6 +1,7 @@
 //! The notifier against real PostgreSQL, NATS JetStream, an SMTP server (aiosmtpd) and a
 //! webhook receiver that verifies signatures with the `standardwebhooks` package.
 
+mod admin_api;
 mod dead_letters;
 mod e2e;
 mod exactly_once;

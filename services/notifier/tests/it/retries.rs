@@ -194,7 +194,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_the_agency_told() {
             .await
             .unwrap();
     assert!(disabled.is_some());
-    // The rest of its retries stop; new events no longer go to it.
+    // The rest of its retries stop; new events are no longer sent to it.
     let d = w.deliveries("proposal.created").await.remove(0);
     assert_eq!(d.status, "failed");
     assert_eq!(d.attempts, 1);
@@ -204,7 +204,12 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_the_agency_told() {
     })
     .await;
     w.settled().await;
-    assert!(w.deliveries("proposal.sent").await.iter().all(|d| d.channel == "email"));
+    // A disabled endpoint is sent nothing: its messages are recorded as failed without an
+    // attempt, so that recovering it once re-enabled delivers them (admin_api.rs).
+    for d in w.deliveries("proposal.sent").await.iter().filter(|d| d.channel == "webhook") {
+        assert_eq!((d.status.as_str(), d.attempts), ("failed", 0));
+        assert_eq!(d.last_error.as_deref(), Some(notifier::fanout::DISABLED_WHEN_SENT));
+    }
     // Only admins are told (the owner is the admin here), once.
     assert_eq!(w.smtp.to(&w.owner.email).len(), 1);
     assert!(w.smtp.to(&w.editor.email).is_empty());

@@ -1,5 +1,6 @@
 //! gRPC handlers: parse the request into domain values, call the store, convert the result.
 
+pub mod admin_webhooks;
 pub mod clients;
 pub mod convert;
 pub mod fields;

@@ -5,6 +5,7 @@ pub mod clients;
 pub mod proposals;
 pub mod renditions;
 pub mod templates;
+pub mod webhooks;
 
 use base64::Engine as _;
 use sqlx::{Postgres, Transaction};

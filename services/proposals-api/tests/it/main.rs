@@ -7,3 +7,4 @@ mod hygiene;
 mod lifecycle;
 mod renditions;
 mod transports;
+mod webhooks_admin;
