@@ -238,6 +238,15 @@ fn snapshot(row: &[ColumnValue], fallback: &[ColumnValue]) -> Result<Option<Prop
 mod tests {
     use super::*;
 
+    /// The catalogue the API serves and docs/webhooks.md lists is exactly what fanout emits.
+    #[test]
+    fn every_webhook_event_type_is_in_the_catalogue_and_nothing_else() {
+        let mut emitted: Vec<&str> = EventType::PROPOSAL_EVENTS.iter().map(|t| t.as_str()).collect();
+        emitted.push(folio_webhook::events::TEST_EVENT);
+        let catalogue: Vec<&str> = folio_webhook::events::catalogue().iter().map(|t| t.name).collect();
+        assert_eq!(emitted, catalogue);
+    }
+
     fn col(name: &str, v: Option<&str>) -> ColumnValue {
         ColumnValue {
             name: name.into(),
