@@ -6,7 +6,7 @@
 // Optional: FOLIO_WEB_SCREENSHOTS=<dir>, FOLIO_WEB_RESULTS=<file>.
 import { chromium } from 'playwright-core';
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { createHmac, randomUUID } from 'node:crypto';
+import { createHash, createHmac, randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync, readdirSync, statSync, openSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
@@ -86,7 +86,8 @@ const pageErrors = [];
 const consoleLog = [];
 async function newPage(user, name) {
   const context = await browser.newContext({ viewport: { width: 1200, height: 860 }, locale: 'en-US', timezoneId: 'UTC' });
-  if (user) await context.addInitScript((u) => localStorage.getItem('folio.session') || localStorage.setItem('folio.session', u), JSON.stringify(user));
+  // (Init scripts run in every frame, also the PDF viewer's of a preview, which has no localStorage.)
+  if (user) await context.addInitScript((u) => window.localStorage && (localStorage.getItem('folio.session') || localStorage.setItem('folio.session', u)), JSON.stringify(user));
   // Records when each text first appears in the proposal title (page clock = this host's clock).
   await context.addInitScript(() => {
     window.__seen = {};
@@ -114,6 +115,38 @@ async function message(page, want, timeout = 20_000) {
     const got = await page.getByTestId('message').innerText().catch(() => '(no message)');
     throw new Error(`expected the message "${want}", the page says "${got}"`);
   }
+}
+const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+/** axe-core on the page as it is: no serious or critical violation. */
+async function audit(page, label) {
+  await page.addScriptTag({ content: axeSource });
+  const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  const bad = r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert(bad.length === 0, `${label}: ${bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`).join('; ')}`);
+  return `${label} ${r.violations.length} minor`;
+}
+/**
+ * Holds a page's live reads of one shape (the synced rows cannot arrive) until release().
+ * `poke` is SQL that changes a row of that shape: the long-poll already open returns with it,
+ * the next one is held. Resolves once a live read is held.
+ */
+async function holdShape(page, table, poke) {
+  let release;
+  const gate = new Promise((r) => (release = r));
+  let heldSeen;
+  const held = new Promise((r) => (heldSeen = r));
+  const live = (u) => u.pathname === '/v1/shape' && u.searchParams.get('table') === table && u.searchParams.get('live') === 'true';
+  await page.route(live, async (route) => {
+    heldSeen();
+    await gate;
+    await route.continue().catch(() => {});
+  });
+  sql(poke);
+  await held;
+  return async () => {
+    release();
+    await page.unroute(live);
+  };
 }
 async function shot(page, file) {
   if (SHOTS) await page.screenshot({ path: join(SHOTS, file), fullPage: false });
@@ -324,6 +357,44 @@ try {
     return `ready ${readyMs} ms after the request shows; ${download.suggestedFilename()}`;
   });
 
+  // ---------- 7b. PDF preview in the page ----------
+  await check('PDF preview: the page shows the rendition as a PDF Blob (object URL) with the stored bytes', async () => {
+    const p = A1.page;
+    const version = await text(p, 'proposal-version');
+    const item = p.getByTestId('rendition').filter({ hasText: `Version ${version}:` }).and(p.locator('[data-status=ready]'));
+    const downloads = [];
+    const onDownload = (d) => downloads.push(d.suggestedFilename());
+    p.on('download', onDownload);
+    await item.getByRole('button', { name: /Preview/ }).click();
+    const obj = p.getByTestId('pdf-preview');
+    await obj.waitFor();
+    const renditionId = await obj.getAttribute('data-rendition');
+    const size = sql(`SELECT size_bytes FROM pdf_renditions WHERE id = ${lit(renditionId)}`);
+    const got = await obj.evaluate(async (el) => {
+      const blob = await (await fetch(el.data)).blob();
+      const bytes = new Uint8Array(await blob.arrayBuffer());
+      const digest = [...new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))].map((b) => b.toString(16).padStart(2, '0')).join('');
+      const r = el.getBoundingClientRect();
+      return { url: el.data, type: blob.type, size: blob.size, head: new TextDecoder().decode(bytes.slice(0, 5)), digest, elType: el.type, w: r.width, h: r.height, viewer: navigator.pdfViewerEnabled };
+    });
+    assert(got.url.startsWith(`blob:${BASE}/`), `the preview is not an object URL of this origin: ${got.url}`);
+    assert(got.type === 'application/pdf' && got.elType === 'application/pdf', `type ${got.type}, element type ${got.elType}`);
+    assert(got.head === '%PDF-', `the previewed bytes are not a PDF: ${got.head}`);
+    assert(got.size === Number(size), `the preview holds ${got.size} bytes, the rendition has ${size}`);
+    const downloaded = createHash('sha256').update(readFileSync(join(WORK, 'download.pdf'))).digest('hex');
+    assert(got.digest === downloaded, 'the previewed PDF differs from the downloaded one');
+    assert(got.w > 600 && got.h > 300, `the preview is ${got.w}×${got.h} px`);
+    if (got.viewer) assert(!(await p.getByText('This browser cannot show PDFs').isVisible()), 'the fallback is shown though the browser has a PDF viewer');
+    await shot(p, 'pdf-preview.png');
+    await p.getByRole('button', { name: 'Close preview' }).click();
+    await obj.waitFor({ state: 'detached' });
+    const revoked = await p.evaluate((u) => fetch(u).then(() => false, () => true), got.url);
+    assert(revoked, 'the object URL still answers after the preview closed');
+    p.off('download', onDownload);
+    assert(downloads.length === 0, `the preview started a download instead: ${downloads}`);
+    return `${got.size} bytes, ${got.type}, same SHA-256 as the download; the browser's PDF viewer ${got.viewer ? 'on' : 'off'}; URL revoked on close`;
+  });
+
   // ---------- 8. activity feed resumes from its saved offset ----------
   await check('activity: a reload shows the same feed and resumes from the saved offset, nothing twice', async () => {
     const p = A1.page;
@@ -427,14 +498,6 @@ try {
 
   // ---------- 11. accessibility ----------
   await check('accessibility (axe-core): no serious or critical violations on sign-in, list, proposal, offline', async () => {
-    const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
-    const audit = async (page, label) => {
-      await page.addScriptTag({ content: axeSource });
-      const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
-      const bad = r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-      assert(bad.length === 0, `${label}: ${bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`).join('; ')}`);
-      return `${label} ${r.violations.length} minor`;
-    };
     const out = [];
     const s = await newPage(null, 'axe');
     await s.page.goto(BASE + '/');
@@ -452,6 +515,96 @@ try {
     out.push(await audit(A1.page, 'offline'));
     await A1.context.setOffline(false);
     return out.join(', ');
+  });
+
+  // ---------- 11b. a new proposal ----------
+  const agencyOfSam = sql(`SELECT agency_id FROM proposals WHERE id = ${lit(draftId)}`);
+  await check('new proposal: a client from the live clients shape, shown at once, settled by its txid, seen elsewhere', async () => {
+    const p = A1.page;
+    await p.goto(BASE + '/');
+    await p.getByTestId('list-status').filter({ hasText: '4 of 4 proposals' }).waitFor();
+    await A2.page.goto(BASE + '/');
+    await A2.page.getByTestId('list-status').filter({ hasText: '4 of 4 proposals' }).waitFor();
+    const drafts = Number(await text(p, 'count-draft'));
+    await p.getByRole('button', { name: 'New proposal' }).click();
+    // Refused in words before anything is sent.
+    await p.getByRole('button', { name: 'Create draft' }).click();
+    await p.getByTestId('new-proposal-form').getByRole('alert').filter({ hasText: 'Please choose a client, give the proposal a title.' }).waitFor();
+    // A client added elsewhere appears in the form's list live.
+    const clientId = sql(`INSERT INTO clients (id, agency_id, name, email, company) VALUES (gen_random_uuid(), ${lit(agencyOfSam)}, 'Nia Harbour', 'nia@harbour.example', 'Harbour Lights Ltd') RETURNING id`);
+    await p.locator('#np-client option', { hasText: 'Harbour Lights Ltd' }).waitFor({ state: 'attached' });
+    const axe = await audit(p, 'new-proposal form');
+    const title = 'Harbour Lights website';
+    await p.locator('#np-client').selectOption({ label: 'Harbour Lights Ltd (Nia Harbour)' });
+    await p.locator('#np-title').fill(title);
+    await p.locator('#np-currency').selectOption('GBP');
+    await p.locator('#np-valid').fill('2031-06-30');
+    const settledBefore = await p.evaluate(() => globalThis.__folioSettled.txid);
+    // The proposals shape's live reads are held: whatever row shows is the optimistic one.
+    const release = await holdShape(p, 'proposals', `UPDATE proposals SET title = title WHERE id = ${lit(fleetId)}`);
+    const responded = p.waitForResponse((r) => r.url().endsWith('/folio.api.v1.ProposalService/CreateProposal'));
+    const clicked = Date.now();
+    await p.getByRole('button', { name: 'Create draft' }).click();
+    const row = p.getByTestId('proposal-row').filter({ hasText: title });
+    await row.and(p.locator('[data-pending=true]')).waitFor();
+    const shownMs = Date.now() - clicked;
+    assert((await p.locator('#np-title').inputValue()) === '', 'the form kept the title of the proposal it sent');
+    const res = await responded;
+    assert(res.status() === 200, `CreateProposal answered HTTP ${res.status()}`);
+    let stored = '';
+    for (let i = 0; i < 50 && !stored; i++) {
+      stored = sql(`SELECT id || '|' || client_id || '|' || currency || '|' || coalesce(valid_until::text, '') || '|' || status || '|' || version FROM proposals WHERE title = ${lit(title)}`);
+      if (!stored) await new Promise((r) => setTimeout(r, 100));
+    }
+    const [id, storedClient, currency, validUntil, status, version] = stored.split('|');
+    assert(storedClient === clientId && currency === 'GBP' && validUntil === '2031-06-30' && status === 'draft' && version === '1', `stored ${stored}`);
+    await new Promise((r) => setTimeout(r, 300));
+    assert((await row.count()) === 1 && (await row.getAttribute('data-pending')) === 'true' && (await row.getAttribute('data-id')) !== id,
+      'the row settled before its txid could reach the shape');
+    assert(!(await p.getByTestId('message').innerText()).includes('created'), 'reported created before the write reached the shape');
+    const released = Date.now();
+    await release();
+    await p.locator(`[data-testid=proposal-row][data-id="${id}"]:not([data-pending])`).waitFor();
+    const settledMs = Date.now() - released;
+    await message(p, `“${title}” created as a draft.`);
+    assert((await row.count()) === 1, `the new proposal is listed ${await row.count()} times`);
+    assert(Number(await text(p, 'count-draft')) === drafts + 1 && Number(await text(p, 'count-all')) === 5, 'the counts did not follow');
+    const settledAfter = await p.evaluate(() => globalThis.__folioSettled.txid);
+    assert(settledAfter === settledBefore + 1, `settled by txid ${settledAfter - settledBefore} times`);
+    await A2.page.locator(`[data-testid=proposal-row][data-id="${id}"]`).waitFor();
+    await p.getByTestId('message').getByRole('link', { name: 'Open it' }).click();
+    await p.getByTestId('proposal-title').filter({ hasText: title }).waitFor();
+    await p.getByTestId('client').filter({ hasText: 'Harbour Lights Ltd' }).waitFor();
+    assert((await p.getByTestId('total').innerText()) === '£0.00', `total ${await p.getByTestId('total').innerText()}`);
+    return `optimistic row ${shownMs} ms after the click; settled ${settledMs} ms after the shape was released; in the other context; axe: ${axe}`;
+  });
+
+  await check('new proposal refused (its client deleted meanwhile): shown, removed, explained; the values come back', async () => {
+    const p = A1.page;
+    await p.goto(BASE + '/');
+    await p.getByTestId('list-status').filter({ hasText: '5 of 5 proposals' }).waitFor();
+    await p.getByRole('button', { name: 'New proposal' }).click();
+    const gone = sql(`INSERT INTO clients (id, agency_id, name, email, company) VALUES (gen_random_uuid(), ${lit(agencyOfSam)}, 'Otto Gone', 'otto@gone.example', 'Gone Tomorrow GmbH') RETURNING id`);
+    const option = p.locator('#np-client option', { hasText: 'Gone Tomorrow GmbH' });
+    await option.waitFor({ state: 'attached' });
+    const title = 'For a client that is gone';
+    await p.locator('#np-client').selectOption({ label: 'Gone Tomorrow GmbH (Otto Gone)' });
+    await p.locator('#np-title').fill(title);
+    // Someone deletes the client; this page has not heard of it yet (clients' live reads held).
+    const release = await holdShape(p, 'clients', `UPDATE clients SET name = name WHERE id = ${lit(gone)}`);
+    sql(`DELETE FROM clients WHERE id = ${lit(gone)}`);
+    await p.getByRole('button', { name: 'Create draft' }).click();
+    await message(p, 'Not saved: Client: this client no longer exists');
+    const seen = await p.evaluate((t) => [...window.__texts].some((x) => x.includes(`${t} (saving…)`)), title);
+    assert(seen, 'the proposal was never shown optimistically');
+    assert((await p.getByTestId('proposal-row').filter({ hasText: title }).count()) === 0, 'the refused proposal is still listed');
+    assert(Number(await text(p, 'count-all')) === 5, 'the count kept the refused proposal');
+    assert(sql(`SELECT count(*) FROM proposals WHERE title = ${lit(title)}`) === '0', 'the refused proposal was stored');
+    assert((await p.locator('#np-title').inputValue()) === title, 'the typed title was not given back');
+    await release();
+    await option.waitFor({ state: 'detached' });
+    await shot(p, 'new-proposal.png');
+    return (await p.getByTestId('message').innerText()).trim();
   });
 
   // ---------- 12. 1,000 live proposals ----------

@@ -80,6 +80,7 @@ function decodeBadRequest(bytes: Uint8Array): FieldViolation[] {
 }
 
 const FIELD_NAMES: Record<string, string> = {
+  client_id: 'Client',
   title: 'Title',
   currency: 'Currency',
   valid_until: 'Valid until',
@@ -90,6 +91,15 @@ const FIELD_NAMES: Record<string, string> = {
   line_items: 'Line items',
   terms: 'Terms',
 };
+
+function describeViolation(v: FieldViolation): string {
+  const field = v.field.split('.').pop() ?? v.field;
+  // The API refuses a client that is not (or no longer) one of the agency's.
+  if (field === 'client_id' && /^no client/.test(v.description)) {
+    return 'Client: this client no longer exists (someone may have just deleted it); choose another';
+  }
+  return `${FIELD_NAMES[field] ?? field}: ${v.description}`;
+}
 
 const STATUS_WORDS: Record<string, string> = {
   draft: 'a draft',
@@ -132,7 +142,7 @@ export function explain(err: unknown): string {
   switch (e.code) {
     case Code.InvalidArgument:
       if (violations.length) {
-        return 'Not saved: ' + violations.map((v) => `${FIELD_NAMES[v.field.split(".").pop() ?? v.field] ?? v.field}: ${v.description}`).join('; ') + '.';
+        return 'Not saved: ' + violations.map(describeViolation).join('; ') + '.';
       }
       return `Not saved: ${e.rawMessage}.`;
     case Code.FailedPrecondition:

@@ -4,6 +4,7 @@
 // write response) arrives in the collection's shape stream, then the synced row replaces it.
 // A refused write throws: TanStack DB rolls the optimistic change back.
 import { createCollection } from '@tanstack/svelte-db';
+import { SvelteMap } from 'svelte/reactivity';
 import { electricCollectionOptions, isChangeMessage } from '@tanstack/electric-db-collection';
 import type { Collection } from '@tanstack/db';
 import { bearer } from '$lib/session.svelte';
@@ -121,6 +122,35 @@ const STATUS_ENUM: Record<string, ProposalStatus> = {
   withdrawn: ProposalStatus.WITHDRAWN,
 };
 
+/**
+ * New proposals: the optimistic row's temporary id → the id the API gave it. The server chooses
+ * a proposal's id, so the optimistic row (temporary id) and the synced row (real id) are two
+ * keys; the list hides the optimistic one as soon as the real one has arrived.
+ */
+export const createdIds = new SvelteMap<string, string>();
+
+export type NewProposal = { client_id: string; title: string; currency: string; valid_until: string | null };
+
+/** The optimistic row of a proposal about to be created (CreateProposal makes a draft, version 1). */
+export function newProposalRow(p: NewProposal): ProposalRow {
+  return {
+    id: crypto.randomUUID(),
+    client_id: p.client_id,
+    title: p.title,
+    status: 'draft',
+    currency: p.currency,
+    valid_until: p.valid_until,
+    version: 1n,
+    terms: '',
+    content: '',
+    subtotal_minor: 0n,
+    tax_minor: 0n,
+    total_minor: 0n,
+    updated_at: new Date().toISOString(),
+    archived_at: null,
+  };
+}
+
 export const proposals = createCollection(
   electricCollectionOptions<ProposalRow>({
     id: 'proposals',
@@ -129,6 +159,26 @@ export const proposals = createCollection(
       'id', 'client_id', 'title', 'status', 'currency', 'valid_until', 'version', 'terms', 'content',
       'subtotal_minor', 'tax_minor', 'total_minor', 'updated_at', 'archived_at',
     ]),
+    // CreateProposal; the temporary id doubles as the idempotency key, so a retried request
+    // never makes a second proposal. Settled when the response's txid reaches the shape.
+    onInsert: async ({ transaction }) => {
+      for (const m of transaction.mutations) {
+        const r = m.modified;
+        const res = await proposalsApi.createProposal({
+          idempotencyKey: r.id,
+          clientId: r.client_id,
+          title: r.title,
+          currency: r.currency,
+          validUntil: r.valid_until ?? '',
+          terms: r.terms,
+          content: r.content,
+        });
+        const id = res.proposal?.id;
+        if (!id) throw new Error('the server answered without the new proposal');
+        createdIds.set(r.id, id);
+        await settle(res, id, res.proposal?.version);
+      }
+    },
     onUpdate: async ({ transaction }) => {
       for (const m of transaction.mutations) {
         const id = m.original.id;
