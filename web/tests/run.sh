@@ -12,7 +12,8 @@
 #      ${CARGO_TARGET_DIR:-target}/debug), CHROMIUM (default /usr/bin/chromium, installed from
 #      Debian when missing), FOLIO_WEB_SCREENSHOTS=<dir> (save the screenshots there, e.g.
 #      docs/screenshots), FOLIO_WEB_RESULTS=<file> (the measured figures as JSON),
-#      WEB_TEST_KEEP=1 (keep database, JetStream names and logs).
+#      WEB_TEST_KEEP=1 (keep database, JetStream names and logs), WEB_TEST_NO_IMAGE=1 (skip
+#      tests/image.sh, the web image's check, which runs when a container engine answers).
 set -euo pipefail
 web=$(cd "$(dirname "$0")/.." && pwd)
 root=$(cd "$web/.." && pwd)
@@ -93,7 +94,13 @@ export FOLIO_DS_PREFIX=web$run_id FOLIO_QUOTA_RATE_BUCKET=web$run_id-rates FOLIO
 export FOLIO_PDF_BUCKET=web$run_id-pdfs FOLIO_PDF_DEAD_LETTER_STREAM=WEB${run_id}_JOBS_DEAD
 export RUST_LOG=${WEB_TEST_RUST_LOG:-warn}
 
-api=$(free_port); edge=$(free_port); gw=$(free_port); wal_admin=$(free_port)
+# Four distinct free ports (free_port can hand out the same port twice in a row).
+ports=()
+while [ ${#ports[@]} -lt 4 ]; do
+  p=$(free_port)
+  [[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
+done
+api=${ports[0]} edge=${ports[1]} gw=${ports[2]} wal_admin=${ports[3]}
 spawn() { # name, then its arguments
   local name=$1; shift
   setsid "$bin/$name" "$@" >>"$work/$name.log" 2>&1 </dev/null &
@@ -135,5 +142,12 @@ export WEB_TEST_BASE="http://127.0.0.1:$gw" WEB_TEST_DB="$db_url" WEB_TEST_WORK=
 export WEB_TEST_EDGE_CMD="$bin/shape-edge --listen-addr 127.0.0.1:$edge --admin-addr 127.0.0.1:0"
 export WEB_TEST_EDGE_PORT=$edge WEB_TEST_BUILD="$web/build"
 node "$web/tests/e2e.mjs" || fail "a browser check failed (see above)"
+# The web image (deploy/images/web) serves this same build: checked when a container engine
+# answers (scripts/test.sh starts one), skipped otherwise or with WEB_TEST_NO_IMAGE=1.
+if [ -z "${WEB_TEST_NO_IMAGE:-}" ] && curl -sf --unix-socket "$(d=${DOCKER_HOST:-unix:///var/run/docker.sock}; echo "${d#unix://}")" http://d/_ping >/dev/null 2>&1; then
+  "$web/tests/image.sh" test || fail "the web image check failed (see above)"
+else
+  echo "web-tests: the web image check skipped (no container engine answering; scripts/container-engine.sh starts one)"
+fi
 status=0
 printf 'web-tests: passed in %.1fs\n' "$(python3 -c "import time; print(time.time() - $start_time)")"
