@@ -4,6 +4,7 @@ pub mod error_code;
 pub mod ids;
 pub mod lsn;
 pub mod money;
+pub mod notifications;
 pub mod status;
 
 pub use error_code::ErrorCode;

@@ -88,15 +88,7 @@ pub async fn deliveries_for(
         .bind(agency)
         .fetch_all(&mut *conn)
         .await?;
-    let opted_out: HashSet<(Uuid, String)> = sqlx::query_as::<_, (Uuid, String)>(
-        "SELECT p.user_id, p.event_type FROM notification_preferences p JOIN users u ON u.id = p.user_id \
-          WHERE u.agency_id = $1 AND p.opted_out",
-    )
-    .bind(agency)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .collect();
+    let opted_out = crate::preferences::opted_out(conn, agency).await?;
 
     // Every transition and the reminder are of the one row this event changed: one client.
     let client_id = found.first().map(|t| t.proposal.client_id).or(reminder.as_ref().map(|(p, _)| p.client_id));

@@ -15,6 +15,7 @@ pub mod email;
 pub mod error;
 pub mod fanout;
 pub mod http;
+pub mod preferences;
 pub mod retry;
 pub mod scheduler;
 pub mod store;

@@ -190,14 +190,8 @@ async fn decide(ctx: &Ctx, d: &Delivery) -> Result<(Decision, Option<Uuid>), sql
                 && !fanout::is_mandatory(&d.event_type, audience)
             {
                 // An unsubscribe between the event and now still counts.
-                let opted_out: Option<bool> = sqlx::query_scalar(
-                    "SELECT opted_out FROM notification_preferences WHERE user_id = $1 AND event_type = $2",
-                )
-                .bind(user)
-                .bind(&d.event_type)
-                .fetch_optional(&ctx.pool)
-                .await?;
-                if opted_out == Some(true) {
+                let mut conn = ctx.pool.acquire().await?;
+                if crate::preferences::is_opted_out(&mut conn, user, &d.event_type).await? {
                     return Ok((Decision::Skip(format!("recipient opted out of {}", d.event_type)), None));
                 }
             }

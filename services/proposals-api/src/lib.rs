@@ -14,8 +14,10 @@ pub mod tenancy;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use folio_proto::api::v1::{
-    client_service_server::ClientServiceServer, proposal_service_server::ProposalServiceServer,
-    template_service_server::TemplateServiceServer, webhook_service_server::WebhookServiceServer,
+    client_service_server::ClientServiceServer,
+    notification_preference_service_server::NotificationPreferenceServiceServer,
+    proposal_service_server::ProposalServiceServer, template_service_server::TemplateServiceServer,
+    webhook_service_server::WebhookServiceServer,
 };
 use folio_runtime::{Readiness, Spawned};
 use sqlx::PgPool;
@@ -176,6 +178,7 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     health.set_serving::<ClientServiceServer<grpc::clients::ClientApi>>().await;
     health.set_serving::<TemplateServiceServer<grpc::templates::TemplateApi>>().await;
     health.set_serving::<WebhookServiceServer<grpc::admin_webhooks::WebhookApi>>().await;
+    health.set_serving::<NotificationPreferenceServiceServer<grpc::preferences::PreferenceApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(folio_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -193,6 +196,9 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
         policy: state.webhook_policy.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let preferences =
+        NotificationPreferenceServiceServer::new(grpc::preferences::PreferenceApi { pool: state.pool.clone() })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates =
         TemplateServiceServer::new(grpc::templates::TemplateApi { state }).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -201,10 +207,12 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     let clients = limits::Limited::new(clients, &limits);
     let templates = limits::Limited::new(templates, &limits);
     let webhooks = limits::Limited::new(webhooks, &limits);
+    let preferences = limits::Limited::new(preferences, &limits);
     let routes = tonic::service::Routes::new(InterceptedService::new(proposals, AuthInterceptor(auth.clone())))
         .add_service(InterceptedService::new(clients, AuthInterceptor(auth.clone())))
         .add_service(InterceptedService::new(templates, AuthInterceptor(auth.clone())))
-        .add_service(InterceptedService::new(webhooks, AuthInterceptor(auth)))
+        .add_service(InterceptedService::new(webhooks, AuthInterceptor(auth.clone())))
+        .add_service(InterceptedService::new(preferences, AuthInterceptor(auth)))
         .add_service(health_service)
         .add_service(reflection);
 

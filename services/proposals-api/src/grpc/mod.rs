@@ -4,5 +4,6 @@ pub mod admin_webhooks;
 pub mod clients;
 pub mod convert;
 pub mod fields;
+pub mod preferences;
 pub mod proposals;
 pub mod templates;

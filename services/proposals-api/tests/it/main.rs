@@ -5,6 +5,7 @@ mod errors;
 mod helpers;
 mod hygiene;
 mod lifecycle;
+mod notification_preferences;
 mod renditions;
 mod transports;
 mod webhooks_admin;
