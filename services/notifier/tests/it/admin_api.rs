@@ -66,7 +66,9 @@ async fn rotate(api: &mut Webhooks, id: &str, grace: Duration) -> (String, time:
         .expect("rotate")
         .into_inner();
     let until = rotated.endpoint.unwrap().previous_secret_expires_at.unwrap();
-    (rotated.secret, time::OffsetDateTime::from_unix_timestamp(until.seconds).unwrap())
+    // With its nanoseconds: cut to the second, "after the grace period" could still be inside it.
+    let nanos = i128::from(until.seconds) * 1_000_000_000 + i128::from(until.nanos);
+    (rotated.secret, time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
