@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "folio/events/v1/change_event.proto",
         "folio/jobs/v1/render_pdf.proto",
         "folio/jobs/v1/notify.proto",
+        "folio/jobs/v1/invitation.proto",
     ];
     let fds = protox::compile(files, ["../../proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

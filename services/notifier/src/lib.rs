@@ -15,6 +15,7 @@ pub mod email;
 pub mod error;
 pub mod fanout;
 pub mod http;
+pub mod invitations;
 pub mod preferences;
 pub mod retry;
 pub mod scheduler;
@@ -53,6 +54,8 @@ pub struct Ctx {
     pub auth: folio_auth::Authenticator,
     /// Where events that cannot be read are parked instead of dropped.
     pub dead_letters: dead_letter::DeadLetters,
+    /// Sends invitation emails from `folio.jobs.invitation`.
+    pub invitations: invitations::InvitationMailer,
 }
 
 /// The notifier with its listeners bound, not yet running.
@@ -115,6 +118,7 @@ impl Bound {
             .map_err(|source| Error::Nats { url: config.bus.nats_url.clone(), source })?;
         let ctx = Arc::new(Ctx {
             mailer: Mailer::new(&config)?,
+            invitations: invitations::InvitationMailer::new(&config)?,
             webhooks: WebhookSender::new(&config)?,
             tokens: UnsubscribeTokens::new(config.unsubscribe_secret.as_bytes()),
             schedule: config.schedule(),
@@ -138,6 +142,7 @@ impl Bound {
         tracing::info!(http = %http_addr, admin = %admin.local_addr, replica = %ctx.replica, "notifier listening");
 
         let intake = shutdown.child_token();
+        let invitations = tokio::spawn(invitations::run(ctx.clone(), nats.clone(), intake.clone()));
         let worker = tokio::spawn(worker::run(ctx.clone(), nats, intake.clone(), admin.readiness.clone()));
         let scheduler = tokio::spawn(scheduler::run(ctx.clone(), intake.clone()));
 
@@ -149,6 +154,7 @@ impl Bound {
         let drained = tokio::time::timeout(grace + Duration::from_secs(1), async {
             let _ = worker.await;
             let _ = scheduler.await;
+            let _ = invitations.await;
         })
         .await;
         if drained.is_err() {

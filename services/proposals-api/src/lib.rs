@@ -14,7 +14,8 @@ pub mod tenancy;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use folio_proto::api::v1::{
-    client_service_server::ClientServiceServer,
+    client_service_server::ClientServiceServer, invitation_service_server::InvitationServiceServer,
+    member_service_server::MemberServiceServer,
     notification_preference_service_server::NotificationPreferenceServiceServer,
     proposal_service_server::ProposalServiceServer, template_service_server::TemplateServiceServer,
     webhook_service_server::WebhookServiceServer,
@@ -179,6 +180,8 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     health.set_serving::<TemplateServiceServer<grpc::templates::TemplateApi>>().await;
     health.set_serving::<WebhookServiceServer<grpc::admin_webhooks::WebhookApi>>().await;
     health.set_serving::<NotificationPreferenceServiceServer<grpc::preferences::PreferenceApi>>().await;
+    health.set_serving::<MemberServiceServer<grpc::members::MemberApi>>().await;
+    health.set_serving::<InvitationServiceServer<grpc::members::InvitationApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(folio_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -199,6 +202,11 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     let preferences =
         NotificationPreferenceServiceServer::new(grpc::preferences::PreferenceApi { pool: state.pool.clone() })
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let members = MemberServiceServer::new(grpc::members::MemberApi { pool: state.pool.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // No bearer token: the invitation link's token is the credential.
+    let invitations = InvitationServiceServer::new(grpc::members::InvitationApi { pool: state.pool.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates =
         TemplateServiceServer::new(grpc::templates::TemplateApi { state }).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -208,11 +216,14 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     let templates = limits::Limited::new(templates, &limits);
     let webhooks = limits::Limited::new(webhooks, &limits);
     let preferences = limits::Limited::new(preferences, &limits);
+    let members = limits::Limited::new(members, &limits);
     let routes = tonic::service::Routes::new(InterceptedService::new(proposals, AuthInterceptor(auth.clone())))
         .add_service(InterceptedService::new(clients, AuthInterceptor(auth.clone())))
         .add_service(InterceptedService::new(templates, AuthInterceptor(auth.clone())))
         .add_service(InterceptedService::new(webhooks, AuthInterceptor(auth.clone())))
-        .add_service(InterceptedService::new(preferences, AuthInterceptor(auth)))
+        .add_service(InterceptedService::new(preferences, AuthInterceptor(auth.clone())))
+        .add_service(InterceptedService::new(members, AuthInterceptor(auth)))
+        .add_service(invitations)
         .add_service(health_service)
         .add_service(reflection);
 

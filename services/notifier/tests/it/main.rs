@@ -6,6 +6,7 @@ mod dead_letters;
 mod e2e;
 mod exactly_once;
 mod helpers;
+mod invitations;
 mod notification_defaults;
 mod preferences;
 mod retries;

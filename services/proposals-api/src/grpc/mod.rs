@@ -4,6 +4,7 @@ pub mod admin_webhooks;
 pub mod clients;
 pub mod convert;
 pub mod fields;
+pub mod members;
 pub mod preferences;
 pub mod proposals;
 pub mod templates;

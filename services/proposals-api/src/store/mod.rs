@@ -2,6 +2,7 @@
 //! row of another agency is indistinguishable from a missing one.
 
 pub mod clients;
+pub mod members;
 pub mod preferences;
 pub mod proposals;
 pub mod renditions;

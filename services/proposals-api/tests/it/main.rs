@@ -5,6 +5,7 @@ mod errors;
 mod helpers;
 mod hygiene;
 mod lifecycle;
+mod members;
 mod notification_preferences;
 mod renditions;
 mod transports;
