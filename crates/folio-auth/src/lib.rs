@@ -2,6 +2,8 @@
 //! One implementation for the API (gRPC and HTTP), the notifier's API and the edge, so a
 //! token means the same everywhere.
 
+pub mod client_link;
+
 use std::sync::Arc;
 
 use folio_domain::{AgencyId, UserId};

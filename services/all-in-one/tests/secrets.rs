@@ -73,3 +73,21 @@ async fn an_edge_outside_development_needs_a_public_url_so_links_never_follow_th
     let Err(e) = shape_edge::bind(edge).await else { panic!("shape-edge started with a relative public URL") };
     assert_refused("shape-edge", e, "FOLIO_EDGE_PUBLIC_URL", "not an absolute http(s) URL");
 }
+
+/// Issue 20: the secret client links derive from. With the public one, anyone could compute the
+/// token of a link from its id (ids travel in change events and delivery rows).
+#[tokio::test]
+async fn the_api_and_the_notifier_refuse_the_public_client_link_secret() {
+    let mut api: proposals_api::Config = defaults("proposals-api");
+    api.common.environment = Environment::Production;
+    api.jwt.jwt_secret = STRONG.into();
+    let Err(e) = proposals_api::bind(api).await else { panic!("proposals-api started with the built-in link secret") };
+    assert_refused("proposals-api", e, "FOLIO_CLIENT_LINK_SECRET", "built-in development secret");
+
+    let mut notify: notifier::Config = defaults("notifier");
+    notify.common.environment = Environment::Production;
+    notify.jwt.jwt_secret = STRONG.into();
+    notify.unsubscribe_secret = STRONG.into();
+    let Err(e) = notifier::bind(notify).await else { panic!("notifier started with the built-in link secret") };
+    assert_refused("notifier", e, "FOLIO_CLIENT_LINK_SECRET", "built-in development secret");
+}

@@ -103,6 +103,9 @@ pub struct Config {
     #[command(flatten)]
     pub jwt: folio_auth::JwtArgs,
 
+    #[command(flatten)]
+    pub client_link: folio_auth::client_link::ClientLinkArgs,
+
     /// Secret that signs unsubscribe tokens (at least 32 bytes).
     #[arg(
         long,
@@ -138,6 +141,7 @@ impl Config {
         let mut config = Config::parse_from(["notifier"]);
         config.db = folio_db::DbArgs::new(database_url);
         config.bus.nats_url = nats_url.into();
+        config.client_link.client_link_secret = folio_auth::client_link::TEST_CLIENT_LINK_SECRET.into();
         config
     }
 
@@ -153,6 +157,11 @@ impl Config {
             "FOLIO_UNSUBSCRIBE_SECRET",
             &self.unsubscribe_secret,
             DEVELOPMENT_UNSUBSCRIBE_SECRET,
+        )?;
+        environment.check_secret(
+            folio_auth::client_link::ClientLinkArgs::SECRET_VAR,
+            &self.client_link.client_link_secret,
+            folio_auth::client_link::DEVELOPMENT_CLIENT_LINK_SECRET,
         )?;
         let timeout = self.smtp_timeout.max(self.webhook_timeout);
         if self.delivery_lease <= timeout {

@@ -60,6 +60,9 @@ enum Payload {
         client_name: String,
         owner_name: String,
         proposal: ProposalSnapshot,
+        /// The client's link (issue 20), for a client's email of a send through the API.
+        #[serde(default)]
+        link_id: Option<Uuid>,
     },
     EndpointDisabled {
         user_id: Option<Uuid>,
@@ -86,6 +89,7 @@ pub struct Mailer {
     public_base_url: String,
     notifier_public_url: String,
     tokens: UnsubscribeTokens,
+    client_links: folio_auth::client_link::ClientLinkKey,
 }
 
 impl Mailer {
@@ -103,6 +107,7 @@ impl Mailer {
             public_base_url: config.public_base_url.trim_end_matches('/').to_owned(),
             notifier_public_url: config.notifier_public_url.trim_end_matches('/').to_owned(),
             tokens: UnsubscribeTokens::new(config.unsubscribe_secret.as_bytes()),
+            client_links: config.client_link.key(),
         })
     }
 
@@ -111,8 +116,21 @@ impl Mailer {
         let payload: Payload = serde_json::from_value(delivery.payload.0.clone())?;
         let event_type = delivery.event_type.as_str();
         let (wording, to_name, agency_name, user_id, audience) = match payload {
-            Payload::Proposal { audience, user_id, to_name, agency_name, client_name, owner_name, proposal } => {
-                let w = self.proposal_wording(event_type, audience, &proposal, &client_name, &owner_name, &agency_name);
+            Payload::Proposal {
+                audience,
+                user_id,
+                to_name,
+                agency_name,
+                client_name,
+                owner_name,
+                proposal,
+                link_id,
+            } => {
+                let mut w =
+                    self.proposal_wording(event_type, audience, &proposal, &client_name, &owner_name, &agency_name);
+                if let (Audience::Client, Some(link)) = (audience, link_id) {
+                    w.link = crate::client_links::url(&self.public_base_url, &self.client_links, link);
+                }
                 (w, to_name, agency_name, user_id, audience)
             }
             Payload::EndpointDisabled { user_id, to_name, agency_name, url, failing_since } => {

@@ -121,6 +121,11 @@ pub async fn deliveries_for(
             EventType::Sent => {
                 if let Some((email, name)) = &client {
                     people.email(&base, Audience::Client, None, email, name);
+                    // The link's id, never its token: this payload is published (client_links.rs).
+                    let link = crate::client_links::issued_for(conn, &t.proposal).await?;
+                    if let (Some(link), Some(email)) = (link, people.out.last_mut()) {
+                        email.payload["link_id"] = json!(link);
+                    }
                 }
             }
             EventType::Viewed | EventType::Expiring => people.owner(&base),

@@ -9,6 +9,7 @@
 //! log and, on failure, the next attempt from [`retry`]. Postgres holds every delivery's
 //! state, so restarts and replicas neither lose nor repeat one.
 
+pub mod client_links;
 pub mod config;
 pub mod dead_letter;
 pub mod email;

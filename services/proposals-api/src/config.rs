@@ -49,6 +49,10 @@ pub struct Config {
     #[arg(long, env = "FOLIO_WEBHOOK_ALLOWED_SUBNETS", value_delimiter = ',', value_parser = folio_webhook::parse_subnet)]
     pub webhook_allowed_subnets: Vec<folio_webhook::ipnet::IpNet>,
 
+    /// The client's proposal links and the public routes they open.
+    #[command(flatten)]
+    pub client: crate::client_page::ClientPageArgs,
+
     /// Apply schema migrations at start-up.
     #[arg(long, env = "FOLIO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,
@@ -63,6 +67,7 @@ impl Config {
         config.pdf_downloads = false;
         // Like PDF downloads: a test or embedder opts in to what needs NATS.
         config.limits.rate_limits = false;
+        config.client.link.client_link_secret = folio_auth::client_link::TEST_CLIENT_LINK_SECRET.into();
         config
     }
 }

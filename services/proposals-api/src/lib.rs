@@ -3,6 +3,7 @@
 //! reaches PostgreSQL.
 
 pub mod auth;
+pub mod client_page;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub limits: Option<limits::ApiLimits>,
     /// What webhook endpoint URLs may reach (the notifier's policy).
     pub webhook_policy: Arc<folio_webhook::AddressPolicy>,
+    /// The client's links (issued when a proposal is sent) and their public routes' limits.
+    pub client: client_page::ClientPageArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,9 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
         &config.jwt.jwt_secret,
         folio_auth::DEVELOPMENT_SECRET,
     )?;
+    let link = &config.client.link.client_link_secret;
+    let built_in = folio_auth::client_link::DEVELOPMENT_CLIENT_LINK_SECRET;
+    config.common.environment.check_secret(folio_auth::client_link::ClientLinkArgs::SECRET_VAR, link, built_in)?;
     let bind = |addr| async move { TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source }) };
     let listener = bind(config.listen_addr).await?;
     let admin = bind(config.common.admin_addr).await?;
@@ -103,7 +109,8 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
         .map(|nats| Arc::new(pdfs::PdfStore::new(nats.clone(), config.bus.pdf_bucket.clone())));
     let limits = nats.filter(|_| config.limits.rate_limits).map(|nats| limits::ApiLimits::over(nats, &config));
     let webhook_policy = Arc::new(folio_webhook::AddressPolicy::new(config.webhook_allowed_subnets.clone()));
-    let state = AppState { pool, pdfs, pdf_requeue_after: config.pdf_requeue_after, limits, webhook_policy };
+    let client = config.client.clone();
+    let state = AppState { pool, pdfs, pdf_requeue_after: config.pdf_requeue_after, limits, webhook_policy, client };
     let addr = local_addr(&listener)?;
     let admin_addr = local_addr(&admin)?;
     Ok(Bound { config, listener, admin, addr, admin_addr, state, readiness: Readiness::default() })
@@ -193,7 +200,8 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let browser_routes = axum::Router::new()
         .route("/v1/renditions/{id}/pdf", axum::routing::get(pdfs::download))
-        .with_state((state.clone(), auth.clone()));
+        .with_state((state.clone(), auth.clone()))
+        .merge(client_page::routes(state.clone()));
     let webhooks = WebhookServiceServer::new(grpc::admin_webhooks::WebhookApi {
         pool: state.pool.clone(),
         policy: state.webhook_policy.clone(),

@@ -85,6 +85,11 @@ impl ApiLimits {
         }
     }
 
+    /// The shared limiter, for routes with policies of their own (the client's page).
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.rates
+    }
+
     /// Spends one call of `caller` on `method` (a gRPC path); the refusal if over a limit. The
     /// caller's own budget is checked first, so one noisy user does not spend the agency's.
     pub async fn check(&self, caller: &Caller, method: &str) -> Result<(), Decision> {

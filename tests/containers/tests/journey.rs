@@ -31,6 +31,7 @@ const SERVICES: [&str; 5] = ["proposals-api", "wal-ingest", "shape-edge", "pdf-r
 // What Kubernetes Secrets would hold; never used outside this test.
 const JWT_SECRET: &str = "container-test-jwt-secret-0123456789abcdef";
 const UNSUBSCRIBE_SECRET: &str = "container-test-unsubscribe-secret-0123456789";
+const CLIENT_LINK_SECRET: &str = "container-test-client-link-secret-0123456789";
 const APP_PASSWORD: &str = "container-test-app-password";
 const WAL_PASSWORD: &str = "container-test-wal-password";
 
@@ -118,6 +119,7 @@ fn secret(name: &str, key: &str) -> Option<String> {
             ("folio-db-wal", "username") => "folio_wal".to_owned(),
             ("folio-secrets", "jwt-secret") => JWT_SECRET.to_owned(),
             ("folio-secrets", "unsubscribe-secret") => UNSUBSCRIBE_SECRET.to_owned(),
+            ("folio-secrets", "client-link-secret") => CLIENT_LINK_SECRET.to_owned(),
             // Nothing listens there: mail is not what this journey checks (the notifier tests do).
             ("folio-secrets", "smtp-url") => "smtp://host.docker.internal:25".to_owned(),
             _ => return None,

@@ -370,6 +370,7 @@ impl World {
             .env("FOLIO_DELIVERY_LEASE", "6s")
             .env("FOLIO_JWT_SECRET", JWT_SECRET)
             .env("FOLIO_UNSUBSCRIBE_SECRET", folio_testkit::sandbox::UNSUBSCRIBE_SECRET)
+            .env("FOLIO_CLIENT_LINK_SECRET", folio_auth::client_link::TEST_CLIENT_LINK_SECRET)
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)
             .spawn()

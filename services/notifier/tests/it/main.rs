@@ -2,6 +2,7 @@
 //! webhook receiver that verifies signatures with the `standardwebhooks` package.
 
 mod admin_api;
+mod client_link_email;
 mod dead_letters;
 mod e2e;
 mod exactly_once;

@@ -294,7 +294,15 @@ impl ProposalService for ProposalApi {
         let caller = caller(&request)?;
         crate::auth::require_writer(&caller)?;
         let Transition { id, to, expected_version } = Transition::try_from(request.get_ref())?;
-        let record = db::transition(&self.state.pool, caller.agency_id, id, to, expected_version).await?;
+        let record = crate::store::client_links::transition(
+            &self.state.pool,
+            &self.state.client.issuer(),
+            caller.agency_id,
+            id,
+            to,
+            expected_version,
+        )
+        .await?;
         Ok(Response::new(pb::TransitionProposalResponse { proposal: Some(reply(&record)), txid: record.txid.0 }))
     }
 

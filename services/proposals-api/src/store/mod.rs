@@ -1,6 +1,7 @@
 //! One module per table group; every query takes the caller's agency and filters by it, so a
 //! row of another agency is indistinguishable from a missing one.
 
+pub mod client_links;
 pub mod clients;
 pub mod members;
 pub mod preferences;

@@ -280,7 +280,11 @@ pub async fn get(pool: &PgPool, agency: AgencyId, id: ProposalId) -> Result<Prop
 }
 
 /// Reads a proposal on `conn`, so an edit returns what its own transaction wrote.
-async fn load(conn: &mut PgConnection, agency: AgencyId, id: ProposalId) -> Result<ProposalRecord, ApiError> {
+pub(crate) async fn load(
+    conn: &mut PgConnection,
+    agency: AgencyId,
+    id: ProposalId,
+) -> Result<ProposalRecord, ApiError> {
     let proposal: ProposalRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {PROPOSAL_COLUMNS} FROM proposals WHERE id = $1 AND agency_id = $2"
     )))
@@ -452,6 +456,8 @@ pub async fn update(
     super::commit(tx, record).await
 }
 
+/// A lifecycle move without issuing a client link; the API's own is
+/// `client_links::transition`, which issues one on a send.
 pub async fn transition(
     pool: &PgPool,
     agency: AgencyId,
@@ -460,12 +466,35 @@ pub async fn transition(
     expected_version: Option<i64>,
 ) -> Result<Committed<ProposalRecord>, ApiError> {
     let mut tx = pool.begin().await?;
-    let row = lock_for_edit(&mut tx, agency, id, expected_version, EditKind::Lifecycle).await?;
+    transition_in(&mut tx, agency, id, to, expected_version).await?;
+    let record = load(&mut tx, agency, id).await?;
+    super::commit(tx, record).await
+}
+
+/// Locks a proposal for a lifecycle move (archived ones refused) without checking a version.
+pub(crate) async fn lock(
+    tx: &mut Transaction<'_, Postgres>,
+    agency: AgencyId,
+    id: ProposalId,
+) -> Result<ProposalRow, ApiError> {
+    lock_for_edit(tx, agency, id, None, EditKind::Lifecycle).await
+}
+
+/// One lifecycle move inside `tx`, by the domain's rules; returns the row as it now is. A
+/// withdrawal revokes the client's links.
+pub(crate) async fn transition_in(
+    tx: &mut Transaction<'_, Postgres>,
+    agency: AgencyId,
+    id: ProposalId,
+    to: ProposalStatus,
+    expected_version: Option<i64>,
+) -> Result<ProposalRow, ApiError> {
+    let row = lock_for_edit(tx, agency, id, expected_version, EditKind::Lifecycle).await?;
     let to = row.status()?.transition(to)?;
     if to == ProposalStatus::Sent {
         let items: i64 = sqlx::query_scalar("SELECT count(*) FROM line_items WHERE proposal_id = $1")
             .bind(id.as_uuid())
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
         if items == 0 {
             return Err(ApiError::FailedPrecondition(format!(
@@ -487,10 +516,17 @@ pub async fn transition(
     )))
     .bind(id.as_uuid())
     .bind(to.as_str())
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    let record = load(&mut tx, agency, id).await?;
-    super::commit(tx, record).await
+    if to == ProposalStatus::Withdrawn {
+        super::client_links::revoke_all(tx, id.as_uuid()).await?;
+    }
+    let row: ProposalRow =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {PROPOSAL_COLUMNS} FROM proposals WHERE id = $1")))
+            .bind(id.as_uuid())
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(row)
 }
 
 /// Archiving hides a proposal from default listings and freezes it; repeating it is a no-op.
@@ -510,6 +546,7 @@ pub async fn archive(
         .bind(id.as_uuid())
         .execute(&mut *tx)
         .await?;
+    super::client_links::revoke_all(&mut tx, id.as_uuid()).await?;
     let record = load(&mut tx, agency, id).await?;
     super::commit(tx, record).await
 }

@@ -1,5 +1,6 @@
 //! proposals-api against a real PostgreSQL through a real gRPC client on a random port.
 
+mod client_links;
 mod concurrency;
 mod errors;
 mod helpers;

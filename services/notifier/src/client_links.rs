@@ -1,0 +1,30 @@
+//! The client's link in the "proposal sent" email (issue 20).
+//!
+//! proposals-api issues the link in the transaction that sends the proposal and stores only its
+//! token's SHA-256. The token is derived from the link's id with the secret this service shares
+//! with the API (`folio_auth::client_link`), so nothing secret travels through the WAL, the
+//! change stream or `notification_deliveries` (which is itself published): the delivery's
+//! payload carries the link's id, and the token is recomputed when the email is rendered.
+
+use folio_auth::client_link::ClientLinkKey;
+use folio_webhook::events::ProposalSnapshot;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// The link the send that produced `proposal` (at its version) issued, if the API issued one.
+pub async fn issued_for(conn: &mut PgConnection, proposal: &ProposalSnapshot) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM client_links WHERE proposal_id = $1 AND agency_id = $2 AND issued_version = $3 \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(proposal.id)
+    .bind(proposal.agency_id)
+    .bind(proposal.version)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The URL the client opens: `<public base>/p/<token>`, through the gateway.
+pub fn url(public_base_url: &str, key: &ClientLinkKey, link: Uuid) -> String {
+    format!("{}/p/{}", public_base_url.trim_end_matches('/'), key.token(link))
+}
