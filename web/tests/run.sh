@@ -3,7 +3,8 @@
 # real cluster behind the one gateway, as scripts/gateway-check.sh starts it: a fresh database
 # seeded by seed-demo, proposals-api, wal-ingest, shape-edge and pdf-render from the debug
 # binaries, nginx (deploy/gateway) serving web/build at / and /dev-users.json. Then
-# tests/e2e.mjs runs every check; any failure fails the script.
+# tests/e2e.mjs runs every check, then tests/client.mjs the client's page (with the notifier
+# and an SMTP sink it starts); any failure fails the script.
 #
 #   web/tests/run.sh      (PostgreSQL and NATS running: eval "$(scripts/start-services.sh)")
 #
@@ -26,7 +27,7 @@ export CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 # shellcheck source=../../scripts/lib-edge.sh
 source "$root/scripts/lib-edge.sh"
 fail() { echo "web-tests: FAILED: $*" >&2; exit 1; }
-for b in proposals-api wal-ingest shape-edge pdf-render seed-demo; do
+for b in proposals-api wal-ingest shape-edge pdf-render seed-demo notifier; do
   [ -x "$bin/$b" ] || fail "$bin/$b is missing: cargo build --workspace --bins, or set FOLIO_BIN_DIR"
 done
 command -v node >/dev/null || fail "node is missing (Node >= 20.19)"
@@ -142,6 +143,8 @@ export WEB_TEST_BASE="http://127.0.0.1:$gw" WEB_TEST_DB="$db_url" WEB_TEST_WORK=
 export WEB_TEST_EDGE_CMD="$bin/shape-edge --listen-addr 127.0.0.1:$edge --admin-addr 127.0.0.1:0"
 export WEB_TEST_EDGE_PORT=$edge WEB_TEST_BUILD="$web/build"
 node "$web/tests/e2e.mjs" || fail "a browser check failed (see above)"
+# The client's side (issue 20): starts the notifier and an SMTP sink itself.
+WEB_TEST_BIN="$bin" node "$web/tests/client.mjs" || fail "a client page check failed (see above)"
 # The web image (deploy/images/web) serves this same build: checked when a container engine
 # answers (scripts/test.sh starts one), skipped otherwise or with WEB_TEST_NO_IMAGE=1.
 if [ -z "${WEB_TEST_NO_IMAGE:-}" ] && curl -sf --unix-socket "$(d=${DOCKER_HOST:-unix:///var/run/docker.sock}; echo "${d#unix://}")" http://d/_ping >/dev/null 2>&1; then

@@ -1,0 +1,205 @@
+// The client's side (issue 20), end to end in Debian's Chromium against the real cluster that
+// tests/run.sh started, plus the notifier and an SMTP sink (aiosmtpd, as the notifier's tests
+// use it) started here: the agency sends a proposal from its app; the link is read from the
+// email the notifier actually delivered; the client's page opens it and shows the proposal; the
+// agency's app shows `viewed` within a second; the client accepts with a typed name; the agency
+// sees `accepted`; the signature holds the SHA-256 of the exact PDF bytes the page offered.
+// Env (from run.sh): WEB_TEST_BASE, WEB_TEST_DB, WEB_TEST_WORK, WEB_TEST_BIN, FOLIO_JWT_SECRET,
+// CHROMIUM, and the cluster's FOLIO_… names; optional FOLIO_WEB_SCREENSHOTS=<dir>.
+import { chromium } from 'playwright-core';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { createHash, createHmac, randomUUID } from 'node:crypto';
+import { readFileSync, readdirSync, openSync, existsSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const env = (k) => process.env[k] ?? (() => { throw new Error(`${k} is not set: run web/tests/run.sh`); })();
+const BASE = env('WEB_TEST_BASE');
+const DB = env('WEB_TEST_DB');
+const WORK = env('WEB_TEST_WORK');
+const BIN = env('WEB_TEST_BIN');
+const SECRET = env('FOLIO_JWT_SECRET');
+const SHOTS = process.env.FOLIO_WEB_SCREENSHOTS;
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const children = [];
+let failures = 0;
+
+async function check(name, fn) {
+  const started = Date.now();
+  try {
+    const detail = await fn();
+    console.log(`web-tests: ok  ${name} (${((Date.now() - started) / 1000).toFixed(1)}s)${detail ? ` — ${detail}` : ''}`);
+  } catch (e) {
+    failures++;
+    console.error(`web-tests: FAIL ${name}: ${e?.stack ?? e}`);
+    throw e;
+  }
+}
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+function sql(q) {
+  const r = spawnSync('psql', [DB, '-qAtX', '-v', 'ON_ERROR_STOP=1', '-c', q], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`psql: ${r.stderr}`);
+  return r.stdout.trim();
+}
+const lit = (s) => `'${String(s).replace(/'/g, "''")}'`;
+const b64url = (b) => Buffer.from(b).toString('base64url');
+function sign(claims) {
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64url(JSON.stringify(claims));
+  return `${head}.${body}.${createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url')}`;
+}
+async function until(what, fn, timeout = 30_000) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Every message the sink stored, raw, quoted-printable soft breaks and `=3D` undone. */
+function mails(maildir) {
+  const out = [];
+  for (const sub of ['new', 'cur']) {
+    const dir = join(maildir, sub);
+    if (!existsSync(dir)) continue;
+    for (const f of readdirSync(dir)) out.push(readFileSync(join(dir, f), 'utf8').replace(/=\r?\n/g, '').replace(/=3D/g, '='));
+  }
+  return out;
+}
+
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true, args: ['--disable-dev-shm-usage'] });
+const pageErrors = [];
+async function newPage(user, name) {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 1100 }, locale: 'en-US', timezoneId: 'UTC' });
+  if (user) await context.addInitScript((u) => window.localStorage && (localStorage.getItem('folio.session') || localStorage.setItem('folio.session', u)), JSON.stringify(user));
+  const page = await context.newPage();
+  page.setDefaultTimeout(30_000);
+  page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
+  return { context, page };
+}
+
+try {
+  const maildir = join(WORK, 'maildir');
+  await check('an SMTP sink and the notifier start next to the cluster', async () => {
+    const python = execFileSync(join(ROOT, 'scripts/notifier-test-deps.sh'), { encoding: 'utf8' }).trim();
+    const sink = spawn(python, [join(ROOT, 'services/notifier/tests/support/smtp_sink.py'), maildir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(sink);
+    const port = await new Promise((resolve, reject) => {
+      let buf = '';
+      sink.stdout.on('data', (d) => {
+        buf += d;
+        const m = buf.match(/PORT (\d+)/);
+        if (m) resolve(Number(m[1]));
+      });
+      sink.on('exit', () => reject(new Error('the SMTP sink exited')));
+    });
+    const log = join(WORK, 'notifier.log');
+    const notifier = spawn(join(BIN, 'notifier'), [], {
+      env: {
+        ...process.env,
+        FOLIO_SMTP_URL: `smtp://127.0.0.1:${port}`,
+        // Links in emails go through the gateway, as in production.
+        FOLIO_PUBLIC_BASE_URL: BASE,
+        FOLIO_NOTIFIER_HTTP_ADDR: '127.0.0.1:0',
+        FOLIO_ADMIN_ADDR: '127.0.0.1:0',
+        FOLIO_NOTIFIER_CONSUMER: `notifier_web_${Date.now()}`,
+        FOLIO_SCHEDULER_POLL: '100ms',
+        RUST_LOG: 'info',
+      },
+      stdio: ['ignore', openSync(log, 'a'), openSync(log, 'a')],
+    });
+    children.push(notifier);
+    await until('the notifier to listen', () => existsSync(log) && readFileSync(log, 'utf8').includes('notifier listening'));
+    return `SMTP on :${port}`;
+  });
+
+  // An agency with its brand colour, an editor, a client with an address of its own, a draft.
+  const agency = randomUUID(), user = randomUUID(), client = randomUUID(), proposal = randomUUID();
+  const clientEmail = `client-${agency.slice(0, 8)}@example.com`;
+  const title = `Brand refresh ${agency.slice(0, 4)}`;
+  sql(`BEGIN;
+    INSERT INTO agencies (id, name, brand_color) VALUES (${lit(agency)}, 'Lumen & Co', '#7a1f5c');
+    INSERT INTO users (id, agency_id, email, name, role) VALUES (${lit(user)}, ${lit(agency)}, ${lit(`owner@${agency.slice(0, 8)}.example`)}, 'Olivia Owner', 'editor');
+    INSERT INTO clients (id, agency_id, name, email, company) VALUES (${lit(client)}, ${lit(agency)}, 'Carla Client', ${lit(clientEmail)}, 'Acme');
+    INSERT INTO proposals (id, agency_id, client_id, owner_id, title, currency, valid_until, content, terms, subtotal_minor, tax_minor, total_minor)
+      VALUES (${lit(proposal)}, ${lit(agency)}, ${lit(client)}, ${lit(user)}, ${lit(title)}, 'EUR', DATE '2027-06-30',
+              'A new visual identity: logo, palette and type.', '50 % on acceptance, the rest on delivery.', 450000, 90000, 540000);
+    INSERT INTO line_items (id, proposal_id, agency_id, position, description, quantity_milli, unit_price_minor, tax_rate_ppm, subtotal_minor, tax_minor) VALUES
+      (gen_random_uuid(), ${lit(proposal)}, ${lit(agency)}, 1, 'Identity workshop', 1000, 150000, 200000, 150000, 30000),
+      (gen_random_uuid(), ${lit(proposal)}, ${lit(agency)}, 2, 'Design days', 3000, 100000, 200000, 300000, 60000);
+    COMMIT;`);
+  const now = Math.floor(Date.now() / 1000);
+  const token = sign({ sub: user, agency_id: agency, role: 'editor', iat: now, exp: now + 3600 });
+  const A = await newPage({ name: 'Olivia Owner', email: 'owner@example', role: 'editor', token, agency: 'Lumen & Co', agency_id: agency }, 'agency');
+  const status = () => A.page.getByTestId('proposal-status').first();
+
+  let link;
+  await check('the agency sends the proposal and the email delivered to the client carries its link', async () => {
+    await A.page.goto(`${BASE}/proposals/${proposal}`);
+    await A.page.getByRole('button', { name: 'Send', exact: true }).click();
+    await status().filter({ hasText: 'Sent' }).waitFor();
+    const mail = await until('the client\'s email', () => mails(maildir).find((m) => m.includes(`To: ${clientEmail}`) || m.includes(`<${clientEmail}>`)));
+    const m = mail.match(new RegExp(`${BASE.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/p/([A-Za-z0-9_-]{43})`));
+    assert(m, `no ${BASE}/p/<token> link in the email:\n${mail.slice(0, 2000)}`);
+    link = m[0];
+    assert(!mail.includes(`/p/${proposal}`), 'the email still links the proposal id');
+    const stored = sql(`SELECT encode(token_sha256, 'hex') FROM client_links WHERE proposal_id = ${lit(proposal)} AND revoked_at IS NULL`);
+    assert(stored === createHash('sha256').update(Buffer.from(m[1], 'base64url')).digest('hex'), 'the emailed token is not the stored link');
+    return link.replace(m[1], `${m[1].slice(0, 6)}…`);
+  });
+
+  const C = await newPage(null, 'client');
+  let viewedLagMs;
+  await check('the link opens the client page, and the agency\'s app shows "viewed" within a second', async () => {
+    const opened = C.page.waitForResponse((r) => r.url().endsWith('/view') && r.request().method() === 'POST');
+    await C.page.goto(link);
+    const response = await opened;
+    const openedAt = Date.now();
+    assert(response.status() === 200, `the open answered ${response.status()}`);
+    const seenAt = await A.page
+      .waitForFunction(() => document.querySelector('[data-testid=proposal-status]')?.textContent?.includes('Viewed') && Date.now(), null, { polling: 'raf', timeout: 10_000 })
+      .then((h) => h.jsonValue());
+    viewedLagMs = seenAt - openedAt;
+    assert(viewedLagMs < 1000, `the agency saw "viewed" ${viewedLagMs} ms after the open`);
+    assert((await C.page.getByTestId('client-title').innerText()) === title, 'the title');
+    assert((await C.page.getByTestId('client-agency').innerText()).includes('Lumen & Co'), 'the agency');
+    assert((await C.page.getByTestId('client-total').innerText()).includes('5,400.00'), 'the total');
+    assert((await C.page.getByTestId('client-state').innerText()).includes('Awaiting'), 'the state');
+    const items = await C.page.getByTestId('client-items').innerText();
+    assert(items.includes('Identity workshop') && items.includes('Design days'), 'the items');
+    const body = await C.page.locator('body').innerText();
+    for (const id of [proposal, agency, client, user]) assert(!body.includes(id), `the page shows the id ${id}`);
+    return `viewed on the agency's page ${viewedLagMs} ms after the open`;
+  });
+
+  await check('the PDF is offered and the client accepts with a typed name; the agency sees "accepted"', async () => {
+    await C.page.getByTestId('client-pdf').waitFor({ timeout: 60_000 });
+    if (SHOTS) await C.page.screenshot({ path: join(SHOTS, 'client-page-open.png'), fullPage: true });
+    await C.page.getByTestId('client-name').fill('Carla Client');
+    await C.page.getByTestId('client-consent').check();
+    await C.page.getByTestId('client-accept').click();
+    await C.page.getByTestId('client-state').filter({ hasText: 'Accepted' }).waitFor();
+    assert((await C.page.getByTestId('client-done').innerText()).includes('Carla Client'), 'the signer on the page');
+    if (SHOTS) await C.page.screenshot({ path: join(SHOTS, 'client-page-accepted.png'), fullPage: true });
+    await status().filter({ hasText: 'Accepted' }).waitFor({ timeout: 10_000 });
+    const [signer, version, sha, ip] = sql(
+      `SELECT signer_name, proposal_version, pdf_sha256, coalesce(host(ip_address), '') FROM proposal_responses WHERE proposal_id = ${lit(proposal)}`,
+    ).split('|');
+    const rendered = sql(`SELECT pdf_sha256 FROM pdf_renditions WHERE proposal_id = ${lit(proposal)} AND proposal_version = ${version} AND status = 'ready'`);
+    assert(signer === 'Carla Client' && sha === rendered, `signature ${signer} ${sha} vs the rendition ${rendered}`);
+    assert(ip === '127.0.0.1', `the signature's address: ${ip}`);
+    return `signed version ${version}, PDF ${sha.slice(0, 12)}…`;
+  });
+  assert(pageErrors.length === 0, `uncaught errors in the pages: ${pageErrors.join('; ')}`);
+} catch (e) {
+  if (!failures) console.error(`web-tests: FAIL ${e?.stack ?? e}`);
+  failures = Math.max(failures, 1);
+} finally {
+  await browser.close();
+  for (const c of children) c.kill('SIGTERM');
+}
+process.exit(failures ? 1 : 0);
