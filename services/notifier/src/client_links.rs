@@ -24,6 +24,21 @@ pub async fn issued_for(conn: &mut PgConnection, proposal: &ProposalSnapshot) ->
     .await
 }
 
+/// The reason the client gave when they declined on their page, if they gave one.
+pub async fn decline_reason(
+    conn: &mut PgConnection,
+    proposal: &ProposalSnapshot,
+) -> Result<Option<String>, sqlx::Error> {
+    let reason: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT decline_reason FROM proposal_responses WHERE proposal_id = $1 AND agency_id = $2 AND decision = 'declined'",
+    )
+    .bind(proposal.id)
+    .bind(proposal.agency_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(reason.flatten())
+}
+
 /// The URL the client opens: `<public base>/p/<token>`, through the gateway.
 pub fn url(public_base_url: &str, key: &ClientLinkKey, link: Uuid) -> String {
     format!("{}/p/{}", public_base_url.trim_end_matches('/'), key.token(link))

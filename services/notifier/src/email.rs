@@ -59,10 +59,14 @@ enum Payload {
         agency_name: String,
         client_name: String,
         owner_name: String,
-        proposal: ProposalSnapshot,
+        // Boxed: the largest variant by far.
+        proposal: Box<ProposalSnapshot>,
         /// The client's link (issue 20), for a client's email of a send through the API.
         #[serde(default)]
         link_id: Option<Uuid>,
+        /// What the client wrote when declining on their page (issue 20).
+        #[serde(default)]
+        decline_reason: Option<String>,
     },
     EndpointDisabled {
         user_id: Option<Uuid>,
@@ -125,11 +129,15 @@ impl Mailer {
                 owner_name,
                 proposal,
                 link_id,
+                decline_reason,
             } => {
                 let mut w =
                     self.proposal_wording(event_type, audience, &proposal, &client_name, &owner_name, &agency_name);
                 if let (Audience::Client, Some(link)) = (audience, link_id) {
                     w.link = crate::client_links::url(&self.public_base_url, &self.client_links, link);
+                }
+                if let Some(reason) = decline_reason.filter(|_| event_type == "proposal.declined") {
+                    w.body.push_str(&format!(" Their reason: “{reason}”"));
                 }
                 (w, to_name, agency_name, user_id, audience)
             }

@@ -130,9 +130,18 @@ pub async fn deliveries_for(
             }
             EventType::Viewed | EventType::Expiring => people.owner(&base),
             EventType::Accepted | EventType::Declined => {
+                let first = people.out.len();
                 people.owner(&base);
                 for m in team.iter().filter(|m| m.id != t.proposal.owner_id) {
                     people.email(&base, Audience::Team, Some(m.id), &m.email, &m.name);
+                }
+                // The client's reason, when they declined from their page (issue 20).
+                if t.event_type == EventType::Declined
+                    && let Some(reason) = crate::client_links::decline_reason(conn, &t.proposal).await?
+                {
+                    for email in &mut people.out[first..] {
+                        email.payload["decline_reason"] = json!(reason);
+                    }
                 }
             }
             _ => {}

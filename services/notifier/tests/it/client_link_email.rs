@@ -81,12 +81,15 @@ async fn the_sent_email_carries_the_client_link_and_the_clients_answers_become_w
     assert_eq!(types, ["proposal.declined", "proposal.viewed"]);
     let declined = hooks.iter().find(|h| h.event_type() == "proposal.declined").unwrap();
     assert_eq!(declined.payload.as_ref().unwrap()["data"]["previous_status"], "viewed");
-    folio_testkit::eventually("the owner hears of the view and the decline", || async {
-        let events: Vec<String> = w.smtp.to(&w.owner.email).iter().map(|m| m.event().to_owned()).collect();
-        (events.contains(&"proposal.viewed".to_owned()) && events.contains(&"proposal.declined".to_owned()))
-            .then_some(())
+    let declined = folio_testkit::eventually("the owner hears of the view and the decline", || async {
+        let mails = w.smtp.to(&w.owner.email);
+        let viewed = mails.iter().any(|m| m.event() == "proposal.viewed");
+        mails.into_iter().find(|m| m.event() == "proposal.declined").filter(|_| viewed)
     })
     .await;
+    // The client's reason reaches the agency (the text part is plain UTF-8 or quoted-printable).
+    let text = declined.text();
+    assert!(text.contains("Their reason:") && text.contains("Over budget"), "{text}");
     w.settled().await;
 
     notifier.stop().await;
