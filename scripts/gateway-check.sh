@@ -45,43 +45,12 @@ ok() { printf 'gateway-check: ok  %s\n' "$*"; }
 
 cleanup() {
   set +e
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null
-  done
-  if [ -n "${GATEWAY_CHECK_KEEP:-}" ]; then
-    echo "gateway-check: kept database $db, slot t_gw_$run_id, JetStream names *$run_id*, logs $work" >&2
-    return
-  fi
-  for _ in $(seq 20); do
-    psql "$server_url" -Atqc "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 't_gw_$run_id'" \
-      >/dev/null 2>&1 && break
-    sleep 0.25
-  done
-  psql "$server_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
-  timeout 10 node "$root/tests/electric-client/lib/nats-cleanup.mjs" "$nats_url" "$run_id" >/dev/null 2>&1
-  if [ "$status" = 0 ]; then
-    rm -rf "$work"
-  else
-    echo "gateway-check: logs kept in $work:" >&2
-    for f in "$work"/*.log "$work"/gateway/error.log; do
-      [ -s "$f" ] && { echo "--- $f (last 15 lines)" >&2; tail -n 15 "$f" >&2; }
-    done
-  fi
+  scratch_cluster_cleanup gateway-check "${GATEWAY_CHECK_KEEP:-}" "$status"
 }
 trap cleanup EXIT
 
 # A fresh database, migrated and seeded by seed-demo (which prints the tokens the check uses).
-psql "$server_url" -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db"
-export FOLIO_ENV=development
-export FOLIO_JWT_SECRET
-FOLIO_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-export FOLIO_DATABASE_URL=$db_url FOLIO_NATS_URL=$nats_url
-export FOLIO_WAL_SLOT=t_gw_$run_id FOLIO_SUBJECT_ROOT=gw$run_id
-export FOLIO_CHANGES_STREAM=GW${run_id}_CHANGES FOLIO_JOBS_STREAM=GW${run_id}_JOBS
-export FOLIO_DS_PREFIX=gw$run_id FOLIO_QUOTA_RATE_BUCKET=gw$run_id-rates FOLIO_QUOTA_COUNT_BUCKET=gw$run_id-quotas
-export FOLIO_PDF_BUCKET=gw$run_id-pdfs FOLIO_PDF_DEAD_LETTER_STREAM=GW${run_id}_JOBS_DEAD
+scratch_cluster_env gw
 export RUST_LOG=${GATEWAY_CHECK_RUST_LOG:-warn}
 "$bin/seed-demo" >"$work/seed.out" 2>"$work/seed.log" || { cat "$work/seed.log" >&2; fail "seed-demo failed"; }
 agency=$(sed -n 's/^agency .*: \([0-9a-f-]*\)$/\1/p' "$work/seed.out")

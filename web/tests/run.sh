@@ -57,42 +57,11 @@ status=1
 cleanup() {
   set +e
   [ -s "$work/edge.pid" ] && pids+=("$(cat "$work/edge.pid")")
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null
-  done
-  if [ -n "${WEB_TEST_KEEP:-}" ]; then
-    echo "web-tests: kept database $db, slot t_web_$run_id, JetStream names *$run_id*, logs $work" >&2
-    return
-  fi
-  for _ in $(seq 20); do
-    psql "$server_url" -Atqc "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 't_web_$run_id'" \
-      >/dev/null 2>&1 && break
-    sleep 0.25
-  done
-  psql "$server_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
-  timeout 10 node "$root/tests/electric-client/lib/nats-cleanup.mjs" "$nats_url" "$run_id" >/dev/null 2>&1
-  if [ "$status" = 0 ]; then
-    rm -rf "$work"
-  else
-    echo "web-tests: logs kept in $work:" >&2
-    for f in "$work"/*.log "$work"/gateway/error.log; do
-      [ -s "$f" ] && { echo "--- $f (last 15 lines)" >&2; tail -n 15 "$f" >&2; }
-    done
-  fi
+  scratch_cluster_cleanup web-tests "${WEB_TEST_KEEP:-}" "$status"
 }
 trap cleanup EXIT
 
-psql "$server_url" -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db"
-export FOLIO_ENV=development
-export FOLIO_JWT_SECRET
-FOLIO_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-export FOLIO_DATABASE_URL=$db_url FOLIO_NATS_URL=$nats_url
-export FOLIO_WAL_SLOT=t_web_$run_id FOLIO_SUBJECT_ROOT=web$run_id
-export FOLIO_CHANGES_STREAM=WEB${run_id}_CHANGES FOLIO_JOBS_STREAM=WEB${run_id}_JOBS
-export FOLIO_DS_PREFIX=web$run_id FOLIO_QUOTA_RATE_BUCKET=web$run_id-rates FOLIO_QUOTA_COUNT_BUCKET=web$run_id-quotas
-export FOLIO_PDF_BUCKET=web$run_id-pdfs FOLIO_PDF_DEAD_LETTER_STREAM=WEB${run_id}_JOBS_DEAD
+scratch_cluster_env web
 export RUST_LOG=${WEB_TEST_RUST_LOG:-warn}
 
 # Four distinct free ports (free_port can hand out the same port twice in a row).

@@ -265,17 +265,26 @@ fn answer(view: &ClientView, txid: u32) -> Response {
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
+/// The live link `token` names, admitted by the rate limits, and what its client sees now.
+async fn current(
+    routes: &ClientRoutes,
+    token: &str,
+    headers: &HeaderMap,
+) -> Result<(links::Link, ClientView), ClientError> {
+    let hash = admit(routes, token, headers).await?;
+    let mut conn = routes.state.pool.acquire().await?;
+    let link = links::find(&mut conn, &hash, false).await?.ok_or(Refusal::NoLink)?;
+    let view = links::view(&mut conn, &link).await?;
+    Ok((link, view))
+}
+
 async fn show(
     State(routes): State<ClientRoutes>,
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ClientError> {
     async {
-        let hash = admit(&routes, &token, &headers).await?;
-        let mut conn = routes.state.pool.acquire().await?;
-        let link = links::find(&mut conn, &hash, false).await?.ok_or(Refusal::NoLink)?;
-        let view = links::view(&mut conn, &link).await?;
-        drop(conn);
+        let (link, view) = current(&routes, &token, &headers).await?;
         ensure_pdf(&routes.state, &link, &view).await?;
         Ok(answer(&view, 0))
     }
@@ -306,11 +315,7 @@ async fn pdf(
     headers: HeaderMap,
 ) -> Result<Response, ClientError> {
     async {
-        let hash = admit(&routes, &token, &headers).await?;
-        let mut conn = routes.state.pool.acquire().await?;
-        let link = links::find(&mut conn, &hash, false).await?.ok_or(Refusal::NoLink)?;
-        let view = links::view(&mut conn, &link).await?;
-        drop(conn);
+        let (link, view) = current(&routes, &token, &headers).await?;
         let Some((sha, size)) = view.pdf.clone() else {
             ensure_pdf(&routes.state, &link, &view).await?;
             return Err(ClientError::PdfNotReady);

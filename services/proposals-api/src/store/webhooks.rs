@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use folio_domain::AgencyId;
 use folio_webhook::{events, sign::Secret};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -184,17 +184,7 @@ const DELIVERY: &str =
 /// Queues a `webhook.test` message to an enabled endpoint.
 pub async fn send_test(pool: &PgPool, agency: AgencyId, endpoint: Uuid) -> Result<Committed<DeliveryRow>, ApiError> {
     let mut tx = pool.begin().await?;
-    let disabled: Option<Option<OffsetDateTime>> =
-        sqlx::query_scalar("SELECT disabled_at FROM webhook_endpoints WHERE id = $1 AND agency_id = $2 FOR SHARE")
-            .bind(endpoint)
-            .bind(agency.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await?;
-    match disabled {
-        None => return Err(ApiError::not_found("webhook endpoint", endpoint)),
-        Some(Some(_)) => return Err(disabled_endpoint(endpoint)),
-        Some(None) => {}
-    }
+    lock_enabled_endpoint(&mut tx, agency, endpoint).await?;
     let id = Uuid::now_v7();
     let data = events::TestEvent { endpoint_id: endpoint, message: "a test message from Folio".into() };
     let payload = events::Message::new(events::TEST_EVENT, OffsetDateTime::now_utc(), data).to_value();
@@ -212,6 +202,22 @@ pub async fn send_test(pool: &PgPool, agency: AgencyId, endpoint: Uuid) -> Resul
     .fetch_one(&mut *tx)
     .await?;
     super::commit(tx, row).await
+}
+
+/// Holds the agency's endpoint against deletion and disabling for the transaction; refuses a
+/// missing (or another agency's) endpoint and a disabled one.
+async fn lock_enabled_endpoint(tx: &mut PgConnection, agency: AgencyId, endpoint: Uuid) -> Result<(), ApiError> {
+    let disabled: Option<Option<OffsetDateTime>> =
+        sqlx::query_scalar("SELECT disabled_at FROM webhook_endpoints WHERE id = $1 AND agency_id = $2 FOR SHARE")
+            .bind(endpoint)
+            .bind(agency.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?;
+    match disabled {
+        None => Err(ApiError::not_found("webhook endpoint", endpoint)),
+        Some(Some(_)) => Err(disabled_endpoint(endpoint)),
+        Some(None) => Ok(()),
+    }
 }
 
 fn disabled_endpoint(endpoint: Uuid) -> ApiError {
@@ -299,17 +305,7 @@ pub async fn recover(
     since: OffsetDateTime,
 ) -> Result<Committed<i64>, ApiError> {
     let mut tx = pool.begin().await?;
-    let disabled: Option<Option<OffsetDateTime>> =
-        sqlx::query_scalar("SELECT disabled_at FROM webhook_endpoints WHERE id = $1 AND agency_id = $2 FOR SHARE")
-            .bind(endpoint)
-            .bind(agency.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await?;
-    match disabled {
-        None => return Err(ApiError::not_found("webhook endpoint", endpoint)),
-        Some(Some(_)) => return Err(disabled_endpoint(endpoint)),
-        Some(None) => {}
-    }
+    lock_enabled_endpoint(&mut tx, agency, endpoint).await?;
     let recovered = sqlx::query(
         "WITH failed AS ( \
            SELECT id, lag(id) OVER (ORDER BY created_at, id) AS prev FROM notification_deliveries \
