@@ -12,7 +12,9 @@
 #   d) gRPC-Web: ProposalService/ListProposals framed as application/grpc-web+proto answers
 #      the seeded proposals and a trailer frame with grpc-status 0; non-gRPC-Web requests to
 #      the API's paths are refused by the gateway;
-#   e) / serves the web app's placeholder; /v1/unsubscribe reaches the notifier.
+#   e) / serves the web app's placeholder, and so do the capability links' pages /p/<token> and
+#      /invite/<token>, never cached, with no Referer and their tokens kept out of the access
+#      log; /v1/unsubscribe reaches the notifier.
 #
 #   scripts/gateway-check.sh      (PostgreSQL and NATS running: eval "$(scripts/start-services.sh)")
 #
@@ -89,6 +91,18 @@ code=$(curl -s -o "$work/index.html" -w '%{http_code} %{content_type}' "$gateway
 [[ $code == "200 text/html"* ]] && grep -q 'name="folio-gateway" content="placeholder"' "$work/index.html" ||
   fail "/ answered $code, not the placeholder page"
 ok "/ serves the web app placeholder (deploy/gateway/placeholder)"
+# The capability links' pages, /p/<token> (a client's proposal) and /invite/<token> (an
+# invitation): the app's index.html, never cached, no Referer, the token not in the access log.
+for path in p invite; do
+  cap_token="$path-token-must-not-be-logged-$run_id"
+  code=$(curl -s -D "$work/cap.h" -o "$work/cap.html" -w '%{http_code} %{content_type}' "$gateway/$path/$cap_token")
+  [[ $code == "200 text/html"* ]] && cmp -s "$work/cap.html" "$work/index.html" || fail "/$path/<token> answered $code, not the app"
+  tr -d '\r' <"$work/cap.h" | grep -qix 'cache-control: no-store' || fail "/$path/<token> may be cached: $(cat "$work/cap.h")"
+  tr -d '\r' <"$work/cap.h" | grep -qix 'referrer-policy: no-referrer' || fail "/$path/<token> may leak its token in Referer headers"
+  if grep -q "$cap_token" "$work/gateway/access.log" 2>/dev/null; then fail "the access log holds a /$path/ token"; fi
+done
+grep -q '"GET / HTTP' "$work/gateway/access.log" || fail "the access log is not written, so it proves nothing about tokens"
+ok "/p/<token> and /invite/<token>: the app, no-store, Referrer-Policy: no-referrer, tokens not logged"
 
 # a) The shape API with the token.
 code=$(curl -s -D "$work/shape.h" -o "$work/shape.json" -w '%{http_code}' -H "$auth" \
