@@ -13,7 +13,7 @@ const auth: Interceptor = (next) => async (req) => {
   return next(req);
 };
 
-const transport = createGrpcWebTransport({
+export const transport = createGrpcWebTransport({
   baseUrl: typeof location === 'undefined' ? 'http://localhost' : location.origin,
   interceptors: [auth],
   defaultTimeoutMs: 15_000,
@@ -35,7 +35,7 @@ export function txidOf(res: object): number | undefined {
 }
 
 type ErrorInfo = { reason: string; metadata: Record<string, string> };
-type FieldViolation = { field: string; description: string };
+export type FieldViolation = { field: string; description: string };
 
 function decodeErrorInfo(bytes: Uint8Array): ErrorInfo {
   const r = new BinaryReader(bytes);
@@ -109,6 +109,19 @@ const STATUS_WORDS: Record<string, string> = {
   declined: 'declined',
   withdrawn: 'withdrawn',
 };
+
+/**
+ * The field violations of an INVALID_ARGUMENT (`google.rpc.BadRequest` details), as the API
+ * names the fields (`url`, `settings[2].enabled`); empty for any other error.
+ */
+export function violationsOf(err: unknown): FieldViolation[] {
+  if (!(err instanceof ConnectError)) return [];
+  const out: FieldViolation[] = [];
+  for (const d of err.details) {
+    if ('type' in d && d.type === 'google.rpc.BadRequest') out.push(...decodeBadRequest(d.value));
+  }
+  return out;
+}
 
 /** A refused or failed write, in words a user understands. */
 export function explain(err: unknown): string {
