@@ -2,7 +2,8 @@
 # The web image serves the app: builds localhost/folio/web:<tag> (scripts/build-images.sh
 # --web-only, from web/build as it is), runs it as k8s/base/web.yaml does (uid 65532, read-only
 # root with /tmp writable, no capabilities, no privilege escalation) and fetches with curl:
-#   /healthz 200; /p/<token> is index.html with no-store and no-referrer, its token not logged;
+#   /healthz 200; /p/<token> and /invite/<token> are index.html with no-store and no-referrer,
+#   their tokens not logged;
 #   / is web/build/index.html byte for byte (text/html, no-cache); a deep link
 #   (/proposals/<uuid>) gets the same index.html (SPA fallback); a hashed asset comes as
 #   JavaScript, cached immutable, gzip-encoded from its .gz when asked; a missing asset is a 404,
@@ -69,6 +70,14 @@ grep -qi '^referrer-policy: no-referrer' "$work/headers" || fail "the client's p
 echo "web-image: ok  the client's page sends Referrer-Policy: no-referrer"
 if docker logs "$name" 2>&1 | grep -q "$token"; then fail "the access log holds a client link's token"; fi
 echo "web-image: ok  the client link's token is not in the access log"
+invite=invitation-token-must-not-be-logged-0123456789
+expect "an invitation /invite/<token> (never cached)" "$(get "/invite/$invite")" '^200 .*text/html.*no-store'
+cmp -s "$work/body" web/build/index.html || fail "the invitation page did not get index.html"
+grep -qi '^referrer-policy: no-referrer' "$work/headers" || fail "the invitation page may leak its token in Referer headers"
+echo "web-image: ok  the invitation page sends Referrer-Policy: no-referrer"
+if docker logs "$name" 2>&1 | grep -q "$invite"; then fail "the access log holds an invitation's token"; fi
+docker logs "$name" 2>&1 | grep -q 'GET /proposals/new' || fail "the access log is not written, so it proves nothing about tokens"
+echo "web-image: ok  the invitation's token is not in the access log (which logs other paths)"
 expect "/dev-users.json" "$(get /dev-users.json)" '^404'
 expect "/v1/shape (the Gateway's, not this server's)" "$(get '/v1/shape?table=proposals')" '^404'
 
