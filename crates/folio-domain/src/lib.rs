@@ -1,6 +1,7 @@
 //! Pure domain types shared by every Folio service. Nothing here does I/O.
 
 pub mod error_code;
+pub mod file_names;
 pub mod ids;
 pub mod lsn;
 pub mod money;

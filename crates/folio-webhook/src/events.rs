@@ -61,6 +61,33 @@ pub struct ProposalEvent {
     pub previous_status: Option<String>,
     /// The id of the change that caused the event (stable across redeliveries).
     pub event_id: String,
+    /// On `proposal.accepted` when the client accepted on their page: the e-signature. Absent
+    /// otherwise (e.g. when agency staff recorded the acceptance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureRecord>,
+}
+
+/// A client's e-signature, as recorded when they accepted on the proposal's page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SignatureRecord {
+    /// The signature record's id (also on the signed copy's certificate).
+    pub id: Uuid,
+    /// The full name the client typed.
+    pub signer_name: String,
+    /// RFC 3339, UTC.
+    pub signed_at: String,
+    /// The client ticked "I agree to sign electronically".
+    pub consent: bool,
+    /// The proposal version that was signed.
+    pub proposal_version: i64,
+    /// SHA-256 (hex) of the exact PDF the client was shown and signed.
+    pub document_sha256: String,
+    /// The capability link the client used (its id; the token is never stored).
+    pub link_id: Uuid,
+    /// The signer's IP address as the gateway saw it.
+    pub ip_address: Option<String>,
+    /// The signer's browser user agent.
+    pub user_agent: Option<String>,
 }
 
 /// `data` of `webhook.test`.
@@ -92,7 +119,10 @@ pub fn catalogue() -> Vec<EventTypeInfo> {
         proposal("proposal.updated", "A proposal's content, line items, client or dates changed."),
         proposal("proposal.sent", "A proposal was sent to its client."),
         proposal("proposal.viewed", "The client opened a sent proposal for the first time."),
-        proposal("proposal.accepted", "The client accepted the proposal."),
+        proposal(
+            "proposal.accepted",
+            "The client accepted the proposal. When they signed on their page, `data.signature` is the e-signature record.",
+        ),
         proposal("proposal.declined", "The client declined the proposal."),
         proposal("proposal.withdrawn", "The agency withdrew a sent proposal."),
         proposal("proposal.reopened", "A withdrawn proposal went back to draft."),
@@ -164,7 +194,12 @@ mod tests {
             valid_until: Some(time::macros::date!(2027 - 01 - 31)),
             version: 2,
         };
-        let data = ProposalEvent { proposal: snapshot, previous_status: Some("draft".into()), event_id: "e".into() };
+        let data = ProposalEvent {
+            proposal: snapshot,
+            previous_status: Some("draft".into()),
+            event_id: "e".into(),
+            signature: None,
+        };
         let msg = Message::new("proposal.sent", OffsetDateTime::UNIX_EPOCH, data).to_value();
         assert_eq!(msg["type"], "proposal.sent");
         assert_eq!(msg["timestamp"], "1970-01-01T00:00:00Z");

@@ -7,7 +7,7 @@
 //! payload carries the link's id, and the token is recomputed when the email is rendered.
 
 use folio_auth::client_link::ClientLinkKey;
-use folio_webhook::events::ProposalSnapshot;
+use folio_webhook::events::{ProposalSnapshot, SignatureRecord};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -37,6 +37,46 @@ pub async fn decline_reason(
     .fetch_optional(conn)
     .await?;
     Ok(reason.flatten())
+}
+
+#[derive(sqlx::FromRow)]
+struct SignatureRow {
+    id: Uuid,
+    signer_name: String,
+    responded_at: time::OffsetDateTime,
+    consent: bool,
+    proposal_version: i64,
+    pdf_sha256: String,
+    link_id: Uuid,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// The client's e-signature, when they accepted on their page (not when staff recorded it).
+pub async fn signature(
+    conn: &mut PgConnection,
+    proposal: &ProposalSnapshot,
+) -> Result<Option<SignatureRecord>, sqlx::Error> {
+    let row: Option<SignatureRow> = sqlx::query_as(
+        "SELECT id, signer_name, responded_at, consent, proposal_version, pdf_sha256, link_id, \
+         host(ip_address) AS ip_address, user_agent FROM proposal_responses \
+         WHERE proposal_id = $1 AND agency_id = $2 AND decision = 'accepted'",
+    )
+    .bind(proposal.id)
+    .bind(proposal.agency_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| SignatureRecord {
+        id: r.id,
+        signer_name: r.signer_name,
+        signed_at: folio_webhook::events::rfc3339(r.responded_at),
+        consent: r.consent,
+        proposal_version: r.proposal_version,
+        document_sha256: r.pdf_sha256,
+        link_id: r.link_id,
+        ip_address: r.ip_address,
+        user_agent: r.user_agent,
+    }))
 }
 
 /// The URL the client opens: `<public base>/p/<token>`, through the gateway.

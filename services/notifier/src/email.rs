@@ -29,6 +29,13 @@ use crate::{
 const TEXT_TEMPLATE: &str = include_str!("../templates/email.txt");
 const HTML_TEMPLATE: &str = include_str!("../templates/email.html");
 
+/// A PDF an email carries (the signed copy of an acceptance).
+#[derive(Debug, Clone)]
+pub struct PdfAttachment {
+    pub filename: String,
+    pub bytes: Vec<u8>,
+}
+
 #[derive(Debug, Clone)]
 pub struct RenderedEmail {
     pub to: String,
@@ -67,6 +74,9 @@ enum Payload {
         /// What the client wrote when declining on their page (issue 20).
         #[serde(default)]
         decline_reason: Option<String>,
+        /// The acceptance whose signed copy this email carries (issue 20).
+        #[serde(default)]
+        signed_copy: Option<Uuid>,
     },
     EndpointDisabled {
         user_id: Option<Uuid>,
@@ -130,9 +140,17 @@ impl Mailer {
                 proposal,
                 link_id,
                 decline_reason,
+                signed_copy,
             } => {
                 let mut w =
                     self.proposal_wording(event_type, audience, &proposal, &client_name, &owner_name, &agency_name);
+                if signed_copy.is_some() {
+                    w.body.push_str(if audience == Audience::Client {
+                        " Your signed copy is attached: the proposal exactly as you signed it, with its signature certificate."
+                    } else {
+                        " The signed copy is attached: the proposal exactly as the client signed it, with its signature certificate."
+                    });
+                }
                 if let (Audience::Client, Some(link)) = (audience, link_id) {
                     w.link = crate::client_links::url(&self.public_base_url, &self.client_links, link);
                 }
@@ -214,6 +232,11 @@ impl Mailer {
                 "Your proposal was opened".into(),
                 format!("{client} opened the proposal “{title}” ({total})."),
             ),
+            ("proposal.accepted", Audience::Client) => (
+                format!("You accepted “{title}”"),
+                format!("Thank you, {client}"),
+                format!("You accepted the proposal “{title}” from {agency} for {total}."),
+            ),
             ("proposal.accepted", _) => (
                 format!("“{title}” was accepted"),
                 "Proposal accepted".into(),
@@ -244,7 +267,12 @@ impl Mailer {
         Wording { subject, heading, body, link, link_label }
     }
 
-    fn message(&self, delivery: &Delivery, email: &RenderedEmail) -> Result<Message, RenderError> {
+    fn message(
+        &self,
+        delivery: &Delivery,
+        email: &RenderedEmail,
+        attachment: Option<&PdfAttachment>,
+    ) -> Result<Message, RenderError> {
         let to: Mailbox = email.to.parse().map_err(|_| RenderError::Address(email.to.clone()))?;
         let mut builder = Message::builder()
             .from(self.from.clone())
@@ -261,13 +289,22 @@ impl Mailer {
                     "List-Unsubscribe=One-Click".to_owned(),
                 ));
         }
-        Ok(builder.multipart(MultiPart::alternative_plain_html(email.text.clone(), email.html.clone()))?)
+        let body = MultiPart::alternative_plain_html(email.text.clone(), email.html.clone());
+        Ok(match attachment {
+            None => builder.multipart(body)?,
+            Some(pdf) => builder.multipart(
+                MultiPart::mixed().multipart(body).singlepart(
+                    lettre::message::Attachment::new(pdf.filename.clone())
+                        .body(pdf.bytes.clone(), "application/pdf".parse().expect("a valid content type")),
+                ),
+            )?,
+        })
     }
 
     /// One SMTP attempt; `permanent` when the server refused for good (5xx) or the email
     /// cannot be built.
-    pub async fn send(&self, delivery: &Delivery) -> (AttemptLog, bool) {
-        let message = match self.render(delivery).and_then(|e| self.message(delivery, &e)) {
+    pub async fn send(&self, delivery: &Delivery, attachment: Option<&PdfAttachment>) -> (AttemptLog, bool) {
+        let message = match self.render(delivery).and_then(|e| self.message(delivery, &e, attachment)) {
             Ok(m) => m,
             Err(e) => return (AttemptLog { error: Some(crate::chain(&e)), ..Default::default() }, true),
         };

@@ -117,6 +117,7 @@ pub async fn deliveries_for(
         let base = EmailFacts { event_id, transition: t, occurred_at, client: client.as_ref(), due_at: now };
         let mut people =
             People { agency, agency_name: &agency_name, team: &team, opted_out: &opted_out, out: &mut out };
+        let mut signature = None;
         match t.event_type {
             EventType::Sent => {
                 if let Some((email, name)) = &client {
@@ -132,6 +133,23 @@ pub async fn deliveries_for(
             EventType::Accepted | EventType::Declined => {
                 let first = people.out.len();
                 people.owner(&base);
+                // Signed on the client's page: the owner's email carries the signed copy, and
+                // the client gets theirs (both attached once pdf-render has made it).
+                if t.event_type == EventType::Accepted
+                    && let Some(sig) = crate::client_links::signature(conn, &t.proposal).await?
+                {
+                    if let Some(owner_email) = people.out.get_mut(first) {
+                        owner_email.payload["signed_copy"] = json!(sig.id);
+                    }
+                    if let Some((email, name)) = &client {
+                        people.email(&base, Audience::Client, None, email, name);
+                        if let Some(client_email) = people.out.last_mut() {
+                            client_email.payload["signed_copy"] = json!(sig.id);
+                            client_email.payload["link_id"] = json!(sig.link_id);
+                        }
+                    }
+                    signature = Some(sig);
+                }
                 for m in team.iter().filter(|m| m.id != t.proposal.owner_id) {
                     people.email(&base, Audience::Team, Some(m.id), &m.email, &m.name);
                 }
@@ -146,7 +164,11 @@ pub async fn deliveries_for(
             }
             _ => {}
         }
-        let payload = webhook_payload(t.event_type, &t.proposal, t.previous_status.as_deref(), event_id, occurred_at);
+        let mut payload =
+            webhook_payload(t.event_type, &t.proposal, t.previous_status.as_deref(), event_id, occurred_at);
+        if let Some(sig) = signature.take() {
+            payload["data"]["signature"] = json!(sig);
+        }
         webhooks(conn, agency, event_id, t.event_type, &t.proposal, payload, now, &mut out).await?;
     }
 
@@ -287,6 +309,7 @@ pub fn webhook_payload(
         proposal: proposal.clone(),
         previous_status: previous_status.map(str::to_owned),
         event_id: event_id.to_owned(),
+        signature: None,
     };
     Message::new(event_type.as_str(), occurred_at, data).to_value()
 }

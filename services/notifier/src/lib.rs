@@ -20,6 +20,7 @@ pub mod invitations;
 pub mod preferences;
 pub mod retry;
 pub mod scheduler;
+pub mod signed_copies;
 pub mod store;
 pub mod transitions;
 pub mod txn;
@@ -57,6 +58,8 @@ pub struct Ctx {
     pub dead_letters: dead_letter::DeadLetters,
     /// Sends invitation emails from `folio.jobs.invitation`.
     pub invitations: invitations::InvitationMailer,
+    /// Reads the signed copies emails carry from the PDF bucket.
+    pub js: async_nats::jetstream::Context,
 }
 
 /// The notifier with its listeners bound, not yet running.
@@ -128,6 +131,7 @@ impl Bound {
             replica: uuid::Uuid::new_v4(),
             auth: config.jwt.authenticator(),
             dead_letters: dead_letter::DeadLetters::new(async_nats::jetstream::new(nats.clone()), &config.bus),
+            js: async_nats::jetstream::new(nats.clone()),
             config,
         });
 

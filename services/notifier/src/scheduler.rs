@@ -195,7 +195,19 @@ async fn decide(ctx: &Ctx, d: &Delivery) -> Result<(Decision, Option<Uuid>), sql
                     return Ok((Decision::Skip(format!("recipient opted out of {}", d.event_type)), None));
                 }
             }
-            let (log, permanent) = ctx.mailer.send(d).await;
+            let attachment = match crate::signed_copies::wanted(d) {
+                None => None,
+                Some(response) => match crate::signed_copies::fetch(ctx, response).await {
+                    Ok(pdf) => Some(pdf),
+                    Err(e) => {
+                        // Nothing was sent: a failed attempt, retried unless it cannot come right.
+                        let log = AttemptLog { error: Some(chain(&e)), ..Default::default() };
+                        let permanent = e.is_permanent();
+                        return Ok((Decision::Attempted { log, permanent, retry_after: None }, None));
+                    }
+                },
+            };
+            let (log, permanent) = ctx.mailer.send(d, attachment.as_ref()).await;
             Ok((Decision::Attempted { log, permanent, retry_after: None }, None))
         }
         "webhook" => {

@@ -225,6 +225,104 @@ pub async fn proposal_document(
     })
 }
 
+/// What a signed copy is made of: the acceptance's record and the PDF it names.
+#[derive(Debug, Clone)]
+pub struct SignedCopyContext {
+    pub response_id: Uuid,
+    pub proposal_id: Uuid,
+    pub proposal_version: i64,
+    /// The signed PDF, by the name it has in the object store.
+    pub original_sha256: String,
+    /// Signing day (UTC): the PDF's creation date, so the copy renders the same every time.
+    pub date: Date,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignedCopyError {
+    #[error("acceptance {0} does not exist (yet)")]
+    NotVisible(Uuid),
+    #[error("response {0} is a decline: there is nothing signed")]
+    NotAnAcceptance(Uuid),
+    #[error("the signed PDF {0} has no ready rendition on record")]
+    UnknownPdf(String),
+    #[error("failed to read the acceptance")]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(sqlx::FromRow)]
+struct SignatureRow {
+    proposal_id: Uuid,
+    decision: String,
+    proposal_version: i64,
+    signer_name: Option<String>,
+    pdf_sha256: Option<String>,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+    responded_at: OffsetDateTime,
+    link_id: Uuid,
+    recipient: String,
+    title: String,
+    agency_name: String,
+    brand_color: String,
+    client_name: String,
+    client_company: String,
+    original_pages: Option<i32>,
+}
+
+/// Loads the acceptance `response_id` for its signed copy. Everything on the certificate is
+/// read from the record, none of it from the clock, so producing it again gives the same bytes.
+pub async fn load_signed_copy(pool: &PgPool, response_id: Uuid) -> Result<SignedCopyContext, SignedCopyError> {
+    let row: SignatureRow = sqlx::query_as(
+        "SELECT r.proposal_id, r.decision, r.proposal_version, r.signer_name, r.pdf_sha256, host(r.ip_address) AS ip_address, \
+         r.user_agent, r.responded_at, r.link_id, l.recipient, p.title, a.name AS agency_name, a.brand_color, \
+         c.name AS client_name, c.company AS client_company, \
+         (SELECT page_count FROM pdf_renditions WHERE proposal_id = r.proposal_id AND pdf_sha256 = r.pdf_sha256 \
+           AND status = 'ready' AND page_count IS NOT NULL LIMIT 1) AS original_pages \
+         FROM proposal_responses r JOIN client_links l ON l.id = r.link_id JOIN proposals p ON p.id = r.proposal_id \
+         JOIN agencies a ON a.id = r.agency_id JOIN clients c ON c.id = p.client_id WHERE r.id = $1",
+    )
+    .bind(response_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(SignedCopyError::NotVisible(response_id))?;
+    let (Some(signer), Some(sha256)) = (row.signer_name.filter(|_| row.decision == "accepted"), row.pdf_sha256) else {
+        return Err(SignedCopyError::NotAnAcceptance(response_id));
+    };
+    let pages = row.original_pages.ok_or_else(|| SignedCopyError::UnknownPdf(sha256.clone()))?;
+    let at = row.responded_at.to_offset(time::UtcOffset::UTC);
+    let signed_at = format!("{} {:02}:{:02}:{:02} UTC", format_date(at.date()), at.hour(), at.minute(), at.second());
+    let data = json!({
+        "agency": { "name": row.agency_name, "brand_color": row.brand_color },
+        "proposal": {
+            "title": row.title,
+            "number": row.proposal_id.simple().to_string()[..8].to_uppercase(),
+        },
+        "client": { "name": row.client_name, "company": row.client_company },
+        "original": { "pages": pages },
+        "signature": {
+            "record_id": response_id,
+            "signer_name": signer,
+            "signed_at": signed_at,
+            "proposal_version": row.proposal_version,
+            "document_sha256": sha256,
+            // The link's id, never its token (a credential); the first block is enough to tell links apart.
+            "link_ref": row.link_id.simple().to_string()[..8].to_owned(),
+            "recipient": row.recipient,
+            "ip_address": row.ip_address.unwrap_or_else(|| "not recorded".into()),
+            "user_agent": row.user_agent.filter(|ua| !ua.trim().is_empty()).unwrap_or_else(|| "not recorded".into()),
+        },
+    });
+    Ok(SignedCopyContext {
+        response_id,
+        proposal_id: row.proposal_id,
+        proposal_version: row.proposal_version,
+        original_sha256: sha256,
+        date: at.date(),
+        data,
+    })
+}
+
 /// 1500 → "1.5", 2000 → "2", 1250 → "1.25".
 pub fn format_quantity(milli: i64) -> String {
     let whole = milli / 1000;

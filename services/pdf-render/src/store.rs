@@ -2,7 +2,7 @@
 //! status and facts into `pdf_renditions` (which syncs to browsers through the shape edge).
 
 use async_nats::jetstream::{self, object_store::ObjectStore};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::render::RenderedPdf;
@@ -15,6 +15,23 @@ pub enum StoreError {
     Bucket { bucket: String, source: jetstream::context::CreateObjectStoreError },
     #[error("failed to store the PDF {sha256}")]
     Put { sha256: String, source: jetstream::object_store::PutError },
+    #[error("failed to read the PDF {sha256}")]
+    Get { sha256: String, source: std::io::Error },
+    #[error("the stored PDF {sha256} is missing")]
+    Missing { sha256: String, source: jetstream::object_store::GetError },
+    #[error("the stored PDF {sha256} does not hash to its name")]
+    Corrupt { sha256: String },
+}
+
+impl StoreError {
+    /// No retry can bring back a PDF that is gone or damaged.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::Missing { source, .. } => source.kind() == jetstream::object_store::GetErrorKind::NotFound,
+            StoreError::Corrupt { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 pub async fn open_bucket(js: &jetstream::Context, bucket: &str, replicas: usize) -> Result<ObjectStore, StoreError> {
@@ -48,6 +65,22 @@ pub async fn put_pdf(store: &ObjectStore, pdf: &RenderedPdf) -> Result<(), Store
         .await
         .map(|_| ())
         .map_err(|source| StoreError::Put { sha256: pdf.sha256.clone(), source })
+}
+
+/// The PDF named `sha256`, checked against its name: a signed copy must show exactly the bytes
+/// that were signed.
+pub async fn get_pdf(store: &ObjectStore, sha256: &str) -> Result<Vec<u8>, StoreError> {
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncReadExt as _;
+    let mut object =
+        store.get(sha256).await.map_err(|source| StoreError::Missing { sha256: sha256.to_owned(), source })?;
+    let mut bytes = Vec::new();
+    object.read_to_end(&mut bytes).await.map_err(|source| StoreError::Get { sha256: sha256.to_owned(), source })?;
+    let actual: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    if actual != sha256 {
+        return Err(StoreError::Corrupt { sha256: sha256.to_owned() });
+    }
+    Ok(bytes)
 }
 
 /// A session-level advisory lock on one rendition: held by the one worker rendering it, and
@@ -94,29 +127,66 @@ impl Drop for RenditionLock {
     }
 }
 
-pub async fn current_status(conn: &mut PgConnection, rendition: Uuid) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT status FROM pdf_renditions WHERE id = $1")
-        .bind(rendition)
+/// What a job renders: a rendition of a proposal version, or the signed copy of an acceptance.
+/// Both record their progress in the same columns of their own table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Rendition(Uuid),
+    /// Keyed by the acceptance (`proposal_responses.id`).
+    SignedCopy(Uuid),
+}
+
+impl Target {
+    pub fn id(self) -> Uuid {
+        match self {
+            Target::Rendition(id) | Target::SignedCopy(id) => id,
+        }
+    }
+
+    /// `(table, key column)`: fixed names, never input, so the formatted SQL below is safe.
+    fn table(self) -> (&'static str, &'static str) {
+        match self {
+            Target::Rendition(_) => ("pdf_renditions", "id"),
+            Target::SignedCopy(_) => ("signed_copies", "response_id"),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Rendition(id) => write!(f, "rendition {id}"),
+            Target::SignedCopy(id) => write!(f, "signed copy of acceptance {id}"),
+        }
+    }
+}
+
+pub async fn current_status(conn: &mut PgConnection, target: Target) -> Result<Option<String>, StoreError> {
+    let (table, key) = target.table();
+    Ok(sqlx::query_scalar(AssertSqlSafe(format!("SELECT status FROM {table} WHERE {key} = $1")))
+        .bind(target.id())
         .fetch_optional(conn)
         .await?)
 }
 
-pub async fn mark_rendering(conn: &mut PgConnection, rendition: Uuid) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE pdf_renditions SET status = 'rendering', failure_reason = NULL WHERE id = $1 AND status <> 'ready'",
-    )
-    .bind(rendition)
+pub async fn mark_rendering(conn: &mut PgConnection, target: Target) -> Result<(), StoreError> {
+    let (table, key) = target.table();
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {table} SET status = 'rendering', failure_reason = NULL WHERE {key} = $1 AND status <> 'ready'"
+    )))
+    .bind(target.id())
     .execute(conn)
     .await?;
     Ok(())
 }
 
-pub async fn mark_ready(conn: &mut PgConnection, rendition: Uuid, pdf: &RenderedPdf) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE pdf_renditions SET status = 'ready', failure_reason = NULL, pdf_sha256 = $2, size_bytes = $3, \
-         page_count = $4, rendered_at = now() WHERE id = $1",
-    )
-    .bind(rendition)
+pub async fn mark_ready(conn: &mut PgConnection, target: Target, pdf: &RenderedPdf) -> Result<(), StoreError> {
+    let (table, key) = target.table();
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {table} SET status = 'ready', failure_reason = NULL, pdf_sha256 = $2, size_bytes = $3, \
+         page_count = $4, rendered_at = now() WHERE {key} = $1"
+    )))
+    .bind(target.id())
     .bind(&pdf.sha256)
     .bind(pdf.bytes.len() as i64)
     .bind(pdf.pages as i32)
@@ -125,13 +195,16 @@ pub async fn mark_ready(conn: &mut PgConnection, rendition: Uuid, pdf: &Rendered
     Ok(())
 }
 
-pub async fn mark_failed(pool: &PgPool, rendition: Uuid, reason: &str) -> Result<(), StoreError> {
+pub async fn mark_failed(pool: &PgPool, target: Target, reason: &str) -> Result<(), StoreError> {
     // Reasons are shown to users; keep them readable and bounded.
     let reason: String = reason.chars().take(2_000).collect();
-    sqlx::query("UPDATE pdf_renditions SET status = 'failed', failure_reason = $2 WHERE id = $1 AND status <> 'ready'")
-        .bind(rendition)
-        .bind(reason)
-        .execute(pool)
-        .await?;
+    let (table, key) = target.table();
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {table} SET status = 'failed', failure_reason = $2 WHERE {key} = $1 AND status <> 'ready'"
+    )))
+    .bind(target.id())
+    .bind(reason)
+    .execute(pool)
+    .await?;
     Ok(())
 }

@@ -15,10 +15,10 @@ use uuid::Uuid;
 
 use crate::{
     Shared,
-    document::{self, LoadError},
-    render::{self, DEFAULT_TEMPLATE},
+    document::{self, LoadError, SignedCopyError},
+    render::{self, DEFAULT_TEMPLATE, SIGNED_COPY_TEMPLATE},
     sandbox::{SandboxError, protocol::RenderRequest},
-    store::{self, RenditionLock},
+    store::{self, RenditionLock, Target},
 };
 
 /// How long one pull waits on the server for a job before it is renewed.
@@ -41,10 +41,14 @@ enum JobError {
     Payload(#[source] prost::DecodeError),
     #[error("rendition_id {0:?} is not a UUID")]
     RenditionId(String),
-    #[error("rendition {0} does not exist (yet)")]
-    RenditionNotVisible(Uuid),
+    #[error("signed_response_id {0:?} is not a UUID")]
+    ResponseId(String),
+    #[error("{0} does not exist (yet)")]
+    NotVisible(Target),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    SignedCopy(#[from] SignedCopyError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
@@ -67,14 +71,16 @@ enum Retry {
 impl JobError {
     fn retry(&self) -> Retry {
         match self {
-            JobError::Payload(_) | JobError::RenditionId(_) => Retry::Never,
+            JobError::Payload(_) | JobError::RenditionId(_) | JobError::ResponseId(_) => Retry::Never,
             // Over a limit or a template error: the same template fails the same way again.
             JobError::Render(e) if e.is_permanent() => Retry::Never,
             JobError::Render(_) => Retry::Transient,
-            JobError::RenditionNotVisible(_) => Retry::NotVisible,
+            JobError::NotVisible(_) | JobError::SignedCopy(SignedCopyError::NotVisible(_)) => Retry::NotVisible,
             JobError::Load(e) if e.is_not_visible() => Retry::NotVisible,
             JobError::Load(e) if e.is_permanent() => Retry::Never,
-            JobError::Load(_) | JobError::Store(_) => Retry::Transient,
+            JobError::SignedCopy(SignedCopyError::NotAnAcceptance(_) | SignedCopyError::UnknownPdf(_)) => Retry::Never,
+            JobError::Store(e) if e.is_permanent() => Retry::Never,
+            JobError::Load(_) | JobError::SignedCopy(_) | JobError::Store(_) => Retry::Transient,
         }
     }
 
@@ -186,6 +192,7 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
         stream_seq = seq,
         delivered,
         rendition_id = tracing::field::Empty,
+        response_id = tracing::field::Empty,
         proposal_id = tracing::field::Empty
     );
     async {
@@ -243,62 +250,111 @@ pub(crate) fn backoff(first: Duration, delivered: i64) -> Duration {
     first.saturating_mul(factor).min(Duration::from_secs(300))
 }
 
+/// What `job` asks to render.
+fn target_of(job: &RenderPdfJob) -> Result<Target, JobError> {
+    if job.signed_response_id.is_empty() {
+        Uuid::parse_str(&job.rendition_id)
+            .map(Target::Rendition)
+            .map_err(|_| JobError::RenditionId(job.rendition_id.clone()))
+    } else {
+        Uuid::parse_str(&job.signed_response_id)
+            .map(Target::SignedCopy)
+            .map_err(|_| JobError::ResponseId(job.signed_response_id.clone()))
+    }
+}
+
 async fn process(shared: &Shared, message: &jetstream::Message) -> Result<Outcome, JobError> {
     let job = RenderPdfJob::decode(message.payload.as_ref()).map_err(JobError::Payload)?;
     let span = tracing::Span::current();
     folio_bus::trace_context::set_parent_from_traceparent(&span, &job.traceparent);
     span.record("rendition_id", job.rendition_id.as_str());
     span.record("proposal_id", job.proposal_id.as_str());
-    let rendition = Uuid::parse_str(&job.rendition_id).map_err(|_| JobError::RenditionId(job.rendition_id.clone()))?;
+    if !job.signed_response_id.is_empty() {
+        span.record("response_id", job.signed_response_id.as_str());
+    }
+    let target = target_of(&job)?;
 
-    let Some(mut lock) = RenditionLock::try_acquire(&shared.pool, rendition).await? else {
+    let Some(mut lock) = RenditionLock::try_acquire(&shared.pool, target.id()).await? else {
         return Ok(Outcome::Busy);
     };
-    let outcome = process_locked(shared, message, rendition, &mut lock).await;
+    let outcome = process_locked(shared, message, target, &mut lock).await;
     lock.release().await;
     outcome
 }
 
-/// The job's work while this worker holds the rendition's lock.
+/// The job's work while this worker holds its target's lock.
 async fn process_locked(
     shared: &Shared,
     message: &jetstream::Message,
-    rendition: Uuid,
+    target: Target,
     lock: &mut RenditionLock,
 ) -> Result<Outcome, JobError> {
-    match store::current_status(lock.conn(), rendition).await? {
-        // Not committed yet as far as this session can see; RequestPdf writes row and job together.
-        None => return Err(JobError::RenditionNotVisible(rendition)),
+    match store::current_status(lock.conn(), target).await? {
+        // Not committed yet as far as this session can see; the row and its job commit together.
+        None => return Err(JobError::NotVisible(target)),
         Some(status) if status == "ready" => return Ok(Outcome::AlreadyReady),
         Some(_) => {}
     }
-    let context = match document::load(&shared.pool, rendition).await {
-        Ok(context) => context,
-        Err(e) => {
-            let err = JobError::from(e);
+    let request = match render_request(shared, target).await {
+        Ok(request) => request,
+        Err(err) => {
             if err.retry() == Retry::Never {
-                store::mark_failed(&shared.pool, rendition, &err.reason()).await?;
+                store::mark_failed(&shared.pool, target, &err.reason()).await?;
             }
             return Err(err);
         }
     };
-    store::mark_rendering(lock.conn(), rendition).await?;
+    store::mark_rendering(lock.conn(), target).await?;
 
-    let rendered = render_with_heartbeat(shared, message, context).await;
+    let rendered = render_with_heartbeat(shared, message, &request).await;
     let pdf = match rendered {
         Ok(pdf) => pdf,
         Err(failure) => {
             let err = JobError::Render(failure);
             if err.retry() == Retry::Never {
-                store::mark_failed(&shared.pool, rendition, &err.reason()).await?;
+                store::mark_failed(&shared.pool, target, &err.reason()).await?;
             }
             return Err(err);
         }
     };
     store::put_pdf(&shared.bucket, &pdf).await?;
-    store::mark_ready(lock.conn(), rendition, &pdf).await?;
+    store::mark_ready(lock.conn(), target, &pdf).await?;
     tracing::info!(pages = pdf.pages, bytes = pdf.bytes.len(), sha256 = %pdf.sha256, "rendered");
     Ok(Outcome::Rendered)
+}
+
+/// What the sandbox is asked to render for `target`.
+async fn render_request(shared: &Shared, target: Target) -> Result<RenderRequest, JobError> {
+    match target {
+        Target::Rendition(rendition) => {
+            let context = document::load(&shared.pool, rendition).await?;
+            Ok(RenderRequest {
+                template: context.template_body.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
+                data: context.data,
+                logo_svg: context.logo_svg,
+                date: context.date,
+                ident: format!("folio/{}/{}", context.proposal_id, context.proposal_version),
+                original_pdf: None,
+            })
+        }
+        Target::SignedCopy(response) => {
+            let context = document::load_signed_copy(&shared.pool, response).await?;
+            let original = store::get_pdf(&shared.bucket, &context.original_sha256).await?;
+            Ok(signed_copy_request(context, original))
+        }
+    }
+}
+
+/// The signed copy's render: the same inputs always give the same bytes.
+pub fn signed_copy_request(context: document::SignedCopyContext, original: Vec<u8>) -> RenderRequest {
+    RenderRequest {
+        template: SIGNED_COPY_TEMPLATE.to_owned(),
+        data: context.data,
+        logo_svg: None,
+        date: context.date,
+        ident: format!("folio/{}/{}/signed/{}", context.proposal_id, context.proposal_version, context.response_id),
+        original_pdf: Some(original),
+    }
 }
 
 /// Renders in a sandboxed worker (which enforces the time and memory limits) while telling
@@ -306,17 +362,10 @@ async fn process_locked(
 async fn render_with_heartbeat(
     shared: &Shared,
     message: &jetstream::Message,
-    context: document::RenditionContext,
+    request: &RenderRequest,
 ) -> Result<render::RenderedPdf, SandboxError> {
     let started = std::time::Instant::now();
-    let request = RenderRequest {
-        template: context.template_body.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
-        data: context.data,
-        logo_svg: context.logo_svg,
-        date: context.date,
-        ident: format!("folio/{}/{}", context.proposal_id, context.proposal_version),
-    };
-    let render = shared.renderers.render(&request);
+    let render = shared.renderers.render(request);
     tokio::pin!(render);
     let beat = (shared.config.ack_wait / 3).max(Duration::from_millis(100));
     let result = loop {
@@ -371,23 +420,23 @@ async fn dead_letter(shared: &Shared, payload: &[u8], reason: &str, delivered: i
     }
 }
 
-/// Marks the job's rendition failed, unless a worker is rendering it right now (it holds the
-/// rendition's lock; its own outcome will be recorded) or it is already ready.
+/// Marks the job's rendition (or signed copy) failed, unless a worker is rendering it right now
+/// (it holds the lock; its own outcome will be recorded) or it is already ready.
 async fn fail_rendition(shared: &Shared, payload: &[u8], reason: &str) {
-    let Some(rendition) = RenderPdfJob::decode(payload).ok().and_then(|j| Uuid::parse_str(&j.rendition_id).ok()) else {
+    let Some(target) = RenderPdfJob::decode(payload).ok().and_then(|j| target_of(&j).ok()) else {
         return;
     };
-    match RenditionLock::try_acquire(&shared.pool, rendition).await {
+    match RenditionLock::try_acquire(&shared.pool, target.id()).await {
         Ok(Some(lock)) => {
-            if let Err(e) = store::mark_failed(&shared.pool, rendition, reason).await {
-                tracing::error!("failed to mark rendition {rendition} failed: {e}");
+            if let Err(e) = store::mark_failed(&shared.pool, target, reason).await {
+                tracing::error!("failed to mark the {target} failed: {e}");
             }
             lock.release().await;
         }
         Ok(None) => {
-            tracing::info!(%rendition, "rendition is being rendered elsewhere; its status is left to that worker")
+            tracing::info!(%target, "being rendered elsewhere; its status is left to that worker")
         }
-        Err(e) => tracing::error!("failed to mark rendition {rendition} failed: {e}"),
+        Err(e) => tracing::error!("failed to mark the {target} failed: {e}"),
     }
 }
 

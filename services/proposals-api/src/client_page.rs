@@ -86,6 +86,7 @@ pub fn routes(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/v1/client/{token}", get(show))
         .route("/v1/client/{token}/pdf", get(pdf))
+        .route("/v1/client/{token}/signed.pdf", get(signed_pdf))
         .route("/v1/client/{token}/view", post(view))
         .route("/v1/client/{token}/accept", post(accept))
         .route("/v1/client/{token}/decline", post(decline))
@@ -99,6 +100,10 @@ enum ClientError {
     Refused(Refusal),
     Invalid(String),
     PdfNotReady,
+    /// Accepted, and pdf-render has not finished the signed copy yet.
+    SignedCopyNotReady,
+    /// Not accepted through this page: there is no signed copy to wait for.
+    NoSignedCopy,
     Limited(folio_quota::Decision),
 }
 
@@ -125,10 +130,11 @@ impl IntoResponse for ClientError {
         let (code, message) = match self {
             ClientError::Limited(decision) => return decision.to_http_response().into_response(),
             ClientError::Invalid(message) => (ErrorCode::InvalidArgument, message),
-            ClientError::PdfNotReady => {
-                let body = json!({"code": ErrorCode::Unavailable.as_str(), "message": "the PDF is being prepared; retry in a moment"});
-                return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "2")], Json(body)).into_response();
+            ClientError::PdfNotReady => return preparing("the PDF is being prepared; retry in a moment"),
+            ClientError::SignedCopyNotReady => {
+                return preparing("the signed copy is being prepared; retry in a moment");
             }
+            ClientError::NoSignedCopy => (ErrorCode::NotFound, "this proposal has no signed copy".to_owned()),
             ClientError::Refused(r) => match r {
                 Refusal::NoLink => (ErrorCode::NotFound, r.to_string()),
                 Refusal::Changed { .. } | Refusal::OtherPdf => (ErrorCode::Conflict, r.to_string()),
@@ -152,6 +158,11 @@ impl IntoResponse for ClientError {
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(json!({ "code": code.as_str(), "message": message }))).into_response()
     }
+}
+
+fn preparing(message: &str) -> Response {
+    let body = json!({"code": ErrorCode::Unavailable.as_str(), "message": message});
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "2")], Json(body)).into_response()
 }
 
 /// The address the gateway saw (it appends it to `X-Forwarded-For`); the API is reachable from
@@ -238,6 +249,7 @@ fn page(view: &ClientView) -> Value {
         "tax": format(p.tax_minor),
         "total": format(p.total_minor),
         "pdf": view.pdf.as_ref().map(|(sha, size)| json!({ "sha256": sha, "size_bytes": size })),
+        "signed_copy": view.signed_copy.as_ref().map(|(sha, size)| json!({ "sha256": sha, "size_bytes": size })),
         "response": view.response.as_ref().map(|r| json!({
             "decision": r.decision,
             "proposal_version": r.proposal_version,
@@ -320,31 +332,49 @@ async fn pdf(
             ensure_pdf(&routes.state, &link, &view).await?;
             return Err(ClientError::PdfNotReady);
         };
-        let object = crate::pdfs::pdf_store(&routes.state)?.open(&sha).await?;
-        let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(object));
-        let filename = format!("{}-v{}.pdf", slug(&view.proposal.title), view.proposal.version);
-        Ok((
-            StatusCode::OK,
-            [
-                (header::CONTENT_TYPE, "application/pdf".to_owned()),
-                (header::CONTENT_LENGTH, size.to_string()),
-                (header::CONTENT_DISPOSITION, format!("inline; filename=\"{filename}\"")),
-                (header::CACHE_CONTROL, "private, no-store".to_owned()),
-                (header::HeaderName::from_static("folio-pdf-sha256"), sha),
-            ],
-            body,
-        )
-            .into_response())
+        let filename =
+            format!("{}-v{}.pdf", folio_domain::file_names::slug(&view.proposal.title), view.proposal.version);
+        serve_pdf(&routes, sha, size, &filename).await
     }
     .instrument(span("pdf"))
     .await
 }
 
-fn slug(title: &str) -> String {
-    let s: String =
-        title.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).take(60).collect();
-    let s = s.trim_matches('-').to_owned();
-    if s.is_empty() { "proposal".to_owned() } else { s }
+/// The signed copy of the client's acceptance, once pdf-render has made it.
+async fn signed_pdf(
+    State(routes): State<ClientRoutes>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ClientError> {
+    async {
+        let (_, view) = current(&routes, &token, &headers).await?;
+        let Some((sha, size)) = view.signed_copy.clone() else {
+            let accepted = view.response.as_ref().is_some_and(|r| r.decision == "accepted");
+            return Err(if accepted { ClientError::SignedCopyNotReady } else { ClientError::NoSignedCopy });
+        };
+        let version = view.response.as_ref().map_or(view.proposal.version, |r| r.proposal_version);
+        let filename = folio_domain::file_names::signed_copy(&view.proposal.title, version);
+        serve_pdf(&routes, sha, size, &filename).await
+    }
+    .instrument(span("signed_pdf"))
+    .await
+}
+
+async fn serve_pdf(routes: &ClientRoutes, sha: String, size: i64, filename: &str) -> Result<Response, ClientError> {
+    let object = crate::pdfs::pdf_store(&routes.state)?.open(&sha).await?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(object));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/pdf".to_owned()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_DISPOSITION, format!("inline; filename=\"{filename}\"")),
+            (header::CACHE_CONTROL, "private, no-store".to_owned()),
+            (header::HeaderName::from_static("folio-pdf-sha256"), sha),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -448,11 +478,5 @@ mod tests {
         assert_eq!(super::client_address(&headers), Some("203.0.113.7".parse().unwrap()));
         headers.append("x-forwarded-for", "2001:db8::1".parse().unwrap());
         assert_eq!(super::client_address(&headers), Some("2001:db8::1".parse().unwrap()));
-    }
-
-    #[test]
-    fn pdf_names_are_slugs() {
-        assert_eq!(super::slug("Website redesign, 2027!"), "website-redesign--2027");
-        assert_eq!(super::slug("«»"), "proposal");
     }
 }

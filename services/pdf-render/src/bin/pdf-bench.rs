@@ -46,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         logo_svg: None,
         date: time::macros::date!(2026 - 11 - 26),
         ident: "folio/bench/1".into(),
+        original_pdf: None,
     };
     let warm = render(&input)?;
     let again = render(&input)?;
@@ -66,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         logo_svg: None,
         date: input.date,
         ident,
+        original_pdf: None,
     };
     let sandboxed = runtime.block_on(pool.render(&request(&data, "folio/bench/1".into())))?;
     assert_eq!(sandboxed.sha256, warm.sha256, "the sandbox renders the same bytes");

@@ -2,6 +2,10 @@
 //! templates and for the benchmark. Writes nothing to the database.
 //!
 //!   cargo run -p pdf-render --bin render-proposal -- --all --out-dir docs/examples
+//!
+//! With `--signed-copy <acceptance id>`, makes the signed copy of a client's acceptance again
+//! from its record and the signed PDF in the bucket (NATS), e.g. to check that the copy an
+//! email carried is the one the record gives, byte for byte.
 
 use std::path::PathBuf;
 
@@ -19,6 +23,11 @@ struct Args {
     all: bool,
     #[arg(long, default_value = ".")]
     out_dir: PathBuf,
+    /// Acceptances (`proposal_responses` ids) whose signed copies to make.
+    #[arg(long = "signed-copy")]
+    signed_copies: Vec<uuid::Uuid>,
+    #[command(flatten)]
+    bus: folio_bus::BusArgs,
 }
 
 #[tokio::main]
@@ -34,6 +43,19 @@ async fn main() -> anyhow::Result<()> {
             .await?
     };
     std::fs::create_dir_all(&args.out_dir)?;
+    if !args.signed_copies.is_empty() {
+        let nats = async_nats::connect(&args.bus.nats_url).await?;
+        let bucket = async_nats::jetstream::new(nats).get_object_store(&args.bus.pdf_bucket).await?;
+        for response in &args.signed_copies {
+            let context = pdf_render::document::load_signed_copy(&pool, *response).await?;
+            let original = pdf_render::store::get_pdf(&bucket, &context.original_sha256).await?;
+            let request = pdf_render::worker::signed_copy_request(context, original);
+            let pdf = render(&request.input()).with_context(|| format!("signed copy of {response}"))?;
+            let path = args.out_dir.join(format!("signed-{response}.pdf"));
+            std::fs::write(&path, &pdf.bytes)?;
+            println!("{} ({} pages, {} bytes, sha256 {})", path.display(), pdf.pages, pdf.bytes.len(), pdf.sha256);
+        }
+    }
     for (id, template) in ids {
         let doc = pdf_render::document::proposal_document(&pool, id, template).await?;
         let input = RenderInput {
@@ -42,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
             logo_svg: doc.logo_svg.as_deref(),
             date: doc.date,
             ident: format!("folio/{id}/{}", doc.proposal_version),
+            original_pdf: None,
         };
         let started = std::time::Instant::now();
         let pdf = render(&input).with_context(|| format!("render {id}"))?;

@@ -15,10 +15,16 @@ pub use world::ProposalWorld;
 /// The built-in template, used when a proposal names none.
 pub const DEFAULT_TEMPLATE: &str = include_str!("../../templates/default.typ");
 
+/// The signed copy of an acceptance (issue 20): the signed PDF's pages, a signature certificate
+/// page, and the signed PDF itself attached. Ours, never an agency's.
+pub const SIGNED_COPY_TEMPLATE: &str = include_str!("../../templates/signed-copy.typ");
+
 /// Untrusted input is bounded before it reaches the compiler, which cannot be cancelled.
 pub const MAX_TEMPLATE_BYTES: usize = 256 * 1024;
 pub const MAX_DATA_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_LOGO_BYTES: usize = 512 * 1024;
+/// A signed PDF is one this service rendered, so within what it renders.
+pub const MAX_ORIGINAL_PDF_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -39,6 +45,8 @@ pub struct RenderInput<'a> {
     pub date: time::Date,
     /// Stable document identifier (e.g. proposal id and version).
     pub ident: String,
+    /// The signed PDF a signed copy shows and attaches, as `/original.pdf`.
+    pub original_pdf: Option<&'a [u8]>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,7 +71,11 @@ pub fn render(input: &RenderInput<'_>) -> Result<RenderedPdf, RenderError> {
     }
     let date = input.date;
     let today = Datetime::from_ymd(date.year(), date.month() as u8, date.day()).expect("a valid calendar date");
-    let world = ProposalWorld::new(input.template, data, input.logo_svg.map(|l| l.as_bytes().to_vec()), today);
+    if let Some(original) = input.original_pdf {
+        bounded("the signed PDF", original.len(), MAX_ORIGINAL_PDF_BYTES)?;
+    }
+    let world = ProposalWorld::new(input.template, data, input.logo_svg.map(|l| l.as_bytes().to_vec()), today)
+        .with_original_pdf(input.original_pdf.map(<[u8]>::to_vec));
 
     let document: PagedDocument =
         typst::compile(&world).output.map_err(|errors| describe(&world, input.template, &errors))?;

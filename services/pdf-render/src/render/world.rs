@@ -43,11 +43,13 @@ fn file_id(path: &str) -> FileId {
 static MAIN: LazyLock<FileId> = LazyLock::new(|| file_id("/main.typ"));
 static DATA: LazyLock<FileId> = LazyLock::new(|| file_id("/data.json"));
 static LOGO: LazyLock<FileId> = LazyLock::new(|| file_id("/logo.svg"));
+static ORIGINAL: LazyLock<FileId> = LazyLock::new(|| file_id("/original.pdf"));
 
 pub struct ProposalWorld {
     main: Source,
     data: Bytes,
     logo: Option<Bytes>,
+    original: Option<Bytes>,
     today: Datetime,
 }
 
@@ -57,8 +59,15 @@ impl ProposalWorld {
             main: Source::new(*MAIN, template.to_owned()),
             data: Bytes::new(data_json),
             logo: logo_svg.map(Bytes::new),
+            original: None,
             today,
         }
+    }
+
+    /// The PDF a signed copy is made of, as `/original.pdf`.
+    pub fn with_original_pdf(mut self, pdf: Option<Vec<u8>>) -> Self {
+        self.original = pdf.map(Bytes::new);
+        self
     }
 }
 
@@ -84,6 +93,8 @@ impl typst::World for ProposalWorld {
             Ok(self.data.clone())
         } else if id == *LOGO {
             self.logo.clone().ok_or_else(|| not_available(id))
+        } else if id == *ORIGINAL {
+            self.original.clone().ok_or_else(|| not_available(id))
         } else if id == *MAIN {
             Ok(Bytes::from_string(self.main.clone()))
         } else {

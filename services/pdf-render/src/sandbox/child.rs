@@ -198,6 +198,7 @@ fn warm_up() -> Result<(), String> {
         logo_svg: None,
         date: time::macros::date!(2026 - 01 - 01),
         ident: "warm-up".into(),
+        original_pdf: None,
     };
     render::render(&input).map_err(|e| format!("the warm-up render failed: {}", folio_runtime::error_chain(&e)))?;
     comemo::evict(0);

@@ -16,6 +16,9 @@ pub struct RenderRequest {
     pub logo_svg: Option<String>,
     pub date: time::Date,
     pub ident: String,
+    /// The signed PDF of a signed copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_pdf: Option<Vec<u8>>,
 }
 
 impl RenderRequest {
@@ -26,6 +29,7 @@ impl RenderRequest {
             logo_svg: self.logo_svg.as_deref(),
             date: self.date,
             ident: self.ident.clone(),
+            original_pdf: self.original_pdf.as_deref(),
         }
     }
 }

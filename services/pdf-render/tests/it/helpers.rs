@@ -131,6 +131,7 @@ impl Env {
             requested_by: self.owner.to_string(),
             requested_at: None,
             traceparent: String::new(),
+            signed_response_id: String::new(),
         }
     }
 

@@ -5,4 +5,5 @@ mod helpers;
 mod queue;
 mod rendering;
 mod sandbox;
+mod signed_copy;
 mod visibility;

@@ -94,6 +94,7 @@ async fn the_same_version_renders_to_the_same_bytes() {
         logo_svg: None,
         date: context.date,
         ident: format!("folio/{}/{}", context.proposal_id, context.proposal_version),
+        original_pdf: None,
     };
     let first = pdf_render::render::render(&input).unwrap();
     comemo::evict(0);

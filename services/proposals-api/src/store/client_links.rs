@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use folio_auth::client_link::{ClientLinkKey, TokenHash};
 use folio_domain::{AgencyId, ProposalId, ProposalStatus};
+use folio_proto::jobs::v1::RenderPdfJob;
+use prost::Message as _;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
@@ -122,6 +124,8 @@ pub struct ClientView {
     pub response: Option<Response>,
     /// The PDF of the current version, when rendered: (SHA-256, size).
     pub pdf: Option<(String, i64)>,
+    /// The signed copy of an acceptance, once rendered: (SHA-256, size).
+    pub signed_copy: Option<(String, i64)>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -186,6 +190,14 @@ pub async fn view(conn: &mut PgConnection, link: &Link) -> Result<ClientView, Ap
     .fetch_optional(&mut *conn)
     .await?;
     let pdf = ready_pdf(&mut *conn, link, record.proposal.version).await?;
+    let signed_copy = sqlx::query_as(
+        "SELECT pdf_sha256, coalesce(size_bytes, 0) FROM signed_copies WHERE proposal_id = $1 AND agency_id = $2 \
+         AND status = 'ready' AND pdf_sha256 IS NOT NULL",
+    )
+    .bind(link.proposal_id)
+    .bind(link.agency_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(ClientView {
         agency_name,
         brand_color,
@@ -194,6 +206,7 @@ pub async fn view(conn: &mut PgConnection, link: &Link) -> Result<ClientView, Ap
         line_items: record.line_items,
         response,
         pdf,
+        signed_copy,
     })
 }
 
@@ -342,11 +355,12 @@ pub async fn accept(pool: &PgPool, hash: &TokenHash, signature: &Signature) -> R
     if !shown {
         return Err(Refusal::OtherPdf);
     }
+    let response = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO proposal_responses (id, agency_id, proposal_id, link_id, decision, proposal_version, signer_name, \
          consent, pdf_sha256, ip_address, user_agent) VALUES ($1, $2, $3, $4, 'accepted', $5, $6, true, $7, $8::inet, $9)",
     )
-    .bind(Uuid::now_v7())
+    .bind(response)
     .bind(link.agency_id)
     .bind(link.proposal_id)
     .bind(link.id)
@@ -359,7 +373,34 @@ pub async fn accept(pool: &PgPool, hash: &TokenHash, signature: &Signature) -> R
     .await?;
     let (agency, id) = (AgencyId::from(link.agency_id), ProposalId::from(link.proposal_id));
     proposals::transition_in(&mut tx, agency, id, ProposalStatus::Accepted, Some(row.version)).await?;
+    request_signed_copy(&mut tx, &link, response, row.version).await?;
     Ok(super::commit(tx, ()).await?)
+}
+
+/// The signed copy is part of the acceptance: its row and render job commit with it, so an
+/// acceptance never lacks one (pdf-render renders it; the notifier emails it).
+async fn request_signed_copy(
+    tx: &mut Transaction<'_, Postgres>,
+    link: &Link,
+    response: Uuid,
+    version: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO signed_copies (response_id, agency_id, proposal_id) VALUES ($1, $2, $3)")
+        .bind(response)
+        .bind(link.agency_id)
+        .bind(link.proposal_id)
+        .execute(&mut **tx)
+        .await?;
+    let job = RenderPdfJob {
+        agency_id: link.agency_id.to_string(),
+        proposal_id: link.proposal_id.to_string(),
+        proposal_version: version,
+        requested_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+        traceparent: folio_bus::trace_context::current_traceparent(),
+        signed_response_id: response.to_string(),
+        ..Default::default()
+    };
+    folio_db::emit_job(tx, "pdf", &job.encode_to_vec()).await
 }
 
 /// `declined`, with the client's reason if they gave one.

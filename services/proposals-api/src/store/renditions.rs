@@ -156,6 +156,7 @@ pub async fn request(
             requested_by: requested_by.to_string(),
             requested_at: Some(prost_types::Timestamp::from(now)),
             traceparent,
+            signed_response_id: String::new(),
         };
         folio_db::emit_job(&mut tx, "pdf", &job.encode_to_vec()).await?;
     }
