@@ -7,11 +7,11 @@
 // Env (from run.sh): WEB_TEST_BASE, WEB_TEST_DB, WEB_TEST_WORK, WEB_TEST_BIN, FOLIO_JWT_SECRET,
 // CHROMIUM, and the cluster's FOLIO_… names; optional FOLIO_WEB_SCREENSHOTS=<dir>.
 import { chromium } from 'playwright-core';
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash, createHmac, randomUUID } from 'node:crypto';
-import { readFileSync, readdirSync, openSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startNotifier, mails } from './notifier.mjs';
 
 const env = (k) => process.env[k] ?? (() => { throw new Error(`${k} is not set: run web/tests/run.sh`); })();
 const BASE = env('WEB_TEST_BASE');
@@ -60,17 +60,6 @@ async function until(what, fn, timeout = 30_000) {
   }
 }
 
-/** Every message the sink stored, raw, quoted-printable soft breaks and `=3D` undone. */
-function mails(maildir) {
-  const out = [];
-  for (const sub of ['new', 'cur']) {
-    const dir = join(maildir, sub);
-    if (!existsSync(dir)) continue;
-    for (const f of readdirSync(dir)) out.push(readFileSync(join(dir, f), 'utf8').replace(/=\r?\n/g, '').replace(/=3D/g, '='));
-  }
-  return out;
-}
-
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true, args: ['--disable-dev-shm-usage'] });
 const pageErrors = [];
 async function newPage(user, name) {
@@ -85,36 +74,8 @@ async function newPage(user, name) {
 try {
   const maildir = join(WORK, 'maildir');
   await check('an SMTP sink and the notifier start next to the cluster', async () => {
-    const python = execFileSync(join(ROOT, 'scripts/notifier-test-deps.sh'), { encoding: 'utf8' }).trim();
-    const sink = spawn(python, [join(ROOT, 'services/notifier/tests/support/smtp_sink.py'), maildir], { stdio: ['ignore', 'pipe', 'inherit'] });
-    children.push(sink);
-    const port = await new Promise((resolve, reject) => {
-      let buf = '';
-      sink.stdout.on('data', (d) => {
-        buf += d;
-        const m = buf.match(/PORT (\d+)/);
-        if (m) resolve(Number(m[1]));
-      });
-      sink.on('exit', () => reject(new Error('the SMTP sink exited')));
-    });
-    const log = join(WORK, 'notifier.log');
-    const notifier = spawn(join(BIN, 'notifier'), [], {
-      env: {
-        ...process.env,
-        FOLIO_SMTP_URL: `smtp://127.0.0.1:${port}`,
-        // Links in emails go through the gateway, as in production.
-        FOLIO_PUBLIC_BASE_URL: BASE,
-        FOLIO_NOTIFIER_HTTP_ADDR: '127.0.0.1:0',
-        FOLIO_ADMIN_ADDR: '127.0.0.1:0',
-        FOLIO_NOTIFIER_CONSUMER: `notifier_web_${Date.now()}`,
-        FOLIO_SCHEDULER_POLL: '100ms',
-        RUST_LOG: 'info',
-      },
-      stdio: ['ignore', openSync(log, 'a'), openSync(log, 'a')],
-    });
-    children.push(notifier);
-    await until('the notifier to listen', () => existsSync(log) && readFileSync(log, 'utf8').includes('notifier listening'));
-    return `SMTP on :${port}`;
+    const { smtpPort } = await startNotifier({ root: ROOT, bin: BIN, work: WORK, base: BASE, maildir, children });
+    return `SMTP on :${smtpPort}`;
   });
 
   // An agency with its brand colour, an editor, a client with an address of its own, a draft.

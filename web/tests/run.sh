@@ -3,8 +3,9 @@
 # real cluster behind the one gateway, as scripts/gateway-check.sh starts it: a fresh database
 # seeded by seed-demo, proposals-api, wal-ingest, shape-edge and pdf-render from the debug
 # binaries, nginx (deploy/gateway) serving web/build at / and /dev-users.json. Then
-# tests/e2e.mjs runs every check, then tests/client.mjs the client's page (with the notifier
-# and an SMTP sink it starts); any failure fails the script.
+# tests/e2e.mjs runs every check, then tests/client.mjs the client's page and tests/admin.mjs
+# the admin area and the invitation page (each with the notifier and an SMTP sink it starts,
+# tests/notifier.mjs); any failure fails the script.
 #
 #   web/tests/run.sh      (PostgreSQL and NATS running: eval "$(scripts/start-services.sh)")
 #
@@ -76,7 +77,8 @@ spawn() { # name, then its arguments
   setsid "$bin/$name" "$@" >>"$work/$name.log" 2>&1 </dev/null &
   pids+=($!)
 }
-spawn proposals-api --listen-addr "127.0.0.1:$api" --admin-addr 127.0.0.1:0
+# Loopback webhook URLs may be registered: tests/admin.mjs runs its receiver on 127.0.0.1.
+FOLIO_WEBHOOK_ALLOWED_SUBNETS=127.0.0.1/32 spawn proposals-api --listen-addr "127.0.0.1:$api" --admin-addr 127.0.0.1:0
 spawn wal-ingest --admin-addr "127.0.0.1:$wal_admin"
 spawn pdf-render --admin-addr 127.0.0.1:0
 # The edge is restarted by the tests: its pid lives in a file they rewrite.
@@ -114,6 +116,8 @@ export WEB_TEST_EDGE_PORT=$edge WEB_TEST_BUILD="$web/build"
 node "$web/tests/e2e.mjs" || fail "a browser check failed (see above)"
 # The client's side (issue 20): starts the notifier and an SMTP sink itself.
 WEB_TEST_BIN="$bin" node "$web/tests/client.mjs" || fail "a client page check failed (see above)"
+# The admin area and the invitation page (issue 21): starts the notifier, a sink and a receiver.
+WEB_TEST_BIN="$bin" node "$web/tests/admin.mjs" || fail "an admin area check failed (see above)"
 # The web image (deploy/images/web) serves this same build: checked when a container engine
 # answers (scripts/test.sh starts one), skipped otherwise or with WEB_TEST_NO_IMAGE=1.
 if [ -z "${WEB_TEST_NO_IMAGE:-}" ] && curl -sf --unix-socket "$(d=${DOCKER_HOST:-unix:///var/run/docker.sock}; echo "${d#unix://}")" http://d/_ping >/dev/null 2>&1; then
