@@ -87,6 +87,11 @@ impl Definitions {
         Definitions { cache: Mutex::default(), budget, limits }
     }
 
+    /// What a clause parsed for a request may cost (a subset's too).
+    pub fn limits(&self) -> &folio_shapes::Limits {
+        &self.limits
+    }
+
     /// Bytes the cache holds (estimated).
     #[cfg(test)]
     pub fn bytes(&self) -> usize {

@@ -21,6 +21,18 @@ pub enum ShapeError {
         #[source]
         source: Option<BoxError>,
     },
+    /// 400 `{"message":"Invalid request","errors":{"subset":{<field>:[<message>]}}}`: a subset
+    /// snapshot's parameter, nested as Electric nests them.
+    #[error("invalid subset {field}: {message}")]
+    InvalidSubset {
+        field: &'static str,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// 413: a request body over its limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// 401 with the token's problem as the message.
     #[error("unauthorized")]
     Unauthorized(#[source] folio_auth::AuthError),
@@ -84,7 +96,8 @@ impl ShapeError {
     /// The error's class in Folio's one table of codes.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ShapeError::Invalid { .. } => ErrorCode::InvalidArgument,
+            ShapeError::Invalid { .. } | ShapeError::InvalidSubset { .. } => ErrorCode::InvalidArgument,
+            ShapeError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             ShapeError::Unauthorized(_) => ErrorCode::Unauthenticated,
             ShapeError::Forbidden(_) => ErrorCode::PermissionDenied,
             ShapeError::MustRefetch { .. } => ErrorCode::Conflict,
@@ -123,8 +136,14 @@ impl IntoResponse for ShapeError {
             ShapeError::Invalid { field, message, .. } => {
                 serde_json::json!({"message": "Invalid request", "errors": {*field: [message]}})
             }
+            ShapeError::InvalidSubset { field, message, .. } => {
+                serde_json::json!({"message": "Invalid request", "errors": {"subset": {*field: [message]}}})
+            }
             ShapeError::Unauthorized(e) => serde_json::json!({ "message": e.to_string() }),
-            ShapeError::Forbidden(m) | ShapeError::NotFound(m) | ShapeError::MethodNotAllowed(m) => {
+            ShapeError::Forbidden(m)
+            | ShapeError::NotFound(m)
+            | ShapeError::MethodNotAllowed(m)
+            | ShapeError::TooLarge(m) => {
                 serde_json::json!({ "message": m })
             }
             ShapeError::MustRefetch { .. } => serde_json::json!([{"headers": {"control": "must-refetch"}}]),

@@ -25,7 +25,8 @@ use super::{
     error::{Result, ShapeError},
     messages::up_to_date_json,
     request::{RequestOffset, ShapeRequest, log_offset, parse_relation},
-    shape::{Rendered, Shape},
+    shape::{Rendered, Shape, ShapeDef},
+    subset::{self, Subset, SubsetParams},
 };
 
 const EXPOSE: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-up-to-date,electric-internal-known-error,retry-after";
@@ -36,7 +37,7 @@ const SSE_KEEPALIVE: Duration = Duration::from_secs(21);
 
 pub fn router(shapes: Arc<Shapes>) -> Router {
     Router::new()
-        .route("/v1/shape", get(get_shape).post(subset_post).delete(delete_shape).options(preflight))
+        .route("/v1/shape", get(get_shape).post(post_shape).delete(delete_shape).options(preflight))
         .route("/v1/health", get(health))
         .layer(middleware::from_fn_with_state(Arc::clone(&shapes), cors))
         .with_state(shapes)
@@ -60,10 +61,10 @@ async fn cors(State(shapes): State<Arc<Shapes>>, req: Request, next: Next) -> Re
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        // Only what is served: subset snapshots (POST) are not, DELETE only when enabled.
+        // Only what is served: POST for subset snapshots, DELETE only when enabled.
         HeaderValue::from_static(match (is_shape, shapes.policy.enable_delete()) {
-            (true, true) => "GET, HEAD, DELETE, OPTIONS",
-            (true, false) => "GET, HEAD, OPTIONS",
+            (true, true) => "GET, POST, HEAD, DELETE, OPTIONS",
+            (true, false) => "GET, POST, HEAD, OPTIONS",
             (false, _) => "GET, HEAD",
         }),
     );
@@ -92,10 +93,20 @@ async fn health(State(shapes): State<Arc<Shapes>>) -> Response {
     res
 }
 
-/// Subset snapshots (`POST /v1/shape`, `subset__*`) are refused clearly rather than answered
-/// with the whole log, which the client would take for the subset.
-async fn subset_post() -> Response {
-    ShapeError::invalid("subset", "subset snapshots are not supported by this server").into_response()
+/// `POST /v1/shape`: the shape is the URL's; a JSON body with subset keys asks for a subset
+/// snapshot of it (a body without them is an ordinary log request, as in Electric).
+async fn post_shape(State(shapes): State<Arc<Shapes>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let request = async {
+        let mut request = ShapeRequest::from_query(parts.uri.query().unwrap_or(""))?;
+        let body = axum::body::to_bytes(body, subset::MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ShapeError::TooLarge("Request body too large".into()))?;
+        request.subset = SubsetParams::from_body(&body, request.subset.take())?;
+        Ok(request)
+    }
+    .await;
+    traced(shapes, request, &parts.headers).await
 }
 
 async fn delete_shape(State(shapes): State<Arc<Shapes>>, req: Request) -> Response {
@@ -129,6 +140,12 @@ async fn delete_shape(State(shapes): State<Arc<Shapes>>, req: Request) -> Respon
 }
 
 async fn get_shape(State(shapes): State<Arc<Shapes>>, req: Request) -> Response {
+    let request = ShapeRequest::from_query(req.uri().query().unwrap_or(""));
+    traced(shapes, request, req.headers()).await
+}
+
+/// Serves one request in its span, counted by status.
+async fn traced(shapes: Arc<Shapes>, request: Result<ShapeRequest>, headers: &HeaderMap) -> Response {
     let span = tracing::info_span!(
         "shape_request",
         table = tracing::field::Empty,
@@ -136,8 +153,12 @@ async fn get_shape(State(shapes): State<Arc<Shapes>>, req: Request) -> Response 
         offset = tracing::field::Empty,
         status = tracing::field::Empty
     );
-    folio_runtime::trace_context::set_parent_from_http(&span, req.headers());
-    let res = serve(shapes, req).instrument(span.clone()).await.unwrap_or_else(IntoResponse::into_response);
+    folio_runtime::trace_context::set_parent_from_http(&span, headers);
+    let res = match request {
+        Ok(request) => serve(shapes, request, headers).instrument(span.clone()).await,
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(IntoResponse::into_response);
     span.record("status", res.status().as_u16());
     metrics::counter!("folio_edge_shape_responses_total", "status" => res.status().as_str().to_owned()).increment(1);
     res
@@ -238,15 +259,19 @@ fn next_cursor(previous: Option<&str>, interval: Duration) -> String {
     folio_live::next_cursor(folio_live::unix_now(), interval, CursorScale::Seconds, previous)
 }
 
-async fn serve(shapes: Arc<Shapes>, req: Request) -> Result<Response> {
-    let request = ShapeRequest::from_query(req.uri().query().unwrap_or(""))?;
+async fn serve(shapes: Arc<Shapes>, request: ShapeRequest, req_headers: &HeaderMap) -> Result<Response> {
     let span = tracing::Span::current();
     span.record("table", tracing::field::display(&request.table));
     span.record("offset", request.offset_text.as_str());
-    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    // Whatever the path looked like to get here, this handler authenticates: authorization is
+    // decided by the handler a request reaches, never by the text of its path.
+    let authorization = req_headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = shapes.policy.authenticate(authorization)?;
-    let if_none_match = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let if_none_match = req_headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (def, feed) = shapes.resolve(&request, caller.as_ref()).await?;
+    if let Some(params) = &request.subset {
+        return serve_subset(&shapes, &request, params, def, &feed, caller.is_some()).await;
+    }
     let handle = request.handle.as_deref().unwrap_or_default();
     let (shape, answer) = match request.offset {
         RequestOffset::BeforeAll => {
@@ -442,6 +467,77 @@ fn sse(
     let mut res = (StatusCode::OK, Body::from_stream(stream)).into_response();
     res.headers_mut().extend(headers);
     res
+}
+
+/// A subset snapshot of the shape `request` names (see [`subset`]). The shape is found as for
+/// a log request (a handle that is not the definition's live one gets 409); the snapshot sees
+/// every transaction of the log up to the `electric-offset` answered, which is where the
+/// client continues its log: the offset it asked from, or for `now` the head before the
+/// snapshot (never further: the client would skip changes to rows it loaded before).
+async fn serve_subset(
+    shapes: &Shapes,
+    request: &ShapeRequest,
+    params: &SubsetParams,
+    def: Arc<ShapeDef>,
+    feed: &super::feed::TableFeed,
+    private: bool,
+) -> Result<Response> {
+    if request.live || request.sse {
+        return Err(ShapeError::invalid("live", "subset snapshots are a stable view of data: live is not applicable"));
+    }
+    let subset = Subset::resolve(params, &def, shapes.definitions.limits())?;
+    let handle = request.handle.as_deref().unwrap_or_default();
+    let (shape, offset) = match request.offset {
+        RequestOffset::BeforeAll => (shapes.get_or_create(Arc::clone(&def), feed).await?, "0_0".to_owned()),
+        RequestOffset::Now => {
+            let shape = shapes.get_or_create(Arc::clone(&def), feed).await?;
+            let head = shape.head();
+            (shape, log_offset(head))
+        }
+        RequestOffset::SnapshotChunk(_) | RequestOffset::SnapshotEnd => {
+            (shapes.lookup(handle, Arc::clone(&def), feed).await?, request.offset_text.clone())
+        }
+        RequestOffset::After(seq) => {
+            let shape = shapes.lookup(handle, Arc::clone(&def), feed).await?;
+            if seq > shape.head() && seq > shapes.changes.last_sequence().await? {
+                return Err(ShapeError::invalid("offset", "out of bounds for this shape"));
+            }
+            // Another edge may have served the client further than this one's feed: the
+            // snapshot must see what the client already holds, so wait for the feed to get there.
+            let mut changed = shape.subscribe();
+            let deadline = tokio::time::Instant::now() + shapes.policy.long_poll_timeout();
+            while shape.head() < seq {
+                if shape.invalid_reason().is_some() || tokio::time::Instant::now() >= deadline {
+                    return Err(ShapeError::unavailable_without_source("catch up with the offset asked from"));
+                }
+                let _ = tokio::time::timeout_at(deadline, changed.changed()).await;
+            }
+            (shape, request.offset_text.clone())
+        }
+    };
+    shape.touch();
+    tracing::Span::current().record("handle", shape.handle.as_str());
+    let answer = shapes.snapshots.subset(&def, feed, &subset).await?;
+    tracing::debug!(handle = %shape.handle, rows = answer.rows, snapshot = %answer.stitch.xmin, "subset snapshot served");
+    metrics::counter!("folio_edge_subset_snapshots_total").increment(1);
+    let mut res = (StatusCode::OK, Body::from(answer.body)).into_response();
+    let h = res.headers_mut();
+    let put = |h: &mut HeaderMap, k: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    };
+    put(h, "electric-handle", &shape.handle);
+    put(h, "electric-offset", &offset);
+    put(h, "electric-schema", &def.schema_header);
+    h.insert("electric-snapshot", HeaderValue::from_static("true"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    // One snapshot of the database at one moment, for one caller: never cached.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if private {
+        h.insert(header::VARY, HeaderValue::from_static("authorization"));
+    }
+    Ok(res)
 }
 
 /// Splits a comma-joined run of JSON objects into the objects.

@@ -7,7 +7,9 @@
 //! stream's sequence before the snapshot and the snapshot's xid visibility), fed by the table's
 //! `feed` (one per table, kept by `changes`), kept in this edge's `registry`, and served by
 //! `http`. Handles and their snapshot points live in a JetStream KV bucket (`handles`) so that
-//! any edge can continue any client.
+//! any edge can continue any client. `subset` answers subset snapshots of a shape (Electric's
+//! `subset__*`): parsed with the request, checked against the shape's definition, read from a
+//! snapshot `snapshots` takes.
 //!
 //! [`Shapes`] composes those parts; each owns its own state and locks. Module dependencies
 //! point one way: `http` → `lib` → `policy`, `definition`, `registry`, `snapshots`, `handles`,
@@ -28,6 +30,7 @@ mod registry;
 mod request;
 mod shape;
 mod snapshots;
+mod subset;
 
 use std::{sync::Arc, time::Duration};
 

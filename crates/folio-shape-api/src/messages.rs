@@ -72,14 +72,24 @@ fn push_values(
     out.push('}');
 }
 
-/// One snapshot row: an insert without replication headers.
-pub fn snapshot_row(out: &mut String, table: &TableInfo, selected: &[usize], row: &[Option<&str>]) {
+/// One snapshot row: an insert without replication headers. A subset snapshot's rows carry
+/// its `snapshot_mark`.
+pub fn snapshot_row(
+    out: &mut String,
+    table: &TableInfo,
+    selected: &[usize],
+    row: &[Option<&str>],
+    snapshot_mark: Option<u32>,
+) {
     out.push_str("{\"key\":");
     row_key(out, table, row);
     out.push_str(",\"value\":");
     push_values(out, table, selected, row, |_| true);
     out.push_str(",\"headers\":{\"operation\":\"insert\",\"relation\":");
     out.push_str(&table.relation_json);
+    if let Some(mark) = snapshot_mark {
+        let _ = write!(out, ",\"snapshot_mark\":{mark}");
+    }
     out.push_str("}}");
 }
 

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use folio_bus::StreamSeq;
 
-use super::error::{Result, ShapeError};
+use super::{
+    error::{Result, ShapeError},
+    subset::SubsetParams,
+};
 
 /// A relation as the request names it, after identifier rules (unquoted → lower case).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,6 +102,8 @@ pub struct ShapeRequest {
     pub live: bool,
     pub sse: bool,
     pub cursor: Option<String>,
+    /// A subset snapshot of the shape instead of its log (`subset__*`, or a POST body).
+    pub subset: Option<SubsetParams>,
 }
 
 impl ShapeRequest {
@@ -112,9 +117,7 @@ impl ShapeRequest {
                 single.insert(k.into_owned(), v.into_owned());
             }
         }
-        if single.keys().any(|k| k.starts_with("subset__")) {
-            return Err(ShapeError::invalid("subset", "subset snapshots are not supported by this server"));
-        }
+        let subset = SubsetParams::from_query(&single)?;
         let get = |k: &str| single.get(k).map(String::as_str);
         let table = match get("table") {
             None | Some("") => return Err(ShapeError::invalid("table", "can't be blank")),
@@ -183,6 +186,7 @@ impl ShapeRequest {
             live,
             sse,
             cursor: get("cursor").map(str::to_owned),
+            subset,
         })
     }
 }

@@ -501,7 +501,7 @@ fn effects_of(
 /// Data exceptions (class 22: a cast of a stored value that fails, an overflow) and syntax or
 /// access errors (42) in the snapshot query come from what the where clause asks: a 400 for the
 /// client, not a 500 it would retry for ever.
-fn where_error(e: sqlx::Error, table: &super::request::QualifiedName) -> ShapeError {
+pub(super) fn where_error(e: sqlx::Error, table: &super::request::QualifiedName) -> ShapeError {
     if let sqlx::Error::Database(db) = &e
         && db.code().as_deref() == Some("42P01")
     {
@@ -525,6 +525,36 @@ fn where_error(e: sqlx::Error, table: &super::request::QualifiedName) -> ShapeEr
 /// How long a snapshot waits for commits already on the change stream to become visible.
 const VISIBILITY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Opens a REPEATABLE READ READ ONLY transaction whose snapshot sees every transaction the
+/// change stream carried up to `seq0` (a transaction end read from the stream before this
+/// starts): `sees_committed` tells whether a snapshot does, and one that does not is taken
+/// again. Values are rendered as the change stream renders them.
+pub(super) async fn begin_snapshot(
+    pool: &PgPool,
+    seq0: StreamSeq,
+    sees_committed: impl Fn(&Stitch) -> bool,
+) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Stitch)> {
+    let deadline = std::time::Instant::now() + VISIBILITY_WAIT;
+    loop {
+        let mut tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(folio_db::text_output_set_local())).execute(&mut *tx).await?;
+        let snap: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text").fetch_one(&mut *tx).await?;
+        let stitch = Stitch::from_snapshot_text(seq0, &snap)
+            .ok_or_else(|| ShapeError::internal_without_source(format!("unparseable snapshot {snap}")))?;
+        if sees_committed(&stitch) {
+            return Ok((tx, stitch));
+        }
+        tx.rollback().await?;
+        if std::time::Instant::now() > deadline {
+            return Err(ShapeError::unavailable_without_source(
+                "the database does not show transactions the change stream already carries",
+            ));
+        }
+        tracing::debug!(%seq0, snapshot = snap, "snapshot taken before a published commit was visible; again");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 /// Runs the shape's snapshot query in a REPEATABLE READ transaction and cuts the rows into
 /// chunks of about `chunk_bytes`. `seq0` must be a transaction end read from the change stream
 /// before this starts; `sees_committed` tells whether a snapshot sees the transactions up to
@@ -537,26 +567,7 @@ pub async fn take_snapshot(
     sees_committed: impl Fn(&Stitch) -> bool,
 ) -> Result<(Stitch, Vec<Bytes>)> {
     use futures::TryStreamExt;
-    let deadline = std::time::Instant::now() + VISIBILITY_WAIT;
-    let (mut tx, stitch) = loop {
-        let mut tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-        // Rendered as the change stream renders values.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(folio_db::text_output_set_local())).execute(&mut *tx).await?;
-        let snap: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text").fetch_one(&mut *tx).await?;
-        let stitch = Stitch::from_snapshot_text(seq0, &snap)
-            .ok_or_else(|| ShapeError::internal_without_source(format!("unparseable snapshot {snap}")))?;
-        if sees_committed(&stitch) {
-            break (tx, stitch);
-        }
-        tx.rollback().await?;
-        if std::time::Instant::now() > deadline {
-            return Err(ShapeError::unavailable_without_source(
-                "the database does not show transactions the change stream already carries",
-            ));
-        }
-        tracing::debug!(%seq0, snapshot = snap, "snapshot taken before a published commit was visible; again");
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    };
+    let (mut tx, stitch) = begin_snapshot(pool, seq0, sees_committed).await?;
     let table = &def.table;
     let mut chunks = Vec::new();
     let mut chunk = String::from("[");
@@ -585,7 +596,7 @@ pub async fn take_snapshot(
             }
             let refs: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
             msg.clear();
-            snapshot_row(&mut msg, table, &def.selected, &refs);
+            snapshot_row(&mut msg, table, &def.selected, &refs, None);
             if chunk.len() > 1 && chunk.len() + msg.len() + 2 > chunk_bytes {
                 chunk.push(']');
                 chunks.push(Bytes::from(std::mem::replace(&mut chunk, String::from("["))));

@@ -15,7 +15,15 @@ use super::{
     feed::TableFeed,
     messages::Stitch,
     shape::{self, Shape, ShapeDef},
+    subset::{self, Subset},
 };
+
+/// A subset snapshot's response body, with the snapshot it was read in and its row count.
+pub struct SubsetAnswer {
+    pub stitch: Stitch,
+    pub rows: usize,
+    pub body: Bytes,
+}
 
 pub struct Snapshots {
     pool: PgPool,
@@ -51,6 +59,16 @@ impl Snapshots {
         let (stitch, chunks) =
             shape::take_snapshot(&self.pool, def, seq0, self.chunk_bytes, |s| feed.snapshot_sees_recent(s)).await?;
         Ok((seq0, stitch, chunks))
+    }
+
+    /// Runs a subset of `def` (see [`subset`](super::subset)) in a snapshot that sees every
+    /// transaction `feed` has applied, within the same concurrency slots as shapes' snapshots.
+    pub async fn subset(&self, def: &ShapeDef, feed: &TableFeed, subset: &Subset) -> Result<SubsetAnswer> {
+        let _slot = self.slot().await?;
+        let mark = subset::new_snapshot_mark();
+        let (stitch, rows, body) =
+            subset::query(&self.pool, def, subset, feed.committed(), mark, |s| feed.snapshot_sees_recent(s)).await?;
+        Ok(SubsetAnswer { stitch, rows, body })
     }
 
     /// The counter a new shape adds its chunks to.

@@ -33,6 +33,7 @@ mod expr;
 mod fold;
 mod json;
 mod lexer;
+mod order;
 mod parser;
 mod render;
 mod schema;
@@ -40,6 +41,7 @@ mod typecheck;
 mod value;
 
 pub use error::{EvalError, WhereError};
+pub use order::{MAX_ORDER_TERMS, OrderBy};
 pub use parser::MAX_DEPTH;
 pub use render::{ParamSink, quote_ident};
 pub use schema::{PgType, ScalarType, TableSchema};
@@ -164,6 +166,28 @@ impl WhereClause {
         Ok(Self { tenant: Some(tenant), ..self })
     }
 
+    /// Both clauses: rows must satisfy this one (tenant pin included) AND `other`. How a
+    /// subset snapshot narrows its shape without leaving it: the subset's clause joins the
+    /// shape's under the shape's tenant pin, so it is never evaluated on another tenant's row.
+    /// Both must be parsed against the same table schema.
+    pub fn and_also(self, other: &WhereClause) -> Result<Self, WhereError> {
+        if self.schema != other.schema {
+            return Err(WhereError {
+                location: 0,
+                reason: "clauses of different tables cannot be combined".to_owned(),
+            });
+        }
+        let tenant = match (self.tenant, other.tenant.clone()) {
+            (None, t) | (t, None) => t,
+            (Some(a), Some(b)) => Some(Expr::And(vec![a, b])),
+        };
+        let expr = match (self.expr, other.expr.clone()) {
+            (None, e) | (e, None) => e,
+            (Some(a), Some(b)) => Some(Expr::And(vec![a, b])),
+        };
+        Ok(Self { schema: self.schema, expr, tenant, eval_steps: self.eval_steps.min(other.eval_steps) })
+    }
+
     /// The SQL condition, e.g. `(("col" = $1::int4) AND …)`, with every value pushed to `sink`.
     /// A clause without a where renders as `TRUE`. A pinned clause renders as
     /// `(pin AND CASE WHEN pin THEN (clause) ELSE FALSE END)`: the first `pin` lets Postgres
@@ -226,5 +250,31 @@ impl WhereClause {
             + schema
             + self.expr.as_ref().map_or(0, Expr::heap_bytes)
             + self.tenant.as_ref().map_or(0, Expr::heap_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_combined_clause_keeps_both_conditions_under_the_tenant_pin() {
+        let schema = TableSchema::new([("id", "int8"), ("agency_id", "uuid"), ("priority", "int4")]);
+        let agency = "0b5e7a3c-1b2d-4c5e-8f90-a1b2c3d4e5f6";
+        let shape = WhereClause::parse("id > $1", &schema, &["10"]).unwrap().and_tenant("agency_id", agency).unwrap();
+        let subset = WhereClause::parse("priority = $1 OR id < 0", &schema, &["3"]).unwrap();
+        let both = shape.and_also(&subset).unwrap();
+        let mut sink = ParamSink::new();
+        assert_eq!(
+            both.to_sql(&mut sink),
+            r#"(("agency_id" = $1::uuid) AND CASE WHEN ("agency_id" = $2::uuid) THEN (("id" > $3::int8) AND (("priority" = $4::int4) OR ("id" < $5::int8))) ELSE FALSE END)"#
+        );
+        assert_eq!(sink.into_values().len(), 5);
+        assert!(both.matches(&[Some("11"), Some(agency), Some("3")]).unwrap());
+        assert!(!both.matches(&[Some("11"), Some(agency), Some("1")]).unwrap());
+        assert!(!both.matches(&[Some("9"), Some(agency), Some("3")]).unwrap());
+        assert!(!both.matches(&[Some("11"), Some("1b5e7a3c-1b2d-4c5e-8f90-a1b2c3d4e5f6"), Some("3")]).unwrap());
+        let other = WhereClause::all_rows(&TableSchema::new([("id", "int8")]));
+        assert!(WhereClause::all_rows(&schema).and_also(&other).is_err());
     }
 }

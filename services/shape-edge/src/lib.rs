@@ -219,9 +219,31 @@ impl Bound {
     }
 }
 
-/// The edge's public routes: Durable Streams and Electric's shape API.
+/// The edge's public routes: Durable Streams and Electric's shape API. Routes match the path
+/// exactly as sent (no decoding, no merging of slashes, no `.` or `..`): a look-alike of
+/// `/v1/shape` (`/v1/shape/`, `/v1//shape`, `/v1/%73hape`, `/V1/shape`) is no route at all and
+/// gets a JSON 404, and each handler authenticates for itself, so no spelling of a path can
+/// reach data without the handler's own check.
 pub fn router(streams: std::sync::Arc<streams::Streams>, shapes: std::sync::Arc<shapes::Shapes>) -> axum::Router {
-    axum::Router::new().merge(streams::router(streams)).merge(shapes::router(shapes))
+    axum::Router::new()
+        .merge(streams::router(streams))
+        .merge(shapes::router(shapes))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn no_route() -> axum::response::Response {
+    json_refusal(axum::http::StatusCode::NOT_FOUND, "Not found")
+}
+
+async fn method_not_allowed() -> axum::response::Response {
+    json_refusal(axum::http::StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+}
+
+fn json_refusal(status: axum::http::StatusCode, message: &'static str) -> axum::response::Response {
+    use axum::{http::header, response::IntoResponse};
+    let headers = [(header::CONTENT_TYPE, "application/json; charset=utf-8"), (header::CACHE_CONTROL, "no-store")];
+    (status, headers, format!("{{\"message\":\"{message}\"}}")).into_response()
 }
 
 impl folio_runtime::ServiceConfig for Config {

@@ -4,6 +4,7 @@
 mod activity;
 mod helpers;
 mod live;
+mod path_tricks;
 mod quotas;
 mod recovery;
 mod security;
@@ -11,5 +12,6 @@ mod shape_limits;
 mod shapes;
 mod streams;
 mod subscriptions;
+mod subsets;
 mod transactions;
 mod wakeups;

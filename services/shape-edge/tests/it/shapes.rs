@@ -741,12 +741,12 @@ async fn options_advertise_only_served_methods_and_a_dropped_table_is_named_as_t
     let a = [("authorization", auth.as_str())];
     let plain = env.edge(&[]).await?;
     let pre = plain.client.send(Method::OPTIONS, "/v1/shape", &[("origin", "https://x.example")], Bytes::new()).await?;
-    assert_eq!(pre.header("access-control-allow-methods"), Some("GET, HEAD, OPTIONS"));
+    assert_eq!(pre.header("access-control-allow-methods"), Some("GET, POST, HEAD, OPTIONS"));
     plain.stop().await?;
 
     let edge = env.edge(&["--shape-enable-delete"]).await?;
     let pre = edge.client.send(Method::OPTIONS, "/v1/shape", &[("origin", "https://x.example")], Bytes::new()).await?;
-    assert_eq!(pre.header("access-control-allow-methods"), Some("GET, HEAD, DELETE, OPTIONS"));
+    assert_eq!(pre.header("access-control-allow-methods"), Some("GET, POST, HEAD, DELETE, OPTIONS"));
     edge.client.expect(Method::GET, "/v1/shape?table=dropped&offset=-1", &a, "", StatusCode::OK).await;
     edge.client.expect(Method::DELETE, "/v1/shape?table=dropped", &a, "", StatusCode::ACCEPTED).await;
     env.sql("DROP TABLE dropped").await?;
