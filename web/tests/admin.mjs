@@ -319,6 +319,7 @@ try {
     const expiring = A.page.locator('[data-testid=preference][data-event-type="proposal.expiring"]');
     await expiring.getByRole('switch').uncheck();
     await message(A.page, 'proposal.expiring emails are not sent');
+    await expiring.filter({ hasText: 'set by an admin' }).getByRole('button', { name: 'Clear' }).waitFor();
     assert(await A.page.locator('[data-testid=preference][data-event-type="proposal.sent"]').getByTestId('locked').count() === 1, 'the mandatory email is not locked for the agency');
     await A.page.getByRole('navigation', { name: 'Administration' }).getByRole('link', { name: 'Members' }).click();
     await row(invitee).getByRole('button', { name: 'Remove…' }).click();
@@ -328,7 +329,7 @@ try {
     assert(sql(`SELECT count(*) FROM users WHERE email = ${lit(invitee)}`) === '0', 'the removed member is still stored');
   });
 
-  await check('viewer: signs in from the demo list, keeps an email preference across a reload, sees the mandatory one locked, gets no admin area', async () => {
+  await check('viewer: signs in from the demo list, keeps an email preference across a reload (then clears it), sees the agency default and the mandatory email locked, gets no admin area', async () => {
     const V = await newPage(null, 'viewer');
     const adminCalls = [];
     V.page.on('request', (r) => /\/folio\.api\.v1\.(MemberService|WebhookService)\//.test(r.url()) && adminCalls.push(r.url()));
@@ -339,7 +340,7 @@ try {
     await V.page.getByRole('link', { name: 'Email settings' }).click();
     const viewed = V.page.locator('[data-testid=preference][data-event-type="proposal.viewed"]');
     const box = viewed.getByRole('switch');
-    assert(await box.isChecked(), 'proposal.viewed starts off (expected the built-in: sent)');
+    assert(await box.isChecked(), 'proposal.viewed is not sent to begin with (expected Folio’s default: sent)');
     await box.uncheck();
     await message(V.page, 'proposal.viewed emails are not sent');
     const expiring = V.page.locator('[data-testid=preference][data-event-type="proposal.expiring"]');
@@ -349,9 +350,13 @@ try {
     await V.page.reload();
     await viewed.filter({ hasText: 'your choice' }).waitFor();
     assert(!(await viewed.getByRole('switch').isChecked()), 'the choice was not kept after a reload');
-    audits.push(await audit(V.page, 'email settings'));
     const stored = sql(`SELECT opted_out FROM notification_preferences p JOIN users u ON u.id = p.user_id WHERE u.email = ${lit(viewer.email)} AND p.event_type = 'proposal.viewed'`);
     assert(stored === 't', `stored opt-out: ${stored || 'none'}`);
+    audits.push(await audit(V.page, 'email settings'));
+    await viewed.getByRole('button', { name: 'Use agency default' }).click();
+    await message(V.page, 'proposal.viewed emails follow the agency’s default again (sent)');
+    await viewed.filter({ hasText: 'Folio’s default' }).waitFor();
+    assert(await viewed.getByRole('switch').isChecked(), 'cleared, proposal.viewed is not back on');
     await V.page.goto(`${BASE}/admin/members`);
     await V.page.getByTestId('admin-refused').waitFor();
     assert(await V.page.getByTestId('members').count() === 0, 'a viewer sees the members');
