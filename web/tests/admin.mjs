@@ -11,8 +11,9 @@
 //      receiver shows its secret once; "Send test event" reaches the receiver, signed with that
 //      secret, and the attempt shows in the endpoint's attempt list;
 //   then replays, rotates (during the grace period a delivery verifies with either secret),
-//   edits (a private address refused next to the field), disables, enables, recovers and
-//   deletes the endpoint; sets an agency email default; removes the new member;
+//   edits (a private address refused next to the field), disables (a proposal changed meanwhile
+//   is recorded as failed), enables, recovers (that message reaches the receiver) and deletes
+//   the endpoint; sets an agency email default; removes the new member;
 //   4. a viewer, signed in from the development sign-in page, sets an email preference that a
 //      reload keeps, sees the agency's default applied and the mandatory email locked, and no
 //      admin area (and is refused it);
@@ -291,19 +292,30 @@ try {
     await A.page.getByRole('button', { name: 'Edit', exact: true }).click();
     await A.page.locator('#edit-url').fill('http://192.168.7.7/folio');
     await A.page.locator('input[data-event-type="proposal.declined"]').uncheck();
+    await A.page.locator('input[data-event-type="proposal.updated"]').check();
     await A.page.getByRole('button', { name: 'Save', exact: true }).click();
     await A.page.getByTestId('field-error-url').filter({ hasText: '192.168.7.7' }).waitFor();
     await A.page.locator('#edit-url').fill(A.url);
     await A.page.getByRole('button', { name: 'Save', exact: true }).click();
     await message(A.page, 'Saved.');
-    assert(sql(`SELECT array_to_string(event_types, ',') FROM webhook_endpoints WHERE url = ${lit(A.url)}`) === 'proposal.accepted', 'the edited filter');
+    const [endpoint, types] = sql(`SELECT id, array_to_string(ARRAY(SELECT unnest(event_types) ORDER BY 1), ',') FROM webhook_endpoints WHERE url = ${lit(A.url)}`).split('|');
+    assert(types === 'proposal.accepted,proposal.updated', `the edited filter: ${types}`);
 
+    // An outage: while the endpoint is disabled, a proposal changes; its message is recorded as
+    // failed, and "Deliver again" after enabling delivers it.
     await A.page.getByRole('button', { name: 'Disable' }).click();
     await message(A.page, 'Disabled: events are recorded as failed');
     await A.page.getByTestId('endpoint-state').filter({ hasText: 'Disabled' }).waitFor();
     assert(await A.page.getByTestId('send-test').isDisabled(), 'a disabled endpoint offers a test event');
+    const renamed = `Renamed during the outage ${Date.now()}`;
+    sql(`UPDATE proposals SET title = ${lit(renamed)}, version = version + 1, updated_at = now()
+          WHERE id = (SELECT id FROM proposals WHERE agency_id = ${lit(admin.agency_id)} ORDER BY id LIMIT 1)`);
+    await until('the message recorded as failed', () => sql(`SELECT count(*) FROM notification_deliveries WHERE recipient = ${lit(endpoint)} AND event_type = 'proposal.updated' AND status = 'failed'`) === '1');
     await A.page.getByRole('button', { name: 'Enable' }).click();
     await message(A.page, 'Enabled: new events are delivered again');
+    await A.page.getByRole('button', { name: 'Deliver again' }).click();
+    await message(A.page, '1 failed message is queued again');
+    await until('the recovered message at the receiver', () => receiver.received.find((r) => r.body.includes(renamed) && r.body.includes('"proposal.updated"')));
     await A.page.getByRole('button', { name: 'Deliver again' }).click();
     await message(A.page, 'No failed message since');
 
@@ -311,7 +323,7 @@ try {
     await A.page.getByRole('button', { name: 'Delete the endpoint' }).click();
     await A.page.getByRole('heading', { name: 'Webhook endpoints' }).waitFor();
     await A.page.getByText('No endpoint yet').waitFor();
-    return `replayed ${id}; after rotating, a delivery verified with the old and the new secret`;
+    return `replayed ${id}; after rotating, a delivery verified with the old and the new secret; the outage's message recovered`;
   });
 
   await check('admin: an agency email default applies to members who chose nothing; removing the new member', async () => {
