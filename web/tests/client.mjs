@@ -4,14 +4,18 @@
 // email the notifier actually delivered; the client's page opens it and shows the proposal; the
 // agency's app shows `viewed` within a second; the client accepts with a typed name; the agency
 // sees `accepted`; the signature holds the SHA-256 of the exact PDF bytes the page offered.
+// Then the signed copy: offered on the page, emailed to both sides (the same file), its text
+// naming the signer and the signed PDF's hash, and equal byte for byte to a re-render.
 // Env (from run.sh): WEB_TEST_BASE, WEB_TEST_DB, WEB_TEST_WORK, WEB_TEST_BIN, FOLIO_JWT_SECRET,
 // CHROMIUM, and the cluster's FOLIO_… names; optional FOLIO_WEB_SCREENSHOTS=<dir>.
 import { chromium } from 'playwright-core';
 import { spawnSync } from 'node:child_process';
 import { createHash, createHmac, randomUUID } from 'node:crypto';
 import { join, dirname } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { startNotifier, mails } from './notifier.mjs';
+import { audit } from './axe.mjs';
 
 const env = (k) => process.env[k] ?? (() => { throw new Error(`${k} is not set: run web/tests/run.sh`); })();
 const BASE = env('WEB_TEST_BASE');
@@ -22,6 +26,7 @@ const SECRET = env('FOLIO_JWT_SECRET');
 const SHOTS = process.env.FOLIO_WEB_SCREENSHOTS;
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const children = [];
+const audits = [];
 let failures = 0;
 
 async function check(name, fn) {
@@ -58,6 +63,30 @@ async function until(what, fn, timeout = 30_000) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** The proposal.accepted emails with a PDF attached, decoded by Python's email package. */
+function signedCopyEmails(maildir) {
+  const script = `
+import email, email.policy, hashlib, json, os, sys
+out = []
+for sub in ("new", "cur"):
+    d = os.path.join(sys.argv[1], sub)
+    for f in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+        m = email.message_from_binary_file(open(os.path.join(d, f), "rb"), policy=email.policy.default)
+        if m.get("X-Folio-Event") != "proposal.accepted":
+            continue
+        for part in m.iter_attachments():
+            if part.get_content_type() == "application/pdf":
+                data = part.get_content()
+                path = os.path.join(sys.argv[1], f + ".pdf")
+                open(path, "wb").write(data)
+                out.append({"to": m["To"], "name": part.get_filename(), "path": path, "sha256": hashlib.sha256(data).hexdigest()})
+print(json.dumps(out))
+`;
+  const r = spawnSync('python3', ['-c', script, maildir], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`reading the maildir: ${r.stderr}`);
+  return JSON.parse(r.stdout);
 }
 
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true, args: ['--disable-dev-shm-usage'] });
@@ -140,12 +169,12 @@ try {
   await check('the PDF is offered and the client accepts with a typed name; the agency sees "accepted"', async () => {
     await C.page.getByTestId('client-pdf').waitFor({ timeout: 60_000 });
     if (SHOTS) await C.page.screenshot({ path: join(SHOTS, 'client-page-open.png'), fullPage: true });
+    audits.push(await audit(C.page, 'open'));
     await C.page.getByTestId('client-name').fill('Carla Client');
     await C.page.getByTestId('client-consent').check();
     await C.page.getByTestId('client-accept').click();
     await C.page.getByTestId('client-state').filter({ hasText: 'Accepted' }).waitFor();
     assert((await C.page.getByTestId('client-done').innerText()).includes('Carla Client'), 'the signer on the page');
-    if (SHOTS) await C.page.screenshot({ path: join(SHOTS, 'client-page-accepted.png'), fullPage: true });
     await status().filter({ hasText: 'Accepted' }).waitFor({ timeout: 10_000 });
     const [signer, version, sha, ip] = sql(
       `SELECT signer_name, proposal_version, pdf_sha256, coalesce(host(ip_address), '') FROM proposal_responses WHERE proposal_id = ${lit(proposal)}`,
@@ -155,6 +184,55 @@ try {
     assert(ip === '127.0.0.1', `the signature's address: ${ip}`);
     return `signed version ${version}, PDF ${sha.slice(0, 12)}…`;
   });
+
+  await check('the signed copy: offered on the page, emailed to the client and the agency, naming the signer and the hash, equal to a re-render', async () => {
+    const [response, signedSha] = sql(
+      `SELECT r.id, r.pdf_sha256 FROM proposal_responses r WHERE r.proposal_id = ${lit(proposal)}`,
+    ).split('|');
+    const link = C.page.getByTestId('client-signed-copy');
+    await link.waitFor({ timeout: 60_000 });
+    if (SHOTS) await C.page.screenshot({ path: join(SHOTS, 'client-page-accepted.png'), fullPage: true });
+    audits.push(await audit(C.page, 'accepted'));
+    const href = await link.getAttribute('href');
+    const pageSha = await C.page.evaluate(async (url) => {
+      const bytes = await (await fetch(url, { cache: 'no-store' })).arrayBuffer();
+      return Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)), (b) => b.toString(16).padStart(2, '0')).join('');
+    }, href);
+    // Both emails as delivered to the sink, each with its application/pdf part decoded.
+    const owner = sql(`SELECT email FROM users WHERE id = ${lit(user)}`);
+    const attached = await until('both signed copy emails', () => {
+      const found = signedCopyEmails(join(WORK, 'maildir'));
+      const toClient = found.find((m) => m.to.includes(clientEmail));
+      const toOwner = found.find((m) => m.to.includes(owner));
+      return toClient && toOwner && [toClient, toOwner];
+    }, 60_000);
+    const [toClient, toOwner] = attached;
+    assert(toClient.sha256 === toOwner.sha256, 'the client and the agency got different signed copies');
+    assert(toClient.sha256 === pageSha, `the page offers ${pageSha}, the email carries ${toClient.sha256}`);
+    const text = spawnSync('pdftotext', ['-layout', toClient.path, '-'], { encoding: 'utf8' }).stdout.replace(/\s+/g, ' ');
+    assert(text.includes('Signature certificate') && text.includes('Carla Client'), `the signer is not in the signed copy:\n${text.slice(-1500)}`);
+    assert(text.includes(signedSha), `the signed PDF's hash ${signedSha} is not in the signed copy`);
+    // Made again from the record and the stored PDF by another process: the same bytes.
+    const out = join(WORK, 'rerender');
+    const r = spawnSync(join(BIN, 'render-proposal'), ['--signed-copy', response, '--out-dir', out], { encoding: 'utf8' });
+    assert(r.status === 0, `render-proposal --signed-copy failed: ${r.stderr}`);
+    const again = readFileSync(join(out, `signed-${response}.pdf`));
+    assert(Buffer.compare(again, readFileSync(toClient.path)) === 0, 'a re-render differs from the emailed signed copy');
+    if (SHOTS) {
+      const pages = Number(/Pages:\s+(\d+)/.exec(spawnSync('pdfinfo', [toClient.path], { encoding: 'utf8' }).stdout)?.[1]);
+      spawnSync('pdftoppm', ['-png', '-r', '60', '-singlefile', '-f', String(pages), toClient.path, join(SHOTS, 'signed-copy-certificate')]);
+    }
+    return `${toClient.name}, ${again.length} bytes, sha256 ${toClient.sha256.slice(0, 12)}…, identical on the page, in both emails and re-rendered`;
+  });
+  await check('a tampered link opens the one "not valid" page, which names nothing', async () => {
+    const tampered = link.slice(0, -1) + (link.endsWith('A') ? 'B' : 'A');
+    await C.page.goto(tampered);
+    await C.page.getByTestId('client-invalid').waitFor();
+    const body = await C.page.locator('body').innerText();
+    assert(!body.includes('Brand refresh') && !body.includes('Lumen'), `the invalid page gives something away: ${body}`);
+    audits.push(await audit(C.page, 'not valid'));
+  });
+  await check('the client page, open, accepted and not valid: axe-core finds no serious or critical violation', async () => audits.join(', '));
   assert(pageErrors.length === 0, `uncaught errors in the pages: ${pageErrors.join('; ')}`);
 } catch (e) {
   if (!failures) console.error(`web-tests: FAIL ${e?.stack ?? e}`);
