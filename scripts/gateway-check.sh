@@ -5,7 +5,7 @@
 # seeded by seed-demo (whose editor token it uses), puts the gateway in front of them and checks,
 # through the gateway URL only:
 #   a) GET /v1/shape?table=proposals&offset=-1 with the token: 200, electric-handle/-offset,
-#      the seeded proposals;
+#      the seeded proposals; look-alike spellings of /v1/shape never answer rows without it;
 #   b) a live long-poll, opened before a commit, returns that commit's change (not held back);
 #   c) Durable Streams under agencies/<id>/: create, append, read back; an SSE read that is
 #      already open delivers a later append while the connection stays open (unbuffered);
@@ -115,6 +115,44 @@ grep -q 'Brand refresh and website' "$work/shape.json" || fail "the shape lacks 
 code=$(curl -s -o /dev/null -w '%{http_code}' "$gateway/v1/shape?table=proposals&offset=-1")
 [ "$code" = 401 ] || fail "GET /v1/shape without a token answered $code, expected 401"
 ok "GET /v1/shape?table=proposals&offset=-1: 200, electric-handle $handle, electric-offset $offset (401 without a token)"
+
+# Look-alikes of /v1/shape (Electric's GHSA-m4f6-p2j8-rq76 class: a path the proxy or the router
+# normalises to the shape route while the authorisation check sees another): nginx decodes and
+# merges the path to pick a location but forwards it as sent, and the edge routes it as sent,
+# so each is the shape route itself (401 without a token) or a JSON 4xx; a spelling nginx
+# resolves out of /v1/ altogether (/V1/SHAPE) is the web app's own page, the same for everyone.
+# Never the seeded rows without the token.
+for path in /v1/shape/ /v1/shape// /v1//shape //v1/shape /v1/%73hape /v1%2Fshape /v1/./shape /v1/shape/. \
+  /v1/shape/.. /v1/shape/../shape /v1/x/../shape /V1/SHAPE /v1/Shape "/v1/shape;x"; do
+  for method in GET POST DELETE; do
+    for with_token in no yes; do
+      headers=(-H 'content-type: application/json')
+      [ "$with_token" = yes ] && headers+=(-H "$auth")
+      data=()
+      [ "$method" = POST ] && data=(--data '{"where":"TRUE"}')
+      res=$(curl -s --path-as-is -X "$method" "${headers[@]}" "${data[@]}" -o "$work/trick.body" \
+        -w '%{http_code} %{content_type}' "$gateway$path?table=proposals&offset=-1&subset__where=TRUE")
+      code=${res%% *}
+      what="$method $path ($with_token token) answered $res"
+      # The path as nginx picks its location: decoded, slashes merged, dot segments resolved.
+      seen_as=$(python3 -c 'import posixpath, re, sys, urllib.parse
+print(posixpath.normpath(re.sub("/+", "/", urllib.parse.unquote(sys.argv[1]))))' "$path")
+      if grep -q 'Brand refresh and website' "$work/trick.body"; then
+        # Rows: only from the shape route itself, only with the token.
+        [ "$with_token" = yes ] && [ "$seen_as" = /v1/shape ] && [ "$code" = 200 ] || fail "$what with the seeded rows"
+      elif [[ $seen_as != /v1/* ]]; then
+        # Not an API path for nginx (case matters): the web app's surface, the same for everyone.
+        if [[ $code == 2* ]]; then cmp -s "$work/trick.body" "$work/index.html" || fail "$what: not the app's page"; fi
+      else
+        [[ $code == 4* ]] || fail "$what"
+        python3 -c 'import json, sys; assert isinstance(json.load(open(sys.argv[1])), (dict, list))' "$work/trick.body" 2>/dev/null ||
+          fail "$what: not a JSON body: $(head -c 200 "$work/trick.body")"
+        if [ "$with_token" = no ] && [ "$seen_as" = /v1/shape ] && [ "$path" = /v1/shape ]; then [ "$code" = 401 ] || fail "$what"; fi
+      fi
+    done
+  done
+done
+ok "14 look-alikes of /v1/shape x GET/POST/DELETE: the shape route (401 without a token) or a JSON 4xx, never rows without the token"
 
 # Follows the shape to up-to-date (the snapshot may come in pages) so the next read is live.
 for _ in $(seq 20); do
