@@ -48,6 +48,9 @@ impl SignedCopyError {
     }
 }
 
+/// status, pdf_sha256, failure_reason, the proposal's title, the version signed.
+type CopyRow = (String, Option<String>, Option<String>, String, i64);
+
 /// The acceptance whose signed copy `delivery` must carry, if any.
 pub fn wanted(delivery: &Delivery) -> Option<Uuid> {
     delivery.payload.0.get("signed_copy").and_then(|v| v.as_str()).and_then(|s| Uuid::parse_str(s).ok())
@@ -58,7 +61,7 @@ pub async fn fetch(ctx: &Ctx, response: Uuid) -> Result<PdfAttachment, SignedCop
     let started = tokio::time::Instant::now();
     let wait = wait(&ctx.config);
     let (sha256, title, version) = loop {
-        let row: Option<(String, Option<String>, Option<String>, String, i64)> = sqlx::query_as(
+        let row: Option<CopyRow> = sqlx::query_as(
             "SELECT s.status, s.pdf_sha256, s.failure_reason, p.title, r.proposal_version FROM signed_copies s \
              JOIN proposal_responses r ON r.id = s.response_id JOIN proposals p ON p.id = s.proposal_id \
              WHERE s.response_id = $1",
