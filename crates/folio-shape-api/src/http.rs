@@ -29,7 +29,7 @@ use super::{
     subset::{self, Subset, SubsetParams},
 };
 
-const EXPOSE: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-up-to-date,electric-internal-known-error,retry-after";
+const EXPOSE: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,electric-snapshot,electric-up-to-date,electric-internal-known-error,retry-after";
 const INITIAL_CACHE: &str = "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746";
 const CATCH_UP_CACHE: &str = "public, max-age=60, stale-while-revalidate=300";
 const LIVE_CACHE: &str = "public, max-age=5, stale-while-revalidate=5";
@@ -530,6 +530,7 @@ async fn serve_subset(
     put(h, "electric-handle", &shape.handle);
     put(h, "electric-offset", &offset);
     put(h, "electric-schema", &def.schema_header);
+    // Tells the client not to prefetch "the next chunk" of a subset (the same query again).
     h.insert("electric-snapshot", HeaderValue::from_static("true"));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     // One snapshot of the database at one moment, for one caller: never cached.

@@ -58,6 +58,9 @@ test('requestSnapshot while a writer races it: every up-to-date is a database st
     const requests = s.fetchLog.filter((e) => new URL(e.url).searchParams.get('subset__where') || e.requestHeaders['content-type'])
     assert.ok(requests.length >= 1, `${method}: a subset request was made`)
     assert.ok(requests.every((e) => e.status === 200), `${method}: ${requests.map((e) => e.status)}`)
+    // One request per subset: `electric-snapshot: true` keeps the client from prefetching the
+    // same query again as if it were the next chunk of a log.
+    assert.equal(requests.length, 1, `${method}: ${requests.map((e) => e.url).join(' ')}`)
     // Every state the client showed at an up-to-date is one the database was in, in order.
     let at = 0
     for (const [i, state] of states.entries()) {

@@ -50,6 +50,7 @@ fn subset_answer(res: &TestResponse) -> anyhow::Result<SubsetAnswer> {
     ensure!(res.status == StatusCode::OK, "subset answered {}: {}", res.status, res.text());
     ensure!(res.header("cache-control") == Some("no-store"), "never cached: {:?}", res.header("cache-control"));
     ensure!(res.header("electric-schema").is_some() && res.header("electric-up-to-date").is_none());
+    ensure!(res.header("electric-snapshot") == Some("true"), "the client prefetches a subset without it");
     let body = res.json();
     let meta = &body["metadata"];
     let num = |k: &str| {
