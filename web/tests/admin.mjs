@@ -28,8 +28,8 @@ import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRequire } from 'node:module';
 import { startNotifier, mails } from './notifier.mjs';
+import { audit } from './axe.mjs';
 
 const env = (k) => process.env[k] ?? (() => { throw new Error(`${k} is not set: run web/tests/run.sh`); })();
 const BASE = env('WEB_TEST_BASE');
@@ -69,15 +69,6 @@ async function until(what, fn, timeout = 20_000) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-}
-const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-/** axe-core on the page as it is: no serious or critical violation. */
-async function audit(page, label) {
-  await page.addScriptTag({ content: axeSource });
-  const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
-  const bad = r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  assert(bad.length === 0, `${label}: ${bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`).join('; ')}`);
-  return `${label} ${r.violations.length} minor`;
 }
 const audits = [];
 const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
