@@ -153,6 +153,7 @@ try {
     await A.page.getByTestId('field-error-email').filter({ hasText: 'not an email address' }).waitFor();
     await A.page.getByLabel('Email address').fill(invitee);
     await A.page.getByLabel('Role', { exact: true }).selectOption({ label: 'Viewer — reads proposals' });
+    await A.page.getByLabel('Link works for').selectOption({ label: '1 day' });
     await A.page.getByRole('button', { name: 'Send invitation' }).click();
     await message(A.page, `Invitation emailed to ${invitee}`);
     await A.page.locator(`[data-testid=invitation-row][data-email="${invitee}"]`).filter({ hasText: 'Viewer' }).waitFor();
@@ -160,8 +161,9 @@ try {
     const m = mail.match(new RegExp(`${escape(BASE)}/invite/([A-Za-z0-9_-]{43})`));
     assert(m, `no ${BASE}/invite/<token> link in the email:\n${mail.slice(0, 1500)}`);
     link = m[0];
-    const stored = sql(`SELECT encode(token_sha256, 'hex') FROM invitations WHERE email = ${lit(invitee)}`);
+    const [stored, validFor] = sql(`SELECT encode(token_sha256, 'hex'), round(extract(epoch FROM expires_at - created_at)) FROM invitations WHERE email = ${lit(invitee)}`).split('|');
     assert(stored === createHash('sha256').update(m[1]).digest('hex'), 'the emailed token is not the stored invitation');
+    assert(validFor === '86400', `the link works for ${validFor} s, not the day chosen`);
     return `${BASE}/invite/${m[1].slice(0, 6)}…`;
   });
 
