@@ -449,3 +449,55 @@ async fn subsets_taken_while_writers_race_plus_the_log_after_them_equal_the_data
     edge.stop().await?;
     env.stop().await
 }
+
+#[tokio::test]
+async fn a_subset_continues_a_shape_another_edge_created_from_the_clients_offset() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let a = uuid::Uuid::new_v4().to_string();
+    env.sql(&format!(
+        "INSERT INTO agencies (id, name) VALUES ('{a}', 'A');
+         CREATE TABLE notes (id int8 PRIMARY KEY, agency_id uuid NOT NULL, body text NOT NULL);
+         INSERT INTO notes SELECT i, '{a}', 'note ' || i FROM generate_series(1, 20) i"
+    ))
+    .await?;
+    let (one, two) = (env.edge(&[]).await?, env.edge(&[]).await?);
+    let auth = bearer(&a);
+    let shape = "table=notes&log=changes_only";
+    let first = get(&one.client, &auth, &format!("{shape}&offset=now")).await?;
+    let handle = first.header("electric-handle").context("handle")?.to_owned();
+    env.sql_on_stream("UPDATE notes SET body = 'edited' WHERE id <= 3", 3).await?;
+    // The client follows on edge one to up-to-date past the update...
+    let from = first.header("electric-offset").context("offset")?.to_owned();
+    let offset = folio_testkit::eventually("the update in the log", || {
+        let (client, auth, from, handle) = (one.client.clone(), auth.clone(), from.clone(), handle.clone());
+        async move {
+            let res = get(&client, &auth, &format!("{shape}&offset={from}&handle={handle}")).await.ok()?;
+            let next = res.header("electric-offset")?.to_owned();
+            (next != from && res.header("electric-up-to-date").is_some()).then_some(next)
+        }
+    })
+    .await;
+    // ...then asks edge two for a subset: same handle, its own offset, rows as of now.
+    let res =
+        get(&two.client, &auth, &format!("{shape}&offset={offset}&handle={handle}&subset__where=id%20%3C%3D%205"))
+            .await?;
+    let answer = subset_answer(&res)?;
+    assert_eq!((answer.handle.as_str(), answer.offset.as_str()), (handle.as_str(), offset.as_str()));
+    let bodies: BTreeMap<String, String> = answer
+        .rows
+        .iter()
+        .map(|(_, v)| {
+            (v["id"].as_str().unwrap_or_default().to_owned(), v["body"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    assert_eq!(bodies.len(), 5);
+    assert_eq!(bodies["1"], "edited");
+    assert_eq!(bodies["5"], "note 5");
+    // An offset no edge handed out is refused, as for the log.
+    let res =
+        get(&two.client, &auth, &format!("{shape}&offset=999999999_0&handle={handle}&subset__where=TRUE")).await?;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.text());
+    one.stop().await?;
+    two.stop().await?;
+    env.stop().await
+}
