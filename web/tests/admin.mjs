@@ -22,7 +22,6 @@
 // cluster's FOLIO_… names (run.sh lets proposals-api register loopback webhook URLs:
 // FOLIO_WEBHOOK_ALLOWED_SUBNETS); optional FOLIO_WEB_SCREENSHOTS=<dir>.
 import { chromium } from 'playwright-core';
-import { spawnSync } from 'node:child_process';
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -30,48 +29,15 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startNotifier, mails } from './notifier.mjs';
 import { audit } from './axe.mjs';
+import { env, outcome, check, assert, sql, lit, until, escapeRegExp } from './lib.mjs';
 
-const env = (k) => process.env[k] ?? (() => { throw new Error(`${k} is not set: run web/tests/run.sh`); })();
 const BASE = env('WEB_TEST_BASE');
-const DB = env('WEB_TEST_DB');
 const WORK = env('WEB_TEST_WORK');
 const BIN = env('WEB_TEST_BIN');
 const SHOTS = process.env.FOLIO_WEB_SCREENSHOTS;
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const children = [];
-let failures = 0;
-
-async function check(name, fn) {
-  const started = Date.now();
-  try {
-    const detail = await fn();
-    console.log(`web-tests: ok  ${name} (${((Date.now() - started) / 1000).toFixed(1)}s)${detail ? ` — ${detail}` : ''}`);
-  } catch (e) {
-    failures++;
-    console.error(`web-tests: FAIL ${name}: ${e?.stack ?? e}`);
-    throw e; // later checks build on earlier ones
-  }
-}
-function assert(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-function sql(q) {
-  const r = spawnSync('psql', [DB, '-qAtX', '-v', 'ON_ERROR_STOP=1', '-c', q], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`psql: ${r.stderr}`);
-  return r.stdout.trim();
-}
-const lit = (s) => `'${String(s).replace(/'/g, "''")}'`;
-async function until(what, fn, timeout = 20_000) {
-  const end = Date.now() + timeout;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 const audits = [];
-const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** A Standard Webhooks receiver on loopback: every request kept with its headers and body. */
 async function startReceiver() {
@@ -158,7 +124,7 @@ try {
     await message(A.page, `Invitation emailed to ${invitee}`);
     await A.page.locator(`[data-testid=invitation-row][data-email="${invitee}"]`).filter({ hasText: 'Viewer' }).waitFor();
     const mail = await until('the invitation email', () => mails(maildir).find((m) => m.includes(invitee)));
-    const m = mail.match(new RegExp(`${escape(BASE)}/invite/([A-Za-z0-9_-]{43})`));
+    const m = mail.match(new RegExp(`${escapeRegExp(BASE)}/invite/([A-Za-z0-9_-]{43})`));
     assert(m, `no ${BASE}/invite/<token> link in the email:\n${mail.slice(0, 1500)}`);
     link = m[0];
     const [stored, validFor] = sql(`SELECT encode(token_sha256, 'hex'), round(extract(epoch FROM expires_at - created_at)) FROM invitations WHERE email = ${lit(invitee)}`).split('|');
@@ -339,7 +305,7 @@ try {
     const adminCalls = [];
     V.page.on('request', (r) => /\/folio\.api\.v1\.(MemberService|WebhookService)\//.test(r.url()) && adminCalls.push(r.url()));
     await V.page.goto(BASE);
-    await V.page.getByRole('button', { name: new RegExp(`^${escape(viewer.name)}`) }).click();
+    await V.page.getByRole('button', { name: new RegExp(`^${escapeRegExp(viewer.name)}`) }).click();
     await V.page.getByRole('navigation', { name: 'Sections' }).waitFor();
     assert(await V.page.getByTestId('admin-link').count() === 0, 'a viewer is offered the admin area');
     await V.page.getByRole('link', { name: 'Email settings' }).click();
@@ -371,11 +337,11 @@ try {
   await check('admin pages: axe-core finds no serious or critical violation', async () => audits.join(', '));
   assert(pageErrors.length === 0, `uncaught errors in the pages: ${pageErrors.join('; ')}`);
 } catch (e) {
-  if (!failures) console.error(`web-tests: FAIL ${e?.stack ?? e}`);
-  failures = Math.max(failures, 1);
+  if (!outcome.failures) console.error(`web-tests: FAIL ${e?.stack ?? e}`);
+  outcome.failures = Math.max(outcome.failures, 1);
 } finally {
   await browser.close();
   receiver.close();
   for (const c of children) c.kill('SIGTERM');
 }
-process.exit(failures ? 1 : 0);
+process.exit(outcome.failures ? 1 : 0);

@@ -10,60 +10,21 @@
 // CHROMIUM, and the cluster's FOLIO_… names; optional FOLIO_WEB_SCREENSHOTS=<dir>.
 import { chromium } from 'playwright-core';
 import { spawnSync } from 'node:child_process';
-import { createHash, createHmac, randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { join, dirname } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { startNotifier, mails } from './notifier.mjs';
 import { audit } from './axe.mjs';
+import { env, outcome, check, assert, sql, lit, sign, until, escapeRegExp } from './lib.mjs';
 
-const env = (k) => process.env[k] ?? (() => { throw new Error(`${k} is not set: run web/tests/run.sh`); })();
 const BASE = env('WEB_TEST_BASE');
-const DB = env('WEB_TEST_DB');
 const WORK = env('WEB_TEST_WORK');
 const BIN = env('WEB_TEST_BIN');
-const SECRET = env('FOLIO_JWT_SECRET');
 const SHOTS = process.env.FOLIO_WEB_SCREENSHOTS;
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const children = [];
 const audits = [];
-let failures = 0;
-
-async function check(name, fn) {
-  const started = Date.now();
-  try {
-    const detail = await fn();
-    console.log(`web-tests: ok  ${name} (${((Date.now() - started) / 1000).toFixed(1)}s)${detail ? ` — ${detail}` : ''}`);
-  } catch (e) {
-    failures++;
-    console.error(`web-tests: FAIL ${name}: ${e?.stack ?? e}`);
-    throw e;
-  }
-}
-function assert(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-function sql(q) {
-  const r = spawnSync('psql', [DB, '-qAtX', '-v', 'ON_ERROR_STOP=1', '-c', q], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`psql: ${r.stderr}`);
-  return r.stdout.trim();
-}
-const lit = (s) => `'${String(s).replace(/'/g, "''")}'`;
-const b64url = (b) => Buffer.from(b).toString('base64url');
-function sign(claims) {
-  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const body = b64url(JSON.stringify(claims));
-  return `${head}.${body}.${createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url')}`;
-}
-async function until(what, fn, timeout = 30_000) {
-  const end = Date.now() + timeout;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** The proposal.accepted emails with a PDF attached, decoded by Python's email package. */
 function signedCopyEmails(maildir) {
@@ -133,7 +94,7 @@ try {
     await A.page.getByRole('button', { name: 'Send', exact: true }).click();
     await status().filter({ hasText: 'Sent' }).waitFor();
     const mail = await until('the client\'s email', () => mails(maildir).find((m) => m.includes(`To: ${clientEmail}`) || m.includes(`<${clientEmail}>`)));
-    const m = mail.match(new RegExp(`${BASE.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/p/([A-Za-z0-9_-]{43})`));
+    const m = mail.match(new RegExp(`${escapeRegExp(BASE)}/p/([A-Za-z0-9_-]{43})`));
     assert(m, `no ${BASE}/p/<token> link in the email:\n${mail.slice(0, 2000)}`);
     link = m[0];
     assert(!mail.includes(`/p/${proposal}`), 'the email still links the proposal id');
@@ -235,10 +196,10 @@ try {
   await check('the client page, open, accepted and not valid: axe-core finds no serious or critical violation', async () => audits.join(', '));
   assert(pageErrors.length === 0, `uncaught errors in the pages: ${pageErrors.join('; ')}`);
 } catch (e) {
-  if (!failures) console.error(`web-tests: FAIL ${e?.stack ?? e}`);
-  failures = Math.max(failures, 1);
+  if (!outcome.failures) console.error(`web-tests: FAIL ${e?.stack ?? e}`);
+  outcome.failures = Math.max(outcome.failures, 1);
 } finally {
   await browser.close();
   for (const c of children) c.kill('SIGTERM');
 }
-process.exit(failures ? 1 : 0);
+process.exit(outcome.failures ? 1 : 0);

@@ -5,52 +5,21 @@
 //   FOLIO_JWT_SECRET (to sign a second and third agency's tokens), CHROMIUM.
 // Optional: FOLIO_WEB_SCREENSHOTS=<dir>, FOLIO_WEB_RESULTS=<file>.
 import { chromium } from 'playwright-core';
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { createHash, createHmac, randomUUID } from 'node:crypto';
+import { spawn, execFileSync } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync, readdirSync, statSync, openSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
-import { createRequire } from 'node:module';
+import { env, outcome, check, assert, sql, lit, sign } from './lib.mjs';
+import { audit } from './axe.mjs';
 
-const require = createRequire(import.meta.url);
-const env = (k) => process.env[k] ?? (() => { throw new Error(`${k} is not set: run web/tests/run.sh`); })();
 const BASE = env('WEB_TEST_BASE');
-const DB = env('WEB_TEST_DB');
 const WORK = env('WEB_TEST_WORK');
-const SECRET = env('FOLIO_JWT_SECRET');
 const SHOTS = process.env.FOLIO_WEB_SCREENSHOTS;
 const results = {};
 const t0 = Date.now();
 
 // ---------- helpers ----------
-let failures = 0;
-async function check(name, fn) {
-  const started = Date.now();
-  try {
-    const detail = await fn();
-    console.log(`web-tests: ok  ${name} (${((Date.now() - started) / 1000).toFixed(1)}s)${detail ? ` — ${detail}` : ''}`);
-  } catch (e) {
-    failures++;
-    console.error(`web-tests: FAIL ${name}: ${e?.stack ?? e}`);
-    throw e; // later checks build on earlier ones
-  }
-}
-function assert(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-function sql(q) {
-  const r = spawnSync('psql', [DB, '-qAtX', '-v', 'ON_ERROR_STOP=1', '-c', q], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`psql: ${r.stderr}`);
-  return r.stdout.trim();
-}
-const lit = (s) => `'${String(s).replace(/'/g, "''")}'`;
-const b64url = (b) => Buffer.from(b).toString('base64url');
-function sign(claims) {
-  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const body = b64url(JSON.stringify(claims));
-  const sig = createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url');
-  return `${head}.${body}.${sig}`;
-}
 function percentile(xs, p) {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
@@ -115,15 +84,6 @@ async function message(page, want, timeout = 20_000) {
     const got = await page.getByTestId('message').innerText().catch(() => '(no message)');
     throw new Error(`expected the message "${want}", the page says "${got}"`);
   }
-}
-const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
-/** axe-core on the page as it is: no serious or critical violation. */
-async function audit(page, label) {
-  await page.addScriptTag({ content: axeSource });
-  const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
-  const bad = r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  assert(bad.length === 0, `${label}: ${bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`).join('; ')}`);
-  return `${label} ${r.violations.length} minor`;
 }
 /**
  * Holds a page's live reads of one shape (the synced rows cannot arrive) until release().
@@ -660,13 +620,13 @@ try {
 
   assert(pageErrors.length === 0, `uncaught errors in the pages: ${pageErrors.join('; ')}`);
 } catch (e) {
-  if (!failures) console.error(`web-tests: FAIL ${e?.stack ?? e}`);
+  if (!outcome.failures) console.error(`web-tests: FAIL ${e?.stack ?? e}`);
   console.error(`web-tests: the pages' last console warnings and errors:\n  ${consoleLog.slice(-15).join('\n  ')}`);
-  failures = Math.max(failures, 1);
+  outcome.failures = Math.max(outcome.failures, 1);
 } finally {
   await browser.close();
 }
 results.seconds = +((Date.now() - t0) / 1000).toFixed(1);
 console.log(`web-tests: figures ${JSON.stringify({ ...results, editPropagationMs: results.editPropagationMs && { ...results.editPropagationMs, samples: undefined } })}`);
 if (process.env.FOLIO_WEB_RESULTS) writeFileSync(process.env.FOLIO_WEB_RESULTS, JSON.stringify(results, null, 2));
-process.exit(failures ? 1 : 0);
+process.exit(outcome.failures ? 1 : 0);
