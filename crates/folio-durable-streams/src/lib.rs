@@ -41,7 +41,7 @@ use axum::http::HeaderValue;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use error::{StorageError, StreamError};
-pub use routes::router;
+pub use routes::{common_headers, router};
 
 /// Durable Streams settings, flattened into the edge's `Config`.
 #[derive(Debug, Clone, clap::Args)]

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::{
     Streams,
-    access::Action,
+    access::{Action, Principal},
     body::read_limited,
     create::fork_source,
     error::{Result, StreamError},
@@ -24,6 +24,7 @@ use super::{
     offset::Offset,
     path::{Route, StreamPath},
     query::parse_read_query,
+    store,
 };
 
 pub fn router(streams: Arc<Streams>) -> Router {
@@ -34,7 +35,8 @@ pub fn router(streams: Arc<Streams>) -> Router {
 }
 
 /// Adds the security, CORS and caching headers to every response and opens the request's span.
-async fn common_headers(State(streams): State<Arc<Streams>>, req: Request, next: Next) -> Response {
+/// Public so protocols layered on the streams (the Yjs route) answer with the same headers.
+pub async fn common_headers(State(streams): State<Arc<Streams>>, req: Request, next: Next) -> Response {
     let span = tracing::info_span!("stream_request", method = %req.method(), path = %req.uri().path(), status = tracing::field::Empty);
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut res = next.run(req).instrument(span.clone()).await;
@@ -67,47 +69,71 @@ async fn dispatch(State(streams): State<Arc<Streams>>, req: Request) -> Response
 
 async fn handle(streams: &Arc<Streams>, path: StreamPath, req: Request) -> Result<Response> {
     let principal = streams.gate.authenticate(req.headers())?;
-    let action = match *req.method() {
-        Method::GET | Method::HEAD => Action::Read,
-        Method::PUT | Method::POST => Action::Write,
-        Method::DELETE => Action::Delete,
-        _ => return Err(StreamError::MethodNotAllowed),
-    };
-    principal.authorize(action, &path)?;
-    let (parts, body) = req.into_parts();
-    let path = path.as_str();
-    match parts.method {
-        Method::PUT => {
-            // A fork reads its source: the source must be the caller's to read.
-            if let Some(source) = fork_source(&parts.headers)? {
-                principal.authorize(Action::Read, &source)?;
-            }
-            let body = read_limited(body, streams.max_append).await?;
-            streams.create(path, &parts.headers, body).await
-        }
-        Method::POST => {
-            // Before the body is read: a refused flood costs neither the upload nor NATS.
-            let decision = match &streams.quotas {
-                Some(quotas) => quotas.admit_append(&principal, path).await?,
-                None => None,
-            };
-            let body = read_limited(body, streams.max_append).await?;
-            let mut res = streams.append(path, &parts.headers, body).await?;
-            if let Some(decision) = decision {
-                decision.add_headers(res.headers_mut());
-            }
-            Ok(res)
-        }
-        Method::GET => {
-            let query = parse_read_query(parts.uri.query())?;
-            streams.get(path, query, &parts.headers).await
-        }
-        Method::HEAD => streams.head(path).await,
-        _ => streams.delete(path).await,
-    }
+    streams.serve(&principal, &path, req).await
 }
 
 impl Streams {
+    /// The caller of a request, by the rules of `/v1/stream/*` (`access`).
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal> {
+        self.gate.authenticate(headers)
+    }
+
+    /// Serves one request on the stream at `path` in process, exactly as `/v1/stream/<path>`
+    /// would for `principal`: authorization, quotas, create, append, reads (catch-up,
+    /// long-poll, SSE), HEAD and DELETE. Only the method, headers, query and body of `req` are
+    /// used. Protocols layered on the streams (the Yjs route) call this instead of proxying.
+    pub async fn serve(self: &Arc<Self>, principal: &Principal, path: &StreamPath, req: Request) -> Result<Response> {
+        let action = match *req.method() {
+            Method::GET | Method::HEAD => Action::Read,
+            Method::PUT | Method::POST => Action::Write,
+            Method::DELETE => Action::Delete,
+            _ => return Err(StreamError::MethodNotAllowed),
+        };
+        principal.authorize(action, path)?;
+        let (parts, body) = req.into_parts();
+        let streams = self;
+        let path = path.as_str();
+        match parts.method {
+            Method::PUT => {
+                // A fork reads its source: the source must be the caller's to read.
+                if let Some(source) = fork_source(&parts.headers)? {
+                    principal.authorize(Action::Read, &source)?;
+                }
+                let body = read_limited(body, streams.max_append).await?;
+                streams.create(path, &parts.headers, body).await
+            }
+            Method::POST => {
+                // Before the body is read: a refused flood costs neither the upload nor NATS.
+                let decision = match &streams.quotas {
+                    Some(quotas) => quotas.admit_append(principal, path).await?,
+                    None => None,
+                };
+                let body = read_limited(body, streams.max_append).await?;
+                let mut res = streams.append(path, &parts.headers, body).await?;
+                if let Some(decision) = decision {
+                    decision.add_headers(res.headers_mut());
+                }
+                Ok(res)
+            }
+            Method::GET => {
+                let query = parse_read_query(parts.uri.query())?;
+                streams.get(path, query, &parts.headers).await
+            }
+            Method::HEAD => streams.head(path).await,
+            _ => streams.delete(path).await,
+        }
+    }
+
+    /// Largest body one append may carry (`--ds-max-append-bytes`, capped by NATS).
+    pub fn max_append_bytes(&self) -> usize {
+        self.max_append
+    }
+
+    /// The JetStream mapping (metadata bucket, data subjects) for layered protocols.
+    pub fn store(&self) -> &store::Store {
+        &self.store
+    }
+
     async fn head(&self, path: &str) -> Result<Response> {
         // HEAD reports but does not count as access: it must not keep a stream alive.
         let meta = self.live(path).await?.meta;
