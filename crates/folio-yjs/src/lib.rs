@@ -1,0 +1,112 @@
+//! The Yjs protocol of Durable Streams (`@durable-streams/y-durable-streams`, YJS-PROTOCOL.md)
+//! under `/v1/yjs/{service}/docs/{*docPath}`, so the unmodified `YjsProvider` syncs documents
+//! through the edge.
+//!
+//! A document is ordinary Durable Streams (an update log and awareness streams, `path`), served
+//! in process through `folio_durable_streams::Streams::serve`: reads, SSE, long-poll, appends and
+//! their access rules are the streams' own, and offsets are JetStream sequences. What this crate
+//! adds: the URL and error shapes of the protocol (`routes`, `error`), snapshot discovery, and
+//! compaction (`compactor`, `compact`): once a document's log has grown by the threshold since
+//! its last snapshot, one edge (a lease in the document's record, `record`) replays it with
+//! `yrs`, stores the state as one update (`snapshots`) and moves the pointer with
+//! compare-and-set. Updates are never deleted.
+
+pub mod compact;
+mod compactor;
+mod error;
+pub mod frames;
+pub mod path;
+mod record;
+mod routes;
+mod snapshots;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use folio_durable_streams::{StorageError, Streams};
+use parking_lot::Mutex;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use compactor::Outcome;
+pub use error::YjsError;
+pub use routes::router;
+
+/// Yjs settings, flattened into the edge's `Config`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct YjsConfig {
+    /// Bytes of updates a document's log may grow by after its last snapshot before the edge
+    /// compacts it into a new snapshot (clients then load the snapshot and the updates after it).
+    #[arg(long = "yjs-compaction-threshold", env = "FOLIO_YJS_COMPACTION_THRESHOLD", default_value_t = 1024 * 1024)]
+    pub compaction_threshold: u64,
+
+    /// Idle time after which an awareness (presence) stream expires; a client's next write
+    /// creates it again.
+    #[arg(long = "yjs-awareness-ttl", env = "FOLIO_YJS_AWARENESS_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub awareness_ttl: Duration,
+
+    /// Largest POST body on a document (bytes); bodies larger than one append are stored as
+    /// several appends cut at update boundaries.
+    #[arg(long = "yjs-max-post-bytes", env = "FOLIO_YJS_MAX_POST_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_post_bytes: usize,
+}
+
+impl YjsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.compaction_threshold == 0 {
+            return Err("--yjs-compaction-threshold must be positive".into());
+        }
+        if self.awareness_ttl.as_secs() == 0 {
+            return Err("--yjs-awareness-ttl must be at least one second".into());
+        }
+        if self.max_post_bytes == 0 {
+            return Err("--yjs-max-post-bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Shared state of the Yjs route.
+pub struct Yjs {
+    streams: Arc<Streams>,
+    config: YjsConfig,
+    records: record::Records,
+    snapshots: snapshots::Snapshots,
+    /// Bytes appended through this edge per document since its last compaction: only a hint
+    /// of when to try (the compactor counts the real bytes), so restarts and other edges are
+    /// harmless. Keyed by the update log's stream path.
+    pending: Mutex<HashMap<String, Pending>>,
+    /// Names this edge in compaction leases.
+    edge_id: String,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+#[derive(Default)]
+struct Pending {
+    bytes: u64,
+    compacting: bool,
+}
+
+impl Yjs {
+    /// Opens the snapshot bucket; compactions run on `tasks` and stop with `shutdown`.
+    pub async fn start(
+        streams: Arc<Streams>,
+        config: YjsConfig,
+        prefix: &str,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Result<Arc<Self>, StorageError> {
+        let store = streams.store();
+        let snapshots = snapshots::Snapshots::open(store.nats().clone(), prefix).await?;
+        let records = record::Records::new(store.kv().clone());
+        Ok(Arc::new(Yjs {
+            streams,
+            config,
+            records,
+            snapshots,
+            pending: Mutex::new(HashMap::new()),
+            edge_id: uuid::Uuid::new_v4().simple().to_string(),
+            shutdown,
+            tasks,
+        }))
+    }
+}
