@@ -358,6 +358,15 @@ async fn subsets_taken_while_writers_race_plus_the_log_after_them_equal_the_data
             .collect();
         // Subsets while the writers run: a group of rows each round, from where the client is.
         tokio::time::sleep(std::time::Duration::from_millis(20 * round)).await;
+        // A transaction in flight across the snapshot, on a row of the group: it commits after
+        // the snapshot began, so the subset does not show it and its change must be applied.
+        let mut in_flight = env.db.pool.begin().await?;
+        sqlx::query("UPDATE counters SET v = v + 1 WHERE id = $1")
+            .bind(4 + (round % 4) as i64)
+            .execute(&mut *in_flight)
+            .await?;
+        let in_flight_xid: i64 =
+            sqlx::query_scalar("SELECT pg_current_xact_id()::xid::text::int8").fetch_one(&mut *in_flight).await?;
         let at = format!("{shape}&offset={}&handle={}", client.offset, client.handle);
         let subset = if round % 2 == 0 {
             get(
@@ -375,6 +384,9 @@ async fn subsets_taken_while_writers_race_plus_the_log_after_them_equal_the_data
             post(&edge.client, &auth, &at, &body).await?
         };
         let answer = subset_answer(&subset)?;
+        in_flight.commit().await?;
+        // In xip_list, or at or above xmax when nothing that began after it had ended.
+        ensure!(!answer.saw(in_flight_xid as u32), "the snapshot does not see the transaction in flight");
         ensure!(
             answer.offset == client.offset,
             "a real offset is answered as asked: {} vs {}",
