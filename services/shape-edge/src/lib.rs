@@ -33,6 +33,10 @@ pub struct Config {
     #[command(flatten)]
     pub shapes: ShapesConfig,
 
+    /// The Yjs protocol on the streams (`/v1/yjs/*`): compaction and awareness settings.
+    #[command(flatten)]
+    pub yjs: folio_yjs::YjsConfig,
+
     /// Where the limits both APIs share with the other edges live (NATS KV) and how they lease.
     #[command(flatten)]
     pub quota: folio_quota::QuotaArgs,
@@ -48,6 +52,7 @@ impl Config {
             .map_err(|e| e.to_string())?;
         self.check_public_url()?;
         self.streams.validate()?;
+        self.yjs.validate()?;
         self.shapes.validate()
     }
 }
@@ -171,6 +176,15 @@ impl Bound {
                 tasks.clone(),
             )
             .await?;
+            // Yjs documents are streams of this API, served in process on the same JetStream.
+            let yjs = folio_yjs::Yjs::start(
+                streams.clone(),
+                config.yjs.clone(),
+                &config.streams.prefix,
+                shutdown.clone(),
+                tasks.clone(),
+            )
+            .await?;
             let shapes = shapes::Shapes::start(
                 nats,
                 config.shapes.clone(),
@@ -183,7 +197,7 @@ impl Bound {
                 tasks.clone(),
             )
             .await?;
-            Ok::<_, Error>(router(streams, shapes))
+            Ok::<_, Error>(router(streams, shapes).merge(folio_yjs::router(yjs)))
         };
         let app = match started.await {
             Ok(app) => app,
