@@ -43,18 +43,14 @@ impl Drop for Edge {
 }
 
 async fn edge(prefix: &str, threshold: u64) -> Edge {
-    let args = Args::parse_from([
-        "edge",
-        "--ds-prefix",
-        prefix,
-        "--ds-open",
-        "--ds-quotas",
-        "off",
-        "--yjs-compaction-threshold",
-        &threshold.to_string(),
-        "--nats-url",
-        &folio_testkit::nats_url(),
-    ]);
+    edge_with(prefix, &["--ds-open", "--yjs-compaction-threshold", &threshold.to_string()]).await
+}
+
+async fn edge_with(prefix: &str, flags: &[&str]) -> Edge {
+    let url = folio_testkit::nats_url();
+    let mut argv = vec!["edge", "--ds-prefix", prefix, "--ds-quotas", "off", "--nats-url", &url];
+    argv.extend_from_slice(flags);
+    let args = Args::parse_from(argv);
     let (options, reconnects) = folio_live::Reconnects::options("folio-yjs-test");
     let nats = options.connect(&args.bus.nats_url).await.expect("NATS (FOLIO_NATS_URL) is reachable");
     let shutdown = CancellationToken::new();
@@ -417,5 +413,59 @@ async fn the_protocol_errors_are_json_and_checked_before_lookups() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     edge.put_doc("framed").await;
     assert_eq!(edge.post("framed", vec![1, 2, 3], None).await.status, StatusCode::BAD_REQUEST, "not whole frames");
+    cleanup(&prefix).await;
+}
+
+const SECRET: &str = "yjs-access-test-secret-yjs-access-test";
+
+fn bearer(agency: folio_domain::AgencyId, role: folio_auth::Role) -> String {
+    let caller = folio_auth::Caller { user_id: folio_domain::UserId::new(), agency_id: agency, role };
+    let token = folio_auth::Authenticator::new(SECRET.as_bytes()).issue(&caller, std::time::Duration::from_secs(600));
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn a_closed_edge_serves_an_agencys_documents_to_its_members_only() {
+    use folio_auth::Role;
+    let prefix = prefix();
+    let edge = edge_with(&prefix, &["--jwt-secret", SECRET]).await;
+    let (own, other) = (folio_domain::AgencyId::new(), folio_domain::AgencyId::new());
+    let doc = format!("/v1/yjs/{own}/docs/proposal-1/body");
+    let as_ =
+        |token: &str| vec![("authorization", token.to_owned()), ("content-type", "application/octet-stream".into())];
+    let send = |method: Method, uri: String, headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let edge = &edge;
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            edge.send(method, &uri, &headers, body).await.status
+        }
+    };
+    let (editor, viewer, admin) = (bearer(own, Role::Editor), bearer(own, Role::Viewer), bearer(own, Role::Admin));
+    let stranger = bearer(other, Role::Admin);
+    let writer = Writer::new(17);
+    // Refused before any lookup: the answer does not say whether the document exists.
+    assert_eq!(
+        send(Method::GET, format!("{doc}?offset=snapshot"), as_(&stranger), vec![]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(send(Method::PUT, doc.clone(), vec![], vec![]).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(Method::PUT, doc.clone(), as_(&viewer), vec![]).await, StatusCode::FORBIDDEN);
+    assert_eq!(send(Method::PUT, doc.clone(), as_(&editor), vec![]).await, StatusCode::CREATED);
+    assert_eq!(send(Method::POST, doc.clone(), as_(&editor), writer.type_text("hello")).await, StatusCode::NO_CONTENT);
+    assert_eq!(send(Method::POST, doc.clone(), as_(&viewer), writer.type_text("!")).await, StatusCode::FORBIDDEN);
+    assert_eq!(send(Method::POST, doc.clone(), as_(&stranger), writer.type_text("!")).await, StatusCode::FORBIDDEN);
+    assert_eq!(send(Method::GET, format!("{doc}?offset=-1"), as_(&viewer), vec![]).await, StatusCode::OK);
+    assert_eq!(send(Method::GET, format!("{doc}?offset=-1"), as_(&stranger), vec![]).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(Method::POST, format!("{doc}?awareness=default"), as_(&stranger), vec![1]).await,
+        StatusCode::FORBIDDEN
+    );
+    // A service name that is not an agency id is no agency's namespace: only an open edge serves it.
+    let outside = "/v1/yjs/test/docs/proposal-1/body".to_owned();
+    assert_eq!(send(Method::PUT, outside, as_(&admin), vec![]).await, StatusCode::FORBIDDEN);
+    // Deleting takes an admin, as for streams.
+    assert_eq!(send(Method::DELETE, doc.clone(), as_(&editor), vec![]).await, StatusCode::FORBIDDEN);
+    assert_eq!(send(Method::DELETE, doc.clone(), as_(&stranger), vec![]).await, StatusCode::FORBIDDEN);
+    assert_eq!(send(Method::DELETE, doc.clone(), as_(&admin), vec![]).await, StatusCode::NO_CONTENT);
     cleanup(&prefix).await;
 }
