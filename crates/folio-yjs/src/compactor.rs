@@ -180,6 +180,19 @@ impl Yjs {
     }
 
     async fn compact(&self, updates: &StreamPath) -> Result<Outcome, CompactError> {
+        let outcome = self.compact_once(updates).await;
+        let label = match &outcome {
+            Ok(Outcome::Compacted { .. }) => "compacted",
+            Ok(Outcome::Busy) => "busy",
+            Ok(Outcome::NothingNew | Outcome::BelowThreshold { .. }) => "below_threshold",
+            Ok(Outcome::Gone) => "gone",
+            Err(_) => "failed",
+        };
+        metrics::counter!("yjs_compactions_total", "outcome" => label).increment(1);
+        outcome
+    }
+
+    async fn compact_once(&self, updates: &StreamPath) -> Result<Outcome, CompactError> {
         let Some(meta) = self.live_meta(updates).await? else { return Ok(Outcome::Gone) };
         let Some((lease, record)) = self.lease(updates.as_str(), &meta).await? else { return Ok(Outcome::Busy) };
         let outcome = self.compact_leased(&meta, &record, &lease).await;
@@ -272,6 +285,7 @@ impl Yjs {
             // The pointer has moved: nobody is sent to the old snapshot any more.
             self.snapshots.delete(&old).await?;
         }
+        metrics::counter!("yjs_snapshot_bytes_written_total").increment(pointer.bytes);
         tracing::debug!(doc = %updates, %label, bytes = pointer.bytes, "compacted");
         Ok(Outcome::Compacted { label, next: tail, skipped: built.skipped })
     }
