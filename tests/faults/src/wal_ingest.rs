@@ -1,0 +1,83 @@
+//! wal-ingest replicas as processes (so SIGKILL is real), each on a known admin port to ask
+//! which one is active.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// What every replica of one run shares: where it reads and publishes.
+#[derive(Debug, Clone)]
+pub struct IngestSetup {
+    pub database_url: String,
+    pub nats_url: String,
+    pub slot: String,
+    pub subject_root: String,
+    pub changes_stream: String,
+    pub jobs_stream: String,
+}
+
+pub struct Replica {
+    pub admin: SocketAddr,
+    child: tokio::process::Child,
+    setup: IngestSetup,
+}
+
+impl Replica {
+    pub async fn start(setup: &IngestSetup) -> anyhow::Result<Self> {
+        let admin: SocketAddr = ([127, 0, 0, 1], crate::free_port()?).into();
+        let child = spawn(setup, admin)?;
+        Ok(Self { admin, child, setup: setup.clone() })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether this replica streams the slot now (`/readyz` answers 200 only on the active one).
+    pub async fn is_active(&self) -> bool {
+        http_status(self.admin, "/readyz").await == Some(200)
+    }
+
+    /// SIGKILL, then the same replica started again (it comes back as the standby).
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        self.child = spawn(&self.setup, self.admin)?;
+        Ok(())
+    }
+}
+
+fn spawn(setup: &IngestSetup, admin: SocketAddr) -> anyhow::Result<tokio::process::Child> {
+    let binary = crate::bin_dir()?.join("wal-ingest");
+    tokio::process::Command::new(&binary)
+        .env("FOLIO_ENV", "development")
+        .env("FOLIO_DATABASE_URL", &setup.database_url)
+        .env("FOLIO_NATS_URL", &setup.nats_url)
+        .env("FOLIO_WAL_SLOT", &setup.slot)
+        .env("FOLIO_SUBJECT_ROOT", &setup.subject_root)
+        .env("FOLIO_CHANGES_STREAM", &setup.changes_stream)
+        .env("FOLIO_JOBS_STREAM", &setup.jobs_stream)
+        .env("FOLIO_ADMIN_ADDR", admin.to_string())
+        .env("FOLIO_RETRY_BACKOFF", "200ms")
+        .env("FOLIO_STANDBY_POLL", "200ms")
+        // A silent NATS link must end the session within the suite's patience.
+        .env("FOLIO_ACK_TIMEOUT", "2s")
+        // Its errors are the faults' expected effects: quiet unless asked for.
+        .env("RUST_LOG", std::env::var("FOLIO_FAULTS_LOG").unwrap_or_else(|_| "off".into()))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("start {} (cargo build -p wal-ingest, or set FOLIO_BIN_DIR)", binary.display()))
+}
+
+/// The status code of `GET path` on a plain HTTP/1.0 listener; None if it does not answer.
+async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), exchange).await.ok().flatten()
+}
