@@ -9,6 +9,10 @@ pub const COMMIT_LSN: &str = "Folio-Commit-Lsn";
 pub const XID: &str = "Folio-Xid";
 /// `true` on a transaction's last message on a stream.
 pub const LAST_IN_TRANSACTION: &str = "Folio-Last-In-Transaction";
+/// W3C trace context of the span that published the message: wal-ingest's span of the
+/// transaction, itself a child of the API call that committed it (see
+/// [`crate::trace_context`]). Absent when the writer recorded no trace.
+pub const TRACEPARENT: &str = "traceparent";
 /// Why a dead-lettered job failed, and how often it was delivered.
 pub const ERROR: &str = "Folio-Error";
 pub const DELIVERIES: &str = "Folio-Deliveries";

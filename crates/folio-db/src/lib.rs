@@ -84,6 +84,22 @@ pub async fn emit_job(tx: &mut Transaction<'_, Postgres>, kind: &str, payload: &
     Ok(())
 }
 
+/// Records the W3C trace context of the call writing `tx` as the transaction's first record in
+/// the WAL, so that wal-ingest publishes every event of the transaction in that trace
+/// (`folio_bus::trace_context`). Transactional: a rolled-back transaction leaves no trace.
+/// Call it before the transaction's first change: wal-ingest publishes each change as it reads
+/// it, and a change read before the message goes out without the trace.
+pub async fn emit_trace_context(tx: &mut Transaction<'_, Postgres>, traceparent: &str) -> Result<(), sqlx::Error> {
+    // Not `emit_job`'s text: sqlx caches a statement by its text with the parameter types of
+    // its first use, and a job's bytes sent as `text` are refused (they hold NULs).
+    sqlx::query("SELECT pg_logical_emit_message(true, $1, $2::text)")
+        .bind(folio_bus::trace_context::WAL_MESSAGE_PREFIX)
+        .bind(traceparent)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Replaces the database name of a postgres URL.
 pub fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {

@@ -273,10 +273,16 @@ impl Assembler {
         Ok(())
     }
 
-    /// A transactional logical message. Every one takes a position (so positions follow the WAL
-    /// alone), but only `folio.jobs.<kind>` messages are published.
+    /// A transactional logical message. Every one but the trace record takes a position (so
+    /// positions follow the WAL alone), but only `folio.jobs.<kind>` messages are published.
+    /// The trace record (`folio_bus::trace_context::WAL_MESSAGE_PREFIX`, first in every API
+    /// transaction) takes none: the transaction's first change keeps position 0, which tells
+    /// consumers such as the notifier that no earlier event of the transaction exists.
     pub fn message(&mut self, prefix: &str, content: Bytes, out: &mut Vec<Outgoing>) -> Result<(), EventError> {
         let txn = self.txn.as_mut().ok_or(EventError::NoTransaction)?;
+        if prefix == folio_bus::trace_context::WAL_MESSAGE_PREFIX {
+            return Ok(());
+        }
         let position = txn.next_position;
         txn.next_position += 1;
         if let Some(subject) = self.subjects.job(prefix) {
@@ -487,6 +493,22 @@ mod tests {
         let keys: Vec<String> = out.iter().map(|o| o.key.to_string()).collect();
         assert_eq!(keys, ["0000000000000100:0", "0000000000000200:0.s0", "0000000000000200:0"]);
         assert_eq!(out[1].subject, Subjects::new("folio").table_wide("public", "notes"));
+    }
+
+    #[test]
+    fn the_trace_record_takes_no_position_and_is_not_published() {
+        let mut a = Assembler::new(Subjects::new("folio"));
+        a.begin(Lsn(0x100), 1, 0);
+        a.relation(table(), None);
+        let mut out = Vec::new();
+        let traceparent = Bytes::from_static(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        a.message(folio_bus::trace_context::WAL_MESSAGE_PREFIX, traceparent, &mut out).unwrap();
+        assert!(out.is_empty());
+        a.change(PgOutput::Insert { relation: 7, new: vec![t("1"), t("A"), t("x")] }, &mut out).unwrap();
+        a.message("folio.jobs.pdf", Bytes::from_static(b"job"), &mut out).unwrap();
+        let keys: Vec<String> = out.iter().map(|o| o.key.to_string()).collect();
+        assert_eq!(keys, ["0000000000000100:0", "0000000000000100:1"], "the first change is still at 0");
+        assert_eq!(out[1].target, Target::Jobs);
     }
 
     #[test]

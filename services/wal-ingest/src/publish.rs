@@ -186,8 +186,10 @@ impl Publisher {
     }
 
     /// Sends one event (the caller checked the fence and counted it as `seq`); its ack is
-    /// collected later through [`Publisher::next_ack`].
-    pub async fn send(&mut self, event: Outgoing, seq: u64) -> Result<(), PublishError> {
+    /// collected later through [`Publisher::next_ack`]. With traces exported, the event carries
+    /// the current span's context (the transaction's); otherwise `traceparent`, the one its
+    /// transaction recorded, so consumers still continue the writer's trace.
+    pub async fn send(&mut self, event: Outgoing, seq: u64, traceparent: Option<&str>) -> Result<(), PublishError> {
         let id = event.key.to_string();
         let lane = &mut self.lanes[lane_index(event.target)];
         let mut headers = HeaderMap::new();
@@ -202,6 +204,8 @@ impl Publisher {
         }
         if self.propagate_trace {
             folio_bus::trace_context::inject_into_nats(&mut headers);
+        } else if let Some(traceparent) = traceparent {
+            headers.insert(folio_bus::headers::TRACEPARENT, traceparent);
         }
         let payload = match event.body {
             Body::Change(mut change) => {

@@ -92,7 +92,13 @@ struct Stream<'a> {
     /// flag without reading the other.
     held: [Option<Outgoing>; 2],
     scratch: Vec<Outgoing>,
+    /// The span of the transaction being published: the parent of its publishes, and (with
+    /// OTLP export) the trace context every one of its events carries.
     txn_span: tracing::Span,
+    /// The trace context the transaction recorded first in the WAL (the API call that wrote
+    /// it), if any: `txn_span`'s parent, and what its events carry when this process exports
+    /// no traces of its own.
+    txn_traceparent: Option<String>,
     nats_disconnects: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -138,6 +144,7 @@ pub async fn run(
         held: [None, None],
         scratch: Vec::new(),
         txn_span: tracing::Span::none(),
+        txn_traceparent: None,
         nats_disconnects,
     };
     let result = stream.pump(shutdown).await;
@@ -187,6 +194,7 @@ impl Stream<'_> {
             ReplicationEvent::Begin { final_lsn, xid, commit_time_micros } => {
                 let lsn = Lsn(final_lsn.as_u64());
                 self.txn_span = tracing::info_span!("transaction", commit_lsn = %lsn, xid);
+                self.txn_traceparent = None;
                 self.assembler.begin(lsn, xid, commit_time_micros);
             }
             ReplicationEvent::XLogData { data, .. } => match decode::decode(data)? {
@@ -233,6 +241,9 @@ impl Stream<'_> {
             ReplicationEvent::Message { transactional: true, prefix, content, .. }
                 if self.assembler.in_transaction() =>
             {
+                if prefix == folio_bus::trace_context::WAL_MESSAGE_PREFIX {
+                    self.continue_trace(&content);
+                }
                 let mut out = std::mem::take(&mut self.scratch);
                 let result = self.assembler.message(&prefix, content, &mut out);
                 for event in out.drain(..) {
@@ -262,6 +273,7 @@ impl Stream<'_> {
                 metrics::counter!("wal_ingest_transactions_total").increment(1);
                 self.txn_span.in_scope(|| tracing::debug!(end_lsn = %end_lsn, "transaction published"));
                 self.txn_span = tracing::Span::none();
+                self.txn_traceparent = None;
                 if let Some(lsn) = self.confirm.committed(end_lsn) {
                     self.confirm_lsn(lsn);
                 }
@@ -274,6 +286,23 @@ impl Stream<'_> {
             ReplicationEvent::StoppedAt { .. } => return Err(SessionError::StreamEnded),
         }
         Ok(())
+    }
+
+    /// The transaction recorded the trace context of the call that wrote it: its span, and so
+    /// every event it publishes, continue that trace. The message comes first in the
+    /// transaction (`folio_db::emit_trace_context`), before any event is published under the
+    /// span; a later or second one cannot re-parent a started span and is only logged.
+    fn continue_trace(&mut self, content: &[u8]) {
+        let Some(traceparent) = folio_bus::trace_context::parse_traceparent(content) else {
+            tracing::debug!("a trace message without a valid traceparent; the transaction starts its own trace");
+            return;
+        };
+        if self.txn_traceparent.is_some() {
+            tracing::debug!(traceparent, "a second trace message in one transaction; the first one stands");
+            return;
+        }
+        folio_bus::trace_context::set_parent_from_traceparent(&self.txn_span, traceparent);
+        self.txn_traceparent = Some(traceparent.to_owned());
     }
 
     async fn emit(&mut self, event: Outgoing) -> Result<(), SessionError> {
@@ -299,9 +328,9 @@ impl Stream<'_> {
         let seq = self.confirm.published();
         if self.ingest.propagate_trace {
             let span = self.txn_span.clone();
-            self.publisher.send(event, seq).instrument(span).await?;
+            self.publisher.send(event, seq, None).instrument(span).await?;
         } else {
-            self.publisher.send(event, seq).await?;
+            self.publisher.send(event, seq, self.txn_traceparent.as_deref()).await?;
         }
         metrics::counter!("wal_ingest_events_total", "stream" => stream).increment(1);
         Ok(())
@@ -393,7 +422,7 @@ async fn resnapshot_required(
             commit_end_lsn: None,
             encoded_suffix: bytes::Bytes::new(),
         };
-        publisher.send(outgoing, i as u64 + 1).await?;
+        publisher.send(outgoing, i as u64 + 1, None).await?;
     }
     while publisher.in_flight() > 0 {
         publisher.next_ack().await?;

@@ -39,7 +39,7 @@ pub async fn transition(
     to: ProposalStatus,
     expected_version: Option<i64>,
 ) -> Result<Committed<proposals::ProposalRecord>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let row = proposals::transition_in(&mut tx, agency, id, to, expected_version).await?;
     if row.status()? == ProposalStatus::Sent {
         issue(&mut tx, issuer, &row).await?;
@@ -297,7 +297,7 @@ pub async fn record_view(
     hash: &TokenHash,
     device_class: &str,
 ) -> Result<Committed<(Link, ClientView)>, Refusal> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let link = find(&mut tx, hash, true).await?.ok_or(Refusal::NoLink)?;
     sqlx::query(
         "INSERT INTO proposal_views (id, agency_id, proposal_id, link_id, device_class) VALUES ($1, $2, $3, $4, $5)",
@@ -336,7 +336,7 @@ pub struct Signature {
 /// is open. The proposal row's lock makes two concurrent accepts take turns; the second finds
 /// it accepted (and `proposal_responses` holds one answer per proposal in any case).
 pub async fn accept(pool: &PgPool, hash: &TokenHash, signature: &Signature) -> Result<Committed<()>, Refusal> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let link = find(&mut tx, hash, true).await?.ok_or(Refusal::NoLink)?;
     let row = lock_open(&mut tx, &link).await?;
     if row.version != signature.proposal_version {
@@ -405,7 +405,7 @@ async fn request_signed_copy(
 
 /// `declined`, with the client's reason if they gave one.
 pub async fn decline(pool: &PgPool, hash: &TokenHash, reason: Option<&str>) -> Result<Committed<()>, Refusal> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let link = find(&mut tx, hash, true).await?.ok_or(Refusal::NoLink)?;
     let row = lock_open(&mut tx, &link).await?;
     sqlx::query(

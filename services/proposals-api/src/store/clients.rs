@@ -36,7 +36,7 @@ pub async fn create(
     agency: AgencyId,
     fields: ClientFields,
 ) -> Result<super::Committed<ClientRow>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let row = sqlx::query_as(
         "INSERT INTO clients (id, agency_id, name, email, company) VALUES ($1, $2, $3, $4, $5) RETURNING *",
     )
@@ -82,7 +82,7 @@ pub async fn update(
     id: ClientId,
     changes: ClientChanges,
 ) -> Result<super::Committed<ClientRow>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let row = sqlx::query_as(
         "UPDATE clients SET name = coalesce($3, name), email = coalesce($4, email), company = coalesce($5, company), \
          updated_at = now() WHERE id = $1 AND agency_id = $2 RETURNING *",
@@ -99,7 +99,7 @@ pub async fn update(
 }
 
 pub async fn delete(pool: &PgPool, agency: AgencyId, id: ClientId) -> Result<super::Committed<()>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result = sqlx::query("DELETE FROM clients WHERE id = $1 AND agency_id = $2")
         .bind(id.as_uuid())
         .bind(agency.as_uuid())

@@ -132,7 +132,7 @@ pub async fn invite(
     role: Role,
     valid_for: std::time::Duration,
 ) -> Result<Committed<InvitationRow>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let member: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE agency_id = $1 AND lower(email) = lower($2))")
             .bind(agency.as_uuid())
@@ -192,7 +192,7 @@ pub async fn invite(
 /// accepted, in one transaction. Unknown, used and expired tokens are one answer.
 pub async fn accept(pool: &PgPool, token: &str, name: &str) -> Result<Committed<(AgencyId, MemberRow)>, ApiError> {
     let invalid = || ApiError::not_found("invitation", "of this link (it may have been used or have expired)");
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     // FOR UPDATE re-checks the conditions after a concurrent accept commits: one wins.
     let found: Option<(Uuid, Uuid, String, String)> = sqlx::query_as(
         "SELECT id, agency_id, email, role FROM invitations \
@@ -239,7 +239,7 @@ pub async fn change_role(
     user: UserId,
     role: Role,
 ) -> Result<Committed<MemberRow>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let admins = lock_admins(&mut tx, agency).await?;
     let member = member_for_update(&mut tx, agency, user).await?;
     if member.role == role.as_str() {
@@ -264,7 +264,7 @@ pub async fn remove(pool: &PgPool, agency: AgencyId, by: UserId, user: UserId) -
     if by == user {
         return Err(ApiError::FailedPrecondition("an admin cannot remove themselves; another admin can".into()));
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let admins = lock_admins(&mut tx, agency).await?;
     let member = member_for_update(&mut tx, agency, user).await?;
     if member.role == "admin" && admins.len() <= 1 {

@@ -11,7 +11,7 @@ pub mod templates;
 pub mod webhooks;
 
 use base64::Engine as _;
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::error::ApiError;
 
@@ -48,10 +48,30 @@ impl<T> std::ops::Deref for Committed<T> {
     }
 }
 
-/// Commits `tx`, returning `value` with the transaction's id (0 if it wrote nothing).
+/// Opens a write transaction. Its first record in the WAL is the calling span's trace context
+/// (`folio_db::emit_trace_context`), so every change event of the transaction continues the
+/// trace of the call that made it. Nothing is recorded when the API exports no traces (no
+/// OTLP endpoint): its spans then have no context to continue.
+pub async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, ApiError> {
+    let mut tx = pool.begin().await?;
+    let traceparent = folio_bus::trace_context::current_traceparent();
+    if !traceparent.is_empty() {
+        folio_db::emit_trace_context(&mut tx, &traceparent).await?;
+    }
+    Ok(tx)
+}
+
+/// Commits `tx`, returning `value` with the transaction's id, or 0 if it changed no row: the
+/// trace message of [`begin`] (like a row lock) gives every transaction an id, but only one
+/// that changed rows is ever seen in a shape stream, which is what a client waits for.
 pub async fn commit<T>(mut tx: Transaction<'_, Postgres>, value: T) -> Result<Committed<T>, ApiError> {
-    let xid: Option<String> =
-        sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::xid::text").fetch_one(&mut *tx).await?;
+    let xid: Option<String> = sqlx::query_scalar(
+        "SELECT pg_current_xact_id_if_assigned()::xid::text \
+          WHERE EXISTS (SELECT 1 FROM pg_stat_xact_user_tables WHERE n_tup_ins + n_tup_upd + n_tup_del > 0)",
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .flatten();
     tx.commit().await?;
     // An xid is a 32-bit counter, so this parse cannot fail on a PostgreSQL answer.
     let txid = Txid(xid.and_then(|x| x.parse().ok()).unwrap_or_default());

@@ -89,7 +89,7 @@ pub async fn set_for_user(
     user: UserId,
     settings: &[Setting],
 ) -> Result<Committed<Vec<Preference>>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     // Locks the user row: a concurrent removal waits, and a removed user is NOT_FOUND.
     let exists: Option<uuid::Uuid> =
         sqlx::query_scalar("SELECT id FROM users WHERE id = $1 AND agency_id = $2 FOR SHARE")
@@ -138,7 +138,7 @@ pub async fn set_for_agency(
     agency: AgencyId,
     settings: &[Setting],
 ) -> Result<Committed<Vec<Preference>>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     for s in settings {
         match s.enabled {
             Some(enabled) => {

@@ -137,7 +137,7 @@ pub async fn create(
     {
         return Ok(Committed::unchanged(existing));
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     ensure_client(&mut tx, agency, new.client_id).await?;
     if let Some(template) = new.template_id {
         ensure_template(&mut tx, agency, template).await?;
@@ -415,7 +415,7 @@ pub async fn update(
     expected_version: i64,
     changes: ProposalChanges,
 ) -> Result<Committed<ProposalRecord>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let row = lock_for_edit(&mut tx, agency, id, Some(expected_version), EditKind::Content).await?;
     if let Some(currency) = &changes.currency {
         // Amounts are stored in minor units: a currency with another exponent would rescale them.
@@ -465,7 +465,7 @@ pub async fn transition(
     to: ProposalStatus,
     expected_version: Option<i64>,
 ) -> Result<Committed<ProposalRecord>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     transition_in(&mut tx, agency, id, to, expected_version).await?;
     let record = load(&mut tx, agency, id).await?;
     super::commit(tx, record).await
@@ -540,7 +540,7 @@ pub async fn archive(
     if current.proposal.archived_at.is_some() {
         return Ok(Committed::unchanged(current));
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     lock_for_edit(&mut tx, agency, id, expected_version, EditKind::Lifecycle).await?;
     sqlx::query("UPDATE proposals SET archived_at = now(), version = version + 1, updated_at = now() WHERE id = $1")
         .bind(id.as_uuid())
@@ -558,7 +558,7 @@ pub async fn add_line_item(
     expected_version: Option<i64>,
     item: NewLineItem,
 ) -> Result<Committed<(ProposalRecord, LineItemId)>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     lock_for_edit(&mut tx, agency, id, expected_version, EditKind::Content).await?;
     let position: i32 =
         sqlx::query_scalar("SELECT coalesce(max(position), 0) + 1 FROM line_items WHERE proposal_id = $1")
@@ -579,7 +579,7 @@ pub async fn update_line_item(
     expected_version: Option<i64>,
     changes: LineItemChanges,
 ) -> Result<Committed<ProposalRecord>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     lock_for_edit(&mut tx, agency, id, expected_version, EditKind::Content).await?;
     let current: LineItemRow = sqlx::query_as("SELECT * FROM line_items WHERE id = $1 AND proposal_id = $2")
         .bind(item_id.as_uuid())
@@ -618,7 +618,7 @@ pub async fn remove_line_item(
     item_id: LineItemId,
     expected_version: Option<i64>,
 ) -> Result<Committed<ProposalRecord>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     lock_for_edit(&mut tx, agency, id, expected_version, EditKind::Content).await?;
     let deleted = sqlx::query("DELETE FROM line_items WHERE id = $1 AND proposal_id = $2")
         .bind(item_id.as_uuid())

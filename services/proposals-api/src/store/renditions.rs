@@ -65,7 +65,7 @@ pub async fn request(
     traceparent: String,
     requeue_after: Duration,
 ) -> Result<super::Committed<RenditionRequest>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     // FOR SHARE: the version cannot move between reading it and writing the job.
     let found: Option<(i64, Option<Uuid>, Option<String>)> = sqlx::query_as(
         "SELECT p.version, p.template_id, t.body_sha256 FROM proposals p LEFT JOIN templates t ON t.id = p.template_id \

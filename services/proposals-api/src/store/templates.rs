@@ -30,7 +30,7 @@ pub async fn create(
     name: String,
     body: String,
 ) -> Result<super::Committed<TemplateRow>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let row = sqlx::query_as(
         "INSERT INTO templates (id, agency_id, name, body, body_sha256) VALUES ($1, $2, $3, $4, $5) RETURNING *",
     )
@@ -78,7 +78,7 @@ pub async fn update(
     body: Option<String>,
 ) -> Result<super::Committed<TemplateRow>, ApiError> {
     let sha = body.as_deref().map(body_sha256);
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let row = sqlx::query_as(
         "UPDATE templates SET name = coalesce($3, name), body = coalesce($4, body), \
          body_sha256 = coalesce($5, body_sha256), updated_at = now() WHERE id = $1 AND agency_id = $2 RETURNING *",
@@ -95,7 +95,7 @@ pub async fn update(
 }
 
 pub async fn delete(pool: &PgPool, agency: AgencyId, id: TemplateId) -> Result<super::Committed<()>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let result = sqlx::query("DELETE FROM templates WHERE id = $1 AND agency_id = $2")
         .bind(id.as_uuid())
         .bind(agency.as_uuid())

@@ -54,7 +54,7 @@ pub async fn create(
     new: NewEndpoint,
 ) -> Result<Committed<(EndpointRow, String)>, ApiError> {
     let secret = Secret::generate();
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let row: EndpointRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO webhook_endpoints (id, agency_id, url, description, event_types, secret) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING {ENDPOINT}"
@@ -106,7 +106,7 @@ pub async fn update(
     id: Uuid,
     changes: EndpointChanges,
 ) -> Result<Committed<EndpointRow>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE webhook_endpoints SET url = coalesce($3, url), description = coalesce($4, description), \
                 event_types = coalesce($5, event_types), \
@@ -128,7 +128,7 @@ pub async fn update(
 }
 
 pub async fn delete(pool: &PgPool, agency: AgencyId, id: Uuid) -> Result<Committed<()>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1 AND agency_id = $2")
         .bind(id)
         .bind(agency.as_uuid())
@@ -149,7 +149,7 @@ pub async fn rotate(
     grace: Duration,
 ) -> Result<Committed<(EndpointRow, String)>, ApiError> {
     let secret = Secret::generate();
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE webhook_endpoints SET previous_secret = secret, \
                 previous_secret_expires_at = now() + make_interval(secs => $4), secret = $3, updated_at = now() \
@@ -183,7 +183,7 @@ const DELIVERY: &str =
 
 /// Queues a `webhook.test` message to an enabled endpoint.
 pub async fn send_test(pool: &PgPool, agency: AgencyId, endpoint: Uuid) -> Result<Committed<DeliveryRow>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     lock_enabled_endpoint(&mut tx, agency, endpoint).await?;
     let id = Uuid::now_v7();
     let data = events::TestEvent { endpoint_id: endpoint, message: "a test message from Folio".into() };
@@ -304,7 +304,7 @@ pub async fn recover(
     endpoint: Uuid,
     since: OffsetDateTime,
 ) -> Result<Committed<i64>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     lock_enabled_endpoint(&mut tx, agency, endpoint).await?;
     let recovered = sqlx::query(
         "WITH failed AS ( \
@@ -325,7 +325,7 @@ pub async fn recover(
 
 /// Makes one delivered or failed delivery due again, with a fresh retry schedule.
 pub async fn replay(pool: &PgPool, agency: AgencyId, id: Uuid) -> Result<Committed<DeliveryRow>, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     // (status, whether the endpoint exists, whether it is disabled)
     let found: Option<(String, bool, bool)> = sqlx::query_as(
         "SELECT d.status, e.id IS NOT NULL, e.disabled_at IS NOT NULL \
