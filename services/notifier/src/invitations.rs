@@ -179,7 +179,7 @@ async fn handle(ctx: &Ctx, message: jetstream::Message) {
         }
     };
     let span = tracing::info_span!("invitation_job", invitation_id = %job.invitation_id, agency_id = %job.agency_id, delivered);
-    folio_bus::trace_context::set_parent_from_traceparent(&span, &job.traceparent);
+    folio_bus::trace_context::set_parent_from_job(&span, message.headers.as_ref(), &job.traceparent);
     async {
         let expires_at = job
             .expires_at

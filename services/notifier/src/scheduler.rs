@@ -96,6 +96,9 @@ async fn attempt(ctx: &Ctx, delivery: Delivery) {
         attempt = delivery.attempts + 1,
         outcome = tracing::field::Empty,
     );
+    // Every attempt, the first or a retry hours later, continues the trace of the change event
+    // that decided the delivery: one trace from the API call to the email or webhook.
+    folio_bus::trace_context::set_parent_from_traceparent(&span, delivery.traceparent.as_deref().unwrap_or_default());
     async {
         let (decision, endpoint) = match decide(ctx, &delivery).await {
             Ok(d) => d,

@@ -45,11 +45,14 @@ pub struct NewDelivery {
     pub failed_because: Option<String>,
 }
 
-/// Inserts the deliveries that do not exist yet; returns how many were new.
+/// Inserts the deliveries that do not exist yet; returns how many were new. Each remembers the
+/// current span's trace context (the change event's, when the worker writes them): their
+/// attempts continue that trace.
 pub async fn insert_deliveries(conn: &mut PgConnection, deliveries: &[NewDelivery]) -> Result<u64, sqlx::Error> {
     if deliveries.is_empty() {
         return Ok(0);
     }
+    let traceparent = Some(folio_bus::trace_context::current_traceparent()).filter(|t| !t.is_empty());
     let n = deliveries.len();
     let (mut ids, mut agencies, mut events, mut channels, mut recipients) = (
         Vec::with_capacity(n),
@@ -86,8 +89,9 @@ pub async fn insert_deliveries(conn: &mut PgConnection, deliveries: &[NewDeliver
     }
     let done = sqlx::query(
         "INSERT INTO notification_deliveries \
-           (id, agency_id, event_id, channel, recipient, event_type, proposal_id, payload, status, next_attempt_at, last_error) \
-         SELECT id, agency_id, event_id, channel, recipient, event_type, proposal_id, payload::jsonb, status, due, err \
+           (id, agency_id, event_id, channel, recipient, event_type, proposal_id, payload, status, next_attempt_at, last_error, \
+            traceparent) \
+         SELECT id, agency_id, event_id, channel, recipient, event_type, proposal_id, payload::jsonb, status, due, err, $12 \
            FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::text[], \
                        $9::text[], $10::timestamptz[], $11::text[]) \
                 AS t(id, agency_id, event_id, channel, recipient, event_type, proposal_id, payload, status, due, err) \
@@ -104,6 +108,7 @@ pub async fn insert_deliveries(conn: &mut PgConnection, deliveries: &[NewDeliver
     .bind(statuses)
     .bind(dues)
     .bind(errors)
+    .bind(traceparent)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
@@ -122,6 +127,8 @@ pub struct Delivery {
     pub payload: Json<Value>,
     pub attempts: i32,
     pub retry_step: i32,
+    /// The trace context of what decided the delivery (see [`insert_deliveries`]).
+    pub traceparent: Option<String>,
     /// A webhook delivery's endpoint, read with the claim (saves a round trip per delivery);
     /// `None` when it was deleted.
     #[sqlx(flatten)]
@@ -155,7 +162,7 @@ impl Delivery {
     }
 }
 
-const DELIVERY_COLUMNS: &str = "d.id, d.agency_id, d.event_id, d.channel, d.recipient, d.event_type, d.proposal_id, d.payload, d.attempts, d.retry_step";
+const DELIVERY_COLUMNS: &str = "d.id, d.agency_id, d.event_id, d.channel, d.recipient, d.event_type, d.proposal_id, d.payload, d.attempts, d.retry_step, d.traceparent";
 
 /// Pending and due, and not waiting for the delivery before it in a recovery (which goes
 /// out in order of creation: the next one only once the one before is delivered or failed).

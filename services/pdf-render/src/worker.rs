@@ -195,9 +195,14 @@ async fn handle(shared: &Shared, message: jetstream::Message) {
         response_id = tracing::field::Empty,
         proposal_id = tracing::field::Empty
     );
+    // Decoded before the span is entered: entering starts it, and a started span keeps the
+    // parent it has. An undecodable job is reported by `process`.
+    let job = RenderPdfJob::decode(message.payload.as_ref());
+    let traceparent = job.as_ref().map(|j| j.traceparent.as_str()).unwrap_or_default();
+    folio_bus::trace_context::set_parent_from_job(&span, message.headers.as_ref(), traceparent);
     async {
         let started = std::time::Instant::now();
-        let result = process(shared, &message).await;
+        let result = process(shared, &message, job).await;
         let config = &shared.config;
         let (ack, outcome) = match result {
             Ok(Outcome::Rendered) => (AckKind::Ack, "rendered"),
@@ -263,10 +268,13 @@ fn target_of(job: &RenderPdfJob) -> Result<Target, JobError> {
     }
 }
 
-async fn process(shared: &Shared, message: &jetstream::Message) -> Result<Outcome, JobError> {
-    let job = RenderPdfJob::decode(message.payload.as_ref()).map_err(JobError::Payload)?;
+async fn process(
+    shared: &Shared,
+    message: &jetstream::Message,
+    job: Result<RenderPdfJob, prost::DecodeError>,
+) -> Result<Outcome, JobError> {
+    let job = job.map_err(JobError::Payload)?;
     let span = tracing::Span::current();
-    folio_bus::trace_context::set_parent_from_traceparent(&span, &job.traceparent);
     span.record("rendition_id", job.rendition_id.as_str());
     span.record("proposal_id", job.proposal_id.as_str());
     if !job.signed_response_id.is_empty() {
