@@ -410,7 +410,8 @@ try {
     await p.getByTestId('proposal-title').filter({ hasText: 'Renamed while the other was offline' }).waitFor({ timeout: 30_000 });
     steps.push(Date.now() - st);
     const caughtUp = Date.now() - back;
-    await p.getByTestId('connection').filter({ hasText: 'Live' }).waitFor();
+    await p.getByTestId('connection').filter({ hasText: 'Live' }).waitFor({ timeout: 2_000 });
+    const liveAgain = Date.now() - back;
     steps.push(Date.now() - st);
     assert((await p.getByTestId('line-item').count()) === items, 'line items doubled after coming back');
     const offsets = await p.getByTestId('activity').locator('li').evaluateAll((ls) => ls.map((l) => l.dataset.offset));
@@ -421,7 +422,8 @@ try {
     steps.push(Date.now() - st);
     assert((await p.locator(`[data-id="${draftId}"]`).count()) === 1, 'the proposal is listed twice');
     results.offlineCatchUpMs = caughtUp;
-    return `caught up ${caughtUp} ms after going online (steps at ${steps.join(', ')} ms)`;
+    results.offlineLiveAgainMs = liveAgain;
+    return `caught up ${caughtUp} ms and "Live" ${liveAgain} ms after going online (steps at ${steps.join(', ')} ms)`;
   });
 
   // ---------- 10. the edge restarts mid-session ----------

@@ -5,6 +5,10 @@ export const net = $state({ online: typeof navigator === 'undefined' ? true : na
 if (typeof window !== 'undefined') {
   window.addEventListener('online', () => {
     net.online = true;
+    // Requests that failed while offline say nothing about now, and the next success may be a
+    // long-poll that answers only when data changes (up to ~20 s): start from a clean slate;
+    // a request that fails from here on counts again.
+    net.failing = 0;
   });
   window.addEventListener('offline', () => {
     net.online = false;
