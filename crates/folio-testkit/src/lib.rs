@@ -53,6 +53,16 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// A database another process of the same test created (a service the test runs in a
+    /// process of its own); already migrated.
+    pub async fn existing(url: &str) -> anyhow::Result<Self> {
+        let name = url.split('?').next().and_then(|u| u.rsplit('/').next()).unwrap_or_default().to_owned();
+        let pool = folio_db::connect(url, 5).await?;
+        Ok(Self { name, url: url.to_owned(), pool })
+    }
+}
+
 pub use folio_db::with_database;
 
 pub async fn nats() -> anyhow::Result<async_nats::Client> {

@@ -92,8 +92,18 @@ impl Sandbox {
 
     /// A sandbox on the given NATS server (a [`crate::PrivateNats`] a test restarts).
     pub async fn with_nats(nats_url: String) -> anyhow::Result<Self> {
-        let db = TestDb::new().await?;
-        let suffix = crate::unique_suffix();
+        Self::assemble(TestDb::new().await?, nats_url, crate::unique_suffix()).await
+    }
+
+    /// The sandbox another process of the same test made (its database URL, NATS server and
+    /// [`Sandbox::suffix`]): the same names, so a service started here in a process of its own
+    /// (with its own telemetry) joins that sandbox's cluster. Cleaning up (the slot, the
+    /// streams) is left to the maker.
+    pub async fn attach(database_url: &str, nats_url: String, suffix: String) -> anyhow::Result<Self> {
+        Self::assemble(TestDb::existing(database_url).await?, nats_url, suffix).await
+    }
+
+    async fn assemble(db: TestDb, nats_url: String, suffix: String) -> anyhow::Result<Self> {
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             .retry_on_initial_connect()
