@@ -10,4 +10,5 @@ mod members;
 mod notification_preferences;
 mod renditions;
 mod transports;
+mod txids;
 mod webhooks_admin;

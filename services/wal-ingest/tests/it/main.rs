@@ -10,4 +10,5 @@ mod markers;
 mod rows;
 mod secrets;
 mod takeover;
+mod trace;
 mod transactions;
