@@ -14,7 +14,9 @@
 # through the suite's own in-process DS server (`dsServer!.url`), one spies on the reference
 # compactor object. The script exits 0 exactly when the counts are these and the failures are
 # those three; restart, single-writer compaction and the rest are covered by the Rust tests
-# (crates/folio-yjs/tests).
+# (crates/folio-yjs/tests). The two that read the streams behind the route then run once more
+# from a copy of the file pointed at this edge's own /v1/stream (the edge keeps the reference's
+# stream layout for `{service}` = test), and must pass.
 #
 # The suite's source is never part of this repository: it is exported at a pinned commit from
 # a local git mirror (YJS_CONFORMANCE_SRC, a git directory) or cloned from GitHub, into a cache
@@ -103,9 +105,24 @@ failed=$(grep -oE "[0-9]+ failed" <<<"$summary" | grep -oE "[0-9]+" || echo 0)
 passed=$(grep -oE "[0-9]+ passed" <<<"$summary" | grep -oE "[0-9]+" || echo 0)
 # The three tests that need the suite's in-process servers (see above).
 harness_bound=$(grep -cE "FAIL .*(recover from TTL expiry|named-streams-separate|concurrent-writes)" <<<"$plain" || true)
-if [ "$passed" -ge 57 ] && [ "$failed" -le 3 ] && [ "$failed" -eq "$harness_bound" ]; then
-  echo "Yjs conformance: $passed passed, $failed failed (harness-bound only)"
-  exit 0
+if ! { [ "$passed" -ge 57 ] && [ "$failed" -le 3 ] && [ "$failed" -eq "$harness_bound" ]; }; then
+  echo "Yjs conformance: $passed passed, $failed failed (expected 57 passed, 3 harness-bound failures)"
+  exit 1
 fi
-echo "Yjs conformance: $passed passed, $failed failed (expected 57 passed, 3 harness-bound failures)"
-exit 1
+echo "Yjs conformance: $passed passed, $failed failed (harness-bound only)"
+
+# The DS-peeking pair, with the suite's in-process DS server replaced by this edge.
+peek=$ws/packages/y-durable-streams/test/edge-streams.test.ts
+trap 'rm -f "$peek"; stop' EXIT
+sed 's/\${dsServer!\.url}/${process.env.YJS_CONFORMANCE_DS_URL}/g' \
+  "$ws/packages/y-durable-streams/test/yjs-conformance.test.ts" >"$peek"
+rc=0
+(cd "$ws" && YJS_CONFORMANCE_URL="http://127.0.0.1:$port/v1/yjs/test" YJS_CONFORMANCE_DS_URL="http://127.0.0.1:$port" \
+  "$dir/tools/node_modules/.bin/pnpm" vitest run --project y-durable-streams edge-streams \
+  -t "recover from TTL expiry|keep named awareness streams separate") >"$dir/run-peek.log" 2>&1 || rc=$?
+summary=$(sed 's/\x1b\[[0-9;]*m//g' "$dir/run-peek.log" | grep -E "^ +Tests +" | tail -1)
+if [ "$rc" -ne 0 ] || ! grep -qE "^ +Tests +2 passed" <<<"$summary"; then
+  echo "the two cases reading the edge's streams: $summary (full log: $dir/run-peek.log)"
+  exit 1
+fi
+echo "and the two cases reading the edge's own streams: 2 passed"
