@@ -44,8 +44,11 @@ if [ ! -f "$ws/.installed" ]; then
     src=/work/.mirror/durable-streams+durable-streams/repo
   fi
   if [ -z "$src" ]; then
+    # Only the pinned commit, fetched by its id.
     src=$dir/repo.git
-    [ -d "$src" ] || git clone --bare --filter=blob:none https://github.com/durable-streams/durable-streams "$src"
+    [ -d "$src" ] || git init -q --bare "$src"
+    git --git-dir="$src" cat-file -e "$commit^{commit}" 2>/dev/null ||
+      git --git-dir="$src" fetch -q --depth 1 https://github.com/durable-streams/durable-streams "$commit"
   fi
   # The five packages the test file imports (the provider, the reference server it also
   # imports, the DS client and test server) and the root's vitest projects.
