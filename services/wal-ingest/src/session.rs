@@ -397,6 +397,7 @@ async fn resnapshot_required(
     owner: &mut SlotOwner,
 ) -> Result<crate::slot::SlotState, SessionError> {
     tracing::error!(slot = %ingest.slot, "replication slot invalidated (WAL removed, SQLSTATE 55000): publishing re-snapshot-required events and recreating the slot");
+    metrics::counter!("wal_ingest_slot_invalidations_total").increment(1);
     let (current,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text")
         .fetch_one(&mut owner.conn)
         .await

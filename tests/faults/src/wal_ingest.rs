@@ -41,10 +41,21 @@ impl Replica {
 
     /// SIGKILL, then the same replica started again (it comes back as the standby).
     pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
-        self.child.start_kill()?;
-        self.child.wait().await?;
+        self.kill().await?;
         self.child = spawn(&self.setup, self.admin)?;
         Ok(())
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// The replica's Prometheus metrics, as text.
+    pub async fn metrics(&self) -> Option<String> {
+        http_get(self.admin, "/metrics").await.map(|r| r.body)
     }
 }
 
@@ -70,14 +81,43 @@ fn spawn(setup: &IngestSetup, admin: SocketAddr) -> anyhow::Result<tokio::proces
         .with_context(|| format!("start {} (cargo build -p wal-ingest, or set FOLIO_BIN_DIR)", binary.display()))
 }
 
-/// The status code of `GET path` on a plain HTTP/1.0 listener; None if it does not answer.
+/// The status code of `GET path`; None if nothing answers.
 async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    http_get(addr, path).await.map(|r| r.status)
+}
+
+/// An HTTP/1.0 answer, read to the end (the server closes the connection).
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: u16,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path` over HTTP/1.0 (no client library needed for what these tests ask); None when
+/// nothing answers within 30 s (a long-poll answers within its timeout).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<HttpAnswer> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
         stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await.ok()?;
-        std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let mut lines = head.lines();
+        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Some(HttpAnswer { status, headers, body: body.to_owned() })
     };
-    tokio::time::timeout(Duration::from_secs(2), exchange).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(30), exchange).await.ok().flatten()
 }
