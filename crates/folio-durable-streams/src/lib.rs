@@ -8,6 +8,9 @@
 //! the reserved `__ds/` APIs; `activity` serves Folio's read-only proposal activity streams
 //! from wal-ingest's change events.
 //!
+//! `Streams::serve` is that path after authentication, public so protocols layered on the
+//! streams (`folio-yjs`) serve their streams in process with the same rules.
+//!
 //! Module dependencies point one way: `routes` → `activity`, `subscriptions`, `read`, `sse`
 //! → `access`, `path`, `media`, `hub`, `query`, `chunk` → `store`, `meta`, `offset`, `error`.
 

@@ -36,6 +36,11 @@ use super::{
 /// compaction of that document by at most this.
 const LEASE: Duration = Duration::from_secs(120);
 
+/// Documents whose appended bytes an edge keeps counting; past this many, the counts of
+/// documents not compacting are forgotten (they are hints: those documents compact a threshold
+/// later), so the map never grows with every document ever written.
+const MAX_COUNTED_DOCUMENTS: usize = 100_000;
+
 /// What one compaction attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -79,6 +84,9 @@ impl Yjs {
         let key = updates.as_str().to_owned();
         {
             let mut pending = self.pending.lock();
+            if pending.len() >= MAX_COUNTED_DOCUMENTS && !pending.contains_key(&key) {
+                pending.retain(|_, p| p.compacting);
+            }
             let p = pending.entry(key.clone()).or_default();
             p.bytes += bytes;
             if p.bytes < self.config.compaction_threshold || p.compacting {
