@@ -3,8 +3,10 @@
 //! the time each fault took to recover from. The test command runs the short suite
 //! (`tests/faults.rs`); `fault-soak` repeats it for as long as asked.
 
+pub mod cluster;
 pub mod ledger;
 pub mod nats;
+pub mod pdf_render;
 pub mod postgres;
 pub mod proxy;
 pub mod suite;
