@@ -12,9 +12,8 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    cluster::Base,
     ledger::{self, Ledger, Published},
-    nats::PrivateNats,
-    postgres::PrivatePostgres,
     proxy::{FaultProxy, Link},
     wal_ingest::{IngestSetup, Replica},
 };
@@ -139,27 +138,18 @@ impl Report {
 /// Runs every fault `rounds` times. Needs the wal-ingest binary (`bin_dir`) and a nats-server.
 pub async fn run(rounds: usize) -> anyhow::Result<Report> {
     let started = std::time::Instant::now();
-    let suffix = crate::unique_suffix();
-    let pg = PrivatePostgres::start(&[]).await?;
-    {
-        let admin = sqlx::PgPool::connect(&pg.url("postgres")).await?;
-        sqlx::query("CREATE DATABASE folio").execute(&admin).await?;
-    }
-    let direct_url = pg.url("folio");
-    let pool = folio_db::connect(&direct_url, 2).await?;
-    folio_db::migrate(&pool).await?;
-    let mut nats = PrivateNats::start().await?;
+    let base = Base::start(&[]).await?;
+    let base_setup = base.ingest_setup();
+    let Base { pg, mut nats, pool, url: direct_url, .. } = base;
     let pg_link = FaultProxy::start(([127, 0, 0, 1], pg.port).into()).await?;
     let nats_link = FaultProxy::start(([127, 0, 0, 1], nats.port).into()).await?;
-    let root = format!("f{}", suffix.replace('_', ""));
+    // wal-ingest reaches both through the fault proxies; the writer and the checks do not.
     let setup = IngestSetup {
         database_url: format!("postgres://postgres@{}/folio", pg_link.addr()),
         nats_url: format!("nats://{}", nats_link.addr()),
-        slot: format!("faults_{suffix}"),
-        subject_root: root.clone(),
-        changes_stream: format!("F{}_CHANGES", suffix.replace('_', "")),
-        jobs_stream: format!("F{}_JOBS", suffix.replace('_', "")),
+        ..base_setup
     };
+    let root = setup.subject_root.clone();
     let mut replicas = [Replica::start(&setup).await?, Replica::start(&setup).await?];
     active(&replicas).await?;
 

@@ -8,8 +8,7 @@
 use std::time::Duration;
 
 use folio_faults::{
-    nats::PrivateNats,
-    postgres::PrivatePostgres,
+    cluster::Base,
     wal_ingest::{IngestSetup, Replica, http_get},
 };
 use folio_proto::events::v1::{ChangeEvent, Operation};
@@ -33,24 +32,12 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidated_slot_is_reported_recreated_and_shape_clients_refetch() {
-    let pg = PrivatePostgres::start(&["max_slot_wal_keep_size=32MB", "max_wal_size=64MB", "min_wal_size=32MB"])
+    let base = Base::start(&["max_slot_wal_keep_size=32MB", "max_wal_size=64MB", "min_wal_size=32MB"])
         .await
-        .expect("a private PostgreSQL");
-    let admin = sqlx::PgPool::connect(&pg.url("postgres")).await.unwrap();
-    sqlx::query("CREATE DATABASE folio").execute(&admin).await.unwrap();
-    let url = pg.url("folio");
-    let pool = folio_db::connect(&url, 2).await.unwrap();
-    folio_db::migrate(&pool).await.unwrap();
-    let nats = PrivateNats::start().await.expect("a private nats-server");
-    let suffix = folio_faults::unique_suffix().replace('_', "");
-    let setup = IngestSetup {
-        database_url: url.clone(),
-        nats_url: nats.url(),
-        slot: format!("inval_{suffix}"),
-        subject_root: format!("i{suffix}"),
-        changes_stream: format!("I{suffix}_CHANGES"),
-        jobs_stream: format!("I{suffix}_JOBS"),
-    };
+        .expect("a private PostgreSQL and nats-server");
+    let pool = base.pool.clone();
+    let nats = &base.nats;
+    let setup = base.ingest_setup();
     let mut ingest = Replica::start(&setup).await.unwrap();
     let edge = Edge::start(&setup).await;
     let insert = |name: &'static str| {
