@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { createCollection, createLiveQueryCollection, gt, eq } from '@tanstack/db'
 import { electricCollectionOptions } from '@tanstack/electric-db-collection'
-import { harnessTest, uniq, sortRows, recordingFetch } from './harness.mjs'
+import { harnessTest, uniq, sortRows, recordingFetch, sleep } from './harness.mjs'
 
 const test = harnessTest()
 
@@ -41,6 +41,9 @@ for (const syncMode of ['on-demand', 'progressive']) {
     const view = createLiveQueryCollection((q) =>
       q.from({ t: items }).where(({ t }) => gt(t.priority, 7)).select(({ t }) => ({ id: t.id, priority: t.priority, title: t.title })),
     )
+    // A live query nobody subscribes to is garbage-collected after its gcTime (5 s), which
+    // empties it: keep subscribers on it, as a rendered view does.
+    const watching = [view.subscribeChanges(() => {})]
     const expected = async () =>
       sortRows((await h.sql(`SELECT id, priority, title FROM ${table} WHERE priority > 7`)).rows)
     const seen = () => sortRows(view.toArray.map((r) => ({ id: r.id, priority: r.priority, title: r.title })))
@@ -56,6 +59,8 @@ for (const syncMode of ['on-demand', 'progressive']) {
         assert.ok(fetchLog.some((e) => new URL(e.url).searchParams.get('log') === 'changes_only'))
       }
 
+      // Idle for longer than a live query's gcTime: a watched view still follows what comes.
+      await sleep(6_000)
       // Writes move rows into and out of the view, change rows in it, add and remove rows.
       const writes = [
         `UPDATE ${table} SET title = 'changed' WHERE id = 8`,
@@ -71,6 +76,7 @@ for (const syncMode of ['on-demand', 'progressive']) {
       }
       // A second view with another predicate loads its own subset on the same collection.
       const one = createLiveQueryCollection((q) => q.from({ t: items }).where(({ t }) => eq(t.priority, 2)))
+      watching.push(one.subscribeChanges(() => {}))
       await one.preload()
       const twos = async () => sortRows((await h.sql(`SELECT id, priority, title FROM ${table} WHERE priority = 2`)).rows)
       await h.eventually(async () =>
@@ -81,6 +87,7 @@ for (const syncMode of ['on-demand', 'progressive']) {
       await h.eventually(async () => assert.deepEqual(seen(), await expected()), { timeoutMs: 20_000, streams: [] })
       await one.cleanup()
     } finally {
+      for (const w of watching) w.unsubscribe()
       await view.cleanup()
       await items.cleanup()
     }
