@@ -30,6 +30,8 @@ pub mod meta;
 pub mod offset;
 pub mod path;
 mod producer;
+#[cfg(test)]
+mod properties;
 mod query;
 pub mod quota;
 mod read;
