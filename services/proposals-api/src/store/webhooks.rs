@@ -190,8 +190,8 @@ pub async fn send_test(pool: &PgPool, agency: AgencyId, endpoint: Uuid) -> Resul
     let payload = events::Message::new(events::TEST_EVENT, OffsetDateTime::now_utc(), data).to_value();
     let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO notification_deliveries \
-           (id, agency_id, event_id, channel, recipient, event_type, payload, status, next_attempt_at) \
-         VALUES ($1, $2, $3, 'webhook', $4, $5, $6, 'pending', now()) RETURNING {DELIVERY}"
+           (id, agency_id, event_id, channel, recipient, event_type, payload, status, next_attempt_at, traceparent) \
+         VALUES ($1, $2, $3, 'webhook', $4, $5, $6, 'pending', now(), NULLIF($7, '')) RETURNING {DELIVERY}"
     )))
     .bind(id)
     .bind(agency.as_uuid())
@@ -199,6 +199,8 @@ pub async fn send_test(pool: &PgPool, agency: AgencyId, endpoint: Uuid) -> Resul
     .bind(endpoint.to_string())
     .bind(events::TEST_EVENT)
     .bind(payload)
+    // The notifier's attempt continues this call's trace, as it does a change event's.
+    .bind(folio_bus::trace_context::current_traceparent())
     .fetch_one(&mut *tx)
     .await?;
     super::commit(tx, row).await
