@@ -214,6 +214,17 @@ latency=$(python3 -c "import time; print(f'{time.time() - $appended:.2f}')")
 kill "$sse" 2>/dev/null; wait "$sse" 2>/dev/null || true
 ok "an open SSE read delivered a later append within ${latency}s, connection still open"
 
+# d) Yjs documents (crates/folio-yjs) in the agency's namespace, through the same gateway.
+doc="$gateway/v1/yjs/$agency/docs/gateway-check-$run_id"
+code=$(curl -s -o "$work/yjs.out" -w '%{http_code}' -X PUT -H "$auth" -H 'content-type: application/octet-stream' "$doc")
+[ "$code" = 201 ] || fail "creating a Yjs document answered $code: $(cat "$work/yjs.out")"
+code=$(curl -s -o /dev/null -D "$work/yjs.h" -w '%{http_code}' -H "$auth" "$doc?offset=snapshot")
+location=$(tr -d '\r' <"$work/yjs.h" | awk -F': ' 'tolower($1) == "location" {print $2}')
+[ "$code" = 307 ] && [[ $location == *offset=-1* ]] || fail "snapshot discovery answered $code, location '$location'"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "$auth" "$gateway/v1/yjs/00000000-0000-4000-8000-000000000000/docs/x")
+[[ $code == 40[34] ]] || fail "another agency's document answered $code, expected 403 or 404"
+ok "Yjs: PUT a document 201, snapshot discovery 307 to offset=-1 (another agency's: $code)"
+
 # d) gRPC-Web: a unary call framed as application/grpc-web+proto (an empty ListProposalsRequest).
 printf '\x00\x00\x00\x00\x00' >"$work/grpc.req"
 code=$(curl -s -D "$work/grpc.h" -o "$work/grpc.out" -w '%{http_code}' -X POST --data-binary @"$work/grpc.req" \
