@@ -112,8 +112,8 @@ impl Streams {
                     }
                     (stored, _) => stored?,
                 };
-                metrics::counter!("ds_appends_total").increment(1);
-                metrics::counter!("ds_appended_bytes_total").increment(bytes);
+                metrics::counter!("folio_edge_stream_appends_total").increment(1);
+                metrics::counter!("folio_edge_stream_appended_bytes_total").increment(bytes);
                 seq
             }
             None => self.store.tail(&meta).await?,

@@ -212,7 +212,7 @@ impl StreamQuotas {
             }
             let Ok(key) = QuotaKey::agency(agency, name) else { continue };
             if let Err(e) = self.quotas.counts.release(&key, amount).await {
-                metrics::counter!("ds_quota_release_failed_total", "quota" => name).increment(1);
+                metrics::counter!("folio_edge_stream_quota_release_failed_total", "quota" => name).increment(1);
                 tracing::warn!(error = %folio_runtime::error_chain(&e), %key, amount, "quota release failed");
             }
         }

@@ -57,7 +57,7 @@ impl Streams {
                 }
             }
         }
-        metrics::counter!("ds_read_bytes_total").increment(bytes as u64);
+        metrics::counter!("folio_edge_stream_read_bytes_total").increment(bytes as u64);
         let up_to_date = !full;
         Ok(Chunk { payloads, next: if up_to_date { tail } else { cursor }, up_to_date })
     }
@@ -223,18 +223,18 @@ fn no_content(meta: &StreamMeta, tail: StreamSeq, cursor: Option<Option<&str>>) 
     (StatusCode::NO_CONTENT, headers).into_response()
 }
 
-/// Counts open live readers (`ds_live_readers{mode}`) for as long as it is alive.
+/// Counts open live readers (`folio_edge_stream_live_readers{mode}`) for as long as it is alive.
 pub struct LiveGauge(&'static str);
 
 impl LiveGauge {
     pub fn new(mode: &'static str) -> Self {
-        metrics::gauge!("ds_live_readers", "mode" => mode).increment(1.0);
+        metrics::gauge!("folio_edge_stream_live_readers", "mode" => mode).increment(1.0);
         LiveGauge(mode)
     }
 }
 
 impl Drop for LiveGauge {
     fn drop(&mut self) {
-        metrics::gauge!("ds_live_readers", "mode" => self.0).decrement(1.0);
+        metrics::gauge!("folio_edge_stream_live_readers", "mode" => self.0).decrement(1.0);
     }
 }

@@ -196,7 +196,7 @@ impl Yjs {
             Ok(Outcome::Gone) => "gone",
             Err(_) => "failed",
         };
-        metrics::counter!("yjs_compactions_total", "outcome" => label).increment(1);
+        metrics::counter!("folio_edge_yjs_compactions_total", "outcome" => label).increment(1);
         outcome
     }
 
@@ -293,7 +293,7 @@ impl Yjs {
             // The pointer has moved: nobody is sent to the old snapshot any more.
             self.snapshots.delete(&old).await?;
         }
-        metrics::counter!("yjs_snapshot_bytes_written_total").increment(pointer.bytes);
+        metrics::counter!("folio_edge_yjs_snapshot_bytes_written_total").increment(pointer.bytes);
         tracing::debug!(doc = %updates, %label, bytes = pointer.bytes, "compacted");
         Ok(Outcome::Compacted { label, next: tail, skipped: built.skipped })
     }

@@ -134,7 +134,7 @@ async fn attempt(ctx: &Ctx, delivery: Delivery) {
             Outcome::Skipped => "skipped",
         };
         tracing::Span::current().record("outcome", label);
-        metrics::counter!("notifier_delivery_outcomes_total", "channel" => delivery.channel.clone(), "outcome" => label)
+        metrics::counter!("folio_notifier_delivery_outcomes_total", "channel" => delivery.channel.clone(), "outcome" => label)
             .increment(1);
         match &outcome {
             Outcome::RetryAt(at) => {
@@ -263,7 +263,7 @@ async fn record_endpoint_health(ctx: &Ctx, endpoint: Uuid, succeeded: bool) {
     match store::endpoint_result(&ctx.pool, endpoint, succeeded, ctx.config.endpoint_disable_after).await {
         Ok(Some(disabled)) => {
             tracing::warn!(endpoint = %disabled.id, url = %disabled.url, "endpoint failing for too long: disabled");
-            metrics::counter!("notifier_endpoints_disabled_total").increment(1);
+            metrics::counter!("folio_notifier_endpoints_disabled_total").increment(1);
             match fanout::endpoint_disabled_notices(&ctx.pool, &disabled, OffsetDateTime::now_utc()).await {
                 Ok(_) => ctx.wake.notify_one(),
                 Err(e) => tracing::error!("failed to notify the agency of a disabled endpoint: {}", chain(&e)),

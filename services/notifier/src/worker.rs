@@ -147,7 +147,7 @@ async fn handle(ctx: &Ctx, stream: &Stream, msg: jetstream::Message) {
                     tracing::warn!("failed to ack; the event will be redelivered and deduplicated: {e:#}");
                 }
                 if new > 0 {
-                    metrics::counter!("notifier_deliveries_created_total").increment(new);
+                    metrics::counter!("folio_notifier_deliveries_created_total").increment(new);
                     ctx.wake.notify_one();
                 }
             }

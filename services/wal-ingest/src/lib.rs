@@ -164,7 +164,7 @@ async fn ingest(config: Config, shutdown: CancellationToken, readiness: Readines
             match session::run(&mut ingest, &mut owner, &shutdown).await {
                 Ok(session::SessionEnd::Shutdown) => break 'owner,
                 Err(e) => {
-                    metrics::counter!("wal_ingest_session_restarts_total").increment(1);
+                    metrics::counter!("folio_wal_ingest_session_restarts_total").increment(1);
                     tracing::error!(slot = %config.slot, "replication session failed, restarting: {}", chain(&e));
                     // The next session's first request waits for the reconnect by itself.
                     if !matches!(e, session::SessionError::NatsDisconnected) {

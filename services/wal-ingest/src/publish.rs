@@ -239,7 +239,7 @@ impl Publisher {
         let ack = result.map_err(|source| PublishError::Ack { key, source })?;
         if ack.duplicate {
             tracing::debug!(%key, "jetstream dropped a duplicate");
-            metrics::counter!("wal_ingest_duplicates_total").increment(1);
+            metrics::counter!("folio_wal_ingest_duplicates_total").increment(1);
         }
         Ok(Acked { seq, latency: sent.elapsed() })
     }

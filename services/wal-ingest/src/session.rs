@@ -169,14 +169,14 @@ impl Stream<'_> {
                 Ok(()) = self.nats_disconnects.changed() => return Err(SessionError::NatsDisconnected),
                 acked = self.publisher.next_ack(), if self.publisher.in_flight() > 0 => {
                     let acked = acked?;
-                    metrics::histogram!("wal_ingest_publish_latency_seconds").record(acked.latency.as_secs_f64());
+                    metrics::histogram!("folio_wal_ingest_publish_latency_seconds").record(acked.latency.as_secs_f64());
                     if let Some(lsn) = self.confirm.acked(acked.seq) {
                         self.confirm_lsn(lsn);
                     }
                 }
                 _ = lag_timer.tick() => {
                     let lag = self.owner.lag_bytes().await?;
-                    metrics::gauge!("wal_ingest_slot_lag_bytes").set(lag as f64);
+                    metrics::gauge!("folio_wal_ingest_slot_lag_bytes").set(lag as f64);
                     tracing::info!(slot = %self.ingest.slot, lag_bytes = lag, confirmed = %self.confirm.flushed(), in_flight = self.publisher.in_flight(), "slot lag");
                 }
                 event = self.client.recv(), if room => {
@@ -270,7 +270,7 @@ impl Stream<'_> {
                         self.publish(last).await?;
                     }
                 }
-                metrics::counter!("wal_ingest_transactions_total").increment(1);
+                metrics::counter!("folio_wal_ingest_transactions_total").increment(1);
                 self.txn_span.in_scope(|| tracing::debug!(end_lsn = %end_lsn, "transaction published"));
                 self.txn_span = tracing::Span::none();
                 self.txn_traceparent = None;
@@ -318,7 +318,7 @@ impl Stream<'_> {
 
     async fn publish(&mut self, event: Outgoing) -> Result<(), SessionError> {
         if self.publisher.is_fenced(&event) {
-            metrics::counter!("wal_ingest_fenced_total").increment(1);
+            metrics::counter!("folio_wal_ingest_fenced_total").increment(1);
             return Ok(());
         }
         let stream = match event.target {
@@ -332,13 +332,13 @@ impl Stream<'_> {
         } else {
             self.publisher.send(event, seq, self.txn_traceparent.as_deref()).await?;
         }
-        metrics::counter!("wal_ingest_events_total", "stream" => stream).increment(1);
+        metrics::counter!("folio_wal_ingest_events_total", "stream" => stream).increment(1);
         Ok(())
     }
 
     fn confirm_lsn(&mut self, lsn: Lsn) {
         self.client.update_applied_lsn(pgwire_replication::Lsn::from_u64(lsn.0));
-        metrics::gauge!("wal_ingest_confirmed_lsn").set(lsn.0 as f64);
+        metrics::gauge!("folio_wal_ingest_confirmed_lsn").set(lsn.0 as f64);
     }
 
     /// Graceful end: stop reading, wait for every ack, confirm, and let the status update
@@ -397,7 +397,7 @@ async fn resnapshot_required(
     owner: &mut SlotOwner,
 ) -> Result<crate::slot::SlotState, SessionError> {
     tracing::error!(slot = %ingest.slot, "replication slot invalidated (WAL removed, SQLSTATE 55000): publishing re-snapshot-required events and recreating the slot");
-    metrics::counter!("wal_ingest_slot_invalidations_total").increment(1);
+    metrics::counter!("folio_wal_ingest_slot_invalidations_total").increment(1);
     let (current,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text")
         .fetch_one(&mut owner.conn)
         .await

@@ -126,7 +126,7 @@ async fn an_invalidated_slot_is_reported_recreated_and_shape_clients_refetch() {
     assert!(ingest.is_active().await, "wal-ingest streams the new slot");
     let metrics = ingest.metrics().await.unwrap_or_default();
     assert!(
-        metrics.lines().any(|l| l.starts_with("wal_ingest_slot_invalidations_total") && l.ends_with(" 1")),
+        metrics.lines().any(|l| l.starts_with("folio_wal_ingest_slot_invalidations_total") && l.ends_with(" 1")),
         "the invalidation is counted:\n{metrics}"
     );
 

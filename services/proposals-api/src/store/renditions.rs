@@ -137,7 +137,7 @@ pub async fn request(
                 .await?;
                 if status != "failed" {
                     tracing::warn!(rendition_id = %id, %status, ?requeue_after, "rendition overdue; its job is queued again");
-                    metrics::counter!("folio_pdf_requeued_total").increment(1);
+                    metrics::counter!("folio_api_pdf_requeued_total").increment(1);
                 }
                 (id, "queued".to_owned(), true)
             } else {

@@ -36,15 +36,15 @@ async fn readiness_and_metrics_are_served() {
         assert!(ready.starts_with("HTTP/1.0 200") || ready.starts_with("HTTP/1.1 200"), "{ready}");
         let metrics = folio_testkit::eventually("metrics are exported", || async {
             let body = get(addr, "/metrics").await?;
-            body.contains("wal_ingest_events_total").then_some(body)
+            body.contains("folio_wal_ingest_events_total").then_some(body)
         })
         .await;
         for name in [
-            "wal_ingest_events_total",
-            "wal_ingest_transactions_total",
-            "wal_ingest_publish_latency_seconds",
-            "wal_ingest_slot_lag_bytes",
-            "wal_ingest_confirmed_lsn",
+            "folio_wal_ingest_events_total",
+            "folio_wal_ingest_transactions_total",
+            "folio_wal_ingest_publish_latency_seconds",
+            "folio_wal_ingest_slot_lag_bytes",
+            "folio_wal_ingest_confirmed_lsn",
         ] {
             assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
         }
