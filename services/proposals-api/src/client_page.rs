@@ -51,11 +51,21 @@ pub struct ClientPageArgs {
     /// address the gateway saw: the last `X-Forwarded-For` hop).
     #[arg(long, env = "FOLIO_CLIENT_ADDRESS_REQUESTS_PER_MIN", default_value_t = 120)]
     pub client_address_requests_per_min: u32,
+
+    /// AcceptInvitation calls a minute from one address (with FOLIO_API_RATE_LIMITS on): the
+    /// other public, account-less entry.
+    #[arg(long, env = "FOLIO_INVITATION_REQUESTS_PER_MIN", default_value_t = 20)]
+    pub invitation_requests_per_min: u32,
 }
 
 impl ClientPageArgs {
     pub fn issuer(&self) -> links::LinkIssuer {
         links::LinkIssuer { key: self.link.key(), ttl: self.client_link_ttl }
+    }
+
+    /// The limit on redeeming invitations from one address.
+    pub fn invitation_policy(&self) -> RatePolicy {
+        RatePolicy::per_window("invitation-address", self.invitation_requests_per_min.max(1), Duration::from_secs(60))
     }
 
     fn policies(&self) -> Policies {
@@ -167,7 +177,7 @@ fn preparing(message: &str) -> Response {
 
 /// The address the gateway saw (it appends it to `X-Forwarded-For`); the API is reachable from
 /// the gateway only (docs/security.md).
-fn client_address(headers: &HeaderMap) -> Option<IpAddr> {
+pub(crate) fn client_address(headers: &HeaderMap) -> Option<IpAddr> {
     let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
     forwarded.last()?.rsplit(',').next()?.trim().parse().ok()
 }

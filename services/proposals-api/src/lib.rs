@@ -198,10 +198,14 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let clients = ClientServiceServer::new(grpc::clients::ClientApi { state: state.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let browser_routes = axum::Router::new()
-        .route("/v1/renditions/{id}/pdf", axum::routing::get(pdfs::download))
-        .with_state((state.clone(), auth.clone()))
-        .merge(client_page::routes(state.clone()));
+    // Plain HTTP routes: RED metrics by route template and HTTP status (the gRPC calls are
+    // counted by `record_metrics` with their grpc-status instead).
+    let browser_routes = folio_runtime::red::API.instrument(
+        axum::Router::new()
+            .route("/v1/renditions/{id}/pdf", axum::routing::get(pdfs::download))
+            .with_state((state.clone(), auth.clone()))
+            .merge(client_page::routes(state.clone())),
+    );
     let webhooks = WebhookServiceServer::new(grpc::admin_webhooks::WebhookApi {
         pool: state.pool.clone(),
         policy: state.webhook_policy.clone(),
@@ -213,7 +217,11 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
     let members = MemberServiceServer::new(grpc::members::MemberApi { pool: state.pool.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     // No bearer token: the invitation link's token is the credential.
-    let invitations = InvitationServiceServer::new(grpc::members::InvitationApi { pool: state.pool.clone() })
+    let invitations = InvitationServiceServer::new(grpc::members::InvitationApi {
+        pool: state.pool.clone(),
+        limits: state.limits.clone(),
+        per_address: state.client.invitation_policy(),
+    })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates =
         TemplateServiceServer::new(grpc::templates::TemplateApi { state }).max_decoding_message_size(MAX_MESSAGE_BYTES);

@@ -36,6 +36,28 @@ pub struct MemberApi {
 #[derive(Clone)]
 pub struct InvitationApi {
     pub pool: sqlx::PgPool,
+    /// Redeeming needs no account, so its calls are limited per address (when limits are on).
+    pub limits: Option<crate::limits::ApiLimits>,
+    pub per_address: folio_quota::RatePolicy,
+}
+
+const DEFAULT_PAGE_SIZE: u32 = 50;
+const MAX_PAGE_SIZE: u32 = 200;
+
+fn invitation_id(raw: &str) -> Parsed<uuid::Uuid> {
+    fields::check(!raw.is_empty(), "invitation_id", || "is required".to_owned())?;
+    uuid::Uuid::parse_str(raw).map_err(|_| Invalid::new("invitation_id", "must be a UUID"))
+}
+
+fn audit_event(row: db::AuditRow) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: row.id.to_string(),
+        action: row.action,
+        actor_id: row.actor_id.map(|a| a.to_string()).unwrap_or_default(),
+        subject_id: row.subject_id.to_string(),
+        details_json: row.details.to_string(),
+        created_at: Some(timestamp(row.created_at)),
+    }
 }
 
 fn admin<T>(request: &Request<T>) -> Result<Caller, ApiError> {
@@ -156,6 +178,54 @@ impl MemberService for MemberApi {
         tracing::info!(member_id = %user, "member removed");
         Ok(Response::new(pb::RemoveMemberResponse { txid: done.txid.0 }))
     }
+
+    async fn revoke_invitation(
+        &self,
+        request: Request<pb::RevokeInvitationRequest>,
+    ) -> Result<Response<pb::RevokeInvitationResponse>, Status> {
+        let caller = admin(&request)?;
+        let id = invitation_id(&request.get_ref().invitation_id)?;
+        let done = db::revoke(&self.pool, caller.agency_id, caller.user_id, id).await?;
+        tracing::info!(invitation_id = %id, "invitation revoked");
+        Ok(Response::new(pb::RevokeInvitationResponse { txid: done.txid.0 }))
+    }
+
+    async fn resend_invitation(
+        &self,
+        request: Request<pb::ResendInvitationRequest>,
+    ) -> Result<Response<pb::ResendInvitationResponse>, Status> {
+        let caller = admin(&request)?;
+        let req = request.into_inner();
+        let (id, valid_for) = all((invitation_id(&req.invitation_id), valid_for(req.valid_for)))?;
+        let done = db::resend(&self.pool, caller.agency_id, caller.user_id, id, valid_for).await?;
+        tracing::info!(invitation_id = %id, "invitation resent");
+        Ok(Response::new(pb::ResendInvitationResponse { txid: done.txid.0, invitation: Some(invitation(done.value)) }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let caller = admin(&request)?;
+        let req = request.into_inner();
+        let page_size = match req.page_size {
+            0 => Ok(DEFAULT_PAGE_SIZE),
+            n if n <= MAX_PAGE_SIZE => Ok(n),
+            n => Err(Invalid::new("page_size", format!("must be 1 to {MAX_PAGE_SIZE}, got {n}"))),
+        };
+        let before = match req.page_token.as_str() {
+            "" => Ok(None),
+            t => uuid::Uuid::parse_str(t)
+                .map(Some)
+                .map_err(|_| Invalid::new("page_token", "is not a token this API returned")),
+        };
+        let (page_size, before) = all((page_size, before))?;
+        let (rows, next) = db::audit_log(&self.pool, caller.agency_id, before, page_size).await?;
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: rows.into_iter().map(audit_event).collect(),
+            next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -164,6 +234,20 @@ impl InvitationService for InvitationApi {
         &self,
         request: Request<pb::AcceptInvitationRequest>,
     ) -> Result<Response<pb::AcceptInvitationResponse>, Status> {
+        // Limits first, so guessing costs the same whatever is guessed.
+        if let Some(limits) = &self.limits {
+            let headers = request.metadata().clone().into_headers();
+            let address = crate::client_page::client_address(&headers)
+                .map(|ip| ip.to_string().replace(['.', ':'], "-"))
+                .unwrap_or_else(|| "unknown".into());
+            if let Ok(key) = folio_quota::QuotaKey::parse(&format!("addr:{address}:invitation")) {
+                let decision = limits.limiter().check(&key, &self.per_address).await;
+                if !decision.is_allowed() {
+                    metrics::counter!("folio_api_rate_limited_total", "policy" => self.per_address.name()).increment(1);
+                    return Err(decision.to_status());
+                }
+            }
+        }
         let req = request.into_inner();
         let (token, name) = all((
             fields::text("token", req.token, 1, MAX_TOKEN),

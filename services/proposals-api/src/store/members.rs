@@ -114,8 +114,8 @@ pub async fn list(pool: &PgPool, agency: AgencyId) -> Result<(Vec<MemberRow>, Ve
     .fetch_all(pool)
     .await?;
     let invitations = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {INVITATION} FROM invitations WHERE agency_id = $1 AND accepted_at IS NULL AND expires_at > now() \
-          ORDER BY created_at, id"
+        "SELECT {INVITATION} FROM invitations WHERE agency_id = $1 AND accepted_at IS NULL AND revoked_at IS NULL \
+          AND expires_at > now() ORDER BY created_at, id"
     )))
     .bind(agency.as_uuid())
     .fetch_all(pool)
@@ -170,13 +170,26 @@ pub async fn invite(
     .await?;
     audit(&mut tx, agency, Some(by), "member.invited", row.id, json!({ "email": email, "role": role.as_str() }))
         .await?;
+    email_invitation(&mut tx, agency, &row, agency_name, by_name, token).await?;
+    commit(tx, row).await
+}
+
+/// The invitation email's job, in the invitation's transaction (the token travels only here).
+async fn email_invitation(
+    tx: &mut Transaction<'_, Postgres>,
+    agency: AgencyId,
+    row: &InvitationRow,
+    agency_name: String,
+    invited_by_name: String,
+    token: String,
+) -> Result<(), sqlx::Error> {
     let job = InvitationEmailJob {
         invitation_id: row.id.to_string(),
         agency_id: agency.to_string(),
-        email: email.to_owned(),
-        role: role.as_str().to_owned(),
+        email: row.email.clone(),
+        role: row.role.clone(),
         agency_name,
-        invited_by_name: by_name,
+        invited_by_name,
         token,
         expires_at: Some(prost_types::Timestamp {
             seconds: row.expires_at.unix_timestamp(),
@@ -184,8 +197,118 @@ pub async fn invite(
         }),
         traceparent: folio_bus::trace_context::current_traceparent(),
     };
-    folio_db::emit_job(&mut tx, INVITATION_JOB, &job.encode_to_vec()).await?;
+    folio_db::emit_job(tx, INVITATION_JOB, &job.encode_to_vec()).await
+}
+
+/// An open invitation of `agency`, locked; NOT_FOUND for another agency's or an unknown id.
+async fn invitation_for_update(
+    tx: &mut Transaction<'_, Postgres>,
+    agency: AgencyId,
+    id: Uuid,
+) -> Result<(InvitationRow, bool, bool), ApiError> {
+    #[derive(sqlx::FromRow)]
+    struct Locked {
+        #[sqlx(flatten)]
+        row: InvitationRow,
+        accepted: bool,
+        revoked: bool,
+    }
+    let locked: Locked = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {INVITATION}, accepted_at IS NOT NULL AS accepted, revoked_at IS NOT NULL AS revoked \
+           FROM invitations WHERE id = $1 AND agency_id = $2 FOR UPDATE"
+    )))
+    .bind(id)
+    .bind(agency.as_uuid())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found("invitation", id))?;
+    Ok((locked.row, locked.accepted, locked.revoked))
+}
+
+/// Revokes an invitation not yet accepted; its link then answers like an unknown one.
+pub async fn revoke(pool: &PgPool, agency: AgencyId, by: UserId, id: Uuid) -> Result<Committed<()>, ApiError> {
+    let mut tx = super::begin(pool).await?;
+    let (row, accepted, revoked) = invitation_for_update(&mut tx, agency, id).await?;
+    if accepted {
+        return Err(ApiError::FailedPrecondition(format!("{} already accepted this invitation", row.email)));
+    }
+    if revoked {
+        return Ok(Committed::unchanged(()));
+    }
+    sqlx::query("UPDATE invitations SET revoked_at = now() WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    audit(&mut tx, agency, Some(by), "member.invitation_revoked", id, json!({ "email": row.email, "role": row.role }))
+        .await?;
+    commit(tx, ()).await
+}
+
+/// Emails an open invitation again with a new token (the old link stops working) and expiry.
+pub async fn resend(
+    pool: &PgPool,
+    agency: AgencyId,
+    by: UserId,
+    id: Uuid,
+    valid_for: std::time::Duration,
+) -> Result<Committed<InvitationRow>, ApiError> {
+    let mut tx = super::begin(pool).await?;
+    let (row, accepted, revoked) = invitation_for_update(&mut tx, agency, id).await?;
+    if accepted || revoked {
+        let why = if accepted { "was already accepted" } else { "was revoked: invite the address again" };
+        return Err(ApiError::FailedPrecondition(format!("the invitation of {} {why}", row.email)));
+    }
+    let (agency_name, by_name): (String, String) = sqlx::query_as(
+        "SELECT a.name, u.name FROM agencies a JOIN users u ON u.agency_id = a.id WHERE a.id = $1 AND u.id = $2",
+    )
+    .bind(agency.as_uuid())
+    .bind(by.as_uuid())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found("member", by))?;
+    let token = new_token();
+    let row: InvitationRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE invitations SET token_sha256 = $2, expires_at = $3 WHERE id = $1 RETURNING {INVITATION}"
+    )))
+    .bind(id)
+    .bind(token_hash(&token))
+    .bind(OffsetDateTime::now_utc() + valid_for)
+    .fetch_one(&mut *tx)
+    .await?;
+    audit(&mut tx, agency, Some(by), "member.invitation_resent", id, json!({ "email": row.email, "role": row.role }))
+        .await?;
+    email_invitation(&mut tx, agency, &row, agency_name, by_name, token).await?;
     commit(tx, row).await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: Uuid,
+    pub actor_id: Option<Uuid>,
+    pub action: String,
+    pub subject_id: Uuid,
+    pub details: serde_json::Value,
+    pub created_at: OffsetDateTime,
+}
+
+/// A page of the agency's audit trail, newest first, from before `before` (an event id: ids are
+/// time-ordered UUIDv7s), and the id to continue before when there is more.
+pub async fn audit_log(
+    pool: &PgPool,
+    agency: AgencyId,
+    before: Option<Uuid>,
+    page_size: u32,
+) -> Result<(Vec<AuditRow>, Option<Uuid>), ApiError> {
+    let mut rows: Vec<AuditRow> = sqlx::query_as(
+        "SELECT id, actor_id, action, subject_id, details, created_at FROM audit_events \
+          WHERE agency_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+    )
+    .bind(agency.as_uuid())
+    .bind(before)
+    .bind(i64::from(page_size) + 1)
+    .fetch_all(pool)
+    .await?;
+    let more = rows.len() > page_size as usize;
+    rows.truncate(page_size as usize);
+    let next = if more { rows.last().map(|r| r.id) } else { None };
+    Ok((rows, next))
 }
 
 /// Redeems an invitation: the member is created with the invited role, the invitation marked
@@ -196,7 +319,8 @@ pub async fn accept(pool: &PgPool, token: &str, name: &str) -> Result<Committed<
     // FOR UPDATE re-checks the conditions after a concurrent accept commits: one wins.
     let found: Option<(Uuid, Uuid, String, String)> = sqlx::query_as(
         "SELECT id, agency_id, email, role FROM invitations \
-          WHERE token_sha256 = $1 AND accepted_at IS NULL AND expires_at > now() FOR UPDATE",
+          WHERE token_sha256 = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > now() \
+          FOR UPDATE",
     )
     .bind(token_hash(token))
     .fetch_optional(&mut *tx)

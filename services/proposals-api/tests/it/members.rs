@@ -352,3 +352,152 @@ async fn other_roles_other_agencies_and_bad_fields_are_refused() {
     assert_eq!(published.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), vec!["audit_events", "invitations"]);
     assert!(!published[1].1.contains(&"token_sha256".to_owned()), "{published:?}");
 }
+
+#[tokio::test]
+async fn an_admin_revokes_and_resends_invitations_and_reads_the_audit_trail() {
+    let app = spawn_app().await;
+    let mut a = admin(&app, "ad@northwind.test").await;
+    let mut public = InvitationServiceClient::new(app.channel.clone());
+    let accept = |token: &str| pb::AcceptInvitationRequest { token: token.into(), name: "Someone".into() };
+    let slot = Slot::create(&app.db.pool).await;
+
+    // Revoked: its link answers like an unknown one, and it leaves the pending list.
+    let revoked = a.members.invite_member(invite("wrong@address.test", pb::MemberRole::Viewer)).await.unwrap();
+    let revoked = revoked.into_inner().invitation.unwrap();
+    let done = a
+        .members
+        .revoke_invitation(pb::RevokeInvitationRequest { invitation_id: revoked.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(done.txid > 0);
+    let twice = a.members.revoke_invitation(pb::RevokeInvitationRequest { invitation_id: revoked.id.clone() }).await;
+    assert_eq!(twice.unwrap().into_inner().txid, 0, "revoking again changes nothing");
+    let token = slot.invitation_jobs().await.into_iter().find(|j| j.invitation_id == revoked.id).unwrap().token;
+    let refused = public.accept_invitation(accept(&token)).await.unwrap_err();
+    let unknown = public.accept_invitation(accept("not-a-token")).await.unwrap_err();
+    assert_eq!((refused.code(), refused.message()), (unknown.code(), unknown.message()), "one answer");
+    let listed = a.members.list_members(pb::ListMembersRequest {}).await.unwrap().into_inner();
+    assert!(!listed.pending_invitations.iter().any(|i| i.id == revoked.id));
+    let resend_revoked = a
+        .members
+        .resend_invitation(pb::ResendInvitationRequest { invitation_id: revoked.id.clone(), valid_for: None })
+        .await
+        .unwrap_err();
+    assert_eq!(resend_revoked.code(), Code::FailedPrecondition);
+
+    // Resent: a new link works, the old one no longer does.
+    let sent = a.members.invite_member(invite("late@reader.test", pb::MemberRole::Editor)).await.unwrap();
+    let sent = sent.into_inner().invitation.unwrap();
+    let resent = a
+        .members
+        .resend_invitation(pb::ResendInvitationRequest {
+            invitation_id: sent.id.clone(),
+            valid_for: Some(prost_types::Duration { seconds: 2 * 3600, nanos: 0 }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let lifetime = resent.invitation.unwrap().expires_at.unwrap().seconds - chrono_now();
+    assert!((2 * 3600 - 10..=2 * 3600 + 10).contains(&lifetime), "{lifetime}");
+    let jobs: Vec<_> = slot.invitation_jobs().await.into_iter().filter(|j| j.invitation_id == sent.id).collect();
+    assert_eq!(jobs.len(), 2, "the resend emails a second link");
+    assert_ne!(jobs[0].token, jobs[1].token);
+    let old = public.accept_invitation(accept(&jobs[0].token)).await.unwrap_err();
+    assert_eq!(old.code(), Code::NotFound);
+    let joined = public.accept_invitation(accept(&jobs[1].token)).await.unwrap().into_inner();
+    assert_eq!(joined.member.unwrap().email, "late@reader.test");
+    let resend_accepted = a
+        .members
+        .resend_invitation(pb::ResendInvitationRequest { invitation_id: sent.id.clone(), valid_for: None })
+        .await
+        .unwrap_err();
+    assert_eq!(resend_accepted.code(), Code::FailedPrecondition);
+    let revoke_accepted =
+        a.members.revoke_invitation(pb::RevokeInvitationRequest { invitation_id: sent.id.clone() }).await.unwrap_err();
+    assert_eq!(revoke_accepted.code(), Code::FailedPrecondition);
+
+    // The trail, newest first, a page at a time.
+    let first = a
+        .members
+        .list_audit_events(pb::ListAuditEventsRequest { page_size: 2, page_token: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    let second = a
+        .members
+        .list_audit_events(pb::ListAuditEventsRequest { page_size: 10, page_token: first.next_page_token.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let actions: Vec<&str> = first.events.iter().chain(&second.events).map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["member.joined", "member.invitation_resent", "member.invited", "member.invitation_revoked", "member.invited"]
+    );
+    assert!(second.next_page_token.is_empty());
+    assert_eq!(first.events[1].actor_id, a.caller.user_id.to_string());
+    assert!(first.events[0].actor_id.is_empty(), "an invitee joining acts for themselves");
+    assert!(first.events[1].details_json.contains("late@reader.test"));
+
+    // Other roles, other agencies, bad fields.
+    let mut editor = client(&app, app.editor.caller);
+    let denied = editor.list_audit_events(pb::ListAuditEventsRequest::default()).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = editor.revoke_invitation(pb::RevokeInvitationRequest { invitation_id: sent.id.clone() }).await;
+    assert_eq!(denied.unwrap_err().code(), Code::PermissionDenied);
+    let other = app.outsider.caller.agency_id;
+    let outsider_id = tenancy::create_user(&app.db.pool, other, "ad2@contoso.test", "Other", Role::Admin).await.unwrap();
+    let mut outsider = client(&app, Caller { user_id: outsider_id, agency_id: other, role: Role::Admin });
+    let theirs = outsider.revoke_invitation(pb::RevokeInvitationRequest { invitation_id: revoked.id.clone() }).await;
+    assert_eq!(theirs.unwrap_err().code(), Code::NotFound);
+    let trail = outsider.list_audit_events(pb::ListAuditEventsRequest::default()).await.unwrap().into_inner();
+    assert!(trail.events.is_empty(), "another agency's trail is its own");
+    let bad = a
+        .members
+        .list_audit_events(pb::ListAuditEventsRequest { page_size: 500, page_token: "x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&bad), vec!["page_size", "page_token"]);
+    let bad = a.members.revoke_invitation(pb::RevokeInvitationRequest { invitation_id: "nope".into() }).await;
+    assert_eq!(violated_fields(&bad.unwrap_err()), vec!["invitation_id"]);
+    slot.drop().await;
+}
+
+fn chrono_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[tokio::test]
+async fn redeeming_invitations_is_rate_limited_per_address() {
+    let db = folio_testkit::TestDb::new().await.expect("test database");
+    let mut config = proposals_api::Config::new(db.url.clone(), crate::helpers::SECRET);
+    config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.common.shutdown_grace = std::time::Duration::from_secs(1);
+    config.bus.nats_url = folio_testkit::nats_url();
+    config.limits.rate_limits = true;
+    config.limits.quota.rate_bucket = format!("test-rates-{}", folio_testkit::unique_suffix());
+    config.client.invitation_requests_per_min = 4;
+    let api = proposals_api::bind(config).await.expect("bind the API");
+    let addr = api.addr();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(api.run(shutdown.clone()));
+    let _stop = shutdown.clone().drop_guard();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut public = InvitationServiceClient::new(channel);
+    let guess = |ip: &'static str| {
+        let mut request = tonic::Request::new(pb::AcceptInvitationRequest { token: "guessed".into(), name: "G".into() });
+        request.metadata_mut().insert("x-forwarded-for", ip.parse().unwrap());
+        request
+    };
+    // Four guesses a minute from one address are answered (NOT_FOUND); the fifth is refused.
+    for i in 0..4 {
+        let status = public.accept_invitation(guess("198.51.100.7")).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "guess {i}");
+    }
+    let limited = public.accept_invitation(guess("198.51.100.7")).await.unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    // Another address is not held back by it.
+    let other = public.accept_invitation(guess("203.0.113.9")).await.unwrap_err();
+    assert_eq!(other.code(), Code::NotFound);
+}
