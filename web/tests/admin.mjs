@@ -163,6 +163,46 @@ try {
     await again.context.close();
   });
 
+  await check('admin: an invitation resent gets a new link (the old one fails), a revoked one fails too; the audit log lists it all, newest first', async () => {
+    const other = 'second.reader@example.com';
+    await A.page.getByLabel('Email address').fill(other);
+    await A.page.getByRole('button', { name: 'Send invitation' }).click();
+    await message(A.page, `Invitation emailed to ${other}`);
+    const pending = A.page.locator(`[data-testid=invitation-row][data-email="${other}"]`);
+    const links = () => mails(maildir).filter((m) => m.includes(other)).map((m) => m.match(new RegExp(`${escapeRegExp(BASE)}/invite/([A-Za-z0-9_-]{43})`))?.[0]).filter(Boolean);
+    const first = (await until('the first invitation email', () => links().length === 1 && links()))[0];
+    await pending.getByTestId('invitation-resend').click();
+    await message(A.page, `A new link was emailed to ${other}`);
+    const second = (await until('the resent invitation email', () => links().length === 2 && links())).find((l) => l !== first);
+    assert(second && second !== first, 'the resend emailed the same link');
+    await pending.getByTestId('invitation-revoke').click();
+    await message(A.page, `The invitation of ${other} was revoked`);
+    await pending.waitFor({ state: 'detached' });
+    // Neither link works now: one generic answer for both.
+    const X = await newPage(null, 'revoked-invitee');
+    for (const l of [first, second]) {
+      await X.page.goto(l);
+      await X.page.getByTestId('invite-name').fill('Too Late');
+      await X.page.getByTestId('invite-accept').click();
+      await X.page.getByTestId('invite-invalid').waitFor();
+    }
+    await X.context.close();
+    assert(sql(`SELECT count(*) FROM users WHERE email = ${lit(other)}`) === '0', 'a revoked invitation made a member');
+    await A.page.getByRole('link', { name: 'Audit log' }).click();
+    const actions = await until('the audit rows', async () => {
+      const rows = await A.page.getByTestId('audit-row').evaluateAll((rs) => rs.map((r) => r.dataset.action));
+      return rows.length >= 5 && rows;
+    });
+    assert(
+      actions.slice(0, 5).join(' ') === 'member.invitation_revoked member.invitation_resent member.invited member.joined member.invited',
+      `the audit log reads: ${actions.join(', ')}`,
+    );
+    assert((await A.page.getByTestId('audit-row').first().innerText()).includes(other), 'the revocation does not name the address');
+    audits.push(await audit(A.page, 'audit log'));
+    await A.page.getByRole('link', { name: 'Members' }).click();
+    return `${actions.length} audit events`;
+  });
+
   await check('admin: a role change is saved; demoting the last admin is refused in words and the role stays', async () => {
     await row(invitee).getByTestId('member-role').selectOption({ label: 'Editor' });
     await message(A.page, 'Nia Newcomer is now editor');
