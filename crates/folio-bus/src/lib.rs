@@ -5,6 +5,7 @@
 //! nothing else builds a subject.
 
 pub mod args;
+pub mod backlog;
 pub mod headers;
 pub mod msg_id;
 pub mod seq;

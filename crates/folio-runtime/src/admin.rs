@@ -6,7 +6,7 @@ use std::sync::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -36,11 +36,23 @@ pub struct AdminServer {
 }
 
 /// Installs the process-wide Prometheus recorder once; later calls (tests running several
-/// services in one process) reuse it.
+/// services in one process) reuse it. Durations (`*_seconds`) are histograms with buckets, not
+/// summaries, so dashboards can aggregate quantiles across replicas.
 fn prometheus() -> Option<PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).clone()
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .clone()
 }
+
+/// From a fast RPC (a few ms) to a long-poll held open (20 s by default) or a slow PDF.
+const SECONDS_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 impl AdminServer {
     /// Serves a readiness flag the caller made before the server started: a service's `Bound`

@@ -60,6 +60,8 @@ pub async fn serve(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(20)));
     let builder = Arc::new(builder);
+    // At 0 from the start, so an alert's `increase()` sees the first refusal.
+    metrics::counter!("folio_http_connections_refused_total", "listener" => name).increment(0);
     loop {
         let (stream, _peer) = tokio::select! {
             _ = shutdown.cancelled() => break,

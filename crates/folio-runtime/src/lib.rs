@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod args;
 pub mod http;
+pub mod red;
 pub mod shutdown;
 pub mod spawned;
 pub mod telemetry;

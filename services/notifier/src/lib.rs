@@ -140,7 +140,7 @@ impl Bound {
             .await
             .map_err(Error::Serve)?;
         let http_addr = http.local_addr().map_err(Error::Serve)?;
-        let router = http::router(ctx.clone());
+        let router = folio_runtime::red::NOTIFIER.instrument(http::router(ctx.clone()));
         let http_servers = servers.clone();
         let limits = ctx.config.common.http;
         let http_task = tokio::spawn(folio_runtime::http::serve("notifier", http, router, limits, http_servers));
@@ -150,6 +150,7 @@ impl Bound {
         let invitations = tokio::spawn(invitations::run(ctx.clone(), nats.clone(), intake.clone()));
         let worker = tokio::spawn(worker::run(ctx.clone(), nats, intake.clone(), admin.readiness.clone()));
         let scheduler = tokio::spawn(scheduler::run(ctx.clone(), intake.clone()));
+        let backlog = tokio::spawn(worker::report_backlog(ctx.clone(), intake.clone()));
 
         shutdown.cancelled().await;
         tracing::info!("notifier draining");
@@ -160,6 +161,7 @@ impl Bound {
             let _ = worker.await;
             let _ = scheduler.await;
             let _ = invitations.await;
+            let _ = backlog.await;
         })
         .await;
         if drained.is_err() {

@@ -100,6 +100,7 @@ async fn attempt(ctx: &Ctx, delivery: Delivery) {
     // that decided the delivery: one trace from the API call to the email or webhook.
     folio_bus::trace_context::set_parent_from_traceparent(&span, delivery.traceparent.as_deref().unwrap_or_default());
     async {
+        let started = std::time::Instant::now();
         let (decision, endpoint) = match decide(ctx, &delivery).await {
             Ok(d) => d,
             Err(e) => {
@@ -112,6 +113,10 @@ async fn attempt(ctx: &Ctx, delivery: Delivery) {
             Decision::Skip(reason) => (None, Outcome::Skipped, Some(reason)),
             Decision::Fail(reason) => (None, Outcome::Failed, Some(reason)),
             Decision::Attempted { log, permanent, retry_after } => {
+                // The duration of an attempt that reached SMTP or the endpoint (a skip or a
+                // refusal before sending is not an attempt).
+                metrics::histogram!("folio_notifier_attempt_seconds", "channel" => delivery.channel.clone())
+                    .record(started.elapsed().as_secs_f64());
                 let outcome = if log.succeeded {
                     Outcome::Delivered
                 } else if permanent {

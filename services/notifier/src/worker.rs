@@ -326,3 +326,34 @@ pub enum SetupError {
     #[error("failed to create the consumer")]
     Consumer(#[from] async_nats::jetstream::stream::ConsumerError),
 }
+
+/// How often the consumer's lag and the dead letters are measured for `/metrics`.
+const BACKLOG_EVERY: Duration = Duration::from_secs(15);
+
+/// Exports the changes consumer's lag (`folio_notifier_consumer_pending`, `…_ack_pending`) and
+/// the dead-letter stream's depth (`folio_notifier_dead_letter_messages`) until `shutdown`.
+/// Every replica reports the same shared numbers: dashboards take the max over replicas.
+pub async fn report_backlog(ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    // The counters alerts watch exist from the start at 0: `increase()` over a series that
+    // first appears at 1 misses that first event.
+    metrics::counter!("folio_notifier_dead_letters_total").increment(0);
+    metrics::counter!("folio_notifier_endpoints_disabled_total").increment(0);
+    let dead_letters = crate::dead_letter::stream_name(&ctx.config.bus);
+    let mut every = tokio::time::interval(BACKLOG_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match folio_bus::backlog::measure(&ctx.js, &ctx.config.bus.changes_stream, &ctx.config.consumer, &dead_letters).await {
+            Ok(backlog) => {
+                metrics::gauge!("folio_notifier_consumer_pending").set(backlog.pending as f64);
+                metrics::gauge!("folio_notifier_consumer_ack_pending").set(backlog.ack_pending as f64);
+                metrics::gauge!("folio_notifier_dead_letter_messages").set(backlog.dead_letters as f64);
+            }
+            // Before the worker has made its consumer, or while NATS is away: the gauges keep
+            // their last value and the worker's own logs say what is wrong.
+            Err(e) => tracing::debug!("failed to measure the consumer's backlog: {e}"),
+        }
+    }
+}

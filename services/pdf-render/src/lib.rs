@@ -125,8 +125,10 @@ impl Bound {
         admin.readiness.set(true);
         tracing::info!(admin = %admin.local_addr, "pdf-render started");
         let watcher = tokio::spawn(worker::watch_exhausted_jobs(shared.clone(), shutdown.clone()));
+        let backlog = tokio::spawn(worker::report_backlog(shared.clone(), shutdown.clone()));
         let result = worker::run(shared, shutdown).await;
         watcher.abort();
+        backlog.abort();
         result
     }
 }

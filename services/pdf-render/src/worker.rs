@@ -494,3 +494,34 @@ pub async fn watch_exhausted_jobs(shared: Arc<Shared>, shutdown: CancellationTok
         }
     }
 }
+
+/// How often the consumer's lag and the dead letters are measured for `/metrics`.
+const BACKLOG_EVERY: Duration = Duration::from_secs(15);
+
+/// Exports the job consumer's lag (`folio_pdf_consumer_pending`, `…_ack_pending`) and the
+/// dead-letter stream's depth (`folio_pdf_dead_letter_messages`) until `shutdown`. Every
+/// replica reports the same shared numbers: dashboards take the max over replicas.
+pub async fn report_backlog(shared: Arc<Shared>, shutdown: CancellationToken) {
+    // The counters alerts watch exist from the start at 0: `increase()` over a series that
+    // first appears at 1 misses that first event.
+    metrics::counter!("folio_pdf_dead_letters_total").increment(0);
+    let config = &shared.config;
+    let mut every = tokio::time::interval(BACKLOG_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match folio_bus::backlog::measure(&shared.js, &config.bus.jobs_stream, &config.consumer, &config.dead_letter_stream).await
+        {
+            Ok(backlog) => {
+                metrics::gauge!("folio_pdf_consumer_pending").set(backlog.pending as f64);
+                metrics::gauge!("folio_pdf_consumer_ack_pending").set(backlog.ack_pending as f64);
+                metrics::gauge!("folio_pdf_dead_letter_messages").set(backlog.dead_letters as f64);
+            }
+            // Before the worker has made its consumer, or while NATS is away: the gauges keep
+            // their last value and the worker's own logs say what is wrong.
+            Err(e) => tracing::debug!("failed to measure the consumer's backlog: {e}"),
+        }
+    }
+}

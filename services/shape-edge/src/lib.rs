@@ -197,7 +197,7 @@ impl Bound {
                 tasks.clone(),
             )
             .await?;
-            Ok::<_, Error>(router(streams, shapes).merge(folio_yjs::router(yjs)))
+            Ok::<_, Error>(folio_runtime::red::EDGE.instrument(router(streams, shapes).merge(folio_yjs::router(yjs))))
         };
         let app = match started.await {
             Ok(app) => app,

@@ -148,7 +148,22 @@ async fn ingest(config: Config, shutdown: CancellationToken, readiness: Readines
         nats_disconnects,
     };
 
+    // The counters alerts watch exist from the start at 0: `increase()` over a series that
+    // first appears at 1 misses that first event.
+    for counter in [
+        "folio_wal_ingest_slot_invalidations_total",
+        "folio_wal_ingest_session_restarts_total",
+        "folio_wal_ingest_fenced_total",
+        "folio_wal_ingest_duplicates_total",
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
+    // 1 while this replica holds the slot's lock (streams it), 0 while it stands by: their sum
+    // over replicas is the number of active replicas, which must be 1.
+    let slot_held = metrics::gauge!("folio_wal_ingest_slot_held");
+    slot_held.set(0.0);
     'owner: while !shutdown.is_cancelled() {
+        slot_held.set(0.0);
         let mut owner =
             match SlotOwner::acquire(&config.db.database_url, &config.slot, config.standby_poll, &shutdown).await {
                 Ok(Some(owner)) => owner,
@@ -160,6 +175,7 @@ async fn ingest(config: Config, shutdown: CancellationToken, readiness: Readines
                 }
             };
         tracing::info!(slot = %config.slot, "holding the slot");
+        slot_held.set(1.0);
         while !shutdown.is_cancelled() {
             match session::run(&mut ingest, &mut owner, &shutdown).await {
                 Ok(session::SessionEnd::Shutdown) => break 'owner,
@@ -177,6 +193,7 @@ async fn ingest(config: Config, shutdown: CancellationToken, readiness: Readines
             }
         }
     }
+    slot_held.set(0.0);
     tracing::info!("wal-ingest stopped");
     Ok(())
 }

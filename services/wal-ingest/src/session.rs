@@ -176,8 +176,9 @@ impl Stream<'_> {
                 }
                 _ = lag_timer.tick() => {
                     let lag = self.owner.lag_bytes().await?;
-                    metrics::gauge!("folio_wal_ingest_slot_lag_bytes").set(lag as f64);
-                    tracing::info!(slot = %self.ingest.slot, lag_bytes = lag, confirmed = %self.confirm.flushed(), in_flight = self.publisher.in_flight(), "slot lag");
+                    metrics::gauge!("folio_wal_ingest_slot_lag_bytes").set(lag.unconfirmed_bytes as f64);
+                    metrics::gauge!("folio_wal_ingest_slot_retained_wal_bytes").set(lag.retained_bytes as f64);
+                    tracing::info!(slot = %self.ingest.slot, lag_bytes = lag.unconfirmed_bytes, retained_bytes = lag.retained_bytes, confirmed = %self.confirm.flushed(), in_flight = self.publisher.in_flight(), "slot lag");
                 }
                 event = self.client.recv(), if room => {
                     match event? {

@@ -39,6 +39,16 @@ pub struct SlotState {
 type SlotRow = (Option<String>, Option<String>, Option<String>, Option<String>);
 
 /// The ordinary session that owns the slot while it holds the advisory lock.
+/// Two distances, in bytes, from the server's current WAL position.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotLag {
+    /// To the confirmed flush position: what wal-ingest has not yet confirmed as published.
+    pub unconfirmed_bytes: i64,
+    /// To the restart position: the WAL PostgreSQL keeps on disk for the slot, which is what
+    /// `max_slot_wal_keep_size` is measured against (past it the slot is invalidated).
+    pub retained_bytes: i64,
+}
+
 pub struct SlotOwner {
     pub conn: PgConnection,
     slot: String,
@@ -173,17 +183,18 @@ impl SlotOwner {
         Ok(())
     }
 
-    /// Bytes of WAL the slot still pins (what has not been confirmed yet).
-    pub async fn lag_bytes(&mut self) -> Result<i64, SlotError> {
-        let (lag,): (Option<i64>,) = sqlx::query_as(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 \
+    /// How far the slot is behind the server's current WAL position.
+    pub async fn lag_bytes(&mut self) -> Result<SlotLag, SlotError> {
+        let (confirmed, retained): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8, \
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 \
              FROM pg_replication_slots WHERE slot_name = $1",
         )
         .bind(&self.slot)
         .fetch_one(&mut self.conn)
         .await
         .map_err(query("measuring slot lag"))?;
-        Ok(lag.unwrap_or(0))
+        Ok(SlotLag { unconfirmed_bytes: confirmed.unwrap_or(0), retained_bytes: retained.unwrap_or(0) })
     }
 
     /// Drops an invalidated slot and creates it afresh; returns the new start position.
