@@ -44,4 +44,7 @@ pub enum EvalError {
     /// clause is too expensive for this row, and its result is unknown (never guessed).
     #[error("where clause exceeded its evaluation budget of {steps} steps")]
     BudgetExceeded { steps: u64 },
+    /// The clause has a subquery and was evaluated without what the subquery yields.
+    #[error("the clause has a subquery whose values were not provided")]
+    SubqueryValuesMissing,
 }

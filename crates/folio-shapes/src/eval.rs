@@ -10,6 +10,8 @@ use crate::value::{self, Value};
 
 pub(crate) struct Row<'r> {
     pub values: &'r [Option<&'r str>],
+    /// What each subquery of the clause yields now (`Expr::InSelect` refers to them by index).
+    pub sets: &'r [crate::ValueSet],
     /// Steps this evaluation may still take (see [`crate::Limits::eval_steps`]).
     pub budget: Cell<u64>,
     pub limit: u64,
@@ -17,7 +19,11 @@ pub(crate) struct Row<'r> {
 
 impl<'r> Row<'r> {
     pub(crate) fn new(values: &'r [Option<&'r str>], steps: u64) -> Self {
-        Row { values, budget: Cell::new(steps), limit: steps }
+        Row { values, sets: &[], budget: Cell::new(steps), limit: steps }
+    }
+
+    pub(crate) fn with_sets(values: &'r [Option<&'r str>], sets: &'r [crate::ValueSet], steps: u64) -> Self {
+        Row { values, sets, budget: Cell::new(steps), limit: steps }
     }
 
     /// A row without values, for constant subexpressions.
@@ -240,6 +246,13 @@ pub(crate) fn eval(e: &Expr, row: &Row<'_>) -> EResult {
             row.charge(pattern.cost(&s))?;
             let m = pattern.matches(&s);
             Some(Value::Bool(m != *negated))
+        }
+        Expr::InSelect { left, sub, negated } => {
+            let vals: Vec<Option<&str>> = left.iter().map(|(i, _, _)| row.values[*i]).collect();
+            let set = row.sets.get(*sub).ok_or(EvalError::SubqueryValuesMissing)?;
+            row.charge(1 + vals.iter().flatten().map(|v| v.len() as u64 / 16).sum::<u64>())?;
+            let found = set.test(&vals, &mut |n| row.charge(n))?;
+            found.map(|b| Value::Bool(b != *negated))
         }
         Expr::In { expr, list, negated, ty } => {
             let Some(x) = eval(expr, row)? else { return Ok(None) };

@@ -80,6 +80,13 @@ pub(crate) enum Expr {
         items: Vec<Expr>,
         ty: PgType,
     },
+    /// `(cols) [NOT] IN (subquery number sub)`; the columns are of the shape's table, their
+    /// types equal to what the subquery selects.
+    InSelect {
+        left: Vec<(usize, String, PgType)>,
+        sub: usize,
+        negated: bool,
+    },
 }
 
 impl Expr {
@@ -99,7 +106,7 @@ impl Expr {
     pub(crate) fn is_constant(&self) -> bool {
         match self {
             Expr::Const { .. } => true,
-            Expr::Column { .. } => false,
+            Expr::Column { .. } | Expr::InSelect { .. } => false,
             Expr::Cast { expr, .. }
             | Expr::Not(expr)
             | Expr::Is { expr, .. }
@@ -123,7 +130,7 @@ impl Expr {
     /// The direct subexpressions.
     fn children(&self) -> Vec<&Expr> {
         match self {
-            Expr::Const { .. } | Expr::Column { .. } => Vec::new(),
+            Expr::Const { .. } | Expr::Column { .. } | Expr::InSelect { .. } => Vec::new(),
             Expr::Cast { expr, .. }
             | Expr::Not(expr)
             | Expr::Is { expr, .. }
@@ -169,6 +176,7 @@ impl Expr {
             | Expr::Distinct { ty, .. }
             | Expr::In { ty, .. }
             | Expr::ArrayCtor { ty, .. } => ty.heap_bytes(),
+            Expr::InSelect { left, .. } => left.iter().map(|(_, n, t)| n.len() + t.heap_bytes() + 32).sum(),
             _ => 0,
         };
         std::mem::size_of::<Expr>() + own + self.children().into_iter().map(Expr::heap_bytes).sum::<usize>()

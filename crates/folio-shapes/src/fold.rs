@@ -18,7 +18,7 @@ pub(crate) fn fold(e: Expr) -> Result<Expr, EvalError> {
     let e = match e {
         Expr::And(items) => return junction(items, false),
         Expr::Or(items) => return junction(items, true),
-        e @ (Expr::Const { .. } | Expr::Column { .. }) => return Ok(e),
+        e @ (Expr::Const { .. } | Expr::Column { .. } | Expr::InSelect { .. }) => return Ok(e),
         Expr::Cast { expr, from, to } => Expr::Cast { expr: b(expr)?, from, to },
         Expr::Not(x) => Expr::Not(b(x)?),
         Expr::Cmp { op, l, r, ty } => Expr::Cmp { op, l: b(l)?, r: b(r)?, ty },

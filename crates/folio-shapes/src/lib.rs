@@ -37,6 +37,7 @@ mod order;
 mod parser;
 mod render;
 mod schema;
+mod subquery;
 mod typecheck;
 mod value;
 
@@ -45,6 +46,7 @@ pub use order::{MAX_ORDER_TERMS, OrderBy};
 pub use parser::MAX_DEPTH;
 pub use render::{ParamSink, quote_ident};
 pub use schema::{PgType, ScalarType, TableSchema};
+pub use subquery::{MAX_SUBQUERIES, Subquery, SubqueryTable, Tuple, ValueSet};
 
 use expr::Expr;
 use parser::CmpOp;
@@ -90,6 +92,8 @@ pub struct WhereClause {
     tenant: Option<Expr>,
     /// Steps one evaluation may take.
     eval_steps: u64,
+    /// The clause's `IN (SELECT …)` subqueries, in the order they appear.
+    subqueries: Vec<Subquery>,
 }
 
 impl WhereClause {
@@ -106,6 +110,29 @@ impl WhereClause {
         params: &[S],
         limits: &Limits,
     ) -> Result<Self, WhereError> {
+        Self::parse_inner(text, schema, params, limits, None)
+    }
+
+    /// As [`Self::parse_within`], also accepting `IN (SELECT …)` on the tables of `tables`
+    /// (by name as written in the clause; [`subquery_tables`] lists the names a clause uses).
+    /// Every subquery is pinned to its table's tenant, so it never reads another tenant's rows.
+    pub fn parse_with_subqueries<S: AsRef<str>>(
+        text: &str,
+        schema: &TableSchema,
+        params: &[S],
+        limits: &Limits,
+        tables: &std::collections::HashMap<String, SubqueryTable>,
+    ) -> Result<Self, WhereError> {
+        Self::parse_inner(text, schema, params, limits, Some(tables))
+    }
+
+    fn parse_inner<S: AsRef<str>>(
+        text: &str,
+        schema: &TableSchema,
+        params: &[S],
+        limits: &Limits,
+        tables: Option<&std::collections::HashMap<String, SubqueryTable>>,
+    ) -> Result<Self, WhereError> {
         let max = limits.max_where_bytes.min(MAX_WHERE_LEN);
         if text.len() > max {
             return Err(WhereError { location: 0, reason: format!("where clause is longer than {max} bytes") });
@@ -115,8 +142,17 @@ impl WhereClause {
             return Err(WhereError::syntax(text, text.len(), "syntax error at end of input"));
         }
         let ast = parser::Parser::new(text, tokens).parse()?;
-        let checker = typecheck::Checker { src: text, schema, params };
+        let subqueries = std::cell::RefCell::new(Vec::new());
+        let checker = typecheck::Checker {
+            src: text,
+            schema,
+            params,
+            tables,
+            subqueries: &subqueries,
+            eval_steps: limits.eval_steps,
+        };
         let expr = checker.check_root(&ast)?;
+        let subqueries = subqueries.into_inner();
         if let Some(chars) = expr.longest_like_pattern()
             && chars > limits.max_like_pattern_chars
         {
@@ -125,12 +161,22 @@ impl WhereClause {
                 reason: format!("LIKE pattern is longer than {} characters ({chars})", limits.max_like_pattern_chars),
             });
         }
-        Ok(Self { schema: schema.clone(), expr: Some(expr), tenant: None, eval_steps: limits.eval_steps })
+        Ok(Self { schema: schema.clone(), expr: Some(expr), tenant: None, eval_steps: limits.eval_steps, subqueries })
     }
 
     /// The shape of a whole table: no where clause.
     pub fn all_rows(schema: &TableSchema) -> Self {
-        Self { schema: schema.clone(), expr: None, tenant: None, eval_steps: Limits::DEFAULT_EVAL_STEPS }
+        Self::from_parts(schema.clone(), None, Limits::DEFAULT_EVAL_STEPS)
+    }
+
+    pub(crate) fn from_parts(schema: TableSchema, expr: Option<Expr>, eval_steps: u64) -> Self {
+        Self { schema, expr, tenant: None, eval_steps, subqueries: Vec::new() }
+    }
+
+    /// The clause's subqueries: [`Self::evaluate_with`] takes one [`ValueSet`] per entry, in
+    /// this order.
+    pub fn subqueries(&self) -> &[Subquery] {
+        &self.subqueries
     }
 
     /// Pins the clause to `column = value`: how the edge keeps a shape to the caller's agency,
@@ -185,7 +231,16 @@ impl WhereClause {
             (None, e) | (e, None) => e,
             (Some(a), Some(b)) => Some(Expr::And(vec![a, b])),
         };
-        Ok(Self { schema: self.schema, expr, tenant, eval_steps: self.eval_steps.min(other.eval_steps) })
+        if !other.subqueries.is_empty() {
+            return Err(WhereError { location: 0, reason: "subqueries are not supported here".to_owned() });
+        }
+        Ok(Self {
+            schema: self.schema,
+            expr,
+            tenant,
+            eval_steps: self.eval_steps.min(other.eval_steps),
+            subqueries: self.subqueries,
+        })
     }
 
     /// The SQL condition, e.g. `(("col" = $1::int4) AND …)`, with every value pushed to `sink`.
@@ -195,13 +250,13 @@ impl WhereClause {
     /// a row of another tenant, whatever order the planner picks.
     pub fn to_sql(&self, sink: &mut ParamSink) -> String {
         match (&self.tenant, &self.expr) {
-            (None, Some(e)) => render::render(e, sink),
+            (None, Some(e)) => render::render_in(e, sink, &self.subqueries),
             (None, None) => "TRUE".to_owned(),
             (Some(pin), None) => render::render(pin, sink),
             (Some(pin), Some(e)) => {
                 let first = render::render(pin, sink);
                 let guard = render::render(pin, sink);
-                let clause = render::render(e, sink);
+                let clause = render::render_in(e, sink, &self.subqueries);
                 format!("({first} AND CASE WHEN {guard} THEN {clause} ELSE FALSE END)")
             }
         }
@@ -211,11 +266,17 @@ impl WhereClause {
     /// listed in the schema's column order: `Some(true)`, `Some(false)` or `None` (NULL).
     /// Fails with [`EvalError::BudgetExceeded`] beyond the clause's step budget.
     pub fn evaluate(&self, row: &[Option<&str>]) -> Result<Option<bool>, EvalError> {
+        self.evaluate_with(row, &[])
+    }
+
+    /// As [`Self::evaluate`] for a clause with subqueries: `sets[k]` is what subquery `k`
+    /// ([`Self::subqueries`]) yields at the point of the change stream the row belongs to.
+    pub fn evaluate_with(&self, row: &[Option<&str>], sets: &[ValueSet]) -> Result<Option<bool>, EvalError> {
         let expected = self.schema.columns().len();
         if row.len() != expected {
             return Err(EvalError::RowWidth { expected, got: row.len() });
         }
-        let row = eval::Row::new(row, self.eval_steps);
+        let row = eval::Row::with_sets(row, sets, self.eval_steps);
         if let Some(pin) = &self.tenant
             && eval::eval_bool(pin, &row)? != Some(true)
         {
@@ -231,6 +292,11 @@ impl WhereClause {
     /// Whether the row belongs to the shape: the where clause is TRUE (NULL does not match).
     pub fn matches(&self, row: &[Option<&str>]) -> Result<bool, EvalError> {
         Ok(self.evaluate(row)? == Some(true))
+    }
+
+    /// As [`Self::matches`], with what the subqueries yield (see [`Self::evaluate_with`]).
+    pub fn matches_with(&self, row: &[Option<&str>], sets: &[ValueSet]) -> Result<bool, EvalError> {
+        Ok(self.evaluate_with(row, sets)? == Some(true))
     }
 
     pub fn schema(&self) -> &TableSchema {
@@ -250,7 +316,29 @@ impl WhereClause {
             + schema
             + self.expr.as_ref().map_or(0, Expr::heap_bytes)
             + self.tenant.as_ref().map_or(0, Expr::heap_bytes)
+            + self.subqueries.iter().map(Subquery::heap_bytes).sum::<usize>()
     }
+}
+
+/// The tables a clause's `IN (SELECT … FROM t …)` subqueries read, as written (unqualified,
+/// lower-cased unless quoted), each once: what a server describes before
+/// [`WhereClause::parse_with_subqueries`]. Fails on a syntax error, as parsing would.
+pub fn subquery_tables(text: &str) -> Result<Vec<String>, WhereError> {
+    if text.len() > MAX_WHERE_LEN {
+        return Err(WhereError { location: 0, reason: format!("where clause is longer than {MAX_WHERE_LEN} bytes") });
+    }
+    let tokens = lexer::tokenize(text)?;
+    if tokens.len() == 1 {
+        return Ok(Vec::new());
+    }
+    let ast = parser::Parser::new(text, tokens).parse()?;
+    let mut out = Vec::new();
+    ast.visit_selects(&mut |t| {
+        if !out.iter().any(|o| o == t) {
+            out.push(t.to_owned());
+        }
+    });
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -165,9 +165,85 @@ pub(crate) enum Ast {
         items: Vec<Ast>,
         pos: usize,
     },
+    /// `(a, b)`: only meaningful as the left side of `IN (SELECT …)`.
+    Row {
+        items: Vec<Ast>,
+        pos: usize,
+    },
+    /// `left [NOT] IN (SELECT cols FROM table [WHERE filter])`.
+    InSelect {
+        left: Box<Ast>,
+        select: Box<Select>,
+        negated: bool,
+        pos: usize,
+    },
+}
+
+/// The one form of subquery accepted: plain columns of one table, an optional WHERE, no
+/// other clause (Electric's rule: what it can follow from the table's change stream).
+#[derive(Debug, Clone)]
+pub(crate) struct Select {
+    /// Column names and their byte offsets.
+    pub columns: Vec<(String, usize)>,
+    /// Unqualified: the table lives in the shape's own schema.
+    pub table: String,
+    pub table_pos: usize,
+    pub filter: Option<Ast>,
 }
 
 impl Ast {
+    /// Calls `f` with the table of every subquery, outermost first (nested ones included, so
+    /// their tables are known when they are refused with a precise error).
+    pub(crate) fn visit_selects(&self, f: &mut dyn FnMut(&str)) {
+        match self {
+            Ast::InSelect { left, select, .. } => {
+                left.visit_selects(f);
+                f(&select.table);
+                if let Some(w) = &select.filter {
+                    w.visit_selects(f);
+                }
+            }
+            Ast::Column { .. }
+            | Ast::Param { .. }
+            | Ast::Str { .. }
+            | Ast::Number { .. }
+            | Ast::Bool { .. }
+            | Ast::Null { .. } => {}
+            Ast::Cast { expr, .. } | Ast::Neg { expr, .. } | Ast::Not { expr, .. } | Ast::Is { expr, .. } => {
+                expr.visit_selects(f)
+            }
+            Ast::And(v)
+            | Ast::Or(v)
+            | Ast::Func { args: v, .. }
+            | Ast::Array { items: v, .. }
+            | Ast::Row { items: v, .. } => v.iter().for_each(|a| a.visit_selects(f)),
+            Ast::Cmp { l, r, .. }
+            | Ast::Quantified { l, r, .. }
+            | Ast::Concat { l, r, .. }
+            | Ast::ArrayOp { l, r, .. }
+            | Ast::Distinct { l, r, .. } => {
+                l.visit_selects(f);
+                r.visit_selects(f);
+            }
+            Ast::Between { expr, lo, hi, .. } => {
+                expr.visit_selects(f);
+                lo.visit_selects(f);
+                hi.visit_selects(f);
+            }
+            Ast::In { expr, list, .. } => {
+                expr.visit_selects(f);
+                list.iter().for_each(|a| a.visit_selects(f));
+            }
+            Ast::Like { expr, pattern, escape, .. } => {
+                expr.visit_selects(f);
+                pattern.visit_selects(f);
+                if let Some(e) = escape {
+                    e.visit_selects(f);
+                }
+            }
+        }
+    }
+
     fn contains_between(&self) -> bool {
         match self {
             Ast::Between { .. } => true,
@@ -180,9 +256,12 @@ impl Ast {
             Ast::Cast { expr, .. } | Ast::Neg { expr, .. } | Ast::Not { expr, .. } | Ast::Is { expr, .. } => {
                 expr.contains_between()
             }
-            Ast::And(v) | Ast::Or(v) | Ast::Func { args: v, .. } | Ast::Array { items: v, .. } => {
-                v.iter().any(Ast::contains_between)
-            }
+            Ast::And(v)
+            | Ast::Or(v)
+            | Ast::Func { args: v, .. }
+            | Ast::Array { items: v, .. }
+            | Ast::Row { items: v, .. } => v.iter().any(Ast::contains_between),
+            Ast::InSelect { left, .. } => left.contains_between(),
             Ast::Cmp { l, r, .. }
             | Ast::Quantified { l, r, .. }
             | Ast::Concat { l, r, .. }
@@ -218,7 +297,9 @@ impl Ast {
             | Ast::In { pos, .. }
             | Ast::Like { pos, .. }
             | Ast::Func { pos, .. }
-            | Ast::Array { pos, .. } => *pos,
+            | Ast::Array { pos, .. }
+            | Ast::Row { pos, .. }
+            | Ast::InSelect { pos, .. } => *pos,
             Ast::And(v) | Ast::Or(v) => v.first().map_or(0, Ast::pos),
         }
     }
@@ -525,8 +606,17 @@ impl<'a> Parser<'a> {
         }
         if self.eat_word("in") {
             self.expect(&Tok::LParen)?;
-            if self.is_word("select") {
-                return Err(WhereError::at(self.src, self.pos(), "subqueries are not supported"));
+            if self.eat_word("select") {
+                let select = self.nested(Self::select)?;
+                self.expect(&Tok::RParen)?;
+                return Ok(Ast::InSelect { left: Box::new(e), select: Box::new(select), negated, pos });
+            }
+            if matches!(e, Ast::Row { .. }) {
+                return Err(WhereError::at(
+                    self.src,
+                    pos,
+                    "a row of columns can only be compared with IN (SELECT ...)",
+                ));
             }
             let mut list = vec![self.expr()?];
             while self.eat(&Tok::Comma) {
@@ -671,9 +761,21 @@ impl<'a> Parser<'a> {
             Tok::Quoted(name) => self.column_or_call(name, pos, true),
             Tok::LParen => {
                 if self.is_word("select") {
-                    return Err(WhereError::at(self.src, self.pos(), "subqueries are not supported"));
+                    return Err(WhereError::at(
+                        self.src,
+                        self.pos(),
+                        "only `value IN (SELECT ...)` sublinks are supported right now",
+                    ));
                 }
                 let e = self.expr()?;
+                if self.peek() == &Tok::Comma {
+                    let mut items = vec![e];
+                    while self.eat(&Tok::Comma) {
+                        items.push(self.expr()?);
+                    }
+                    self.expect(&Tok::RParen)?;
+                    return Ok(Ast::Row { items, pos });
+                }
                 self.expect(&Tok::RParen)?;
                 Ok(e)
             }
@@ -703,7 +805,9 @@ impl<'a> Parser<'a> {
                     }
                     Ok(Ast::Array { items, pos })
                 }
-                "exists" | "select" => Err(WhereError::at(self.src, pos, "subqueries are not supported")),
+                "exists" | "select" => {
+                    Err(WhereError::at(self.src, pos, "only `value IN (SELECT ...)` sublinks are supported right now"))
+                }
                 "case" => Err(WhereError::at(self.src, pos, "CASE expressions are not supported")),
                 // `date '2024-01-01'`: a typed literal is a cast of a string.
                 "date" | "timestamp" | "timestamptz" | "int" | "integer" | "bigint" | "smallint" | "numeric"
@@ -731,6 +835,51 @@ impl<'a> Parser<'a> {
                 self.i -= 1;
                 Err(self.unexpected())
             }
+        }
+    }
+
+    /// After `SELECT`: `col [, col …] FROM [schema.]table [WHERE filter]`, up to (not
+    /// including) the closing parenthesis.
+    fn select(&mut self) -> Result<Select, WhereError> {
+        if self.is_word("distinct") || self.is_word("all") {
+            return Err(WhereError::at(self.src, self.pos(), "SELECT statement must not contain any clauses"));
+        }
+        let mut columns = Vec::new();
+        loop {
+            let t = self.bump();
+            match t.tok {
+                Tok::Word(w) if !RESERVED.contains(&w.as_str()) => columns.push((w, t.start)),
+                Tok::Quoted(w) => columns.push((w, t.start)),
+                _ => return Err(WhereError::at(self.src, t.start, "Expected a plain column reference")),
+            }
+            if self.peek() != &Tok::Comma {
+                break;
+            }
+            self.bump();
+        }
+        self.expect_word("from")?;
+        let table_pos = self.pos();
+        let table =
+            self.ident().ok_or_else(|| WhereError::at(self.src, table_pos, "Expected a single table reference"))?;
+        let filter = if self.eat_word("where") { Some(self.expr()?) } else { None };
+        if self.peek() != &Tok::RParen {
+            return Err(WhereError::at(self.src, self.pos(), "SELECT statement must not contain any clauses"));
+        }
+        Ok(Select { columns, table, table_pos, filter })
+    }
+
+    /// A plain or quoted identifier.
+    fn ident(&mut self) -> Option<String> {
+        match self.peek().clone() {
+            Tok::Word(w) if !RESERVED.contains(&w.as_str()) => {
+                self.bump();
+                Some(w)
+            }
+            Tok::Quoted(w) => {
+                self.bump();
+                Some(w)
+            }
+            _ => None,
         }
     }
 

@@ -52,29 +52,34 @@ fn type_sql(ty: &PgType) -> String {
 }
 
 pub(crate) fn render(e: &Expr, sink: &mut ParamSink) -> String {
+    render_in(e, sink, &[])
+}
+
+/// Renders `e`, whose `InSelect` nodes refer to `subs`.
+pub(crate) fn render_in(e: &Expr, sink: &mut ParamSink, subs: &[crate::Subquery]) -> String {
     match e {
         Expr::Const { value, ty } => {
             let p = sink.bind(value.as_ref().map(|v| v.to_pg_text()));
             format!("{p}::{}", type_sql(ty))
         }
         Expr::Column { name, .. } => quote_ident(name),
-        Expr::Cast { expr, to, .. } => format!("CAST({} AS {})", render(expr, sink), type_sql(to)),
-        Expr::Not(x) => format!("(NOT {})", render(x, sink)),
-        Expr::And(items) => join(items, " AND ", sink),
-        Expr::Or(items) => join(items, " OR ", sink),
+        Expr::Cast { expr, to, .. } => format!("CAST({} AS {})", render_in(expr, sink, subs), type_sql(to)),
+        Expr::Not(x) => format!("(NOT {})", render_in(x, sink, subs)),
+        Expr::And(items) => join(items, " AND ", sink, subs),
+        Expr::Or(items) => join(items, " OR ", sink, subs),
         Expr::Cmp { op, l, r, ty } => {
-            let l = render(l, sink);
-            let r = render(r, sink);
+            let l = render_in(l, sink, subs);
+            let r = render_in(r, sink, subs);
             format!("({l}{} {} {r})", collate(ty, *op), op.sql())
         }
         Expr::Quantified { op, all, l, r, ty } => {
-            let l = render(l, sink);
-            let r = render(r, sink);
+            let l = render_in(l, sink, subs);
+            let r = render_in(r, sink, subs);
             format!("({l}{} {} {} ({r}))", collate(ty, *op), op.sql(), if *all { "ALL" } else { "ANY" })
         }
         Expr::ArrayOp { op, l, r, .. } => {
-            let l = render(l, sink);
-            let r = render(r, sink);
+            let l = render_in(l, sink, subs);
+            let r = render_in(r, sink, subs);
             let o = match op {
                 ArrayOp::Contains => "@>",
                 ArrayOp::ContainedBy => "<@",
@@ -83,7 +88,7 @@ pub(crate) fn render(e: &Expr, sink: &mut ParamSink) -> String {
             format!("({l} {o} {r})")
         }
         Expr::Is { expr, test, negated } => {
-            let x = render(expr, sink);
+            let x = render_in(expr, sink, subs);
             let t = match test {
                 IsTest::Null => "NULL",
                 IsTest::True => "TRUE",
@@ -93,30 +98,36 @@ pub(crate) fn render(e: &Expr, sink: &mut ParamSink) -> String {
             format!("({x} IS {}{t})", if *negated { "NOT " } else { "" })
         }
         Expr::Distinct { l, r, negated, .. } => {
-            let l = render(l, sink);
-            let r = render(r, sink);
+            let l = render_in(l, sink, subs);
+            let r = render_in(r, sink, subs);
             format!("({l} IS {}DISTINCT FROM {r})", if *negated { "NOT " } else { "" })
         }
         Expr::Like { expr, pattern, escape, ci, negated } => {
-            let x = render(expr, sink);
-            let p = render(pattern, sink);
-            let esc = escape.as_ref().map(|e| format!(" ESCAPE {}", render(e, sink))).unwrap_or_default();
+            let x = render_in(expr, sink, subs);
+            let p = render_in(pattern, sink, subs);
+            let esc = escape.as_ref().map(|e| format!(" ESCAPE {}", render_in(e, sink, subs))).unwrap_or_default();
             format!("({x} {}{} {p}{esc})", if *negated { "NOT " } else { "" }, if *ci { "ILIKE" } else { "LIKE" })
         }
         Expr::In { expr, list, negated, .. } => {
-            let x = render(expr, sink);
-            let items: Vec<String> = list.iter().map(|i| render(i, sink)).collect();
+            let x = render_in(expr, sink, subs);
+            let items: Vec<String> = list.iter().map(|i| render_in(i, sink, subs)).collect();
             format!("({x} {}IN ({}))", if *negated { "NOT " } else { "" }, items.join(", "))
         }
-        Expr::Lower(x) => format!("lower({})", render(x, sink)),
-        Expr::Upper(x) => format!("upper({})", render(x, sink)),
+        Expr::InSelect { left, sub, negated } => {
+            let cols: Vec<String> = left.iter().map(|(_, n, _)| quote_ident(n)).collect();
+            // A clause is only ever rendered with the subqueries it was parsed with.
+            let select = subs[*sub].to_sql(sink);
+            format!("({}({}) IN ({select}))", if *negated { "NOT " } else { "" }, cols.join(", "))
+        }
+        Expr::Lower(x) => format!("lower({})", render_in(x, sink, subs)),
+        Expr::Upper(x) => format!("upper({})", render_in(x, sink, subs)),
         Expr::Concat(a, b) => {
-            let a = render(a, sink);
-            let b = render(b, sink);
+            let a = render_in(a, sink, subs);
+            let b = render_in(b, sink, subs);
             format!("({a} || {b})")
         }
         Expr::ArrayCtor { items, ty } => {
-            let items: Vec<String> = items.iter().map(|i| render(i, sink)).collect();
+            let items: Vec<String> = items.iter().map(|i| render_in(i, sink, subs)).collect();
             format!("(ARRAY[{}]::{})", items.join(", "), type_sql(ty))
         }
     }
@@ -130,7 +141,7 @@ fn collate(ty: &PgType, op: CmpOp) -> &'static str {
     if ty.is_collatable() && !op.is_equality() { " COLLATE \"C\"" } else { "" }
 }
 
-fn join(items: &[Expr], sep: &str, sink: &mut ParamSink) -> String {
-    let parts: Vec<String> = items.iter().map(|i| render(i, sink)).collect();
+fn join(items: &[Expr], sep: &str, sink: &mut ParamSink, subs: &[crate::Subquery]) -> String {
+    let parts: Vec<String> = items.iter().map(|i| render_in(i, sink, subs)).collect();
     format!("({})", parts.join(sep))
 }

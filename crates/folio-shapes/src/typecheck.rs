@@ -5,7 +5,7 @@
 
 use crate::error::WhereError;
 use crate::expr::Expr;
-use crate::parser::{Ast, CmpOp, IsTest};
+use crate::parser::{Ast, CmpOp, IsTest, Select};
 use crate::schema::{PgType, ScalarType, TableSchema};
 use crate::value::{self, Num, Value};
 
@@ -13,6 +13,12 @@ pub(crate) struct Checker<'a, S> {
     pub src: &'a str,
     pub schema: &'a TableSchema,
     pub params: &'a [S],
+    /// Tables subqueries may read; None where subqueries are not allowed (inside a subquery,
+    /// subset clauses).
+    pub tables: Option<&'a std::collections::HashMap<String, crate::SubqueryTable>>,
+    /// Subqueries found so far; `Expr::InSelect` refers to them by index.
+    pub subqueries: &'a std::cell::RefCell<Vec<crate::Subquery>>,
+    pub eval_steps: u64,
 }
 
 /// An operand before its type is settled.
@@ -273,6 +279,10 @@ impl<S: AsRef<str>> Checker<'_, S> {
                 };
                 Expr::Is { expr: Box::new(e), test: *test, negated: *negated }
             }
+            Ast::Row { pos, .. } => {
+                return Err(self.err(*pos, "a row of columns can only be compared with IN (SELECT ...)"));
+            }
+            Ast::InSelect { left, select, negated, pos } => self.in_select(left, select, *negated, *pos)?,
             Ast::In { expr, list, negated, pos } => {
                 let first = self.operand(expr)?;
                 let items = list.iter().map(|a| self.operand(a)).collect::<Result<Vec<_>, _>>()?;
@@ -364,6 +374,67 @@ impl<S: AsRef<str>> Checker<'_, S> {
                 Expr::ArrayCtor { items, ty: PgType::array_of(elem.scalar) }
             }
         }))
+    }
+
+    /// `left [NOT] IN (SELECT …)`: the subquery is typed against its own table, with the same
+    /// parameters, and pinned to the tenant its table description carries.
+    fn in_select(&self, left: &Ast, select: &Select, negated: bool, pos: usize) -> Result<Expr, WhereError> {
+        let Some(tables) = self.tables else {
+            return Err(self.err(pos, "subqueries are not supported here"));
+        };
+        let refs: Vec<&Ast> = match left {
+            Ast::Row { items, .. } => items.iter().collect(),
+            one => vec![one],
+        };
+        let mut cols = Vec::with_capacity(refs.len());
+        for r in refs {
+            let Ast::Column { name, pos } = r else {
+                return Err(self.err(
+                    r.pos(),
+                    "currently, left side of `IN (SELECT ...)` can only be a column reference or a list of column references",
+                ));
+            };
+            let (index, ty) =
+                self.schema.lookup(name).ok_or_else(|| self.err(*pos, format!("column \"{name}\" does not exist")))?;
+            cols.push((index, name.clone(), ty.clone(), *pos));
+        }
+        let table = tables
+            .get(&select.table)
+            .ok_or_else(|| self.err(select.table_pos, format!("relation \"{}\" does not exist", select.table)))?;
+        let selected = crate::subquery::check_columns(self.src, &cols, &select.columns, table)?;
+        let nested = std::cell::RefCell::new(Vec::new());
+        let inner = Checker {
+            src: self.src,
+            schema: &table.schema,
+            params: self.params,
+            tables: None,
+            subqueries: &nested,
+            eval_steps: self.eval_steps,
+        };
+        let expr = match &select.filter {
+            Some(f) => Some(inner.check_root(f).map_err(|e| {
+                if e.reason == "subqueries are not supported here" {
+                    WhereError { reason: "subqueries nested inside a subquery are not supported".into(), ..e }
+                } else {
+                    e
+                }
+            })?),
+            None => None,
+        };
+        let mut clause = crate::WhereClause::from_parts(table.schema.clone(), expr, self.eval_steps);
+        if let Some((column, value)) = &table.tenant {
+            clause = clause.and_tenant(column, value)?;
+        }
+        let mut subs = self.subqueries.borrow_mut();
+        if subs.len() >= crate::subquery::MAX_SUBQUERIES {
+            return Err(self.err(pos, format!("at most {} subqueries are supported", crate::subquery::MAX_SUBQUERIES)));
+        }
+        subs.push(crate::Subquery::new(select.table.clone(), table.sql_name.clone(), selected, clause));
+        Ok(Expr::InSelect {
+            left: cols.into_iter().map(|(i, n, t, _)| (i, n, t)).collect(),
+            sub: subs.len() - 1,
+            negated,
+        })
     }
 
     fn to_text(&self, o: Operand, pos: usize) -> Result<Expr, WhereError> {

@@ -6,3 +6,4 @@ mod hostile;
 mod limits;
 mod parse;
 mod postgres;
+mod subqueries;

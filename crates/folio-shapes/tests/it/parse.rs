@@ -81,7 +81,9 @@ fn refuses_everything_else_with_a_reason_and_position() {
     assert_eq!(err("t = 1"), "At location 2: operator does not exist: text = int4");
     assert_eq!(err("i4 + 1 = 2"), "At location 3: operator + is not supported");
     assert_eq!(err("now() > ts"), "At location 0: function now is not supported");
-    assert_eq!(err("i4 IN (SELECT 1)"), "At location 7: subqueries are not supported");
+    // Subqueries need the tables they read described (`parse_with_subqueries`).
+    assert_eq!(err("i4 IN (SELECT i4 FROM t)"), "At location 3: subqueries are not supported here");
+    assert_eq!(err("i4 IN (SELECT 1)"), "At location 14: Expected a plain column reference");
     assert_eq!(err("i4 LIKE 'a'"), "At location 3: operator does not exist: int4 LIKE text");
     assert_eq!(err("t = 'unterminated"), "At location 19: unterminated quoted string");
     assert_eq!(err("i4 = 1 = 2"), "At location 22: syntax error at or near \"=\"");
