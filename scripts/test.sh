@@ -47,6 +47,10 @@ scripts/buf.sh lint
 step "Kubernetes manifests (offline validation)"
 scripts/validate-k8s.sh
 
+step "Prometheus alert rules and Grafana dashboards (promtool check rules, promtool test rules)"
+# Which metrics they read is checked against what the services export by tests/tests/observability.rs.
+scripts/observability-check.sh
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

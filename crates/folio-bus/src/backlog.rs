@@ -25,7 +25,9 @@ pub async fn measure(
     let info = work.consumer_info(consumer).await?;
     let dead_letters = match js.get_stream(dead_letter_stream).await {
         Ok(mut dead) => dead.info().await?.state.messages,
-        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(ref js) if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => 0,
+        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(ref js) if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {
+            0
+        }
         Err(e) => return Err(e.into()),
     };
     Ok(Backlog { pending: info.num_pending, ack_pending: info.num_ack_pending as u64, dead_letters })

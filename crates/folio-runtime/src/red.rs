@@ -64,13 +64,18 @@ impl Surface {
     /// Registers the names with their help text, so a scrape lists them before the first request.
     fn describe(self) {
         metrics::describe_counter!(self.requests_total, "HTTP requests answered, by route template, method and status");
-        metrics::describe_histogram!(self.request_seconds, metrics::Unit::Seconds, "time to the response's head, by route");
+        metrics::describe_histogram!(
+            self.request_seconds,
+            metrics::Unit::Seconds,
+            "time to the response's head, by route"
+        );
         metrics::describe_gauge!(self.in_flight, "requests whose response body has not ended (live clients), by route");
     }
 }
 
 async fn record(State(surface): State<Surface>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method: &'static str = match *request.method() {
         axum::http::Method::GET => "GET",
         axum::http::Method::HEAD => "HEAD",
@@ -118,7 +123,10 @@ impl HttpBody for Tracked {
     type Data = axum::body::Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -155,7 +163,8 @@ mod tests {
         let _local = metrics::set_default_local_recorder(&recorder);
         let app = TEST.instrument(Router::new().route("/v1/things/{id}", get(|| async { "thing" })));
 
-        let response = app.clone().oneshot(Request::get("/v1/things/secret-id-1").body(Body::empty()).unwrap()).await.unwrap();
+        let response =
+            app.clone().oneshot(Request::get("/v1/things/secret-id-1").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), 200);
         let text = handle.render();
         assert!(text.contains(r#"folio_test_http_requests_in_flight{route="/v1/things/{id}"} 1"#), "{text}");
@@ -169,7 +178,10 @@ mod tests {
             text.contains(r#"folio_test_http_requests_total{route="/v1/things/{id}",method="GET",status="200"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"folio_test_http_requests_total{route="unmatched",method="POST",status="404"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"folio_test_http_requests_total{route="unmatched",method="POST",status="404"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"folio_test_http_request_seconds_count{route="/v1/things/{id}"} 1"#), "{text}");
         assert!(!text.contains("secret-id"), "a raw path became a label:\n{text}");
     }

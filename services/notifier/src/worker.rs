@@ -328,7 +328,7 @@ pub enum SetupError {
 }
 
 /// How often the consumer's lag and the dead letters are measured for `/metrics`.
-const BACKLOG_EVERY: Duration = Duration::from_secs(15);
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Exports the changes consumer's lag (`folio_notifier_consumer_pending`, `…_ack_pending`) and
 /// the dead-letter stream's depth (`folio_notifier_dead_letter_messages`) until `shutdown`.
@@ -345,7 +345,9 @@ pub async fn report_backlog(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
-        match folio_bus::backlog::measure(&ctx.js, &ctx.config.bus.changes_stream, &ctx.config.consumer, &dead_letters).await {
+        match folio_bus::backlog::measure(&ctx.js, &ctx.config.bus.changes_stream, &ctx.config.consumer, &dead_letters)
+            .await
+        {
             Ok(backlog) => {
                 metrics::gauge!("folio_notifier_consumer_pending").set(backlog.pending as f64);
                 metrics::gauge!("folio_notifier_consumer_ack_pending").set(backlog.ack_pending as f64);

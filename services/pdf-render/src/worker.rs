@@ -496,7 +496,7 @@ pub async fn watch_exhausted_jobs(shared: Arc<Shared>, shutdown: CancellationTok
 }
 
 /// How often the consumer's lag and the dead letters are measured for `/metrics`.
-const BACKLOG_EVERY: Duration = Duration::from_secs(15);
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Exports the job consumer's lag (`folio_pdf_consumer_pending`, `…_ack_pending`) and the
 /// dead-letter stream's depth (`folio_pdf_dead_letter_messages`) until `shutdown`. Every
@@ -512,7 +512,13 @@ pub async fn report_backlog(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
-        match folio_bus::backlog::measure(&shared.js, &config.bus.jobs_stream, &config.consumer, &config.dead_letter_stream).await
+        match folio_bus::backlog::measure(
+            &shared.js,
+            &config.bus.jobs_stream,
+            &config.consumer,
+            &config.dead_letter_stream,
+        )
+        .await
         {
             Ok(backlog) => {
                 metrics::gauge!("folio_pdf_consumer_pending").set(backlog.pending as f64);
