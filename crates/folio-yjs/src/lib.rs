@@ -98,6 +98,8 @@ impl Yjs {
         let store = streams.store();
         let snapshots = snapshots::Snapshots::open(store.nats().clone(), prefix).await?;
         let records = record::Records::new(store.kv().clone());
+        // At 0 from the start, so the alert on failed compactions sees the first one.
+        metrics::counter!("folio_edge_yjs_compactions_total", "outcome" => "failed").increment(0);
         Ok(Arc::new(Yjs {
             streams,
             config,
