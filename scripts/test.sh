@@ -60,6 +60,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test (workspace, built once; the container test packages the binaries it built)"
 cargo test --workspace --locked --no-fail-fast
 
+step "faults at live shape clients: nats-server, wal-ingest, an edge and the walsender killed under load (recovery-bench, one round each)"
+# Two edges, two wal-ingest, long-poll and SSE clients failing over; fails unless every client
+# ends with exactly the committed rows, live ones in commit order (docs/reliability.md).
+"${CARGO_TARGET_DIR:-$PWD/target}/debug/recovery-bench" --rounds 1 --baseline 3s
+
 step "ElectricSQL's npm client (@electric-sql/client) against shape-edge, wal-ingest and PostgreSQL"
 # The binaries cargo test just built.
 SHAPE_EDGE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/shape-edge" \

@@ -288,6 +288,10 @@ struct ClientLog {
     /// Every first arrival in arrival order.
     arrivals: Vec<(i64, Instant)>,
     duplicates: Vec<i64>,
+    /// Live rows that arrived after a later-committed one (the one writer commits in id order).
+    out_of_order: u64,
+    /// The highest id received so far.
+    last_id: Option<i64>,
     refetches: u64,
     failed_requests: u64,
     last_error: Option<String>,
@@ -303,6 +307,8 @@ impl ClientLog {
             received: HashMap::new(),
             arrivals: Vec::new(),
             duplicates: Vec::new(),
+            out_of_order: 0,
+            last_id: None,
             refetches: 0,
             failed_requests: 0,
             last_error: None,
@@ -320,6 +326,10 @@ impl ClientLog {
             let id = m["value"]["id"].as_str().and_then(|s| s.parse::<i64>().ok());
             match (headers["operation"].as_str(), id) {
                 (Some("insert"), Some(id)) => {
+                    if self.live && self.last_id.is_some_and(|last| id < last) {
+                        self.out_of_order += 1;
+                    }
+                    self.last_id = Some(self.last_id.map_or(id, |last| last.max(id)));
                     if self.received.insert(id, at).is_some() {
                         self.duplicates.push(id);
                     } else {
@@ -469,6 +479,8 @@ async fn run_client(ctx: ClientCtx, log: Shared<ClientLog>) {
             let mut l = lock(&log);
             l.refetches += 1;
             l.received.clear();
+            // Starting over from a snapshot: its rows come in no particular order.
+            (l.live, l.last_id) = (false, None);
             continue;
         }
         let is_sse = header(&headers, "content-type").is_some_and(|c| c.starts_with("text/event-stream"));
@@ -1183,12 +1195,13 @@ impl Env {
             let c = lock(c);
             let lost = committed.iter().filter(|id| !c.received.contains_key(id)).count();
             let phantom = c.received.keys().filter(|id| !committed_set.contains(id)).count();
-            if lost + phantom + c.duplicates.len() > 0 || c.other_messages > 0 {
+            if lost + phantom + c.duplicates.len() > 0 || c.other_messages > 0 || c.out_of_order > 0 {
                 problems.push(format!(
-                    "client {} ({}): {lost} rows lost, {phantom} never committed, {} duplicated, {} unexpected messages",
+                    "client {} ({}): {lost} rows lost, {phantom} never committed, {} duplicated, {} out of commit order, {} unexpected messages",
                     i + 1,
                     c.kind,
                     c.duplicates.len(),
+                    c.out_of_order,
                     c.other_messages
                 ));
             }
@@ -1200,7 +1213,7 @@ impl Env {
             committed.len(),
             self.clients.len(),
             if problems.is_empty() {
-                "every client holds exactly the committed rows".to_owned()
+                "every client holds exactly the committed rows, live ones in commit order".to_owned()
             } else {
                 problems.join("; ")
             }
