@@ -21,7 +21,6 @@
 // Env (from run.sh): WEB_TEST_BASE, WEB_TEST_DB, WEB_TEST_WORK, WEB_TEST_BIN, CHROMIUM, the
 // cluster's FOLIO_… names (run.sh lets proposals-api register loopback webhook URLs:
 // FOLIO_WEBHOOK_ALLOWED_SUBNETS); optional FOLIO_WEB_SCREENSHOTS=<dir>.
-import { chromium } from 'playwright-core';
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -29,7 +28,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startNotifier, mails } from './notifier.mjs';
 import { audit } from './axe.mjs';
-import { env, outcome, check, assert, sql, lit, until, escapeRegExp } from './lib.mjs';
+import { env, outcome, check, assert, sql, lit, until, escapeRegExp, launch } from './lib.mjs';
 
 const BASE = env('WEB_TEST_BASE');
 const WORK = env('WEB_TEST_WORK');
@@ -63,16 +62,7 @@ function signedWith(secret, { headers, body }) {
     .some((sig) => sig.length === want.length && timingSafeEqual(sig, want));
 }
 
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true, args: ['--disable-dev-shm-usage'] });
-const pageErrors = [];
-async function newPage(user, name) {
-  const context = await browser.newContext({ viewport: { width: 1200, height: 900 }, locale: 'en-US', timezoneId: 'UTC' });
-  if (user) await context.addInitScript((u) => window.localStorage && (localStorage.getItem('folio.session') || localStorage.setItem('folio.session', u)), JSON.stringify(user));
-  const page = await context.newPage();
-  page.setDefaultTimeout(15_000);
-  page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
-  return { context, page };
-}
+const { browser, newPage, pageErrors } = await launch({ viewport: { width: 1200, height: 900 }, timeout: 15_000 });
 /** Waits for the page's message to read `want`; on timeout says what it read instead. */
 async function message(page, want, timeout = 15_000) {
   try {

@@ -8,7 +8,6 @@
 // naming the signer and the signed PDF's hash, and equal byte for byte to a re-render.
 // Env (from run.sh): WEB_TEST_BASE, WEB_TEST_DB, WEB_TEST_WORK, WEB_TEST_BIN, FOLIO_JWT_SECRET,
 // CHROMIUM, and the cluster's FOLIO_… names; optional FOLIO_WEB_SCREENSHOTS=<dir>.
-import { chromium } from 'playwright-core';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { join, dirname } from 'node:path';
@@ -16,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { startNotifier, mails } from './notifier.mjs';
 import { audit } from './axe.mjs';
-import { env, outcome, check, assert, sql, lit, sign, until, escapeRegExp } from './lib.mjs';
+import { env, outcome, check, assert, sql, lit, sign, until, escapeRegExp, launch } from './lib.mjs';
 
 const BASE = env('WEB_TEST_BASE');
 const WORK = env('WEB_TEST_WORK');
@@ -50,16 +49,7 @@ print(json.dumps(out))
   return JSON.parse(r.stdout);
 }
 
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true, args: ['--disable-dev-shm-usage'] });
-const pageErrors = [];
-async function newPage(user, name) {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 1100 }, locale: 'en-US', timezoneId: 'UTC' });
-  if (user) await context.addInitScript((u) => window.localStorage && (localStorage.getItem('folio.session') || localStorage.setItem('folio.session', u)), JSON.stringify(user));
-  const page = await context.newPage();
-  page.setDefaultTimeout(30_000);
-  page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
-  return { context, page };
-}
+const { browser, newPage, pageErrors } = await launch({ viewport: { width: 1000, height: 1100 }, timeout: 30_000 });
 
 try {
   const maildir = join(WORK, 'maildir');

@@ -4,13 +4,12 @@
 //   WEB_TEST_EDGE_CMD / WEB_TEST_EDGE_PORT (to restart the edge), WEB_TEST_BUILD (web/build),
 //   FOLIO_JWT_SECRET (to sign a second and third agency's tokens), CHROMIUM.
 // Optional: FOLIO_WEB_SCREENSHOTS=<dir>, FOLIO_WEB_RESULTS=<file>.
-import { chromium } from 'playwright-core';
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync, readdirSync, statSync, openSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
-import { env, outcome, check, assert, sql, lit, sign } from './lib.mjs';
+import { env, outcome, check, assert, sql, lit, sign, launch } from './lib.mjs';
 import { audit } from './axe.mjs';
 
 const BASE = env('WEB_TEST_BASE');
@@ -46,33 +45,20 @@ function makeAgency(name, proposals, clients = 3) {
   return { name: 'Test Editor', email: `editor@${agency.slice(0, 8)}.example`, role: 'editor', token, agency: name, agency_id: agency };
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  args: ['--disable-dev-shm-usage'],
-});
-const pageErrors = [];
-const consoleLog = [];
-async function newPage(user, name) {
-  const context = await browser.newContext({ viewport: { width: 1200, height: 860 }, locale: 'en-US', timezoneId: 'UTC' });
-  // (Init scripts run in every frame, also the PDF viewer's of a preview, which has no localStorage.)
-  if (user) await context.addInitScript((u) => window.localStorage && (localStorage.getItem('folio.session') || localStorage.setItem('folio.session', u)), JSON.stringify(user));
-  // Records when each text first appears in the proposal title (page clock = this host's clock).
-  await context.addInitScript(() => {
-    window.__seen = {};
-    window.__texts = new Set();
-    new MutationObserver(() => {
-      const h = document.querySelector('[data-testid=proposal-title]');
-      if (h) window.__seen[h.textContent] ??= Date.now();
-      window.__texts.add(document.body?.innerText ?? '');
-    }).observe(document, { subtree: true, childList: true, characterData: true });
-  });
-  const page = await context.newPage();
-  page.setDefaultTimeout(20_000);
-  page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
-  page.on('console', (m) => ['warning', 'error'].includes(m.type()) && consoleLog.push(`${name} ${m.type()}: ${m.text()}`));
-  return { context, page };
-}
+const { browser, newPage: openPage, pageErrors, consoleLog } = await launch({ viewport: { width: 1200, height: 860 }, timeout: 20_000 });
+// Records when each text first appears in the proposal title (page clock = this host's clock).
+const newPage = (user, name) =>
+  openPage(user, name, (context) =>
+    context.addInitScript(() => {
+      window.__seen = {};
+      window.__texts = new Set();
+      new MutationObserver(() => {
+        const h = document.querySelector('[data-testid=proposal-title]');
+        if (h) window.__seen[h.textContent] ??= Date.now();
+        window.__texts.add(document.body?.innerText ?? '');
+      }).observe(document, { subtree: true, childList: true, characterData: true });
+    }),
+  );
 const seenAt = (page, title, timeout = 20_000) =>
   page.waitForFunction((t) => window.__seen[t], title, { timeout, polling: 'raf' }).then((h) => h.jsonValue());
 const text = (page, testid) => page.getByTestId(testid).first().innerText();

@@ -59,3 +59,32 @@ export async function until(what, fn, timeout = 30_000) {
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/**
+ * Debian's Chromium (CHROMIUM) through playwright-core, and a way to open signed-in pages on it:
+ * `newPage(user, name, init)` makes a context (en-US, UTC) whose storage holds `user`'s session
+ * when given, runs `init(context)` (more init scripts) and opens a page. Uncaught page errors
+ * and console warnings/errors are collected per page name.
+ */
+export async function launch({ viewport, timeout }) {
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--disable-dev-shm-usage'],
+  });
+  const pageErrors = [];
+  const consoleLog = [];
+  async function newPage(user, name, init) {
+    const context = await browser.newContext({ viewport, locale: 'en-US', timezoneId: 'UTC' });
+    // (Init scripts run in every frame, also a PDF viewer's, which has no localStorage.)
+    if (user) await context.addInitScript((u) => window.localStorage && (localStorage.getItem('folio.session') || localStorage.setItem('folio.session', u)), JSON.stringify(user));
+    if (init) await init(context);
+    const page = await context.newPage();
+    page.setDefaultTimeout(timeout);
+    page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
+    page.on('console', (m) => ['warning', 'error'].includes(m.type()) && consoleLog.push(`${name} ${m.type()}: ${m.text()}`));
+    return { context, page };
+  }
+  return { browser, newPage, pageErrors, consoleLog };
+}

@@ -145,14 +145,7 @@ pub async fn invite(
             "is already a member of the agency",
         )]));
     }
-    let (agency_name, by_name): (String, String) = sqlx::query_as(
-        "SELECT a.name, u.name FROM agencies a JOIN users u ON u.agency_id = a.id WHERE a.id = $1 AND u.id = $2",
-    )
-    .bind(agency.as_uuid())
-    .bind(by.as_uuid())
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| ApiError::not_found("member", by))?;
+    let (agency_name, by_name) = inviter(&mut tx, agency, by).await?;
     let token = new_token();
     let expires_at = OffsetDateTime::now_utc() + valid_for;
     let row: InvitationRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -198,6 +191,22 @@ async fn email_invitation(
         traceparent: folio_bus::trace_context::current_traceparent(),
     };
     folio_db::emit_job(tx, INVITATION_JOB, &job.encode_to_vec()).await
+}
+
+/// The agency's name and the inviting admin's, for the invitation email.
+async fn inviter(
+    tx: &mut Transaction<'_, Postgres>,
+    agency: AgencyId,
+    by: UserId,
+) -> Result<(String, String), ApiError> {
+    sqlx::query_as(
+        "SELECT a.name, u.name FROM agencies a JOIN users u ON u.agency_id = a.id WHERE a.id = $1 AND u.id = $2",
+    )
+    .bind(agency.as_uuid())
+    .bind(by.as_uuid())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found("member", by))
 }
 
 /// An open invitation of `agency`, locked; NOT_FOUND for another agency's or an unknown id.
@@ -255,14 +264,7 @@ pub async fn resend(
         let why = if accepted { "was already accepted" } else { "was revoked: invite the address again" };
         return Err(ApiError::FailedPrecondition(format!("the invitation of {} {why}", row.email)));
     }
-    let (agency_name, by_name): (String, String) = sqlx::query_as(
-        "SELECT a.name, u.name FROM agencies a JOIN users u ON u.agency_id = a.id WHERE a.id = $1 AND u.id = $2",
-    )
-    .bind(agency.as_uuid())
-    .bind(by.as_uuid())
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| ApiError::not_found("member", by))?;
+    let (agency_name, by_name) = inviter(&mut tx, agency, by).await?;
     let token = new_token();
     let row: InvitationRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE invitations SET token_sha256 = $2, expires_at = $3 WHERE id = $1 RETURNING {INVITATION}"
