@@ -37,6 +37,11 @@ async fn an_unreadable_event_goes_to_the_dead_letter_subject_instead_of_vanishin
     let (undecodable_before, unreadable_before) =
         (dead_letters_counted(&before, "undecodable"), dead_letters_counted(&before, "unreadable_value"));
 
+    // Nothing parked yet: the dead-letter stream is not even declared, which the backlog gauges
+    // report as 0 rather than as an error.
+    let backlog = folio_bus::backlog::measure(&w.js, &w.stream, &w.consumer, &w.dead_letter_stream()).await.unwrap();
+    assert_eq!(backlog.dead_letters, 0);
+
     // Not a ChangeEvent at all, on the proposals subject.
     let (garbage_id, _) = w.event(Operation::Update, Vec::new(), Vec::new());
     let mut headers = async_nats::HeaderMap::new();
@@ -112,6 +117,14 @@ async fn an_unreadable_event_goes_to_the_dead_letter_subject_instead_of_vanishin
     let mut consumer = info.await.unwrap();
     let info = consumer.info().await.unwrap();
     assert_eq!((info.num_ack_pending, info.num_pending), (0, 0), "every event acknowledged");
+    // What `folio_notifier_consumer_pending`, `…_ack_pending` and `…_dead_letter_messages`
+    // export (the gauges themselves are process-wide, shared by this binary's other notifiers).
+    let backlog = folio_bus::backlog::measure(&w.js, &w.stream, &w.consumer, &w.dead_letter_stream()).await.unwrap();
+    assert_eq!(
+        backlog,
+        folio_bus::backlog::Backlog { pending: 0, ack_pending: 0, dead_letters: 2 },
+        "the two parked events, nothing pending"
+    );
 
     notifier.stop().await;
     w.cleanup().await;
