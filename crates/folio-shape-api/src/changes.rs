@@ -27,6 +27,8 @@ pub struct ChangeStream {
     /// Where the feeds run; the edge waits for them at shutdown.
     tasks: TaskTracker,
     feeds: Mutex<HashMap<QualifiedName, Arc<TableFeed>>>,
+    /// The feed of every table, which shapes with subqueries follow (started on first use).
+    whole: Mutex<Option<Arc<TableFeed>>>,
     /// Held while a feed is being created, so a table never gets two.
     feed_creation: tokio::sync::Mutex<()>,
 }
@@ -48,6 +50,7 @@ impl ChangeStream {
             shutdown,
             tasks,
             feeds: Mutex::default(),
+            whole: Mutex::default(),
             feed_creation: tokio::sync::Mutex::default(),
         }
     }
@@ -71,10 +74,43 @@ impl ChangeStream {
             return Ok(f);
         }
         let filter = self.subjects.table_filter(&table.schema, &table.name);
-        let feed =
-            TableFeed::start(&self.js, &self.stream, filter, &self.reconnects, self.shutdown.clone(), &self.tasks)
-                .await?;
+        let feed = TableFeed::start(
+            &self.js,
+            &self.stream,
+            filter,
+            false,
+            &self.reconnects,
+            self.shutdown.clone(),
+            &self.tasks,
+        )
+        .await?;
         self.feeds.lock().insert(table.clone(), Arc::clone(&feed));
+        Ok(feed)
+    }
+
+    /// The feed of every table's changes in stream order, started if there is none (or its
+    /// last one ended): a shape with subqueries sees the changes of the tables they read in
+    /// their order with its own table's.
+    pub async fn whole_stream_feed(&self) -> Result<Arc<TableFeed>> {
+        let live = || self.whole.lock().as_ref().filter(|f| !f.is_dead()).cloned();
+        if let Some(f) = live() {
+            return Ok(f);
+        }
+        let _creating = self.feed_creation.lock().await;
+        if let Some(f) = live() {
+            return Ok(f);
+        }
+        let feed = TableFeed::start(
+            &self.js,
+            &self.stream,
+            self.subjects.changes_filter(),
+            true,
+            &self.reconnects,
+            self.shutdown.clone(),
+            &self.tasks,
+        )
+        .await?;
+        *self.whole.lock() = Some(Arc::clone(&feed));
         Ok(feed)
     }
 

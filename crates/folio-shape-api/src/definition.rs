@@ -100,7 +100,14 @@ impl Definitions {
 
     /// The definition `req` asks of `table` for `caller`, from the cache when it was resolved
     /// against this very table description.
-    pub fn resolve(&self, req: &ShapeRequest, table: Arc<TableInfo>, caller: Option<&Caller>) -> Result<Arc<ShapeDef>> {
+    /// `deps` describes the tables the clause's subqueries read, by name as written.
+    pub fn resolve(
+        &self,
+        req: &ShapeRequest,
+        table: Arc<TableInfo>,
+        deps: &HashMap<String, Arc<TableInfo>>,
+        caller: Option<&Caller>,
+    ) -> Result<Arc<ShapeDef>> {
         let asked = req.where_clause.as_deref().map_or(0, str::len) + req.params.iter().map(String::len).sum::<usize>();
         if asked > self.limits.max_where_bytes {
             return Err(ShapeError::invalid(
@@ -120,10 +127,16 @@ impl Definitions {
         ])
         .to_string();
         let cached = self.cache.lock().touch(&key);
-        let def = match cached.as_ref().filter(|d| Arc::ptr_eq(&d.table, &table)) {
+        // A definition is reused only while every table it reads has the description it was
+        // made with (a schema change gives a table a new one).
+        let current = |d: &&Arc<ShapeDef>| {
+            Arc::ptr_eq(&d.table, &table)
+                && d.deps.iter().all(|t| deps.get(&t.name.name).is_some_and(|n| Arc::ptr_eq(n, t)))
+        };
+        let def = match cached.as_ref().filter(current) {
             Some(def) => Arc::clone(def),
             None => {
-                let def = Arc::new(define(req, table, caller, &self.limits)?);
+                let def = Arc::new(define(req, table, deps, caller, &self.limits)?);
                 // Re-read table descriptions must not forget that this very definition (same
                 // hash: same columns) was over its budget.
                 if cached.is_some_and(|old| old.hash == def.hash && old.over_budget()) {
@@ -150,6 +163,7 @@ impl Definitions {
 fn define(
     req: &ShapeRequest,
     table: Arc<TableInfo>,
+    deps: &HashMap<String, Arc<TableInfo>>,
     caller: Option<&Caller>,
     limits: &folio_shapes::Limits,
 ) -> Result<ShapeDef> {
@@ -184,9 +198,24 @@ fn define(
             idx
         }
     };
+    // Every subquery reads its table as the caller may: pinned to the caller's agency.
+    let tables: HashMap<String, folio_shapes::SubqueryTable> = deps
+        .iter()
+        .map(|(name, t)| {
+            let tenant = match (caller, t.tenant) {
+                (Some(c), Some(i)) => Some((t.columns[i].name.clone(), c.agency_id.to_string())),
+                _ => None,
+            };
+            let sub =
+                folio_shapes::SubqueryTable { sql_name: t.name.to_string(), schema: t.where_schema.clone(), tenant };
+            (name.clone(), sub)
+        })
+        .collect();
     let mut clause = match &req.where_clause {
-        Some(w) => folio_shapes::WhereClause::parse_within(w, &table.where_schema, &req.params, limits)
-            .map_err(|e| ShapeError::invalid_because("where", e.to_string(), e))?,
+        Some(w) => {
+            folio_shapes::WhereClause::parse_with_subqueries(w, &table.where_schema, &req.params, limits, &tables)
+                .map_err(|e| ShapeError::invalid_because("where", e.to_string(), e))?
+        }
         None => folio_shapes::WhereClause::all_rows(&table.where_schema),
     };
     let tenant = match (caller, table.tenant) {
@@ -199,9 +228,16 @@ fn define(
         }
         _ => None,
     };
+    let deps: Vec<Arc<TableInfo>> = clause
+        .subqueries()
+        .iter()
+        .map(|s| deps.get(s.table()).cloned())
+        .collect::<Option<_>>()
+        .ok_or_else(|| ShapeError::internal_without_source("a subquery's table was not described"))?;
+    let dep_columns: Vec<&str> = deps.iter().map(|d| d.fingerprint.as_str()).collect();
     let mut h = sha2::Sha256::new();
     let canonical = serde_json::json!({
-        "table": [table.name.schema, table.name.name], "columns": table.fingerprint,
+        "table": [table.name.schema, table.name.name], "columns": table.fingerprint, "deps": dep_columns,
         "where": req.where_clause, "params": req.params, "selected": selected,
         "replica": format!("{:?}", req.replica), "log": format!("{:?}", req.log), "tenant": tenant,
     });
@@ -214,6 +250,7 @@ fn define(
         replica: req.replica,
         log: req.log,
         clause,
+        deps,
         hash,
         agency: caller.map(|c| c.agency_id.to_string()),
         where_bytes: req.where_clause.as_deref().map_or(0, str::len)
@@ -263,13 +300,13 @@ mod tests {
             let ids: Vec<String> = (0..500).map(|i| (n * 10_000 + i).to_string()).collect();
             let q = format!("table=notes&offset=-1&where=id%20IN%20({})", ids.join(","));
             let req = ShapeRequest::from_query(&q).unwrap();
-            let def = defs.resolve(&req, Arc::clone(&table), None).unwrap();
+            let def = defs.resolve(&req, Arc::clone(&table), &HashMap::new(), None).unwrap();
             assert!(def.estimated_bytes() > 500 * 64, "{}", def.estimated_bytes());
             assert!(defs.bytes() <= budget, "{} bytes after {n}", defs.bytes());
         }
         // Over the where limit: a 400, never cached.
         let long = format!("table=notes&offset=-1&where=title%20%3D%20%27{}%27", "x".repeat(17 * 1024));
-        let err = defs.resolve(&ShapeRequest::from_query(&long).unwrap(), table, None).unwrap_err();
+        let err = defs.resolve(&ShapeRequest::from_query(&long).unwrap(), table, &HashMap::new(), None).unwrap_err();
         assert!(matches!(err, ShapeError::Invalid { field: "where", .. }), "{err:?}");
     }
 }

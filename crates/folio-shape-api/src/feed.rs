@@ -43,6 +43,9 @@ const RECENT_AGE: Duration = Duration::from_secs(30);
 
 pub struct TableFeed {
     pub filter: String,
+    /// Follows every table (the feed of shapes with subqueries): a transaction ends only at
+    /// its last message on the stream, not at one table's marker.
+    whole_stream: bool,
     inner: Mutex<FeedInner>,
     /// Bumped on truncate and schema change: cached table descriptions are re-read.
     generation: AtomicU64,
@@ -96,6 +99,7 @@ impl TableFeed {
         js: &jetstream::Context,
         stream_name: &str,
         filter: String,
+        whole_stream: bool,
         reconnects: &Reconnects,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
@@ -115,6 +119,7 @@ impl TableFeed {
         let mut follower = Follower::new(js.clone(), stream_name, filter.clone(), last, reconnects, shutdown);
         let feed = Arc::new(TableFeed {
             filter: filter.clone(),
+            whole_stream,
             inner: Mutex::new(FeedInner {
                 applied: last,
                 committed: last,
@@ -188,7 +193,11 @@ impl TableFeed {
                 let at = inner.applied;
                 inner.close(at, xid);
             }
-            if op != Operation::TransactionEnd {
+            if self.whole_stream {
+                for shape in &inner.shapes {
+                    shape.apply_any(seq, ev);
+                }
+            } else if op != Operation::TransactionEnd {
                 // Shapes of one table description share the event's decoded rows.
                 let mut prepared: Vec<Prepared<'_>> = Vec::with_capacity(1);
                 for shape in &inner.shapes {
@@ -205,7 +214,12 @@ impl TableFeed {
                 }
             }
             inner.applied = seq;
-            if op == Operation::TransactionEnd || ev.last_in_transaction {
+            let ends = if self.whole_stream {
+                ev.last_in_transaction
+            } else {
+                op == Operation::TransactionEnd || ev.last_in_transaction
+            };
+            if ends {
                 inner.close(seq, ev.xid);
             } else {
                 inner.open = Some((ev.commit_lsn, ev.xid));

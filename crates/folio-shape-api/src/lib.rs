@@ -174,8 +174,25 @@ impl Shapes {
     async fn resolve(&self, req: &ShapeRequest, caller: Option<&Caller>) -> Result<(Arc<ShapeDef>, Arc<TableFeed>)> {
         self.policy.check_table(&req.table)?;
         let fresh = matches!(req.offset, RequestOffset::BeforeAll | RequestOffset::Now);
-        let (table, feed) = self.table(&req.table, fresh).await?;
-        let def = self.definitions.resolve(req, table, caller)?;
+        let (table, mut feed) = self.table(&req.table, fresh).await?;
+        let names = match &req.where_clause {
+            Some(w) => {
+                folio_shapes::subquery_tables(w).map_err(|e| ShapeError::invalid_because("where", e.to_string(), e))?
+            }
+            None => Vec::new(),
+        };
+        let mut deps = std::collections::HashMap::new();
+        for name in names {
+            // A subquery's table is read as the shape's: the same schema, the same policy.
+            let qualified = QualifiedName { schema: req.table.schema.clone(), name: name.clone() };
+            self.policy.check_table(&qualified)?;
+            let (info, _) = self.table(&qualified, fresh).await?;
+            deps.insert(name, info);
+        }
+        let def = self.definitions.resolve(req, table, &deps, caller)?;
+        if def.has_subqueries() {
+            feed = self.changes.whole_stream_feed().await?;
+        }
         if let Some(agency) = &def.agency {
             self.quota.admit_definition(agency, &def.hash).await.map_err(|refusal| match refusal {
                 quota::Refusal::Over(over) => ShapeError::OverQuota(over),
@@ -206,14 +223,15 @@ impl Shapes {
         let permit = self.live_shape_permit(&def)?;
         let _slot = self.snapshots.slot().await?;
         let started = std::time::Instant::now();
-        let (seq0, stitch, chunks) = self.snapshots.take(&def, feed).await?;
+        let (seq0, stitch, chunks, sets) = self.snapshots.take(&def, feed).await?;
         let handle = self.handles.create(&def, &HandleRecord::new(&def, &stitch, chunks.len())).await?;
         tracing::info!(
             %handle, table = %def.table.name, %seq0, chunks = chunks.len(),
             ms = started.elapsed().as_millis() as u64, "shape snapshot taken"
         );
         let count = chunks.len();
-        let shape = Arc::new(Shape::new(handle, def, stitch, Some(chunks), count, self.snapshots.counter(), permit));
+        let shape =
+            Arc::new(Shape::new(handle, def, stitch, Some(chunks), count, self.snapshots.counter(), permit, sets));
         feed.register(Arc::clone(&shape));
         self.registry.insert(&shape, true);
         self.snapshots.trim(|| self.registry.holding_snapshots(&shape));
@@ -250,6 +268,12 @@ impl Shapes {
         if let Some(s) = self.registry.get(handle) {
             return known(s);
         }
+        if def.has_subqueries() {
+            // What its subqueries yielded is held by the edge that took its snapshot, not in
+            // the handle: as Electric does since 1.7.10, such a shape is not resumed elsewhere
+            // or after a restart; its clients start over (and the new edge rebuilds the sets).
+            return Err(stale("a shape with subqueries is continued only by the edge that created it"));
+        }
         let Some(record) = self.handles.get(handle).await? else { return Err(stale("unknown or deleted handle")) };
         if record.def != def.hash {
             return Err(stale("handle belongs to another shape definition"));
@@ -269,6 +293,7 @@ impl Shapes {
             record.chunks,
             self.snapshots.counter(),
             permit,
+            Vec::new(),
         ));
         feed.register(Arc::clone(&shape));
         tracing::debug!(handle, "shape resumed from its stored handle");

@@ -101,6 +101,11 @@ pub struct ShapeView<'a> {
     pub clause: &'a folio_shapes::WhereClause,
     /// Set when the clause exceeds its evaluation budget.
     pub over_budget: &'a std::sync::atomic::AtomicBool,
+    /// The table each subquery of the clause reads (`deps[k]` for subquery `k`).
+    pub deps: &'a [std::sync::Arc<TableInfo>],
+    /// What each subquery yielded at the shape's snapshot, which is what it yields for as
+    /// long as the shape lives: a change that alters it invalidates the shape.
+    pub sets: &'a [folio_shapes::ValueSet],
 }
 
 /// The snapshot a shape's log is stitched to: change events at or before `seq0` are in the
@@ -232,7 +237,7 @@ impl ShapeView<'_> {
     /// Whether the row is in the shape; Err when the clause is over its evaluation budget (its
     /// answer is unknown, so the shape cannot continue).
     fn matches(&self, row: &[Option<&str>]) -> Result<bool, &'static str> {
-        match self.clause.matches(row) {
+        match self.clause.matches_with(row, self.sets) {
             Ok(m) => Ok(m),
             Err(e @ folio_shapes::EvalError::BudgetExceeded { .. }) => {
                 tracing::warn!(table = %self.table.name, "shape invalidated: {e}");
@@ -249,7 +254,70 @@ impl ShapeView<'_> {
 
     /// Messages for one change event at stream sequence `seq`.
     pub fn effect(&self, stitch: &Stitch, seq: StreamSeq, ev: &ChangeEvent) -> Effect {
+        if !self.deps.is_empty() {
+            // A table may be read by a subquery and be the shape's own (a self-reference).
+            if let Effect::Invalidate(reason) = self.dependency_effect(stitch, seq, ev) {
+                return Effect::Invalidate(reason);
+            }
+            if !self.is_of(self.table, ev) {
+                return Effect::Ops(Vec::new());
+            }
+        }
         self.effect_of(stitch, seq, &Prepared::new(self.table, ev))
+    }
+
+    fn is_of(&self, table: &TableInfo, ev: &ChangeEvent) -> bool {
+        ev.schema == table.name.schema && ev.table == table.name.name
+    }
+
+    /// A change of a table the shape's subqueries read (or of any other table, which the
+    /// whole-stream feed of subquery shapes also carries: nothing).
+    ///
+    /// Where we refuse to guess: the shape's rows were decided with what each subquery yielded
+    /// at its snapshot. A change that makes a row of the subquery's table yield another tuple
+    /// than before (enter, leave or change its selected values, under the subquery's clause
+    /// and its tenant pin) may move rows of the shape in or out; the shape is invalidated
+    /// (409 must-refetch) and its clients start over from a snapshot that sees the change.
+    /// Changes that yield the same tuple before and after (another column changed, another
+    /// tenant's row, a row outside the subquery both times) leave the shape as it is. A
+    /// truncate or schema change of such a table invalidates it too (Electric 1535, 4328).
+    fn dependency_effect(&self, stitch: &Stitch, seq: StreamSeq, ev: &ChangeEvent) -> Effect {
+        let op = Operation::try_from(ev.operation).unwrap_or(Operation::Unspecified);
+        for (k, dep) in self.deps.iter().enumerate() {
+            if !self.is_of(dep, ev) {
+                continue;
+            }
+            match op {
+                Operation::Truncate => return Effect::Invalidate("a table the shape's subquery reads was truncated"),
+                Operation::SchemaChange => {
+                    return Effect::Invalidate("the schema of a table the shape's subquery reads changed");
+                }
+                Operation::ResnapshotRequired => return Effect::Invalidate("change stream asked for a re-snapshot"),
+                Operation::Insert | Operation::Update | Operation::Delete => {}
+                _ => return Effect::Ops(Vec::new()),
+            }
+            if seq <= stitch.seq0 || stitch.saw(ev.xid) {
+                return Effect::Ops(Vec::new());
+            }
+            let p = Prepared::new(dep, ev);
+            if let Some(reason) = p.unusable {
+                return Effect::Invalidate(reason);
+            }
+            let sub = &self.clause.subqueries()[k];
+            let yields = |row: &Option<Vec<Option<&str>>>| match row {
+                None => Ok(None),
+                Some(r) => sub.yields(r),
+            };
+            match (yields(&p.old), yields(&p.new)) {
+                (Ok(before), Ok(after)) if before == after => {}
+                (Ok(_), Ok(_)) => return Effect::Invalidate("a change moved rows in or out of the shape's subquery"),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(table = %dep.name, "subquery row not evaluable: {e}");
+                    return Effect::Invalidate("a subquery's clause could not be evaluated on a change");
+                }
+            }
+        }
+        Effect::Ops(Vec::new())
     }
 
     /// As [`ShapeView::effect`], for an event already prepared for this shape's table (the

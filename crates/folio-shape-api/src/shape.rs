@@ -42,6 +42,9 @@ pub struct ShapeDef {
     pub replica: Replica,
     pub log: LogMode,
     pub clause: WhereClause,
+    /// The table each subquery of the clause reads, in the clause's subquery order (empty
+    /// without subqueries). Such a shape follows the whole change stream, not one table.
+    pub deps: Vec<Arc<TableInfo>>,
     /// Hash of everything that defines the log (table and its columns, where, params, columns,
     /// replica, log mode, tenant): the first part of every handle of this definition.
     pub hash: String,
@@ -70,14 +73,20 @@ impl ShapeDef {
         self.over_budget.load(Ordering::Relaxed)
     }
 
-    pub fn view(&self) -> ShapeView<'_> {
+    pub fn view<'a>(&'a self, sets: &'a [folio_shapes::ValueSet]) -> ShapeView<'a> {
         ShapeView {
             table: &self.table,
             selected: &self.selected,
             replica: self.replica,
             clause: &self.clause,
             over_budget: &self.over_budget,
+            deps: &self.deps,
+            sets,
         }
+    }
+
+    pub fn has_subqueries(&self) -> bool {
+        !self.deps.is_empty()
     }
 }
 
@@ -105,6 +114,8 @@ pub struct Shape {
     pub handle: String,
     pub def: Arc<ShapeDef>,
     pub stitch: Stitch,
+    /// What each subquery yielded at the snapshot (see [`ShapeView::sets`]).
+    pub sets: Arc<[folio_shapes::ValueSet]>,
     /// Snapshot chunks as complete JSON arrays; None when this edge did not take the snapshot
     /// (a client resuming past it does not need it) or dropped it to stay in its memory budget.
     snapshot: Mutex<Option<Arc<[Bytes]>>>,
@@ -166,6 +177,7 @@ impl Shape {
         chunk_count: usize,
         snapshot_memory: Arc<AtomicUsize>,
         permit: Option<LiveShapePermit>,
+        sets: Vec<folio_shapes::ValueSet>,
     ) -> Self {
         let seq0 = stitch.seq0;
         let bytes: usize = snapshot.iter().flatten().map(Bytes::len).sum();
@@ -174,6 +186,7 @@ impl Shape {
             handle,
             def,
             stitch,
+            sets: sets.into(),
             snapshot: Mutex::new(snapshot.map(Into::into)),
             snapshot_memory,
             chunk_count,
@@ -215,7 +228,21 @@ impl Shape {
         if self.invalid_reason().is_some() {
             return;
         }
-        let effect = self.def.view().effect_of(&self.stitch, seq, event);
+        let effect = self.def.view(&self.sets).effect_of(&self.stitch, seq, event);
+        self.record(seq, event.commit_lsn(), effect);
+    }
+
+    /// Applies one change event of any table (a subquery shape's feed follows the whole
+    /// stream, so changes of the tables its subqueries read come in stream order with its own).
+    pub(super) fn apply_any(&self, seq: StreamSeq, event: &ChangeEvent) {
+        if self.invalid_reason().is_some() {
+            return;
+        }
+        let effect = self.def.view(&self.sets).effect(&self.stitch, seq, event);
+        self.record(seq, event.commit_lsn, effect);
+    }
+
+    fn record(&self, seq: StreamSeq, commit_lsn: u64, effect: Effect) {
         let mut log = self.log.lock();
         if seq <= log.applied {
             return;
@@ -230,7 +257,7 @@ impl Shape {
             Effect::Ops(ops) => {
                 let bytes = ops.iter().map(|o| o.len() + 20).sum();
                 log.bytes += bytes;
-                log.entries.push_back(Entry { seq, txn: event.commit_lsn(), ops, bytes });
+                log.entries.push_back(Entry { seq, txn: commit_lsn, ops, bytes });
                 while log.entries.len() > MAX_MEMORY_ENTRIES || log.bytes > MAX_MEMORY_BYTES {
                     let Some(old) = log.entries.pop_front() else { break };
                     log.bytes -= old.bytes;
@@ -447,8 +474,8 @@ impl History<'_> {
             // The caller's where clause runs here, at a cost the caller chooses (within its
             // budget per event): on the blocking pool, as for live changes, never on the threads
             // that answer requests (issue 13, finding 5).
-            let (def, stitch) = (Arc::clone(&shape.def), shape.stitch.clone());
-            let (effects, past_to) = tokio::task::spawn_blocking(move || effects_of(&def, &stitch, batch, to))
+            let (def, stitch, sets) = (Arc::clone(&shape.def), shape.stitch.clone(), Arc::clone(&shape.sets));
+            let (effects, past_to) = tokio::task::spawn_blocking(move || effects_of(&def, &sets, &stitch, batch, to))
                 .await
                 .map_err(|e| ShapeError::internal("evaluate change history", e))??;
             for (seq, commit_lsn, effect) in effects {
@@ -481,11 +508,12 @@ type HistoryEffect = (StreamSeq, u64, Effect);
 /// and whether the batch reached past `to` (the read is then complete).
 fn effects_of(
     def: &ShapeDef,
+    sets: &[folio_shapes::ValueSet],
     stitch: &Stitch,
     batch: Vec<(StreamSeq, Bytes)>,
     to: StreamSeq,
 ) -> Result<(Vec<HistoryEffect>, bool)> {
-    let view = def.view();
+    let view = def.view(sets);
     let mut effects = Vec::with_capacity(batch.len());
     for (seq, payload) in batch {
         if seq > to {
@@ -565,10 +593,11 @@ pub async fn take_snapshot(
     seq0: StreamSeq,
     chunk_bytes: usize,
     sees_committed: impl Fn(&Stitch) -> bool,
-) -> Result<(Stitch, Vec<Bytes>)> {
+) -> Result<(Stitch, Vec<Bytes>, Vec<folio_shapes::ValueSet>)> {
     use futures::TryStreamExt;
     let (mut tx, stitch) = begin_snapshot(pool, seq0, sees_committed).await?;
     let table = &def.table;
+    let sets = subquery_sets(&mut tx, def).await?;
     let mut chunks = Vec::new();
     let mut chunk = String::from("[");
     if def.log == LogMode::Full {
@@ -614,5 +643,44 @@ pub async fn take_snapshot(
     chunk.push_str(&stitch.snapshot_end_json());
     chunk.push(']');
     chunks.push(Bytes::from(chunk));
-    Ok((stitch, chunks))
+    Ok((stitch, chunks, sets))
+}
+
+/// Most distinct tuples one subquery of a shape may yield: what the edge holds per shape to
+/// decide its changes (about 100 bytes each).
+pub const MAX_SUBQUERY_VALUES: usize = 100_000;
+
+/// What each subquery of the shape yields in the snapshot's transaction, so the shape's rows
+/// and the sets its changes are decided with are of one point of the change stream.
+async fn subquery_sets(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    def: &ShapeDef,
+) -> Result<Vec<folio_shapes::ValueSet>> {
+    use futures::TryStreamExt;
+    let mut sets = Vec::with_capacity(def.deps.len());
+    for (sub, dep) in def.clause.subqueries().iter().zip(&def.deps) {
+        let mut sink = folio_shapes::ParamSink::new();
+        let sql = format!("{} LIMIT {}", sub.counts_sql(&mut sink), MAX_SUBQUERY_VALUES + 1);
+        // Identifiers are quoted catalog names and every value is a bind parameter.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for v in sink.into_values() {
+            query = query.bind(v);
+        }
+        let mut set = folio_shapes::ValueSet::default();
+        let mut rows = query.fetch(&mut **tx);
+        while let Some(row) = rows.try_next().await.map_err(|e| where_error(e, &dep.name))? {
+            if set.len() >= MAX_SUBQUERY_VALUES {
+                return Err(ShapeError::invalid(
+                    "where",
+                    format!("a subquery of the shape yields more than {MAX_SUBQUERY_VALUES} values"),
+                ));
+            }
+            let tuple: Vec<Option<String>> =
+                (0..sub.width()).map(|k| row.try_get::<Option<String>, _>(k)).collect::<Result<_, _>>()?;
+            let n: i64 = row.try_get(sub.width())?;
+            set.add_counted(tuple.into(), n.max(0) as u64);
+        }
+        sets.push(set);
+    }
+    Ok(sets)
 }

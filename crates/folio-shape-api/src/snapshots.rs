@@ -54,11 +54,15 @@ impl Snapshots {
     /// Takes `def`'s snapshot, stitched to the change stream at the feed's last transaction
     /// end: every transaction of the table up to it was committed before the snapshot starts
     /// (and the snapshot is retried until it sees them).
-    pub async fn take(&self, def: &ShapeDef, feed: &TableFeed) -> Result<(StreamSeq, Stitch, Vec<Bytes>)> {
+    pub async fn take(
+        &self,
+        def: &ShapeDef,
+        feed: &TableFeed,
+    ) -> Result<(StreamSeq, Stitch, Vec<Bytes>, Vec<folio_shapes::ValueSet>)> {
         let seq0 = feed.committed();
-        let (stitch, chunks) =
+        let (stitch, chunks, sets) =
             shape::take_snapshot(&self.pool, def, seq0, self.chunk_bytes, |s| feed.snapshot_sees_recent(s)).await?;
-        Ok((seq0, stitch, chunks))
+        Ok((seq0, stitch, chunks, sets))
     }
 
     /// Runs a subset of `def` (see [`subset`](super::subset)) in a snapshot that sees every

@@ -11,6 +11,7 @@ mod security;
 mod shape_limits;
 mod shapes;
 mod streams;
+mod subqueries;
 mod subscriptions;
 mod subsets;
 mod transactions;
