@@ -222,7 +222,7 @@ pub async fn router(state: AppState, auth: Authenticator) -> Result<axum::Router
         limits: state.limits.clone(),
         per_address: state.client.invitation_policy(),
     })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates =
         TemplateServiceServer::new(grpc::templates::TemplateApi { state }).max_decoding_message_size(MAX_MESSAGE_BYTES);
 

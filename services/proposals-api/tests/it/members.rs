@@ -447,7 +447,8 @@ async fn an_admin_revokes_and_resends_invitations_and_reads_the_audit_trail() {
     let denied = editor.revoke_invitation(pb::RevokeInvitationRequest { invitation_id: sent.id.clone() }).await;
     assert_eq!(denied.unwrap_err().code(), Code::PermissionDenied);
     let other = app.outsider.caller.agency_id;
-    let outsider_id = tenancy::create_user(&app.db.pool, other, "ad2@contoso.test", "Other", Role::Admin).await.unwrap();
+    let outsider_id =
+        tenancy::create_user(&app.db.pool, other, "ad2@contoso.test", "Other", Role::Admin).await.unwrap();
     let mut outsider = client(&app, Caller { user_id: outsider_id, agency_id: other, role: Role::Admin });
     let theirs = outsider.revoke_invitation(pb::RevokeInvitationRequest { invitation_id: revoked.id.clone() }).await;
     assert_eq!(theirs.unwrap_err().code(), Code::NotFound);
@@ -486,7 +487,8 @@ async fn redeeming_invitations_is_rate_limited_per_address() {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut public = InvitationServiceClient::new(channel);
     let guess = |ip: &'static str| {
-        let mut request = tonic::Request::new(pb::AcceptInvitationRequest { token: "guessed".into(), name: "G".into() });
+        let mut request =
+            tonic::Request::new(pb::AcceptInvitationRequest { token: "guessed".into(), name: "G".into() });
         request.metadata_mut().insert("x-forwarded-for", ip.parse().unwrap());
         request
     };
