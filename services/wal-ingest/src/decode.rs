@@ -240,6 +240,10 @@ impl Reader {
 }
 
 #[cfg(test)]
+#[path = "decode_properties.rs"]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
