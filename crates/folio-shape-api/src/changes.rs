@@ -88,16 +88,20 @@ impl ChangeStream {
         Ok(feed)
     }
 
+    /// The running feed of every table's changes, if there is one.
+    pub fn whole_stream(&self) -> Option<Arc<TableFeed>> {
+        self.whole.lock().as_ref().filter(|f| !f.is_dead()).cloned()
+    }
+
     /// The feed of every table's changes in stream order, started if there is none (or its
     /// last one ended): a shape with subqueries sees the changes of the tables they read in
     /// their order with its own table's.
     pub async fn whole_stream_feed(&self) -> Result<Arc<TableFeed>> {
-        let live = || self.whole.lock().as_ref().filter(|f| !f.is_dead()).cloned();
-        if let Some(f) = live() {
+        if let Some(f) = self.whole_stream() {
             return Ok(f);
         }
         let _creating = self.feed_creation.lock().await;
-        if let Some(f) = live() {
+        if let Some(f) = self.whole_stream() {
             return Ok(f);
         }
         let feed = TableFeed::start(

@@ -326,7 +326,10 @@ impl Shapes {
     fn evict_idle(&self) {
         let cutoff = shape::now_secs().saturating_sub(self.policy.idle_timeout().as_secs());
         for s in self.registry.remove_idle(cutoff) {
-            if let Some(f) = self.changes.feed(&s.def.table.name) {
+            // A shape with subqueries follows the whole stream, not its table's feed.
+            let feed =
+                if s.def.has_subqueries() { self.changes.whole_stream() } else { self.changes.feed(&s.def.table.name) };
+            if let Some(f) = feed {
                 f.unregister(&s);
             }
         }
