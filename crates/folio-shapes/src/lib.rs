@@ -150,6 +150,7 @@ impl WhereClause {
             tables,
             subqueries: &subqueries,
             eval_steps: limits.eval_steps,
+            in_subquery: false,
         };
         let expr = checker.check_root(&ast)?;
         let subqueries = subqueries.into_inner();

@@ -19,6 +19,8 @@ pub(crate) struct Checker<'a, S> {
     /// Subqueries found so far; `Expr::InSelect` refers to them by index.
     pub subqueries: &'a std::cell::RefCell<Vec<crate::Subquery>>,
     pub eval_steps: u64,
+    /// Checking a subquery's own WHERE (where another subquery is refused as nested).
+    pub in_subquery: bool,
 }
 
 /// An operand before its type is settled.
@@ -380,7 +382,12 @@ impl<S: AsRef<str>> Checker<'_, S> {
     /// parameters, and pinned to the tenant its table description carries.
     fn in_select(&self, left: &Ast, select: &Select, negated: bool, pos: usize) -> Result<Expr, WhereError> {
         let Some(tables) = self.tables else {
-            return Err(self.err(pos, "subqueries are not supported here"));
+            let reason = if self.in_subquery {
+                "subqueries nested inside a subquery are not supported"
+            } else {
+                "subqueries are not supported here"
+            };
+            return Err(self.err(pos, reason));
         };
         let refs: Vec<&Ast> = match left {
             Ast::Row { items, .. } => items.iter().collect(),
@@ -410,17 +417,9 @@ impl<S: AsRef<str>> Checker<'_, S> {
             tables: None,
             subqueries: &nested,
             eval_steps: self.eval_steps,
+            in_subquery: true,
         };
-        let expr = match &select.filter {
-            Some(f) => Some(inner.check_root(f).map_err(|e| {
-                if e.reason == "subqueries are not supported here" {
-                    WhereError { reason: "subqueries nested inside a subquery are not supported".into(), ..e }
-                } else {
-                    e
-                }
-            })?),
-            None => None,
-        };
+        let expr = select.filter.as_ref().map(|f| inner.check_root(f)).transpose()?;
         let mut clause = crate::WhereClause::from_parts(table.schema.clone(), expr, self.eval_steps);
         if let Some((column, value)) = &table.tenant {
             clause = clause.and_tenant(column, value)?;
