@@ -39,7 +39,11 @@ async fn an_unreadable_event_goes_to_the_dead_letter_subject_instead_of_vanishin
 
     // Nothing parked yet: the dead-letter stream is not even declared, which the backlog gauges
     // report as 0 rather than as an error.
-    let backlog = folio_bus::backlog::measure(&w.js, &w.stream, &w.consumer, &w.dead_letter_stream()).await.unwrap();
+    // (The notifier declares its consumer once it runs: measured from then on.)
+    let backlog = folio_testkit::eventually("the notifier's consumer", || async {
+        folio_bus::backlog::measure(&w.js, &w.stream, &w.consumer, &w.dead_letter_stream()).await.ok()
+    })
+    .await;
     assert_eq!(backlog.dead_letters, 0);
 
     // Not a ChangeEvent at all, on the proposals subject.
