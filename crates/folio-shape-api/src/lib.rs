@@ -233,6 +233,10 @@ impl Shapes {
         let shape =
             Arc::new(Shape::new(handle, def, stitch, Some(chunks), count, self.snapshots.counter(), permit, sets));
         feed.register(Arc::clone(&shape));
+        if let Err(e) = shape.check_stitching_gap(&self.changes.history(&feed.filter)).await {
+            feed.unregister(&shape);
+            return Err(e);
+        }
         self.registry.insert(&shape, true);
         self.snapshots.trim(|| self.registry.holding_snapshots(&shape));
         Ok(shape)

@@ -158,6 +158,15 @@ pub enum Effect {
     Invalidate(&'static str),
 }
 
+/// What a change does to what a shape's subqueries yield.
+pub enum DependencyChange {
+    Nothing,
+    /// Per subquery `k` whose yield the change altered: the tuple the row yielded before and
+    /// the one it yields now.
+    Yields(Vec<(usize, Option<folio_shapes::Tuple>, Option<folio_shapes::Tuple>)>),
+    Invalidate(&'static str),
+}
+
 /// A change event's rows read against one table description, once for every shape of it.
 pub struct Prepared<'a> {
     /// Address of the table description it was read against (identity only).
@@ -253,11 +262,20 @@ impl ShapeView<'_> {
     }
 
     /// Messages for one change event at stream sequence `seq`.
-    pub fn effect(&self, stitch: &Stitch, seq: StreamSeq, ev: &ChangeEvent) -> Effect {
+    /// What an event of any table means for the shape, as read back from the change stream:
+    /// changes of the tables its subqueries read at or before `counted_from` (which the edge
+    /// did not count into the shape's sets while it watched) invalidate it when they alter what
+    /// a subquery yields; later ones were counted as they happened, and are skipped here.
+    pub fn effect(&self, stitch: &Stitch, seq: StreamSeq, ev: &ChangeEvent, counted_from: StreamSeq) -> Effect {
         if !self.deps.is_empty() {
-            // A table may be read by a subquery and be the shape's own (a self-reference).
-            if let Effect::Invalidate(reason) = self.dependency_effect(stitch, seq, ev) {
-                return Effect::Invalidate(reason);
+            if seq <= counted_from {
+                match self.dependency_change(stitch, seq, ev) {
+                    DependencyChange::Invalidate(reason) => return Effect::Invalidate(reason),
+                    DependencyChange::Yields(_) => {
+                        return Effect::Invalidate("a change moved rows in or out of the shape's subquery");
+                    }
+                    DependencyChange::Nothing => {}
+                }
             }
             if !self.is_of(self.table, ev) {
                 return Effect::Ops(Vec::new());
@@ -266,42 +284,45 @@ impl ShapeView<'_> {
         self.effect_of(stitch, seq, &Prepared::new(self.table, ev))
     }
 
-    fn is_of(&self, table: &TableInfo, ev: &ChangeEvent) -> bool {
+    pub fn is_of(&self, table: &TableInfo, ev: &ChangeEvent) -> bool {
         ev.schema == table.name.schema && ev.table == table.name.name
     }
 
-    /// A change of a table the shape's subqueries read (or of any other table, which the
-    /// whole-stream feed of subquery shapes also carries: nothing).
+    /// What a change of a table the shape's subqueries read does to what they yield (events
+    /// of other tables, which the whole-stream feed of subquery shapes also carries: nothing).
     ///
-    /// Where we refuse to guess: the shape's rows were decided with what each subquery yielded
-    /// at its snapshot. A change that makes a row of the subquery's table yield another tuple
-    /// than before (enter, leave or change its selected values, under the subquery's clause
-    /// and its tenant pin) may move rows of the shape in or out; the shape is invalidated
-    /// (409 must-refetch) and its clients start over from a snapshot that sees the change.
-    /// Changes that yield the same tuple before and after (another column changed, another
-    /// tenant's row, a row outside the subquery both times) leave the shape as it is. A
-    /// truncate or schema change of such a table invalidates it too (Electric 1535, 4328).
-    fn dependency_effect(&self, stitch: &Stitch, seq: StreamSeq, ev: &ChangeEvent) -> Effect {
+    /// Where we refuse to guess: a truncate or schema change of such a table (Electric 1535,
+    /// 4328), a change without its complete rows, or a subquery clause that cannot be evaluated
+    /// on it invalidates the shape (409 must-refetch). Otherwise the caller gets, per subquery,
+    /// the tuple the row yielded before and yields now, when they differ; changes yielding the
+    /// same tuple before and after (another column, another tenant's row, a row outside the
+    /// subquery both times) are nothing.
+    pub fn dependency_change(&self, stitch: &Stitch, seq: StreamSeq, ev: &ChangeEvent) -> DependencyChange {
         let op = Operation::try_from(ev.operation).unwrap_or(Operation::Unspecified);
+        let mut moved = Vec::new();
         for (k, dep) in self.deps.iter().enumerate() {
             if !self.is_of(dep, ev) {
                 continue;
             }
             match op {
-                Operation::Truncate => return Effect::Invalidate("a table the shape's subquery reads was truncated"),
-                Operation::SchemaChange => {
-                    return Effect::Invalidate("the schema of a table the shape's subquery reads changed");
+                Operation::Truncate => {
+                    return DependencyChange::Invalidate("a table the shape's subquery reads was truncated");
                 }
-                Operation::ResnapshotRequired => return Effect::Invalidate("change stream asked for a re-snapshot"),
+                Operation::SchemaChange => {
+                    return DependencyChange::Invalidate("the schema of a table the shape's subquery reads changed");
+                }
+                Operation::ResnapshotRequired => {
+                    return DependencyChange::Invalidate("change stream asked for a re-snapshot");
+                }
                 Operation::Insert | Operation::Update | Operation::Delete => {}
-                _ => return Effect::Ops(Vec::new()),
+                _ => return DependencyChange::Nothing,
             }
             if seq <= stitch.seq0 || stitch.saw(ev.xid) {
-                return Effect::Ops(Vec::new());
+                return DependencyChange::Nothing;
             }
             let p = Prepared::new(dep, ev);
             if let Some(reason) = p.unusable {
-                return Effect::Invalidate(reason);
+                return DependencyChange::Invalidate(reason);
             }
             let sub = &self.clause.subqueries()[k];
             let yields = |row: &Option<Vec<Option<&str>>>| match row {
@@ -310,18 +331,16 @@ impl ShapeView<'_> {
             };
             match (yields(&p.old), yields(&p.new)) {
                 (Ok(before), Ok(after)) if before == after => {}
-                (Ok(_), Ok(_)) => return Effect::Invalidate("a change moved rows in or out of the shape's subquery"),
+                (Ok(before), Ok(after)) => moved.push((k, before, after)),
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::warn!(table = %dep.name, "subquery row not evaluable: {e}");
-                    return Effect::Invalidate("a subquery's clause could not be evaluated on a change");
+                    return DependencyChange::Invalidate("a subquery's clause could not be evaluated on a change");
                 }
             }
         }
-        Effect::Ops(Vec::new())
+        if moved.is_empty() { DependencyChange::Nothing } else { DependencyChange::Yields(moved) }
     }
 
-    /// As [`ShapeView::effect`], for an event already prepared for this shape's table (the
-    /// feed prepares each event once for all shapes of the table).
     pub fn effect_of(&self, stitch: &Stitch, seq: StreamSeq, p: &Prepared<'_>) -> Effect {
         let (op, ev) = (p.op, p.event);
         match op {

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use super::{
     catalog::TableInfo,
     error::{Result, ShapeError},
-    messages::{Effect, Prepared, ShapeView, Stitch, close_op, snapshot_row},
+    messages::{DependencyChange, Effect, Prepared, ShapeView, Stitch, close_op, snapshot_row},
     quota::LiveShapePermit,
     request::{LogMode, Replica, quote},
 };
@@ -114,8 +114,17 @@ pub struct Shape {
     pub handle: String,
     pub def: Arc<ShapeDef>,
     pub stitch: Stitch,
-    /// What each subquery yielded at the snapshot (see [`ShapeView::sets`]).
+    /// What each subquery yielded at the snapshot (see [`ShapeView::sets`]): the membership
+    /// the shape's changes are decided with, which stays that of the snapshot for the shape's
+    /// life (a change of it invalidates the shape).
     pub sets: Arc<[folio_shapes::ValueSet]>,
+    /// The same tuples with their row counts, kept current from the changes this edge applied
+    /// after `counted_from`: a tuple's count reaching 0, or a new tuple, is a change of the
+    /// membership. As bounded as the sets (a new tuple invalidates the shape).
+    counts: Mutex<Vec<folio_shapes::ValueSet>>,
+    /// Where the feed attached the shape: changes of the subqueries' tables up to here are not
+    /// in `counts` (the snapshot's stitching gap, checked from history instead).
+    counted_from: AtomicU64,
     /// Snapshot chunks as complete JSON arrays; None when this edge did not take the snapshot
     /// (a client resuming past it does not need it) or dropped it to stay in its memory budget.
     snapshot: Mutex<Option<Arc<[Bytes]>>>,
@@ -186,6 +195,8 @@ impl Shape {
             handle,
             def,
             stitch,
+            counts: Mutex::new(sets.clone()),
+            counted_from: AtomicU64::new(seq0.get()),
             sets: sets.into(),
             snapshot: Mutex::new(snapshot.map(Into::into)),
             snapshot_memory,
@@ -219,6 +230,7 @@ impl Shape {
     pub(super) fn attach_at(&self, applied: StreamSeq, committed: StreamSeq) {
         let mut log = self.log.lock();
         log.start = applied.max(self.stitch.seq0);
+        self.counted_from.store(log.start.get(), Ordering::SeqCst);
         log.applied = log.start;
         log.head = committed.max(self.stitch.seq0);
     }
@@ -238,8 +250,59 @@ impl Shape {
         if self.invalid_reason().is_some() {
             return;
         }
-        let effect = self.def.view(&self.sets).effect(&self.stitch, seq, event);
+        let view = self.def.view(&self.sets);
+        match view.dependency_change(&self.stitch, seq, event) {
+            DependencyChange::Nothing => {}
+            DependencyChange::Invalidate(reason) => {
+                return self.record(seq, event.commit_lsn, Effect::Invalidate(reason));
+            }
+            DependencyChange::Yields(moved) => {
+                if !self.count(moved) {
+                    let reason = "a change moved rows in or out of the shape's subquery";
+                    return self.record(seq, event.commit_lsn, Effect::Invalidate(reason));
+                }
+            }
+        }
+        let effect = if view.is_of(&self.def.table, event) {
+            view.effect_of(&self.stitch, seq, &Prepared::new(&self.def.table, event))
+        } else {
+            Effect::Ops(Vec::new())
+        };
         self.record(seq, event.commit_lsn, effect);
+    }
+
+    /// Counts what a change altered in the subqueries' yields; false when the membership of a
+    /// set changed (a tuple no row yields any more, or a new one): rows may move in or out of
+    /// the shape, which it does not compute (yet), so it is invalidated instead of guessing.
+    fn count(&self, moved: Vec<(usize, Option<folio_shapes::Tuple>, Option<folio_shapes::Tuple>)>) -> bool {
+        let mut counts = self.counts.lock();
+        for (k, before, after) in moved {
+            if let Some(b) = before
+                && counts[k].remove_one(&b) != Some(false)
+            {
+                // Its last row (or a tuple the set did not hold: the two disagree).
+                return false;
+            }
+            if let Some(a) = after
+                && counts[k].add_counted(a, 1)
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Checks the changes between the snapshot and where the feed attached the shape (which
+    /// were not counted) for changes of what the subqueries yield; the shape is invalidated if
+    /// there is one. Run once when a shape with subqueries is created, before any client can
+    /// read past that point (a client starting at `offset=now` never reads them).
+    pub async fn check_stitching_gap(&self, history: &History<'_>) -> Result<()> {
+        let counted_from = StreamSeq::new(self.counted_from.load(Ordering::SeqCst));
+        if self.def.has_subqueries() && counted_from > self.stitch.seq0 {
+            let mut discarded = Picked::default();
+            history.read(self, self.stitch.seq0, counted_from, usize::MAX, &mut discarded).await?;
+        }
+        Ok(())
     }
 
     fn record(&self, seq: StreamSeq, commit_lsn: u64, effect: Effect) {
@@ -475,9 +538,11 @@ impl History<'_> {
             // budget per event): on the blocking pool, as for live changes, never on the threads
             // that answer requests (issue 13, finding 5).
             let (def, stitch, sets) = (Arc::clone(&shape.def), shape.stitch.clone(), Arc::clone(&shape.sets));
-            let (effects, past_to) = tokio::task::spawn_blocking(move || effects_of(&def, &sets, &stitch, batch, to))
-                .await
-                .map_err(|e| ShapeError::internal("evaluate change history", e))??;
+            let counted_from = StreamSeq::new(shape.counted_from.load(Ordering::SeqCst));
+            let (effects, past_to) =
+                tokio::task::spawn_blocking(move || effects_of(&def, &sets, &stitch, counted_from, batch, to))
+                    .await
+                    .map_err(|e| ShapeError::internal("evaluate change history", e))??;
             for (seq, commit_lsn, effect) in effects {
                 match effect {
                     Effect::Invalidate(reason) => {
@@ -510,6 +575,7 @@ fn effects_of(
     def: &ShapeDef,
     sets: &[folio_shapes::ValueSet],
     stitch: &Stitch,
+    counted_from: StreamSeq,
     batch: Vec<(StreamSeq, Bytes)>,
     to: StreamSeq,
 ) -> Result<(Vec<HistoryEffect>, bool)> {
@@ -520,7 +586,7 @@ fn effects_of(
             return Ok((effects, true));
         }
         let ev = ChangeEvent::decode(payload.as_ref()).map_err(|e| ShapeError::internal("decode a change event", e))?;
-        let effect = view.effect(stitch, seq, &ev);
+        let effect = view.effect(stitch, seq, &ev, counted_from);
         effects.push((seq, ev.commit_lsn, effect));
     }
     Ok((effects, false))

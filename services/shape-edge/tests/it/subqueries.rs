@@ -128,6 +128,12 @@ fn cases(agency: &str) -> Vec<(&'static str, String, Vec<&'static str>, String)>
             ),
         ),
         (
+            "a subquery yielding the same value for many rows",
+            "owner IN (SELECT owner FROM sq_clients WHERE region = $1)".into(),
+            vec!["south"],
+            format!("owner IN (SELECT owner FROM sq_clients WHERE agency_id = '{agency}' AND region = 'south')"),
+        ),
+        (
             "NOT IN, or a predicate",
             "client_id NOT IN (SELECT id FROM sq_clients WHERE region = $2) OR v > $1".into(),
             vec!["8", "south"],
@@ -467,6 +473,53 @@ async fn refused_subqueries_answer_400_with_the_reason() -> anyhow::Result<()> {
         )
         .await?;
     ensure!(res.status == StatusCode::BAD_REQUEST, "subset with a subquery: {} {}", res.status, res.text());
+    edge.stop().await?;
+    env.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_leaves_a_subquery_only_with_its_last_row() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let (a, b) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    schema(&env, &a, &b).await?;
+    let edge = env.edge(&[]).await?;
+    // Agency A's northern clients (3, 6, …, 18) all have owner 'ann'.
+    let clause = "owner IN (SELECT owner FROM sq_clients WHERE region = $1)";
+    let query = format!("table=sq_proposals&where={}&params%5B1%5D=north", enc(clause));
+    let sql = format!("owner IN (SELECT owner FROM sq_clients WHERE agency_id = '{a}' AND region = 'north')");
+    let mut c = Client::new(edge.client.clone(), query, bearer(&a));
+    while c.step(false).await?.is_none() {}
+    ensure!(c.rows == expected(&env, &a, &sql).await? && !c.rows.is_empty(), "snapshot");
+
+    // One of six rows yielding 'ann' leaves: 'ann' is still yielded, nothing moves, no 409.
+    env.sql("UPDATE sq_clients SET region = 'east' WHERE id = 3").await?;
+    env.sql(&format!("INSERT INTO sq_proposals VALUES (6000, '{a}', 1, 'ann', 1)")).await?;
+    let marker = "\"public\".\"sq_proposals\"/\"6000\"";
+    for _ in 0..50 {
+        c.step(true).await?;
+        if c.rows.contains_key(marker) {
+            break;
+        }
+    }
+    ensure!(c.refetches == 0, "a value still yielded by other rows invalidated the shape");
+    ensure!(c.rows == expected(&env, &a, &sql).await?, "rows after a count-only change");
+
+    // The last five leave together: 'ann' leaves the subquery, the shape is invalidated and
+    // the refetch has no 'ann' proposal.
+    env.sql("UPDATE sq_clients SET region = 'south' WHERE id IN (6, 9, 12, 15, 18)").await?;
+    for _ in 0..50 {
+        if c.step(true).await?.is_some() && c.refetches > 0 {
+            break;
+        }
+    }
+    ensure!(c.refetches == 1, "the value's last row leaving answered 409 once ({})", c.refetches);
+    let want = expected(&env, &a, &sql).await?;
+    ensure!(
+        c.rows == want && !c.rows.contains_key(marker),
+        "after the refetch: {} rows, database {}",
+        c.rows.len(),
+        want.len()
+    );
     edge.stop().await?;
     env.stop().await
 }
