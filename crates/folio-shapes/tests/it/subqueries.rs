@@ -220,3 +220,31 @@ async fn membership_with_nulls_agrees_with_postgres() -> anyhow::Result<()> {
     assert!(checks > 1000, "{checks}");
     Ok(())
 }
+
+#[test]
+fn a_value_set_counts_the_rows_behind_each_tuple() {
+    let t = |v: Option<&str>| -> folio_shapes::Tuple { vec![v.map(str::to_owned)].into() };
+    let mut s = ValueSet::default();
+    assert!(s.add_counted(t(Some("1")), 2), "a new tuple");
+    assert!(!s.add_counted(t(Some("1")), 1), "one more row behind a known tuple");
+    assert_eq!(s.remove_one(&t(Some("1"))), Some(false));
+    assert_eq!(s.remove_one(&t(Some("1"))), Some(false));
+    assert_eq!(s.remove_one(&t(Some("1"))), Some(true), "its last row");
+    assert_eq!(s.remove_one(&t(Some("1"))), None, "not held: the caller cannot decide");
+    assert!(s.is_empty());
+    // A NULL tuple makes a miss unknown (NULL), as in SQL; removing it makes it a plain FALSE.
+    let clause = WhereClause::parse_with_subqueries(
+        "client_id IN (SELECT id FROM clients)",
+        &proposals(),
+        &[] as &[&str],
+        &Limits::default(),
+        &tables(),
+    )
+    .unwrap();
+    let row = [Some("1"), Some(AGENCY), Some("5"), None, None];
+    assert!(s.add_counted(t(None), 1));
+    assert_eq!(clause.evaluate_with(&row, std::slice::from_ref(&s)).unwrap(), None);
+    assert_eq!(s.remove_one(&t(None)), Some(true));
+    assert!(s.add_counted(t(Some("4")), 1));
+    assert_eq!(clause.evaluate_with(&row, std::slice::from_ref(&s)).unwrap(), Some(false));
+}
