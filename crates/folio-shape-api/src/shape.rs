@@ -247,7 +247,8 @@ impl Shape {
     /// Applies one change event of any table (a subquery shape's feed follows the whole
     /// stream, so changes of the tables its subqueries read come in stream order with its own).
     pub(super) fn apply_any(&self, seq: StreamSeq, event: &ChangeEvent) {
-        if self.invalid_reason().is_some() {
+        // An event already applied is never counted twice.
+        if self.invalid_reason().is_some() || seq <= self.log.lock().applied {
             return;
         }
         let view = self.def.view(&self.sets);
