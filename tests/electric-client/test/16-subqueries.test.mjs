@@ -13,7 +13,7 @@
 //     proposals of agency B's clients).
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
-import { harnessTest, uniq, sleep } from './harness.mjs'
+import { harnessTest, uniq, sleep, recordingFetch } from './harness.mjs'
 
 const test = harnessTest()
 
@@ -133,4 +133,64 @@ test('subquery shapes that cannot be served answer 400 with the reason', async (
   assert.equal(err.status, 400, `status ${err.status}: ${err.text ?? JSON.stringify(err.json)}`)
   assert.match(err.json?.errors?.where?.[0] ?? '', /left side of `IN \(SELECT \.\.\.\)` has type uuid but subquery returns text/)
   assert.equal(s.messages.length, 0, 'no data delivered')
+})
+
+test("TanStack DB's Electric collection on a subquery shape: rows move in and out with the other table, never another agency's", async (_t, h) => {
+  const { createCollection } = await import('@tanstack/db')
+  const { electricCollectionOptions } = await import('@tanstack/electric-db-collection')
+  const A = crypto.randomUUID()
+  const B = crypto.randomUUID()
+  const C = uniq('tsq_clients')
+  const P = uniq('tsq_proposals')
+  await h.sql(`CREATE TABLE ${C} (id int4 PRIMARY KEY, agency_id uuid NOT NULL, region text NOT NULL)`)
+  await h.sql(`CREATE TABLE ${P} (id int4 PRIMARY KEY, agency_id uuid NOT NULL, client_id int4 NOT NULL, title text NOT NULL)`)
+  await h.sql(`ALTER TABLE ${C} REPLICA IDENTITY FULL`)
+  await h.sql(`ALTER TABLE ${P} REPLICA IDENTITY FULL`)
+  // A's clients 1 (north) and 2 (south); B's client 3 (south). A has proposals of all three.
+  await h.sql(`INSERT INTO ${C} VALUES (1, $1, 'north'), (2, $1, 'south'), (3, $2, 'south')`, [A, B])
+  await h.sql(`INSERT INTO ${P} VALUES (10, $1, 1, 'p10'), (11, $1, 1, 'p11'), (20, $1, 2, 'p20'), (30, $1, 3, 'p30'), (40, $2, 3, 'p40')`, [A, B])
+  const fetchLog = []
+  h.fetchLogs.push({ label: `${P} tanstack`, log: fetchLog })
+  const items = createCollection(
+    electricCollectionOptions({
+      id: P,
+      getKey: (r) => r.id,
+      shapeOptions: {
+        url: h.shapeUrl,
+        params: { table: P, where: `client_id IN (SELECT id FROM ${C} WHERE region = $1)`, params: ['north'] },
+        headers: { Authorization: `Bearer ${h.token({ agencyId: A, role: 'viewer' })}` },
+        fetchClient: recordingFetch(fetchLog),
+      },
+    }),
+  )
+  const watching = items.subscribeChanges(() => {})
+  const expected = async () =>
+    (
+      await h.sql(
+        `SELECT id FROM ${P} WHERE agency_id = $1 AND client_id IN (SELECT id FROM ${C} WHERE agency_id = $1 AND region = 'north') ORDER BY id`,
+        [A],
+      )
+    ).rows.map((r) => r.id)
+  const seen = () => items.toArray.map((r) => r.id).sort((x, y) => x - y)
+  try {
+    await items.preload()
+    await h.eventually(async () => assert.deepEqual(seen(), await expected()), { timeoutMs: 20_000, streams: [] })
+    assert.deepEqual(seen(), [10, 11])
+    const steps = [
+      [`UPDATE ${C} SET region = 'north' WHERE id = 2`, [10, 11, 20]], // client 2 moves in
+      [`UPDATE ${C} SET region = 'north' WHERE id = 3`, [10, 11, 20]], // B's client: nothing moves in
+      [`INSERT INTO ${P} VALUES (21, '${A}', 2, 'p21')`, [10, 11, 20, 21]],
+      [`UPDATE ${C} SET region = 'east' WHERE id = 1`, [20, 21]], // client 1 moves out
+      [`UPDATE ${P} SET client_id = 2 WHERE id = 10`, [10, 20, 21]],
+    ]
+    for (const [sql, want] of steps) {
+      await h.sql(sql)
+      await h.eventually(async () => assert.deepEqual(seen(), await expected(), `after ${sql}`), { timeoutMs: 20_000, streams: [] })
+      assert.deepEqual(seen(), want, `after ${sql}`)
+    }
+    assert.ok(items.toArray.every((r) => r.agency_id === A), "no row of another agency")
+  } finally {
+    watching.unsubscribe()
+    await items.cleanup()
+  }
 })
