@@ -176,11 +176,19 @@ impl Env {
         self.js.publish_with_headers(subject, headers, job.encode_to_vec().into()).await.unwrap().await.unwrap();
     }
 
-    /// The jobs consumer's state, once pdf-render has declared it.
+    /// The jobs consumer's state, once pdf-render has declared it (a worker just started may
+    /// not have yet).
     pub async fn consumer_info(&self) -> jetstream::consumer::Info {
         let stream = self.js.get_stream(&self.config.bus.jobs_stream).await.unwrap();
-        let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(&self.config.consumer).await.unwrap();
-        consumer.info().await.unwrap().clone()
+        let name = self.config.consumer.clone();
+        folio_testkit::eventually("pdf-render's consumer", || {
+            let (stream, name) = (stream.clone(), name.clone());
+            async move {
+                let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(&name).await.ok()?;
+                consumer.info().await.ok().cloned()
+            }
+        })
+        .await
     }
 
     /// Names of the objects in the PDF bucket.
