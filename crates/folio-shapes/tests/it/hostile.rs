@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::common::{COLUMNS, schema};
 
-const TOKENS: &[&str] = &[
+pub(crate) const TOKENS: &[&str] = &[
     "i4",
     "t",
     "b",

@@ -6,4 +6,5 @@ mod hostile;
 mod limits;
 mod parse;
 mod postgres;
+mod properties;
 mod subqueries;
