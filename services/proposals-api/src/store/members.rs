@@ -298,7 +298,7 @@ pub async fn audit_log(
     before: Option<Uuid>,
     page_size: u32,
 ) -> Result<(Vec<AuditRow>, Option<Uuid>), ApiError> {
-    let mut rows: Vec<AuditRow> = sqlx::query_as(
+    let rows: Vec<AuditRow> = sqlx::query_as(
         "SELECT id, actor_id, action, subject_id, details, created_at FROM audit_events \
           WHERE agency_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
     )
@@ -307,10 +307,7 @@ pub async fn audit_log(
     .bind(i64::from(page_size) + 1)
     .fetch_all(pool)
     .await?;
-    let more = rows.len() > page_size as usize;
-    rows.truncate(page_size as usize);
-    let next = if more { rows.last().map(|r| r.id) } else { None };
-    Ok((rows, next))
+    Ok(super::split_page(rows, i64::from(page_size), |r| r.id))
 }
 
 /// Redeems an invitation: the member is created with the invited role, the invitation marked

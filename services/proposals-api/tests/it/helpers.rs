@@ -63,6 +63,11 @@ impl TestApp {
         self.auth.issue(&caller, Duration::from_secs(600))
     }
 
+    /// `authorization: Bearer <a session token of caller>` on every call of a client.
+    pub fn bearer(&self, caller: Caller) -> Bearer {
+        Bearer(Some(format!("Bearer {}", self.session_token(caller)).parse().expect("ascii header")))
+    }
+
     /// A session sending `authorization` verbatim (or nothing), for authentication tests.
     pub fn session_with(&self, caller: Caller, authorization: Option<String>) -> Session {
         make_session(&self.channel, caller, authorization)

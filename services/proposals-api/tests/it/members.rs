@@ -10,26 +10,15 @@ use folio_proto::api::v1::{
 use folio_proto::jobs::v1::InvitationEmailJob;
 use proposals_api::{Caller, Role, tenancy};
 use sha2::{Digest, Sha256};
-use tonic::{Code, metadata::MetadataValue, service::interceptor::InterceptedService, transport::Channel};
+use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestApp, create_client, create_proposal, item, spawn_app};
+use crate::helpers::{Bearer, TestApp, create_client, create_proposal, item, spawn_app};
 
-#[derive(Clone)]
-struct Token(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Token {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-type Members = MemberServiceClient<InterceptedService<Channel, Token>>;
+type Members = MemberServiceClient<InterceptedService<Channel, Bearer>>;
 
 fn client(app: &TestApp, caller: Caller) -> Members {
-    let token = format!("Bearer {}", app.session_token(caller)).parse().unwrap();
-    MemberServiceClient::with_interceptor(app.channel.clone(), Token(token))
+    MemberServiceClient::with_interceptor(app.channel.clone(), app.bearer(caller))
 }
 
 struct Admin {

@@ -7,26 +7,15 @@ use folio_proto::api::v1::{
     self as pb, notification_preference_service_client::NotificationPreferenceServiceClient as Client,
 };
 use proposals_api::{Caller, Role, tenancy};
-use tonic::{Code, metadata::MetadataValue, service::interceptor::InterceptedService, transport::Channel};
+use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{Bearer, TestApp, spawn_app};
 
-#[derive(Clone)]
-struct Token(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Token {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-type Prefs = Client<InterceptedService<Channel, Token>>;
+type Prefs = Client<InterceptedService<Channel, Bearer>>;
 
 fn client(app: &TestApp, caller: Caller) -> Prefs {
-    let token = format!("Bearer {}", app.session_token(caller)).parse().unwrap();
-    Client::with_interceptor(app.channel.clone(), Token(token))
+    Client::with_interceptor(app.channel.clone(), app.bearer(caller))
 }
 
 async fn admin(app: &TestApp) -> Prefs {

@@ -4,26 +4,15 @@
 
 use folio_proto::api::v1::{self as pb, webhook_service_client::WebhookServiceClient};
 use proposals_api::{Caller, Role, tenancy};
-use tonic::{Code, metadata::MetadataValue, service::interceptor::InterceptedService, transport::Channel};
+use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{Bearer, TestApp, spawn_app};
 
-#[derive(Clone)]
-struct Token(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Token {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-type Webhooks = WebhookServiceClient<InterceptedService<Channel, Token>>;
+type Webhooks = WebhookServiceClient<InterceptedService<Channel, Bearer>>;
 
 fn client(app: &TestApp, caller: Caller) -> Webhooks {
-    let token = format!("Bearer {}", app.session_token(caller)).parse().unwrap();
-    WebhookServiceClient::with_interceptor(app.channel.clone(), Token(token))
+    WebhookServiceClient::with_interceptor(app.channel.clone(), app.bearer(caller))
 }
 
 /// An admin of the test agency, its editor and viewer, and an admin of another agency.
