@@ -3,6 +3,7 @@
 //! the time each fault took to recover from. The test command runs the short suite
 //! (`tests/faults.rs`); `fault-soak` repeats it for as long as asked.
 
+pub mod api;
 pub mod cluster;
 pub mod ledger;
 pub mod nats;

@@ -8,6 +8,7 @@ mod e2e;
 mod exactly_once;
 mod helpers;
 mod invitations;
+mod kills;
 mod notification_defaults;
 mod preferences;
 mod retries;
