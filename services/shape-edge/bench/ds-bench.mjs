@@ -12,8 +12,9 @@ import { writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 
 const targets = process.argv.slice(2).map((a) => {
-  const [name, url] = a.split("=");
-  return { name, url: url.replace(/\/$/, "") };
+  // `name=url[@pids]`: the pids are ds-many.mjs's (memory); this bench ignores them.
+  const [name, url] = a.split(/=(.*)/s);
+  return { name, url: url.split("@")[0].replace(/\/$/, "") };
 });
 const RTT_ROUNDS = Number(process.env.BENCH_RTT_ROUNDS ?? 200);
 const SUBSCRIBERS = Number(process.env.BENCH_SSE_SUBSCRIBERS ?? 1000);

@@ -7,8 +7,14 @@
 #
 #   FOLIO_NATS_URL=nats://127.0.0.1:4333 services/shape-edge/bench/run.sh
 #
+# DS_BENCH=many runs ds-many.mjs instead (10,000 and 100,000 streams; the edge and the peers in
+# DS_PEER_URLS, no Node server): give a peer's pid after its URL (name=url@pid) to have its
+# memory per idle stream measured; the edge's counts the edge and the nats-server behind it.
+#
 # Env: FOLIO_NATS_URL, CARGO_TARGET_DIR, DS_BENCH_DIR (npm cache, default ~/.cache/folio/ds-bench),
-#      DS_PEER_URLS (space-separated name=url), BENCH_OUT (JSON results), and ds-bench.mjs's BENCH_* variables.
+#      DS_PEER_URLS (space-separated name=url[@pid]), DS_BENCH (ds or many), SHAPE_EDGE_BIN (skip
+#      the build and run this binary, e.g. an earlier build to compare with), BENCH_OUT (JSON
+#      results), and the BENCH_* variables of ds-bench.mjs and ds-many.mjs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -20,8 +26,10 @@ mkdir -p "$dir"
 if [ ! -d "$dir/node_modules/@durable-streams/server" ]; then
   (cd "$dir" && { [ -f package.json ] || npm init -y >/dev/null; } && npm install --no-audit --no-fund --silent @durable-streams/server@0.3.7 >/dev/null)
 fi
-(cd "$root" && cargo build --quiet --release -p shape-edge)
-edge_bin=${CARGO_TARGET_DIR:-$root/target}/release/shape-edge
+if [ -z "${SHAPE_EDGE_BIN:-}" ]; then
+  (cd "$root" && cargo build --quiet --release -p shape-edge)
+fi
+edge_bin=${SHAPE_EDGE_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/shape-edge}
 wait_port() { for _ in $(seq 1 100); do curl -fsS -o /dev/null -X OPTIONS "http://127.0.0.1:$1/v1/stream/x" && return 0; sleep 0.1; done; echo "nothing on port $1"; return 1; }
 
 pids=()
@@ -41,6 +49,17 @@ FOLIO_ENV=development FOLIO_DS_OPEN=true \
 FOLIO_NATS_URL=$nats_url FOLIO_EDGE_ADDR=127.0.0.1:$edge_port FOLIO_DS_PREFIX=$prefix RUST_LOG=warn \
   "$edge_bin" >"$data/edge.log" 2>&1 &
 pids+=($!)
+edge_pid=$!
+pids+=("$edge_pid")
+if [ "${DS_BENCH:-ds}" = many ]; then
+  nats_port=${nats_url##*:}; nats_port=${nats_port%%/*}
+  nats_pid=$(ss -ltnpH "sport = :$nats_port" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
+  wait_port "$edge_port"
+  targets=("shape-edge=http://127.0.0.1:$edge_port@$edge_pid${nats_pid:+,$nats_pid}")
+  for peer in ${DS_PEER_URLS:-}; do targets+=("$peer"); done
+  node "$here/ds-many.mjs" "${targets[@]}"
+  exit
+fi
 ref_port=$(free_port)
 DS_SERVER_MODULE="$dir/node_modules/@durable-streams/server/dist/index.js" PORT=$ref_port DATA_DIR="$data/ref" \
   node "$here/reference-server.mjs" >"$data/ref.log" 2>&1 &

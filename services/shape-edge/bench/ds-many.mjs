@@ -1,0 +1,180 @@
+// Durable Streams at many streams: for each count in BENCH_STREAM_COUNTS, create that many JSON
+// streams, measure the memory each idle stream costs, then append from many concurrent writers
+// spread over all of them (single messages, and batches of BENCH_BATCH messages per append),
+// and finally replay a few large streams from the start (catch-up MB/s).
+//
+//   node ds-many.mjs name=http://127.0.0.1:4437@PID[,PID…] other=http://127.0.0.1:4438@PID …
+//
+// The PIDs after `@` are the processes whose resident memory the target costs, the server
+// first (the edge, then its nats-server; the Rust server alone); memory is reported for the
+// first alone and for all together, and not at all without them. Every target
+// is measured in turn, in one run, with the same client. Prints a Markdown table (ratio first
+// target / second) and writes the raw figures as JSON to BENCH_OUT (if set).
+// Env: BENCH_STREAM_COUNTS (10000,100000), BENCH_CONCURRENCY (128 requests in flight),
+//      BENCH_APPENDS (20000 per phase), BENCH_BATCH (10), BENCH_REPLAY_STREAMS (8),
+//      BENCH_REPLAY_MB (8 per stream).
+import { readFileSync, writeFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+
+const targets = process.argv.slice(2).map((a) => {
+  const [name, rest] = a.split(/=(.*)/s);
+  const [url, pids] = rest.split("@");
+  return { name, url: url.replace(/\/$/, ""), pids: pids ? pids.split(",").map(Number) : [] };
+});
+const COUNTS = (process.env.BENCH_STREAM_COUNTS ?? "10000,100000").split(",").map(Number);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 128);
+const APPENDS = Number(process.env.BENCH_APPENDS ?? 20000);
+const BATCH = Number(process.env.BENCH_BATCH ?? 10);
+const REPLAY_STREAMS = Number(process.env.BENCH_REPLAY_STREAMS ?? 8);
+const REPLAY_MB = Number(process.env.BENCH_REPLAY_MB ?? 8);
+const run = Date.now().toString(36);
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const rssKb = (pids) =>
+  pids.reduce((sum, pid) => {
+    const m = readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+)/);
+    return sum + (m ? Number(m[1]) : 0);
+  }, 0);
+
+// Runs `task(i)` for i in [0, total) with `concurrency` in flight; returns the seconds taken.
+async function pool(total, concurrency, task) {
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, total) }, async () => {
+      while (next < total) await task(next++);
+    }),
+  );
+  return (performance.now() - t0) / 1000;
+}
+
+let failures = 0;
+async function expectOk(res, what, ok = [200, 201, 204]) {
+  await res.arrayBuffer();
+  if (!ok.includes(res.status)) {
+    if (failures++ < 5) console.error(`${what}: HTTP ${res.status}`);
+    return false;
+  }
+  return true;
+}
+
+const streamUrl = (base, name) => `${base}/v1/stream/many-${run}-${name}`;
+const message = (i) => ({ n: i, body: "m".repeat(88) }); // ~100 bytes as JSON
+
+async function manyStreams(t, count) {
+  const names = Array.from({ length: count }, (_, i) => `${count}-${i}`);
+  // Let the previous phase's garbage settle before the baseline.
+  await sleep(2000);
+  const rss0 = t.pids.length ? rssKb(t.pids) : 0;
+  const own0 = t.pids.length ? rssKb(t.pids.slice(0, 1)) : 0;
+  const createS = await pool(count, CONCURRENCY, async (i) => {
+    const res = await fetch(streamUrl(t.url, names[i]), { method: "PUT", headers: { "content-type": "application/json" } });
+    await expectOk(res, "create");
+  });
+  await sleep(2000);
+  const rss1 = t.pids.length ? rssKb(t.pids) : 0;
+  const own1 = t.pids.length ? rssKb(t.pids.slice(0, 1)) : 0;
+  const pick = () => names[Math.floor(Math.random() * count)];
+  const single = await pool(APPENDS, CONCURRENCY, async (i) => {
+    const res = await fetch(streamUrl(t.url, pick()), {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(message(i)),
+    });
+    await expectOk(res, "append");
+  });
+  const batches = Math.ceil(APPENDS / BATCH);
+  const batched = await pool(batches, CONCURRENCY, async (i) => {
+    const body = JSON.stringify(Array.from({ length: BATCH }, (_, k) => message(i * BATCH + k)));
+    const res = await fetch(streamUrl(t.url, pick()), { method: "POST", headers: { "content-type": "application/json" }, body });
+    await expectOk(res, "batched append");
+  });
+  return {
+    creates_per_s: count / createS,
+    idle_bytes_per_stream: t.pids.length ? ((rss1 - rss0) * 1024) / count : undefined,
+    idle_bytes_per_stream_own: t.pids.length ? ((own1 - own0) * 1024) / count : undefined,
+    appends_per_s: APPENDS / single,
+    batched_appends_per_s: batches / batched,
+    batched_msgs_per_s: (batches * BATCH) / batched,
+  };
+}
+
+// Writes REPLAY_STREAMS streams of REPLAY_MB each (64 KiB appends), then reads them all from the
+// start, following Stream-Next-Offset until up to date.
+async function replay(t) {
+  const chunk = "r".repeat(64 * 1024);
+  const perStream = Math.ceil((REPLAY_MB * 1024 * 1024) / chunk.length);
+  const urls = [];
+  for (let s = 0; s < REPLAY_STREAMS; s++) {
+    const url = streamUrl(t.url, `replay-${s}`);
+    await expectOk(await fetch(url, { method: "PUT", headers: { "content-type": "text/plain" } }), "create");
+    urls.push(url);
+  }
+  await Promise.all(
+    urls.map(async (url) => {
+      for (let i = 0; i < perStream; i++) {
+        await expectOk(await fetch(url, { method: "POST", headers: { "content-type": "text/plain" }, body: chunk }), "replay append");
+      }
+    }),
+  );
+  let bytes = 0;
+  let requests = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    urls.map(async (url) => {
+      let offset = "-1";
+      for (;;) {
+        const res = await fetch(`${url}?offset=${offset}`);
+        const body = await res.arrayBuffer();
+        requests++;
+        if (res.status !== 200) throw new Error(`replay read: HTTP ${res.status}`);
+        bytes += body.byteLength;
+        offset = res.headers.get("stream-next-offset");
+        if (res.headers.get("stream-up-to-date") === "true") break;
+      }
+    }),
+  );
+  const s = (performance.now() - t0) / 1000;
+  const expected = REPLAY_STREAMS * perStream * chunk.length;
+  if (bytes !== expected) throw new Error(`replay read ${bytes} bytes, wrote ${expected}`);
+  return { replay_mb_per_s: bytes / 1e6 / s, replay_requests: requests };
+}
+
+const results = {};
+for (const t of targets) {
+  failures = 0;
+  const r = { target: t.name };
+  for (const count of COUNTS) {
+    const m = await manyStreams(t, count);
+    for (const [k, v] of Object.entries(m)) r[`${k}@${count}`] = v;
+    console.error(`${t.name} ${count}: ${JSON.stringify(m)}`);
+  }
+  Object.assign(r, await replay(t));
+  r.failures = failures;
+  results[t.name] = r;
+  console.error(`${t.name}: ${JSON.stringify(r)}`);
+}
+
+const cols = [];
+for (const count of COUNTS) {
+  const n = count.toLocaleString("en-US");
+  cols.push(
+    [`creates_per_s@${count}`, `${n} streams: creates/s`],
+    [`idle_bytes_per_stream_own@${count}`, `${n} streams: memory per idle stream, server process (bytes)`],
+    [`idle_bytes_per_stream@${count}`, `${n} streams: memory per idle stream, with its JetStream (bytes)`],
+    [`appends_per_s@${count}`, `${n} streams: appends/s (1 msg, ${CONCURRENCY} in flight)`],
+    [`batched_appends_per_s@${count}`, `${n} streams: batched appends/s (${BATCH} msgs each)`],
+    [`batched_msgs_per_s@${count}`, `${n} streams: batched msgs/s`],
+  );
+}
+cols.push(["replay_mb_per_s", `catch-up replay, ${REPLAY_STREAMS} × ${REPLAY_MB} MB (MB/s)`], ["failures", "failed requests"]);
+const names = Object.keys(results);
+const fmt = (v) => (v === undefined ? "–" : v >= 100 ? v.toFixed(0) : v.toFixed(2));
+console.log(`| metric | ${names.join(" | ")} |${names.length > 1 ? ` ratio ${names[0]}/${names[1]} |` : ""}`);
+console.log(`| --- | ${names.map(() => "---").join(" | ")} |${names.length > 1 ? " --- |" : ""}`);
+for (const [k, label] of cols) {
+  const vals = names.map((n) => results[n][k]);
+  const ratio = names.length > 1 ? ` ${(vals[0] / vals[1]).toFixed(2)} |` : "";
+  console.log(`| ${label} | ${vals.map(fmt).join(" | ")} |${ratio}`);
+}
+if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify(results, null, 2));
