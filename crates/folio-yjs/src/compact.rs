@@ -5,7 +5,7 @@
 use yrs::encoding::read::{Cursor, Read};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, Transact, Update};
 
 /// A snapshot that cannot be read: the stored previous snapshot is not a Yjs v1 update.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +25,26 @@ pub struct Compacted {
 /// `previous`: the current snapshot, if any. `messages`: the update log's messages after it,
 /// oldest first, each one POST body of lib0-framed v1 updates.
 pub fn compact<M: AsRef<[u8]>>(previous: Option<&[u8]>, messages: &[M]) -> Result<Compacted, CorruptSnapshot> {
-    let doc = Doc::new();
+    let Replayed { doc, skipped } = replay(previous, messages)?;
+    let txn = doc.transact();
+    Ok(Compacted {
+        snapshot: txn.encode_state_as_update_v1(&StateVector::default()),
+        state_vector: txn.state_vector().encode_v1(),
+        skipped,
+    })
+}
+
+/// A document rebuilt from its snapshot and log.
+pub struct Replayed {
+    pub doc: Doc,
+    /// Frames that did not decode or integrate.
+    pub skipped: usize,
+}
+
+/// Replays a snapshot and the messages after it into one `yrs::Doc` (see [`compact`]). Text
+/// offsets of the doc count UTF-8 bytes.
+pub fn replay<M: AsRef<[u8]>>(previous: Option<&[u8]>, messages: &[M]) -> Result<Replayed, CorruptSnapshot> {
+    let doc = Doc::with_options(Options { offset_kind: OffsetKind::Bytes, ..Options::default() });
     let mut skipped = 0;
     {
         let mut txn = doc.transact_mut();
@@ -54,18 +73,61 @@ pub fn compact<M: AsRef<[u8]>>(previous: Option<&[u8]>, messages: &[M]) -> Resul
             }
         }
     }
-    let txn = doc.transact();
-    Ok(Compacted {
-        snapshot: txn.encode_state_as_update_v1(&StateVector::default()),
-        state_vector: txn.state_vector().encode_v1(),
-        skipped,
-    })
+    Ok(Replayed { doc, skipped })
+}
+
+/// The string held by the top-level `Y.Text` called `name` (empty when it was never written).
+pub fn text(doc: &Doc, name: &str) -> String {
+    let text = doc.get_or_insert_text(name);
+    text.get_string(&doc.transact())
+}
+
+/// Changes the `Y.Text` `name` of `doc` to hold `target`, by the smallest edit (what lies
+/// between the common prefix and suffix is replaced), and returns that edit as one raw v1
+/// update; `None` when it already holds `target`. Edits made concurrently elsewhere in the
+/// text survive the merge.
+pub fn set_text(doc: &Doc, name: &str, target: &str) -> Option<Vec<u8>> {
+    let text = doc.get_or_insert_text(name);
+    let current = text.get_string(&doc.transact());
+    if current == target {
+        return None;
+    }
+    let before = doc.transact().state_vector();
+    let (start, current_end, target_end) = changed_span(&current, target);
+    {
+        let mut txn = doc.transact_mut();
+        // Byte offsets at character boundaries: the doc counts UTF-8 bytes (`replay`).
+        if current_end > start {
+            text.remove_range(&mut txn, start as u32, (current_end - start) as u32);
+        }
+        if target_end > start {
+            text.insert(&mut txn, start as u32, &target[start..target_end]);
+        }
+    }
+    Some(doc.transact().encode_state_as_update_v1(&before))
+}
+
+/// A document holding only `content` in the `Y.Text` `name`, as one raw v1 update.
+pub fn seed(name: &str, content: &str) -> Vec<u8> {
+    let doc = Doc::with_options(Options { offset_kind: OffsetKind::Bytes, ..Options::default() });
+    let text = doc.get_or_insert_text(name);
+    text.insert(&mut doc.transact_mut(), 0, content);
+    doc.transact().encode_state_as_update_v1(&StateVector::default())
+}
+
+/// Byte offsets `(start, end in a, end in b)` of the span where `a` and `b` differ, at
+/// character boundaries.
+fn changed_span(a: &str, b: &str) -> (usize, usize, usize) {
+    let prefix: usize = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).map(|(x, _)| x.len_utf8()).sum();
+    let (ra, rb) = (&a[prefix..], &b[prefix..]);
+    let suffix: usize =
+        ra.chars().rev().zip(rb.chars().rev()).take_while(|(x, y)| x == y).map(|(x, _)| x.len_utf8()).sum();
+    (prefix, a.len() - suffix, b.len() - suffix)
 }
 
 #[cfg(test)]
 mod tests {
     use yrs::encoding::write::Write;
-    use yrs::{GetString, Text};
 
     use super::*;
 
@@ -119,5 +181,33 @@ mod tests {
         assert_eq!(text_of(&c.snapshot), "x");
         assert_eq!(c.skipped, 2);
         assert!(compact::<Vec<u8>>(Some(&[0xff, 0xff, 0xff]), &[]).is_err());
+    }
+
+    #[test]
+    fn set_text_makes_the_smallest_edit_and_keeps_concurrent_ones() {
+        for (from, to) in
+            [("hello world", "hello brave world"), ("abc", ""), ("", "né ü"), ("été", "ete"), ("aaa", "aa")]
+        {
+            let seeded = seed("content", from);
+            let doc = replay::<Vec<u8>>(Some(&seeded), &[]).unwrap().doc;
+            let update = set_text(&doc, "content", to).unwrap();
+            assert_eq!(text(&doc, "content"), to);
+            assert!(set_text(&doc, "content", to).is_none(), "no edit when it already holds the target");
+            // The seed and the edit, replayed elsewhere as a log, give the target too.
+            let mut framed = Vec::new();
+            framed.write_buf(&update);
+            assert_eq!(text(&replay(Some(&seeded), &[framed]).unwrap().doc, "content"), to);
+        }
+        // A concurrent insert elsewhere survives the replacement of a span.
+        let base = seed("content", "one two three");
+        let a = replay::<Vec<u8>>(Some(&base), &[]).unwrap().doc;
+        let b = replay::<Vec<u8>>(Some(&base), &[]).unwrap().doc;
+        let edit_a = set_text(&a, "content", "one 2 three").unwrap();
+        let edit_b = set_text(&b, "content", "one two three four").unwrap();
+        let mut framed = Vec::new();
+        framed.write_buf(&edit_a);
+        framed.write_buf(&edit_b);
+        let merged = replay(Some(&base), &[framed]).unwrap().doc;
+        assert_eq!(text(&merged, "content"), "one 2 three four");
     }
 }

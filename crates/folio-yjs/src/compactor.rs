@@ -68,6 +68,15 @@ pub enum CompactError {
     Panicked(#[source] tokio::task::JoinError),
 }
 
+/// A document's snapshot and the update log after it (`after..tail`).
+pub(crate) struct Stored {
+    pub previous: Option<Vec<u8>>,
+    pub after: StreamSeq,
+    pub tail: StreamSeq,
+    pub messages: Vec<bytes::Bytes>,
+    pub bytes: u64,
+}
+
 /// A compaction lease held on one incarnation of a document.
 #[derive(Debug)]
 pub struct HeldLease {
@@ -151,7 +160,7 @@ impl Yjs {
             .map(drop)
     }
 
-    async fn live_meta(&self, updates: &StreamPath) -> Result<Option<StreamMeta>, StreamError> {
+    pub(crate) async fn live_meta(&self, updates: &StreamPath) -> Result<Option<StreamMeta>, StreamError> {
         match self.streams.live(updates.as_str()).await {
             Ok(v) => Ok(Some(v.meta)),
             Err(StreamError::NotFound | StreamError::Gone) => Ok(None),
@@ -159,7 +168,11 @@ impl Yjs {
         }
     }
 
-    async fn lease(&self, updates: &str, meta: &StreamMeta) -> Result<Option<(HeldLease, DocRecord)>, CompactError> {
+    pub(crate) async fn lease(
+        &self,
+        updates: &str,
+        meta: &StreamMeta,
+    ) -> Result<Option<(HeldLease, DocRecord)>, CompactError> {
         let holder = format!("{}-{}", self.edge_id, uuid::Uuid::new_v4().simple());
         let now = now_ms();
         let until_ms = now + LEASE.as_millis() as i64;
@@ -212,32 +225,25 @@ impl Yjs {
         outcome
     }
 
-    async fn compact_leased(
-        &self,
-        meta: &StreamMeta,
-        record: &DocRecord,
-        lease: &HeldLease,
-    ) -> Result<Outcome, CompactError> {
-        let updates = lease.updates.as_str();
+    /// The document as stored: its current snapshot and the update log after it, read up to
+    /// date.
+    pub(crate) async fn read_stored(&self, meta: &StreamMeta, record: &DocRecord) -> Result<Stored, CompactError> {
+        let updates = meta.path.as_str();
         let (previous, after) = match &record.snapshot {
             Some(p) => match self.snapshots.get(&p.object).await? {
                 Some(bytes) => (Some(bytes), StreamSeq::new(p.next)),
                 None => {
-                    tracing::warn!(doc = %updates, "the current snapshot's object is missing: compacting the whole log");
+                    tracing::warn!(doc = %updates, "the current snapshot's object is missing: reading the whole log");
                     (None, meta.base())
                 }
             },
             None => (None, meta.base()),
         };
         let tail = self.streams.store().tail(meta).await?;
-        if tail <= after {
-            return Ok(Outcome::NothingNew);
-        }
-        // Read up to date: the snapshot covers exactly the updates up to `tail`.
         let mut messages = Vec::new();
         let mut bytes = 0u64;
         let mut cursor = after;
-        loop {
+        while cursor < tail {
             let chunk = self.streams.read_chunk(meta, cursor, tail).await?;
             bytes += chunk.payloads.iter().map(|p| p.len() as u64).sum::<u64>();
             messages.extend(chunk.payloads);
@@ -245,6 +251,20 @@ impl Yjs {
             if chunk.up_to_date {
                 break;
             }
+        }
+        Ok(Stored { previous, after, tail, messages, bytes })
+    }
+
+    async fn compact_leased(
+        &self,
+        meta: &StreamMeta,
+        record: &DocRecord,
+        lease: &HeldLease,
+    ) -> Result<Outcome, CompactError> {
+        let updates = lease.updates.as_str();
+        let Stored { previous, after, tail, messages, bytes } = self.read_stored(meta, record).await?;
+        if tail <= after {
+            return Ok(Outcome::NothingNew);
         }
         if bytes < self.config.compaction_threshold {
             return Ok(Outcome::BelowThreshold { bytes });

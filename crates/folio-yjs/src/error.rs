@@ -26,6 +26,16 @@ pub enum YjsError {
     SnapshotNotFound,
     #[error("Awareness stream not found")]
     AwarenessNotFound,
+    /// A proposal document whose proposal is not in the caller's agency.
+    #[error("Proposal not found")]
+    ProposalNotFound,
+    /// Only a draft's document accepts updates.
+    #[error("{0}")]
+    ReadOnly(String),
+    /// Proposal documents need the database (and the API) this edge was not given, or the
+    /// database failed (logged).
+    #[error("proposal documents are unavailable")]
+    ProposalsUnavailable(#[source] Option<sqlx::Error>),
     /// The streams layer's own refusal (auth, quotas, offsets, conflicts): passed on as is.
     #[error(transparent)]
     Stream(#[from] StreamError),
@@ -47,6 +57,17 @@ impl IntoResponse for YjsError {
             YjsError::DocumentNotFound => (StatusCode::NOT_FOUND, "DOCUMENT_NOT_FOUND"),
             YjsError::SnapshotNotFound => (StatusCode::NOT_FOUND, "SNAPSHOT_NOT_FOUND"),
             YjsError::AwarenessNotFound => (StatusCode::NOT_FOUND, "STREAM_NOT_FOUND"),
+            YjsError::ProposalNotFound => (StatusCode::NOT_FOUND, "PROPOSAL_NOT_FOUND"),
+            // Not 403 or 409: the provider's producer retries a 403 at once with a new epoch
+            // and waits out a 409 as a sequence gap; any other 4xx reaches the application
+            // as an error, which is what a read-only document is.
+            YjsError::ReadOnly(_) => (StatusCode::LOCKED, "DOCUMENT_READ_ONLY"),
+            YjsError::ProposalsUnavailable(ref e) => {
+                if let Some(e) = e {
+                    tracing::error!(error = %folio_runtime::error_chain(e), "proposal documents: database error");
+                }
+                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+            }
         };
         let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
         let mut res = (status, axum::Json(body)).into_response();

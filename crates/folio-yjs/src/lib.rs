@@ -16,6 +16,7 @@ mod compactor;
 mod error;
 pub mod frames;
 pub mod path;
+pub mod proposal;
 mod record;
 mod routes;
 mod snapshots;
@@ -47,6 +48,16 @@ pub struct YjsConfig {
     /// several appends cut at update boundaries.
     #[arg(long = "yjs-max-post-bytes", env = "FOLIO_YJS_MAX_POST_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_post_bytes: usize,
+
+    /// gRPC address of proposals-api, through which the edge writes a proposal document's text
+    /// into the proposal (UpdateProposal: the API's rules, version bump, draft only).
+    #[arg(long = "yjs-proposals-api", env = "FOLIO_YJS_PROPOSALS_API", default_value = "http://127.0.0.1:50051")]
+    pub proposals_api: String,
+
+    /// Quiet time after the last update of a proposal's document before its text is written
+    /// into the proposal.
+    #[arg(long = "yjs-persist-debounce", env = "FOLIO_YJS_PERSIST_DEBOUNCE", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub persist_debounce: Duration,
 }
 
 impl YjsConfig {
@@ -59,6 +70,9 @@ impl YjsConfig {
         }
         if self.max_post_bytes == 0 {
             return Err("--yjs-max-post-bytes must be positive".into());
+        }
+        if self.proposals_api.parse::<tonic::transport::Uri>().map_or(true, |u| u.authority().is_none()) {
+            return Err(format!("--yjs-proposals-api {:?} is not an absolute URL", self.proposals_api));
         }
         Ok(())
     }
@@ -74,6 +88,11 @@ pub struct Yjs {
     /// of when to try (the compactor counts the real bytes), so restarts and other edges are
     /// harmless. Keyed by the update log's stream path.
     pending: Mutex<HashMap<String, Pending>>,
+    /// Proposal documents: the database and API they are checked against and persisted
+    /// through; `None` on an edge without them (proposal documents then answer 503).
+    proposals: Option<proposal::Proposals>,
+    /// Proposal documents waiting for their debounced persist, by update log path.
+    persists: Mutex<HashMap<String, proposal::Scheduled>>,
     /// Names this edge in compaction leases.
     edge_id: String,
     shutdown: CancellationToken,
@@ -87,11 +106,25 @@ struct Pending {
 }
 
 impl Yjs {
-    /// Opens the snapshot bucket; compactions run on `tasks` and stop with `shutdown`.
+    /// Opens the snapshot bucket; compactions run on `tasks` and stop with `shutdown`. Without
+    /// proposal documents (see [`Yjs::start_with_proposals`]).
     pub async fn start(
         streams: Arc<Streams>,
         config: YjsConfig,
         prefix: &str,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Result<Arc<Self>, StorageError> {
+        Self::start_with_proposals(streams, config, prefix, None, shutdown, tasks).await
+    }
+
+    /// As [`Yjs::start`], serving proposal documents from `proposals`; their persists also run
+    /// on `tasks`.
+    pub async fn start_with_proposals(
+        streams: Arc<Streams>,
+        config: YjsConfig,
+        prefix: &str,
+        proposals: Option<proposal::Proposals>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Result<Arc<Self>, StorageError> {
@@ -106,6 +139,8 @@ impl Yjs {
             records,
             snapshots,
             pending: Mutex::new(HashMap::new()),
+            proposals,
+            persists: Mutex::new(HashMap::new()),
             edge_id: uuid::Uuid::new_v4().simple().to_string(),
             shutdown,
             tasks,

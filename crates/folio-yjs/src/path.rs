@@ -9,6 +9,7 @@
 //! edge (`--ds-open`, the conformance suite) serves. `.`-prefixed segments cannot collide with
 //! a document path, which never has one.
 
+use folio_domain::{AgencyId, ProposalId};
 use folio_durable_streams::path::StreamPath;
 
 /// Longest document path (after percent-decoding), as in the reference server.
@@ -27,6 +28,9 @@ pub enum YjsPathError {
     Service,
     #[error("Invalid awareness stream name")]
     AwarenessName,
+    /// `proposals/…` in an agency's namespace names exactly one proposal.
+    #[error("Invalid proposal document path: proposals/<proposal id>")]
+    ProposalPath,
 }
 
 /// One document, as addressed by a request.
@@ -35,7 +39,12 @@ pub struct DocAddress {
     service: String,
     doc_path: String,
     base: String,
+    proposal: Option<(AgencyId, ProposalId)>,
 }
+
+/// The first segment of a proposal's document path in its agency's namespace:
+/// `/v1/yjs/<agency id>/docs/proposals/<proposal id>`.
+pub const PROPOSALS: &str = "proposals";
 
 impl DocAddress {
     /// The path after `/v1/yjs/`, still percent-encoded as sent.
@@ -61,12 +70,26 @@ impl DocAddress {
         if doc_path.len() > MAX_DOC_PATH {
             return Err(YjsPathError::DocPath);
         }
-        let base = match folio_durable_streams::path::namespace_of(&format!("agencies/{service}/x")) {
+        let agency = folio_durable_streams::path::namespace_of(&format!("agencies/{service}/x"))
             // Only the canonical (lower-case) spelling of an agency id names its namespace.
-            Some(agency) if agency.to_string() == service => format!("agencies/{service}/yjs/docs/{doc_path}"),
-            _ => format!("yjs/{service}/docs/{doc_path}"),
+            .filter(|agency| agency.to_string() == service);
+        let (base, proposal) = match agency {
+            Some(agency) => {
+                let proposal = match segments.as_slice() {
+                    [PROPOSALS, id] => Some((agency, canonical_proposal(id).ok_or(YjsPathError::ProposalPath)?)),
+                    [PROPOSALS, ..] => return Err(YjsPathError::ProposalPath),
+                    _ => None,
+                };
+                (format!("agencies/{service}/yjs/docs/{doc_path}"), proposal)
+            }
+            None => (format!("yjs/{service}/docs/{doc_path}"), None),
         };
-        Ok(DocAddress { service: service.to_owned(), doc_path, base })
+        Ok(DocAddress { service: service.to_owned(), doc_path, base, proposal })
+    }
+
+    /// The proposal whose document this is (`proposals/<id>` in the agency's namespace).
+    pub fn proposal(&self) -> Option<(AgencyId, ProposalId)> {
+        self.proposal
     }
 
     pub fn doc_path(&self) -> &str {
@@ -92,6 +115,11 @@ impl DocAddress {
         // is far below its length limit, so this cannot fail.
         StreamPath::parse(&format!("{}/{suffix}", self.base)).expect("a checked document path is a stream path")
     }
+}
+
+/// One spelling per proposal (lower-case), so a document is never reachable under two paths.
+fn canonical_proposal(segment: &str) -> Option<ProposalId> {
+    ProposalId::parse(segment).ok().filter(|id| id.to_string() == segment)
 }
 
 /// Awareness names address a stream of their own, so they are checked like path segments
@@ -138,6 +166,31 @@ mod tests {
         assert_eq!(d.updates().namespace().map(|a| a.to_string()).as_deref(), Some(agency));
         let upper = DocAddress::parse(&format!("/v1/yjs/{}/docs/p", agency.to_uppercase())).unwrap();
         assert_eq!(upper.updates().namespace(), None);
+    }
+
+    #[test]
+    fn a_proposal_document_names_one_proposal_of_the_agency() {
+        let agency = "0190a0d4-7a3b-7c2e-9f00-1234567890ab";
+        let proposal = "0190a0d4-7a3b-7c2e-9f00-00000000cafe";
+        let d = DocAddress::parse(&format!("/v1/yjs/{agency}/docs/proposals/{proposal}")).unwrap();
+        let (a, p) = d.proposal().unwrap();
+        assert_eq!((a.to_string().as_str(), p.to_string().as_str()), (agency, proposal));
+        assert_eq!(d.updates().as_str(), format!("agencies/{agency}/yjs/docs/proposals/{proposal}/.updates"));
+        for bad in [
+            format!("proposals/{}", proposal.to_uppercase()),
+            "proposals/not-an-id".to_owned(),
+            format!("proposals/{proposal}/extra"),
+            "proposals".to_owned(),
+        ] {
+            assert_eq!(
+                DocAddress::parse(&format!("/v1/yjs/{agency}/docs/{bad}")),
+                Err(YjsPathError::ProposalPath),
+                "{bad}"
+            );
+        }
+        // Other documents of the agency, and `proposals/…` outside every namespace, are plain.
+        assert_eq!(DocAddress::parse(&format!("/v1/yjs/{agency}/docs/notes/{proposal}")).unwrap().proposal(), None);
+        assert_eq!(DocAddress::parse("/v1/yjs/test/docs/proposals/x").unwrap().proposal(), None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What the edge keeps about a document besides its streams: one record per document in the
 //! Durable Streams metadata bucket (key `y.<hash of the update log's path>`), written with
 //! compare-and-set. It holds the snapshot pointer, the names of the awareness streams created
-//! (for the cascade on delete) and the compaction lease. A record belongs to one incarnation of
+//! (for the cascade on delete), the lease (one edge compacts or persists a document at a time)
+//! and, for a proposal's document, what it last agreed on with the proposal. A record belongs to one incarnation of
 //! the update log: after a delete and re-create, the old document's pointer is never followed.
 
 use std::collections::BTreeSet;
@@ -39,11 +40,22 @@ pub struct DocRecord {
     /// Awareness streams created besides `default`, by any route (PUT or POST auto-create).
     pub awareness: BTreeSet<String>,
     pub lease: Option<Lease>,
+    /// For a proposal's document: SHA-256 (hex) of the content the document and the proposal
+    /// last agreed on. A proposal whose content no longer hashes to it was changed by someone
+    /// else (the API), and the document follows it rather than overwriting it.
+    #[serde(default)]
+    pub persisted: Option<String>,
 }
 
 impl DocRecord {
     fn fresh(incarnation: &str) -> Self {
-        DocRecord { incarnation: incarnation.to_owned(), snapshot: None, awareness: BTreeSet::new(), lease: None }
+        DocRecord {
+            incarnation: incarnation.to_owned(),
+            snapshot: None,
+            awareness: BTreeSet::new(),
+            lease: None,
+            persisted: None,
+        }
     }
 }
 

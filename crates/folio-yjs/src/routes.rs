@@ -68,7 +68,27 @@ async fn handle(yjs: &Arc<Yjs>, req: Request) -> Result<Response> {
     let target = parse_target(&req)?;
     let principal = yjs.streams.authenticate(req.headers())?;
     // Before any lookup, so the answer never says whether someone else's document exists.
-    principal.authorize(action, &target.doc.updates())?;
+    let principal = match target.doc.proposal() {
+        // A proposal's document: every member of the agency opens it (PUT creates it from the
+        // proposal), reads it and shows presence; writing updates and deleting keep their
+        // roles, checked here, after which the edge acts for the caller as (at least) an editor.
+        Some(_) => {
+            let needs = match (&target.awareness, req.method()) {
+                (None, &Method::POST) => Action::Write,
+                (_, &Method::DELETE) => Action::Delete,
+                _ => Action::Read,
+            };
+            principal.authorize(needs, &target.doc.updates())?;
+            if yjs.proposals().is_none() {
+                return Err(YjsError::ProposalsUnavailable(None));
+            }
+            at_least_editor(principal)
+        }
+        None => {
+            principal.authorize(action, &target.doc.updates())?;
+            principal
+        }
+    };
     let ctx = Ctx { yjs, principal, target };
     match (ctx.target.awareness.clone(), req.method().clone()) {
         (None, Method::PUT) => ctx.put_doc(req).await,
@@ -80,6 +100,15 @@ async fn handle(yjs: &Arc<Yjs>, req: Request) -> Result<Response> {
         (Some(name), Method::POST) => ctx.post_awareness(&name, req).await,
         (Some(name), Method::DELETE) => ctx.delete_awareness(&name).await,
         (Some(name), _) => ctx.serve(&ctx.target.doc.awareness(&name), req).await.map_err(awareness_not_found),
+    }
+}
+
+fn at_least_editor(principal: Principal) -> Principal {
+    match principal {
+        Principal::Member(caller) if caller.role == folio_auth::Role::Viewer => {
+            Principal::Member(folio_auth::Caller { role: folio_auth::Role::Editor, ..caller })
+        }
+        other => other,
     }
 }
 
@@ -122,7 +151,7 @@ fn awareness_not_found(e: YjsError) -> YjsError {
 }
 
 /// A request to the streams layer, built here (method, headers, body; the path is `serve`'s).
-fn stream_request(method: Method, headers: HeaderMap, query: Option<&str>, body: Bytes) -> Request {
+pub(crate) fn stream_request(method: Method, headers: HeaderMap, query: Option<&str>, body: Bytes) -> Request {
     let uri = match query {
         Some(q) => format!("/?{q}"),
         None => "/".to_owned(),
@@ -134,7 +163,7 @@ fn stream_request(method: Method, headers: HeaderMap, query: Option<&str>, body:
     req
 }
 
-fn octet_headers() -> HeaderMap {
+pub(crate) fn octet_headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
     headers
@@ -162,6 +191,18 @@ impl Ctx<'_> {
             .map_err(|_| YjsError::Stream(StreamError::TooLarge { limit }))
     }
 
+    /// The proposal of a proposal's document, in the caller's agency, or 404.
+    async fn proposal_row(&self) -> Result<crate::proposal::ProposalRow> {
+        let (Some((agency, id)), Some(proposals)) = (self.target.doc.proposal(), self.yjs.proposals()) else {
+            return Err(YjsError::ProposalsUnavailable(None));
+        };
+        proposals
+            .load(agency, id)
+            .await
+            .map_err(|e| YjsError::ProposalsUnavailable(Some(e)))?
+            .ok_or(YjsError::ProposalNotFound)
+    }
+
     /// The update log's metadata, or 404 `DOCUMENT_NOT_FOUND`.
     async fn live_doc(&self) -> Result<folio_durable_streams::meta::StreamMeta> {
         match self.streams().live(self.target.doc.updates().as_str()).await {
@@ -174,7 +215,28 @@ impl Ctx<'_> {
     /// PUT: the update log (DS create semantics: 201, 200, 409) and the default awareness stream.
     async fn put_doc(&self, req: Request) -> Result<Response> {
         let path = req.uri().path().to_owned();
+        // A proposal's document is created holding the proposal's content, in the same append
+        // as the creation (a body on an existing stream is ignored).
+        let (req, proposal) = match self.target.doc.proposal() {
+            Some(_) => {
+                let row = self.proposal_row().await?;
+                let (mut parts, _) = req.into_parts();
+                parts.headers.remove(header::CONTENT_LENGTH);
+                let body = Yjs::creation_body(&row);
+                (stream_request(Method::PUT, parts.headers, None, body.into()), Some(row))
+            }
+            None => (req, None),
+        };
         let mut res = self.serve(&self.target.doc.updates(), req).await?;
+        if let Some(row) = proposal {
+            if res.status() == StatusCode::CREATED {
+                self.yjs.created(&self.target.doc, &row.content).await;
+            } else {
+                // Opened again: an edge may have died before persisting the last updates, or
+                // the proposal changed through the API; the persist sets either right.
+                self.yjs.schedule_persist(&self.target.doc, None);
+            }
+        }
         // Also on 200: a re-PUT brings back an expired default awareness stream.
         if let Err(e) = self.create_awareness(DEFAULT_AWARENESS).await {
             tracing::warn!(error = %folio_runtime::error_chain(&e), "failed to create the default awareness stream");
@@ -196,6 +258,12 @@ impl Ctx<'_> {
     async fn post_doc(&self, req: Request) -> Result<Response> {
         // Existence first: a missing document is 404 whatever the body.
         self.live_doc().await?;
+        if let Some((_, id)) = self.target.doc.proposal() {
+            let row = self.proposal_row().await?;
+            if !row.accepts_updates() {
+                return Err(YjsError::ReadOnly(row.read_only_reason(id)));
+            }
+        }
         let producer = [PRODUCER_EPOCH, PRODUCER_SEQ].map(|h| req.headers().get(h).cloned());
         let has_producer = req.headers().contains_key(PRODUCER_ID);
         let body = Self::body(req, self.yjs.config.max_post_bytes).await?;
@@ -211,6 +279,13 @@ impl Ctx<'_> {
         }
         let mut res = last.expect("a non-empty body has at least one frame");
         self.yjs.appended(&self.target.doc, total);
+        if self.target.doc.proposal().is_some() {
+            let writer = match self.principal {
+                Principal::Member(caller) => Some(caller.user_id),
+                _ => None,
+            };
+            self.yjs.schedule_persist(&self.target.doc, writer);
+        }
         if has_producer {
             *res.status_mut() = StatusCode::OK;
             for (name, value) in [PRODUCER_EPOCH, PRODUCER_SEQ].into_iter().zip(producer) {

@@ -176,11 +176,20 @@ impl Bound {
                 tasks.clone(),
             )
             .await?;
-            // Yjs documents are streams of this API, served in process on the same JetStream.
-            let yjs = folio_yjs::Yjs::start(
+            // Yjs documents are streams of this API, served in process on the same JetStream;
+            // proposals' documents are checked in the database and persisted through the API.
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(std::time::Duration::from_secs(5))
+                .connect_lazy(&config.shapes.db.database_url)
+                .map_err(|e| Error::Config(format!("FOLIO_DATABASE_URL: {e}")))?;
+            let proposals = folio_yjs::proposal::Proposals::new(pool, &config.yjs, config.streams.jwt.authenticator())
+                .map_err(|e| Error::Config(format!("--yjs-proposals-api: {e}")))?;
+            let yjs = folio_yjs::Yjs::start_with_proposals(
                 streams.clone(),
                 config.yjs.clone(),
                 &config.streams.prefix,
+                Some(proposals),
                 shutdown.clone(),
                 tasks.clone(),
             )
