@@ -162,6 +162,12 @@ async fn ingest(config: Config, shutdown: CancellationToken, readiness: Readines
     // over replicas is the number of active replicas, which must be 1.
     let slot_held = metrics::gauge!("folio_wal_ingest_slot_held");
     slot_held.set(0.0);
+    let watcher = tokio::spawn(slot::watch(
+        config.db.database_url.clone(),
+        config.slot.clone(),
+        config.lag_interval,
+        shutdown.child_token(),
+    ));
     'owner: while !shutdown.is_cancelled() {
         slot_held.set(0.0);
         let mut owner =
@@ -194,6 +200,7 @@ async fn ingest(config: Config, shutdown: CancellationToken, readiness: Readines
         }
     }
     slot_held.set(0.0);
+    watcher.abort();
     tracing::info!("wal-ingest stopped");
     Ok(())
 }

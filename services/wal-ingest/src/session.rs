@@ -174,11 +174,9 @@ impl Stream<'_> {
                         self.confirm_lsn(lsn);
                     }
                 }
+                // The slot's lag itself is measured by `slot::watch`, session or none.
                 _ = lag_timer.tick() => {
-                    let lag = self.owner.lag_bytes().await?;
-                    metrics::gauge!("folio_wal_ingest_slot_lag_bytes").set(lag.unconfirmed_bytes as f64);
-                    metrics::gauge!("folio_wal_ingest_slot_retained_wal_bytes").set(lag.retained_bytes as f64);
-                    tracing::info!(slot = %self.ingest.slot, lag_bytes = lag.unconfirmed_bytes, retained_bytes = lag.retained_bytes, confirmed = %self.confirm.flushed(), in_flight = self.publisher.in_flight(), "slot lag");
+                    tracing::info!(slot = %self.ingest.slot, confirmed = %self.confirm.flushed(), in_flight = self.publisher.in_flight(), "publishing");
                 }
                 event = self.client.recv(), if room => {
                     match event? {

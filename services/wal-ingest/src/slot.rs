@@ -39,16 +39,6 @@ pub struct SlotState {
 type SlotRow = (Option<String>, Option<String>, Option<String>, Option<String>);
 
 /// The ordinary session that owns the slot while it holds the advisory lock.
-/// Two distances, in bytes, from the server's current WAL position.
-#[derive(Debug, Clone, Copy)]
-pub struct SlotLag {
-    /// To the confirmed flush position: what wal-ingest has not yet confirmed as published.
-    pub unconfirmed_bytes: i64,
-    /// To the restart position: the WAL PostgreSQL keeps on disk for the slot, which is what
-    /// `max_slot_wal_keep_size` is measured against (past it the slot is invalidated).
-    pub retained_bytes: i64,
-}
-
 pub struct SlotOwner {
     pub conn: PgConnection,
     slot: String,
@@ -183,20 +173,6 @@ impl SlotOwner {
         Ok(())
     }
 
-    /// How far the slot is behind the server's current WAL position.
-    pub async fn lag_bytes(&mut self) -> Result<SlotLag, SlotError> {
-        let (confirmed, retained): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8, \
-                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 \
-             FROM pg_replication_slots WHERE slot_name = $1",
-        )
-        .bind(&self.slot)
-        .fetch_one(&mut self.conn)
-        .await
-        .map_err(query("measuring slot lag"))?;
-        Ok(SlotLag { unconfirmed_bytes: confirmed.unwrap_or(0), retained_bytes: retained.unwrap_or(0) })
-    }
-
     /// Drops an invalidated slot and creates it afresh; returns the new start position.
     pub async fn recreate(&mut self) -> Result<SlotState, SlotError> {
         sqlx::query("SELECT pg_drop_replication_slot($1)")
@@ -241,5 +217,59 @@ mod tests {
         assert!(super::create_slot_sql(170_000).ends_with("false, false, true)"));
         assert!(super::create_slot_sql(180_002).ends_with("false, false, true)"));
         assert_eq!(super::create_slot_sql(150_019), "SELECT pg_create_logical_replication_slot($1, 'pgoutput')");
+    }
+}
+
+/// What every replica, active or standing by, measures of the slot on a connection of its own
+/// every `interval`: sessions come and go (NATS down, PostgreSQL restarting), and the slot's lag
+/// matters most exactly when no session streams it. Exported as gauges; a slot that lost its WAL
+/// is logged as an error when it is first seen.
+pub async fn watch(database_url: String, slot: String, interval: Duration, shutdown: CancellationToken) {
+    let lag = metrics::gauge!("folio_wal_ingest_slot_lag_bytes");
+    let retained = metrics::gauge!("folio_wal_ingest_slot_retained_wal_bytes");
+    let lost = metrics::gauge!("folio_wal_ingest_slot_lost");
+    lost.set(0.0);
+    let mut conn: Option<PgConnection> = None;
+    let mut was_lost = false;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if conn.is_none() {
+            conn = PgConnection::connect(&database_url).await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let row: Result<Option<(Option<i64>, Option<i64>, Option<String>)>, _> = sqlx::query_as(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8, \
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8, wal_status \
+             FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&slot)
+        .fetch_optional(&mut *c)
+        .await;
+        let (unconfirmed, kept, wal_status) = match row {
+            Ok(Some(row)) => row,
+            // Not created yet (a first start), or dropped to be made afresh.
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(%slot, "measuring the slot failed, reconnecting: {e}");
+                conn = None;
+                continue;
+            }
+        };
+        let is_lost = wal_status.as_deref() == Some("lost");
+        lost.set(if is_lost { 1.0 } else { 0.0 });
+        if is_lost && !was_lost {
+            tracing::error!(%slot, "replication slot invalidated: PostgreSQL removed WAL it had not confirmed (max_slot_wal_keep_size); changes committed meanwhile are lost, and consumers are told to re-snapshot once the slot is recreated");
+        }
+        was_lost = is_lost;
+        if let (Some(unconfirmed), Some(kept)) = (unconfirmed, kept) {
+            lag.set(unconfirmed as f64);
+            retained.set(kept as f64);
+            tracing::info!(%slot, lag_bytes = unconfirmed, retained_bytes = kept, wal_status = wal_status.as_deref().unwrap_or(""), "slot lag");
+        }
     }
 }

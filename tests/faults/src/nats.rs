@@ -24,6 +24,21 @@ impl PrivateNats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// SIGTERM, and wait until it is gone (until [`PrivateNats::start_again`]).
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        crate::signal(self.child.id().context("nats-server runs")?, "TERM")?;
+        if tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.is_err() {
+            self.child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Started again on the same port and store after [`PrivateNats::stop`].
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.child = spawn(self.port, &self.dir).await?;
+        Ok(())
+    }
+
     /// Ends the server with `signal` (TERM or KILL), waits until it is gone, and starts it again
     /// on the same port and store; returns once it listens.
     pub async fn restart(&mut self, signal: &str) -> anyhow::Result<()> {

@@ -1,10 +1,14 @@
 //! wal-ingest replicas as processes (so SIGKILL is real), each on a known admin port to ask
 //! which one is active.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::Context as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 /// What every replica of one run shares: where it reads and publishes.
 #[derive(Debug, Clone)]
@@ -21,13 +25,32 @@ pub struct Replica {
     pub admin: SocketAddr,
     child: tokio::process::Child,
     setup: IngestSetup,
+    /// What it logged, when started with [`Replica::start_logging`].
+    log: Option<Arc<Mutex<String>>>,
 }
 
 impl Replica {
     pub async fn start(setup: &IngestSetup) -> anyhow::Result<Self> {
         let admin: SocketAddr = ([127, 0, 0, 1], crate::free_port()?).into();
-        let child = spawn(setup, admin)?;
-        Ok(Self { admin, child, setup: setup.clone() })
+        let child = spawn(setup, admin, None)?;
+        Ok(Self { admin, child, setup: setup.clone(), log: None })
+    }
+
+    /// Started with `RUST_LOG=<filter>`, keeping what it logs for [`Replica::log`].
+    pub async fn start_logging(setup: &IngestSetup, filter: &str) -> anyhow::Result<Self> {
+        let admin: SocketAddr = ([127, 0, 0, 1], crate::free_port()?).into();
+        let mut child = spawn(setup, admin, Some(filter))?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().context("piped stdout")?;
+        let err = child.stderr.take().context("piped stderr")?;
+        tokio::spawn(keep_lines(BufReader::new(out).lines(), log.clone()));
+        tokio::spawn(keep_lines(BufReader::new(err).lines(), log.clone()));
+        Ok(Self { admin, child, setup: setup.clone(), log: Some(log) })
+    }
+
+    /// What it logged so far (empty unless started with [`Replica::start_logging`]).
+    pub fn log(&self) -> String {
+        self.log.as_ref().map(|l| l.lock().expect("not poisoned").clone()).unwrap_or_default()
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -42,7 +65,7 @@ impl Replica {
     /// SIGKILL, then the same replica started again (it comes back as the standby).
     pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
         self.kill().await?;
-        self.child = spawn(&self.setup, self.admin)?;
+        self.child = spawn(&self.setup, self.admin, None)?;
         Ok(())
     }
 
@@ -59,8 +82,19 @@ impl Replica {
     }
 }
 
-fn spawn(setup: &IngestSetup, admin: SocketAddr) -> anyhow::Result<tokio::process::Child> {
+async fn keep_lines<R: tokio::io::AsyncBufRead + Unpin>(mut lines: tokio::io::Lines<R>, log: Arc<Mutex<String>>) {
+    while let Ok(Some(line)) = lines.next_line().await {
+        let mut log = log.lock().expect("not poisoned");
+        log.push_str(&line);
+        log.push('\n');
+    }
+}
+
+fn spawn(setup: &IngestSetup, admin: SocketAddr, log_filter: Option<&str>) -> anyhow::Result<tokio::process::Child> {
     let binary = crate::bin_dir()?.join("wal-ingest");
+    let kept = log_filter.is_some();
+    let log = log_filter.map(str::to_owned).or_else(|| std::env::var("FOLIO_FAULTS_LOG").ok()).unwrap_or("off".into());
+    let output = || if kept { std::process::Stdio::piped() } else { std::process::Stdio::inherit() };
     tokio::process::Command::new(&binary)
         .env("FOLIO_ENV", "development")
         .env("FOLIO_DATABASE_URL", &setup.database_url)
@@ -74,8 +108,12 @@ fn spawn(setup: &IngestSetup, admin: SocketAddr) -> anyhow::Result<tokio::proces
         .env("FOLIO_STANDBY_POLL", "200ms")
         // A silent NATS link must end the session within the suite's patience.
         .env("FOLIO_ACK_TIMEOUT", "2s")
+        // The slot's gauges follow a fault closely.
+        .env("FOLIO_LAG_INTERVAL", "200ms")
         // Its errors are the faults' expected effects: quiet unless asked for.
-        .env("RUST_LOG", std::env::var("FOLIO_FAULTS_LOG").unwrap_or_else(|_| "off".into()))
+        .env("RUST_LOG", log)
+        .stdout(output())
+        .stderr(output())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("start {} (cargo build -p wal-ingest, or set FOLIO_BIN_DIR)", binary.display()))

@@ -3,7 +3,8 @@
 //! invalidates its slot (the changes in between are gone for good). Started again, wal-ingest
 //! must say so to every consumer (a re-snapshot-required event per published table), create a
 //! fresh slot and publish new commits; a shape client holding a handle from before is told to
-//! refetch (409) by the edge.
+//! refetch (409) by the edge. Started first while NATS is down, so that nobody can be told yet,
+//! it must say so itself: `folio_wal_ingest_slot_lost` 1, an error logged, `readyz` false.
 
 use std::time::Duration;
 
@@ -32,11 +33,10 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidated_slot_is_reported_recreated_and_shape_clients_refetch() {
-    let base = Base::start(&["max_slot_wal_keep_size=32MB", "max_wal_size=64MB", "min_wal_size=32MB"])
+    let mut base = Base::start(&["max_slot_wal_keep_size=32MB", "max_wal_size=64MB", "min_wal_size=32MB"])
         .await
         .expect("a private PostgreSQL and nats-server");
     let pool = base.pool.clone();
-    let nats = &base.nats;
     let setup = base.ingest_setup();
     let mut ingest = Replica::start(&setup).await.unwrap();
     let edge = Edge::start(&setup).await;
@@ -83,8 +83,28 @@ async fn an_invalidated_slot_is_reported_recreated_and_shape_clients_refetch() {
     .await;
     assert_eq!(status, "lost");
 
-    // Back: every consumer of every published table hears that changes were lost...
-    let ingest = Replica::start(&setup).await.unwrap();
+    // Back while NATS is down, so nobody can be told yet: the replica reports the lost slot
+    // (gauge, log) and is not ready.
+    base.nats.stop().await.unwrap();
+    let ingest = Replica::start_logging(&setup, "wal_ingest=info").await.unwrap();
+    let gauge = |value: &'static str| {
+        let ingest = &ingest;
+        move || async move {
+            let metrics = ingest.metrics().await?;
+            metrics.lines().any(|l| l == format!("folio_wal_ingest_slot_lost {value}")).then_some(())
+        }
+    };
+    eventually("folio_wal_ingest_slot_lost 1", Duration::from_secs(60), gauge("1")).await;
+    for _ in 0..10 {
+        assert!(!ingest.is_active().await, "ready while its slot is lost and nothing was re-snapshotted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = ingest.log();
+    assert!(log.contains("replication slot invalidated"), "the lost slot is logged:\n{log}");
+
+    // NATS back: every consumer of every published table hears that changes were lost...
+    base.nats.start_again().await.unwrap();
+    let nats = &base.nats;
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let subjects = folio_bus::Subjects::new(setup.subject_root.clone());
@@ -124,6 +144,7 @@ async fn an_invalidated_slot_is_reported_recreated_and_shape_clients_refetch() {
         .unwrap();
     assert_ne!(wal_status, "lost", "the slot was recreated");
     assert!(ingest.is_active().await, "wal-ingest streams the new slot");
+    eventually("folio_wal_ingest_slot_lost 0", Duration::from_secs(60), gauge("0")).await;
     let metrics = ingest.metrics().await.unwrap_or_default();
     assert!(
         metrics.lines().any(|l| l.starts_with("folio_wal_ingest_slot_invalidations_total") && l.ends_with(" 1")),
