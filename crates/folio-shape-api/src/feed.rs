@@ -53,6 +53,11 @@ pub struct TableFeed {
     dead: AtomicBool,
 }
 
+/// The events a feed applied since a shape with subqueries began its snapshot.
+pub struct Tap {
+    events: Mutex<Vec<(StreamSeq, ChangeEvent)>>,
+}
+
 /// Why a feed stopped: a message it cannot apply (skipping it would let shapes move past a
 /// change they never applied).
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +80,9 @@ struct FeedInner {
     /// Commit LSN and xid of the transaction whose end has not arrived yet.
     open: Option<(u64, u32)>,
     shapes: Vec<Arc<Shape>>,
+    /// Events kept for shapes with subqueries whose snapshot is being taken (dropped when
+    /// their taker lets go).
+    taps: Vec<Arc<Tap>>,
     /// Recently completed transactions: (their last sequence, xid, when).
     recent: VecDeque<(StreamSeq, u32, Instant)>,
 }
@@ -125,6 +133,7 @@ impl TableFeed {
                 committed: last,
                 open: None,
                 shapes: Vec::new(),
+                taps: Vec::new(),
                 recent: VecDeque::new(),
             }),
             generation: AtomicU64::new(0),
@@ -194,6 +203,9 @@ impl TableFeed {
                 inner.close(at, xid);
             }
             if self.whole_stream {
+                for tap in &inner.taps {
+                    tap.events.lock().push((seq, ev.clone()));
+                }
                 for shape in &inner.shapes {
                     shape.apply_any(seq, ev);
                 }
@@ -229,6 +241,7 @@ impl TableFeed {
         let woken: Vec<Arc<Shape>> =
             inner.shapes.iter().filter(|s| s.advance(applied, committed)).map(Arc::clone).collect();
         inner.shapes.retain(|s| s.invalid_reason().is_none());
+        inner.taps.retain(|t| Arc::strong_count(t) > 1);
         drop(inner);
         for s in woken {
             s.notify();
@@ -275,6 +288,27 @@ impl TableFeed {
     pub fn register(&self, shape: Arc<Shape>) {
         let mut inner = self.inner.lock();
         shape.attach_at(inner.applied, inner.committed);
+        inner.shapes.push(shape);
+    }
+
+    /// Starts keeping every event from here on for a shape with subqueries about to take its
+    /// snapshot; with the last transaction end applied (the snapshot's point) and the
+    /// transaction open at this moment, if any, whose earlier events are not kept: the
+    /// snapshot must see it.
+    pub fn tap(&self) -> (Arc<Tap>, StreamSeq, Option<u32>) {
+        let mut inner = self.inner.lock();
+        let tap = Arc::new(Tap { events: Mutex::new(Vec::new()) });
+        inner.taps.push(Arc::clone(&tap));
+        (tap, inner.committed, inner.open.map(|(_, xid)| xid))
+    }
+
+    /// Adds a shape with subqueries whose snapshot was taken after `tap`: it applies what the
+    /// tap kept (the snapshot skips what it saw), then every later event, with no gap.
+    pub fn register_tapped(&self, shape: Arc<Shape>, tap: Arc<Tap>) {
+        let mut inner = self.inner.lock();
+        inner.taps.retain(|t| !Arc::ptr_eq(t, &tap));
+        let events = std::mem::take(&mut *tap.events.lock());
+        shape.attach_tapped(events, inner.committed);
         inner.shapes.push(shape);
     }
 

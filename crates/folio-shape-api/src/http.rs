@@ -479,7 +479,7 @@ async fn serve_subset(
     request: &ShapeRequest,
     params: &SubsetParams,
     def: Arc<ShapeDef>,
-    feed: &super::feed::TableFeed,
+    feed: &Arc<super::feed::TableFeed>,
     private: bool,
 ) -> Result<Response> {
     if request.live || request.sse {

@@ -211,7 +211,7 @@ impl Shapes {
 
     /// The shape new clients of `def` start from; takes a snapshot if this edge has none.
     /// Concurrent first requests share one snapshot.
-    async fn get_or_create(&self, def: Arc<ShapeDef>, feed: &TableFeed) -> Result<Arc<Shape>> {
+    async fn get_or_create(&self, def: Arc<ShapeDef>, feed: &Arc<TableFeed>) -> Result<Arc<Shape>> {
         if let Some(s) = self.registry.serving(&def.hash) {
             return Ok(s);
         }
@@ -223,19 +223,23 @@ impl Shapes {
         let permit = self.live_shape_permit(&def)?;
         let _slot = self.snapshots.slot().await?;
         let started = std::time::Instant::now();
-        let (seq0, stitch, chunks, sets) = self.snapshots.take(&def, feed).await?;
+        let taken = self.snapshots.take(&def, feed).await?;
+        let (seq0, stitch, chunks) = (taken.seq0, taken.stitch, taken.chunks);
         let handle = self.handles.create(&def, &HandleRecord::new(&def, &stitch, chunks.len())).await?;
         tracing::info!(
             %handle, table = %def.table.name, %seq0, chunks = chunks.len(),
             ms = started.elapsed().as_millis() as u64, "shape snapshot taken"
         );
         let count = chunks.len();
+        let moves = match &taken.tap {
+            Some(_) => Some((shape::Moves::new(taken.sets, stitch.clone(), taken.rows), self.snapshots.resync(feed))),
+            None => None,
+        };
         let shape =
-            Arc::new(Shape::new(handle, def, stitch, Some(chunks), count, self.snapshots.counter(), permit, sets));
-        feed.register(Arc::clone(&shape));
-        if let Err(e) = shape.check_stitching_gap(&self.changes.history(&feed.filter)).await {
-            feed.unregister(&shape);
-            return Err(e);
+            Arc::new(Shape::new(handle, def, stitch, Some(chunks), count, self.snapshots.counter(), permit, moves));
+        match taken.tap {
+            Some(tap) => feed.register_tapped(Arc::clone(&shape), tap),
+            None => feed.register(Arc::clone(&shape)),
         }
         self.registry.insert(&shape, true);
         self.snapshots.trim(|| self.registry.holding_snapshots(&shape));
@@ -297,7 +301,7 @@ impl Shapes {
             record.chunks,
             self.snapshots.counter(),
             permit,
-            Vec::new(),
+            None,
         ));
         feed.register(Arc::clone(&shape));
         tracing::debug!(handle, "shape resumed from its stored handle");

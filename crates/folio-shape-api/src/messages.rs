@@ -103,8 +103,8 @@ pub struct ShapeView<'a> {
     pub over_budget: &'a std::sync::atomic::AtomicBool,
     /// The table each subquery of the clause reads (`deps[k]` for subquery `k`).
     pub deps: &'a [std::sync::Arc<TableInfo>],
-    /// What each subquery yielded at the shape's snapshot, which is what it yields for as
-    /// long as the shape lives: a change that alters it invalidates the shape.
+    /// What each subquery yields at the point of the change being decided (a change that
+    /// alters it moves rows: the shape re-reads them, see `shape::Moves`).
     pub sets: &'a [folio_shapes::ValueSet],
 }
 
@@ -261,25 +261,11 @@ impl ShapeView<'_> {
         }
     }
 
-    /// Messages for one change event at stream sequence `seq`.
-    /// What an event of any table means for the shape, as read back from the change stream:
-    /// changes of the tables its subqueries read at or before `counted_from` (which the edge
-    /// did not count into the shape's sets while it watched) invalidate it when they alter what
-    /// a subquery yields; later ones were counted as they happened, and are skipped here.
-    pub fn effect(&self, stitch: &Stitch, seq: StreamSeq, ev: &ChangeEvent, counted_from: StreamSeq) -> Effect {
-        if !self.deps.is_empty() {
-            if seq <= counted_from {
-                match self.dependency_change(stitch, seq, ev) {
-                    DependencyChange::Invalidate(reason) => return Effect::Invalidate(reason),
-                    DependencyChange::Yields(_) => {
-                        return Effect::Invalidate("a change moved rows in or out of the shape's subquery");
-                    }
-                    DependencyChange::Nothing => {}
-                }
-            }
-            if !self.is_of(self.table, ev) {
-                return Effect::Ops(Vec::new());
-            }
+    /// What an event read back from the change stream means for the shape (events of other
+    /// tables, which only the whole-stream feed of subquery shapes carries: nothing).
+    pub fn effect(&self, stitch: &Stitch, seq: StreamSeq, ev: &ChangeEvent) -> Effect {
+        if !self.deps.is_empty() && !self.is_of(self.table, ev) {
+            return Effect::Ops(Vec::new());
         }
         self.effect_of(stitch, seq, &Prepared::new(self.table, ev))
     }
@@ -341,7 +327,20 @@ impl ShapeView<'_> {
         if moved.is_empty() { DependencyChange::Nothing } else { DependencyChange::Yields(moved) }
     }
 
+    /// Messages for one change event at stream sequence `seq`.
     pub fn effect_of(&self, stitch: &Stitch, seq: StreamSeq, p: &Prepared<'_>) -> Effect {
+        self.effect_tracked(stitch, seq, p, &mut Vec::new())
+    }
+
+    /// [`effect_of`](Self::effect_of), also saying in `rows` what it does to the shape's rows
+    /// (what a subquery shape keeps to compute its moves).
+    pub fn effect_tracked(
+        &self,
+        stitch: &Stitch,
+        seq: StreamSeq,
+        p: &Prepared<'_>,
+        rows: &mut Vec<RowChange>,
+    ) -> Effect {
         let (op, ev) = (p.op, p.event);
         match op {
             Operation::Truncate => return Effect::Invalidate("table truncated"),
@@ -388,10 +387,12 @@ impl ShapeView<'_> {
                 head(&mut m, "insert");
                 m.push_str(",\"op_position\":0");
                 ops.push(m);
+                rows.push(RowChange::upsert(table, self.selected, n));
             }
             (true, false) => {
                 let o = old.as_deref().unwrap_or_default();
                 ops.push(self.delete(o, &head, 0, None));
+                rows.push(RowChange::remove(table, o));
             }
             (true, true) => {
                 let (o, n) = (old.as_deref().unwrap_or_default(), new.as_deref().unwrap_or_default());
@@ -410,6 +411,8 @@ impl ShapeView<'_> {
                     head(&mut m, "insert");
                     let _ = write!(m, ",\"key_change_from\":{old_key},\"op_position\":1");
                     ops.push(m);
+                    rows.push(RowChange::remove(table, o));
+                    rows.push(RowChange::upsert(table, self.selected, n));
                 } else {
                     let changed = |i: usize| o[i] != n[i];
                     let mut m = String::with_capacity(256);
@@ -430,6 +433,7 @@ impl ShapeView<'_> {
                     head(&mut m, "update");
                     m.push_str(",\"op_position\":0");
                     ops.push(m);
+                    rows.push(RowChange::upsert(table, self.selected, n));
                 }
             }
             (false, false) => {}
@@ -464,6 +468,80 @@ impl ShapeView<'_> {
         let _ = write!(m, ",\"op_position\":{position}");
         m
     }
+}
+
+/// What one change did to a shape's rows: `key` and `value` as their messages write them.
+pub enum RowChange {
+    Upsert(Box<str>, Box<str>),
+    Remove(Box<str>),
+}
+
+impl RowChange {
+    fn upsert(table: &TableInfo, selected: &[usize], row: &[Option<&str>]) -> Self {
+        let (key, value) = key_and_value(table, selected, row);
+        RowChange::Upsert(key.into(), value.into())
+    }
+
+    fn remove(table: &TableInfo, row: &[Option<&str>]) -> Self {
+        let mut key = String::new();
+        row_key(&mut key, table, row);
+        RowChange::Remove(key.into())
+    }
+}
+
+/// A row's key (a JSON string) and its selected values (a JSON object).
+pub fn key_and_value(table: &TableInfo, selected: &[usize], row: &[Option<&str>]) -> (String, String) {
+    let mut key = String::with_capacity(48);
+    row_key(&mut key, table, row);
+    let mut value = String::with_capacity(128);
+    push_values(&mut value, table, selected, row, |_| true);
+    (key, value)
+}
+
+/// The rows a subquery shape holds: key → values, both as JSON.
+pub type RowMap = std::collections::HashMap<Box<str>, Box<str>>;
+
+/// The messages that take a client holding `before` to `after`, the shape's rows at the
+/// snapshot `stitch` taken after what its subqueries yield changed (in transactions `txids`):
+/// Electric's `move-out` event and a delete for each row that left, its `move-in` event and an
+/// insert (`is_move_in`) for each row that entered, an update (all values) for each row that a
+/// change the snapshot covered altered, then the snapshot's `snapshot-end`, so a client
+/// awaiting any of those transactions sees it (Electric sends it after move-in rows). Each
+/// message lacks its final `,"last":…}}`, as [`close_op`] expects.
+pub fn move_ops(relation_json: &str, before: &RowMap, after: &RowMap, txids: &[u32], stitch: &Stitch) -> Vec<String> {
+    let txids: Vec<String> = txids.iter().map(u32::to_string).collect();
+    let event =
+        |kind: &str| format!("{{\"headers\":{{\"event\":\"{kind}\",\"patterns\":[],\"txids\":[{}]", txids.join(","));
+    let row = |key: &str, value: &str, operation: &str, extra: &str| {
+        format!(
+            "{{\"key\":{key},\"value\":{value},\"headers\":{{\"operation\":\"{operation}\",\"relation\":{relation_json}{extra}"
+        )
+    };
+    let mut gone: Vec<(&Box<str>, &Box<str>)> = before.iter().filter(|(k, _)| !after.contains_key(*k)).collect();
+    gone.sort_unstable();
+    let mut came: Vec<(&Box<str>, &Box<str>, bool)> = after
+        .iter()
+        .filter_map(|(k, v)| match before.get(k) {
+            None => Some((k, v, true)),
+            Some(old) if old != v => Some((k, v, false)),
+            Some(_) => None,
+        })
+        .collect();
+    came.sort_unstable();
+    let mut ops = Vec::with_capacity(gone.len() + came.len() + 3);
+    if !gone.is_empty() {
+        ops.push(event("move-out"));
+        ops.extend(gone.into_iter().map(|(k, v)| row(k, v, "delete", "")));
+    }
+    ops.push(event("move-in"));
+    if !came.is_empty() {
+        for (k, v, new) in came {
+            ops.push(if new { row(k, v, "insert", ",\"is_move_in\":true") } else { row(k, v, "update", "") });
+        }
+        let end = stitch.snapshot_end_json();
+        ops.push(end[..end.len() - 2].to_owned());
+    }
+    ops
 }
 
 /// Closes a message written by [`ShapeView::effect`].

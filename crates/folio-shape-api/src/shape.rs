@@ -8,7 +8,7 @@
 use std::{
     collections::VecDeque,
     sync::{
-        Arc,
+        Arc, OnceLock, Weak,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
@@ -25,7 +25,8 @@ use tokio::sync::watch;
 use super::{
     catalog::TableInfo,
     error::{Result, ShapeError},
-    messages::{DependencyChange, Effect, Prepared, ShapeView, Stitch, close_op, snapshot_row},
+    feed::TableFeed,
+    messages::{DependencyChange, Effect, Prepared, RowChange, RowMap, ShapeView, Stitch, close_op, snapshot_row},
     quota::LiveShapePermit,
     request::{LogMode, Replica, quote},
 };
@@ -114,17 +115,19 @@ pub struct Shape {
     pub handle: String,
     pub def: Arc<ShapeDef>,
     pub stitch: Stitch,
-    /// What each subquery yielded at the snapshot (see [`ShapeView::sets`]): the membership
-    /// the shape's changes are decided with, which stays that of the snapshot for the shape's
-    /// life (a change of it invalidates the shape).
+    /// What each subquery yielded at the snapshot, for shapes without subqueries' history
+    /// reads (empty: those shapes have none). A subquery shape decides with [`Moves::sets`].
     pub sets: Arc<[folio_shapes::ValueSet]>,
-    /// The same tuples with their row counts, kept current from the changes this edge applied
-    /// after `counted_from`: a tuple's count reaching 0, or a new tuple, is a change of the
-    /// membership. As bounded as the sets (a new tuple invalidates the shape).
-    counts: Mutex<Vec<folio_shapes::ValueSet>>,
-    /// Where the feed attached the shape: changes of the subqueries' tables up to here are not
-    /// in `counts` (the snapshot's stitching gap, checked from history instead).
-    counted_from: AtomicU64,
+    /// A subquery shape's moving parts (None without subqueries).
+    moves: Option<Mutex<Moves>>,
+    /// A subquery shape is re-reading its rows after a move: its head stays where it was.
+    resyncing: AtomicBool,
+    /// The last transaction end its feed reported (a subquery shape's head catches up to it
+    /// when a move is done).
+    committed_seen: AtomicU64,
+    /// Where a subquery shape re-reads its rows from, and itself for the task that does it.
+    resync: Option<Resync>,
+    me: OnceLock<Weak<Shape>>,
     /// Snapshot chunks as complete JSON arrays; None when this edge did not take the snapshot
     /// (a client resuming past it does not need it) or dropped it to stay in its memory budget.
     snapshot: Mutex<Option<Arc<[Bytes]>>>,
@@ -141,6 +144,49 @@ pub struct Shape {
     /// The shape's place in its agency's live-shape quota, freed when the shape is dropped.
     _permit: Option<LiveShapePermit>,
 }
+
+/// A subquery shape's state beyond its log: what its subqueries yield now and the rows a client
+/// following the log holds, so that when a change of another table alters what a subquery
+/// yields, the shape re-reads its rows in a snapshot and sends the difference (Electric's
+/// move-in and move-out) instead of invalidating.
+pub struct Moves {
+    /// What each subquery yields, with the rows behind each tuple, kept current from the
+    /// changes applied: the membership the shape's changes are decided with.
+    pub sets: Vec<folio_shapes::ValueSet>,
+    /// The snapshot the current membership and rows were read in: later changes it already
+    /// saw are skipped.
+    pub stitch: Stitch,
+    /// The shape's rows as a client at the head holds them.
+    pub rows: RowMap,
+    /// Set while the rows are re-read: the changes that arrive meanwhile, held back.
+    waiting: Option<Waiting>,
+}
+
+struct Waiting {
+    events: Vec<(StreamSeq, ChangeEvent)>,
+    /// The transactions whose changes altered what a subquery yields.
+    txids: Vec<u32>,
+}
+
+impl Moves {
+    pub fn new(sets: Vec<folio_shapes::ValueSet>, stitch: Stitch, rows: RowMap) -> Self {
+        Moves { sets, stitch, rows, waiting: None }
+    }
+}
+
+/// What a subquery shape re-reads its rows with.
+#[derive(Clone)]
+pub struct Resync {
+    pub pool: PgPool,
+    pub feed: Weak<TableFeed>,
+}
+
+/// Most rows a shape with subqueries may hold: the edge keeps each (its key and values) to
+/// compute what a move changes.
+pub const MAX_SUBQUERY_SHAPE_ROWS: usize = 500_000;
+
+/// How long a move waits for the change stream to close the transaction that caused it.
+const MOVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A rendered log read: messages joined by commas (no brackets), where it ends, and whether
 /// it reached the head of the log.
@@ -186,7 +232,7 @@ impl Shape {
         chunk_count: usize,
         snapshot_memory: Arc<AtomicUsize>,
         permit: Option<LiveShapePermit>,
-        sets: Vec<folio_shapes::ValueSet>,
+        moves: Option<(Moves, Resync)>,
     ) -> Self {
         let seq0 = stitch.seq0;
         let bytes: usize = snapshot.iter().flatten().map(Bytes::len).sum();
@@ -195,9 +241,12 @@ impl Shape {
             handle,
             def,
             stitch,
-            counts: Mutex::new(sets.clone()),
-            counted_from: AtomicU64::new(seq0.get()),
-            sets: sets.into(),
+            sets: Arc::new([]),
+            resync: moves.as_ref().map(|(_, r)| r.clone()),
+            moves: moves.map(|(m, _)| Mutex::new(m)),
+            resyncing: AtomicBool::new(false),
+            committed_seen: AtomicU64::new(seq0.get()),
+            me: OnceLock::new(),
             snapshot: Mutex::new(snapshot.map(Into::into)),
             snapshot_memory,
             chunk_count,
@@ -230,7 +279,6 @@ impl Shape {
     pub(super) fn attach_at(&self, applied: StreamSeq, committed: StreamSeq) {
         let mut log = self.log.lock();
         log.start = applied.max(self.stitch.seq0);
-        self.counted_from.store(log.start.get(), Ordering::SeqCst);
         log.applied = log.start;
         log.head = committed.max(self.stitch.seq0);
     }
@@ -244,66 +292,155 @@ impl Shape {
         self.record(seq, event.commit_lsn(), effect);
     }
 
+    /// Called by the feed under its lock, for a shape with subqueries: the log starts at the
+    /// snapshot's point; `events` are what the feed applied since the snapshot began (which
+    /// the snapshot may partly have seen), then the feed's every event follows.
+    pub(super) fn attach_tapped(self: &Arc<Self>, events: Vec<(StreamSeq, ChangeEvent)>, committed: StreamSeq) {
+        let _ = self.me.set(Arc::downgrade(self));
+        self.committed_seen.fetch_max(committed.get(), Ordering::SeqCst);
+        let Some(moves) = &self.moves else { return };
+        let mut m = moves.lock();
+        for (seq, ev) in &events {
+            self.process(&mut m, *seq, ev);
+        }
+        if m.waiting.is_none() {
+            let mut log = self.log.lock();
+            log.head = log.head.max(committed);
+        }
+    }
+
     /// Applies one change event of any table (a subquery shape's feed follows the whole
     /// stream, so changes of the tables its subqueries read come in stream order with its own).
     pub(super) fn apply_any(&self, seq: StreamSeq, event: &ChangeEvent) {
-        // An event already applied is never counted twice.
-        if self.invalid_reason().is_some() || seq <= self.log.lock().applied {
+        let Some(moves) = &self.moves else { return };
+        self.process(&mut moves.lock(), seq, event);
+    }
+
+    fn process(&self, m: &mut Moves, seq: StreamSeq, event: &ChangeEvent) {
+        if self.invalid_reason().is_some() {
             return;
         }
-        let view = self.def.view(&self.sets);
-        match view.dependency_change(&self.stitch, seq, event) {
+        if let Some(w) = &mut m.waiting {
+            w.events.push((seq, event.clone()));
+            return;
+        }
+        // An event already applied (or covered by the latest snapshot's point) is never
+        // counted twice.
+        if seq <= self.log.lock().applied {
+            return;
+        }
+        let change = self.def.view(&m.sets).dependency_change(&m.stitch, seq, event);
+        match change {
             DependencyChange::Nothing => {}
             DependencyChange::Invalidate(reason) => {
                 return self.record(seq, event.commit_lsn, Effect::Invalidate(reason));
             }
             DependencyChange::Yields(moved) => {
-                if !self.count(moved) {
-                    let reason = "a change moved rows in or out of the shape's subquery";
-                    return self.record(seq, event.commit_lsn, Effect::Invalidate(reason));
+                if !count(&mut m.sets, moved) {
+                    // What a subquery yields changed: rows move in or out. The shape stops
+                    // here (its head stays at the last committed point before) and re-reads
+                    // its rows in a snapshot past this transaction; this event and the ones
+                    // after wait for it.
+                    m.waiting = Some(Waiting { events: vec![(seq, event.clone())], txids: vec![event.xid] });
+                    self.resyncing.store(true, Ordering::SeqCst);
+                    self.start_resync(seq);
+                    return;
                 }
             }
         }
+        let view = self.def.view(&m.sets);
         let effect = if view.is_of(&self.def.table, event) {
-            view.effect_of(&self.stitch, seq, &Prepared::new(&self.def.table, event))
+            let mut rows = Vec::new();
+            let effect = view.effect_tracked(&m.stitch, seq, &Prepared::new(&self.def.table, event), &mut rows);
+            for r in rows {
+                match r {
+                    RowChange::Upsert(k, v) => {
+                        m.rows.insert(k, v);
+                    }
+                    RowChange::Remove(k) => {
+                        m.rows.remove(&k);
+                    }
+                }
+            }
+            effect
         } else {
             Effect::Ops(Vec::new())
         };
         self.record(seq, event.commit_lsn, effect);
+        if m.rows.len() > MAX_SUBQUERY_SHAPE_ROWS {
+            self.invalidate("the shape holds more rows than a shape with subqueries may");
+        }
     }
 
-    /// Counts what a change altered in the subqueries' yields; false when the membership of a
-    /// set changed (a tuple no row yields any more, or a new one): rows may move in or out of
-    /// the shape, which it does not compute (yet), so it is invalidated instead of guessing.
-    fn count(&self, moved: Vec<(usize, Option<folio_shapes::Tuple>, Option<folio_shapes::Tuple>)>) -> bool {
-        let mut counts = self.counts.lock();
-        for (k, before, after) in moved {
-            if let Some(b) = before
-                && counts[k].remove_one(&b) != Some(false)
-            {
-                // Its last row (or a tuple the set did not hold: the two disagree).
-                return false;
+    /// Re-reads the shape's rows after the change at `trigger` moved some, on the runtime (the
+    /// feed applies changes on the blocking pool).
+    fn start_resync(&self, trigger: StreamSeq) {
+        let me = self.me.get().and_then(Weak::upgrade);
+        let (Some(me), Some(ctx), Ok(rt)) = (me, self.resync.clone(), tokio::runtime::Handle::try_current()) else {
+            return self.invalidate("a move could not be computed");
+        };
+        rt.spawn(async move {
+            if let Err(e) = Arc::clone(&me).resync(ctx, trigger).await {
+                tracing::warn!(handle = %me.handle, error = %folio_runtime::error_chain(&e), "re-reading a shape's rows after a move failed");
+                me.invalidate("the rows a move brings could not be read");
             }
-            if let Some(a) = after
-                && counts[k].add_counted(a, 1)
-            {
-                return false;
-            }
-        }
-        true
+        });
     }
 
-    /// Checks the changes between the snapshot and where the feed attached the shape (which
-    /// were not counted) for changes of what the subqueries yield; the shape is invalidated if
-    /// there is one. Run once when a shape with subqueries is created, before any client can
-    /// read past that point (a client starting at `offset=now` never reads them).
-    pub async fn check_stitching_gap(&self, history: &History<'_>) -> Result<()> {
-        let counted_from = StreamSeq::new(self.counted_from.load(Ordering::SeqCst));
-        if self.def.has_subqueries() && counted_from > self.stitch.seq0 {
-            let mut discarded = Picked::default();
-            history.read(self, self.stitch.seq0, counted_from, usize::MAX, &mut discarded).await?;
-        }
+    async fn resync(self: Arc<Self>, ctx: Resync, trigger: StreamSeq) -> Result<()> {
+        let deadline = std::time::Instant::now() + MOVE_WAIT;
+        // A snapshot past the whole transaction that moved rows: the feed has closed it.
+        let feed = loop {
+            let Some(feed) = ctx.feed.upgrade().filter(|f| !f.is_dead()) else {
+                return Err(ShapeError::unavailable_without_source("the change feed ended during a move"));
+            };
+            if feed.committed() >= trigger {
+                break feed;
+            }
+            if std::time::Instant::now() > deadline || self.invalid_reason().is_some() {
+                return Err(ShapeError::unavailable_without_source("the transaction of a move did not end"));
+            }
+            drop(feed);
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        };
+        let seq0 = feed.committed();
+        let (tx, stitch) = begin_snapshot(&ctx.pool, seq0, |s| feed.snapshot_sees_recent(s)).await?;
+        drop(feed);
+        let (sets, rows) = read_rows(tx, &self.def, None).await?;
+        self.finish_resync(stitch, sets, rows);
         Ok(())
+    }
+
+    /// The rows re-read after a move: the log gets the difference at the snapshot's point,
+    /// then the changes held back meanwhile (those the snapshot saw are skipped), and the head
+    /// moves on unless one of them moved rows again.
+    fn finish_resync(&self, stitch: Stitch, sets: Vec<folio_shapes::ValueSet>, rows: RowMap) {
+        let Some(moves) = &self.moves else { return };
+        let mut m = moves.lock();
+        let Some(waiting) = m.waiting.take() else { return };
+        let ops = super::messages::move_ops(&self.def.table.relation_json, &m.rows, &rows, &waiting.txids, &stitch);
+        let at = stitch.seq0;
+        if at <= self.log.lock().applied {
+            // The snapshot is not past what the log holds: its difference has no place there.
+            drop(m);
+            return self.invalidate("a move's snapshot is behind the shape's log");
+        }
+        m.rows = rows;
+        m.sets = sets;
+        m.stitch = stitch;
+        // Its own transaction in the log: the messages of a move end with `last`.
+        self.record(at, u64::MAX - at.get(), Effect::Ops(ops));
+        self.resyncing.store(false, Ordering::SeqCst);
+        for (seq, ev) in &waiting.events {
+            self.process(&mut m, *seq, ev);
+        }
+        if m.waiting.is_none() {
+            let committed = StreamSeq::new(self.committed_seen.load(Ordering::SeqCst));
+            let mut log = self.log.lock();
+            log.head = log.head.max(committed).max(at);
+        }
+        drop(m);
+        self.notify();
     }
 
     fn record(&self, seq: StreamSeq, commit_lsn: u64, effect: Effect) {
@@ -338,8 +475,18 @@ impl Shape {
         if self.invalid_reason().is_some() {
             return true;
         }
+        if self.moves.is_some() {
+            // A subquery shape records every event itself (in order, some held back during a
+            // move); its head waits while a move is computed.
+            self.committed_seen.fetch_max(committed.get(), Ordering::SeqCst);
+            if self.resyncing.load(Ordering::SeqCst) {
+                return false;
+            }
+        }
         let mut log = self.log.lock();
-        log.applied = log.applied.max(applied);
+        if self.moves.is_none() {
+            log.applied = log.applied.max(applied);
+        }
         let before = log.head;
         log.head = before.max(committed);
         if log.head == before {
@@ -396,6 +543,14 @@ impl Shape {
         }
         let mut picked = Picked::default();
         let mut pos = from;
+        if pos < start.min(head) && self.moves.is_some() {
+            // A subquery shape's moves are not in the change stream: its log is only what
+            // this edge holds.
+            return Err(ShapeError::MustRefetch {
+                handle: String::new(),
+                reason: "the shape's log no longer holds this offset".into(),
+            });
+        }
         if pos < start.min(head) {
             let to = start.min(head);
             let reached = history.read(self, pos, to, max_bytes, &mut picked).await?;
@@ -539,11 +694,9 @@ impl History<'_> {
             // budget per event): on the blocking pool, as for live changes, never on the threads
             // that answer requests (issue 13, finding 5).
             let (def, stitch, sets) = (Arc::clone(&shape.def), shape.stitch.clone(), Arc::clone(&shape.sets));
-            let counted_from = StreamSeq::new(shape.counted_from.load(Ordering::SeqCst));
-            let (effects, past_to) =
-                tokio::task::spawn_blocking(move || effects_of(&def, &sets, &stitch, counted_from, batch, to))
-                    .await
-                    .map_err(|e| ShapeError::internal("evaluate change history", e))??;
+            let (effects, past_to) = tokio::task::spawn_blocking(move || effects_of(&def, &sets, &stitch, batch, to))
+                .await
+                .map_err(|e| ShapeError::internal("evaluate change history", e))??;
             for (seq, commit_lsn, effect) in effects {
                 match effect {
                     Effect::Invalidate(reason) => {
@@ -576,7 +729,6 @@ fn effects_of(
     def: &ShapeDef,
     sets: &[folio_shapes::ValueSet],
     stitch: &Stitch,
-    counted_from: StreamSeq,
     batch: Vec<(StreamSeq, Bytes)>,
     to: StreamSeq,
 ) -> Result<(Vec<HistoryEffect>, bool)> {
@@ -587,10 +739,33 @@ fn effects_of(
             return Ok((effects, true));
         }
         let ev = ChangeEvent::decode(payload.as_ref()).map_err(|e| ShapeError::internal("decode a change event", e))?;
-        let effect = view.effect(stitch, seq, &ev, counted_from);
+        let effect = view.effect(stitch, seq, &ev);
         effects.push((seq, ev.commit_lsn, effect));
     }
     Ok((effects, false))
+}
+
+/// Counts what a change altered in the subqueries' yields; false when the membership of a set
+/// changed (a tuple no row yields any more, or a new one): rows may move in or out.
+fn count(
+    sets: &mut [folio_shapes::ValueSet],
+    moved: Vec<(usize, Option<folio_shapes::Tuple>, Option<folio_shapes::Tuple>)>,
+) -> bool {
+    let mut same = true;
+    for (k, before, after) in moved {
+        if let Some(b) = before
+            && sets[k].remove_one(&b) != Some(false)
+        {
+            // Its last row (or a tuple the set did not hold: the two disagree).
+            same = false;
+        }
+        if let Some(a) = after
+            && sets[k].add_counted(a, 1)
+        {
+            same = false;
+        }
+    }
+    same
 }
 
 /// Data exceptions (class 22: a cast of a stored value that fails, an overflow) and syntax or
@@ -653,21 +828,44 @@ pub(super) async fn begin_snapshot(
 /// Runs the shape's snapshot query in a REPEATABLE READ transaction and cuts the rows into
 /// chunks of about `chunk_bytes`. `seq0` must be a transaction end read from the change stream
 /// before this starts; `sees_committed` tells whether a snapshot sees the transactions up to
-/// it (one that does not is taken again).
+/// it (one that does not is taken again). A shape with subqueries also gets what they yield
+/// and its rows (see [`Moves`]).
 pub async fn take_snapshot(
     pool: &PgPool,
     def: &ShapeDef,
     seq0: StreamSeq,
     chunk_bytes: usize,
     sees_committed: impl Fn(&Stitch) -> bool,
-) -> Result<(Stitch, Vec<Bytes>, Vec<folio_shapes::ValueSet>)> {
+) -> Result<(Stitch, Vec<Bytes>, Vec<folio_shapes::ValueSet>, RowMap)> {
+    let (tx, stitch) = begin_snapshot(pool, seq0, sees_committed).await?;
+    let mut chunks = Vec::new();
+    let (sets, rows) = read_rows(tx, def, Some((chunk_bytes, &mut chunks))).await?;
+    let mut chunk = chunks.pop().map(|c| String::from_utf8_lossy(&c).into_owned()).unwrap_or_else(|| "[".into());
+    if chunk.len() > 1 {
+        chunk.push(',');
+    }
+    chunk.push_str(&stitch.snapshot_end_json());
+    chunk.push(']');
+    chunks.push(Bytes::from(chunk));
+    Ok((stitch, chunks, sets, rows))
+}
+
+/// Reads, in the snapshot transaction `tx` (committed at the end), what each subquery of the
+/// shape yields, and the shape's rows: into chunks (the last one left open: `[` and rows, no
+/// `]`) when `chunks` is given and the log is full, and into a [`RowMap`] for a shape with
+/// subqueries (at most [`MAX_SUBQUERY_SHAPE_ROWS`]).
+async fn read_rows(
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    def: &ShapeDef,
+    mut chunks: Option<(usize, &mut Vec<Bytes>)>,
+) -> Result<(Vec<folio_shapes::ValueSet>, RowMap)> {
     use futures::TryStreamExt;
-    let (mut tx, stitch) = begin_snapshot(pool, seq0, sees_committed).await?;
     let table = &def.table;
     let sets = subquery_sets(&mut tx, def).await?;
-    let mut chunks = Vec::new();
+    let mut map = RowMap::new();
+    let chunking = chunks.is_some() && def.log == LogMode::Full;
     let mut chunk = String::from("[");
-    if def.log == LogMode::Full {
+    if chunking || def.has_subqueries() {
         let mut needed: Vec<usize> = def.selected.iter().chain(&table.key).copied().collect();
         needed.sort_unstable();
         needed.dedup();
@@ -691,9 +889,20 @@ pub async fn take_snapshot(
                 values[i] = row.try_get::<Option<String>, _>(k)?;
             }
             let refs: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+            if def.has_subqueries() {
+                if map.len() >= MAX_SUBQUERY_SHAPE_ROWS {
+                    return Err(ShapeError::invalid(
+                        "where",
+                        format!("a shape with subqueries may hold at most {MAX_SUBQUERY_SHAPE_ROWS} rows"),
+                    ));
+                }
+                let (key, value) = super::messages::key_and_value(table, &def.selected, &refs);
+                map.insert(key.into(), value.into());
+            }
+            let Some((chunk_bytes, chunks)) = chunks.as_mut().filter(|_| chunking) else { continue };
             msg.clear();
             snapshot_row(&mut msg, table, &def.selected, &refs, None);
-            if chunk.len() > 1 && chunk.len() + msg.len() + 2 > chunk_bytes {
+            if chunk.len() > 1 && chunk.len() + msg.len() + 2 > *chunk_bytes {
                 chunk.push(']');
                 chunks.push(Bytes::from(std::mem::replace(&mut chunk, String::from("["))));
             }
@@ -704,13 +913,10 @@ pub async fn take_snapshot(
         }
     }
     tx.commit().await?;
-    if chunk.len() > 1 {
-        chunk.push(',');
+    if let Some((_, chunks)) = chunks {
+        chunks.push(Bytes::from(chunk));
     }
-    chunk.push_str(&stitch.snapshot_end_json());
-    chunk.push(']');
-    chunks.push(Bytes::from(chunk));
-    Ok((stitch, chunks, sets))
+    Ok((sets, map))
 }
 
 /// Most distinct tuples one subquery of a shape may yield: what the edge holds per shape to

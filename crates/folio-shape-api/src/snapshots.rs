@@ -12,11 +12,21 @@ use sqlx::PgPool;
 
 use super::{
     error::{Result, ShapeError},
-    feed::TableFeed,
+    feed::{TableFeed, Tap},
     messages::Stitch,
     shape::{self, Shape, ShapeDef},
     subset::{self, Subset},
 };
+
+/// A shape's snapshot as [`Snapshots::take`] took it.
+pub struct Taken {
+    pub seq0: StreamSeq,
+    pub stitch: Stitch,
+    pub chunks: Vec<Bytes>,
+    pub sets: Vec<folio_shapes::ValueSet>,
+    pub rows: super::messages::RowMap,
+    pub tap: Option<Arc<Tap>>,
+}
 
 /// A subset snapshot's response body, with the snapshot it was read in and its row count.
 pub struct SubsetAnswer {
@@ -53,16 +63,25 @@ impl Snapshots {
 
     /// Takes `def`'s snapshot, stitched to the change stream at the feed's last transaction
     /// end: every transaction of the table up to it was committed before the snapshot starts
-    /// (and the snapshot is retried until it sees them).
-    pub async fn take(
-        &self,
-        def: &ShapeDef,
-        feed: &TableFeed,
-    ) -> Result<(StreamSeq, Stitch, Vec<Bytes>, Vec<folio_shapes::ValueSet>)> {
-        let seq0 = feed.committed();
-        let (stitch, chunks, sets) =
-            shape::take_snapshot(&self.pool, def, seq0, self.chunk_bytes, |s| feed.snapshot_sees_recent(s)).await?;
-        Ok((seq0, stitch, chunks, sets))
+    /// (and the snapshot is retried until it sees them). A shape with subqueries gets the
+    /// feed's events from there kept in a [`Tap`] (it registers with them), what its subqueries
+    /// yield and its rows.
+    pub async fn take(&self, def: &ShapeDef, feed: &TableFeed) -> Result<Taken> {
+        let (tap, seq0, open) = match def.has_subqueries() {
+            true => {
+                let (tap, seq0, open) = feed.tap();
+                (Some(tap), seq0, open)
+            }
+            false => (None, feed.committed(), None),
+        };
+        let sees = |s: &Stitch| feed.snapshot_sees_recent(s) && open.is_none_or(|xid| s.saw(xid));
+        let (stitch, chunks, sets, rows) = shape::take_snapshot(&self.pool, def, seq0, self.chunk_bytes, sees).await?;
+        Ok(Taken { seq0, stitch, chunks, sets, rows, tap })
+    }
+
+    /// What a subquery shape re-reads its rows with after a move.
+    pub fn resync(&self, feed: &Arc<TableFeed>) -> shape::Resync {
+        shape::Resync { pool: self.pool.clone(), feed: Arc::downgrade(feed) }
     }
 
     /// Runs a subset of `def` (see [`subset`](super::subset)) in a snapshot that sees every

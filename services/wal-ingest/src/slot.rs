@@ -220,6 +220,10 @@ mod tests {
     }
 }
 
+/// `(lag, retained, wal_status)` of `pg_replication_slots`: bytes to `confirmed_flush_lsn` and to
+/// `restart_lsn` from the server's current position.
+type SlotMeasure = (Option<i64>, Option<i64>, Option<String>);
+
 /// What every replica, active or standing by, measures of the slot on a connection of its own
 /// every `interval`: sessions come and go (NATS down, PostgreSQL restarting), and the slot's lag
 /// matters most exactly when no session streams it. Exported as gauges; a slot that lost its WAL
@@ -242,7 +246,7 @@ pub async fn watch(database_url: String, slot: String, interval: Duration, shutd
             conn = PgConnection::connect(&database_url).await.ok();
         }
         let Some(c) = conn.as_mut() else { continue };
-        let row: Result<Option<(Option<i64>, Option<i64>, Option<String>)>, _> = sqlx::query_as(
+        let row: Result<Option<SlotMeasure>, _> = sqlx::query_as(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8, \
                     pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8, wal_status \
              FROM pg_replication_slots WHERE slot_name = $1",

@@ -4,8 +4,10 @@
 //! point of the writer, never going back, for a plain subquery with a parameter inside, a
 //! composite key, and NOT IN — each checked against a query that pins the agency inside the
 //! subquery itself (another agency's clients never let a row in). A change of the subquery's
-//! table that alters what it yields invalidates the shape (409, the client starts over); one
-//! that does not leaves it alone; a schema change of that table invalidates it too.
+//! table that alters what it yields moves rows in or out in the log (Electric's `move-in` /
+//! `move-out` events with the transaction's txid, deletes, inserts flagged `is_move_in`, the
+//! snapshot's `snapshot-end`), never a 409; one that does not leaves the shape alone; a schema
+//! change of that table invalidates it (409).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -44,6 +46,10 @@ struct Client {
     rows: Rows,
     refetches: usize,
     changes: usize,
+    /// Every `move-in` / `move-out` event and `snapshot-end` received, in order.
+    events: Vec<Value>,
+    /// Rows inserted by a move (`is_move_in`).
+    moved_in: usize,
 }
 
 impl Client {
@@ -58,6 +64,8 @@ impl Client {
             rows: Rows::new(),
             refetches: 0,
             changes: 0,
+            events: Vec::new(),
+            moved_in: 0,
         }
     }
 
@@ -88,8 +96,14 @@ impl Client {
         let messages: Vec<Value> = serde_json::from_slice(&res.body)?;
         for m in &messages {
             let h = &m["headers"];
-            if h.get("control").is_some() {
+            if h.get("event").is_some() || h["control"] == "snapshot-end" {
+                self.events.push(m.clone());
+            }
+            if h.get("control").is_some() || h.get("event").is_some() {
                 continue;
+            }
+            if h["is_move_in"] == true {
+                self.moved_in += 1;
             }
             let key = m["key"].as_str().context("key")?.to_owned();
             let value = m["value"].as_object().context("value")?.clone();
@@ -142,6 +156,16 @@ fn cases(agency: &str) -> Vec<(&'static str, String, Vec<&'static str>, String)>
             ),
         ),
     ]
+}
+
+/// Runs `sql` in one transaction; its xid as logical replication carries it (32 bits), which
+/// TanStack DB's `awaitTxId` waits for in `txids`.
+async fn sql_xid(env: &Env, sql: &str) -> anyhow::Result<u32> {
+    let mut tx = env.db.pool.begin().await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut *tx).await.with_context(|| sql.to_owned())?;
+    let xid: String = sqlx::query_scalar("SELECT pg_current_xact_id()::xid::text").fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(xid.parse()?)
 }
 
 async fn expected(env: &Env, agency: &str, sql_where: &str) -> anyhow::Result<Rows> {
@@ -234,17 +258,20 @@ async fn subquery_shapes_equal_the_database_at_every_up_to_date_while_both_table
                     }
                 }
             }
-            anyhow::Ok((name, seen, client.refetches, client.changes))
+            anyhow::Ok((name, seen, client.refetches, client.changes, client.moved_in))
         }));
     }
 
+    // Seeded, so a failure can be replayed: FOLIO_TEST_SEED=<the seed printed>.
+    let seed: u64 = std::env::var("FOLIO_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("writer seed {seed} (FOLIO_TEST_SEED)");
+    let mut r = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
     let mut next_id = 1000i64;
     for i in 0..240 {
         let mut tx = env.db.pool.begin().await?;
-        let ops = rand::rng().random_range(1..4);
+        let ops = r.random_range(1..4);
         for _ in 0..ops {
             let (kind, client, proposal, v, region, tier, owner) = {
-                let mut r = rand::rng();
                 (
                     r.random_range(0..40),
                     r.random_range(1..=30i64),
@@ -272,16 +299,16 @@ async fn subquery_shapes_equal_the_database_at_every_up_to_date_while_both_table
         }
         tx.commit().await?;
         states.push(snapshot_state(&env, &a, &cases).await?);
-        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..25))).await;
+        tokio::time::sleep(Duration::from_millis(r.random_range(0..25))).await;
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     // Something for every follower to wake up to.
     env.sql("UPDATE sq_proposals SET v = v WHERE id IN (SELECT min(id) FROM sq_proposals)").await?;
 
     let last = states.len() - 1;
-    let mut total_changes = 0;
+    let (mut total_changes, mut total_moved) = (0, 0);
     for (k, f) in followers.into_iter().enumerate() {
-        let (name, seen, refetches, changes) =
+        let (name, seen, refetches, changes, moved_in) =
             tokio::time::timeout(Duration::from_secs(60), f).await.context("follower never settled")???;
         let mut at = 0usize;
         for (n, rows) in seen.iter().enumerate() {
@@ -289,7 +316,7 @@ async fn subquery_shapes_equal_the_database_at_every_up_to_date_while_both_table
                 let missing: Vec<&String> = states[at][k].keys().filter(|key| !rows.contains_key(*key)).collect();
                 let extra: Vec<&String> = rows.keys().filter(|key| !states[at][k].contains_key(*key)).collect();
                 bail!(
-                    "{name}: up-to-date #{n} matches no committed state at or after #{at} (vs it: missing {missing:?}, extra {extra:?})"
+                    "{name}: up-to-date #{n} matches no committed state at or after #{at} (vs it: missing {missing:?}, extra {extra:?}; seed {seed})"
                 );
             };
             at = j;
@@ -298,11 +325,21 @@ async fn subquery_shapes_equal_the_database_at_every_up_to_date_while_both_table
             seen.last().is_some_and(|r| *r == states[last][k]),
             "{name}: the last up-to-date is not the final state"
         );
-        eprintln!("{name}: {} up-to-dates checked, {refetches} refetches, {changes} live changes", seen.len());
-        ensure!(changes >= 3 && seen.len() >= 3, "{name}: the shape was hardly followed live ({changes} changes)");
+        eprintln!(
+            "{name}: {} up-to-dates checked, {refetches} refetches, {changes} live changes, {moved_in} rows moved in",
+            seen.len()
+        );
+        // Moves are followed in the log (move-in / move-out), never by starting over.
+        ensure!(refetches == 0, "{name}: {refetches} refetches (seed {seed})");
+        ensure!(
+            changes + moved_in >= 3 && seen.len() >= 3,
+            "{name}: the shape was hardly followed live ({changes} changes, {moved_in} rows moved in)"
+        );
         total_changes += changes;
+        total_moved += moved_in;
     }
     ensure!(total_changes >= 30, "the shapes were hardly followed live ({total_changes} changes)");
+    ensure!(total_moved > 0, "no row moved in (seed {seed})");
     edge.stop().await?;
     env.stop().await
 }
@@ -358,25 +395,59 @@ async fn what_a_subquery_table_change_does_to_a_live_shape() -> anyhow::Result<(
     ensure!(c.refetches == 0 && c.handle == handle, "the shape was invalidated by changes that do not move rows");
     ensure!(c.rows.contains_key("\"public\".\"sq_proposals\"/\"5000\""), "the new proposal arrived live");
 
-    // A client of A leaving the region moves rows out: the shape is invalidated and the client
-    // starts over with the rows the database now has.
-    env.sql(&format!("UPDATE sq_clients SET region = 'east' WHERE id = {north_a}")).await?;
-    let mut settled = false;
+    // A client of A leaving the region moves its proposals out, in the log: Electric's
+    // `move-out` event carrying the transaction's txid, then a delete per row; no 409.
+    let north_sql = format!("client_id IN (SELECT id FROM sq_clients WHERE agency_id = '{a}' AND region = 'north')");
+    let moving: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM sq_proposals WHERE agency_id = '{a}' AND client_id = {north_a}"
+    )))
+    .fetch_one(&env.db.pool)
+    .await?;
+    ensure!(moving >= 2, "client {north_a} has {moving} proposals");
+    let (before, events) = (c.rows.len(), c.events.len());
+    let xid = sql_xid(&env, &format!("UPDATE sq_clients SET region = 'east' WHERE id = {north_a}")).await?;
     for _ in 0..50 {
-        if c.step(true).await?.is_some() && c.refetches > 0 {
-            settled = true;
+        if c.step(true).await?.is_some() && c.rows.len() < before {
             break;
         }
     }
-    ensure!(settled && c.refetches == 1, "a move out answered 409 once (refetches {})", c.refetches);
-    let want = expected(
+    ensure!(c.refetches == 0 && c.handle == handle, "a move out answered 409");
+    ensure!(c.rows == expected(&env, &a, &north_sql).await?, "after the move out: {} rows", c.rows.len());
+    ensure!(c.rows.len() == before - moving as usize, "{moving} rows moved out of {before}");
+    let out = &c.events[events..];
+    ensure!(
+        out.iter().any(|e| e["headers"]["event"] == "move-out" && e["headers"]["txids"] == serde_json::json!([xid])),
+        "a move-out event with the txid {xid}: {out:?}"
+    );
+
+    // It comes back (and another agency's client joins the region, which moves nothing in):
+    // a `move-in` event with the txid, the rows as inserts flagged `is_move_in`, then the
+    // snapshot they were read in (`snapshot-end`).
+    let (before, events, moved) = (c.rows.len(), c.events.len(), c.moved_in);
+    let xid = sql_xid(
         &env,
-        &a,
-        &format!("client_id IN (SELECT id FROM sq_clients WHERE agency_id = '{a}' AND region = 'north')"),
-    )
-    .await?;
-    ensure!(c.rows == want, "after the refetch: {} rows, database {}", c.rows.len(), want.len());
-    ensure!(!c.rows.contains_key("\"public\".\"sq_proposals\"/\"5000\""));
+        &format!(
+            "UPDATE sq_clients SET region = 'north' WHERE id = {north_a}; UPDATE sq_clients SET region = 'north' WHERE agency_id = '{b}'"
+        ))
+        .await?;
+    for _ in 0..50 {
+        if c.step(true).await?.is_some() && c.rows.len() > before {
+            break;
+        }
+    }
+    ensure!(c.refetches == 0 && c.handle == handle, "a move in answered 409");
+    ensure!(c.rows == expected(&env, &a, &north_sql).await?, "after the move in: {} rows", c.rows.len());
+    ensure!(c.moved_in - moved == moving as usize, "{} rows moved in, {moving} expected", c.moved_in - moved);
+    let ins = &c.events[events..];
+    ensure!(
+        ins.iter().any(|e| e["headers"]["event"] == "move-in" && e["headers"]["txids"] == serde_json::json!([xid])),
+        "a move-in event with the txid {xid}: {ins:?}"
+    );
+    ensure!(
+        ins.last().is_some_and(|e| e["headers"]["control"] == "snapshot-end"),
+        "snapshot-end after the rows: {ins:?}"
+    );
+    ensure!(c.rows.contains_key("\"public\".\"sq_proposals\"/\"5000\""), "proposal 5000 is back");
 
     // A schema change of the subquery's table (Electric 1535, 4328): 409, never wrong rows.
     let before = c.refetches;
@@ -504,19 +575,19 @@ async fn a_value_leaves_a_subquery_only_with_its_last_row() -> anyhow::Result<()
     ensure!(c.refetches == 0, "a value still yielded by other rows invalidated the shape");
     ensure!(c.rows == expected(&env, &a, &sql).await?, "rows after a count-only change");
 
-    // The last five leave together: 'ann' leaves the subquery, the shape is invalidated and
-    // the refetch has no 'ann' proposal.
+    // The last five leave together: 'ann' leaves the subquery and every 'ann' proposal moves
+    // out in the log (no 409).
     env.sql("UPDATE sq_clients SET region = 'south' WHERE id IN (6, 9, 12, 15, 18)").await?;
     for _ in 0..50 {
-        if c.step(true).await?.is_some() && c.refetches > 0 {
+        if c.step(true).await?.is_some() && !c.rows.contains_key(marker) {
             break;
         }
     }
-    ensure!(c.refetches == 1, "the value's last row leaving answered 409 once ({})", c.refetches);
+    ensure!(c.refetches == 0, "the value's last row leaving answered 409 ({})", c.refetches);
     let want = expected(&env, &a, &sql).await?;
     ensure!(
         c.rows == want && !c.rows.contains_key(marker),
-        "after the refetch: {} rows, database {}",
+        "after the move out: {} rows, database {}",
         c.rows.len(),
         want.len()
     );
