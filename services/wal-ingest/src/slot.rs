@@ -210,16 +210,6 @@ fn create_slot_sql(server_version_num: i32) -> &'static str {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn slots_are_failover_slots_from_postgres_17() {
-        assert!(super::create_slot_sql(170_000).ends_with("false, false, true)"));
-        assert!(super::create_slot_sql(180_002).ends_with("false, false, true)"));
-        assert_eq!(super::create_slot_sql(150_019), "SELECT pg_create_logical_replication_slot($1, 'pgoutput')");
-    }
-}
-
 /// `(lag, retained, wal_status)` of `pg_replication_slots`: bytes to `confirmed_flush_lsn` and to
 /// `restart_lsn` from the server's current position.
 type SlotMeasure = (Option<i64>, Option<i64>, Option<String>);
@@ -275,5 +265,15 @@ pub async fn watch(database_url: String, slot: String, interval: Duration, shutd
             retained.set(kept as f64);
             tracing::info!(%slot, lag_bytes = unconfirmed, retained_bytes = kept, wal_status = wal_status.as_deref().unwrap_or(""), "slot lag");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slots_are_failover_slots_from_postgres_17() {
+        assert!(super::create_slot_sql(170_000).ends_with("false, false, true)"));
+        assert!(super::create_slot_sql(180_002).ends_with("false, false, true)"));
+        assert_eq!(super::create_slot_sql(150_019), "SELECT pg_create_logical_replication_slot($1, 'pgoutput')");
     }
 }
