@@ -5,6 +5,7 @@ mod eval;
 mod hostile;
 mod limits;
 mod parse;
+mod pg_properties;
 mod postgres;
 mod properties;
 mod subqueries;

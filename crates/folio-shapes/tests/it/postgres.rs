@@ -230,14 +230,14 @@ fn quote(s: &str) -> String {
 
 /// Builds the clause twice: `w` with `$n` placeholders for our parser, `raw` with the params
 /// inlined as quoted literals for Postgres.
-struct Gen {
-    rng: StdRng,
-    params: Vec<String>,
+pub(crate) struct Gen {
+    pub(crate) rng: StdRng,
+    pub(crate) params: Vec<String>,
 }
 
-struct Pair {
-    w: String,
-    raw: String,
+pub(crate) struct Pair {
+    pub(crate) w: String,
+    pub(crate) raw: String,
 }
 
 impl Pair {
@@ -382,7 +382,7 @@ impl Gen {
         self.pick(&["=", "<>", "!=", "<", "<=", ">", ">="])
     }
 
-    fn boolean(&mut self, depth: u32) -> Pair {
+    pub(crate) fn boolean(&mut self, depth: u32) -> Pair {
         let choice = if depth == 0 { self.rng.random_range(0..3) } else { self.rng.random_range(0..16) };
         match choice {
             0 | 3 | 4 => {
@@ -527,12 +527,12 @@ fn kind_of(ty: &str) -> Kind {
     }
 }
 
-type Outcome = Result<Vec<Option<bool>>, String>;
+pub(crate) type Outcome = Result<Vec<Option<bool>>, String>;
 
 /// Runs `SELECT (e1), (e2), … FROM t ORDER BY id`; on error, one query per expression so one
 /// bad expression does not hide the others.
 /// `solo[i]` is `batch[i]` numbered on its own, for the one-by-one retry.
-async fn run_batch(
+pub(crate) async fn run_batch(
     conn: &mut PgConnection,
     batch: &[(String, Vec<Option<String>>)],
     solo: &[(String, Vec<Option<String>>)],
@@ -576,9 +576,11 @@ async fn run_batch(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn random_clauses_agree_with_postgres() -> anyhow::Result<()> {
-    let seed: u64 = std::env::var("FOLIO_SHAPES_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xf011_0005);
+/// A fresh database with `shape_rows`: `ROWS` random rows (NULLs included) drawn with `g`, on a
+/// connection with the settings Electric pins; returns the rows as Postgres prints them.
+pub(crate) async fn table(
+    g: &mut Gen,
+) -> anyhow::Result<(folio_testkit::TestDb, PgConnection, Vec<Vec<Option<String>>>)> {
     let db = folio_testkit::TestDb::new().await?;
     let mut conn = PgConnection::connect(&db.url).await?;
     // The settings Electric pins (and wal-ingest's output assumes): UTC, ISO dates.
@@ -594,7 +596,6 @@ async fn random_clauses_agree_with_postgres() -> anyhow::Result<()> {
         .execute(&mut conn)
         .await?;
 
-    let mut g = Gen { rng: StdRng::seed_from_u64(seed), params: Vec::new() };
     let placeholders: Vec<String> = COLUMNS
         .iter()
         .enumerate()
@@ -627,6 +628,68 @@ async fn random_clauses_agree_with_postgres() -> anyhow::Result<()> {
     .iter()
     .map(|r| (0..COLUMNS.len()).map(|i| r.get::<Option<String>, _>(i)).collect())
     .collect();
+    Ok((db, conn, text_rows))
+}
+
+pub(crate) enum Verdict {
+    /// Agreement on this many rows.
+    Agree(usize),
+    /// A bad literal, refused by us and by Postgres: agreement too.
+    RefusedByBoth,
+    Disagree(String),
+}
+
+/// Our parse and evaluation of `pair.w` against Postgres running `pair.raw` (`pg_raw`) and our
+/// rendering of it (`pg_rendered`), on every row.
+pub(crate) fn judge(
+    pair: &Pair,
+    params: &[String],
+    clause: &Result<WhereClause, folio_shapes::WhereError>,
+    rows: &[Vec<Option<&str>>],
+    pg_raw: &Outcome,
+    pg_rendered: &Outcome,
+) -> Verdict {
+    let clause = match clause {
+        Ok(c) => c,
+        Err(_) if pg_raw.is_err() => return Verdict::RefusedByBoth,
+        Err(e) => {
+            return Verdict::Disagree(format!("refused {:?} (params {params:?}) which Postgres accepts: {e}", pair.w));
+        }
+    };
+    let ours: Result<Vec<Option<bool>>, String> =
+        rows.iter().map(|r| clause.evaluate(r).map_err(|e| e.to_string())).collect();
+    let describe =
+        || format!("{:?} params {:?}\n    rendered {}", pair.w, params, clause.to_sql(&mut ParamSink::new()));
+    match (&ours, pg_raw, pg_rendered) {
+        (Ok(o), Ok(r), Ok(s)) => {
+            for (i, ((o, r), s)) in o.iter().zip(r).zip(s).enumerate() {
+                if o != r || o != s {
+                    return Verdict::Disagree(format!(
+                        "{}\n    row {:?}\n    ours {o:?}, postgres {r:?}, postgres(rendered) {s:?}",
+                        describe(),
+                        rows[i]
+                    ));
+                }
+            }
+            Verdict::Agree(o.len())
+        }
+        // Postgres and we failing on the same data is agreement (e.g. an overflowing cast).
+        (Err(_), Err(_), Err(_)) => Verdict::Agree(rows.len()),
+        _ => Verdict::Disagree(format!(
+            "{}\n    ours {:?}\n    postgres {:?}\n    postgres(rendered) {:?}",
+            describe(),
+            ours.as_ref().err(),
+            pg_raw.as_ref().err(),
+            pg_rendered.as_ref().err()
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn random_clauses_agree_with_postgres() -> anyhow::Result<()> {
+    let seed: u64 = std::env::var("FOLIO_SHAPES_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xf011_0005);
+    let mut g = Gen { rng: StdRng::seed_from_u64(seed), params: Vec::new() };
+    let (_db, mut conn, text_rows) = table(&mut g).await?;
     let rows: Vec<Vec<Option<&str>>> = text_rows.iter().map(|r| r.iter().map(|v| v.as_deref()).collect()).collect();
 
     let schema = schema();
@@ -669,46 +732,14 @@ async fn random_clauses_agree_with_postgres() -> anyhow::Result<()> {
         let raw_results = run_batch(&mut conn, &raw, &raw).await;
         let mut rendered_results = run_batch(&mut conn, &rendered, &rendered_solo).await.into_iter();
         for ((pair, params, clause), pg_raw) in batch.iter().zip(raw_results) {
-            let clause = match clause {
-                Ok(c) => c,
-                // Refusing what Postgres refuses (a bad literal) is agreement.
-                Err(_) if pg_raw.is_err() => {
-                    refused_by_both += 1;
-                    continue;
-                }
-                Err(e) => {
-                    failures.push(format!("refused {:?} (params {params:?}) which Postgres accepts: {e}", pair.w));
-                    continue;
-                }
+            let pg_rendered = match clause {
+                Ok(_) => rendered_results.next().unwrap_or_else(|| Err("missing result".into())),
+                Err(_) => Err("not rendered".into()),
             };
-            let pg_rendered = rendered_results.next().unwrap_or_else(|| Err("missing result".into()));
-            let ours: Result<Vec<Option<bool>>, String> =
-                rows.iter().map(|r| clause.evaluate(r).map_err(|e| e.to_string())).collect();
-            let describe =
-                || format!("{:?} params {:?}\n    rendered {}", pair.w, params, clause.to_sql(&mut ParamSink::new()));
-            match (&ours, &pg_raw, &pg_rendered) {
-                (Ok(o), Ok(r), Ok(s)) => {
-                    for (i, ((o, r), s)) in o.iter().zip(r).zip(s).enumerate() {
-                        checks += 1;
-                        if o != r || o != s {
-                            failures.push(format!(
-                                "{}\n    row {:?}\n    ours {o:?}, postgres {r:?}, postgres(rendered) {s:?}",
-                                describe(),
-                                rows[i]
-                            ));
-                            break;
-                        }
-                    }
-                }
-                // Postgres and we failing on the same data is agreement (e.g. an overflowing cast).
-                (Err(_), Err(_), Err(_)) => checks += rows.len(),
-                _ => failures.push(format!(
-                    "{}\n    ours {:?}\n    postgres {:?}\n    postgres(rendered) {:?}",
-                    describe(),
-                    ours.as_ref().err(),
-                    pg_raw.as_ref().err(),
-                    pg_rendered.as_ref().err()
-                )),
+            match judge(pair, params, clause, &rows, &pg_raw, &pg_rendered) {
+                Verdict::Agree(n) => checks += n,
+                Verdict::RefusedByBoth => refused_by_both += 1,
+                Verdict::Disagree(why) => failures.push(why),
             }
         }
     }
