@@ -32,9 +32,15 @@ use super::{
     snapshots::Snapshots,
 };
 
-/// How long a compaction may hold its lease; an edge that dies holding one delays the next
-/// compaction of that document by at most this.
-const LEASE: Duration = Duration::from_secs(120);
+/// How long a compaction (or a proposal document's persist) may hold the document's lease; an
+/// edge that dies holding one delays the next compaction and persist of that document by at
+/// most this. Short, because a persist waits for it; a compaction outliving it is still safe
+/// (its pointer move checks the lease is still its own, else it drops what it wrote).
+pub(crate) const LEASE: Duration = Duration::from_secs(30);
+
+/// A compaction that found the lease held tries again this often, until the lease must have
+/// expired (its holder may have died, and no further update may come to trigger it).
+const BUSY_RETRY: Duration = Duration::from_secs(5);
 
 /// Documents whose appended bytes an edge keeps counting; past this many, the counts of
 /// documents not compacting are forgotten (they are hints: those documents compact a threshold
@@ -105,9 +111,19 @@ impl Yjs {
         }
         let this = Arc::clone(self);
         self.tasks.spawn(async move {
-            let outcome = tokio::select! {
-                outcome = this.compact(&updates) => outcome,
-                _ = this.shutdown.cancelled() => return,
+            let mut waited = Duration::ZERO;
+            let outcome = loop {
+                let outcome = tokio::select! {
+                    outcome = this.compact(&updates) => outcome,
+                    _ = this.shutdown.cancelled() => return,
+                };
+                if !matches!(outcome, Ok(Outcome::Busy)) || waited > LEASE {
+                    break outcome;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(BUSY_RETRY) => waited += BUSY_RETRY,
+                    _ = this.shutdown.cancelled() => return,
+                }
             };
             let mut pending = this.pending.lock();
             match outcome {

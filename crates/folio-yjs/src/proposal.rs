@@ -56,9 +56,11 @@ pub const CONTENT_TEXT: &str = "content";
 const TOKEN_TTL: Duration = Duration::from_secs(120);
 /// Reads and writes per persist when the proposal's version keeps moving under it.
 const MAX_ATTEMPTS: u32 = 5;
-/// Times a persist that failed or found the document busy is tried again.
+/// Times a persist that failed or found the document busy is tried again, after 0.5, 1, 2, 4
+/// and then 8 s: about a minute in all, longer than the lease of an edge that died holding it.
 const MAX_RETRIES: u32 = 10;
-const RETRY_DELAY: Duration = Duration::from_millis(500);
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const LONGEST_RETRY: Duration = Duration::from_secs(8);
 
 /// Where proposal documents are checked and persisted: the database (read) and the API (write).
 #[derive(Clone)]
@@ -299,9 +301,11 @@ impl Yjs {
                         if let Err(e) = &outcome {
                             tracing::warn!(error = %folio_runtime::error_chain(e), retries, "persist failed; trying again");
                         }
-                        this.schedule_after(doc, writer, RETRY_DELAY * (retries + 1), retries + 1);
+                        let delay = (FIRST_RETRY * 2u32.saturating_pow(retries)).min(LONGEST_RETRY);
+                        this.schedule_after(doc, writer, delay, retries + 1);
                     }
                     Err(e) => tracing::error!(error = %folio_runtime::error_chain(&e), "persist failed; giving up"),
+                    Ok(Persisted::Busy) => tracing::error!("the document stayed leased; persist given up"),
                     Ok(outcome) => tracing::debug!(?outcome, "persisted"),
                 }
             }
