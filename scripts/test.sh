@@ -84,6 +84,11 @@ if [ -x scripts/ds-conformance-ci.sh ]; then
     scripts/ds-conformance-ci.sh
 fi
 
+step "proposal documents: three y-durable-streams providers, an edge killed, the API, pdf-render (tests/yjs-providers)"
+# Converge, offline merge, failover to another edge, compaction, persisted through the API,
+# viewer / other agency / sent proposal refused, an edited sentence in the PDF; npm cached.
+FOLIO_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" tests/yjs-providers/run.sh
+
 step "the Yjs protocol's conformance suite against shape-edge (/v1/yjs, crates/folio-yjs)"
 # 57 passed, 3 harness-bound failures, 1 skipped: the script checks exactly that (see its header).
 SHAPE_EDGE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/shape-edge" services/shape-edge/tests/yjs-conformance.sh
