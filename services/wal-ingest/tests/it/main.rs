@@ -7,6 +7,7 @@ mod events_consumer_ts;
 mod fencing;
 mod helpers;
 mod markers;
+mod replicated_properties;
 mod rows;
 mod secrets;
 mod takeover;
