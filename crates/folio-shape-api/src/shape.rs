@@ -179,6 +179,9 @@ impl Moves {
 pub struct Resync {
     pub pool: PgPool,
     pub feed: Weak<TableFeed>,
+    /// The edge's snapshot slots: many shapes moving at once queue for them instead of
+    /// exhausting the pool.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most rows a shape with subqueries may hold: the edge keeps each (its key and values) to
@@ -388,6 +391,7 @@ impl Shape {
     }
 
     async fn resync(self: Arc<Self>, ctx: Resync, trigger: StreamSeq) -> Result<()> {
+        let _slot = ctx.slots.acquire().await.map_err(|e| ShapeError::internal("snapshot slots", e))?;
         let deadline = std::time::Instant::now() + MOVE_WAIT;
         // A snapshot past the whole transaction that moved rows: the feed has closed it.
         let feed = loop {
@@ -418,7 +422,14 @@ impl Shape {
         let Some(moves) = &self.moves else { return };
         let mut m = moves.lock();
         let Some(waiting) = m.waiting.take() else { return };
-        let ops = super::messages::move_ops(&self.def.table.relation_json, &m.rows, &rows, &waiting.txids, &stitch);
+        // The transactions the snapshot covers among those held back send no message of their
+        // own: the move's events carry their txids (TanStack DB's awaitTxId waits for them).
+        let mut txids = waiting.txids.clone();
+        let covered = waiting.events.iter().filter(|(seq, ev)| *seq <= stitch.seq0 || stitch.saw(ev.xid));
+        txids.extend(covered.map(|(_, ev)| ev.xid));
+        txids.sort_unstable();
+        txids.dedup();
+        let ops = super::messages::move_ops(&self.def.table.relation_json, &m.rows, &rows, &txids, &stitch);
         let at = stitch.seq0;
         if at <= self.log.lock().applied {
             // The snapshot is not past what the log holds: its difference has no place there.

@@ -39,7 +39,8 @@ pub struct Snapshots {
     pool: PgPool,
     /// Target size of one snapshot chunk.
     chunk_bytes: usize,
-    slots: tokio::sync::Semaphore,
+    /// Shared with subquery shapes re-reading their rows after a move.
+    slots: Arc<tokio::sync::Semaphore>,
     /// Bytes of snapshot chunks held by this edge's shapes (each shape counts its own in).
     held: Arc<AtomicUsize>,
     budget: usize,
@@ -50,7 +51,7 @@ impl Snapshots {
         Snapshots {
             pool,
             chunk_bytes,
-            slots: tokio::sync::Semaphore::new(max_concurrent.max(1)),
+            slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
             held: Arc::default(),
             budget,
         }
@@ -81,7 +82,7 @@ impl Snapshots {
 
     /// What a subquery shape re-reads its rows with after a move.
     pub fn resync(&self, feed: &Arc<TableFeed>) -> shape::Resync {
-        shape::Resync { pool: self.pool.clone(), feed: Arc::downgrade(feed) }
+        shape::Resync { pool: self.pool.clone(), feed: Arc::downgrade(feed), slots: Arc::clone(&self.slots) }
     }
 
     /// Runs a subset of `def` (see [`subset`](super::subset)) in a snapshot that sees every
