@@ -309,6 +309,10 @@ impl TableFeed {
         inner.taps.retain(|t| !Arc::ptr_eq(t, &tap));
         let events = std::mem::take(&mut *tap.events.lock());
         shape.attach_tapped(events, inner.committed);
+        if self.is_dead() {
+            // It ended while the snapshot was taken: nothing would move the shape on.
+            return shape.invalidate("the table's change feed failed");
+        }
         inner.shapes.push(shape);
     }
 
