@@ -9,7 +9,9 @@
 //! `http`. Handles and their snapshot points live in a JetStream KV bucket (`handles`) so that
 //! any edge can continue any client. `subset` answers subset snapshots of a shape (Electric's
 //! `subset__*`): parsed with the request, checked against the shape's definition, read from a
-//! snapshot `snapshots` takes.
+//! snapshot `snapshots` takes. A shape with subqueries follows the whole stream's feed and
+//! keeps its rows: when what a subquery yields changes, it re-reads them in a snapshot and
+//! logs the difference as Electric's move-out / move-in (`shape::Moves`).
 //!
 //! [`Shapes`] composes those parts; each owns its own state and locks. Module dependencies
 //! point one way: `http` → `lib` → `policy`, `definition`, `registry`, `snapshots`, `handles`,
