@@ -1,11 +1,12 @@
 //! One trace from click to email, across the WAL (issue 18). proposals-api, wal-ingest, the
-//! notifier and pdf-render each run in a process of their own (`traced-service`), exporting
+//! notifier, pdf-render and shape-edge each run in a process of their own (`traced-service`), exporting
 //! OTLP/gRPC to a trace receiver this test serves. A "click" (a `traceparent` the test makes, as
 //! a browser's instrumentation would) sends a proposal and requests its PDF; every span of that
 //! trace is then found at the receiver, each one's parent the hop before it:
 //!
 //! ```text
-//! click ─► proposals-api grpc (TransitionProposal) ─► wal-ingest transaction ─► notifier change_event ─► notifier delivery (email)
+//! click ─► proposals-api grpc (TransitionProposal) ─► wal-ingest transaction ─┬► notifier change_event ─► notifier delivery (email)
+//!       │                                                                    └► shape-edge live_change (a live shape client's update)
 //!       └► proposals-api grpc (RequestPdf)         ─► wal-ingest transaction ─► pdf-render pdf_job
 //! ```
 
@@ -46,16 +47,23 @@ async fn one_trace_runs_from_the_api_call_through_the_wal_to_the_email_and_the_p
 
     // wal-ingest first: a write made before its slot exists never reaches the stream.
     let wal = Service::start("wal-ingest", &sandbox, &receiver, &smtp).await.unwrap();
-    let (api, notifier, pdf) = tokio::try_join!(
+    let (api, notifier, pdf, edge) = tokio::try_join!(
         Service::start("proposals-api", &sandbox, &receiver, &smtp),
         Service::start("notifier", &sandbox, &receiver, &smtp),
         Service::start("pdf-render", &sandbox, &receiver, &smtp),
+        Service::start("shape-edge", &sandbox, &receiver, &smtp),
     )
     .unwrap();
     let token =
         sandbox.token(&proposals_api::Caller { user_id: editor, agency_id: agency, role: proposals_api::Role::Editor });
     let mut client = folio_e2e::proposals_client(api.addr.parse().unwrap(), &token).unwrap();
     let draft = folio_e2e::draft_proposal(&mut client, &pool, agency, "Traced", 100_000).await.unwrap();
+
+    // A browser tab following the agency's proposals live, in sync before the click.
+    let edge_addr: std::net::SocketAddr = edge.addr.parse().unwrap();
+    let initial = shape_get(edge_addr, &token, "/v1/shape?table=proposals&offset=-1").await.unwrap();
+    assert_eq!(initial.status, 200, "{}", initial.body);
+    let (handle, offset) = (initial.header("electric-handle").unwrap(), initial.header("electric-offset").unwrap());
 
     // The click: one trace id, one span id, sent on both calls as a browser's would be.
     let trace_id = random_hex(16);
@@ -72,6 +80,14 @@ async fn one_trace_runs_from_the_api_call_through_the_wal_to_the_email_and_the_p
         ))
         .await
         .unwrap();
+    // The tab's next live request brings the send.
+    let live = folio_testkit::eventually("the send at the live shape client", || async {
+        let path = format!("/v1/shape?table=proposals&live=true&handle={handle}&offset={offset}");
+        let answer = shape_get(edge_addr, &token, &path).await?;
+        (answer.status == 200 && answer.body.contains("\"sent\"")).then_some(answer)
+    })
+    .await;
+    assert!(live.body.contains(&draft.id), "{}", live.body);
     let requested = client
         .request_pdf(traced(&traceparent, pb::RequestPdfRequest { proposal_id: draft.id.clone() }))
         .await
@@ -95,15 +111,15 @@ async fn one_trace_runs_from_the_api_call_through_the_wal_to_the_email_and_the_p
     assert!(smtp.received() >= delivered as usize, "the SMTP server took the email");
 
     // Stopping flushes each service's spans.
-    for service in [api, notifier, pdf, wal] {
+    for service in [api, notifier, pdf, edge, wal] {
         service.stop().await.unwrap();
     }
     let spans = receiver.spans();
     let trace: Vec<&Received> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
     let services: HashSet<&str> = trace.iter().map(|s| s.service.as_str()).collect();
     assert!(
-        ["proposals-api", "wal-ingest", "notifier", "pdf-render"].iter().all(|s| services.contains(s)),
-        "one trace across four services, got {services:?} in {trace:#?}"
+        ["proposals-api", "wal-ingest", "notifier", "pdf-render", "shape-edge"].iter().all(|s| services.contains(s)),
+        "one trace across five services, got {services:?} in {trace:#?}"
     );
 
     let one = |service: &str, name: &str, parent: &str, what: &str| -> &Received {
@@ -134,6 +150,8 @@ async fn one_trace_runs_from_the_api_call_through_the_wal_to_the_email_and_the_p
         })
         .unwrap_or_else(|| panic!("the email's attempt, child of the event, in {trace:#?}"));
     assert_eq!(email.attribute("outcome"), Some("delivered"));
+    // Send → its transaction → the edge applying it for the live tab.
+    one("shape-edge", "live_change", &sent_txn.span_id, "the edge's live update");
 
     // RequestPdf → its transaction → the render job.
     let pdf_txn = one("wal-ingest", "transaction", &render.span_id, "the PDF request's transaction");
@@ -367,4 +385,40 @@ async fn smtp_session(socket: tokio::net::TcpStream, received: Arc<std::sync::at
             return;
         }
     }
+}
+
+/// An HTTP/1.0 answer from the edge.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+}
+
+/// `GET path` with the caller's token, as a browser's shape client sends it; None when nothing
+/// answers within 30 s.
+async fn shape_get(addr: std::net::SocketAddr, token: &str, path: &str) -> Option<Answer> {
+    use tokio::io::AsyncReadExt as _;
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let mut lines = head.lines();
+        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Some(Answer { status, headers, body: body.to_owned() })
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange).await.ok().flatten()
 }

@@ -145,7 +145,22 @@ impl TableFeed {
             while let Some(messages) = follower.next_batch(WAKE_BATCH).await {
                 let mut batch = Vec::with_capacity(messages.len());
                 let mut broken = None;
+                // One span per transaction this edge applies, a child of the write that made it
+                // (wal-ingest's `traceparent` header): the live update's hop in the write's trace.
+                let mut traced: Vec<tracing::Span> = Vec::new();
+                let mut traced_lsn = None;
                 for msg in messages {
+                    if let (Some(headers), Ok(info)) = (&msg.headers, msg.info())
+                        && headers.get(folio_bus::headers::TRACEPARENT).is_some()
+                    {
+                        let lsn = headers.get(folio_bus::headers::COMMIT_LSN).map(|v| v.as_str().to_owned());
+                        if lsn != traced_lsn {
+                            let span = tracing::info_span!("live_change", filter = %filter, commit_lsn = lsn.as_deref().unwrap_or(""), stream_seq = info.stream_sequence);
+                            traced_lsn = lsn;
+                            folio_bus::trace_context::set_parent_from_nats(&span, headers);
+                            traced.push(span);
+                        }
+                    }
                     let event = msg.info().map_err(FeedError::NoMetadata).and_then(|i| {
                         let seq = StreamSeq::new(i.stream_sequence);
                         ChangeEvent::decode(msg.payload.as_ref())
@@ -166,7 +181,9 @@ impl TableFeed {
                 // Where clauses are evaluated here, at a cost the callers choose (within their
                 // budget): on the blocking pool, never on the threads that answer requests.
                 let applying = Arc::clone(&feed);
-                if let Err(e) = tokio::task::spawn_blocking(move || applying.apply(&batch)).await {
+                let applied = tokio::task::spawn_blocking(move || applying.apply(&batch)).await;
+                drop(traced);
+                if let Err(e) = applied {
                     tracing::error!(filter, error = %e, "applying changes to shapes failed");
                     feed.fail();
                     return;

@@ -19,6 +19,7 @@ enum Service {
     WalIngest,
     Notifier,
     PdfRender,
+    ShapeEdge,
 }
 
 #[derive(Debug, clap::Parser)]
@@ -87,6 +88,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             config.common.otlp_endpoint = otlp;
             let telemetry = folio_runtime::telemetry::init("pdf-render", &config.common)?;
             (telemetry, serve(pdf_render::bind(config).await?.spawn(), "-").await)
+        }
+        Service::ShapeEdge => {
+            let mut config = sandbox.edge_config();
+            config.common.otlp_endpoint = otlp;
+            let telemetry = folio_runtime::telemetry::init("shape-edge", &config.common)?;
+            let bound = shape_edge::bind(config).await?;
+            let addr = bound.http_addr().to_string();
+            (telemetry, serve(bound.spawn(), &addr).await)
         }
     };
     // Whatever happened, the spans recorded so far go out: they are what the test reads.
