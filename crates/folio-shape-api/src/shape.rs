@@ -115,9 +115,6 @@ pub struct Shape {
     pub handle: String,
     pub def: Arc<ShapeDef>,
     pub stitch: Stitch,
-    /// What each subquery yielded at the snapshot, for shapes without subqueries' history
-    /// reads (empty: those shapes have none). A subquery shape decides with [`Moves::sets`].
-    pub sets: Arc<[folio_shapes::ValueSet]>,
     /// A subquery shape's moving parts (None without subqueries).
     moves: Option<Mutex<Moves>>,
     /// A subquery shape is re-reading its rows after a move: its head stays where it was.
@@ -188,6 +185,10 @@ pub struct Resync {
 /// compute what a move changes.
 pub const MAX_SUBQUERY_SHAPE_ROWS: usize = 500_000;
 
+/// Most change events of the whole stream a subquery shape holds back while a move's rows are
+/// read.
+const MAX_HELD_BACK: usize = 100_000;
+
 /// How long a move waits for the change stream to close the transaction that caused it.
 const MOVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -244,7 +245,6 @@ impl Shape {
             handle,
             def,
             stitch,
-            sets: Arc::new([]),
             resync: moves.as_ref().map(|(_, r)| r.clone()),
             moves: moves.map(|(m, _)| Mutex::new(m)),
             resyncing: AtomicBool::new(false),
@@ -291,7 +291,8 @@ impl Shape {
         if self.invalid_reason().is_some() {
             return;
         }
-        let effect = self.def.view(&self.sets).effect_of(&self.stitch, seq, event);
+        // A shape without subqueries decides with no sets.
+        let effect = self.def.view(&[]).effect_of(&self.stitch, seq, event);
         self.record(seq, event.commit_lsn(), effect);
     }
 
@@ -324,6 +325,12 @@ impl Shape {
             return;
         }
         if let Some(w) = &mut m.waiting {
+            if w.events.len() >= MAX_HELD_BACK {
+                // The re-read is too slow for the stream (Electric caps this at 1,000
+                // transactions): the clients start over rather than the edge's memory growing.
+                m.waiting = None;
+                return self.invalidate("too many changes arrived while a move was computed");
+            }
             w.events.push((seq, event.clone()));
             return;
         }
@@ -704,8 +711,8 @@ impl History<'_> {
             // The caller's where clause runs here, at a cost the caller chooses (within its
             // budget per event): on the blocking pool, as for live changes, never on the threads
             // that answer requests (issue 13, finding 5).
-            let (def, stitch, sets) = (Arc::clone(&shape.def), shape.stitch.clone(), Arc::clone(&shape.sets));
-            let (effects, past_to) = tokio::task::spawn_blocking(move || effects_of(&def, &sets, &stitch, batch, to))
+            let (def, stitch) = (Arc::clone(&shape.def), shape.stitch.clone());
+            let (effects, past_to) = tokio::task::spawn_blocking(move || effects_of(&def, &stitch, batch, to))
                 .await
                 .map_err(|e| ShapeError::internal("evaluate change history", e))??;
             for (seq, commit_lsn, effect) in effects {
@@ -738,12 +745,12 @@ type HistoryEffect = (StreamSeq, u64, Effect);
 /// and whether the batch reached past `to` (the read is then complete).
 fn effects_of(
     def: &ShapeDef,
-    sets: &[folio_shapes::ValueSet],
     stitch: &Stitch,
     batch: Vec<(StreamSeq, Bytes)>,
     to: StreamSeq,
 ) -> Result<(Vec<HistoryEffect>, bool)> {
-    let view = def.view(sets);
+    // Only shapes without subqueries read history (a subquery shape's moves are not in it).
+    let view = def.view(&[]);
     let mut effects = Vec::with_capacity(batch.len());
     for (seq, payload) in batch {
         if seq > to {
