@@ -297,6 +297,74 @@ mod tests {
         assert_eq!(log_offset(StreamSeq::new(9)), "9_0");
     }
 
+    // Property tests (issue 18): offsets round-trip, and no request line can make the parser
+    // panic. `FOLIO_PROPTEST_CASES` sets the cases (2,000 by default).
+    fn proptest_config() -> proptest::prelude::ProptestConfig {
+        let cases = std::env::var("FOLIO_PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000);
+        proptest::prelude::ProptestConfig::with_cases(cases)
+    }
+
+    const QUERY_KEYS: &[&str] = &[
+        "table",
+        "where",
+        "params",
+        "params[1]",
+        "params[2]",
+        "columns",
+        "replica",
+        "log",
+        "offset",
+        "handle",
+        "live",
+        "cursor",
+        "live_sse",
+        "experimental_live_sse",
+        "subset__where",
+        "subset__params",
+        "subset__limit",
+        "subset__offset",
+        "subset__order_by",
+        "subset__where_expr",
+    ];
+
+    use proptest::prelude::{Strategy as _, any};
+
+    proptest::proptest! {
+        #![proptest_config(proptest_config())]
+
+        #[test]
+        fn every_offset_the_edge_sends_parses_back_to_its_position(seq in any::<u64>()) {
+            let expected = if seq == 0 { RequestOffset::SnapshotEnd } else { RequestOffset::After(StreamSeq::new(seq)) };
+            proptest::prop_assert_eq!(RequestOffset::parse(&log_offset(StreamSeq::new(seq))), Some(expected));
+        }
+
+        #[test]
+        fn any_offset_text_is_parsed_or_refused_and_what_parses_is_a_position(text in "[-0-9_a-z]{0,24}|.{0,40}") {
+            let parsed = RequestOffset::parse(&text);
+            proptest::prop_assert_eq!(parsed, RequestOffset::parse(&text));
+            if let Some(RequestOffset::After(seq)) = parsed {
+                // Leading zeros aside, the position is the text's.
+                let position = seq.to_string();
+                proptest::prop_assert_eq!(text.split('_').next().map(|t| t.trim_start_matches('0')), Some(position.as_str()));
+            }
+        }
+
+        #[test]
+        fn any_query_string_is_parsed_or_refused_never_a_panic(
+            pairs in proptest::collection::vec(
+                (proptest::prop_oneof![proptest::sample::select(QUERY_KEYS).prop_map(str::to_owned), ".{0,8}"],
+                 "[^&]{0,30}|%[0-9A-Fa-f]{0,2}|-1|now|[0-9]{1,20}_[0-9]{1,20}|true|false|full|changes_only"),
+                0..10,
+            )
+        ) {
+            let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let query = query.join("&");
+            let first = ShapeRequest::from_query(&query).map(|r| format!("{r:?}")).map_err(|e| e.to_string());
+            let again = ShapeRequest::from_query(&query).map(|r| format!("{r:?}")).map_err(|e| e.to_string());
+            proptest::prop_assert_eq!(first, again);
+        }
+    }
+
     #[test]
     fn query_validation_names_the_parameter() {
         let err = |q: &str| match ShapeRequest::from_query(q) {
