@@ -24,6 +24,7 @@ run() {
 }
 run "$cases" -p folio-durable-streams --lib properties
 run "$cases" -p wal-ingest --lib decode::properties
+run "$cases" -p folio-shape-api --lib request::tests
 run "$cases" -p folio-shapes --test it properties::any
 run $((cases / 100)) -p folio-shapes --test it pg_properties
 run $((cases / 100)) -p wal-ingest --test it replicated_properties
