@@ -9,7 +9,7 @@
 //! An event of another commit also ends the open transaction (streams written before markers).
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -53,6 +53,21 @@ pub struct TableFeed {
     dead: AtomicBool,
 }
 
+/// Shapes by the value their key holds.
+type ByValue = HashMap<Box<str>, Vec<Arc<Shape>>>;
+
+/// The event's rows read against `table` (once per table description per event).
+fn prepared_for<'a>(prepared: &mut Vec<Prepared<'a>>, table: &TableInfo, ev: &'a ChangeEvent) -> usize {
+    let addr = table as *const TableInfo as usize;
+    match prepared.iter().position(|p| p.table == addr) {
+        Some(k) => k,
+        None => {
+            prepared.push(Prepared::new(table, ev));
+            prepared.len() - 1
+        }
+    }
+}
+
 /// The events a feed applied since a shape with subqueries began its snapshot.
 pub struct Tap {
     events: Mutex<Vec<(StreamSeq, ChangeEvent)>>,
@@ -80,6 +95,12 @@ struct FeedInner {
     /// Commit LSN and xid of the transaction whose end has not arrived yet.
     open: Option<(u64, u32)>,
     shapes: Vec<Arc<Shape>>,
+    /// The table feed's shapes with a `column = constant` (or `IN`) key, by (their table
+    /// description, column) and value: a row change is applied only to those whose value its
+    /// old or new row holds, so it costs about the shapes it concerns, not every shape.
+    index: HashMap<(usize, usize), ByValue>,
+    /// The others, which see every change.
+    scan: Vec<Arc<Shape>>,
     /// Events kept for shapes with subqueries whose snapshot is being taken (dropped when
     /// their taker lets go).
     taps: Vec<Arc<Tap>>,
@@ -88,6 +109,58 @@ struct FeedInner {
 }
 
 impl FeedInner {
+    /// Applies one row (or table-wide) event of a table feed to the shapes it concerns: every
+    /// shape for a truncate, schema change or an event without complete rows; otherwise the
+    /// shapes without a key and those whose key's values the old or new row holds. Shapes of
+    /// one table description share the event's decoded rows.
+    fn apply_table_event<'a>(&self, seq: StreamSeq, ev: &'a ChangeEvent, op: Operation) {
+        let mut prepared: Vec<Prepared<'a>> = Vec::with_capacity(1);
+        let apply = |shape: &Arc<Shape>, prepared: &mut Vec<Prepared<'a>>| {
+            let k = prepared_for(prepared, &shape.def.table, ev);
+            shape.apply(seq, &prepared[k]);
+        };
+        if !matches!(op, Operation::Insert | Operation::Update | Operation::Delete) || self.index.is_empty() {
+            for shape in &self.shapes {
+                apply(shape, &mut prepared);
+            }
+            return;
+        }
+        for shape in &self.scan {
+            apply(shape, &mut prepared);
+        }
+        for (&(_, col), by_value) in &self.index {
+            let Some(first) = by_value.values().flatten().next() else { continue };
+            let k = prepared_for(&mut prepared, &first.def.table, ev);
+            match prepared[k].column(col) {
+                Some((old, new)) => {
+                    for v in [old, new.filter(|n| Some(*n) != old)].into_iter().flatten() {
+                        for shape in by_value.get(v).into_iter().flatten() {
+                            apply(shape, &mut prepared);
+                        }
+                    }
+                }
+                // Not readable as rows: every shape decides (and stops) on its own.
+                None => {
+                    for shape in by_value.values().flatten() {
+                        apply(shape, &mut prepared);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes the shapes `gone` says from the index and the scanned shapes.
+    fn forget(&mut self, gone: impl Fn(&Arc<Shape>) -> bool) {
+        self.scan.retain(|s| !gone(s));
+        for by_value in self.index.values_mut() {
+            for shapes in by_value.values_mut() {
+                shapes.retain(|s| !gone(s));
+            }
+            by_value.retain(|_, shapes| !shapes.is_empty());
+        }
+        self.index.retain(|_, by_value| !by_value.is_empty());
+    }
+
     fn close(&mut self, at: StreamSeq, xid: u32) {
         self.committed = self.committed.max(at);
         self.open = None;
@@ -133,6 +206,8 @@ impl TableFeed {
                 committed: last,
                 open: None,
                 shapes: Vec::new(),
+                index: HashMap::new(),
+                scan: Vec::new(),
                 taps: Vec::new(),
                 recent: VecDeque::new(),
             }),
@@ -227,20 +302,7 @@ impl TableFeed {
                     shape.apply_any(seq, ev);
                 }
             } else if op != Operation::TransactionEnd {
-                // Shapes of one table description share the event's decoded rows.
-                let mut prepared: Vec<Prepared<'_>> = Vec::with_capacity(1);
-                for shape in &inner.shapes {
-                    let table: &TableInfo = &shape.def.table;
-                    let addr = table as *const TableInfo as usize;
-                    let k = match prepared.iter().position(|p| p.table == addr) {
-                        Some(k) => k,
-                        None => {
-                            prepared.push(Prepared::new(table, ev));
-                            prepared.len() - 1
-                        }
-                    };
-                    shape.apply(seq, &prepared[k]);
-                }
+                inner.apply_table_event(seq, ev, op);
             }
             inner.applied = seq;
             let ends = if self.whole_stream {
@@ -257,7 +319,11 @@ impl TableFeed {
         let (applied, committed) = (inner.applied, inner.committed);
         let woken: Vec<Arc<Shape>> =
             inner.shapes.iter().filter(|s| s.advance(applied, committed)).map(Arc::clone).collect();
+        let before = inner.shapes.len();
         inner.shapes.retain(|s| s.invalid_reason().is_none());
+        if inner.shapes.len() != before {
+            inner.forget(|s| s.invalid_reason().is_some());
+        }
         inner.taps.retain(|t| Arc::strong_count(t) > 1);
         drop(inner);
         for s in woken {
@@ -305,6 +371,18 @@ impl TableFeed {
     pub fn register(&self, shape: Arc<Shape>) {
         let mut inner = self.inner.lock();
         shape.attach_at(inner.applied, inner.committed);
+        if !self.whole_stream {
+            match shape.def.clause.equality_key() {
+                Some((col, values)) => {
+                    let table = &*shape.def.table as *const TableInfo as usize;
+                    let by_value = inner.index.entry((table, col)).or_default();
+                    for v in values {
+                        by_value.entry(v.into()).or_default().push(Arc::clone(&shape));
+                    }
+                }
+                None => inner.scan.push(Arc::clone(&shape)),
+            }
+        }
         inner.shapes.push(shape);
     }
 
@@ -335,6 +413,8 @@ impl TableFeed {
 
     /// Removes this very shape (not another one registered since under the same handle).
     pub fn unregister(&self, shape: &Arc<Shape>) {
-        self.inner.lock().shapes.retain(|s| !Arc::ptr_eq(s, shape));
+        let mut inner = self.inner.lock();
+        inner.shapes.retain(|s| !Arc::ptr_eq(s, shape));
+        inner.forget(|s| Arc::ptr_eq(s, shape));
     }
 }

@@ -186,6 +186,16 @@ impl<'a> Prepared<'a> {
         self.event.commit_lsn
     }
 
+    /// The values of column `col` in the old and new row (None where there is no such row).
+    /// None when the event cannot be applied as rows (every shape must see it then).
+    pub fn column(&self, col: usize) -> Option<(Option<&'a str>, Option<&'a str>)> {
+        if self.unusable.is_some() || !matches!(self.op, Operation::Insert | Operation::Update | Operation::Delete) {
+            return None;
+        }
+        let at = |r: &Option<Vec<Option<&'a str>>>| r.as_ref().and_then(|r| r.get(col).copied().flatten());
+        Some((at(&self.old), at(&self.new)))
+    }
+
     pub fn new(table: &TableInfo, ev: &'a ChangeEvent) -> Self {
         let op = Operation::try_from(ev.operation).unwrap_or(Operation::Unspecified);
         let mut p = Prepared {

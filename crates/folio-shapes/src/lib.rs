@@ -31,6 +31,7 @@ mod error;
 mod eval;
 mod expr;
 mod fold;
+mod index;
 mod json;
 mod lexer;
 mod order;
