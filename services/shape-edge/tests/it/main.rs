@@ -3,6 +3,7 @@
 
 mod activity;
 mod helpers;
+mod index;
 mod live;
 mod path_tricks;
 mod quotas;

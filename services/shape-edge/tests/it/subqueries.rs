@@ -22,7 +22,7 @@ use crate::{
     shapes::{Env, bearer},
 };
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
@@ -32,11 +32,11 @@ fn enc(s: &str) -> String {
 }
 
 /// `key → value` of a shape's rows.
-type Rows = BTreeMap<String, serde_json::Map<String, Value>>;
+pub(crate) type Rows = BTreeMap<String, serde_json::Map<String, Value>>;
 
 /// A plain shape client (what `@electric-sql/client`'s `Shape` does): inserts, updates and
 /// deletes on keys, starting over on 409; strict about duplicates and lost changes.
-struct Client {
+pub(crate) struct Client {
     http: TestClient,
     query: String,
     auth: String,
@@ -44,7 +44,7 @@ struct Client {
     offset: String,
     cursor: String,
     rows: Rows,
-    refetches: usize,
+    pub(crate) refetches: usize,
     changes: usize,
     /// Every `move-in` / `move-out` event and `snapshot-end` received, in order.
     events: Vec<Value>,
@@ -53,7 +53,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(http: TestClient, query: String, auth: String) -> Self {
+    pub(crate) fn new(http: TestClient, query: String, auth: String) -> Self {
         Client {
             http,
             query,
@@ -70,7 +70,7 @@ impl Client {
     }
 
     /// One request; Some(rows) when it ended up to date.
-    async fn step(&mut self, live: bool) -> anyhow::Result<Option<Rows>> {
+    pub(crate) async fn step(&mut self, live: bool) -> anyhow::Result<Option<Rows>> {
         let mut path = format!("/v1/shape?{}&offset={}", self.query, self.offset);
         if let Some(h) = &self.handle {
             path.push_str(&format!("&handle={h}"));
