@@ -92,6 +92,12 @@ pub struct Config {
     #[arg(long, env = "FOLIO_DELIVERY_LEASE", default_value = "2m", value_parser = humantime::parse_duration)]
     pub delivery_lease: Duration,
 
+    /// How long JetStream waits for a replica to ack a change event before offering it to another:
+    /// what an event held by a replica that died waits. Writing an event's deliveries takes
+    /// milliseconds; keep it above how long PostgreSQL may stall.
+    #[arg(long, env = "FOLIO_NOTIFIER_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ack_wait: Duration,
+
     /// How often due deliveries are looked for when nothing woke the scheduler.
     #[arg(long, env = "FOLIO_SCHEDULER_POLL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub scheduler_poll: Duration,

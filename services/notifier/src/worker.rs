@@ -41,9 +41,6 @@ use crate::{
     txn,
 };
 
-/// How long JetStream waits for an ack before redelivering; writing one event's rows takes
-/// milliseconds, so this only matters when Postgres hangs.
-const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Pause before a failed event is offered again (Postgres down).
 const NAK_DELAY: Duration = Duration::from_secs(1);
 
@@ -111,7 +108,7 @@ async fn consumer(ctx: &Ctx, js: &jetstream::Context) -> Result<(Stream, PullCon
         description: Some("notifier: emails and webhooks on proposal changes".into()),
         filter_subject: ctx.config.bus.subjects().table_filter("public", "proposals"),
         ack_policy: AckPolicy::Explicit,
-        ack_wait: ACK_WAIT,
+        ack_wait: ctx.config.ack_wait,
         deliver_policy,
         // Events are independent; keep enough in flight for replicas to share the load.
         max_ack_pending: 1024,

@@ -368,6 +368,8 @@ impl World {
             .env("FOLIO_WEBHOOK_TIMEOUT", "5s")
             .env("FOLIO_SMTP_TIMEOUT", "5s")
             .env("FOLIO_DELIVERY_LEASE", "6s")
+            // An event held by a killed replica comes back to the other within this.
+            .env("FOLIO_NOTIFIER_ACK_WAIT", "3s")
             .env("FOLIO_JWT_SECRET", JWT_SECRET)
             .env("FOLIO_UNSUBSCRIBE_SECRET", folio_testkit::sandbox::UNSUBSCRIBE_SECRET)
             .env("FOLIO_CLIENT_LINK_SECRET", folio_auth::client_link::TEST_CLIENT_LINK_SECRET)
