@@ -63,7 +63,8 @@ async fn one_trace_runs_from_the_api_call_through_the_wal_to_the_email_and_the_p
     let edge_addr: std::net::SocketAddr = edge.addr.parse().unwrap();
     let initial = shape_get(edge_addr, &token, "/v1/shape?table=proposals&offset=-1").await.unwrap();
     assert_eq!(initial.status, 200, "{}", initial.body);
-    let (handle, offset) = (initial.header("electric-handle").unwrap(), initial.header("electric-offset").unwrap());
+    let handle = initial.header("electric-handle").unwrap().to_owned();
+    let offset = initial.header("electric-offset").unwrap().to_owned();
 
     // The click: one trace id, one span id, sent on both calls as a browser's would be.
     let trace_id = random_hex(16);
@@ -387,38 +388,7 @@ async fn smtp_session(socket: tokio::net::TcpStream, received: Arc<std::sync::at
     }
 }
 
-/// An HTTP/1.0 answer from the edge.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-    }
-}
-
-/// `GET path` with the caller's token, as a browser's shape client sends it; None when nothing
-/// answers within 30 s.
-async fn shape_get(addr: std::net::SocketAddr, token: &str, path: &str) -> Option<Answer> {
-    use tokio::io::AsyncReadExt as _;
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let mut lines = head.lines();
-        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        Some(Answer { status, headers, body: body.to_owned() })
-    };
-    tokio::time::timeout(Duration::from_secs(30), exchange).await.ok().flatten()
+/// `GET path` with the caller's token, as a browser's shape client sends it.
+async fn shape_get(addr: std::net::SocketAddr, token: &str, path: &str) -> Option<folio_testkit::http::HttpAnswer> {
+    folio_testkit::http::get_with(addr, path, &[("Authorization", &format!("Bearer {token}"))]).await
 }

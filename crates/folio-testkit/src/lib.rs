@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub mod http;
 pub mod sandbox;
 pub use sandbox::{Role, Sandbox};
 

@@ -4,11 +4,12 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use anyhow::Context as _;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+pub use folio_testkit::http::{HttpAnswer, get as http_get};
 
 /// What every replica of one run shares: where it reads and publishes.
 #[derive(Debug, Clone)]
@@ -122,40 +123,4 @@ fn spawn(setup: &IngestSetup, admin: SocketAddr, log_filter: Option<&str>) -> an
 /// The status code of `GET path`; None if nothing answers.
 async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     http_get(addr, path).await.map(|r| r.status)
-}
-
-/// An HTTP/1.0 answer, read to the end (the server closes the connection).
-#[derive(Debug, Clone)]
-pub struct HttpAnswer {
-    pub status: u16,
-    /// Lower-case names.
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl HttpAnswer {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-}
-
-/// `GET path` over HTTP/1.0 (no client library needed for what these tests ask); None when
-/// nothing answers within 30 s (a long-poll answers within its timeout).
-pub async fn http_get(addr: SocketAddr, path: &str) -> Option<HttpAnswer> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let mut lines = head.lines();
-        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        Some(HttpAnswer { status, headers, body: body.to_owned() })
-    };
-    tokio::time::timeout(Duration::from_secs(30), exchange).await.ok().flatten()
 }

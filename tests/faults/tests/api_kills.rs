@@ -7,6 +7,8 @@
 //! wal-ingest published each proposal's insert exactly once, in commit order. Recorded: how long
 //! a killed replica took to serve again, and how many calls failed over.
 
+mod common;
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -24,7 +26,7 @@ use folio_proto::{
     events::v1::{ChangeEvent, Operation, column_value},
 };
 use futures::StreamExt as _;
-use proposals_api::{Role, store, tenancy};
+use proposals_api::Role;
 use prost::Message as _;
 use tonic::{metadata::MetadataValue, transport::Channel};
 
@@ -58,21 +60,8 @@ async fn a_retried_create_never_doubles_while_api_replicas_are_killed() {
     let setup = base.ingest_setup();
     let _ingest = Replica::start(&setup).await.unwrap();
     let pool = &base.pool;
-    let agency = tenancy::create_agency(pool, "Fault Studio", "#0b6e4f").await.unwrap();
-    let editor = tenancy::create_user(pool, agency, "ed@fault.example", "Ed Itor", Role::Editor).await.unwrap();
-    let client_id = store::clients::create(
-        pool,
-        agency,
-        store::clients::ClientFields {
-            name: "Cy Client".into(),
-            email: "cy@client.example".into(),
-            company: "Cyco".into(),
-        },
-    )
-    .await
-    .unwrap()
-    .value
-    .id;
+    let studio = common::studio(pool, Role::Editor).await;
+    let (agency, editor, client_id) = (studio.agency, studio.member, studio.client.id);
     let token = folio_auth::Authenticator::new(JWT_SECRET.as_bytes()).issue(
         &folio_auth::Caller { user_id: editor, agency_id: agency, role: Role::Editor },
         Duration::from_secs(3600),

@@ -4,6 +4,8 @@
 //! dead-lettered — stored under its SHA-256 with bytes that hash to it, and a ready rendition is
 //! never rendered again.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -13,7 +15,7 @@ use folio_faults::{
     pdf_render::{RenderSetup, Renderer},
     wal_ingest::Replica,
 };
-use proposals_api::{Role, store, tenancy};
+use proposals_api::{Role, store};
 use sha2::Digest as _;
 use tokio::io::AsyncReadExt as _;
 
@@ -36,20 +38,7 @@ async fn every_requested_pdf_is_rendered_while_replicas_are_killed() {
     let mut renderers = [Renderer::start(&render_setup).await.unwrap(), Renderer::start(&render_setup).await.unwrap()];
 
     let pool = &base.pool;
-    let agency = tenancy::create_agency(pool, "Fault Studio", "#0b6e4f").await.unwrap();
-    let owner = tenancy::create_user(pool, agency, "owner@fault.example", "Olive Owner", Role::Admin).await.unwrap();
-    let client = store::clients::create(
-        pool,
-        agency,
-        store::clients::ClientFields {
-            name: "Cy Client".into(),
-            email: "cy@client.example".into(),
-            company: "Cyco".into(),
-        },
-    )
-    .await
-    .unwrap()
-    .value;
+    let common::Studio { agency, member: owner, client } = common::studio(pool, Role::Admin).await;
     let mut proposals = Vec::new();
     for n in 0..PROPOSALS {
         let line_items = (1..=6)
