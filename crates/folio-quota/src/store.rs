@@ -160,6 +160,8 @@ impl Bucket {
 
 fn backoff(attempt: u32) -> Duration {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    let ceiling_us = 200 * u64::from(attempt.min(10) + 1);
+    // Doubling to 51 ms: with a linear ceiling of a few milliseconds, 16 rivals on one key of a
+    // loaded machine could lose 64 rounds in a row (seen in CI with the load average at 9).
+    let ceiling_us = 200u64 << attempt.min(8);
     Duration::from_micros(u64::from(nanos) % ceiling_us)
 }
