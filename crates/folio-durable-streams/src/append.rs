@@ -1,18 +1,23 @@
 //! POST: append (optionally closing the stream), with idempotent producers and `Stream-Seq`.
 
+use std::{collections::HashMap, sync::Arc};
+
 use async_nats::HeaderMap as NatsHeaders;
 use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
 
 use folio_bus::StreamSeq;
 
 use super::{
     Streams,
-    error::{Result, StreamError},
+    error::{Result, StorageError, StreamError},
     headers::{self as h, value},
+    hub::LiveSnapshot,
     json, media,
     meta::{ProducerState, ProducerTuple, StreamMeta, normalize_media_type, now_ms},
     offset::Offset,
@@ -22,7 +27,7 @@ use super::{
 };
 
 impl Streams {
-    pub async fn append(&self, path: &str, headers: &HeaderMap, body: Bytes) -> Result<Response> {
+    pub async fn append(self: &Arc<Self>, path: &str, headers: &HeaderMap, body: Bytes) -> Result<Response> {
         let producer = producer::parse(headers)?;
         let closing = h::is_true(headers, h::STREAM_CLOSED);
         let content_type = h::get(headers, header::CONTENT_TYPE.as_str());
@@ -34,7 +39,29 @@ impl Streams {
         {
             media::check(ct)?;
         }
+        if let Some(ct) = content_type
+            && producer.is_none()
+            && stream_seq.is_none()
+            && !closing
+            && !body.is_empty()
+        {
+            match self.append_batched(path, ct, body.clone()).await? {
+                Batched::Stored(tail) => return Ok(response(StatusCode::NO_CONTENT, tail, false, None)),
+                Batched::Alone => {}
+            }
+        }
+        self.append_alone(path, headers, body).await
+    }
+
+    /// An append on its own, under the stream's write lock: the path of producers, `Stream-Seq`,
+    /// closes, and of plain appends whose batch could not take them (see `append_batch`).
+    async fn append_alone(&self, path: &str, headers: &HeaderMap, body: Bytes) -> Result<Response> {
+        let producer = producer::parse(headers)?;
+        let closing = h::is_true(headers, h::STREAM_CLOSED);
+        let content_type = h::get(headers, header::CONTENT_TYPE.as_str());
+        let stream_seq = h::get(headers, h::STREAM_SEQ).map(str::to_owned);
         let _guard = self.hub.write_lock(path).await;
+        let wake_epoch = self.hub.wake_epoch();
         let v = self.live(path).await?;
         let mut meta = v.meta;
         let close_only = body.is_empty() && closing;
@@ -151,7 +178,8 @@ impl Streams {
         }
         self.hub.touch(&meta);
         self.store.notify(path).await;
-        self.hub.wake(&path_hash(path));
+        // Still under the write lock: this edge's wake-ups of the path come in append order.
+        self.hub.wake_with(&path_hash(path), wake_epoch, || LiveSnapshot { meta: meta.clone(), tail });
         self.subscriptions.stream_changed(path);
         let status = match (&producer, close_only) {
             (Some(_), false) => StatusCode::OK,
@@ -189,6 +217,170 @@ impl Streams {
                 Ok(Some(Decision::Duplicate { last_seq: seq }))
             }
             _ => Ok(None),
+        }
+    }
+}
+
+/// Plain appends (data only: no producer, no `Stream-Seq`, no close) waiting for their stream's
+/// batch writer, by path. A path has an entry while its writer runs.
+#[derive(Default)]
+pub struct Queue(Mutex<HashMap<String, Vec<Pending>>>);
+
+pub struct Pending {
+    content_type: String,
+    body: Bytes,
+    reply: oneshot::Sender<Result<Batched>>,
+}
+
+pub enum Batched {
+    /// Stored and acknowledged at this sequence.
+    Stored(StreamSeq),
+    /// The batch could not take it (the stream is missing, closed or unreadable): the request
+    /// goes through `append_alone`, which gives the exact answer.
+    Alone,
+}
+
+/// Appends written per batch at most (bounds the acknowledgements awaited at once).
+const MAX_BATCH: usize = 256;
+
+impl Queue {
+    /// Queues `item`; true if the path has no writer yet (the caller starts one).
+    fn push(&self, path: &str, item: Pending) -> bool {
+        let mut map = self.0.lock();
+        match map.get_mut(path) {
+            Some(waiting) => {
+                waiting.push(item);
+                false
+            }
+            None => {
+                map.insert(path.to_owned(), vec![item]);
+                true
+            }
+        }
+    }
+
+    /// The next batch of `path`; empty (and the path's writer is done) when none is waiting.
+    fn take(&self, path: &str) -> Vec<Pending> {
+        let mut map = self.0.lock();
+        match map.get_mut(path) {
+            Some(waiting) if !waiting.is_empty() => {
+                let n = waiting.len().min(MAX_BATCH);
+                waiting.drain(..n).collect()
+            }
+            _ => {
+                map.remove(path);
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl Streams {
+    /// Group commit for plain appends. Concurrent appends to one stream used to queue on its
+    /// write lock, each paying a metadata read and a JetStream round trip in turn; now one
+    /// writer task per stream takes everything waiting, reads the metadata once, publishes the
+    /// batch back to back (JetStream stores one connection's publishes in order, so the
+    /// offsets follow the queue) and answers each request with its own acknowledged sequence.
+    /// Every append is still acknowledged only after JetStream acknowledged it, and checked
+    /// against metadata read after it arrived. The writer is a task of its own so a client
+    /// that goes away cannot abandon the others' appends half-way.
+    async fn append_batched(self: &Arc<Self>, path: &str, content_type: &str, body: Bytes) -> Result<Batched> {
+        let (reply, answer) = oneshot::channel();
+        let item = Pending { content_type: content_type.to_owned(), body, reply };
+        if self.appends.push(path, item) {
+            let (streams, path) = (Arc::clone(self), path.to_owned());
+            self.tasks.spawn(async move {
+                loop {
+                    let batch = streams.appends.take(&path);
+                    if batch.is_empty() {
+                        return;
+                    }
+                    streams.append_batch(&path, batch).await;
+                }
+            });
+        }
+        answer.await.map_err(|_| StorageError::new("append", "the stream's batch writer stopped"))?
+    }
+
+    async fn append_batch(&self, path: &str, batch: Vec<Pending>) {
+        let _guard = self.hub.write_lock(path).await;
+        let wake_epoch = self.hub.wake_epoch();
+        let meta = match self.live(path).await {
+            Ok(v) if !v.meta.closed => v.meta,
+            _ => {
+                for p in batch {
+                    let _ = p.reply.send(Ok(Batched::Alone));
+                }
+                return;
+            }
+        };
+        let subject = self.store.data_subject(&meta.incarnation);
+        let mut sent = Vec::with_capacity(batch.len());
+        for p in batch {
+            let (payload, charge) = match self.prepare(path, &meta, &p).await {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    let _ = p.reply.send(Err(e));
+                    continue;
+                }
+            };
+            let bytes = payload.len() as u64;
+            match self.store.send(subject.clone(), NatsHeaders::new(), payload).await {
+                Ok(ack) => sent.push((p, ack, charge, bytes)),
+                Err(e) => {
+                    self.give_back(path, charge).await;
+                    let _ = p.reply.send(Err(e.into()));
+                }
+            }
+        }
+        let mut tail = None;
+        for (p, ack, charge, bytes) in sent {
+            match ack.await {
+                Ok(ack) => {
+                    let seq = StreamSeq::new(ack.sequence);
+                    if let Some(quotas) = &self.quotas {
+                        quotas.record_stored(&meta, charge.bytes);
+                    }
+                    metrics::counter!("folio_edge_stream_appends_total").increment(1);
+                    metrics::counter!("folio_edge_stream_appended_bytes_total").increment(bytes);
+                    tail = tail.max(Some(seq));
+                    let _ = p.reply.send(Ok(Batched::Stored(seq)));
+                }
+                Err(e) => {
+                    self.give_back(path, charge).await;
+                    let _ = p.reply.send(Err(StorageError::new("get the JetStream acknowledgement", e).into()));
+                }
+            }
+        }
+        let Some(tail) = tail else { return };
+        self.hub.touch(&meta);
+        self.store.notify(path).await;
+        self.hub.wake_with(&path_hash(path), wake_epoch, || LiveSnapshot { meta: meta.clone(), tail });
+        self.subscriptions.stream_changed(path);
+    }
+
+    /// What one queued append stores, checked against the stream's metadata, and its quota.
+    async fn prepare(&self, path: &str, meta: &StreamMeta, p: &Pending) -> Result<(Bytes, Charge)> {
+        if normalize_media_type(&p.content_type) != meta.spec.media_type {
+            return Err(StreamError::conflict(format!(
+                "content type {:?} does not match the stream's {:?}",
+                p.content_type, meta.content_type
+            )));
+        }
+        let payload = if meta.is_json() { Bytes::from(json::split_values(&p.body, false)?.0) } else { p.body.clone() };
+        if payload.len() > self.max_append {
+            return Err(StreamError::TooLarge { limit: self.max_append });
+        }
+        let charge = match &self.quotas {
+            Some(quotas) => quotas.reserve_bytes(path, payload.len() as u64).await?,
+            None => Charge::default(),
+        };
+        Ok((payload, charge))
+    }
+
+    async fn give_back(&self, path: &str, charge: Charge) {
+        if let Some(quotas) = &self.quotas {
+            quotas.release(path, charge).await;
         }
     }
 }

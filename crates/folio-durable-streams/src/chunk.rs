@@ -11,6 +11,8 @@ pub struct Chunk {
     /// Sequence after the last message returned (the tail when up to date).
     pub next: StreamSeq,
     pub up_to_date: bool,
+    /// The page as one SSE `data` event, encoded once for every live reader sharing the page.
+    pub sse_data: std::sync::OnceLock<String>,
 }
 
 impl Chunk {

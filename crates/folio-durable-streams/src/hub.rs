@@ -50,6 +50,10 @@ pub struct Hub {
     /// Source of notice versions. Global, so a version is never reused for a path even after
     /// its entries were dropped and re-created (a reused one could hit a stale shared read).
     versions: AtomicU64,
+    /// Wake-ups that carried no snapshot (remote notices, deletes, reconnections), counted
+    /// under the `watchers` lock: a writer's snapshot is only handed to readers when none
+    /// happened since the writer read the metadata (see `wake_with`).
+    plain_wakes: AtomicU64,
     access: Mutex<HashMap<String, Access>>,
 }
 
@@ -69,6 +73,7 @@ impl Hub {
 
     pub fn wake(&self, path_hash: &str) {
         let mut map = self.watchers.lock();
+        self.plain_wakes.fetch_add(1, Ordering::SeqCst);
         if let Some(tx) = map.get(path_hash) {
             if tx.receiver_count() == 0 {
                 map.remove(path_hash);
@@ -80,10 +85,43 @@ impl Hub {
 
     pub fn wake_all(&self) {
         let mut map = self.watchers.lock();
+        self.plain_wakes.fetch_add(1, Ordering::SeqCst);
         map.retain(|_, tx| tx.receiver_count() > 0);
         for tx in map.values() {
             tx.send_replace(self.versions.fetch_add(1, Ordering::Relaxed) + 1);
         }
+    }
+
+    /// Taken by a writer before it reads the metadata it will hand to readers in `wake_with`.
+    pub fn wake_epoch(&self) -> u64 {
+        let _map = self.watchers.lock();
+        self.plain_wakes.load(Ordering::SeqCst)
+    }
+
+    /// Wakes the readers of `path_hash` with the state a local writer just produced (its
+    /// metadata and acknowledged tail), so they skip the metadata and tail reads.
+    ///
+    /// Sound only if that state includes every change whose wake-up the readers might coalesce
+    /// with this one. Local writes to a path are serialized (`write_lock`), and every other
+    /// change (another edge's notice, a delete) wakes without a snapshot and bumps
+    /// `plain_wakes`: if any happened since `epoch` (taken before the writer's metadata read),
+    /// this falls back to a plain wake and the readers read for themselves. A change made after
+    /// the writer's read arrives as a later notice, which wakes the readers again.
+    pub fn wake_with(&self, path_hash: &str, epoch: u64, snapshot: impl FnOnce() -> LiveSnapshot) {
+        let mut map = self.watchers.lock();
+        if self.plain_wakes.load(Ordering::SeqCst) != epoch {
+            drop(map);
+            return self.wake(path_hash);
+        }
+        let Some(tx) = map.get(path_hash) else { return };
+        if tx.receiver_count() == 0 {
+            map.remove(path_hash);
+            return;
+        }
+        let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
+        let cell = Arc::new(OnceCell::new_with(Some(Arc::new(snapshot()))));
+        self.shared.lock().insert(path_hash.to_owned(), SharedReads { version, snapshot: cell, pages: HashMap::new() });
+        tx.send_replace(version);
     }
 
     fn shared_reads<T>(&self, key: &str, version: u64, pick: impl FnOnce(&mut SharedReads) -> T) -> T {
@@ -217,6 +255,9 @@ pub async fn run_notice_listener(
             _ = reconnects.next() => hub.wake_all(),
             msg = sub.next() => match msg {
                 Some(msg) => {
+                    if store.is_own_notice(&msg.payload) {
+                        continue;
+                    }
                     if let Some(hash) = msg.subject.rsplit('.').next() {
                         hub.wake(hash);
                     }
@@ -247,5 +288,63 @@ pub async fn run_access_flusher(store: Store, hub: Arc<Hub>, shutdown: Cancellat
                 let _ = store.update(&v.meta, v.revision).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::CreateSpec;
+
+    fn snapshot(tail: u64) -> LiveSnapshot {
+        let meta = StreamMeta {
+            path: "p".into(),
+            incarnation: "i".into(),
+            content_type: "text/plain".into(),
+            spec: CreateSpec {
+                media_type: "text/plain".into(),
+                ttl_secs: None,
+                expires_at: None,
+                forked_from: None,
+                fork_offset: None,
+                fork_sub_offset: 0,
+            },
+            ttl_secs: None,
+            expires_at_ms: None,
+            expires_at: None,
+            created_ms: 0,
+            last_access_ms: 0,
+            closed: false,
+            closed_by: None,
+            last_stream_seq: None,
+            producers: Default::default(),
+            inherited: vec![],
+            base_seq: 0,
+            forked_from: None,
+            fork_count: 0,
+            soft_deleted: false,
+            stored_bytes: 0,
+        };
+        LiveSnapshot { meta, tail: StreamSeq::new(tail) }
+    }
+
+    #[tokio::test]
+    async fn a_writer_snapshot_reaches_readers_only_if_nothing_else_woke_them() {
+        let hub = Arc::new(Hub::default());
+        let mut reader = hub.watch("k");
+
+        let epoch = hub.wake_epoch();
+        hub.wake_with("k", epoch, || snapshot(7));
+        let version = reader.changed().await.unwrap();
+        let cell = hub.snapshot_cell("k", version);
+        assert_eq!(cell.get().map(|s| s.tail), Some(StreamSeq::new(7)), "the writer's snapshot is shared");
+
+        // Another edge's notice between the writer's metadata read and its wake-up: the
+        // writer's state may miss that change, so readers must read for themselves.
+        let epoch = hub.wake_epoch();
+        hub.wake("other-path");
+        hub.wake_with("k", epoch, || snapshot(9));
+        let version = reader.changed().await.unwrap();
+        assert!(hub.snapshot_cell("k", version).get().is_none(), "a plain wake-up, nothing pre-read");
     }
 }

@@ -223,6 +223,8 @@ pub struct Streams {
     /// Every task this API spawns (background loops, webhook deliveries); the edge waits for
     /// them at shutdown.
     tasks: TaskTracker,
+    /// Plain appends waiting to be written in their stream's next batch.
+    appends: append::Queue,
 }
 
 impl Streams {
@@ -278,6 +280,7 @@ impl Streams {
             activity,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
+            appends: append::Queue::default(),
         });
         tasks.spawn(hub::run_notice_listener(store.clone(), hub.clone(), reconnects, shutdown.clone()));
         tasks.spawn(hub::run_access_flusher(store.clone(), hub, shutdown.clone()));

@@ -39,6 +39,12 @@ impl Streams {
         Err(StreamError::conflict("stream metadata is changing too fast, retry"))
     }
 
+    /// Tells the other edges that `path` changed and wakes this edge's readers of it.
+    pub(crate) async fn announce(&self, path: &str) {
+        self.store.notify(path).await;
+        self.hub.wake(&path_hash(path));
+    }
+
     /// Like `lookup`, but only a live stream is an answer.
     pub async fn live(&self, path: &str) -> Result<Versioned> {
         match self.lookup(path).await? {
@@ -57,7 +63,7 @@ impl Streams {
             meta.soft_deleted = true;
             let done = self.store.update(&meta, revision).await?.is_some();
             if done {
-                self.store.notify(&meta.path).await;
+                self.announce(&meta.path).await;
             }
             return Ok(done);
         }
@@ -72,8 +78,7 @@ impl Streams {
             quotas.release(&meta.path, Charge { streams: 1, bytes }).await;
         }
         self.hub.forget(&meta.incarnation);
-        self.store.notify(&meta.path).await;
-        self.hub.wake(&path_hash(&meta.path));
+        self.announce(&meta.path).await;
         self.subscriptions.stream_removed(&meta.path);
         if let Some(source) = meta.forked_from {
             Box::pin(self.release_fork_reference(&source)).await?;

@@ -59,7 +59,7 @@ impl Streams {
         }
         metrics::counter!("folio_edge_stream_read_bytes_total").increment(bytes as u64);
         let up_to_date = !full;
-        Ok(Chunk { payloads, next: if up_to_date { tail } else { cursor }, up_to_date })
+        Ok(Chunk { payloads, next: if up_to_date { tail } else { cursor }, up_to_date, sse_data: Default::default() })
     }
 
     /// Metadata and tail for a live reader; after a wake-up (`woken` = notice version) the read

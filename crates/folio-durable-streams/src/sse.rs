@@ -126,13 +126,19 @@ impl Follow {
                         return Bytes::new();
                     }
                 };
-                let mut out = String::new();
-                let body = chunk.body(meta);
-                if self.base64 {
-                    event(&mut out, "data", &base64::engine::general_purpose::STANDARD.encode(&body));
-                } else {
-                    event(&mut out, "data", &String::from_utf8_lossy(&body));
-                }
+                let mut out = chunk
+                    .sse_data
+                    .get_or_init(|| {
+                        let mut data = String::new();
+                        let body = chunk.body(meta);
+                        if self.base64 {
+                            event(&mut data, "data", &base64::engine::general_purpose::STANDARD.encode(&body));
+                        } else {
+                            event(&mut data, "data", &String::from_utf8_lossy(&body));
+                        }
+                        data
+                    })
+                    .clone();
                 self.after = chunk.next;
                 let closed = meta.closed && chunk.up_to_date;
                 event(&mut out, "control", &self.control(chunk.next, chunk.up_to_date, closed));

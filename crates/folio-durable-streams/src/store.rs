@@ -29,6 +29,9 @@ pub struct Store {
     meta: kv::Store,
     prefix: String,
     data_name: String,
+    /// This edge's id, carried by its change notices: it wakes its own readers directly
+    /// (`Streams::announce`), so its notices coming back are skipped instead of waking them twice.
+    origin: Bytes,
 }
 
 /// A stream's metadata with the KV revision it was read at.
@@ -62,7 +65,8 @@ impl Store {
                 .await
                 .map_err(|e| StorageError::new("create the durable streams metadata bucket", e))?,
         };
-        Ok(Store { js, nats, data, meta, prefix: prefix.to_owned(), data_name })
+        let origin = Bytes::from(uuid::Uuid::new_v4().simple().to_string());
+        Ok(Store { js, nats, data, meta, prefix: prefix.to_owned(), data_name, origin })
     }
 
     pub fn nats(&self) -> &async_nats::Client {
@@ -142,6 +146,20 @@ impl Store {
         Ok(StreamSeq::new(ack.sequence))
     }
 
+    /// Publishes one message without waiting for its acknowledgement, for callers that send
+    /// several back to back and then await each (`jetstream::context::PublishAckFuture`).
+    pub async fn send(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> R<jetstream::context::PublishAckFuture> {
+        self.js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(|e| StorageError::new("publish to JetStream", e))
+    }
+
     pub async fn last_seq(&self, subject: &str) -> R<Option<StreamSeq>> {
         match self.data.direct_get_last_for_subject(subject).await {
             Ok(m) => Ok(Some(StreamSeq::new(m.sequence))),
@@ -186,11 +204,16 @@ impl Store {
         Ok(())
     }
 
-    /// Tells every edge (this one included) that `path` changed.
+    /// Tells the other edges that `path` changed (this edge skips its own notices).
     pub async fn notify(&self, path: &str) {
-        if let Err(e) = self.nats.publish(self.notify_subject(path), Bytes::new()).await {
+        if let Err(e) = self.nats.publish(self.notify_subject(path), self.origin.clone()).await {
             tracing::warn!("failed to publish a change notice: {e:#}");
         }
+    }
+
+    /// A notice this edge sent itself (edges of earlier releases send an empty payload).
+    pub fn is_own_notice(&self, payload: &[u8]) -> bool {
+        payload == self.origin.as_ref()
     }
 
     /// Last sequence this stream's readers can see: its own last message, else its fork point.

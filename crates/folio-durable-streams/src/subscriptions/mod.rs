@@ -218,7 +218,7 @@ impl Streams {
         Ok(())
     }
 
-    async fn append_wake_events(&self, sub: &Subscription, wake: &Wake) {
+    async fn append_wake_events(self: &Arc<Self>, sub: &Subscription, wake: &Wake) {
         let Some(wake_stream) = &sub.wake_stream else { return };
         let events: Vec<_> = wake
             .streams

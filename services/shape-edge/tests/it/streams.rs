@@ -283,3 +283,64 @@ async fn expired_streams_nobody_reads_are_swept_from_jetstream() -> anyhow::Resu
     edge.stop().await?;
     Ok(())
 }
+
+/// Concurrent plain appends to one stream are written in batches (issue 19): each is answered
+/// with its own offset, everything answered 204 is stored exactly once in offset order, and a
+/// close racing them is never overtaken: nothing acknowledged lies past the closing offset,
+/// and every append refused as closed is absent.
+#[tokio::test]
+async fn concurrent_appends_are_stored_once_in_offset_order_and_never_after_a_close() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    let edge = spawn_edge(&prefix, &["--ds-quotas", "off"]).await?;
+    let agency = Agency::new();
+    let c = edge.client.with_auth(&agency.admin);
+    let path = &agency.path("batched/1");
+    c.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
+
+    let appends = (0..60).map(|i| {
+        let c = c.clone();
+        let path = path.clone();
+        async move {
+            // Half of them start only after the close was sent, to race it.
+            if i >= 30 {
+                tokio::task::yield_now().await;
+            }
+            let res = c.send(Method::POST, &path, TEXT, format!("<{i:02}>")).await.expect("append answered");
+            (i, res)
+        }
+    });
+    let close = {
+        let c = c.clone();
+        let path = path.clone();
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            c.send(Method::POST, &path, &[("stream-closed", "true")], "").await.expect("close answered")
+        }
+    };
+    let (answers, closed) = tokio::join!(futures::future::join_all(appends), close);
+    assert_eq!(closed.status, StatusCode::NO_CONTENT, "{}", closed.text());
+    let closed_at = closed.next_offset();
+
+    let mut stored: Vec<(String, String)> = Vec::new();
+    for (i, res) in answers {
+        match res.status {
+            StatusCode::NO_CONTENT => stored.push((res.next_offset(), format!("<{i:02}>"))),
+            StatusCode::CONFLICT => assert_eq!(res.header("stream-closed"), Some("true"), "{}", res.text()),
+            other => panic!("append {i}: unexpected {other}: {}", res.text()),
+        }
+    }
+    stored.sort();
+    let offsets: std::collections::BTreeSet<_> = stored.iter().map(|(o, _)| o.clone()).collect();
+    assert_eq!(offsets.len(), stored.len(), "every acknowledged append has its own offset");
+    assert!(stored.iter().all(|(o, _)| *o <= closed_at), "an append acknowledged past the close at {closed_at}");
+
+    let all = c.expect(Method::GET, &format!("{path}?offset=-1"), &[], "", StatusCode::OK).await;
+    let expected: String = stored.iter().map(|(_, body)| body.as_str()).collect();
+    assert_eq!(all.text(), expected, "the stream holds exactly the acknowledged appends, in offset order");
+    assert_eq!(all.header("stream-closed"), Some("true"));
+    if let Some((last, _)) = stored.last() {
+        assert_eq!(&closed_at, last, "the close reports the last acknowledged append as the tail");
+    }
+    edge.stop().await?;
+    Ok(())
+}
