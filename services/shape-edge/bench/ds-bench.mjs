@@ -7,7 +7,8 @@
 //
 // Every target is measured in turn, in one run, with the same client. Prints a Markdown table
 // and writes the raw figures as JSON to BENCH_OUT (if set). Env: BENCH_RTT_ROUNDS (200),
-// BENCH_SSE_SUBSCRIBERS (1000), BENCH_WRITERS (100).
+// BENCH_SSE_SUBSCRIBERS (1000), BENCH_WRITERS (100), BENCH_RATIO_TO (the target the ratio column
+// divides by; default the second).
 import { writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 
@@ -186,12 +187,14 @@ const cols = [
   ["failed_appends", "failed appends"],
 ];
 const names = Object.keys(results);
+// The ratio column compares the first target with BENCH_RATIO_TO (default: the second).
+const other = names.includes(process.env.BENCH_RATIO_TO) ? names.indexOf(process.env.BENCH_RATIO_TO) : 1;
 const fmt = (v) => (v === undefined ? "–" : v >= 100 ? v.toFixed(0) : v.toFixed(2));
-console.log(`| metric | ${names.join(" | ")} |${names.length > 1 ? ` ratio ${names[0]}/${names[1]} |` : ""}`);
+console.log(`| metric | ${names.join(" | ")} |${names.length > 1 ? ` ratio ${names[0]}/${names[other]} |` : ""}`);
 console.log(`| --- | ${names.map(() => "---").join(" | ")} |${names.length > 1 ? " --- |" : ""}`);
 for (const [k, label] of cols) {
   const vals = names.map((n) => results[n][k]);
-  const ratio = names.length > 1 ? ` ${(vals[0] / vals[1]).toFixed(2)} |` : "";
+  const ratio = names.length > 1 ? ` ${(vals[0] / vals[other]).toFixed(2)} |` : "";
   console.log(`| ${label} | ${vals.map(fmt).join(" | ")} |${ratio}`);
 }
 console.log(`\nSSE subscribers connected / deliveries: ${names.map((n) => `${n} ${results[n].sse_subscribers}/${results[n].sse_deliveries}`).join(", ")}`);

@@ -12,7 +12,8 @@
 // target / second) and writes the raw figures as JSON to BENCH_OUT (if set).
 // Env: BENCH_STREAM_COUNTS (10000,100000), BENCH_CONCURRENCY (128 requests in flight),
 //      BENCH_APPENDS (20000 per phase), BENCH_BATCH (10), BENCH_REPLAY_STREAMS (8),
-//      BENCH_REPLAY_MB (8 per stream).
+//      BENCH_REPLAY_MB (8 per stream), BENCH_RATIO_TO (the target the ratio column divides by;
+//      default the second).
 import { readFileSync, writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 
@@ -169,12 +170,14 @@ for (const count of COUNTS) {
 }
 cols.push(["replay_mb_per_s", `catch-up replay, ${REPLAY_STREAMS} × ${REPLAY_MB} MB (MB/s)`], ["failures", "failed requests"]);
 const names = Object.keys(results);
+// The ratio column compares the first target with BENCH_RATIO_TO (default: the second).
+const other = names.includes(process.env.BENCH_RATIO_TO) ? names.indexOf(process.env.BENCH_RATIO_TO) : 1;
 const fmt = (v) => (v === undefined ? "–" : v >= 100 ? v.toFixed(0) : v.toFixed(2));
-console.log(`| metric | ${names.join(" | ")} |${names.length > 1 ? ` ratio ${names[0]}/${names[1]} |` : ""}`);
+console.log(`| metric | ${names.join(" | ")} |${names.length > 1 ? ` ratio ${names[0]}/${names[other]} |` : ""}`);
 console.log(`| --- | ${names.map(() => "---").join(" | ")} |${names.length > 1 ? " --- |" : ""}`);
 for (const [k, label] of cols) {
   const vals = names.map((n) => results[n][k]);
-  const ratio = names.length > 1 ? ` ${(vals[0] / vals[1]).toFixed(2)} |` : "";
+  const ratio = names.length > 1 ? ` ${(vals[0] / vals[other]).toFixed(2)} |` : "";
   console.log(`| ${label} | ${vals.map(fmt).join(" | ")} |${ratio}`);
 }
 if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify(results, null, 2));
