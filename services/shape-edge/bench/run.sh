@@ -38,7 +38,8 @@ prefix="dsbench_$(date +%s)_$$"
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   rm -rf "$data"
-  delete_jetstream_streams "${prefix}_streams" "KV_${prefix}_meta"
+  # Everything the edge creates under its prefix (the yjs and shapes buckets too).
+  delete_jetstream_streams "${prefix}_streams" "KV_${prefix}_meta" "KV_${prefix}_shapes" "OBJ_${prefix}_yjs_snapshots"
 }
 trap cleanup EXIT
 
