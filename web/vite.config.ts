@@ -13,6 +13,13 @@ export default defineConfig({
       adapter: adapter({ pages: 'build', assets: 'build', fallback: 'index.html', precompress: true }),
     }),
   ],
+  // fastq (the queue of @durable-streams/client's IdempotentProducer) defers with
+  // process.nextTick, which a browser lacks: the ReferenceError rejected, silently, every batch
+  // the producer put aside while its first (epoch-claiming) append was in flight, so the
+  // collaborative editor lost the keystrokes typed during its first POST and the other
+  // editors' Yjs documents kept every later update pending behind that gap. A microtask is
+  // what nextTick means here (fastq only calls it with a function).
+  define: { 'process.nextTick': 'queueMicrotask' },
   // `npm run dev` talks to the gateway of dev-up.sh, so the page stays same-origin.
   server: {
     proxy: {

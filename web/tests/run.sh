@@ -81,6 +81,8 @@ spawn() { # name, then its arguments
 FOLIO_WEBHOOK_ALLOWED_SUBNETS=127.0.0.1/32 spawn proposals-api --listen-addr "127.0.0.1:$api" --admin-addr 127.0.0.1:0
 spawn wal-ingest --admin-addr "127.0.0.1:$wal_admin"
 spawn pdf-render --admin-addr 127.0.0.1:0
+# Proposal documents (/v1/yjs) are persisted through this run's API.
+export FOLIO_YJS_PROPOSALS_API="http://127.0.0.1:$api"
 # The edge is restarted by the tests: its pid lives in a file they rewrite.
 setsid "$bin/shape-edge" --listen-addr "127.0.0.1:$edge" --admin-addr 127.0.0.1:0 >>"$work/shape-edge.log" 2>&1 </dev/null &
 echo $! >"$work/edge.pid"
