@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
 use crate::wal_ingest::{IngestSetup, http_get};
 
@@ -54,23 +54,14 @@ impl ApiReplica {
 }
 
 fn spawn(setup: &IngestSetup, addr: SocketAddr, admin: SocketAddr) -> anyhow::Result<tokio::process::Child> {
-    let binary = crate::bin_dir()?.join("proposals-api");
-    tokio::process::Command::new(&binary)
-        .env("FOLIO_ENV", "development")
-        .env("FOLIO_DATABASE_URL", &setup.database_url)
-        .env("FOLIO_NATS_URL", &setup.nats_url)
-        .env("FOLIO_SUBJECT_ROOT", &setup.subject_root)
-        .env("FOLIO_CHANGES_STREAM", &setup.changes_stream)
-        .env("FOLIO_JOBS_STREAM", &setup.jobs_stream)
+    let child = setup
+        .service("proposals-api", admin)?
         .env("FOLIO_API_ADDR", addr.to_string())
-        .env("FOLIO_ADMIN_ADDR", admin.to_string())
         .env("FOLIO_JWT_SECRET", JWT_SECRET)
         // The test's writer goes faster than a user may; the limits are not what is tested.
         .env("FOLIO_API_RATE_LIMITS", "off")
         // The run's database is migrated once, before any replica starts.
         .env("FOLIO_MIGRATE", "false")
-        .env("RUST_LOG", std::env::var("FOLIO_FAULTS_LOG").unwrap_or_else(|_| "off".into()))
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("start {} (cargo build -p proposals-api, or set FOLIO_BIN_DIR)", binary.display()))
+        .spawn()?;
+    Ok(child)
 }

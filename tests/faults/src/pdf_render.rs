@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Context as _;
 
 use crate::wal_ingest::IngestSetup;
 
@@ -51,15 +50,9 @@ impl Renderer {
 }
 
 fn spawn(setup: &RenderSetup, admin: SocketAddr) -> anyhow::Result<tokio::process::Child> {
-    let binary = crate::bin_dir()?.join("pdf-render");
-    let ingest = &setup.ingest;
-    tokio::process::Command::new(&binary)
-        .env("FOLIO_ENV", "development")
-        .env("FOLIO_DATABASE_URL", &ingest.database_url)
-        .env("FOLIO_NATS_URL", &ingest.nats_url)
-        .env("FOLIO_SUBJECT_ROOT", &ingest.subject_root)
-        .env("FOLIO_JOBS_STREAM", &ingest.jobs_stream)
-        .env("FOLIO_CHANGES_STREAM", &ingest.changes_stream)
+    let child = setup
+        .ingest
+        .service("pdf-render", admin)?
         .env("FOLIO_PDF_BUCKET", &setup.bucket)
         .env("FOLIO_PDF_CONSUMER", &setup.consumer)
         .env("FOLIO_PDF_DEAD_LETTER_STREAM", &setup.dead_letters)
@@ -67,9 +60,6 @@ fn spawn(setup: &RenderSetup, admin: SocketAddr) -> anyhow::Result<tokio::proces
         .env("FOLIO_PDF_ACK_WAIT", "3s")
         .env("FOLIO_PDF_RETRY_BACKOFF", "200ms")
         .env("FOLIO_PDF_CONCURRENCY", "2")
-        .env("FOLIO_ADMIN_ADDR", admin.to_string())
-        .env("RUST_LOG", std::env::var("FOLIO_FAULTS_LOG").unwrap_or_else(|_| "off".into()))
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("start {} (cargo build -p pdf-render, or set FOLIO_BIN_DIR)", binary.display()))
+        .spawn()?;
+    Ok(child)
 }

@@ -22,6 +22,28 @@ pub struct IngestSetup {
     pub jobs_stream: String,
 }
 
+impl IngestSetup {
+    /// `binary` (a workspace service, from [`crate::bin_dir`]) on this run's database, NATS,
+    /// subjects and streams, its admin server on `admin`, logging `FOLIO_FAULTS_LOG` (off by
+    /// default: its errors are the faults' expected effects), killed with the test.
+    pub fn service(&self, binary: &str, admin: SocketAddr) -> anyhow::Result<tokio::process::Command> {
+        let path = crate::bin_dir()?.join(binary);
+        anyhow::ensure!(path.exists(), "no {} (cargo build -p {binary}, or set FOLIO_BIN_DIR)", path.display());
+        let mut command = tokio::process::Command::new(path);
+        command
+            .env("FOLIO_ENV", "development")
+            .env("FOLIO_DATABASE_URL", &self.database_url)
+            .env("FOLIO_NATS_URL", &self.nats_url)
+            .env("FOLIO_SUBJECT_ROOT", &self.subject_root)
+            .env("FOLIO_CHANGES_STREAM", &self.changes_stream)
+            .env("FOLIO_JOBS_STREAM", &self.jobs_stream)
+            .env("FOLIO_ADMIN_ADDR", admin.to_string())
+            .env("RUST_LOG", std::env::var("FOLIO_FAULTS_LOG").unwrap_or_else(|_| "off".into()))
+            .kill_on_drop(true);
+        Ok(command)
+    }
+}
+
 pub struct Replica {
     pub admin: SocketAddr,
     child: tokio::process::Child,
@@ -92,32 +114,19 @@ async fn keep_lines<R: tokio::io::AsyncBufRead + Unpin>(mut lines: tokio::io::Li
 }
 
 fn spawn(setup: &IngestSetup, admin: SocketAddr, log_filter: Option<&str>) -> anyhow::Result<tokio::process::Child> {
-    let binary = crate::bin_dir()?.join("wal-ingest");
-    let kept = log_filter.is_some();
-    let log = log_filter.map(str::to_owned).or_else(|| std::env::var("FOLIO_FAULTS_LOG").ok()).unwrap_or("off".into());
-    let output = || if kept { std::process::Stdio::piped() } else { std::process::Stdio::inherit() };
-    tokio::process::Command::new(&binary)
-        .env("FOLIO_ENV", "development")
-        .env("FOLIO_DATABASE_URL", &setup.database_url)
-        .env("FOLIO_NATS_URL", &setup.nats_url)
+    let mut command = setup.service("wal-ingest", admin)?;
+    command
         .env("FOLIO_WAL_SLOT", &setup.slot)
-        .env("FOLIO_SUBJECT_ROOT", &setup.subject_root)
-        .env("FOLIO_CHANGES_STREAM", &setup.changes_stream)
-        .env("FOLIO_JOBS_STREAM", &setup.jobs_stream)
-        .env("FOLIO_ADMIN_ADDR", admin.to_string())
         .env("FOLIO_RETRY_BACKOFF", "200ms")
         .env("FOLIO_STANDBY_POLL", "200ms")
         // A silent NATS link must end the session within the suite's patience.
         .env("FOLIO_ACK_TIMEOUT", "2s")
         // The slot's gauges follow a fault closely.
-        .env("FOLIO_LAG_INTERVAL", "200ms")
-        // Its errors are the faults' expected effects: quiet unless asked for.
-        .env("RUST_LOG", log)
-        .stdout(output())
-        .stderr(output())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("start {} (cargo build -p wal-ingest, or set FOLIO_BIN_DIR)", binary.display()))
+        .env("FOLIO_LAG_INTERVAL", "200ms");
+    if let Some(filter) = log_filter {
+        command.env("RUST_LOG", filter).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    }
+    Ok(command.spawn()?)
 }
 
 /// The status code of `GET path`; None if nothing answers.
