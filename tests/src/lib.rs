@@ -14,22 +14,7 @@ use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 pub type Proposals = ProposalServiceClient<InterceptedService<Channel, Bearer>>;
 
-#[derive(Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl Bearer {
-    /// Sends `token` as `authorization: Bearer <token>`.
-    pub fn new(token: &str) -> anyhow::Result<Self> {
-        Ok(Self(format!("Bearer {token}").parse().context("token")?))
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
+pub use folio_testkit::Bearer;
 
 pub struct Cluster {
     pub sandbox: Sandbox,

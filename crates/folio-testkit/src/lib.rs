@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+pub mod grpc;
 pub mod http;
 pub mod sandbox;
+pub use grpc::Bearer;
 pub use sandbox::{Role, Sandbox};
 
 use anyhow::Context;

@@ -4,7 +4,7 @@
 //! proposal through the API after the debounce, following the proposal when it changed through
 //! the API or was sent, read-only once sent.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -12,24 +12,23 @@ use axum::{
     http::{Method, Request, StatusCode},
 };
 use clap::Parser;
-use folio_auth::{Authenticator, Caller, Role};
+use folio_auth::{Caller, Role};
 use folio_domain::AgencyId;
 use folio_durable_streams::{Streams, StreamsConfig};
 use folio_proto::api::v1::{
     self as pb, client_service_client::ClientServiceClient, proposal_service_client::ProposalServiceClient,
 };
-use folio_testkit::sandbox::{JWT_SECRET, Sandbox};
+use folio_testkit::{
+    Bearer,
+    sandbox::{JWT_SECRET, Sandbox},
+};
 use folio_yjs::{
     Yjs, YjsConfig,
     path::DocAddress,
     proposal::{Persisted, Proposals},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::{
-    metadata::{Ascii, MetadataValue},
-    service::interceptor::InterceptedService,
-    transport::Channel,
-};
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
 use tower::ServiceExt;
 use yrs::{
     Doc, GetString, ReadTxn, Text, Transact, Update,
@@ -71,21 +70,6 @@ impl Answer {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|_| panic!("JSON body: {:?}", String::from_utf8_lossy(&self.body)))
     }
-}
-
-/// `authorization` on every call of a gRPC client.
-#[derive(Clone)]
-struct Bearer(MetadataValue<Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-fn token(caller: &Caller) -> String {
-    format!("Bearer {}", Authenticator::new(JWT_SECRET.as_bytes()).issue(caller, Duration::from_secs(600)))
 }
 
 impl Cluster {
@@ -167,12 +151,14 @@ impl Cluster {
     }
 
     fn proposals(&self, caller: &Caller) -> ProposalServiceClient<InterceptedService<Channel, Bearer>> {
-        ProposalServiceClient::with_interceptor(self.api.clone(), Bearer(token(caller).parse().unwrap()))
+        ProposalServiceClient::with_interceptor(self.api.clone(), Bearer::new(&self.sandbox.token(caller)).unwrap())
     }
 
     async fn create_proposal(&self, content: &str) -> pb::Proposal {
-        let clients =
-            ClientServiceClient::with_interceptor(self.api.clone(), Bearer(token(&self.editor).parse().unwrap()));
+        let clients = ClientServiceClient::with_interceptor(
+            self.api.clone(),
+            Bearer::new(&self.sandbox.token(&self.editor)).unwrap(),
+        );
         let client = folio_testkit::eventually("the API to serve", || {
             let mut clients = clients.clone();
             async move {
@@ -214,7 +200,7 @@ impl Cluster {
     async fn send(&self, method: Method, uri: &str, caller: Option<&Caller>, body: Vec<u8>) -> Answer {
         let mut req = Request::builder().method(method).uri(uri).header("content-type", "application/octet-stream");
         if let Some(caller) = caller {
-            req = req.header("authorization", token(caller));
+            req = req.header("authorization", format!("Bearer {}", self.sandbox.token(caller)));
         }
         let res = self.router.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
         let status = res.status();

@@ -25,25 +25,16 @@ use folio_proto::{
     api::v1::{self as pb, proposal_service_client::ProposalServiceClient},
     events::v1::{ChangeEvent, Operation, column_value},
 };
+use folio_testkit::Bearer;
 use futures::StreamExt as _;
 use proposals_api::Role;
 use prost::Message as _;
-use tonic::{metadata::MetadataValue, transport::Channel};
+use tonic::transport::Channel;
 
 /// SIGKILLs, alternating between the two replicas, while the client writes without pause.
 const KILLS: usize = 10;
 
 type Client = ProposalServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
-
-#[derive(Clone)]
-struct Bearer(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
 
 fn client(addr: std::net::SocketAddr, token: &str) -> Client {
     let channel = Channel::from_shared(format!("http://{addr}"))

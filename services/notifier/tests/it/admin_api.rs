@@ -5,24 +5,15 @@
 use std::time::Duration;
 
 use folio_proto::api::v1::{self as pb, webhook_service_client::WebhookServiceClient};
-use folio_proto::tonic::{self, metadata::MetadataValue, service::interceptor::InterceptedService, transport::Channel};
+use folio_proto::tonic::{self, service::interceptor::InterceptedService, transport::Channel};
 use folio_runtime::Spawned;
 use proposals_api::Role;
 use serde_json::json;
 
 use crate::helpers::{JWT_SECRET, World};
+use folio_testkit::Bearer;
 
-#[derive(Clone)]
-struct Token(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Token {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-type Webhooks = WebhookServiceClient<InterceptedService<Channel, Token>>;
+type Webhooks = WebhookServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// The real API on the world's database, allowed to register the loopback receiver (as the
 /// notifier is allowed to reach it), and a client holding the agency admin's token.
@@ -36,7 +27,7 @@ async fn api(w: &World) -> (Spawned<proposals_api::Error>, Webhooks) {
     let channel = Channel::from_shared(format!("http://{}", bound.addr())).unwrap().connect_lazy();
     let service = bound.spawn();
     let token = format!("Bearer {}", w.token(&w.owner, Role::Admin)).parse().unwrap();
-    let client = WebhookServiceClient::with_interceptor(channel, Token(token));
+    let client = WebhookServiceClient::with_interceptor(channel, Bearer(token));
     let mut probe = client.clone();
     folio_testkit::eventually("the API to serve", || {
         let mut probe = probe.clone();

@@ -6,20 +6,11 @@
 use folio_proto::api::v1::{
     self as pb, invitation_service_client::InvitationServiceClient, member_service_client::MemberServiceClient,
 };
-use folio_proto::tonic::{self, Code, metadata::MetadataValue, transport::Channel};
+use folio_proto::tonic::{Code, transport::Channel};
 use proposals_api::Role;
 
 use crate::helpers::{JWT_SECRET, World};
-
-#[derive(Clone)]
-struct Token(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Token {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
+use folio_testkit::Bearer;
 
 /// The token at the end of the invitation link in the email to `address`, once it arrived.
 async fn emailed_token(w: &World, address: &str, base: &str) -> String {
@@ -50,7 +41,7 @@ async fn the_emailed_invitation_link_is_accepted_once_and_refused_again_and_afte
     let channel = Channel::from_shared(format!("http://{}", bound.addr())).unwrap().connect_lazy();
     let api = bound.spawn();
     let token = format!("Bearer {}", w.token(&w.owner, Role::Admin)).parse().unwrap();
-    let mut members = MemberServiceClient::with_interceptor(channel.clone(), Token(token));
+    let mut members = MemberServiceClient::with_interceptor(channel.clone(), Bearer(token));
     let mut public = InvitationServiceClient::new(channel);
     let invite = |email: &str| pb::InviteMemberRequest {
         email: email.into(),
