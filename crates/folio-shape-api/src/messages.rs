@@ -339,17 +339,18 @@ impl ShapeView<'_> {
 
     /// Messages for one change event at stream sequence `seq`.
     pub fn effect_of(&self, stitch: &Stitch, seq: StreamSeq, p: &Prepared<'_>) -> Effect {
-        self.effect_tracked(stitch, seq, p, &mut Vec::new())
+        self.effect_tracked(stitch, seq, p, None)
     }
 
-    /// [`effect_of`](Self::effect_of), also saying in `rows` what it does to the shape's rows
-    /// (what a subquery shape keeps to compute its moves).
+    /// [`effect_of`](Self::effect_of), also saying in `rows`, when given, what it does to the
+    /// shape's rows (what a subquery shape keeps to compute its moves; other shapes pass None and
+    /// build no row keys on the feed's path).
     pub fn effect_tracked(
         &self,
         stitch: &Stitch,
         seq: StreamSeq,
         p: &Prepared<'_>,
-        rows: &mut Vec<RowChange>,
+        mut rows: Option<&mut Vec<RowChange>>,
     ) -> Effect {
         let (op, ev) = (p.op, p.event);
         match op {
@@ -379,6 +380,11 @@ impl ShapeView<'_> {
             Err(reason) => return Effect::Invalidate(reason),
         };
         let mut ops = Vec::new();
+        let mut track = |change: &dyn Fn() -> RowChange| {
+            if let Some(rows) = rows.as_deref_mut() {
+                rows.push(change());
+            }
+        };
         let head = |out: &mut String, operation: &str| {
             out.push_str(",\"headers\":{\"operation\":\"");
             out.push_str(operation);
@@ -397,12 +403,12 @@ impl ShapeView<'_> {
                 head(&mut m, "insert");
                 m.push_str(",\"op_position\":0");
                 ops.push(m);
-                rows.push(RowChange::upsert(table, self.selected, n));
+                track(&|| RowChange::upsert(table, self.selected, n));
             }
             (true, false) => {
                 let o = old.as_deref().unwrap_or_default();
                 ops.push(self.delete(o, &head, 0, None));
-                rows.push(RowChange::remove(table, o));
+                track(&|| RowChange::remove(table, o));
             }
             (true, true) => {
                 let (o, n) = (old.as_deref().unwrap_or_default(), new.as_deref().unwrap_or_default());
@@ -421,8 +427,8 @@ impl ShapeView<'_> {
                     head(&mut m, "insert");
                     let _ = write!(m, ",\"key_change_from\":{old_key},\"op_position\":1");
                     ops.push(m);
-                    rows.push(RowChange::remove(table, o));
-                    rows.push(RowChange::upsert(table, self.selected, n));
+                    track(&|| RowChange::remove(table, o));
+                    track(&|| RowChange::upsert(table, self.selected, n));
                 } else {
                     let changed = |i: usize| o[i] != n[i];
                     let mut m = String::with_capacity(256);
@@ -443,7 +449,7 @@ impl ShapeView<'_> {
                     head(&mut m, "update");
                     m.push_str(",\"op_position\":0");
                     ops.push(m);
-                    rows.push(RowChange::upsert(table, self.selected, n));
+                    track(&|| RowChange::upsert(table, self.selected, n));
                 }
             }
             (false, false) => {}

@@ -361,7 +361,7 @@ impl Shape {
         let view = self.def.view(&m.sets);
         let effect = if view.is_of(&self.def.table, event) {
             let mut rows = Vec::new();
-            let effect = view.effect_tracked(&m.stitch, seq, &Prepared::new(&self.def.table, event), &mut rows);
+            let effect = view.effect_tracked(&m.stitch, seq, &Prepared::new(&self.def.table, event), Some(&mut rows));
             for r in rows {
                 match r {
                     RowChange::Upsert(k, v) => {
