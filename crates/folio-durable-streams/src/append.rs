@@ -85,13 +85,7 @@ impl Streams {
             return Err(StreamError::Closed { tail: Offset::at_seq(tail) });
         }
         if !close_only {
-            let ct = content_type.ok_or_else(|| StreamError::bad("Content-Type is required with a body"))?;
-            if normalize_media_type(ct) != meta.spec.media_type {
-                return Err(StreamError::conflict(format!(
-                    "content type {ct:?} does not match the stream's {:?}",
-                    meta.content_type
-                )));
-            }
+            check_type(content_type.ok_or_else(|| StreamError::bad("Content-Type is required with a body"))?, &meta)?;
         }
         let decision = match &producer {
             Some(p) => Some(producer::decide(meta.producers.get(&p.id).copied(), p, now_ms())?),
@@ -113,31 +107,23 @@ impl Streams {
         {
             return Err(StreamError::conflict("Stream-Seq must increase"));
         }
-        let payload = if close_only {
-            None
-        } else if meta.is_json() {
-            Some(Bytes::from(json::split_values(&body, false)?.0))
+        let (payload, charge) = if close_only {
+            (None, Charge::default())
         } else {
-            Some(body)
-        };
-        if payload.as_ref().is_some_and(|p| p.len() > self.max_append) {
-            return Err(StreamError::TooLarge { limit: self.max_append });
-        }
-        let charge = match (&self.quotas, &payload) {
-            (Some(quotas), Some(p)) => quotas.reserve_bytes(path, p.len() as u64).await?,
-            _ => Charge::default(),
+            let (payload, charge) = self.payload(path, &meta, &body).await?;
+            (Some(payload), charge)
         };
         let tail = match payload {
             Some(payload) => {
                 let subject = self.store.data_subject(&meta.incarnation);
                 let bytes = payload.len() as u64;
                 let stored = self.store.append(subject, producer_headers(producer.as_ref()), payload).await;
-                let seq = match (stored, &self.quotas) {
-                    (Err(e), Some(quotas)) => {
-                        quotas.release(path, charge).await;
+                let seq = match stored {
+                    Ok(seq) => seq,
+                    Err(e) => {
+                        self.give_back(path, charge).await;
                         return Err(e.into());
                     }
-                    (stored, _) => stored?,
                 };
                 metrics::counter!("folio_edge_stream_appends_total").increment(1);
                 metrics::counter!("folio_edge_stream_appended_bytes_total").increment(bytes);
@@ -361,13 +347,14 @@ impl Streams {
 
     /// What one queued append stores, checked against the stream's metadata, and its quota.
     async fn prepare(&self, path: &str, meta: &StreamMeta, p: &Pending) -> Result<(Bytes, Charge)> {
-        if normalize_media_type(&p.content_type) != meta.spec.media_type {
-            return Err(StreamError::conflict(format!(
-                "content type {:?} does not match the stream's {:?}",
-                p.content_type, meta.content_type
-            )));
-        }
-        let payload = if meta.is_json() { Bytes::from(json::split_values(&p.body, false)?.0) } else { p.body.clone() };
+        check_type(&p.content_type, meta)?;
+        self.payload(path, meta, &p.body).await
+    }
+
+    /// What an append's body stores (a JSON stream's values split out), within the size limit,
+    /// with its bytes reserved against the quotas. Alone or batched, an append goes through here.
+    async fn payload(&self, path: &str, meta: &StreamMeta, body: &Bytes) -> Result<(Bytes, Charge)> {
+        let payload = if meta.is_json() { Bytes::from(json::split_values(body, false)?.0) } else { body.clone() };
         if payload.len() > self.max_append {
             return Err(StreamError::TooLarge { limit: self.max_append });
         }
@@ -383,6 +370,17 @@ impl Streams {
             quotas.release(path, charge).await;
         }
     }
+}
+
+/// Data must be of the stream's own type.
+fn check_type(content_type: &str, meta: &StreamMeta) -> Result<()> {
+    if normalize_media_type(content_type) != meta.spec.media_type {
+        return Err(StreamError::conflict(format!(
+            "content type {content_type:?} does not match the stream's {:?}",
+            meta.content_type
+        )));
+    }
+    Ok(())
 }
 
 /// Recorded on each message so the producer history can be audited from JetStream alone.
