@@ -49,7 +49,6 @@ edge_port=$(free_port)
 FOLIO_ENV=development FOLIO_DS_OPEN=true \
 FOLIO_NATS_URL=$nats_url FOLIO_EDGE_ADDR=127.0.0.1:$edge_port FOLIO_DS_PREFIX=$prefix RUST_LOG=warn \
   "$edge_bin" >"$data/edge.log" 2>&1 &
-pids+=($!)
 edge_pid=$!
 pids+=("$edge_pid")
 if [ "${DS_BENCH:-ds}" = many ]; then
