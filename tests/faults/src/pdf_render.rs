@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 
-
 use crate::wal_ingest::IngestSetup;
 
 /// What every replica of one run shares.
