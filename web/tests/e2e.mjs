@@ -216,18 +216,21 @@ try {
     // (in a browser, the held batches were once dropped, and A2 stopped at the first letter).
     const doc = `**/v1/yjs/*/docs/proposals/${draftId}`;
     let slowed = 0;
-    await A1.page.route(doc, async (route) => {
+    const slowFirstAppend = async (route) => {
       if (route.request().method() === 'POST' && slowed++ === 0) await new Promise((r) => setTimeout(r, 400));
       await route.continue();
-    });
+    };
+    await A1.page.route(doc, slowFirstAppend);
     const typed = Date.now();
     await area.pressSequentially(` ${sentence}`, { delay: 5 });
-    await A1.page.unroute(doc);
-    assert(slowed > 1, `A1 posted ${slowed} appends`);
+    // The route stays until A2 has the whole sentence: typing can end inside the first append's
+    // 400 ms, and the held-back rest is posted only after it (unrouting earlier raced that post).
     await A2.page.waitForFunction((s) => document.querySelector('[data-testid=collab-text]')?.value.includes(s), sentence, { timeout: 20_000 }).catch(async (e) => {
       const dbg = (P) => P.page.evaluate(() => { const c = window.__collab; return c ? { text: c.text(), value: c.value(), synced: c.synced(), sv: c.sv() } : null; });
       throw new Error(`${e.message}; A1 ${JSON.stringify(await dbg(A1))}, A2 ${JSON.stringify(await dbg(A2))}, A2 textarea ${JSON.stringify(await A2.page.getByTestId('collab-text').inputValue())}`);
     });
+    await A1.page.unroute(doc, slowFirstAppend);
+    assert(slowed > 1, `A1 posted ${slowed} appends`);
     const seen = Date.now() - typed;
     // A1's caret, from awareness, drawn in A2 (and A2's in A1), named.
     await A2.page.getByTestId('collab-caret').first().waitFor();
