@@ -14,14 +14,20 @@
 #      the API's paths are refused by the gateway;
 #   e) / serves the web app's placeholder, and so do the capability links' pages /p/<token> and
 #      /invite/<token>, never cached, with no Referer and their tokens kept out of the access
-#      log; /v1/unsubscribe reaches the notifier.
+#      log; /v1/unsubscribe reaches the notifier;
+#   f) live requests collapsed (issue 16): N concurrent live long-polls with one token on one
+#      URL (handle, offset, cursor) all get a later commit while the edge, by its own metrics,
+#      answered only a handful of requests for them; another token, a bad one and none on that
+#      URL are not served the cached answer (they reach the edge: its answer, or 401); a shape's
+#      SSE read still streams through the gateway.
 #
 #   scripts/gateway-check.sh      (PostgreSQL and NATS running: eval "$(scripts/start-services.sh)")
 #
 # Env: FOLIO_DATABASE_URL (server URL, default postgres://postgres@127.0.0.1:5432/postgres),
 #      FOLIO_NATS_URL (default nats://127.0.0.1:4333), FOLIO_BIN_DIR (the service binaries;
 #      default ${CARGO_TARGET_DIR:-target}/debug, as `cargo test` built them),
-#      FOLIO_TEST_PATIENCE_MS (default 60000), GATEWAY_CHECK_KEEP=1 (keep database, streams, logs).
+#      FOLIO_TEST_PATIENCE_MS (default 60000), GATEWAY_CHECK_KEEP=1 (keep database, streams, logs),
+#      GATEWAY_CHECK_CLIENTS (the live clients of f, default 200).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -57,7 +63,10 @@ export RUST_LOG=${GATEWAY_CHECK_RUST_LOG:-warn}
 "$bin/seed-demo" >"$work/seed.out" 2>"$work/seed.log" || { cat "$work/seed.log" >&2; fail "seed-demo failed"; }
 agency=$(sed -n 's/^agency .*: \([0-9a-f-]*\)$/\1/p' "$work/seed.out")
 token=$(awk '$1 == "editor" {print $3}' "$work/seed.out")
-[ -n "$agency" ] && [ -n "$token" ] || fail "seed-demo printed no agency or editor token: $(cat "$work/seed.out")"
+# Another user of the agency: the same rows, another token (f).
+other_token=$(awk 'NF == 3 && $1 != "agency" && $1 != "editor" {print $3; exit}' "$work/seed.out")
+[ -n "$agency" ] && [ -n "$token" ] && [ -n "$other_token" ] ||
+  fail "seed-demo printed no agency, editor token or second token: $(cat "$work/seed.out")"
 auth="authorization: Bearer $token"
 
 api=$(free_port); edge=$(free_port); notifier=$(free_port); gw=$(free_port)
@@ -69,7 +78,8 @@ spawn() { # name, then its arguments
 spawn proposals-api --listen-addr "127.0.0.1:$api" --admin-addr 127.0.0.1:0
 wal_admin=$(free_port)
 spawn wal-ingest --admin-addr "127.0.0.1:$wal_admin"
-spawn shape-edge --listen-addr "127.0.0.1:$edge" --admin-addr 127.0.0.1:0
+edge_admin=$(free_port)
+spawn shape-edge --listen-addr "127.0.0.1:$edge" --admin-addr "127.0.0.1:$edge_admin"
 FOLIO_NOTIFIER_HTTP_ADDR=127.0.0.1:$notifier FOLIO_SMTP_URL=smtp://127.0.0.1:9 \
   spawn notifier --admin-addr 127.0.0.1:0
 gateway="http://127.0.0.1:$gw"
@@ -188,6 +198,189 @@ while :; do
 done
 latency=$(python3 -c "import time; print(f'{time.time() - $committed:.2f}')")
 ok "a live long-poll opened before the commit returned the change ${latency}s after it (request lasted $(cat "$work/live.time")s)"
+
+# f) Live requests collapsed by the gateway (issue 16; deploy/gateway/nginx.conf.template,
+# @shape_cached). Every client that is up to date asks the same live URL (handle, offset and the
+# edge's electric-cursor), so N of them opened before a commit should cost the edge about one
+# request, counted by the edge itself (folio_edge_http_requests_total / _in_flight for
+# /v1/shape), and all get the commit. The cache is per token: another token, a bad one and none
+# asking that very URL while its answer is cached reach the edge (its own answer, or 401).
+clients=${GATEWAY_CHECK_CLIENTS:-200}
+live_offset=$(tr -d '\r' <"$work/live.h" | awk -F': ' 'tolower($1) == "electric-offset" {print $2}')
+live_cursor=$(tr -d '\r' <"$work/live.h" | awk -F': ' 'tolower($1) == "electric-cursor" {print $2}')
+[ -n "$live_offset" ] && [ -n "$live_cursor" ] || fail "the live answer had no electric-offset / electric-cursor: $(cat "$work/live.h")"
+collapsed_title="$title collapsed"
+python3 - "$gw" "$edge_admin" "$token" "$other_token" "$db_url" "$agency" "$clients" "$handle" "$live_offset" \
+  "$live_cursor" "$title" "$collapsed_title" "$work/gateway/shape-cache.log" "$work/collapse.next" <<'PY' ||
+import http.client, statistics, subprocess, sys, threading, time, urllib.parse
+
+(gw, edge_admin, token, other_token, db_url, agency, n, handle, offset, cursor, old_title, new_title,
+ cache_log, next_file) = sys.argv[1:]
+n = int(n)
+fail = lambda msg: sys.exit(f"gateway-check: FAILED: {msg}")
+
+
+def edge_metric(name):
+    """The edge's own count for /v1/shape (every method and status)."""
+    c = http.client.HTTPConnection("127.0.0.1", int(edge_admin), timeout=10)
+    c.request("GET", "/metrics")
+    total = 0.0
+    for line in c.getresponse().read().decode().splitlines():
+        if line.startswith(name + "{") and 'route="/v1/shape"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def live_url(offset, cursor):
+    # The parameters sorted, as Electric's client sends them (one URL per state: the cache key).
+    q = {"cursor": cursor, "handle": handle, "live": "true", "offset": offset, "table": "proposals"}
+    return "/v1/shape?" + urllib.parse.urlencode(q)
+
+
+def get(url, authorization):
+    c = http.client.HTTPConnection("127.0.0.1", int(gw), timeout=60)
+    c.request("GET", url, headers={"authorization": authorization} if authorization else {})
+    r = c.getresponse()
+    return r.status, r.getheader("x-folio-gateway-cache"), r.read()
+
+
+first = live_url(offset, cursor)
+results = [None] * n
+sent = threading.Barrier(n + 1, timeout=120)
+
+
+def client(i):
+    """One live client: long-polls from `first`, following offset and cursor as Electric's
+    client does (an empty answer is the edge's long-poll timeout), until the change arrives."""
+    auth = {"authorization": f"Bearer {token}"}
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", int(gw), timeout=90)
+        url = first
+        c.request("GET", url, headers=auth)
+    except Exception as e:
+        results[i] = f"request failed: {e}"
+        sent.abort()
+        return
+    sent.wait()
+    try:
+        for _ in range(5):
+            r = c.getresponse()
+            body = r.read()
+            if r.status != 200:
+                results[i] = f"{url} answered {r.status}: {body[:200]!r}"
+                return
+            if new_title.encode() in body:
+                results[i] = (time.time(), url, r.getheader("x-folio-gateway-cache"), body,
+                              r.getheader("electric-offset"), r.getheader("electric-cursor"))
+                return
+            url = live_url(r.getheader("electric-offset"), r.getheader("electric-cursor"))
+            c.request("GET", url, headers=auth)
+        results[i] = "five answers without the change"
+    except Exception as e:
+        results[i] = f"{url}: {e}"
+
+
+before = edge_metric("folio_edge_http_requests_total")
+threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
+started = time.time()
+for t in threads:
+    t.start()
+try:
+    sent.wait()
+except threading.BrokenBarrierError:
+    fail(f"not every client could send its long-poll: {[r for r in results if isinstance(r, str)][:3]}")
+time.sleep(1.5)  # every request reaches nginx; the first one waits at the edge, the others on its lock
+waiting = edge_metric("folio_edge_http_requests_in_flight")
+committed = time.time()
+subprocess.run(["psql", db_url, "-qX", "-v", "ON_ERROR_STOP=1", "-c",
+                f"UPDATE proposals SET title = '{new_title}', version = version + 1 "
+                f"WHERE agency_id = '{agency}' AND title = '{old_title}'"], check=True)
+for t in threads:
+    t.join(120)
+after = edge_metric("folio_edge_http_requests_total")
+bad = [r for r in results if not isinstance(r, tuple)]
+if bad:
+    fail(f"{len(bad)} of {n} live clients did not get the commit: {bad[:3]}")
+upstream = int(after - before)
+urls = {r[1] for r in results}
+bodies = {r[3] for r in results}
+if len(urls) != 1 or len(bodies) != 1:
+    fail(f"the clients did not share one URL and one answer: {len(urls)} URLs, {len(bodies)} bodies")
+hits = sum(1 for r in results if r[2] == "HIT")
+lat = sorted(r[0] - committed for r in results)
+# A handful: the collapsed request, and one per extra long-poll round (the edge's timeout).
+if upstream > 5 or waiting > 2:
+    fail(f"{n} live clients cost the edge {upstream} requests ({waiting:.0f} in flight while they "
+         f"waited): not collapsed by the gateway")
+gateway_misses = sum(1 for line in open(cache_log) if urllib.parse.urlparse(first).query in line and "cache=MISS" in line)
+print(f"gateway-check: ok  {n} concurrent live long-polls, one token, one URL (handle, offset, cursor): "
+      f"all got the commit; the edge answered {upstream} request(s) for them ({waiting:.0f} in flight while "
+      f"they waited; the gateway's log: {gateway_misses} MISS, {hits} HIT); UPDATE -> first client "
+      f"{lat[0]:.2f}s, median {statistics.median(lat):.2f}s, last {lat[-1]:.2f}s "
+      f"({time.time() - started:.1f}s in all)")
+
+# The answer is cached for this URL now (for 5 s): only the same token is served it. Between two
+# requests of the same token that are both served from the cache, another token, a bad one and
+# none ask the same URL; each must reach the edge. (Should the box be so slow that the entry
+# expires in between, the same token's first request stores it again and the round is redone.)
+url = results[0][1]
+for attempt in range(3):
+    started_round = time.time()
+    figures = []
+    e0 = edge_metric("folio_edge_http_requests_total")
+    status, cache, cached = get(url, f"Bearer {token}")
+    went = int(edge_metric("folio_edge_http_requests_total") - e0)
+    if status != 200 or (cache == "HIT") != (went == 0) or new_title.encode() not in cached:
+        fail(f"the same token on the collapsed URL answered {status}, cache {cache}, {went} edge request(s)")
+    figures.append(f"the same token: {status} {cache}")
+    for who, authorization, expect in [
+        ("another token of the agency", f"Bearer {other_token}", None),
+        ("a bad token", "Bearer not-a-token", 401),
+        ("no token", None, 401),
+    ]:
+        e0 = edge_metric("folio_edge_http_requests_total")
+        status, cache, got = get(url, authorization)
+        went = int(edge_metric("folio_edge_http_requests_total") - e0)
+        what = f"{who} on the collapsed URL answered {status}, cache {cache}, {went} edge request(s)"
+        if cache == "HIT" or went != 1:
+            fail(f"{what}: expected the edge to answer it, not the cache")
+        if expect == 401 and (status != 401 or new_title.encode() in got):
+            fail(f"{what}: expected 401 without rows: {got[:200]!r}")
+        figures.append(f"{who}: {status} from the edge ({cache})")
+    e0 = edge_metric("folio_edge_http_requests_total")
+    status, cache, got = get(url, f"Bearer {token}")
+    went = int(edge_metric("folio_edge_http_requests_total") - e0)
+    if (status, cache, went, got) == (200, "HIT", 0, cached):
+        figures.append(f"the same token again: {status} {cache}")
+        break
+    if time.time() - started_round < 4:
+        fail(f"the same token again answered {status}, cache {cache}, {went} edge request(s): "
+             "expected the cached answer")
+else:
+    fail("three rounds of per-token requests outlived the cached answer (5 s)")
+print("gateway-check: ok  per token: " + "; ".join(figures))
+with open(next_file, "w") as f:
+    f.write(f"{results[0][4]} {results[0][5]}\n")
+PY
+  fail "live requests through the gateway: see above"
+
+# A shape's SSE read goes around the cache, unbuffered: an open one gets a later commit at once.
+read -r sse_offset sse_cursor <"$work/collapse.next"
+sse_title="$title sse"
+curl -s -N -H "$auth" -o "$work/shape-sse.out" \
+  "$gateway/v1/shape?cursor=$sse_cursor&experimental_live_sse=true&handle=$handle&live=true&live_sse=true&offset=$sse_offset&table=proposals" &
+sse=$!
+sleep 1
+kill -0 "$sse" 2>/dev/null || fail "the shape's SSE read ended at once: $(cat "$work/shape-sse.out")"
+psql "$db_url" -qX -v ON_ERROR_STOP=1 -c \
+  "UPDATE proposals SET title = '$sse_title', version = version + 1 WHERE agency_id = '$agency' AND title = '$collapsed_title'"
+committed=$(date +%s.%N)
+for _ in $(seq 100); do grep -q "$sse_title" "$work/shape-sse.out" && break; sleep 0.05; done
+grep -q "$sse_title" "$work/shape-sse.out" || fail "the shape's SSE read did not deliver the commit within 5s: $(head -c 300 "$work/shape-sse.out")"
+kill -0 "$sse" 2>/dev/null || fail "the shape's SSE connection closed instead of streaming"
+latency=$(python3 -c "import time; print(f'{time.time() - $committed:.2f}')")
+kill "$sse" 2>/dev/null; wait "$sse" 2>/dev/null || true
+ok "a shape's open SSE read (live_sse=true) delivered a later commit within ${latency}s through the gateway, still open"
 
 # c) Durable Streams in the agency's namespace.
 stream="$gateway/v1/stream/agencies/$agency/gateway-check-$run_id"
