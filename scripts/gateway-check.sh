@@ -46,6 +46,7 @@ run_id="$(date +%s)_$$"
 db="folio_test_gw_${run_id}"
 db_url="${server_url%/*}/$db"
 work=$(mktemp -d -t folio-gateway-check.XXXXXX)
+chmod 755 "$work" # nginx's workers (nobody) write the shape cache under the gateway's run dir here
 pids=()
 status=1
 fail() { echo "gateway-check: FAILED: $*" >&2; exit 1; }

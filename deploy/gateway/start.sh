@@ -41,17 +41,13 @@ fi
 vars='${FOLIO_GATEWAY_LISTEN} ${FOLIO_GATEWAY_RUN_DIR} ${FOLIO_GATEWAY_WEB_ROOT} ${FOLIO_EDGE_UPSTREAM} ${FOLIO_API_UPSTREAM} ${FOLIO_NOTIFIER_UPSTREAM}'
 # As root, nginx's workers run as nobody: the web root must be readable by them, and they write
 # the shape cache and proxy temp files under RUN_DIR/tmp (nginx hands them those directories).
-# A RUN_DIR inside a private directory (mktemp -d makes 0700 ones) is out of nobody's reach:
-# then the workers run as root, like the services the gateway fronts, rather than the caller's
-# directory being opened to every local user.
-{
-  if [ "$(id -u)" = 0 ] && ! setpriv --reuid=nobody --regid=nogroup --clear-groups test -x "$run_dir/tmp" 2>/dev/null; then
-    echo "gateway: nobody cannot reach $run_dir/tmp (a private directory): the workers run as root" >&2
-    echo "# start.sh: nobody cannot reach $run_dir/tmp, so the workers run as root."
-    echo "user root;"
-  fi
-  envsubst "$vars" <"$here/nginx.conf.template"
-} >"$run_dir/nginx.conf"
+# A RUN_DIR inside a private directory (mktemp -d makes 0700 ones) is out of their reach: every
+# cached shape read would answer 500, so the gateway refuses to start instead.
+if [ "$(id -u)" = 0 ] && ! setpriv --reuid=nobody --regid=nogroup --clear-groups test -x "$run_dir/tmp" 2>/dev/null; then
+  echo "gateway: nginx's workers (nobody) cannot reach $run_dir/tmp; make its parent directories searchable (chmod o+x) or choose another FOLIO_GATEWAY_RUN_DIR" >&2
+  exit 1
+fi
+envsubst "$vars" <"$here/nginx.conf.template" >"$run_dir/nginx.conf"
 args=(-p "$run_dir" -e "$run_dir/error.log" -c "$run_dir/nginx.conf")
 "$nginx" "${args[@]}" -t -q >&2 || { echo "gateway: $run_dir/nginx.conf is invalid" >&2; exit 1; }
 
