@@ -126,7 +126,11 @@ impl Hub {
 
     fn shared_reads<T>(&self, key: &str, version: u64, pick: impl FnOnce(&mut SharedReads) -> T) -> T {
         let mut map = self.shared.lock();
-        let entry = map.entry(key.to_owned()).or_default();
+        // Every reader woken by a notice comes here twice (snapshot, page): no key copy then.
+        if !map.contains_key(key) {
+            map.insert(key.to_owned(), SharedReads::default());
+        }
+        let entry = map.get_mut(key).expect("inserted above");
         if entry.version != version {
             *entry = SharedReads { version, ..Default::default() };
         }

@@ -23,8 +23,6 @@ use super::{
 
 /// Messages asked for per JetStream round trip.
 const BATCH_MESSAGES: usize = 256;
-/// Byte budget of a batch request when the page is nearly full (a message can be this large).
-const MIN_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 impl Streams {
     /// Reads messages after `after` up to `tail`, stopping at the page size, so memory per
@@ -37,8 +35,15 @@ impl Streams {
         'segments: for segment in self.store.view(meta) {
             let bound = segment.end().min(tail);
             while cursor < bound {
-                // Ask for what is left of the page budget, but never less than one message.
-                let budget = (self.config.max_read_bytes.saturating_sub(bytes)).max(MIN_BATCH_BYTES);
+                if bytes >= self.config.max_read_bytes {
+                    full = true;
+                    break 'segments;
+                }
+                // Ask for what is left of the page: JetStream's batch sends messages until their
+                // bytes reach the budget, the one that crosses it included, and always at least
+                // one (a message larger than the budget still comes, alone). Asking for more
+                // than the page takes costs NATS and the edge bytes that are thrown away.
+                let budget = self.config.max_read_bytes - bytes;
                 let batch = self.store.batch(&segment.subject, cursor.next(), BATCH_MESSAGES, budget).await?;
                 if batch.is_empty() {
                     break;

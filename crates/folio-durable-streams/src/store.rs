@@ -231,8 +231,14 @@ impl Store {
 }
 
 pub fn path_hash(path: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(path.as_bytes());
-    digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
+    let mut hash = String::with_capacity(40);
+    for b in &digest[..20] {
+        hash.push(char::from(HEX[usize::from(b >> 4)]));
+        hash.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    hash
 }
 
 fn meta_key(path: &str) -> String {
@@ -241,4 +247,13 @@ fn meta_key(path: &str) -> String {
 
 fn encode(meta: &StreamMeta) -> R<Bytes> {
     serde_json::to_vec(meta).map(Bytes::from).map_err(|e| StorageError::new("encode stream metadata", e))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn path_hashes_are_the_first_20_bytes_of_sha256_in_lower_hex() {
+        // Keys and notice subjects already stored depend on this exact spelling.
+        assert_eq!(super::path_hash("a/b"), "c14cddc033f64b9dea80ea675cf280a015e67251");
+    }
 }
