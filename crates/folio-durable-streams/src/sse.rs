@@ -5,7 +5,7 @@
 //! own. The body is pulled by hyper: nothing is read from JetStream faster than the client
 //! consumes it, which bounds memory per slow reader to one page.
 
-use std::{sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -15,6 +15,7 @@ use axum::{
 use base64::Engine as _;
 use bytes::Bytes;
 use folio_bus::StreamSeq;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{
     Streams,
@@ -37,10 +38,17 @@ struct Follow {
     cursor: Option<String>,
     changes: Watch,
     base64: bool,
-    deadline: tokio::time::Instant,
+    /// The connection's end (`--ds-sse-max-age`), the keep-alive ticks and the edge's
+    /// shutdown: registered once per connection, not again at each wait (with many
+    /// subscribers, every event made each of them re-register three wake-ups).
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    keepalive: tokio::time::Interval,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     done: bool,
-    /// Metadata and tail loaded at connect time, used for the first step only.
-    initial: Option<LiveSnapshot>,
+    /// The state the last step saw (at first, loaded at connect time), reused by the step
+    /// that follows without waiting in between; a wait drops it, so whatever wakes the
+    /// reader (or a keep-alive) reads again.
+    current: Option<Arc<LiveSnapshot>>,
     /// Notice version of the last wake-up: the key of the reads shared with other readers.
     woken: Option<u64>,
     _gauge: LiveGauge,
@@ -69,9 +77,16 @@ impl Streams {
             cursor: query.cursor,
             changes,
             base64,
-            deadline: tokio::time::Instant::now() + self.config.sse_max_age,
+            deadline: Box::pin(tokio::time::sleep(self.config.sse_max_age)),
+            keepalive: {
+                let period = self.config.long_poll_timeout.max(Duration::from_secs(1));
+                let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                keepalive
+            },
+            shutdown: Box::pin(self.shutdown.clone().cancelled_owned()),
             done: false,
-            initial: Some(LiveSnapshot { meta, tail }),
+            current: Some(Arc::new(LiveSnapshot { meta, tail })),
             woken: None,
             _gauge: LiveGauge::new("sse"),
         };
@@ -98,8 +113,8 @@ impl Follow {
     /// Produces the next events; waits while the reader is at an open tail.
     async fn step(&mut self) -> Bytes {
         loop {
-            let snapshot = match self.initial.take() {
-                Some(s) => Arc::new(s),
+            let snapshot = match self.current.clone() {
+                Some(s) => s,
                 None => match self.snapshot().await {
                     Ok(s) => s,
                     Err(StreamError::NotFound | StreamError::Gone) => {
@@ -115,6 +130,7 @@ impl Follow {
                     }
                 },
             };
+            self.current = Some(snapshot.clone());
             let (meta, tail) = (&snapshot.meta, snapshot.tail);
             self.streams.hub.touch(meta);
             if self.after < tail {
@@ -126,19 +142,20 @@ impl Follow {
                         return Bytes::new();
                     }
                 };
-                let mut out = chunk
-                    .sse_data
-                    .get_or_init(|| {
-                        let mut data = String::new();
-                        let body = chunk.body(meta);
-                        if self.base64 {
-                            event(&mut data, "data", &base64::engine::general_purpose::STANDARD.encode(&body));
-                        } else {
-                            event(&mut data, "data", &String::from_utf8_lossy(&body));
-                        }
-                        data
-                    })
-                    .clone();
+                let data = chunk.sse_data.get_or_init(|| {
+                    let mut data = String::new();
+                    let body = chunk.body(meta);
+                    if self.base64 {
+                        event(&mut data, "data", &base64::engine::general_purpose::STANDARD.encode(&body));
+                    } else {
+                        event(&mut data, "data", &String::from_utf8_lossy(&body));
+                    }
+                    data
+                });
+                // One buffer per subscriber for the shared data event and its own control
+                // event: one copy, one allocation, one write.
+                let mut out = String::with_capacity(data.len() + CONTROL_EVENT_BYTES);
+                out.push_str(data);
                 self.after = chunk.next;
                 let closed = meta.closed && chunk.up_to_date;
                 event(&mut out, "control", &self.control(chunk.next, chunk.up_to_date, closed));
@@ -158,7 +175,7 @@ impl Follow {
                 event(&mut out, "control", &self.control(self.after, true, false));
                 return Bytes::from(out);
             }
-            let keepalive = self.streams.config.long_poll_timeout.max(Duration::from_secs(1));
+            self.current = None;
             tokio::select! {
                 changed = self.changes.changed() => match changed {
                     Ok(version) => self.woken = Some(version),
@@ -167,16 +184,16 @@ impl Follow {
                         return Bytes::new();
                     }
                 },
-                _ = tokio::time::sleep(keepalive) => {
+                _ = self.keepalive.tick() => {
                     let mut out = String::new();
                     event(&mut out, "control", &self.control(self.after, true, false));
                     return Bytes::from(out);
                 }
-                _ = tokio::time::sleep_until(self.deadline) => {
+                _ = self.deadline.as_mut() => {
                     self.done = true;
                     return Bytes::new();
                 }
-                _ = self.streams.shutdown.cancelled() => {
+                _ = self.shutdown.as_mut() => {
                     self.done = true;
                     return Bytes::new();
                 }
@@ -189,19 +206,29 @@ impl Follow {
     }
 }
 
-/// A control event's payload; the cursor is omitted once the stream is closed.
+/// Room for one control event (`event: control`, offset, cursor, flags) with its framing.
+const CONTROL_EVENT_BYTES: usize = 160;
+
+/// A control event's payload; the cursor is omitted once the stream is closed. Written by hand
+/// (every SSE subscriber gets its own on each event): the keys in serde_json's order, the
+/// values digits and `_` only (offsets and cursors), so nothing needs escaping.
 pub fn control_json(next: StreamSeq, client_cursor: Option<&str>, up_to_date: bool, closed: bool) -> String {
-    let mut control = serde_json::Map::new();
-    control.insert("streamNextOffset".into(), Offset::at_seq(next).to_string().into());
+    use std::fmt::Write as _;
+    let mut control = String::with_capacity(112);
+    control.push('{');
     if closed {
-        control.insert("streamClosed".into(), true.into());
+        control.push_str("\"streamClosed\":true,");
     } else {
-        control.insert("streamCursor".into(), next_cursor(client_cursor).into());
+        control.push_str("\"streamCursor\":\"");
+        control.push_str(&next_cursor(client_cursor));
+        control.push_str("\",");
     }
+    let _ = write!(control, "\"streamNextOffset\":\"{}\"", Offset::at_seq(next));
     if up_to_date {
-        control.insert("upToDate".into(), true.into());
+        control.push_str(",\"upToDate\":true");
     }
-    serde_json::Value::Object(control).to_string()
+    control.push('}');
+    control
 }
 
 /// Text and JSON travel as text; anything else is base64 so arbitrary bytes survive SSE.
@@ -215,6 +242,12 @@ pub fn event(out: &mut String, kind: &str, data: &str) {
     out.push_str("event: ");
     out.push_str(kind);
     out.push('\n');
+    if !data.contains(['\r', '\n']) {
+        out.push_str("data:");
+        out.push_str(data);
+        out.push_str("\n\n");
+        return;
+    }
     let normalized = data.replace("\r\n", "\n").replace('\r', "\n");
     for line in normalized.split('\n') {
         out.push_str("data:");
@@ -233,5 +266,33 @@ mod tests {
         let mut out = String::new();
         event(&mut out, "data", "a\r\n\r\nevent: control\rb");
         assert_eq!(out, "event: data\ndata:a\ndata:\ndata:event: control\ndata:b\n\n");
+        let mut out = String::new();
+        event(&mut out, "data", "[1,2]");
+        assert_eq!(out, "event: data\ndata:[1,2]\n\n");
+    }
+
+    #[test]
+    fn control_events_are_the_json_they_always_were() {
+        // What serde_json wrote before the payload was written by hand.
+        let old = |next: StreamSeq, cursor: Option<&str>, up_to_date: bool, closed: bool| {
+            let mut control = serde_json::Map::new();
+            control.insert("streamNextOffset".into(), Offset::at_seq(next).to_string().into());
+            if closed {
+                control.insert("streamClosed".into(), true.into());
+            } else {
+                control.insert("streamCursor".into(), cursor.unwrap_or("0").into());
+            }
+            if up_to_date {
+                control.insert("upToDate".into(), true.into());
+            }
+            serde_json::Value::Object(control).to_string()
+        };
+        for (up_to_date, closed) in [(false, false), (true, false), (true, true), (false, true)] {
+            let next = StreamSeq::new(42);
+            let new = control_json(next, None, up_to_date, closed);
+            let parsed: serde_json::Value = serde_json::from_str(&new).unwrap();
+            let cursor = parsed.get("streamCursor").and_then(|c| c.as_str()).map(str::to_owned);
+            assert_eq!(new, old(next, cursor.as_deref().or(Some("0")), up_to_date, closed));
+        }
     }
 }
