@@ -51,6 +51,9 @@ pub struct TableFeed {
     generation: AtomicU64,
     /// The subscription ended: the edge starts a new feed for the table's next request.
     dead: AtomicBool,
+    /// `committed` for readers, shared with the table feed's shapes (their head when no change
+    /// concerned them since): set after every batch, once the batch's entries are recorded.
+    committed_clock: Arc<AtomicU64>,
 }
 
 /// Shapes by the value their key holds.
@@ -98,7 +101,7 @@ struct FeedInner {
     /// The table feed's shapes with a `column = constant` (or `IN`) key, by (their table
     /// description, column) and value: a row change is applied only to those whose value its
     /// old or new row holds, so it costs about the shapes it concerns, not every shape.
-    index: HashMap<(usize, usize), ByValue>,
+    index: HashMap<(usize, usize), (Arc<TableInfo>, ByValue)>,
     /// The others, which see every change.
     scan: Vec<Arc<Shape>>,
     /// Events kept for shapes with subqueries whose snapshot is being taken (dropped when
@@ -106,6 +109,10 @@ struct FeedInner {
     taps: Vec<Arc<Tap>>,
     /// Recently completed transactions: (their last sequence, xid, when).
     recent: VecDeque<(StreamSeq, u32, Instant)>,
+    /// Shapes whose log has entries their readers were not yet woken for.
+    pending: Vec<Arc<Shape>>,
+    /// `shape::INVALIDATIONS` when invalid shapes were last dropped.
+    invalidations_seen: u64,
 }
 
 impl FeedInner {
@@ -113,11 +120,13 @@ impl FeedInner {
     /// shape for a truncate, schema change or an event without complete rows; otherwise the
     /// shapes without a key and those whose key's values the old or new row holds. Shapes of
     /// one table description share the event's decoded rows.
-    fn apply_table_event<'a>(&self, seq: StreamSeq, ev: &'a ChangeEvent, op: Operation) {
+    fn apply_table_event<'a>(&self, seq: StreamSeq, ev: &'a ChangeEvent, op: Operation, news: &mut Vec<Arc<Shape>>) {
         let mut prepared: Vec<Prepared<'a>> = Vec::with_capacity(1);
-        let apply = |shape: &Arc<Shape>, prepared: &mut Vec<Prepared<'a>>| {
+        let mut apply = |shape: &Arc<Shape>, prepared: &mut Vec<Prepared<'a>>| {
             let k = prepared_for(prepared, &shape.def.table, ev);
-            shape.apply(seq, &prepared[k]);
+            if shape.apply(seq, &prepared[k]) && !shape.queued.swap(true, Ordering::Relaxed) {
+                news.push(Arc::clone(shape));
+            }
         };
         if !matches!(op, Operation::Insert | Operation::Update | Operation::Delete) || self.index.is_empty() {
             for shape in &self.shapes {
@@ -128,9 +137,8 @@ impl FeedInner {
         for shape in &self.scan {
             apply(shape, &mut prepared);
         }
-        for (&(_, col), by_value) in &self.index {
-            let Some(first) = by_value.values().flatten().next() else { continue };
-            let k = prepared_for(&mut prepared, &first.def.table, ev);
+        for (&(_, col), (table, by_value)) in &self.index {
+            let k = prepared_for(&mut prepared, table, ev);
             match prepared[k].column(col) {
                 Some((old, new)) => {
                     for v in [old, new.filter(|n| Some(*n) != old)].into_iter().flatten() {
@@ -151,14 +159,15 @@ impl FeedInner {
 
     /// Removes the shapes `gone` says from the index and the scanned shapes.
     fn forget(&mut self, gone: impl Fn(&Arc<Shape>) -> bool) {
+        self.pending.retain(|s| !gone(s));
         self.scan.retain(|s| !gone(s));
-        for by_value in self.index.values_mut() {
+        for (_, by_value) in self.index.values_mut() {
             for shapes in by_value.values_mut() {
                 shapes.retain(|s| !gone(s));
             }
             by_value.retain(|_, shapes| !shapes.is_empty());
         }
-        self.index.retain(|_, by_value| !by_value.is_empty());
+        self.index.retain(|_, (_, by_value)| !by_value.is_empty());
     }
 
     fn close(&mut self, at: StreamSeq, xid: u32) {
@@ -210,9 +219,12 @@ impl TableFeed {
                 scan: Vec::new(),
                 taps: Vec::new(),
                 recent: VecDeque::new(),
+                pending: Vec::new(),
+                invalidations_seen: super::shape::INVALIDATIONS.load(Ordering::SeqCst),
             }),
             generation: AtomicU64::new(0),
             dead: AtomicBool::new(false),
+            committed_clock: Arc::new(AtomicU64::new(last.get())),
         });
         let weak = Arc::downgrade(&feed);
         tasks.spawn(async move {
@@ -286,6 +298,7 @@ impl TableFeed {
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
         let mut inner = self.inner.lock();
+        let mut news = Vec::new();
         for (seq, ev) in batch {
             let (seq, op) = (*seq, ev.operation());
             if let Some((lsn, xid)) = inner.open
@@ -302,7 +315,7 @@ impl TableFeed {
                     shape.apply_any(seq, ev);
                 }
             } else if op != Operation::TransactionEnd {
-                inner.apply_table_event(seq, ev, op);
+                inner.apply_table_event(seq, ev, op, &mut news);
             }
             inner.applied = seq;
             let ends = if self.whole_stream {
@@ -317,12 +330,34 @@ impl TableFeed {
             }
         }
         let (applied, committed) = (inner.applied, inner.committed);
-        let woken: Vec<Arc<Shape>> =
-            inner.shapes.iter().filter(|s| s.advance(applied, committed)).map(Arc::clone).collect();
-        let before = inner.shapes.len();
-        inner.shapes.retain(|s| s.invalid_reason().is_none());
-        if inner.shapes.len() != before {
-            inner.forget(|s| s.invalid_reason().is_some());
+        let woken: Vec<Arc<Shape>> = if self.whole_stream {
+            inner.shapes.iter().filter(|s| s.advance(applied, committed)).map(Arc::clone).collect()
+        } else {
+            // Only shapes whose logs grew have readers to wake; every other shape's head is
+            // the feed's point, read from the clock.
+            self.committed_clock.store(committed.get(), Ordering::SeqCst);
+            inner.pending.append(&mut news);
+            let mut woken = Vec::new();
+            inner.pending.retain(|s| {
+                if s.advance(applied, committed) {
+                    woken.push(Arc::clone(s));
+                }
+                let hidden = s.has_hidden();
+                if !hidden {
+                    s.queued.store(false, Ordering::Relaxed);
+                }
+                hidden
+            });
+            woken
+        };
+        let invalidations = super::shape::INVALIDATIONS.load(Ordering::SeqCst);
+        if invalidations != inner.invalidations_seen {
+            inner.invalidations_seen = invalidations;
+            let before = inner.shapes.len();
+            inner.shapes.retain(|s| s.invalid_reason().is_none());
+            if inner.shapes.len() != before {
+                inner.forget(|s| s.invalid_reason().is_some());
+            }
         }
         inner.taps.retain(|t| Arc::strong_count(t) > 1);
         drop(inner);
@@ -370,12 +405,16 @@ impl TableFeed {
     /// log starts there.
     pub fn register(&self, shape: Arc<Shape>) {
         let mut inner = self.inner.lock();
-        shape.attach_at(inner.applied, inner.committed);
+        let clock = (!self.whole_stream).then(|| Arc::clone(&self.committed_clock));
+        shape.attach_at(inner.applied, inner.committed, clock);
         if !self.whole_stream {
             match shape.def.clause.equality_key() {
                 Some((col, values)) => {
                     let table = &*shape.def.table as *const TableInfo as usize;
-                    let by_value = inner.index.entry((table, col)).or_default();
+                    let (_, by_value) = inner
+                        .index
+                        .entry((table, col))
+                        .or_insert_with(|| (Arc::clone(&shape.def.table), ByValue::new()));
                     for v in values {
                         by_value.entry(v.into()).or_default().push(Arc::clone(&shape));
                     }
@@ -411,10 +450,12 @@ impl TableFeed {
         inner.shapes.push(shape);
     }
 
-    /// Removes this very shape (not another one registered since under the same handle).
-    pub fn unregister(&self, shape: &Arc<Shape>) {
+    /// Removes these very shapes (not others registered since under the same handles), in one
+    /// pass over the feed's shapes however many leave.
+    pub fn unregister(&self, shapes: &[Arc<Shape>]) {
+        let gone: std::collections::HashSet<*const Shape> = shapes.iter().map(Arc::as_ptr).collect();
         let mut inner = self.inner.lock();
-        inner.shapes.retain(|s| !Arc::ptr_eq(s, shape));
-        inner.forget(|s| Arc::ptr_eq(s, shape));
+        inner.shapes.retain(|s| !gone.contains(&Arc::as_ptr(s)));
+        inner.forget(|s| gone.contains(&Arc::as_ptr(s)));
     }
 }

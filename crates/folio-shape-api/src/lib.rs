@@ -34,7 +34,7 @@ mod shape;
 mod snapshots;
 mod subset;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_nats::jetstream;
 use folio_auth::{Authenticator, Caller};
@@ -335,13 +335,18 @@ impl Shapes {
     /// Shapes nobody requested for the idle timeout leave memory and their table's feed.
     fn evict_idle(&self) {
         let cutoff = shape::now_secs().saturating_sub(self.policy.idle_timeout().as_secs());
+        // By feed: one pass over a feed's shapes however many of them leave.
+        let mut by_feed: HashMap<*const TableFeed, (Arc<TableFeed>, Vec<Arc<Shape>>)> = HashMap::new();
         for s in self.registry.remove_idle(cutoff) {
             // A shape with subqueries follows the whole stream, not its table's feed.
             let feed =
                 if s.def.has_subqueries() { self.changes.whole_stream() } else { self.changes.feed(&s.def.table.name) };
             if let Some(f) = feed {
-                f.unregister(&s);
+                by_feed.entry(Arc::as_ptr(&f)).or_insert_with(|| (f, Vec::new())).1.push(s);
             }
+        }
+        for (feed, shapes) in by_feed.into_values() {
+            feed.unregister(&shapes);
         }
     }
 }

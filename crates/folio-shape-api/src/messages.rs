@@ -11,19 +11,28 @@ use super::{catalog::TableInfo, request::Replica};
 
 pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Runs of bytes that need no escape are copied whole (every escaped byte is ASCII, so each
+    // cut is at a character boundary): the initial sync writes every value through here.
+    let mut run = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(escaped);
         }
+        run = i + 1;
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
@@ -598,5 +607,14 @@ mod tests {
         push_json_str(&mut s, "a\"b\\c\nd\u{1}é");
         assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
         assert_eq!(serde_json::from_str::<String>(&s).unwrap(), "a\"b\\c\nd\u{1}é");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_survives_json(text in "(?s).{0,64}") {
+            let mut s = String::new();
+            push_json_str(&mut s, &text);
+            proptest::prop_assert_eq!(serde_json::from_str::<String>(&s).unwrap(), text);
+        }
     }
 }

@@ -134,6 +134,13 @@ pub struct Shape {
     /// whose offset is the last chunk is past the snapshot.
     pub chunk_count: usize,
     log: Mutex<Log>,
+    /// Its table feed's last transaction end, shared by every shape of the feed: a shape no
+    /// change concerned is at that point without the feed visiting it, so a batch of changes
+    /// costs the shapes it concerns, not every shape (unset for shapes with subqueries, whose
+    /// head waits during a move).
+    feed_committed: OnceLock<Arc<AtomicU64>>,
+    /// In its feed's list of shapes with entries not yet visible to readers.
+    pub(super) queued: AtomicBool,
     changed: watch::Sender<StreamSeq>,
     invalid: Mutex<Option<&'static str>>,
     pub last_used: AtomicU64,
@@ -188,6 +195,10 @@ pub const MAX_SUBQUERY_SHAPE_ROWS: usize = 500_000;
 /// Most change events of the whole stream a subquery shape holds back while a move's rows are
 /// read.
 const MAX_HELD_BACK: usize = 100_000;
+
+/// Shapes invalidated so far, process-wide: a feed drops its invalid shapes only when this
+/// moved, instead of visiting every shape after every batch.
+pub(super) static INVALIDATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// How long a move waits for the change stream to close the transaction that caused it.
 const MOVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -254,6 +265,8 @@ impl Shape {
             snapshot_memory,
             chunk_count,
             log: Mutex::new(Log { start: seq0, applied: seq0, head: seq0, entries: VecDeque::new(), bytes: 0 }),
+            feed_committed: OnceLock::new(),
+            queued: AtomicBool::new(false),
             changed: watch::channel(seq0).0,
             invalid: Mutex::new(None),
             last_used: AtomicU64::new(now_secs()),
@@ -279,21 +292,26 @@ impl Shape {
 
     /// Called by the feed under its lock: the log starts where the feed is. Events between the
     /// snapshot and there (and of a transaction the feed is in the middle of) come from history.
-    pub(super) fn attach_at(&self, applied: StreamSeq, committed: StreamSeq) {
+    pub(super) fn attach_at(&self, applied: StreamSeq, committed: StreamSeq, feed_committed: Option<Arc<AtomicU64>>) {
+        if let Some(c) = feed_committed {
+            let _ = self.feed_committed.set(c);
+        }
         let mut log = self.log.lock();
         log.start = applied.max(self.stitch.seq0);
         log.applied = log.start;
         log.head = committed.max(self.stitch.seq0);
     }
 
-    /// Applies one change event of the table (the feed calls this in stream order).
-    pub(super) fn apply(&self, seq: StreamSeq, event: &Prepared<'_>) {
+    /// Applies one change event of the table (the feed calls this in stream order). Returns
+    /// whether the log got an entry (or the shape was invalidated): its readers have news once
+    /// the transaction ends.
+    pub(super) fn apply(&self, seq: StreamSeq, event: &Prepared<'_>) -> bool {
         if self.invalid_reason().is_some() {
-            return;
+            return false;
         }
         // A shape without subqueries decides with no sets.
         let effect = self.def.view(&[]).effect_of(&self.stitch, seq, event);
-        self.record(seq, event.commit_lsn(), effect);
+        self.record(seq, event.commit_lsn(), effect)
     }
 
     /// Called by the feed under its lock, for a shape with subqueries: the log starts at the
@@ -343,7 +361,8 @@ impl Shape {
         match change {
             DependencyChange::Nothing => {}
             DependencyChange::Invalidate(reason) => {
-                return self.record(seq, event.commit_lsn, Effect::Invalidate(reason));
+                self.record(seq, event.commit_lsn, Effect::Invalidate(reason));
+                return;
             }
             DependencyChange::Yields(moved) => {
                 if !count(&mut m.sets, moved) {
@@ -461,18 +480,19 @@ impl Shape {
         self.notify();
     }
 
-    fn record(&self, seq: StreamSeq, commit_lsn: u64, effect: Effect) {
+    fn record(&self, seq: StreamSeq, commit_lsn: u64, effect: Effect) -> bool {
         let mut log = self.log.lock();
         if seq <= log.applied {
-            return;
+            return false;
         }
         log.applied = seq;
         match effect {
             Effect::Invalidate(reason) => {
                 drop(log);
                 self.invalidate(reason);
+                true
             }
-            Effect::Ops(ops) if ops.is_empty() => {}
+            Effect::Ops(ops) if ops.is_empty() => false,
             Effect::Ops(ops) => {
                 let bytes = ops.iter().map(|o| o.len() + 20).sum();
                 log.bytes += bytes;
@@ -482,8 +502,15 @@ impl Shape {
                     log.bytes -= old.bytes;
                     log.start = old.seq;
                 }
+                true
             }
         }
+    }
+
+    /// Whether the log holds entries past the head (of a transaction not yet complete).
+    pub(super) fn has_hidden(&self) -> bool {
+        let log = self.log.lock();
+        log.entries.back().is_some_and(|e| e.seq > log.head)
     }
 
     /// The feed has applied every table event up to `applied`, and every transaction up to
@@ -525,6 +552,7 @@ impl Shape {
         if invalid.is_none() {
             tracing::info!(handle = %self.handle, table = %self.def.table.name, reason, "shape invalidated");
             *invalid = Some(reason);
+            INVALIDATIONS.fetch_add(1, Ordering::SeqCst);
         }
         drop(invalid);
         self.changed.send_modify(|_| {});
@@ -534,8 +562,11 @@ impl Shape {
         *self.invalid.lock()
     }
 
+    /// The last committed point readers are served up to: the shape's own, or its feed's when
+    /// that is further (every entry up to the feed's point was recorded before it was set).
     pub fn head(&self) -> StreamSeq {
-        self.log.lock().head
+        let own = self.log.lock().head;
+        self.feed_committed.get().map_or(own, |c| own.max(StreamSeq::new(c.load(Ordering::SeqCst))))
     }
 
     pub fn subscribe(&self) -> watch::Receiver<StreamSeq> {
@@ -546,17 +577,21 @@ impl Shape {
     /// has not watched are re-derived from the change stream through `history`.
     pub async fn read(&self, from: StreamSeq, max_bytes: usize, history: &History<'_>) -> Result<Arc<Rendered>> {
         let from = from.max(self.stitch.seq0);
-        let (start, head) = {
+        let head = self.head();
+        let (start, last_visible) = {
             let log = self.log.lock();
-            (log.start, log.head)
+            let visible = log.entries.partition_point(|e| e.seq <= head);
+            (log.start, visible.checked_sub(1).map(|i| log.entries[i].seq))
         };
         if from >= start
             && let Some((memo_from, r)) = self.memo.lock().as_ref()
             && *memo_from == from
             && r.up_to_date
-            && r.end == head
+            && last_visible.is_none_or(|seq| seq <= r.end)
         {
             // Identical requests (every client of a busy shape after a change) render once.
+            // When only other shapes' changes moved the head since, the answer is the same
+            // state, at an earlier (still committed) offset.
             return Ok(Arc::clone(r));
         }
         let mut picked = Picked::default();
@@ -900,13 +935,13 @@ async fn read_rows(
             query = query.bind(v);
         }
         let mut rows = query.fetch(&mut *tx);
-        let mut values: Vec<Option<String>> = vec![None; table.columns.len()];
         let mut msg = String::with_capacity(512);
         while let Some(row) = rows.try_next().await.map_err(|e| where_error(e, &table.name))? {
+            // Borrowed from the row: no allocation per value (the initial sync's cost per row).
+            let mut refs: Vec<Option<&str>> = vec![None; table.columns.len()];
             for (k, &i) in needed.iter().enumerate() {
-                values[i] = row.try_get::<Option<String>, _>(k)?;
+                refs[i] = row.try_get::<Option<&str>, _>(k)?;
             }
-            let refs: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
             if def.has_subqueries() {
                 if map.len() >= MAX_SUBQUERY_SHAPE_ROWS {
                     return Err(ShapeError::invalid(

@@ -313,12 +313,11 @@ pub async fn query(
     let mut count = 0;
     {
         let mut rows = query.fetch(&mut *tx);
-        let mut cells: Vec<Option<String>> = vec![None; table.columns.len()];
         while let Some(row) = rows.try_next().await.map_err(|e| subset_where_error(e, table))? {
+            let mut refs: Vec<Option<&str>> = vec![None; table.columns.len()];
             for (k, &i) in needed.iter().enumerate() {
-                cells[i] = row.try_get::<Option<String>, _>(k)?;
+                refs[i] = row.try_get::<Option<&str>, _>(k)?;
             }
-            let refs: Vec<Option<&str>> = cells.iter().map(Option::as_deref).collect();
             if count > 0 {
                 body.push(',');
             }
