@@ -7,6 +7,13 @@
 #
 #   services/shape-edge/bench/shapes.sh                 # N = 1000 and 10000
 #   SHAPE_BENCH_CLIENTS="200" services/shape-edge/bench/shapes.sh
+#   SHAPE_BENCH_ARGS="--mode shapes --kind like --shapes 10000" services/shape-edge/bench/shapes.sh
+#   SHAPE_BENCH_SUITE=scale services/shape-edge/bench/shapes.sh
+#       # issue 16's scale table: initial sync vs COPY; commit → client on one shape among
+#       # SHAPE_BENCH_SHAPES (1 … 100,000) `bucket = k` shapes and among 1 / 10,000 LIKE shapes,
+#       # the edge's share beside the change stream's; changes/s applied from a backlog at
+#       # 10,000 shapes beside reading it; SHAPE_BENCH_H2_CLIENTS (1,000 … 50,000) live clients
+#       # over HTTP/2 with the load client's CPU measured apart.
 #
 # Env: FOLIO_DATABASE_URL (server URL, default postgres://postgres@127.0.0.1:5432/postgres),
 #      FOLIO_NATS_URL (default nats://127.0.0.1:4333), CARGO_TARGET_DIR.
@@ -71,10 +78,30 @@ stop_edge() { kill "$edge_pid"; wait "$edge_pid" 2>/dev/null || true; }
 bench() {
   start_edge
   FOLIO_DATABASE_URL=$db_url FOLIO_NATS_URL=$nats_url FOLIO_SUBJECT_ROOT=$subject_root \
-    "$bin/shape-bench" --edge-url "http://127.0.0.1:$edge_port" --edge-pid "$edge_pid" "$@"
+  FOLIO_CHANGES_STREAM=${prefix}_CHANGES "$bin/shape-bench" --edge-url "http://127.0.0.1:$edge_port" --edge-pid "$edge_pid" "$@"
   stop_edge
 }
 echo "logs in $log_dir"
+if [ -n "${SHAPE_BENCH_ARGS:-}" ]; then
+  # One measurement, e.g. SHAPE_BENCH_ARGS="--mode throughput --shapes 10000 --changes 100000".
+  # shellcheck disable=SC2086
+  bench $SHAPE_BENCH_ARGS
+  exit 0
+fi
+if [ "${SHAPE_BENCH_SUITE:-basic}" = scale ]; then
+  bench --mode initial-sync
+  for n in ${SHAPE_BENCH_SHAPES:-1 1000 10000 100000}; do
+    bench --mode shapes --kind eq --shapes "$n" --clients 10 --writes 50
+  done
+  for n in 1 10000; do
+    bench --mode shapes --kind like --shapes "$n" --clients 10 --writes 50
+  done
+  bench --mode throughput --shapes 10000 --changes "${SHAPE_BENCH_CHANGES:-200000}"
+  for n in ${SHAPE_BENCH_H2_CLIENTS:-1000 10000 50000}; do
+    bench --mode fan-out --http2 --clients "$n" --shapes 1
+  done
+  exit 0
+fi
 bench --mode initial-sync
 for n in ${SHAPE_BENCH_CLIENTS:-1000 10000}; do
   bench --mode fan-out --clients "$n" --shapes 1

@@ -1,7 +1,12 @@
 //! Shape API benchmark against a running edge + wal-ingest (services/shape-edge/bench/shapes.sh
 //! starts them): (a) initial sync of a large shape beside `COPY (SELECT …) TO STDOUT` of the
 //! same rows in the same run; (b) fan-out: N live clients on one shape and on many shapes,
-//! commit → client latency beside commit → change-stream arrival, and edge memory per client.
+//! commit → client latency beside commit → change-stream arrival, and edge memory per client
+//! (over HTTP/1.1 connections, or HTTP/2 streams for more clients than a process has file
+//! descriptors); (c) many shapes: commit → client on one shape among 1 … 100,000 others, the
+//! edge's share beside the change stream's; (d) throughput: changes each concerning one shape
+//! among many, applied by the edge from a backlog, beside reading and decoding the same
+//! backlog from JetStream.
 
 use std::{
     collections::HashMap,
@@ -49,17 +54,61 @@ struct Args {
     shapes: usize,
     #[arg(long, default_value_t = 5)]
     writes: usize,
+    /// Live clients over HTTP/2 (prior knowledge), many requests per connection.
+    #[arg(long)]
+    http2: bool,
+    /// The shapes' where clauses in `shapes` mode: `eq` (`bucket = k`, indexable) or `like`
+    /// (`tag LIKE 'k…-%'`, evaluated for every change).
+    #[arg(long, default_value = "eq")]
+    kind: String,
+    /// Changes in the backlog of `throughput` mode.
+    #[arg(long, default_value_t = 200_000)]
+    changes: usize,
 }
 
 type Http = Client<HttpConnector, Empty<Bytes>>;
+
+/// How a client reaches the edge: pooled HTTP/1.1 connections, or one HTTP/2 connection
+/// shared by many clients' requests.
+#[derive(Clone)]
+enum Conn {
+    H1(Box<Http>),
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+/// HTTP/2 connections for `clients` clients, each taking at most the edge's concurrent
+/// streams per connection (hyper's default, 200) less a margin.
+async fn h2_connections(edge_url: &str, clients: usize) -> anyhow::Result<Vec<Conn>> {
+    let authority = edge_url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut conns = Vec::new();
+    for _ in 0..clients.div_ceil(180).max(1) {
+        let tcp = tokio::net::TcpStream::connect(&authority).await?;
+        tcp.set_nodelay(true)?;
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .context("HTTP/2 handshake with the edge")?;
+        tokio::spawn(conn);
+        conns.push(Conn::H2(send));
+    }
+    Ok(conns)
+}
 
 struct Res {
     headers: http::HeaderMap,
     body: Bytes,
 }
 
-async fn get(http: &Http, url: &str) -> anyhow::Result<Res> {
-    let res = http.get(url.parse()?).await.with_context(|| url.to_owned())?;
+async fn get(conn: &Conn, url: &str) -> anyhow::Result<Res> {
+    let res = match conn {
+        Conn::H1(http) => http.get(url.parse()?).await.with_context(|| url.to_owned())?,
+        Conn::H2(send) => {
+            let mut send = send.clone();
+            send.ready().await.context("HTTP/2 connection")?;
+            let req = http::Request::get(url).body(Empty::new())?;
+            send.send_request(req).await.with_context(|| url.to_owned())?
+        }
+    };
     let status = res.status();
     let headers = res.headers().clone();
     let body = res.into_body().collect().await?.to_bytes();
@@ -82,6 +131,18 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) of a process so far, in milliseconds.
+fn cpu_ms(pid: u32) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+        // Fields after the command name (which may hold spaces), from its closing parenthesis.
+        let rest = &s[s.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+    });
+    // Linux reports clock ticks at 100 Hz (USER_HZ).
+    ticks.unwrap_or(f64::NAN) * 10.0
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -95,15 +156,18 @@ async fn main() -> anyhow::Result<()> {
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&args.db.database_url).await?;
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let http: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(usize::MAX).build(connector);
+    let http =
+        Conn::H1(Box::new(Client::builder(TokioExecutor::new()).pool_max_idle_per_host(usize::MAX).build(connector)));
     match args.mode.as_str() {
         "initial-sync" => initial_sync(&args, &pool, &http).await,
         "fan-out" => fan_out(&args, &pool, &http, args.clients, args.shapes.clamp(1, args.clients)).await,
+        "shapes" => many_shapes(&args, &pool, &http).await,
+        "throughput" => throughput(&args, &pool, &http).await,
         other => bail!("unknown --mode {other}"),
     }
 }
 
-async fn initial_sync(args: &Args, pool: &sqlx::PgPool, http: &Http) -> anyhow::Result<()> {
+async fn initial_sync(args: &Args, pool: &sqlx::PgPool, http: &Conn) -> anyhow::Result<()> {
     sqlx::raw_sql(
         "DROP TABLE IF EXISTS bench_rows;
          CREATE TABLE bench_rows (id int8 PRIMARY KEY, title text NOT NULL, qty int4 NOT NULL,
@@ -182,9 +246,121 @@ struct Client1 {
     cursor: String,
 }
 
+/// A client of the shape at `url`, caught up to its head.
+async fn catch_up(conn: &Conn, url: String) -> anyhow::Result<Client1> {
+    let mut c = Client1 { url, handle: String::new(), offset: "-1".into(), cursor: String::new() };
+    loop {
+        let mut u = format!("{}&offset={}", c.url, c.offset);
+        if !c.handle.is_empty() {
+            u.push_str(&format!("&handle={}", c.handle));
+        }
+        let r = get(conn, &u).await?;
+        c.offset = header(&r, "electric-offset");
+        c.handle = header(&r, "electric-handle");
+        if r.headers.contains_key("electric-up-to-date") {
+            return Ok(c);
+        }
+    }
+}
+
+/// Live clients long-polling until each has received `rows` rows; what they received, with
+/// when, and how many are waiting at the edge right now.
+struct Live {
+    waiting: Arc<AtomicUsize>,
+    received: Arc<Mutex<Vec<(usize, Instant)>>>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    n: usize,
+}
+
+impl Live {
+    fn start(clients: Vec<(Client1, Conn)>, rows: usize) -> Live {
+        let n = clients.len();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let received: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(n * rows)));
+        let mut tasks = Vec::with_capacity(n);
+        for (mut c, conn) in clients {
+            let (waiting, received) = (Arc::clone(&waiting), Arc::clone(&received));
+            tasks.push(tokio::spawn(async move {
+                let mut seen = 0usize;
+                while seen < rows {
+                    let u = format!("{}&offset={}&handle={}&live=true&cursor={}", c.url, c.offset, c.handle, c.cursor);
+                    waiting.fetch_add(1, Ordering::SeqCst);
+                    let r = get(&conn, &u).await;
+                    waiting.fetch_sub(1, Ordering::SeqCst);
+                    let r = r?;
+                    let at = Instant::now();
+                    c.offset = header(&r, "electric-offset");
+                    c.cursor = header(&r, "electric-cursor");
+                    // Found by scanning, not parsing: the client's own CPU would otherwise weigh
+                    // on the edge's figure (both share the machine).
+                    let rounds = round_values(&r.body);
+                    let mut got = received.lock().unwrap_or_else(|p| p.into_inner());
+                    for round in rounds {
+                        got.push((round, at));
+                        seen += 1;
+                    }
+                }
+                anyhow::Ok(())
+            }));
+        }
+        Live { waiting, received, tasks, n }
+    }
+
+    /// Until every client has a request open at the edge.
+    async fn all_waiting(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.waiting.load(Ordering::SeqCst) < self.n {
+            if Instant::now() > deadline {
+                bail!("only {} of {} clients are waiting", self.waiting.load(Ordering::SeqCst), self.n);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    fn received(&self) -> usize {
+        self.received.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Until every client has received what it waits for.
+    async fn finish(self, expected: usize) -> anyhow::Result<Vec<(usize, Instant)>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        for t in self.tasks {
+            match tokio::time::timeout_at(deadline, t).await {
+                Ok(r) => r??,
+                Err(_) => bail!(
+                    "clients did not receive every write within 3 minutes: {} of {expected} deliveries",
+                    self.received.lock().unwrap_or_else(|p| p.into_inner()).len(),
+                ),
+            }
+        }
+        Ok(std::mem::take(&mut *self.received.lock().unwrap_or_else(|p| p.into_inner())))
+    }
+}
+
+/// When each change event of `table` reaches a plain NATS subscriber: the change stream's
+/// own delivery, the baseline of every latency figure.
+async fn stream_arrivals(
+    args: &Args,
+    table: &str,
+) -> anyhow::Result<(Arc<Mutex<Vec<Instant>>>, tokio::task::JoinHandle<()>)> {
+    let nats = async_nats::connect(&args.bus.nats_url).await?;
+    let mut sub = nats.subscribe(args.bus.subjects().table_filter("public", table)).await?;
+    nats.flush().await?;
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let into = Arc::clone(&arrivals);
+    let listener = tokio::spawn(async move {
+        let _nats = nats;
+        while sub.next().await.is_some() {
+            into.lock().unwrap_or_else(|p| p.into_inner()).push(Instant::now());
+        }
+    });
+    Ok((arrivals, listener))
+}
+
 /// `n` live clients over `shapes` shapes (`bucket = k`); `writes` transactions, each inserting
 /// one row per shape; latency from each commit to each client's response carrying its row.
-async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Http, n: usize, shapes: usize) -> anyhow::Result<()> {
+async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Conn, n: usize, shapes: usize) -> anyhow::Result<()> {
     let table = format!("bench_fan_{}", std::process::id());
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigserial PRIMARY KEY, bucket int4 NOT NULL, round int4 NOT NULL)"
@@ -192,6 +368,7 @@ async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Http, n: usize, shapes
     .execute(pool)
     .await?;
     let rss_before = rss_kib(args.edge_pid);
+    let conns = if args.http2 { h2_connections(&args.edge_url, n).await? } else { vec![http.clone()] };
     // Clients connect and catch up, a few hundred at a time.
     let mut clients = Vec::with_capacity(n);
     let mut setup = futures::stream::iter((0..n).map(|i| {
@@ -200,83 +377,30 @@ async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Http, n: usize, shapes
         } else {
             format!("{}/v1/shape?table={table}&where=bucket%20%3D%20{}", args.edge_url, i % shapes)
         };
-        async move {
-            let mut c = Client1 { url, handle: String::new(), offset: "-1".into(), cursor: String::new() };
-            loop {
-                let mut u = format!("{}&offset={}", c.url, c.offset);
-                if !c.handle.is_empty() {
-                    u.push_str(&format!("&handle={}", c.handle));
-                }
-                let r = get(http, &u).await?;
-                c.offset = header(&r, "electric-offset");
-                c.handle = header(&r, "electric-handle");
-                if r.headers.contains_key("electric-up-to-date") {
-                    return anyhow::Ok(c);
-                }
-            }
-        }
+        let conn = conns[i % conns.len()].clone();
+        async move { anyhow::Ok((catch_up(&conn, url).await?, conn)) }
     }))
     .buffer_unordered(200);
     while let Some(c) = setup.next().await {
         clients.push(c?);
     }
     drop(setup);
-    let waiting = Arc::new(AtomicUsize::new(0));
-    let received: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(n * args.writes)));
-    let writes = args.writes;
-    let mut tasks = Vec::with_capacity(n);
-    for mut c in clients {
-        let (http, waiting, received) = (http.clone(), Arc::clone(&waiting), Arc::clone(&received));
-        tasks.push(tokio::spawn(async move {
-            let mut seen = 0usize;
-            while seen < writes {
-                let u = format!("{}&offset={}&handle={}&live=true&cursor={}", c.url, c.offset, c.handle, c.cursor);
-                waiting.fetch_add(1, Ordering::SeqCst);
-                let r = get(&http, &u).await;
-                waiting.fetch_sub(1, Ordering::SeqCst);
-                let r = r?;
-                let at = Instant::now();
-                c.offset = header(&r, "electric-offset");
-                c.cursor = header(&r, "electric-cursor");
-                // Found by scanning, not parsing: the client's own CPU would otherwise weigh on
-                // the edge's figure (both share the machine).
-                let rounds = round_values(&r.body);
-                let mut got = received.lock().unwrap_or_else(|p| p.into_inner());
-                for round in rounds {
-                    got.push((round, at));
-                    seen += 1;
-                }
-            }
-            anyhow::Ok(())
-        }));
-    }
-    // The change stream's own delivery, as the baseline: a core NATS subscriber on the table.
-    let nats = async_nats::connect(&args.bus.nats_url).await?;
-    let mut sub = nats.subscribe(args.bus.subjects().table_filter("public", &table)).await?;
-    let stream_arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let arrivals = Arc::clone(&stream_arrivals);
-    let listener = tokio::spawn(async move {
-        while sub.next().await.is_some() {
-            arrivals.lock().unwrap_or_else(|p| p.into_inner()).push(Instant::now());
-        }
-    });
+    let live = Live::start(clients, args.writes);
+    let (stream_arrivals, listener) = stream_arrivals(args, &table).await?;
     let mut commits: HashMap<usize, Instant> = HashMap::new();
     let mut stream_latency = Vec::new();
     let mut rss_waiting = 0;
-    for round in 0..writes {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while waiting.load(Ordering::SeqCst) < n {
-            if Instant::now() > deadline {
-                bail!("only {} of {n} clients are waiting", waiting.load(Ordering::SeqCst));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let (mut bench_cpu, mut edge_cpu, mut windows) = (0.0, 0.0, Vec::new());
+    let me = std::process::id();
+    for round in 0..args.writes {
+        live.all_waiting().await?;
         // Requests counted as waiting must have reached the edge.
         tokio::time::sleep(Duration::from_millis(300)).await;
         if round == 0 {
             rss_waiting = rss_kib(args.edge_pid);
         }
         stream_arrivals.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let (cpu0, edge0) = (cpu_ms(me), cpu_ms(args.edge_pid));
         let mut tx = pool.begin().await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO {table} (bucket, round) SELECT b, $1 FROM generate_series(0, $2 - 1) b"
@@ -288,26 +412,21 @@ async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Http, n: usize, shapes
         tx.commit().await?;
         let committed = Instant::now();
         commits.insert(round, committed);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The round's deliveries, then the CPU each side spent on them.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while live.received() < n * (round + 1) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        windows.push(committed.elapsed().as_secs_f64() * 1000.0);
+        bench_cpu += cpu_ms(me) - cpu0;
+        edge_cpu += cpu_ms(args.edge_pid) - edge0;
         if let Some(first) = stream_arrivals.lock().unwrap_or_else(|p| p.into_inner()).first() {
             stream_latency.push(first.saturating_duration_since(committed).as_secs_f64() * 1000.0);
         }
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    for t in tasks {
-        match tokio::time::timeout_at(deadline, t).await {
-            Ok(r) => r??,
-            Err(_) => bail!(
-                "clients did not receive every write within 2 minutes: {} of {} deliveries",
-                received.lock().unwrap_or_else(|p| p.into_inner()).len(),
-                n * writes
-            ),
-        }
-    }
+    let received = live.finish(n * args.writes).await?;
     listener.abort();
     let mut lat: Vec<f64> = received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
         .iter()
         .map(|(round, at)| at.saturating_duration_since(commits[round]).as_secs_f64() * 1000.0)
         .collect();
@@ -315,13 +434,209 @@ async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Http, n: usize, shapes
     stream_latency.sort_by(f64::total_cmp);
     let (p50, p99, s50) = (pct(&lat, 0.5), pct(&lat, 0.99), pct(&stream_latency, 0.5));
     let per_client = (rss_waiting.saturating_sub(rss_before)) as f64 / n as f64;
+    let window: f64 = windows.iter().sum();
     println!(
-        "RESULT fan_out clients={n} shapes={shapes} deliveries={} commit_to_client_p50_ms={p50:.1} p99_ms={p99:.1} \
-         commit_to_stream_p50_ms={s50:.1} ratio_p50={:.1} edge_rss_mb={:.0} rss_per_client_kib={per_client:.1}",
+        "RESULT fan_out clients={n} shapes={shapes} transport={} deliveries={} commit_to_client_p50_ms={p50:.1} p99_ms={p99:.1} \
+         commit_to_stream_p50_ms={s50:.1} ratio_p50={:.1} edge_rss_mb={:.0} rss_per_client_kib={per_client:.2} \
+         delivery_window_ms={window:.0} client_cpu_ms={bench_cpu:.0} edge_cpu_ms={edge_cpu:.0}",
+        if args.http2 { "h2" } else { "http1" },
         lat.len(),
         p50 / s50,
         rss_waiting as f64 / 1024.0
     );
+    Ok(())
+}
+
+/// The where clause of shape `k` of `many_shapes` and `throughput`, and a `tag` its rows hold.
+fn clause_of(kind: &str, k: usize) -> anyhow::Result<String> {
+    Ok(match kind {
+        "eq" => format!("bucket%20%3D%20{k}"),
+        "like" => format!("tag%20LIKE%20%27k{k}-%25%27"),
+        other => bail!("unknown --kind {other}"),
+    })
+}
+
+/// `n` shapes on one table, created (and caught up) 64 at a time; returns the clients of the
+/// first `keep`.
+async fn create_shapes(args: &Args, http: &Conn, table: &str, n: usize, keep: usize) -> anyhow::Result<Vec<Client1>> {
+    let started = Instant::now();
+    let mut kept = Vec::new();
+    let mut setup = futures::stream::iter((0..n).map(|k| {
+        let url = clause_of(&args.kind, k).map(|w| format!("{}/v1/shape?table={table}&where={w}", args.edge_url));
+        async move { anyhow::Ok((k, catch_up(http, url?).await?)) }
+    }))
+    .buffer_unordered(64);
+    while let Some(c) = setup.next().await {
+        let (k, c) = c?;
+        if k < keep {
+            kept.push(c);
+        }
+    }
+    let s = started.elapsed().as_secs_f64();
+    println!("created {n} shapes in {s:.1} s ({:.0}/s)", n as f64 / s);
+    Ok(kept)
+}
+
+fn many_table(table: &str) -> String {
+    format!(
+        "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigserial PRIMARY KEY, bucket int4 NOT NULL, \
+         tag text NOT NULL, round int4 NOT NULL)"
+    )
+}
+
+/// `--shapes` shapes on one table (`--kind`), `--clients` live clients on shape 0, and
+/// `--writes` commits one after another, each inserting one row that only shape 0 holds:
+/// commit → client beside commit → change stream, so the edge's share shows how a change's
+/// cost grows with the shapes it does not concern.
+async fn many_shapes(args: &Args, pool: &sqlx::PgPool, http: &Conn) -> anyhow::Result<()> {
+    let table = format!("bench_many_{}", std::process::id());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(many_table(&table))).execute(pool).await?;
+    let n = args.shapes.max(1);
+    let rss_before = rss_kib(args.edge_pid);
+    let first = create_shapes(args, http, &table, n, 1).await?.pop().context("shape 0")?;
+    let rss_shapes = rss_kib(args.edge_pid);
+    let clients = args.clients.max(1);
+    let live = Live::start((0..clients).map(|_| (clone_client(&first), http.clone())).collect(), args.writes);
+    let (stream_arrivals, listener) = stream_arrivals(args, &table).await?;
+    let (mut commits, mut stream_latency) = (HashMap::new(), Vec::new());
+    for round in 0..args.writes {
+        live.all_waiting().await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stream_arrivals.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} (bucket, tag, round) VALUES (0, 'k0-row', $1)")))
+            .bind(round as i32)
+            .execute(pool)
+            .await?;
+        let committed = Instant::now();
+        commits.insert(round, committed);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while live.received() < clients * (round + 1) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if let Some(first) = stream_arrivals.lock().unwrap_or_else(|p| p.into_inner()).first() {
+            stream_latency.push(first.saturating_duration_since(committed).as_secs_f64() * 1000.0);
+        }
+    }
+    let received = live.finish(clients * args.writes).await?;
+    listener.abort();
+    let mut lat: Vec<f64> = received
+        .iter()
+        .map(|(round, at)| at.saturating_duration_since(commits[round]).as_secs_f64() * 1000.0)
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    stream_latency.sort_by(f64::total_cmp);
+    let (p50, p99, s50) = (pct(&lat, 0.5), pct(&lat, 0.99), pct(&stream_latency, 0.5));
+    println!(
+        "RESULT shapes kind={} shapes={n} clients={clients} writes={} commit_to_client_p50_ms={p50:.2} p99_ms={p99:.2} \
+         commit_to_stream_p50_ms={s50:.2} edge_share_p50_ms={:.2} edge_rss_mb={:.0} rss_per_shape_kib={:.2}",
+        args.kind,
+        args.writes,
+        p50 - s50,
+        rss_shapes as f64 / 1024.0,
+        rss_shapes.saturating_sub(rss_before) as f64 / n as f64
+    );
+    Ok(())
+}
+
+fn clone_client(c: &Client1) -> Client1 {
+    Client1 { url: c.url.clone(), handle: c.handle.clone(), offset: c.offset.clone(), cursor: c.cursor.clone() }
+}
+
+/// `--shapes` shapes (`bucket = k`) and a backlog of `--changes` row inserts, each held by one
+/// shape, written while the edge is stopped (SIGSTOP), so the edge then applies them as fast as
+/// it can: changes per second from SIGCONT until a client of the last shape receives the
+/// backlog's last row, beside reading and decoding the same backlog from JetStream with the
+/// edge's own follower in the same run.
+async fn throughput(args: &Args, pool: &sqlx::PgPool, http: &Conn) -> anyhow::Result<()> {
+    let table = format!("bench_tp_{}", std::process::id());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(many_table(&table))).execute(pool).await?;
+    let n = args.shapes.max(1);
+    let last = n - 1;
+    let mut kept = create_shapes(args, http, &table, n, n).await?;
+    kept.retain(|c| c.url.ends_with(&format!("%3D%20{last}")));
+    let watcher = kept.pop().context("the last shape")?;
+    let js = async_nats::jetstream::new(async_nats::connect(&args.bus.nats_url).await?);
+    let mut stream = js.get_stream(&args.bus.changes_stream).await?;
+    let before = stream.info().await?.state.last_sequence;
+    // The edge stops; the backlog is written and reaches the stream.
+    signal(args.edge_pid, "-STOP")?;
+    let written = Instant::now();
+    let per_tx = 1000;
+    for from in (0..args.changes).step_by(per_tx) {
+        let to = (from + per_tx).min(args.changes);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} (bucket, tag, round) SELECT g % $3, 'r', 0 FROM generate_series($1, $2 - 1) g"
+        )))
+        .bind(from as i64)
+        .bind(to as i64)
+        .bind(n as i64)
+        .execute(pool)
+        .await?;
+    }
+    // The marker, the backlog's last change: round 1 in the last shape.
+    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} (bucket, tag, round) VALUES ($1, 'r', 1)")))
+        .bind(last as i32)
+        .execute(pool)
+        .await?;
+    let expected = (args.changes + 1) as u64;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let end = loop {
+        let at = stream.info().await?.state.last_sequence;
+        // Each transaction adds no marker for a one-table transaction: one event per row.
+        if at >= before + expected {
+            break at;
+        }
+        if Instant::now() > deadline {
+            signal(args.edge_pid, "-CONT")?;
+            bail!("the backlog did not reach the stream: {} of {expected}", at - before);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ingest_s = written.elapsed().as_secs_f64();
+    // The client's request waits at the edge (sent before SIGSTOP or queued in its socket).
+    let live = Live::start(vec![(watcher, http.clone())], 1 + args.changes / n);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resumed = Instant::now();
+    signal(args.edge_pid, "-CONT")?;
+    let received = live.finish(1).await?;
+    let marker_at = received.iter().find(|(round, _)| *round == 1).map(|(_, at)| *at).context("no marker")?;
+    let edge_s = marker_at.duration_since(resumed).as_secs_f64();
+    let events = end - before;
+    // Baseline: the same events read and decoded by the edge's follower.
+    let started = Instant::now();
+    let mut follower = folio_live::Follower::new(
+        js.clone(),
+        &args.bus.changes_stream,
+        args.bus.subjects().table_filter("public", &table),
+        folio_bus::StreamSeq::new(before),
+        &folio_live::Reconnects::never(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let (mut read, mut rows) = (0u64, 0usize);
+    while read < events {
+        let Some(batch) = follower.next_batch(512).await else { bail!("follower ended") };
+        for m in batch {
+            read += 1;
+            let ev = <folio_proto::events::v1::ChangeEvent as prost::Message>::decode(m.payload.as_ref())?;
+            rows += usize::from(!ev.new_row.is_empty());
+        }
+    }
+    let follow_s = started.elapsed().as_secs_f64();
+    let (edge_rate, follow_rate) = (events as f64 / edge_s, events as f64 / follow_s);
+    println!(
+        "RESULT throughput shapes={n} changes={events} ({rows} rows) edge_changes_per_s={edge_rate:.0} \
+         follower_read_decode_per_s={follow_rate:.0} ratio={:.2} wal_ingest_per_s={:.0}",
+        edge_rate / follow_rate,
+        events as f64 / ingest_s
+    );
+    Ok(())
+}
+
+fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill").args([sig, &pid.to_string()]).status()?;
+    if !status.success() {
+        bail!("kill {sig} {pid}: {status}");
+    }
     Ok(())
 }
 
