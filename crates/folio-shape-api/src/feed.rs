@@ -229,6 +229,15 @@ impl TableFeed {
         let weak = Arc::downgrade(&feed);
         tasks.spawn(async move {
             tracing::debug!(filter, from = %last.next(), "table feed started");
+            // The batch being applied (on the blocking pool) while the next one is read and
+            // decoded here, with its transactions' spans; batches are applied one after another.
+            let mut applying: Option<(tokio::task::JoinHandle<()>, Vec<tracing::Span>)> = None;
+            let settle = |applying: Option<(tokio::task::JoinHandle<()>, Vec<tracing::Span>)>| async {
+                match applying {
+                    Some((task, _spans)) => task.await.map_err(|e| e.to_string()),
+                    None => Ok(()),
+                }
+            };
             while let Some(messages) = follower.next_batch(WAKE_BATCH).await {
                 let mut batch = Vec::with_capacity(messages.len());
                 let mut broken = None;
@@ -265,22 +274,25 @@ impl TableFeed {
                     }
                 }
                 let Some(feed) = weak.upgrade() else { return };
-                // Where clauses are evaluated here, at a cost the callers choose (within their
-                // budget): on the blocking pool, never on the threads that answer requests.
-                let applying = Arc::clone(&feed);
-                let applied = tokio::task::spawn_blocking(move || applying.apply(&batch)).await;
-                drop(traced);
-                if let Err(e) = applied {
+                if let Err(e) = settle(applying.take()).await {
                     tracing::error!(filter, error = %e, "applying changes to shapes failed");
                     feed.fail();
                     return;
                 }
+                // Where clauses are evaluated here, at a cost the callers choose (within their
+                // budget): on the blocking pool, never on the threads that answer requests.
+                let to_apply = Arc::clone(&feed);
+                applying = Some((tokio::task::spawn_blocking(move || to_apply.apply(&batch)), traced));
                 if let Some(reason) = broken {
+                    // What came before the undecodable message is applied first.
+                    let _ = settle(applying.take()).await;
                     tracing::error!(filter, error = %folio_runtime::error_chain(&reason), "table feed stopped");
                     feed.fail();
                     return;
                 }
             }
+            // Shutdown: the last batch is applied before the task ends.
+            let _ = settle(applying).await;
         });
         Ok(feed)
     }

@@ -259,6 +259,8 @@ fn next_cursor(previous: Option<&str>, interval: Duration) -> String {
     folio_live::next_cursor(folio_live::unix_now(), interval, CursorScale::Seconds, previous)
 }
 
+// The big steps are boxed: a waiting live request holds only what its wait needs (memory per
+// waiting client), not room for the largest step it passed through.
 async fn serve(shapes: Arc<Shapes>, request: ShapeRequest, req_headers: &HeaderMap) -> Result<Response> {
     let span = tracing::Span::current();
     span.record("table", tracing::field::display(&request.table));
@@ -268,22 +270,22 @@ async fn serve(shapes: Arc<Shapes>, request: ShapeRequest, req_headers: &HeaderM
     let authorization = req_headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = shapes.policy.authenticate(authorization)?;
     let if_none_match = req_headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (def, feed) = shapes.resolve(&request, caller.as_ref()).await?;
+    let (def, feed) = Box::pin(shapes.resolve(&request, caller.as_ref())).await?;
     if let Some(params) = &request.subset {
-        return serve_subset(&shapes, &request, params, def, &feed, caller.is_some()).await;
+        return Box::pin(serve_subset(&shapes, &request, params, def, &feed, caller.is_some())).await;
     }
     let handle = request.handle.as_deref().unwrap_or_default();
     let (shape, answer) = match request.offset {
         RequestOffset::BeforeAll => {
-            let shape = shapes.get_or_create(Arc::clone(&def), &feed).await?;
+            let shape = Box::pin(shapes.get_or_create(Arc::clone(&def), &feed)).await?;
             // Dropped for memory between creation and now: the client starts over.
             let chunks = shape.snapshot().ok_or_else(|| shapes.refetch(&def, "snapshot dropped"))?;
             let first = chunks[0].clone();
             (shape, Answer::Chunk(first, "0_0".into(), INITIAL_CACHE))
         }
-        RequestOffset::Now => (shapes.get_or_create(Arc::clone(&def), &feed).await?, Answer::Head),
+        RequestOffset::Now => (Box::pin(shapes.get_or_create(Arc::clone(&def), &feed)).await?, Answer::Head),
         RequestOffset::SnapshotChunk(k) => {
-            let shape = shapes.lookup(handle, Arc::clone(&def), &feed).await?;
+            let shape = Box::pin(shapes.lookup(handle, Arc::clone(&def), &feed)).await?;
             let next = usize::try_from(k).unwrap_or(usize::MAX).saturating_add(1);
             let answer = match shape.snapshot() {
                 Some(chunks) if next < chunks.len() => {
@@ -303,13 +305,13 @@ async fn serve(shapes: Arc<Shapes>, request: ShapeRequest, req_headers: &HeaderM
             (shape, answer)
         }
         RequestOffset::SnapshotEnd => {
-            let shape = shapes.lookup(handle, Arc::clone(&def), &feed).await?;
+            let shape = Box::pin(shapes.lookup(handle, Arc::clone(&def), &feed)).await?;
             let seq0 = shape.stitch.seq0;
             (shape, Answer::Log(seq0))
         }
         RequestOffset::After(seq) => {
-            let shape = shapes.lookup(handle, Arc::clone(&def), &feed).await?;
-            if seq > shape.head() && seq > shapes.changes.last_sequence().await? {
+            let shape = Box::pin(shapes.lookup(handle, Arc::clone(&def), &feed)).await?;
+            if seq > shape.head() && seq > Box::pin(shapes.changes.last_sequence()).await? {
                 // No edge ever handed out this offset.
                 return Err(ShapeError::invalid("offset", "out of bounds for this shape"));
             }
@@ -349,7 +351,7 @@ async fn serve(shapes: Arc<Shapes>, request: ShapeRequest, req_headers: &HeaderM
         if let Some(reason) = shape.invalid_reason() {
             return Err(shapes.refetch(&def, reason));
         }
-        let first = shape.read(from, shapes.policy.chunk_bytes(), &history).await.map_err(refetch)?;
+        let first = Box::pin(shape.read(from, shapes.policy.chunk_bytes(), &history)).await.map_err(refetch)?;
         let (headers, _) = responder.headers(&Reply {
             // The request's own offset: headers are applied before the body arrives, so a
             // connection dropped mid-backlog must not have moved the client past unseen data.
@@ -366,7 +368,7 @@ async fn serve(shapes: Arc<Shapes>, request: ShapeRequest, req_headers: &HeaderM
         if let Some(reason) = shape.invalid_reason() {
             return Err(shapes.refetch(&def, reason));
         }
-        let r = shape.read(from, shapes.policy.chunk_bytes(), &history).await.map_err(refetch)?;
+        let r = Box::pin(shape.read(from, shapes.policy.chunk_bytes(), &history)).await.map_err(refetch)?;
         if r.count == 0 && request.live && r.up_to_date {
             // Nothing new for a live client: hold the request until a change, the long-poll
             // timeout or shutdown (the latter two answer up-to-date without data).
