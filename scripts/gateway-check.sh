@@ -85,7 +85,7 @@ FOLIO_NOTIFIER_HTTP_ADDR=127.0.0.1:$notifier FOLIO_SMTP_URL=smtp://127.0.0.1:9 \
   spawn notifier --admin-addr 127.0.0.1:0
 gateway="http://127.0.0.1:$gw"
 pid=$(FOLIO_GATEWAY_LISTEN=127.0.0.1:$gw FOLIO_EDGE_UPSTREAM=127.0.0.1:$edge FOLIO_API_UPSTREAM=127.0.0.1:$api \
-  FOLIO_NOTIFIER_UPSTREAM=127.0.0.1:$notifier deploy/gateway/start.sh "$work/gateway") || fail "the gateway did not start"
+  FOLIO_NOTIFIER_UPSTREAM=127.0.0.1:$notifier FOLIO_GATEWAY_SHAPE_COLLAPSE=1 deploy/gateway/start.sh "$work/gateway") || fail "the gateway did not start"
 pids+=("$pid")
 
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

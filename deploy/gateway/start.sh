@@ -10,6 +10,9 @@
 # Optional: FOLIO_GATEWAY_WEB_ROOT: a directory of static files, or `auto` for the web app's
 # build (web/build, `npm run build` in web/) when it is built and the placeholder otherwise;
 # default deploy/gateway/placeholder. /dev-users.json is served from RUN_DIR/dev-users.json.
+# FOLIO_GATEWAY_SHAPE_COLLAPSE=1: identical live shape reads of one token are collapsed into one
+# edge request (off by default: nginx wakes the waiting requests only every 500 ms, which the
+# web app's two tabs of one user pay on every change; see nginx.conf.template).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 run_dir=${1:?usage: deploy/gateway/start.sh RUN_DIR}
@@ -25,6 +28,11 @@ fi
 [ -f "$FOLIO_GATEWAY_WEB_ROOT/index.html" ] || { echo "gateway: $FOLIO_GATEWAY_WEB_ROOT/index.html is missing" >&2; exit 1; }
 export FOLIO_GATEWAY_WEB_ROOT
 export FOLIO_GATEWAY_LISTEN FOLIO_EDGE_UPSTREAM FOLIO_API_UPSTREAM FOLIO_NOTIFIER_UPSTREAM
+export FOLIO_GATEWAY_SHAPE_COLLAPSE=${FOLIO_GATEWAY_SHAPE_COLLAPSE:-0}
+case "$FOLIO_GATEWAY_SHAPE_COLLAPSE" in
+  0 | 1) ;;
+  *) echo "gateway: FOLIO_GATEWAY_SHAPE_COLLAPSE must be 0 or 1, not '$FOLIO_GATEWAY_SHAPE_COLLAPSE'" >&2; exit 1 ;;
+esac
 
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   echo "gateway: installing nginx-light (Debian)" >&2
@@ -38,7 +46,7 @@ if ! command -v envsubst >/dev/null; then
 fi
 
 # Only Folio's variables: nginx's own ($host, $http_host, ...) stay as they are.
-vars='${FOLIO_GATEWAY_LISTEN} ${FOLIO_GATEWAY_RUN_DIR} ${FOLIO_GATEWAY_WEB_ROOT} ${FOLIO_EDGE_UPSTREAM} ${FOLIO_API_UPSTREAM} ${FOLIO_NOTIFIER_UPSTREAM}'
+vars='${FOLIO_GATEWAY_LISTEN} ${FOLIO_GATEWAY_RUN_DIR} ${FOLIO_GATEWAY_WEB_ROOT} ${FOLIO_EDGE_UPSTREAM} ${FOLIO_API_UPSTREAM} ${FOLIO_NOTIFIER_UPSTREAM} ${FOLIO_GATEWAY_SHAPE_COLLAPSE}'
 # As root, nginx's workers run as nobody: the web root must be readable by them, and they write
 # the shape cache and proxy temp files under RUN_DIR/tmp (nginx hands them those directories).
 # A RUN_DIR inside a private directory (mktemp -d makes 0700 ones) is out of their reach: every
