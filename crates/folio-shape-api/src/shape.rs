@@ -893,12 +893,13 @@ pub async fn take_snapshot(
     let (tx, stitch) = begin_snapshot(pool, seq0, sees_committed).await?;
     let mut chunks = Vec::new();
     let (sets, rows) = read_rows(tx, def, Some((chunk_bytes, &mut chunks))).await?;
-    let mut chunk = chunks.pop().map(|c| String::from_utf8_lossy(&c).into_owned()).unwrap_or_else(|| "[".into());
+    // The open chunk's own buffer (not a copy): it is the only reference.
+    let mut chunk: Vec<u8> = chunks.pop().map(Vec::from).unwrap_or_else(|| b"[".to_vec());
     if chunk.len() > 1 {
-        chunk.push(',');
+        chunk.push(b',');
     }
-    chunk.push_str(&stitch.snapshot_end_json());
-    chunk.push(']');
+    chunk.extend_from_slice(stitch.snapshot_end_json().as_bytes());
+    chunk.push(b']');
     chunks.push(Bytes::from(chunk));
     Ok((stitch, chunks, sets, rows))
 }
@@ -940,7 +941,8 @@ async fn read_rows(
             // Borrowed from the row: no allocation per value (the initial sync's cost per row).
             let mut refs: Vec<Option<&str>> = vec![None; table.columns.len()];
             for (k, &i) in needed.iter().enumerate() {
-                refs[i] = row.try_get::<Option<&str>, _>(k)?;
+                // Every column is selected as `…::text`: no type check per value.
+                refs[i] = row.try_get_unchecked::<Option<&str>, _>(k)?;
             }
             if def.has_subqueries() {
                 if map.len() >= MAX_SUBQUERY_SHAPE_ROWS {
@@ -957,7 +959,11 @@ async fn read_rows(
             snapshot_row(&mut msg, table, &def.selected, &refs, None);
             if chunk.len() > 1 && chunk.len() + msg.len() + 2 > *chunk_bytes {
                 chunk.push(']');
-                chunks.push(Bytes::from(std::mem::replace(&mut chunk, String::from("["))));
+                // A snapshot that filled one chunk is big: the next is sized at once instead
+                // of growing by copies.
+                let mut next = String::with_capacity(*chunk_bytes + 64);
+                next.push('[');
+                chunks.push(Bytes::from(std::mem::replace(&mut chunk, next)));
             }
             if chunk.len() > 1 {
                 chunk.push(',');
