@@ -339,6 +339,47 @@ impl Live {
     }
 }
 
+/// When each round of writes committed and first reached the change stream.
+#[derive(Default)]
+struct Rounds {
+    commits: HashMap<usize, Instant>,
+    stream_latency: Vec<f64>,
+}
+
+impl Rounds {
+    /// `round` committed at `committed`: waits (at most `patience`) until the clients hold
+    /// `expected` deliveries, and notes when the stream had it.
+    async fn settle(
+        &mut self,
+        round: usize,
+        committed: Instant,
+        live: &Live,
+        expected: usize,
+        patience: Duration,
+        stream_arrivals: &Mutex<Vec<Instant>>,
+    ) {
+        self.commits.insert(round, committed);
+        let deadline = Instant::now() + patience;
+        while live.received() < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if let Some(first) = stream_arrivals.lock().unwrap_or_else(|p| p.into_inner()).first() {
+            self.stream_latency.push(first.saturating_duration_since(committed).as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// Deliveries, commit → client p50 and p99, commit → stream p50 (ms).
+    fn percentiles(mut self, received: &[(usize, Instant)]) -> (usize, f64, f64, f64) {
+        let mut lat: Vec<f64> = received
+            .iter()
+            .map(|(round, at)| at.saturating_duration_since(self.commits[round]).as_secs_f64() * 1000.0)
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        self.stream_latency.sort_by(f64::total_cmp);
+        (lat.len(), pct(&lat, 0.5), pct(&lat, 0.99), pct(&self.stream_latency, 0.5))
+    }
+}
+
 /// When each change event of `table` reaches a plain NATS subscriber: the change stream's
 /// own delivery, the baseline of every latency figure.
 async fn stream_arrivals(
@@ -388,8 +429,7 @@ async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Conn, n: usize, shapes
     drop(setup);
     let live = Live::start(clients, args.writes);
     let (stream_arrivals, listener) = stream_arrivals(args, &table).await?;
-    let mut commits: HashMap<usize, Instant> = HashMap::new();
-    let mut stream_latency = Vec::new();
+    let mut rounds = Rounds::default();
     let mut rss_waiting = 0;
     let (mut bench_cpu, mut edge_cpu, mut windows) = (0.0, 0.0, Vec::new());
     let me = std::process::id();
@@ -412,28 +452,15 @@ async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Conn, n: usize, shapes
         .await?;
         tx.commit().await?;
         let committed = Instant::now();
-        commits.insert(round, committed);
         // The round's deliveries, then the CPU each side spent on them.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while live.received() < n * (round + 1) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        rounds.settle(round, committed, &live, n * (round + 1), Duration::from_secs(60), &stream_arrivals).await;
         windows.push(committed.elapsed().as_secs_f64() * 1000.0);
         bench_cpu += cpu_ms(me) - cpu0;
         edge_cpu += cpu_ms(args.edge_pid) - edge0;
-        if let Some(first) = stream_arrivals.lock().unwrap_or_else(|p| p.into_inner()).first() {
-            stream_latency.push(first.saturating_duration_since(committed).as_secs_f64() * 1000.0);
-        }
     }
     let received = live.finish(n * args.writes).await?;
     listener.abort();
-    let mut lat: Vec<f64> = received
-        .iter()
-        .map(|(round, at)| at.saturating_duration_since(commits[round]).as_secs_f64() * 1000.0)
-        .collect();
-    lat.sort_by(f64::total_cmp);
-    stream_latency.sort_by(f64::total_cmp);
-    let (p50, p99, s50) = (pct(&lat, 0.5), pct(&lat, 0.99), pct(&stream_latency, 0.5));
+    let (deliveries, p50, p99, s50) = rounds.percentiles(&received);
     let per_client = (rss_waiting.saturating_sub(rss_before)) as f64 / n as f64;
     let window: f64 = windows.iter().sum();
     println!(
@@ -441,7 +468,7 @@ async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Conn, n: usize, shapes
          commit_to_stream_p50_ms={s50:.1} ratio_p50={:.1} edge_rss_mb={:.0} rss_per_client_kib={per_client:.2} \
          delivery_window_ms={window:.0} client_cpu_ms={bench_cpu:.0} edge_cpu_ms={edge_cpu:.0}",
         if args.http2 { "h2" } else { "http1" },
-        lat.len(),
+        deliveries,
         p50 / s50,
         rss_waiting as f64 / 1024.0
     );
@@ -499,7 +526,7 @@ async fn many_shapes(args: &Args, pool: &sqlx::PgPool, http: &Conn) -> anyhow::R
     let clients = args.clients.max(1);
     let live = Live::start((0..clients).map(|_| (clone_client(&first), http.clone())).collect(), args.writes);
     let (stream_arrivals, listener) = stream_arrivals(args, &table).await?;
-    let (mut commits, mut stream_latency) = (HashMap::new(), Vec::new());
+    let mut rounds = Rounds::default();
     for round in 0..args.writes {
         live.all_waiting().await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -509,24 +536,11 @@ async fn many_shapes(args: &Args, pool: &sqlx::PgPool, http: &Conn) -> anyhow::R
             .execute(pool)
             .await?;
         let committed = Instant::now();
-        commits.insert(round, committed);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while live.received() < clients * (round + 1) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        if let Some(first) = stream_arrivals.lock().unwrap_or_else(|p| p.into_inner()).first() {
-            stream_latency.push(first.saturating_duration_since(committed).as_secs_f64() * 1000.0);
-        }
+        rounds.settle(round, committed, &live, clients * (round + 1), Duration::from_secs(30), &stream_arrivals).await;
     }
     let received = live.finish(clients * args.writes).await?;
     listener.abort();
-    let mut lat: Vec<f64> = received
-        .iter()
-        .map(|(round, at)| at.saturating_duration_since(commits[round]).as_secs_f64() * 1000.0)
-        .collect();
-    lat.sort_by(f64::total_cmp);
-    stream_latency.sort_by(f64::total_cmp);
-    let (p50, p99, s50) = (pct(&lat, 0.5), pct(&lat, 0.99), pct(&stream_latency, 0.5));
+    let (_, p50, p99, s50) = rounds.percentiles(&received);
     println!(
         "RESULT shapes kind={} shapes={n} clients={clients} writes={} commit_to_client_p50_ms={p50:.2} p99_ms={p99:.2} \
          commit_to_stream_p50_ms={s50:.2} edge_share_p50_ms={:.2} edge_rss_mb={:.0} rss_per_shape_kib={:.2}",
