@@ -231,10 +231,10 @@ impl TableFeed {
             tracing::debug!(filter, from = %last.next(), "table feed started");
             // The batch being applied (on the blocking pool) while the next one is read and
             // decoded here, with its transactions' spans; batches are applied one after another.
-            let mut applying: Option<(tokio::task::JoinHandle<()>, Vec<tracing::Span>)> = None;
-            let settle = |applying: Option<(tokio::task::JoinHandle<()>, Vec<tracing::Span>)>| async {
+            let mut applying: Option<tokio::task::JoinHandle<()>> = None;
+            let settle = |applying: Option<tokio::task::JoinHandle<()>>| async {
                 match applying {
-                    Some((task, _spans)) => task.await.map_err(|e| e.to_string()),
+                    Some(task) => task.await.map_err(|e| e.to_string()),
                     None => Ok(()),
                 }
             };
@@ -282,7 +282,19 @@ impl TableFeed {
                 // Where clauses are evaluated here, at a cost the callers choose (within their
                 // budget): on the blocking pool, never on the threads that answer requests.
                 let to_apply = Arc::clone(&feed);
-                applying = Some((tokio::task::spawn_blocking(move || to_apply.apply(&batch)), traced));
+                let filter_of = filter.clone();
+                applying = Some(tokio::task::spawn_blocking(move || {
+                    // A panic fails the feed at once (its shapes' clients start over), not when
+                    // the next message arrives, which on a quiet table may be never.
+                    let applied =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| to_apply.apply(&batch)));
+                    // The transactions' spans end when their changes are applied.
+                    drop(traced);
+                    if applied.is_err() {
+                        tracing::error!(filter = filter_of, "applying changes to shapes panicked");
+                        to_apply.fail();
+                    }
+                }));
                 if let Some(reason) = broken {
                     // What came before the undecodable message is applied first.
                     let _ = settle(applying.take()).await;
@@ -383,7 +395,13 @@ impl TableFeed {
     fn fail(&self) {
         self.dead.store(true, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let shapes = std::mem::take(&mut self.inner.lock().shapes);
+        let shapes = {
+            let mut inner = self.inner.lock();
+            inner.pending.clear();
+            inner.index.clear();
+            inner.scan.clear();
+            std::mem::take(&mut inner.shapes)
+        };
         for s in shapes {
             s.invalidate("the table's change feed failed");
         }
@@ -419,6 +437,12 @@ impl TableFeed {
         let mut inner = self.inner.lock();
         let clock = (!self.whole_stream).then(|| Arc::clone(&self.committed_clock));
         shape.attach_at(inner.applied, inner.committed, clock);
+        if !self.whole_stream && inner.applied > inner.committed && !shape.queued.swap(true, Ordering::Relaxed) {
+            // Registered inside a transaction whose earlier events it reads from history: its
+            // readers must be woken when that transaction ends, whether or not the rest of it
+            // concerns the shape.
+            inner.pending.push(Arc::clone(&shape));
+        }
         if !self.whole_stream {
             match shape.def.clause.equality_key() {
                 Some((col, values)) => {

@@ -507,10 +507,11 @@ impl Shape {
         }
     }
 
-    /// Whether the log holds entries past the head (of a transaction not yet complete).
+    /// Whether the log holds entries past the head (of a transaction not yet complete), or
+    /// starts past it (registered, or trimmed, inside one).
     pub(super) fn has_hidden(&self) -> bool {
         let log = self.log.lock();
-        log.entries.back().is_some_and(|e| e.seq > log.head)
+        log.start > log.head || log.entries.back().is_some_and(|e| e.seq > log.head)
     }
 
     /// The feed has applied every table event up to `applied`, and every transaction up to
@@ -900,6 +901,10 @@ pub async fn take_snapshot(
     }
     chunk.extend_from_slice(stitch.snapshot_end_json().as_bytes());
     chunk.push(b']');
+    // A presized last chunk may hold few rows: the memory budget counts lengths, not capacity.
+    if chunk.capacity() > 2 * chunk.len() + 4096 {
+        chunk.shrink_to_fit();
+    }
     chunks.push(Bytes::from(chunk));
     Ok((stitch, chunks, sets, rows))
 }
