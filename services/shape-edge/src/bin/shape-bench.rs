@@ -57,6 +57,10 @@ struct Args {
     /// Live clients over HTTP/2 (prior knowledge), many requests per connection.
     #[arg(long)]
     http2: bool,
+    /// Live clients in SSE mode (`live_sse=true`: one open response per client, each change an
+    /// event) instead of long-polls.
+    #[arg(long)]
+    sse: bool,
     /// The shapes' where clauses in `shapes` mode: `eq` (`bucket = k`, indexable) or `like`
     /// (`tag LIKE 'k…-%'`, evaluated for every change).
     #[arg(long, default_value = "eq")]
@@ -99,8 +103,9 @@ struct Res {
     body: Bytes,
 }
 
-async fn get(conn: &Conn, url: &str) -> anyhow::Result<Res> {
-    let res = match conn {
+/// The response to a GET, its body not read yet.
+async fn open(conn: &Conn, url: &str) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+    Ok(match conn {
         Conn::H1(http) => http.get(url.parse()?).await.with_context(|| url.to_owned())?,
         Conn::H2(send) => {
             let mut send = send.clone();
@@ -108,7 +113,11 @@ async fn get(conn: &Conn, url: &str) -> anyhow::Result<Res> {
             let req = http::Request::get(url).body(Empty::new())?;
             send.send_request(req).await.with_context(|| url.to_owned())?
         }
-    };
+    })
+}
+
+async fn get(conn: &Conn, url: &str) -> anyhow::Result<Res> {
+    let res = open(conn, url).await?;
     let status = res.status();
     let headers = res.headers().clone();
     let body = res.into_body().collect().await?.to_bytes();
@@ -307,6 +316,46 @@ impl Live {
         Live { waiting, received, tasks, n }
     }
 
+    /// Clients in SSE mode: one open response each, counted as waiting once its headers came;
+    /// every event's rows are noted as they arrive.
+    fn start_sse(clients: Vec<(Client1, Conn)>, rows: usize) -> Live {
+        let n = clients.len();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let received: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(n * rows)));
+        let mut tasks = Vec::with_capacity(n);
+        for (c, conn) in clients {
+            let (waiting, received) = (Arc::clone(&waiting), Arc::clone(&received));
+            tasks.push(tokio::spawn(async move {
+                let u = format!("{}&offset={}&handle={}&live=true&live_sse=true", c.url, c.offset, c.handle);
+                let res = open(&conn, &u).await?;
+                if res.status() != http::StatusCode::OK {
+                    bail!("{u}: {}", res.status());
+                }
+                waiting.fetch_add(1, Ordering::SeqCst);
+                let mut body = res.into_body();
+                // Events end with a blank line; a row's text may be split between frames.
+                let mut pending = Vec::new();
+                let mut seen = 0usize;
+                while seen < rows {
+                    let Some(frame) = body.frame().await else { bail!("the SSE response ended after {seen} rows") };
+                    let Ok(data) = frame?.into_data() else { continue };
+                    let at = Instant::now();
+                    pending.extend_from_slice(&data);
+                    let Some(end) = memchr::memmem::rfind(&pending, b"\n\n") else { continue };
+                    let rounds = round_values(&pending[..end]);
+                    pending.drain(..end + 2);
+                    let mut got = received.lock().unwrap_or_else(|p| p.into_inner());
+                    for round in rounds {
+                        got.push((round, at));
+                        seen += 1;
+                    }
+                }
+                anyhow::Ok(())
+            }));
+        }
+        Live { waiting, received, tasks, n }
+    }
+
     /// Until every client has a request open at the edge.
     async fn all_waiting(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -427,7 +476,7 @@ async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Conn, n: usize, shapes
         clients.push(c?);
     }
     drop(setup);
-    let live = Live::start(clients, args.writes);
+    let live = if args.sse { Live::start_sse(clients, args.writes) } else { Live::start(clients, args.writes) };
     let (stream_arrivals, listener) = stream_arrivals(args, &table).await?;
     let mut rounds = Rounds::default();
     let mut rss_waiting = 0;
@@ -467,7 +516,12 @@ async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Conn, n: usize, shapes
         "RESULT fan_out clients={n} shapes={shapes} transport={} deliveries={} commit_to_client_p50_ms={p50:.1} p99_ms={p99:.1} \
          commit_to_stream_p50_ms={s50:.1} ratio_p50={:.1} edge_rss_mb={:.0} rss_per_client_kib={per_client:.2} \
          delivery_window_ms={window:.0} client_cpu_ms={bench_cpu:.0} edge_cpu_ms={edge_cpu:.0}",
-        if args.http2 { "h2" } else { "http1" },
+        match (args.http2, args.sse) {
+            (true, true) => "h2-sse",
+            (true, false) => "h2",
+            (false, true) => "http1-sse",
+            (false, false) => "http1",
+        },
         deliveries,
         p50 / s50,
         rss_waiting as f64 / 1024.0
