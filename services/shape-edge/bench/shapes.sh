@@ -13,7 +13,7 @@
 #       # SHAPE_BENCH_SHAPES (1 … 100,000) `bucket = k` shapes and among 1 / 10,000 LIKE shapes,
 #       # the edge's share beside the change stream's; changes/s applied from a backlog at
 #       # 10,000 shapes beside reading it; SHAPE_BENCH_H2_CLIENTS (1,000 … 50,000) live clients
-#       # over HTTP/2 with the load client's CPU measured apart.
+#       # over HTTP/2, long-polling and in SSE mode, with the load client's CPU measured apart.
 #
 # Env: FOLIO_DATABASE_URL (server URL, default postgres://postgres@127.0.0.1:5432/postgres),
 #      FOLIO_NATS_URL (default nats://127.0.0.1:4333), CARGO_TARGET_DIR.
@@ -99,6 +99,7 @@ if [ "${SHAPE_BENCH_SUITE:-basic}" = scale ]; then
   bench --mode throughput --shapes 10000 --changes "${SHAPE_BENCH_CHANGES:-200000}"
   for n in ${SHAPE_BENCH_H2_CLIENTS:-1000 10000 50000}; do
     bench --mode fan-out --http2 --clients "$n" --shapes 1
+    bench --mode fan-out --http2 --sse --clients "$n" --shapes 1
   done
   exit 0
 fi
