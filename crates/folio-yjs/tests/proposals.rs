@@ -14,7 +14,7 @@ use axum::{
 use clap::Parser;
 use folio_auth::{Caller, Role};
 use folio_domain::AgencyId;
-use folio_durable_streams::{Streams, StreamsConfig};
+use folio_durable_streams::Streams;
 use folio_proto::api::v1::{
     self as pb, client_service_client::ClientServiceClient, proposal_service_client::ProposalServiceClient,
 };
@@ -23,7 +23,7 @@ use folio_testkit::{
     sandbox::{JWT_SECRET, Sandbox},
 };
 use folio_yjs::{
-    Yjs, YjsConfig,
+    Yjs,
     path::DocAddress,
     proposal::{Persisted, Proposals},
 };
@@ -31,20 +31,13 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 use tower::ServiceExt;
 use yrs::{
-    Doc, GetString, ReadTxn, Text, Transact, Update,
+    Doc, ReadTxn, Text, Transact, Update,
     encoding::{read::Cursor, read::Read, write::Write},
     updates::decoder::Decode,
 };
 
-#[derive(Parser)]
-struct Args {
-    #[command(flatten)]
-    streams: StreamsConfig,
-    #[command(flatten)]
-    yjs: YjsConfig,
-    #[command(flatten)]
-    bus: folio_bus::BusArgs,
-}
+mod common;
+use common::{Args, text};
 
 struct Cluster {
     sandbox: Sandbox,
@@ -221,10 +214,6 @@ impl Cluster {
         drop(txn);
         doc
     }
-}
-
-fn text(doc: &Doc) -> String {
-    doc.get_or_insert_text("content").get_string(&doc.transact())
 }
 
 /// An edit of `doc` appending `s`, lib0-framed as the provider POSTs it.

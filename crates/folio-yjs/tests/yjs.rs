@@ -10,25 +10,18 @@ use axum::{
     http::{HeaderMap, Method, Request, StatusCode},
 };
 use clap::Parser;
-use folio_durable_streams::{Streams, StreamsConfig};
-use folio_yjs::{Outcome, Yjs, YjsConfig, path::DocAddress};
+use folio_durable_streams::Streams;
+use folio_yjs::{Outcome, Yjs, path::DocAddress};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 use yrs::{
-    Doc, GetString, ReadTxn, StateVector, Text, Transact, Update,
+    Doc, ReadTxn, StateVector, Text, Transact, Update,
     encoding::{read::Cursor, read::Read, write::Write},
     updates::decoder::Decode,
 };
 
-#[derive(Parser)]
-struct Args {
-    #[command(flatten)]
-    streams: StreamsConfig,
-    #[command(flatten)]
-    yjs: YjsConfig,
-    #[command(flatten)]
-    bus: folio_bus::BusArgs,
-}
+mod common;
+use common::{Args, text};
 
 struct Edge {
     yjs: Arc<Yjs>,
@@ -180,11 +173,6 @@ impl Writer {
     fn state_vector(&self) -> StateVector {
         self.doc.transact().state_vector()
     }
-}
-
-fn text(doc: &Doc) -> String {
-    let t = doc.get_or_insert_text("content");
-    t.get_string(&doc.transact())
 }
 
 /// `incrementOffset` of the reference client: the label's second field plus one, same width.

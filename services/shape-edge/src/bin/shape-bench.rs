@@ -283,77 +283,66 @@ struct Live {
 }
 
 impl Live {
-    fn start(clients: Vec<(Client1, Conn)>, rows: usize) -> Live {
+    /// One task per client running `follow` until it has noted `rows` rows.
+    fn spawn<F, Fut>(clients: Vec<(Client1, Conn)>, rows: usize, follow: F) -> Live
+    where
+        F: Fn(Client1, Conn, Arc<AtomicUsize>, Notes) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
         let n = clients.len();
         let waiting = Arc::new(AtomicUsize::new(0));
         let received: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(n * rows)));
-        let mut tasks = Vec::with_capacity(n);
-        for (mut c, conn) in clients {
-            let (waiting, received) = (Arc::clone(&waiting), Arc::clone(&received));
-            tasks.push(tokio::spawn(async move {
-                let mut seen = 0usize;
-                while seen < rows {
-                    let u = format!("{}&offset={}&handle={}&live=true&cursor={}", c.url, c.offset, c.handle, c.cursor);
-                    waiting.fetch_add(1, Ordering::SeqCst);
-                    let r = get(&conn, &u).await;
-                    waiting.fetch_sub(1, Ordering::SeqCst);
-                    let r = r?;
-                    let at = Instant::now();
-                    c.offset = header(&r, "electric-offset");
-                    c.cursor = header(&r, "electric-cursor");
-                    // Found by scanning, not parsing: the client's own CPU would otherwise weigh
-                    // on the edge's figure (both share the machine).
-                    let rounds = round_values(&r.body);
-                    let mut got = received.lock().unwrap_or_else(|p| p.into_inner());
-                    for round in rounds {
-                        got.push((round, at));
-                        seen += 1;
-                    }
-                }
-                anyhow::Ok(())
-            }));
-        }
+        let tasks = clients
+            .into_iter()
+            .map(|(c, conn)| tokio::spawn(follow(c, conn, Arc::clone(&waiting), Notes(Arc::clone(&received)))))
+            .collect();
         Live { waiting, received, tasks, n }
+    }
+
+    /// Long-polling clients, counted as waiting while a request is open.
+    fn start(clients: Vec<(Client1, Conn)>, rows: usize) -> Live {
+        Live::spawn(clients, rows, move |mut c, conn, waiting, notes| async move {
+            let mut seen = 0usize;
+            while seen < rows {
+                let u = format!("{}&offset={}&handle={}&live=true&cursor={}", c.url, c.offset, c.handle, c.cursor);
+                waiting.fetch_add(1, Ordering::SeqCst);
+                let r = get(&conn, &u).await;
+                waiting.fetch_sub(1, Ordering::SeqCst);
+                let r = r?;
+                let at = Instant::now();
+                c.offset = header(&r, "electric-offset");
+                c.cursor = header(&r, "electric-cursor");
+                seen += notes.note(&r.body, at);
+            }
+            anyhow::Ok(())
+        })
     }
 
     /// Clients in SSE mode: one open response each, counted as waiting once its headers came;
     /// every event's rows are noted as they arrive.
     fn start_sse(clients: Vec<(Client1, Conn)>, rows: usize) -> Live {
-        let n = clients.len();
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let received: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(n * rows)));
-        let mut tasks = Vec::with_capacity(n);
-        for (c, conn) in clients {
-            let (waiting, received) = (Arc::clone(&waiting), Arc::clone(&received));
-            tasks.push(tokio::spawn(async move {
-                let u = format!("{}&offset={}&handle={}&live=true&live_sse=true", c.url, c.offset, c.handle);
-                let res = open(&conn, &u).await?;
-                if res.status() != http::StatusCode::OK {
-                    bail!("{u}: {}", res.status());
-                }
-                waiting.fetch_add(1, Ordering::SeqCst);
-                let mut body = res.into_body();
-                // Events end with a blank line; a row's text may be split between frames.
-                let mut pending = Vec::new();
-                let mut seen = 0usize;
-                while seen < rows {
-                    let Some(frame) = body.frame().await else { bail!("the SSE response ended after {seen} rows") };
-                    let Ok(data) = frame?.into_data() else { continue };
-                    let at = Instant::now();
-                    pending.extend_from_slice(&data);
-                    let Some(end) = memchr::memmem::rfind(&pending, b"\n\n") else { continue };
-                    let rounds = round_values(&pending[..end]);
-                    pending.drain(..end + 2);
-                    let mut got = received.lock().unwrap_or_else(|p| p.into_inner());
-                    for round in rounds {
-                        got.push((round, at));
-                        seen += 1;
-                    }
-                }
-                anyhow::Ok(())
-            }));
-        }
-        Live { waiting, received, tasks, n }
+        Live::spawn(clients, rows, move |c, conn, waiting, notes| async move {
+            let u = format!("{}&offset={}&handle={}&live=true&live_sse=true", c.url, c.offset, c.handle);
+            let res = open(&conn, &u).await?;
+            if res.status() != http::StatusCode::OK {
+                bail!("{u}: {}", res.status());
+            }
+            waiting.fetch_add(1, Ordering::SeqCst);
+            let mut body = res.into_body();
+            // Events end with a blank line; a row's text may be split between frames.
+            let mut pending = Vec::new();
+            let mut seen = 0usize;
+            while seen < rows {
+                let Some(frame) = body.frame().await else { bail!("the SSE response ended after {seen} rows") };
+                let Ok(data) = frame?.into_data() else { continue };
+                let at = Instant::now();
+                pending.extend_from_slice(&data);
+                let Some(end) = memchr::memmem::rfind(&pending, b"\n\n") else { continue };
+                seen += notes.note(&pending[..end], at);
+                pending.drain(..end + 2);
+            }
+            anyhow::Ok(())
+        })
     }
 
     /// Until every client has a request open at the edge.
@@ -385,6 +374,20 @@ impl Live {
             }
         }
         Ok(std::mem::take(&mut *self.received.lock().unwrap_or_else(|p| p.into_inner())))
+    }
+}
+
+/// Where a client notes the rows it received, with when.
+struct Notes(Arc<Mutex<Vec<(usize, Instant)>>>);
+
+impl Notes {
+    /// Notes the rows in `body` (found by scanning, not parsing: the client's own CPU would
+    /// otherwise weigh on the edge's figure, both sharing the machine); returns how many.
+    fn note(&self, body: &[u8], at: Instant) -> usize {
+        let rounds = round_values(body);
+        let mut got = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        got.extend(rounds.iter().map(|&round| (round, at)));
+        rounds.len()
     }
 }
 

@@ -64,18 +64,7 @@ async fn shapes_found_by_their_key_equal_the_database_at_every_up_to_date() -> a
         let mut client = Client::new(edge.client.clone(), format!("table=ix_items&where={}", enc(w)), bearer(&a));
         let done = std::sync::Arc::clone(&done);
         followers.push(tokio::spawn(async move {
-            let (mut seen, mut quiet) = (Vec::new(), 0);
-            loop {
-                if let Some(rows) = client.step(true).await? {
-                    seen.push(rows);
-                    if done.load(std::sync::atomic::Ordering::SeqCst) {
-                        quiet += 1;
-                        if quiet > 3 {
-                            break;
-                        }
-                    }
-                }
-            }
+            let seen = client.follow(&done).await?;
             anyhow::Ok((w, seen, client.refetches))
         }));
     }

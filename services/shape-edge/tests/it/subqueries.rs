@@ -69,6 +69,23 @@ impl Client {
         }
     }
 
+    /// Follows the shape live, keeping the rows of every up-to-date, until `done` is set and
+    /// four more up-to-dates have come (the writer's last commits reached it).
+    pub(crate) async fn follow(&mut self, done: &std::sync::atomic::AtomicBool) -> anyhow::Result<Vec<Rows>> {
+        let (mut seen, mut quiet) = (Vec::new(), 0);
+        loop {
+            if let Some(rows) = self.step(true).await? {
+                seen.push(rows);
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    quiet += 1;
+                    if quiet > 3 {
+                        return Ok(seen);
+                    }
+                }
+            }
+        }
+    }
+
     /// One request; Some(rows) when it ended up to date.
     pub(crate) async fn step(&mut self, live: bool) -> anyhow::Result<Option<Rows>> {
         let mut path = format!("/v1/shape?{}&offset={}", self.query, self.offset);
@@ -269,19 +286,7 @@ async fn subquery_shapes_equal_the_database_at_every_up_to_date_while_both_table
             while commits.load(std::sync::atomic::Ordering::SeqCst) < start_after {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            let mut seen: Vec<Rows> = Vec::new();
-            let mut quiet = 0;
-            loop {
-                if let Some(rows) = client.step(true).await? {
-                    seen.push(rows);
-                    if done.load(std::sync::atomic::Ordering::SeqCst) {
-                        quiet += 1;
-                        if quiet > 3 {
-                            break;
-                        }
-                    }
-                }
-            }
+            let seen = client.follow(&done).await?;
             anyhow::Ok((name, seen, client.refetches, client.changes, client.moved_in))
         }));
     }

@@ -1,0 +1,22 @@
+//! What both test binaries build an edge's Yjs route from.
+
+use clap::Parser;
+use folio_durable_streams::StreamsConfig;
+use folio_yjs::YjsConfig;
+use yrs::{Doc, GetString, Transact};
+
+/// The edge's Durable Streams, Yjs and NATS flags, parsed as the service parses them.
+#[derive(Parser)]
+pub struct Args {
+    #[command(flatten)]
+    pub streams: StreamsConfig,
+    #[command(flatten)]
+    pub yjs: YjsConfig,
+    #[command(flatten)]
+    pub bus: folio_bus::BusArgs,
+}
+
+/// The document's text, as the editor binds it.
+pub fn text(doc: &Doc) -> String {
+    doc.get_or_insert_text("content").get_string(&doc.transact())
+}
