@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { createCollection, createLiveQueryCollection, gt, eq } from '@tanstack/db'
 import { electricCollectionOptions } from '@tanstack/electric-db-collection'
-import { harnessTest, uniq, sortRows, recordingFetch, sleep } from './harness.mjs'
+import { harnessTest, uniq, sortRows, recordingFetch, sleep, assertLoadedThroughSubsets } from './harness.mjs'
 
 const test = harnessTest()
 
@@ -26,8 +26,6 @@ function collection(h, table, syncMode, fetchLog) {
     }),
   )
 }
-
-const isSubset = (e) => new URL(e.url).searchParams.has('subset__where') || e.requestHeaders['content-type'] === 'application/json'
 
 for (const syncMode of ['on-demand', 'progressive']) {
   test(`${syncMode}: a live query loads its subset, then follows changes, equal to PostgreSQL`, async (_t, h) => {
@@ -50,9 +48,7 @@ for (const syncMode of ['on-demand', 'progressive']) {
     try {
       await view.preload()
       await h.eventually(async () => assert.deepEqual(seen(), await expected()), { timeoutMs: 20_000, streams: [] })
-      const subsets = fetchLog.filter(isSubset)
-      assert.ok(subsets.length >= 1, `${syncMode}: loaded through a subset snapshot (${fetchLog.map((e) => e.url).join(' ')})`)
-      assert.ok(subsets.every((e) => e.status === 200), subsets.map((e) => `${e.status} ${e.body}`).join('\n'))
+      const subsets = assertLoadedThroughSubsets(fetchLog, syncMode)
       if (syncMode === 'on-demand') {
         // Only the view's rows were loaded, not the table's 300.
         assert.ok(items.size < 100, `on-demand loaded ${items.size} rows`)

@@ -10,11 +10,9 @@ import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
 import { createCollection, createLiveQueryCollection, gt } from '@tanstack/db'
 import { electricCollectionOptions } from '@tanstack/electric-db-collection'
-import { harnessTest, uniq, sortRows, recordingFetch } from './harness.mjs'
+import { harnessTest, uniq, sortRows, recordingFetch, assertLoadedThroughSubsets } from './harness.mjs'
 
 const test = harnessTest()
-
-const isSubset = (e) => new URL(e.url).searchParams.has('subset__where') || e.requestHeaders['content-type'] === 'application/json'
 
 for (const syncMode of ['on-demand', 'progressive']) {
   test(`${syncMode} on a subquery shape: the view loads its subset, then rows move in and out of it and of the shape`, async (_t, h) => {
@@ -69,9 +67,7 @@ for (const syncMode of ['on-demand', 'progressive']) {
     try {
       await view.preload()
       await h.eventually(async () => assert.deepEqual(seen(), await expected()), { timeoutMs: 20_000, streams: [] })
-      const subsets = fetchLog.filter(isSubset)
-      assert.ok(subsets.length >= 1, `${syncMode}: loaded through a subset snapshot (${fetchLog.map((e) => e.url).join(' ')})`)
-      assert.ok(subsets.every((e) => e.status === 200), subsets.map((e) => `${e.status} ${e.body}`).join('\n'))
+      const subsets = assertLoadedThroughSubsets(fetchLog, syncMode)
       if (syncMode === 'on-demand') {
         // The view's subset only: not the shape's rows of priority ≤ 5 (about 75 rows in all).
         const inShape = (await h.sql(`SELECT count(*)::int AS n FROM ${P} WHERE agency_id = $1 AND client_id IN (1, 3, 5)`, [A])).rows[0].n

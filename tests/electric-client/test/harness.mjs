@@ -146,6 +146,16 @@ export function describeExchange(entry) {
   return lines.join('\n')
 }
 
+/** Asserts that a TanStack view loaded through Electric subset snapshots (GET `subset__*`
+ * parameters or a POST's JSON body) and that each answered 200; returns those requests. */
+export function assertLoadedThroughSubsets(fetchLog, syncMode) {
+  const isSubset = (e) => new URL(e.url).searchParams.has('subset__where') || e.requestHeaders['content-type'] === 'application/json'
+  const subsets = fetchLog.filter(isSubset)
+  assert.ok(subsets.length >= 1, `${syncMode}: loaded through a subset snapshot (${fetchLog.map((e) => e.url).join(' ')})`)
+  assert.ok(subsets.every((e) => e.status === 200), subsets.map((e) => `${e.status} ${e.body}`).join('\n'))
+  return subsets
+}
+
 export function isLiveUrl(url) {
   const v = new URL(url).searchParams.get('live')
   return v !== null && v !== 'false'
