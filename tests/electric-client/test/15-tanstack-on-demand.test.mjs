@@ -48,7 +48,7 @@ for (const syncMode of ['on-demand', 'progressive']) {
     try {
       await view.preload()
       await h.eventually(async () => assert.deepEqual(seen(), await expected()), { timeoutMs: 20_000, streams: [] })
-      const subsets = assertLoadedThroughSubsets(fetchLog, syncMode)
+      assertLoadedThroughSubsets(fetchLog, syncMode)
       if (syncMode === 'on-demand') {
         // Only the view's rows were loaded, not the table's 300.
         assert.ok(items.size < 100, `on-demand loaded ${items.size} rows`)

@@ -67,7 +67,7 @@ for (const syncMode of ['on-demand', 'progressive']) {
     try {
       await view.preload()
       await h.eventually(async () => assert.deepEqual(seen(), await expected()), { timeoutMs: 20_000, streams: [] })
-      const subsets = assertLoadedThroughSubsets(fetchLog, syncMode)
+      assertLoadedThroughSubsets(fetchLog, syncMode)
       if (syncMode === 'on-demand') {
         // The view's subset only: not the shape's rows of priority ≤ 5 (about 75 rows in all).
         const inShape = (await h.sql(`SELECT count(*)::int AS n FROM ${P} WHERE agency_id = $1 AND client_id IN (1, 3, 5)`, [A])).rows[0].n
