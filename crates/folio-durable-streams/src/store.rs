@@ -204,6 +204,13 @@ impl Store {
         Ok(())
     }
 
+    /// Drops all but the last `keep` messages of `subject`: for streams whose history nobody
+    /// reads (readers of an ephemeral stream start at its tail).
+    pub async fn trim(&self, subject: &str, keep: u64) -> R<()> {
+        self.data.purge().filter(subject).keep(keep).await.map_err(|e| StorageError::new("trim stream data", e))?;
+        Ok(())
+    }
+
     /// Tells the other edges that `path` changed (this edge skips its own notices).
     pub async fn notify(&self, path: &str) {
         if let Err(e) = self.nats.publish(self.notify_subject(path), self.origin.clone()).await {

@@ -11,12 +11,14 @@
 //! `yrs`, stores the state as one update (`snapshots`) and moves the pointer with
 //! compare-and-set. Updates are never deleted.
 
+mod awareness;
 pub mod compact;
 mod compactor;
 mod error;
 pub mod frames;
 pub mod path;
 pub mod proposal;
+mod proposal_edits;
 mod record;
 mod routes;
 mod snapshots;
@@ -91,6 +93,8 @@ pub struct Yjs {
     /// Proposal documents: the database and API they are checked against and persisted
     /// through; `None` on an edge without them (proposal documents then answer 503).
     proposals: Option<proposal::Proposals>,
+    /// Appends to awareness streams through this edge since their last trim, by stream path.
+    awareness_appends: Mutex<HashMap<String, u32>>,
     /// Proposal documents waiting for their debounced persist, by update log path.
     persists: Mutex<HashMap<String, proposal::Scheduled>>,
     /// Names this edge in compaction leases.
@@ -140,6 +144,7 @@ impl Yjs {
             snapshots,
             pending: Mutex::new(HashMap::new()),
             proposals,
+            awareness_appends: Mutex::new(HashMap::new()),
             persists: Mutex::new(HashMap::new()),
             edge_id: uuid::Uuid::new_v4().simple().to_string(),
             shutdown,

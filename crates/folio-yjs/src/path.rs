@@ -87,6 +87,12 @@ impl DocAddress {
         Ok(DocAddress { service: service.to_owned(), doc_path, base, proposal })
     }
 
+    /// The document of `proposal` in `agency`'s namespace.
+    pub fn of_proposal(agency: AgencyId, proposal: ProposalId) -> Self {
+        DocAddress::parse(&format!("/v1/yjs/{agency}/docs/{PROPOSALS}/{proposal}"))
+            .expect("an agency id and a proposal id make a proposal document's path")
+    }
+
     /// The proposal whose document this is (`proposals/<id>` in the agency's namespace).
     pub fn proposal(&self) -> Option<(AgencyId, ProposalId)> {
         self.proposal

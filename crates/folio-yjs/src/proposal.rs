@@ -188,7 +188,7 @@ pub enum PersistError {
     Contended,
 }
 
-fn digest(content: &str) -> String {
+pub(crate) fn digest(content: &str) -> String {
     Sha256::digest(content.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -251,6 +251,12 @@ impl Yjs {
     /// an update is the reason). Never blocks the request.
     pub(crate) fn schedule_persist(self: &Arc<Self>, doc: &DocAddress, writer: Option<UserId>) {
         self.schedule_after(doc.clone(), writer, self.config.persist_debounce, 0);
+    }
+
+    /// Brings `doc` into agreement with its proposal as soon as its lease allows: an edit
+    /// through the API has nothing to wait for.
+    pub(crate) fn schedule_persist_now(self: &Arc<Self>, doc: &DocAddress) {
+        self.schedule_after(doc.clone(), None, Duration::ZERO, 0);
     }
 
     fn schedule_after(self: &Arc<Self>, doc: DocAddress, writer: Option<UserId>, delay: Duration, retries: u32) {

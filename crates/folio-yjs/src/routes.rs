@@ -419,14 +419,18 @@ impl Ctx<'_> {
         let body = Self::body(req, self.streams().max_append_bytes()).await?;
         let path = self.target.doc.awareness(name);
         let append = || stream_request(Method::POST, octet_headers(), None, body.clone());
-        match self.serve(&path, append()).await {
+        let appended = match self.serve(&path, append()).await {
             Err(YjsError::Stream(StreamError::NotFound | StreamError::Gone)) => {
                 self.live_doc().await?;
                 self.create_awareness(name).await?;
                 self.serve(&path, append()).await
             }
             other => other,
+        };
+        if appended.as_ref().is_ok_and(|r| r.status().is_success()) {
+            self.yjs.awareness_appended(&path);
         }
+        appended
     }
 
     async fn delete_awareness(&self, name: &str) -> Result<Response> {

@@ -55,6 +55,7 @@ struct Cluster {
 
 struct Answer {
     status: StatusCode,
+    headers: axum::http::HeaderMap,
     body: Vec<u8>,
 }
 
@@ -67,7 +68,15 @@ impl Answer {
 
 impl Cluster {
     async fn start(debounce: &str) -> Cluster {
+        Self::start_with(debounce, false).await
+    }
+
+    /// `changes`: wal-ingest publishes the sandbox's changes, and the edge follows proposals.
+    async fn start_with(debounce: &str, changes: bool) -> Cluster {
         let mut sandbox = Sandbox::new().await.unwrap();
+        if changes {
+            sandbox.start_wal_ingest(sandbox.wal_ingest_config()).await.unwrap();
+        }
         let addr = sandbox.start_api(sandbox.api_config()).await.unwrap();
         let pool = sandbox.db.pool.clone();
         let agency = proposals_api::tenancy::create_agency(&pool, "Northwind", "#0b6e4f").await.unwrap();
@@ -87,7 +96,7 @@ impl Cluster {
         let prefix = format!("yjsp_{}", sandbox.suffix);
         let url = folio_testkit::nats_url();
         let api_url = format!("http://{addr}");
-        let args = Args::parse_from([
+        let mut args = Args::parse_from([
             "edge",
             "--ds-prefix",
             &prefix,
@@ -101,19 +110,32 @@ impl Cluster {
             &api_url,
             "--yjs-persist-debounce",
             debounce,
+            "--ds-long-poll-timeout",
+            "5s",
         ]);
+        args.bus = sandbox.bus.clone();
         let (options, reconnects) = folio_live::Reconnects::options("folio-yjs-proposals-test");
         let nats = options.connect(&args.bus.nats_url).await.unwrap();
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let streams =
-            Streams::start(nats, args.streams.clone(), None, &args.bus, reconnects, shutdown.clone(), tasks.clone())
-                .await
-                .unwrap();
+        let streams = Streams::start(
+            nats,
+            args.streams.clone(),
+            None,
+            &args.bus,
+            reconnects.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        )
+        .await
+        .unwrap();
         let proposals = Proposals::new(pool, &args.yjs, args.streams.jwt.authenticator()).unwrap();
         let yjs = Yjs::start_with_proposals(streams, args.yjs, &prefix, Some(proposals), shutdown.clone(), tasks)
             .await
             .unwrap();
+        if changes {
+            yjs.follow_proposal_edits(&args.bus, &reconnects);
+        }
         let api = Channel::from_shared(api_url).unwrap().connect_lazy();
         Cluster {
             sandbox,
@@ -197,22 +219,36 @@ impl Cluster {
         }
         let res = self.router.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
         let status = res.status();
+        let headers = res.headers().clone();
         let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap().to_vec();
-        Answer { status, body }
+        Answer { status, headers, body }
     }
 
     /// The document as a reader sees it: every update from the start.
     async fn load(&self, proposal: &str, caller: &Caller) -> Doc {
+        self.load_with_offset(proposal, caller).await.0
+    }
+
+    /// As [`Cluster::load`], with the offset a reader continues from.
+    async fn load_with_offset(&self, proposal: &str, caller: &Caller) -> (Doc, String) {
         let doc = Doc::new();
         let res = self.send(Method::GET, &format!("{}?offset=-1", self.doc_url(proposal)), Some(caller), vec![]).await;
         assert_eq!(res.status, StatusCode::OK);
-        let mut cursor = Cursor::new(&res.body);
-        let mut txn = doc.transact_mut();
-        while cursor.has_content() {
-            txn.apply_update(Update::decode_v1(cursor.read_buf().unwrap()).unwrap()).unwrap();
-        }
-        drop(txn);
-        doc
+        apply_frames(&doc, &res.body);
+        (doc, next_offset(&res))
+    }
+}
+
+fn next_offset(res: &Answer) -> String {
+    res.headers["stream-next-offset"].to_str().unwrap().to_owned()
+}
+
+/// Applies lib0-framed updates, as a reader receives them.
+fn apply_frames(doc: &Doc, body: &[u8]) {
+    let mut cursor = Cursor::new(body);
+    let mut txn = doc.transact_mut();
+    while cursor.has_content() {
+        txn.apply_update(Update::decode_v1(cursor.read_buf().unwrap()).unwrap()).unwrap();
     }
 }
 
@@ -306,6 +342,61 @@ async fn a_proposal_document_is_the_proposals_content_edited_by_its_agencys_edit
     assert_eq!(c.send(Method::DELETE, &url, Some(&c.admin), vec![]).await.status, StatusCode::NO_CONTENT);
     assert_eq!(c.send(Method::PUT, &url, Some(&c.viewer), vec![]).await.status, StatusCode::CREATED);
     assert_eq!(text(&c.load(&proposal.id, &c.viewer).await), updated.content);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn an_api_edit_reaches_an_open_document_live() {
+    // A long debounce: nothing but the API edit arriving through the change stream may bring the
+    // document to the proposal's content within the test's patience.
+    let c = Cluster::start_with("1h", true).await;
+    let proposal = c.create_proposal("Intro.").await;
+    let url = c.doc_url(&proposal.id);
+    assert_eq!(c.send(Method::PUT, &url, Some(&c.editor), vec![]).await.status, StatusCode::CREATED);
+    let (doc, offset) = c.load_with_offset(&proposal.id, &c.viewer).await;
+    assert_eq!(text(&doc), "Intro.");
+
+    // A reader waiting live; then the proposal is rewritten through the API, nobody touches the
+    // document.
+    let live = format!("{url}?offset={offset}&live=long-poll");
+    let waiting = folio_testkit::eventually("the API edit at a waiting reader", || {
+        let (c, live) = (&c, &live);
+        async move {
+            Some(c.send(Method::GET, live, Some(&c.viewer), vec![]).await)
+                .filter(|a| a.status != StatusCode::NO_CONTENT)
+        }
+    });
+    let edit = async {
+        c.proposals(&c.editor)
+            .update_proposal(pb::UpdateProposalRequest {
+                id: proposal.id.clone(),
+                expected_version: proposal.version,
+                content: Some("Intro, rewritten through the API.".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .proposal
+            .unwrap()
+    };
+    let (arrived, updated) = tokio::join!(waiting, edit);
+    assert_eq!(arrived.status, StatusCode::OK, "the waiting reader is answered with the edit");
+    apply_frames(&doc, &arrived.body);
+    assert_eq!(text(&doc), updated.content, "the reader holds the proposal's new content");
+    assert_eq!(c.proposal(&proposal.id).await.version, updated.version, "following writes nothing to the proposal");
+
+    // The document's own text persisted comes back through the change stream too: recognised,
+    // nothing appended for it (within one long-poll timeout).
+    let typed = append(&doc, " Typed in the editor.");
+    assert!(c.send(Method::POST, &url, Some(&c.editor), typed).await.status.is_success());
+    let doc_address = DocAddress::parse(&url).unwrap();
+    assert!(matches!(c.yjs.persist_document(&doc_address).await.unwrap(), Persisted::Written { .. }));
+    let (_, after_persist) = c.load_with_offset(&proposal.id, &c.viewer).await;
+    let quiet =
+        c.send(Method::GET, &format!("{url}?offset={after_persist}&live=long-poll"), Some(&c.viewer), vec![]).await;
+    assert_eq!(quiet.status, StatusCode::NO_CONTENT, "{:?}", String::from_utf8_lossy(&quiet.body));
+    assert_eq!(text(&c.load(&proposal.id, &c.viewer).await), "Intro, rewritten through the API. Typed in the editor.");
     c.stop().await;
 }
 

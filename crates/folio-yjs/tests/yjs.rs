@@ -387,6 +387,39 @@ async fn deleting_a_document_removes_its_snapshot_and_awareness_streams() {
 }
 
 #[tokio::test]
+async fn an_awareness_stream_keeps_only_its_recent_messages() {
+    let prefix = prefix();
+    let edge = edge(&prefix, u64::MAX / 2).await;
+    edge.put_doc("busy").await;
+    let url = "/v1/yjs/test/docs/busy?awareness=default";
+    let read_all = || async {
+        let all = edge.send(Method::GET, &format!("{url}&offset=-1"), &[], Vec::new()).await;
+        assert_eq!(all.status, StatusCode::OK);
+        all.body.chunks(4).map(|c| u32::from_be_bytes(c.try_into().unwrap())).collect::<Vec<u32>>()
+    };
+    // Heartbeats of a document open for a long while: 300 presence messages.
+    for i in 0..300u32 {
+        let posted = edge.send(Method::POST, url, &[], i.to_be_bytes().to_vec()).await;
+        assert_eq!(posted.status, StatusCode::NO_CONTENT);
+    }
+    // Trimmed in the background to the last 64 at every 64th append: at most 64 + 63 are left,
+    // the newest always, in order.
+    let kept = folio_testkit::eventually("the awareness stream trimmed", || async {
+        Some(read_all().await).filter(|kept| kept.len() <= 127)
+    })
+    .await;
+    assert_eq!(kept.last(), Some(&299));
+    assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "{kept:?}");
+    // A reader from `now` (as the provider reads presence) still receives what comes next.
+    let now = edge.send(Method::GET, &format!("{url}&offset=now"), &[], Vec::new()).await;
+    let tail = now.header("stream-next-offset").to_owned();
+    assert_eq!(edge.send(Method::POST, url, &[], 300u32.to_be_bytes().to_vec()).await.status, StatusCode::NO_CONTENT);
+    let next = edge.send(Method::GET, &format!("{url}&offset={tail}"), &[], Vec::new()).await;
+    assert_eq!(next.body, 300u32.to_be_bytes());
+    cleanup(&prefix).await;
+}
+
+#[tokio::test]
 async fn the_protocol_errors_are_json_and_checked_before_lookups() {
     let prefix = prefix();
     let edge = edge(&prefix, 1).await;

@@ -194,6 +194,7 @@ impl Bound {
                 tasks.clone(),
             )
             .await?;
+            yjs.follow_proposal_edits(&config.bus, &reconnects);
             let shapes = shapes::Shapes::start(
                 nats,
                 config.shapes.clone(),
