@@ -42,12 +42,18 @@ impl Yjs {
         self.tasks.spawn(async move {
             let trimmed = async {
                 let meta = this.streams.live(path.as_str()).await?.meta;
+                // A fork (through the streams API) reads through this stream's data: never
+                // purged under it, as everywhere else in the streams.
+                if meta.fork_count > 0 {
+                    return Ok(false);
+                }
                 let store = this.streams.store();
                 store.trim(&store.data_subject(&meta.incarnation), KEPT).await?;
-                Ok::<_, StreamError>(())
+                Ok::<_, StreamError>(true)
             };
             match trimmed.await {
-                Ok(()) => metrics::counter!("folio_edge_yjs_awareness_trims_total").increment(1),
+                Ok(true) => metrics::counter!("folio_edge_yjs_awareness_trims_total").increment(1),
+                Ok(false) => {}
                 // Expired or deleted meanwhile: nothing left to trim.
                 Err(StreamError::NotFound | StreamError::Gone) => {}
                 Err(e) => tracing::warn!(stream = %path.as_str(), error = %folio_runtime::error_chain(&e), "failed to trim an awareness stream"),

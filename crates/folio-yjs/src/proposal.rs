@@ -148,6 +148,33 @@ impl ProposalRow {
     }
 }
 
+/// Which way a persist may bring a document and its proposal into agreement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The document's text is written into the proposal, unless the proposal moved, left
+    /// draft or refuses it (then the document follows). `writer`: who wrote last, if known.
+    Reconcile { writer: Option<UserId> },
+    /// The document follows the proposal if the proposal moved; nothing is ever written into
+    /// the proposal.
+    Follow,
+}
+
+fn count(outcome: &Result<Persisted, PersistError>) {
+    let label = match outcome {
+        Ok(Persisted::Unchanged) => "unchanged",
+        Ok(Persisted::Written { .. }) => "written",
+        Ok(Persisted::Restored) => "restored",
+        Ok(Persisted::Busy) => "busy",
+        Ok(Persisted::Gone) => "gone",
+        Err(_) => "failed",
+    };
+    metrics::counter!("folio_edge_yjs_persists_total", "outcome" => label).increment(1);
+}
+
+fn retry_delay(retries: u32) -> Duration {
+    (FIRST_RETRY * 2u32.saturating_pow(retries)).min(LONGEST_RETRY)
+}
+
 /// A persist waiting for its document to be quiet.
 pub(crate) struct Scheduled {
     due: Instant,
@@ -253,10 +280,30 @@ impl Yjs {
         self.schedule_after(doc.clone(), writer, self.config.persist_debounce, 0);
     }
 
-    /// Brings `doc` into agreement with its proposal as soon as its lease allows: an edit
-    /// through the API has nothing to wait for.
-    pub(crate) fn schedule_persist_now(self: &Arc<Self>, doc: &DocAddress) {
-        self.schedule_after(doc.clone(), None, Duration::ZERO, 0);
+    /// Makes `doc` follow its proposal's content now, never the other way round: what an edit
+    /// through the API, seen on the change stream, asks for. Not merged with a debounced persist
+    /// waiting on this edge, which would hold it back for as long as someone types; a busy
+    /// lease or a failure is retried as a persist's is.
+    pub(crate) fn follow_proposal(self: &Arc<Self>, doc: &DocAddress) {
+        let this = Arc::clone(self);
+        let doc = doc.clone();
+        let span = tracing::info_span!("yjs_follow_proposal", doc = %doc.updates().as_str());
+        self.tasks.spawn(
+            async move {
+                for retries in 0.. {
+                    let outcome = this.persist(&doc, Mode::Follow).await;
+                    count(&outcome);
+                    if !this.retry_later(&outcome, retries) {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry_delay(retries)) => {}
+                        _ = this.shutdown.cancelled() => return,
+                    }
+                }
+            }
+            .instrument(span),
+        );
     }
 
     fn schedule_after(self: &Arc<Self>, doc: DocAddress, writer: Option<UserId>, delay: Duration, retries: u32) {
@@ -292,47 +339,54 @@ impl Yjs {
                         None => return,
                     }
                 };
-                let outcome = this.persist(&doc, writer).await;
-                let label = match &outcome {
-                    Ok(Persisted::Unchanged) => "unchanged",
-                    Ok(Persisted::Written { .. }) => "written",
-                    Ok(Persisted::Restored) => "restored",
-                    Ok(Persisted::Busy) => "busy",
-                    Ok(Persisted::Gone) => "gone",
-                    Err(_) => "failed",
-                };
-                metrics::counter!("folio_edge_yjs_persists_total", "outcome" => label).increment(1);
-                match outcome {
-                    Ok(Persisted::Busy) | Err(_) if retries < MAX_RETRIES && !this.shutdown.is_cancelled() => {
-                        if let Err(e) = &outcome {
-                            tracing::warn!(error = %folio_runtime::error_chain(e), retries, "persist failed; trying again");
-                        }
-                        let delay = (FIRST_RETRY * 2u32.saturating_pow(retries)).min(LONGEST_RETRY);
-                        this.schedule_after(doc, writer, delay, retries + 1);
-                    }
-                    Err(e) => tracing::error!(error = %folio_runtime::error_chain(&e), "persist failed; giving up"),
-                    Ok(Persisted::Busy) => tracing::error!("the document stayed leased; persist given up"),
-                    Ok(outcome) => tracing::debug!(?outcome, "persisted"),
+                let outcome = this.persist(&doc, Mode::Reconcile { writer }).await;
+                count(&outcome);
+                if this.retry_later(&outcome, retries) {
+                    this.schedule_after(doc, writer, retry_delay(retries), retries + 1);
                 }
             }
             .instrument(span),
         );
     }
 
+    /// Whether `outcome` (of the `retries`th retry) is worth another try; logs it.
+    fn retry_later(&self, outcome: &Result<Persisted, PersistError>, retries: u32) -> bool {
+        match outcome {
+            Ok(Persisted::Busy) | Err(_) if retries < MAX_RETRIES && !self.shutdown.is_cancelled() => {
+                if let Err(e) = outcome {
+                    tracing::warn!(error = %folio_runtime::error_chain(e), retries, "persist failed; trying again");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %folio_runtime::error_chain(e), "persist failed; giving up");
+                false
+            }
+            Ok(Persisted::Busy) => {
+                tracing::error!("the document stayed leased; persist given up");
+                false
+            }
+            Ok(outcome) => {
+                tracing::debug!(?outcome, "persisted");
+                false
+            }
+        }
+    }
+
     /// Brings a proposal's document and its proposal into agreement now (what the debounced
     /// persist runs): the document's text is written into the proposal, or the document
     /// follows the proposal (see the module's comment).
     pub async fn persist_document(&self, doc: &DocAddress) -> Result<Persisted, PersistError> {
-        self.persist(doc, None).await
+        self.persist(doc, Mode::Reconcile { writer: None }).await
     }
 
-    async fn persist(&self, doc: &DocAddress, writer: Option<UserId>) -> Result<Persisted, PersistError> {
+    async fn persist(&self, doc: &DocAddress, mode: Mode) -> Result<Persisted, PersistError> {
         let proposals = self.proposals.as_ref().ok_or(PersistError::Unconfigured)?;
         let Some((agency, id)) = doc.proposal() else { return Ok(Persisted::Gone) };
         let updates = doc.updates();
         let Some(meta) = self.live_meta(&updates).await? else { return Ok(Persisted::Gone) };
         let Some((lease, record)) = self.lease(updates.as_str(), &meta).await? else { return Ok(Persisted::Busy) };
-        let outcome = self.persist_leased(proposals, doc, &meta, &record, (agency, id), writer).await;
+        let outcome = self.persist_leased(proposals, doc, &meta, &record, (agency, id), mode).await;
         if let Err(e) = self.release(lease).await {
             tracing::warn!(error = %folio_runtime::error_chain(&e), "failed to release a document lease");
         }
@@ -346,10 +400,17 @@ impl Yjs {
         meta: &StreamMeta,
         record: &DocRecord,
         (agency, id): (AgencyId, ProposalId),
-        writer: Option<UserId>,
+        mode: Mode,
     ) -> Result<Persisted, PersistError> {
         for _ in 0..MAX_ATTEMPTS {
             let Some(row) = proposals.load(agency, id).await? else { return Ok(Persisted::Gone) };
+            let agreed = record.persisted.as_deref();
+            // Following only: a proposal still holding what both agreed on has nothing to give
+            // (checked before any replay: every edge sees the edit, one restores), and with no
+            // agreement on record yet the next open or update decides.
+            if mode == Mode::Follow && agreed.is_none_or(|h| h == digest(&row.content)) {
+                return Ok(Persisted::Unchanged);
+            }
             let stored = self.read_stored(meta, record).await?;
             let target = row.content.clone();
             // The text, and the edit that would make it the proposal's, from one replay.
@@ -366,10 +427,11 @@ impl Yjs {
                 self.agree(meta, &row.content).await?;
                 return Ok(Persisted::Unchanged);
             };
-            let moved = record.persisted.as_deref().is_some_and(|h| h != digest(&row.content));
-            if moved || !row.accepts_updates() {
-                return self.restore(doc, meta, &row, agency, restore).await;
-            }
+            let moved = agreed.is_some_and(|h| h != digest(&row.content));
+            let writer = match mode {
+                Mode::Reconcile { writer } if !moved && row.accepts_updates() => writer,
+                _ => return self.restore(doc, meta, &row, agency, restore).await,
+            };
             let user = writer.unwrap_or(row.owner);
             match proposals.write(agency, user, id, row.version, text.clone()).await {
                 Ok(version) => {

@@ -4,10 +4,11 @@
 //! Every edge follows the proposals table on the change stream (from where it stood when the
 //! edge started: an edge that was down catches up at the next open, which reconciles anyway).
 //! An update whose content differs from what the document and the proposal last agreed on
-//! schedules the document's persist at once (not debounced), which finds the proposal moved and makes the document
-//! follow it by the smallest edit; every connected provider then receives that edit live. Every
-//! edge sees the event: the document's lease lets one of them restore, the others find nothing to
-//! do. The edge's own persists come back through here too and are recognised by their hash.
+//! makes the document follow the proposal at once (not debounced, and never the other way
+//! round: following writes nothing into the proposal) by the smallest edit; every connected
+//! provider receives that edit live. Every edge sees the event: under the document's lease one
+//! restores, the others then find the agreement recorded and stop before any replay. The edge's
+//! own persists come back through here too and are recognised by their hash.
 
 use std::{sync::Arc, time::Duration};
 
@@ -63,21 +64,39 @@ impl ContentEdit {
 
 impl Yjs {
     /// Follows the proposals table on `bus`'s change stream until shutdown (see the module's
-    /// comment). Runs on the edge's tasks.
-    pub fn follow_proposal_edits(self: &Arc<Self>, bus: &BusArgs, reconnects: &Reconnects) {
+    /// comment), on the edge's tasks. When the stream exists, every edit committed after this
+    /// returns is followed; otherwise following starts once it exists.
+    pub async fn follow_proposal_edits(self: &Arc<Self>, bus: &BusArgs, reconnects: &Reconnects) {
         if self.proposals().is_none() {
             return;
         }
-        let this = Arc::clone(self);
         let js = async_nats::jetstream::new(self.streams.store().nats().clone());
         let stream = bus.changes_stream.clone();
+        let start = match stream_end(&js, &stream).await {
+            Ok(end) => Some(end),
+            Err(e) => {
+                tracing::warn!(%stream, "proposal documents cannot follow API edits yet (retrying quietly): {e}");
+                None
+            }
+        };
+        let this = Arc::clone(self);
         let filter = bus.subjects().table_filter("public", "proposals");
         let reconnects = reconnects.clone();
         self.tasks.spawn(async move {
-            let Some(after) = this.stream_end(&js, &stream).await else { return };
+            let after = match start {
+                Some(after) => after,
+                None => match this.wait_for_stream(&js, &stream).await {
+                    Some(after) => after,
+                    None => return,
+                },
+            };
+            tracing::info!(%stream, %after, "proposal documents follow API edits");
             let mut follower = Follower::new(js, &stream, filter, after, &reconnects, this.shutdown.clone());
             while let Some(batch) = follower.next_batch(BATCH).await {
                 for message in batch {
+                    if this.shutdown.is_cancelled() {
+                        return;
+                    }
                     let Ok(event) = ChangeEvent::decode(message.payload.clone()) else { continue };
                     let Some(edit) = ContentEdit::of(&event) else { continue };
                     let span =
@@ -88,22 +107,18 @@ impl Yjs {
         });
     }
 
-    /// The change stream's last sequence now (following starts after it), waiting for the
-    /// stream to exist; None at shutdown.
-    async fn stream_end(&self, js: &async_nats::jetstream::Context, stream: &str) -> Option<StreamSeq> {
+    /// Waits for the change stream to exist (wal-ingest declares it); its last sequence then,
+    /// or None at shutdown.
+    async fn wait_for_stream(&self, js: &async_nats::jetstream::Context, stream: &str) -> Option<StreamSeq> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let found = async { js.get_stream(stream).await?.get_info().await.map_err(Into::into) };
-            match found.await {
-                Ok(info) => return Some(StreamSeq::new(info.state.last_sequence)),
-                Err(e) => {
-                    let e: Box<dyn std::error::Error + Send + Sync> = e;
-                    tracing::warn!(%stream, "proposal documents cannot follow API edits yet: {e}");
-                }
-            }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(Duration::from_secs(5)),
                 _ = self.shutdown.cancelled() => return None,
+            }
+            match stream_end(js, stream).await {
+                Ok(end) => return Some(end),
+                Err(e) => tracing::debug!(%stream, "the change stream is not there yet: {e}"),
             }
         }
     }
@@ -121,15 +136,29 @@ impl Yjs {
             }
         };
         match self.records.load(updates.as_str(), &meta.incarnation).await {
-            // What both already hold: this edge's (or another's) own persist coming back.
-            Ok(Some(record)) if record.persisted.as_deref() == Some(digest(&edit.content).as_str()) => {}
-            Ok(_) => self.schedule_persist_now(&doc),
+            // The edit moved the proposal away from what both agreed on: the document follows.
+            Ok(Some(record)) if record.persisted.as_deref().is_some_and(|h| h != digest(&edit.content)) => {
+                self.follow_proposal(&doc)
+            }
+            // What both already hold (an edge's own persist coming back), or no agreement yet
+            // (the next open or update decides).
+            Ok(_) => {}
+            // Checked again under the document's lease.
             Err(e) => {
                 tracing::warn!(error = %folio_runtime::error_chain(&e), "failed to read a proposal document's record");
-                self.schedule_persist_now(&doc);
+                self.follow_proposal(&doc);
             }
         }
     }
+}
+
+/// The change stream's last sequence now: following starts after it.
+async fn stream_end(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Result<StreamSeq, Box<dyn std::error::Error + Send + Sync>> {
+    let info = js.get_stream(stream).await?.get_info().await?;
+    Ok(StreamSeq::new(info.state.last_sequence))
 }
 
 #[cfg(test)]

@@ -134,7 +134,7 @@ impl Cluster {
             .await
             .unwrap();
         if changes {
-            yjs.follow_proposal_edits(&args.bus, &reconnects);
+            yjs.follow_proposal_edits(&args.bus, &reconnects).await;
         }
         let api = Channel::from_shared(api_url).unwrap().connect_lazy();
         Cluster {
@@ -386,17 +386,40 @@ async fn an_api_edit_reaches_an_open_document_live() {
     assert_eq!(text(&doc), updated.content, "the reader holds the proposal's new content");
     assert_eq!(c.proposal(&proposal.id).await.version, updated.version, "following writes nothing to the proposal");
 
-    // The document's own text persisted comes back through the change stream too: recognised,
-    // nothing appended for it (within one long-poll timeout).
+    // Someone types, and their persist waits for its debounce (an hour here) when the proposal
+    // is rewritten through the API again: the document follows at once, not after the typing's
+    // persist, and following writes nothing into the proposal.
     let typed = append(&doc, " Typed in the editor.");
     assert!(c.send(Method::POST, &url, Some(&c.editor), typed).await.status.is_success());
-    let doc_address = DocAddress::parse(&url).unwrap();
-    assert!(matches!(c.yjs.persist_document(&doc_address).await.unwrap(), Persisted::Written { .. }));
-    let (_, after_persist) = c.load_with_offset(&proposal.id, &c.viewer).await;
-    let quiet =
-        c.send(Method::GET, &format!("{url}?offset={after_persist}&live=long-poll"), Some(&c.viewer), vec![]).await;
-    assert_eq!(quiet.status, StatusCode::NO_CONTENT, "{:?}", String::from_utf8_lossy(&quiet.body));
-    assert_eq!(text(&c.load(&proposal.id, &c.viewer).await), "Intro, rewritten through the API. Typed in the editor.");
+    let (doc, offset) = c.load_with_offset(&proposal.id, &c.viewer).await;
+    let live = format!("{url}?offset={offset}&live=long-poll");
+    let waiting = folio_testkit::eventually("the second API edit at a waiting reader", || {
+        let (c, live) = (&c, &live);
+        async move {
+            Some(c.send(Method::GET, live, Some(&c.viewer), vec![]).await)
+                .filter(|a| a.status != StatusCode::NO_CONTENT)
+        }
+    });
+    let edit = async {
+        c.proposals(&c.editor)
+            .update_proposal(pb::UpdateProposalRequest {
+                id: proposal.id.clone(),
+                expected_version: updated.version,
+                content: Some("Rewritten twice through the API.".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .proposal
+            .unwrap()
+    };
+    let (arrived, second) = tokio::join!(waiting, edit);
+    assert_eq!(arrived.status, StatusCode::OK);
+    apply_frames(&doc, &arrived.body);
+    assert_eq!(text(&doc), second.content, "the API's text wins over typing not yet persisted");
+    let stored = c.proposal(&proposal.id).await;
+    assert_eq!((stored.version, stored.content.as_str()), (second.version, second.content.as_str()));
     c.stop().await;
 }
 

@@ -194,7 +194,7 @@ impl Bound {
                 tasks.clone(),
             )
             .await?;
-            yjs.follow_proposal_edits(&config.bus, &reconnects);
+            yjs.follow_proposal_edits(&config.bus, &reconnects).await;
             let shapes = shapes::Shapes::start(
                 nats,
                 config.shapes.clone(),
