@@ -218,7 +218,8 @@ impl Store {
         }
     }
 
-    /// A notice this edge sent itself (edges of earlier releases send an empty payload).
+    /// A notice this edge sent itself (edges of earlier releases send an empty payload); only
+    /// seen on a connection that echoes (the edge's does not, see shape-edge's `bind`).
     pub fn is_own_notice(&self, payload: &[u8]) -> bool {
         payload == self.origin.as_ref()
     }

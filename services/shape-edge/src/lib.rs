@@ -118,7 +118,13 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
     let http = listen(config.listen_addr).await?;
     let admin = listen(config.common.admin_addr).await?;
     let (options, reconnects) = folio_live::Reconnects::options("shape-edge");
+    // Without echo: every edge subscribes to all Durable Streams change notices, so with echo
+    // nats-server sent each of this edge's own notices back to it (a message per append batch,
+    // parsed and skipped). Nothing else on this connection subscribes to what the edge itself
+    // publishes on core NATS (replies, consumers and direct gets come from the server); a
+    // component that needs to hear its own messages needs a connection of its own.
     let nats = options
+        .no_echo()
         .connect(&config.bus.nats_url)
         .await
         .map_err(|source| Error::Nats { url: config.bus.nats_url.clone(), source })?;
