@@ -360,7 +360,7 @@ async fn serve(shapes: Arc<Shapes>, request: ShapeRequest, req_headers: &HeaderM
             has_data: true,
             cache: "public, max-age=59",
         });
-        return Ok(sse(Arc::clone(&shapes), Arc::clone(&shape), headers, from, first, feed.filter.clone()));
+        return Ok(sse(Arc::clone(&shapes), Arc::clone(&shape), headers, from, first, Arc::clone(&feed)));
     }
     let deadline = Instant::now() + shapes.policy.long_poll_timeout();
     loop {
@@ -389,46 +389,81 @@ async fn serve(shapes: Arc<Shapes>, request: ShapeRequest, req_headers: &HeaderM
 
 /// Live SSE: every batch of changes as `data:` events followed by an up-to-date, keep-alives
 /// in quiet periods, closed after the SSE timeout (the client reconnects from its offset).
+///
+/// One event reaches every client of a shape at once (50,000 on one edge), so what a client
+/// does per event is kept small: the response's end (its lifetime, shutdown) and the keep-alive
+/// are registered once, not per event; a wake-up that brought nothing for this client reads
+/// nothing; and every client at the same offset is sent the same encoded bytes.
 fn sse(
     shapes: Arc<Shapes>,
     shape: Arc<Shape>,
     mut headers: HeaderMap,
     from: StreamSeq,
     first: Arc<Rendered>,
-    filter: String,
+    feed: Arc<super::feed::TableFeed>,
 ) -> Response {
     headers.remove("etag");
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
 
-    let deadline = tokio::time::Instant::now() + shapes.policy.sse_timeout();
+    let now = tokio::time::Instant::now();
+    let deadline = now + shapes.policy.sse_timeout();
     struct St {
         shapes: Arc<Shapes>,
         shape: Arc<Shape>,
+        feed: Arc<super::feed::TableFeed>,
         from: StreamSeq,
-        filter: String,
         first: Option<Arc<Rendered>>,
-        keepalive_at: tokio::time::Instant,
+        changed: tokio::sync::watch::Receiver<StreamSeq>,
+        deadline: tokio::time::Instant,
+        /// The deadline or shutdown, whichever comes first.
+        end: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+        /// Armed for 21 s after the last frame, moved on only when it fires.
+        keepalive: std::pin::Pin<Box<tokio::time::Sleep>>,
+        last_frame: tokio::time::Instant,
     }
-    let keepalive_at = tokio::time::Instant::now() + SSE_KEEPALIVE;
-    let state = St { shapes, shape, from, filter, first: Some(first), keepalive_at };
+    let shutdown = shapes.shutdown.clone();
+    let end = Box::pin(async move {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.cancelled_owned() => {}
+        }
+    });
+    let changed = shape.subscribe();
+    let state = St {
+        shapes,
+        shape,
+        feed,
+        from,
+        first: Some(first),
+        changed,
+        deadline,
+        end,
+        keepalive: Box::pin(tokio::time::sleep_until(now + SSE_KEEPALIVE)),
+        last_frame: now,
+    };
     let stream = futures::stream::unfold(state, move |mut st| async move {
         loop {
             // Checked before any data too: a busy shape must not keep the response open past
             // its lifetime or past shutdown.
-            if tokio::time::Instant::now() >= deadline || st.shapes.shutdown.is_cancelled() {
+            if tokio::time::Instant::now() >= st.deadline || st.shapes.shutdown.is_cancelled() {
                 return None;
             }
-            let mut changed = st.shape.subscribe();
+            // Seen before the head is looked at: a change after this wakes the wait below.
+            st.changed.borrow_and_update();
             if st.shape.invalid_reason().is_some() {
                 return None;
             }
             // An empty first read was made before this subscription: read again.
             let r = match st.first.take().filter(|r| r.count > 0) {
-                Some(r) => r,
+                Some(r) => Some(r),
+                // Nothing past this client's offset (the read would be empty).
+                None if st.shape.head() <= st.from => None,
                 None => {
-                    let history = st.shapes.changes.history(&st.filter);
-                    match st.shape.read(st.from, st.shapes.policy.chunk_bytes(), &history).await {
-                        Ok(r) => r,
+                    let history = st.shapes.changes.history(&st.feed.filter);
+                    // Boxed: otherwise every waiting client's stream would be sized for a read
+                    // from JetStream, which only a client behind the edge's log ever makes.
+                    match Box::pin(st.shape.read(st.from, st.shapes.policy.chunk_bytes(), &history)).await {
+                        Ok(r) => Some(r),
                         Err(e) => {
                             // The client reconnects and gets the error as a plain response.
                             tracing::info!(handle = %st.shape.handle, error = %folio_runtime::error_chain(&e), "SSE read ended the stream");
@@ -437,32 +472,28 @@ fn sse(
                     }
                 }
             };
-            if r.count > 0 {
+            if let Some(r) = r.filter(|r| r.count > 0) {
                 st.from = r.end;
                 st.shape.touch();
-                st.keepalive_at = tokio::time::Instant::now() + SSE_KEEPALIVE;
-                let mut frames = Vec::with_capacity(r.body.len() + 64 * r.count);
-                for msg in split_messages(&r.body) {
-                    frames.extend_from_slice(b"data: ");
-                    frames.extend_from_slice(msg);
-                    frames.extend_from_slice(b"\n\n");
-                }
-                if r.up_to_date {
-                    frames.extend_from_slice(b"data: ");
-                    frames.extend_from_slice(up_to_date_json(r.end).as_bytes());
-                    frames.extend_from_slice(b"\n\n");
-                }
-                return Some((Ok::<_, std::io::Error>(Bytes::from(frames)), st));
+                st.last_frame = tokio::time::Instant::now();
+                return Some((Ok::<_, std::io::Error>(r.sse_events()), st));
             }
             tokio::select! {
-                _ = changed.changed() => continue,
-                _ = tokio::time::sleep_until(st.keepalive_at) => {
-                    // After 21 s without a frame, however many wake-ups brought nothing.
-                    st.keepalive_at = tokio::time::Instant::now() + SSE_KEEPALIVE;
+                biased;
+                _ = st.end.as_mut() => return None,
+                _ = st.changed.changed() => continue,
+                _ = st.keepalive.as_mut() => {
+                    // 21 s without a frame, however many wake-ups brought nothing.
+                    let now = tokio::time::Instant::now();
+                    let due = st.last_frame + SSE_KEEPALIVE;
+                    if now < due {
+                        st.keepalive.as_mut().reset(due);
+                        continue;
+                    }
+                    st.last_frame = now;
+                    st.keepalive.as_mut().reset(now + SSE_KEEPALIVE);
                     return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st));
                 }
-                _ = tokio::time::sleep_until(deadline) => return None,
-                _ = st.shapes.shutdown.cancelled() => return None,
             }
         }
     });
@@ -546,7 +577,7 @@ async fn serve_subset(
 }
 
 /// Splits a comma-joined run of JSON objects into the objects.
-fn split_messages(body: &[u8]) -> Vec<&[u8]> {
+pub(super) fn split_messages(body: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let (mut depth, mut in_str, mut esc, mut start) = (0usize, false, false, 0usize);
     for (i, &b) in body.iter().enumerate() {

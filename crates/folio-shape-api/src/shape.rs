@@ -211,6 +211,7 @@ pub struct Rendered {
     pub up_to_date: bool,
     pub count: usize,
     array: std::sync::OnceLock<Bytes>,
+    sse: std::sync::OnceLock<Bytes>,
 }
 
 impl Rendered {
@@ -228,6 +229,27 @@ impl Rendered {
                     out.extend_from_slice(super::messages::up_to_date_json(self.end).as_bytes());
                 }
                 out.push(b']');
+                out.into()
+            })
+            .clone()
+    }
+
+    /// The same messages as SSE events (`data: …` each, then the up-to-date), also built once:
+    /// every SSE client at the same offset is sent the same bytes.
+    pub fn sse_events(&self) -> Bytes {
+        self.sse
+            .get_or_init(|| {
+                let mut out = Vec::with_capacity(self.body.len() + 8 * self.count + 96);
+                for msg in super::http::split_messages(&self.body) {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(msg);
+                    out.extend_from_slice(b"\n\n");
+                }
+                if self.up_to_date {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(super::messages::up_to_date_json(self.end).as_bytes());
+                    out.extend_from_slice(b"\n\n");
+                }
                 out.into()
             })
             .clone()
@@ -692,7 +714,14 @@ impl Picked {
                 count += 1;
             }
         }
-        Rendered { body: body.into(), end, up_to_date, count, array: std::sync::OnceLock::new() }
+        Rendered {
+            body: body.into(),
+            end,
+            up_to_date,
+            count,
+            array: std::sync::OnceLock::new(),
+            sse: std::sync::OnceLock::new(),
+        }
     }
 }
 
