@@ -16,6 +16,7 @@ const LIMITS: ConnectionLimits = ConnectionLimits {
     header_read_timeout: Duration::from_millis(300),
     idle_timeout: Duration::from_millis(500),
     max_connections: 4,
+    write_coalesce: Duration::from_millis(10),
 };
 
 async fn start(limits: ConnectionLimits) -> (std::net::SocketAddr, CancellationToken) {
@@ -107,4 +108,74 @@ async fn connections_beyond_the_limit_are_closed_on_arrival_while_admitted_ones_
     let mut buf = [0u8; 256];
     let n = stream.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}
+
+/// Many streamed responses on one HTTP/2 connection, in small frames and one large body: every
+/// byte arrives, in order, while the connection's writes are gathered and held back
+/// (`write_coalesce`) — nothing is left in a buffer without a flush.
+#[tokio::test]
+async fn http2_streams_receive_every_frame_while_writes_are_gathered() {
+    use http_body_util::BodyExt;
+
+    const STREAMS: usize = 40;
+    const EVENTS: usize = 30;
+    fn event(i: usize) -> String {
+        // Over h2's 256-byte chaining threshold, like an SSE event with a row.
+        format!("data: {i:04} {}\n\n", "x".repeat(300))
+    }
+    let app = Router::new()
+        .route(
+            "/events",
+            get(|| async {
+                let events = futures::stream::unfold(0usize, |i| async move {
+                    if i == EVENTS {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(event(i))), i + 1))
+                });
+                axum::body::Body::from_stream(events)
+            }),
+        )
+        .route("/large", get(|| async { vec![7u8; 300 * 1024] }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(
+        "test",
+        listener,
+        app,
+        ConnectionLimits { idle_timeout: Duration::from_secs(30), ..LIMITS },
+        shutdown.clone(),
+    ));
+
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let get = |path: &'static str| {
+        let mut send = send.clone();
+        async move {
+            let req = axum::http::Request::get(format!("http://{addr}{path}"))
+                .body(http_body_util::Empty::<axum::body::Bytes>::new())
+                .unwrap();
+            let res = send.send_request(req).await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.into_body().collect().await.unwrap().to_bytes()
+        }
+    };
+    let expected: String = (0..EVENTS).map(event).collect();
+    let (events, large) = tokio::time::timeout(Duration::from_secs(20), async {
+        futures::join!(futures::future::join_all((0..STREAMS).map(|_| get("/events"))), get("/large"))
+    })
+    .await
+    .expect("the responses did not complete");
+    for body in events {
+        assert_eq!(std::str::from_utf8(&body).unwrap(), expected);
+    }
+    assert_eq!(large.len(), 300 * 1024);
+    assert!(large.iter().all(|b| *b == 7));
+    shutdown.cancel();
 }
