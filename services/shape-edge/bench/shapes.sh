@@ -14,6 +14,10 @@
 #       # the edge's share beside the change stream's; changes/s applied from a backlog at
 #       # 10,000 shapes beside reading it; SHAPE_BENCH_H2_CLIENTS (1,000 … 50,000) live clients
 #       # over HTTP/2, long-polling and in SSE mode, with the load client's CPU measured apart.
+#   SHAPE_BENCH_BIN_DIR=/dir/with/the/three/binaries …   # no build: those binaries
+#   SHAPE_BENCH_BASELINE_EDGE=/path/to/older/shape-edge SHAPE_BENCH_ARGS="…" services/shape-edge/bench/shapes.sh
+#       # each measurement with that edge binary first, then with this tree's, alternating
+#       # SHAPE_BENCH_REPEAT times (default 1): a change's figures beside its baseline in one run.
 #
 # Env: FOLIO_DATABASE_URL (server URL, default postgres://postgres@127.0.0.1:5432/postgres),
 #      FOLIO_NATS_URL (default nats://127.0.0.1:4333), CARGO_TARGET_DIR.
@@ -24,8 +28,13 @@ root=$(cd "$here/../../.." && pwd)
 source "$root/scripts/lib-edge.sh"
 server_url=${FOLIO_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 nats_url=${FOLIO_NATS_URL:-nats://127.0.0.1:4333}
-(cd "$root" && cargo build --quiet --release -p wal-ingest -p shape-edge --bin wal-ingest --bin shape-edge --bin shape-bench)
-bin=${CARGO_TARGET_DIR:-$root/target}/release
+if [ -n "${SHAPE_BENCH_BIN_DIR:-}" ]; then
+  # Binaries built elsewhere (e.g. a copy of an earlier build), used as they are.
+  bin=$SHAPE_BENCH_BIN_DIR
+else
+  (cd "$root" && cargo build --quiet --release -p wal-ingest -p shape-edge --bin wal-ingest --bin shape-edge --bin shape-bench)
+  bin=${CARGO_TARGET_DIR:-$root/target}/release
+fi
 # 10,000 clients hold 10,000 connections on each side.
 ulimit -n "$(ulimit -Hn)"
 
@@ -57,6 +66,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 edge_pid=
+edge_bin=$bin/shape-edge
 start_edge() {
   edge_port=$(free_port)
   # A local measurement with the built-in secret.
@@ -65,7 +75,7 @@ start_edge() {
   FOLIO_ADMIN_ADDR=127.0.0.1:$(free_port) FOLIO_CHANGES_STREAM=${prefix}_CHANGES \
   FOLIO_SUBJECT_ROOT=$subject_root FOLIO_DS_PREFIX=sb$suffix FOLIO_SHAPE_TABLES='*' \
   FOLIO_SHAPE_AUTO_PUBLISH=true FOLIO_SHAPE_INSECURE=true FOLIO_SHAPE_MAX_CONCURRENT_SNAPSHOTS=8 RUST_LOG=warn \
-    "$bin/shape-edge" >>"$log_dir/shape-edge.log" 2>&1 &
+    "$edge_bin" >>"$log_dir/shape-edge.log" 2>&1 &
   edge_pid=$!
   pids+=($edge_pid)
   for _ in $(seq 1 100); do
@@ -75,11 +85,21 @@ start_edge() {
   done
 }
 stop_edge() { kill "$edge_pid"; wait "$edge_pid" 2>/dev/null || true; }
-bench() {
+bench_one() {
   start_edge
   FOLIO_DATABASE_URL=$db_url FOLIO_NATS_URL=$nats_url FOLIO_SUBJECT_ROOT=$subject_root \
   FOLIO_CHANGES_STREAM=${prefix}_CHANGES "$bin/shape-bench" --edge-url "http://127.0.0.1:$edge_port" --edge-pid "$edge_pid" "$@"
   stop_edge
+}
+bench() {
+  if [ -z "${SHAPE_BENCH_BASELINE_EDGE:-}" ]; then bench_one "$@"; return; fi
+  for _ in $(seq 1 "${SHAPE_BENCH_REPEAT:-1}"); do
+    for edge_bin in "$SHAPE_BENCH_BASELINE_EDGE" "$bin/shape-edge"; do
+      echo "EDGE $edge_bin (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+      bench_one "$@"
+    done
+  done
+  edge_bin=$bin/shape-edge
 }
 echo "logs in $log_dir"
 if [ -n "${SHAPE_BENCH_ARGS:-}" ]; then
