@@ -55,7 +55,7 @@ pub struct ConnectionLimits {
     /// send meanwhile goes out in one write (0: every wake-up is served at once). One commit
     /// to 50,000 SSE clients on 278 connections was one `writev` per ~3 events otherwise, a
     /// third of the edge's CPU.
-    #[arg(id = "http_write_coalesce", long = "http-write-coalesce", env = "FOLIO_HTTP_WRITE_COALESCE", default_value = "10ms", value_parser = humantime::parse_duration)]
+    #[arg(id = "http_write_coalesce", long = "http-write-coalesce", env = "FOLIO_HTTP_WRITE_COALESCE", default_value = "5ms", value_parser = humantime::parse_duration)]
     pub write_coalesce: Duration,
 }
 
