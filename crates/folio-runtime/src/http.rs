@@ -54,9 +54,17 @@ pub struct ConnectionLimits {
     /// within this time of its last turn waits for the rest of it, so that what its streams
     /// send meanwhile goes out in one write (0: every wake-up is served at once). One commit
     /// to 50,000 SSE clients on 278 connections was one `writev` per ~3 events otherwise, a
-    /// third of the edge's CPU.
-    #[arg(id = "http_write_coalesce", long = "http-write-coalesce", env = "FOLIO_HTTP_WRITE_COALESCE", default_value = "5ms", value_parser = humantime::parse_duration)]
-    pub write_coalesce: Duration,
+    /// third of the edge's CPU. Unset, each service decides ([`ConnectionLimits::coalescing`]):
+    /// the edge holds for 5 ms, the rest (gRPC calls multiplexed on a connection) not at all.
+    #[arg(id = "http_write_coalesce", long = "http-write-coalesce", env = "FOLIO_HTTP_WRITE_COALESCE", value_parser = humantime::parse_duration)]
+    pub write_coalesce: Option<Duration>,
+}
+
+impl ConnectionLimits {
+    /// These limits with the write gate at `default` unless it was set.
+    pub fn coalescing(self, default: Duration) -> Self {
+        ConnectionLimits { write_coalesce: Some(self.write_coalesce.unwrap_or(default)), ..self }
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown`; then stops accepting, asks every connection to
@@ -122,7 +130,7 @@ pub async fn serve(
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(Gathered::new(stream)), service);
             tokio::pin!(connection);
             let mut closing = false;
-            let mut gate = WriteGate::new(limits.write_coalesce);
+            let mut gate = WriteGate::new(limits.write_coalesce.unwrap_or_default());
             loop {
                 tokio::select! {
                     result = std::future::poll_fn(|cx| gate.poll(cx, &activity, connection.as_mut())) => {

@@ -16,7 +16,7 @@ const LIMITS: ConnectionLimits = ConnectionLimits {
     header_read_timeout: Duration::from_millis(300),
     idle_timeout: Duration::from_millis(500),
     max_connections: 4,
-    write_coalesce: Duration::from_millis(10),
+    write_coalesce: Some(Duration::from_millis(10)),
 };
 
 async fn start(limits: ConnectionLimits) -> (std::net::SocketAddr, CancellationToken) {

@@ -226,7 +226,10 @@ impl Bound {
             }
         };
         readiness.set(true);
-        let server = tokio::spawn(folio_runtime::http::serve("edge", http, app, config.common.http, shutdown.clone()));
+        // Live clients on HTTP/2 share connections: their events go out together (see
+        // `ConnectionLimits::write_coalesce`; docs/benchmarks.md, issue 16's 50,000 clients).
+        let limits = config.common.http.coalescing(std::time::Duration::from_millis(5));
+        let server = tokio::spawn(folio_runtime::http::serve("edge", http, app, limits, shutdown.clone()));
         shutdown.cancelled().await;
         readiness.set(false);
         // Live readers (long-poll, SSE) hold connections open, webhook deliveries may be in
