@@ -239,6 +239,39 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Rewrites the proposal's content through the API while a reader waits live on its
+    /// document from `offset`; the reader's answer (200: the document moved) and the proposal.
+    async fn api_edit_while_waiting(
+        &self,
+        proposal: &str,
+        offset: &str,
+        expected_version: i64,
+        content: &str,
+    ) -> (Answer, pb::Proposal) {
+        let live = format!("{}?offset={offset}&live=long-poll", self.doc_url(proposal));
+        let waiting = folio_testkit::eventually("the API edit at a waiting reader", || {
+            let live = &live;
+            async move {
+                Some(self.send(Method::GET, live, Some(&self.viewer), vec![]).await)
+                    .filter(|a| a.status != StatusCode::NO_CONTENT)
+            }
+        });
+        let edit = async {
+            let request = pb::UpdateProposalRequest {
+                id: proposal.to_owned(),
+                expected_version,
+                content: Some(content.to_owned()),
+                ..Default::default()
+            };
+            self.proposals(&self.editor).update_proposal(request).await.unwrap().into_inner().proposal.unwrap()
+        };
+        let (arrived, updated) = tokio::join!(waiting, edit);
+        assert_eq!(arrived.status, StatusCode::OK, "the waiting reader is answered with the edit");
+        (arrived, updated)
+    }
+}
+
 fn next_offset(res: &Answer) -> String {
     res.headers["stream-next-offset"].to_str().unwrap().to_owned()
 }
@@ -358,30 +391,8 @@ async fn an_api_edit_reaches_an_open_document_live() {
 
     // A reader waiting live; then the proposal is rewritten through the API, nobody touches the
     // document.
-    let live = format!("{url}?offset={offset}&live=long-poll");
-    let waiting = folio_testkit::eventually("the API edit at a waiting reader", || {
-        let (c, live) = (&c, &live);
-        async move {
-            Some(c.send(Method::GET, live, Some(&c.viewer), vec![]).await)
-                .filter(|a| a.status != StatusCode::NO_CONTENT)
-        }
-    });
-    let edit = async {
-        c.proposals(&c.editor)
-            .update_proposal(pb::UpdateProposalRequest {
-                id: proposal.id.clone(),
-                expected_version: proposal.version,
-                content: Some("Intro, rewritten through the API.".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .proposal
-            .unwrap()
-    };
-    let (arrived, updated) = tokio::join!(waiting, edit);
-    assert_eq!(arrived.status, StatusCode::OK, "the waiting reader is answered with the edit");
+    let (arrived, updated) =
+        c.api_edit_while_waiting(&proposal.id, &offset, proposal.version, "Intro, rewritten.").await;
     apply_frames(&doc, &arrived.body);
     assert_eq!(text(&doc), updated.content, "the reader holds the proposal's new content");
     assert_eq!(c.proposal(&proposal.id).await.version, updated.version, "following writes nothing to the proposal");
@@ -392,30 +403,7 @@ async fn an_api_edit_reaches_an_open_document_live() {
     let typed = append(&doc, " Typed in the editor.");
     assert!(c.send(Method::POST, &url, Some(&c.editor), typed).await.status.is_success());
     let (doc, offset) = c.load_with_offset(&proposal.id, &c.viewer).await;
-    let live = format!("{url}?offset={offset}&live=long-poll");
-    let waiting = folio_testkit::eventually("the second API edit at a waiting reader", || {
-        let (c, live) = (&c, &live);
-        async move {
-            Some(c.send(Method::GET, live, Some(&c.viewer), vec![]).await)
-                .filter(|a| a.status != StatusCode::NO_CONTENT)
-        }
-    });
-    let edit = async {
-        c.proposals(&c.editor)
-            .update_proposal(pb::UpdateProposalRequest {
-                id: proposal.id.clone(),
-                expected_version: updated.version,
-                content: Some("Rewritten twice through the API.".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .proposal
-            .unwrap()
-    };
-    let (arrived, second) = tokio::join!(waiting, edit);
-    assert_eq!(arrived.status, StatusCode::OK);
+    let (arrived, second) = c.api_edit_while_waiting(&proposal.id, &offset, updated.version, "Rewritten twice.").await;
     apply_frames(&doc, &arrived.body);
     assert_eq!(text(&doc), second.content, "the API's text wins over typing not yet persisted");
     let stored = c.proposal(&proposal.id).await;
