@@ -46,12 +46,17 @@ stop() {
 }
 trap stop EXIT
 ports=()
+# Behind the proxy (below) every edge names the proxy in the links it sends, as edges behind a
+# load balancer name the public address.
+proxy_port=$(free_port)
 for _ in $(seq 1 "$edges"); do
   port=$(free_port)
+  while [ "$port" = "$proxy_port" ]; do port=$(free_port); done
+  public_port=$([ "$edges" -gt 1 ] && echo "$proxy_port" || echo "$port")
   log=$(mktemp -t shape-edge-conformance.XXXXXX.log)
   FOLIO_NATS_URL=$nats_url \
   FOLIO_EDGE_ADDR=127.0.0.1:$port \
-  FOLIO_EDGE_PUBLIC_URL=http://127.0.0.1:$port \
+  FOLIO_EDGE_PUBLIC_URL=http://127.0.0.1:$public_port \
   FOLIO_DS_PREFIX=$prefix \
   FOLIO_DS_LONG_POLL_TIMEOUT=500ms \
   FOLIO_DS_WEBHOOK_ALLOW_LOOPBACK=true \
@@ -85,7 +90,6 @@ http.createServer((req, res) => {
   res.on("close", () => upstream.destroy());
 }).listen(listen, "127.0.0.1");
 JS
-  proxy_port=$(free_port)
   proxy_log=$(mktemp -t ds-rr-proxy.XXXXXX.log)
   node "$proxy_js" "$proxy_port" "${ports[@]}" >"$proxy_log" 2>&1 &
   pids+=($!)
