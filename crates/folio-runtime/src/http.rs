@@ -54,7 +54,7 @@ pub struct ConnectionLimits {
     /// within this time of its last turn waits for the rest of it, so that what its streams
     /// send meanwhile goes out in one write (0: every wake-up is served at once). One commit
     /// to 50,000 SSE clients on 278 connections was one `writev` per ~3 events otherwise, a
-    /// third of the edge's CPU. Unset, each service decides ([`ConnectionLimits::coalescing`]):
+    /// third of the edge's CPU. Unset, each service decides (`ConnectionLimits::coalescing`):
     /// the edge holds for 5 ms, the rest (gRPC calls multiplexed on a connection) not at all.
     #[arg(id = "http_write_coalesce", long = "http-write-coalesce", env = "FOLIO_HTTP_WRITE_COALESCE", value_parser = humantime::parse_duration)]
     pub write_coalesce: Option<Duration>,
