@@ -30,8 +30,14 @@ impl Yjs {
             if counts.len() >= MAX_COUNTED_STREAMS && !counts.contains_key(path.as_str()) {
                 counts.clear();
             }
-            let count = counts.entry(path.as_str().to_owned()).or_default();
-            *count += 1;
+            // Every cursor move comes through here: the path is copied only for a new stream.
+            let count = match counts.get_mut(path.as_str()) {
+                Some(count) => {
+                    *count += 1;
+                    count
+                }
+                None => counts.entry(path.as_str().to_owned()).or_insert(1),
+            };
             if *count < TRIM_EVERY {
                 return;
             }

@@ -43,14 +43,11 @@ impl ContentEdit {
             return None;
         }
         let column_value::Value::Text(content) = text(&event.new_row, "content")? else { return None };
-        // An unchanged (TOASTed) content is the old row's: not an edit of it.
-        if let Some(column_value::Value::Text(old)) = text(&event.old_row, "content")
-            && old == content
-        {
-            return None;
-        }
-        if matches!(text(&event.old_row, "content"), Some(column_value::Value::UnchangedToast(true))) {
-            return None;
+        match text(&event.old_row, "content") {
+            // The same text, or an unchanged (TOASTed) value, which is the new row's: not an edit.
+            Some(column_value::Value::Text(old)) if old == content => return None,
+            Some(column_value::Value::UnchangedToast(true)) => return None,
+            _ => {}
         }
         let column_value::Value::Text(id) = text(&event.new_row, "id")? else { return None };
         let column_value::Value::Text(agency) = text(&event.new_row, "agency_id")? else { return None };

@@ -3,7 +3,7 @@
 use clap::Parser;
 use folio_durable_streams::StreamsConfig;
 use folio_yjs::YjsConfig;
-use yrs::{Doc, GetString, Transact};
+use yrs::Doc;
 
 /// The edge's Durable Streams, Yjs and NATS flags, parsed as the service parses them.
 #[derive(Parser)]
@@ -18,5 +18,5 @@ pub struct Args {
 
 /// The document's text, as the editor binds it.
 pub fn text(doc: &Doc) -> String {
-    doc.get_or_insert_text("content").get_string(&doc.transact())
+    folio_yjs::compact::text(doc, folio_yjs::proposal::CONTENT_TEXT)
 }
