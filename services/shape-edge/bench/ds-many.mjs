@@ -5,11 +5,21 @@
 //
 //   node ds-many.mjs name=http://127.0.0.1:4437@PID[,PID…] other=http://127.0.0.1:4438@PID …
 //
-// The PIDs after `@` are the processes whose resident memory the target costs, the server
-// first (the edge, then its nats-server; the Rust server alone); memory is reported for the
-// first alone and for all together, and not at all without them. Every target
-// is measured in turn, in one run, with the same client. Prints a Markdown table (ratio first
-// target / second) and writes the raw figures as JSON to BENCH_OUT (if set).
+// A target is `name=URL[|URL…][@PID[,PID…]][#COUNT[,COUNT…]]`:
+// - Several URLs joined by `|` are shards of one target: independent servers, each stream
+//   living on exactly one of them, chosen by a stable hash (FNV-1a) of its path. This is how the
+//   Rust server is measured at 100,000 streams: it keeps a file descriptor open per stream,
+//   so one process stops at the fd limit (20,000 here); K processes with their own data dirs and
+//   ports each hold ~1/K of the streams, e.g.
+//     rust-ds='http://127.0.0.1:4472|http://127.0.0.1:4473|…@PID1,PID2,…'
+// - The PIDs after `@` are the processes whose resident memory the target costs: the server
+//   processes first, one per URL (the edge; the Rust server or its K shards), then what stands
+//   behind them (the edge's nats-server). "server process" memory sums the first one-per-URL
+//   PIDs, "with its JetStream" sums them all; no memory is reported without PIDs.
+// - `#COUNTS` limits the stream counts measured for this target (e.g. `#10000` for a single
+//   Rust process, which cannot hold 100,000 streams); the others are left blank.
+// Every target is measured in turn, in one run, with the same client. Prints a Markdown table
+// (ratio first target / BENCH_RATIO_TO) and writes the raw figures as JSON to BENCH_OUT (if set).
 // Env: BENCH_STREAM_COUNTS (10000,100000), BENCH_CONCURRENCY (128 requests in flight),
 //      BENCH_APPENDS (20000 per phase), BENCH_BATCH (10), BENCH_REPLAY_STREAMS (8),
 //      BENCH_REPLAY_MB (8 per stream), BENCH_RATIO_TO (the target the ratio column divides by;
@@ -17,12 +27,19 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 
-const targets = process.argv.slice(2).map((a) => {
-  const [name, rest] = a.split(/=(.*)/s);
-  const [url, pids] = rest.split("@");
-  return { name, url: url.replace(/\/$/, ""), pids: pids ? pids.split(",").map(Number) : [] };
-});
 const COUNTS = (process.env.BENCH_STREAM_COUNTS ?? "10000,100000").split(",").map(Number);
+const targets = process.argv.slice(2).map((a) => {
+  const [name, rest0] = a.split(/=(.*)/s);
+  const [rest, counts] = rest0.split("#");
+  const [urls, pids] = rest.split("@");
+  const shards = urls.split("|").map((u) => u.replace(/\/$/, ""));
+  return {
+    name,
+    shards,
+    pids: pids ? pids.split(",").map(Number) : [],
+    counts: counts ? counts.split(",").map(Number).filter((c) => COUNTS.includes(c)) : COUNTS,
+  };
+});
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 128);
 const APPENDS = Number(process.env.BENCH_APPENDS ?? 20000);
 const BATCH = Number(process.env.BENCH_BATCH ?? 10);
@@ -59,7 +76,21 @@ async function expectOk(res, what, ok = [200, 201, 204]) {
   return true;
 }
 
-const streamUrl = (base, name) => `${base}/v1/stream/many-${run}-${name}`;
+// FNV-1a, 32 bits: a stable shard for each stream path, the same in every run and process.
+function fnv1a(str) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < str.length; i++) {
+    h ^= str.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+const streamUrl = (t, name) => {
+  const path = `/v1/stream/many-${run}-${name}`;
+  return `${t.shards.length === 1 ? t.shards[0] : t.shards[fnv1a(path) % t.shards.length]}${path}`;
+};
+// The server processes: one per shard URL; the PIDs after them (the edge's nats-server) are not.
+const ownPids = (t) => t.pids.slice(0, Math.max(1, t.shards.length));
 const message = (i) => ({ n: i, body: "m".repeat(88) }); // ~100 bytes as JSON
 
 async function manyStreams(t, count) {
@@ -67,17 +98,17 @@ async function manyStreams(t, count) {
   // Let the previous phase's garbage settle before the baseline.
   await sleep(2000);
   const rss0 = t.pids.length ? rssKb(t.pids) : 0;
-  const own0 = t.pids.length ? rssKb(t.pids.slice(0, 1)) : 0;
+  const own0 = t.pids.length ? rssKb(ownPids(t)) : 0;
   const createS = await pool(count, CONCURRENCY, async (i) => {
-    const res = await fetch(streamUrl(t.url, names[i]), { method: "PUT", headers: { "content-type": "application/json" } });
+    const res = await fetch(streamUrl(t, names[i]), { method: "PUT", headers: { "content-type": "application/json" } });
     await expectOk(res, "create");
   });
   await sleep(2000);
   const rss1 = t.pids.length ? rssKb(t.pids) : 0;
-  const own1 = t.pids.length ? rssKb(t.pids.slice(0, 1)) : 0;
+  const own1 = t.pids.length ? rssKb(ownPids(t)) : 0;
   const pick = () => names[Math.floor(Math.random() * count)];
   const single = await pool(APPENDS, CONCURRENCY, async (i) => {
-    const res = await fetch(streamUrl(t.url, pick()), {
+    const res = await fetch(streamUrl(t, pick()), {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(message(i)),
@@ -87,7 +118,7 @@ async function manyStreams(t, count) {
   const batches = Math.ceil(APPENDS / BATCH);
   const batched = await pool(batches, CONCURRENCY, async (i) => {
     const body = JSON.stringify(Array.from({ length: BATCH }, (_, k) => message(i * BATCH + k)));
-    const res = await fetch(streamUrl(t.url, pick()), { method: "POST", headers: { "content-type": "application/json" }, body });
+    const res = await fetch(streamUrl(t, pick()), { method: "POST", headers: { "content-type": "application/json" }, body });
     await expectOk(res, "batched append");
   });
   return {
@@ -107,7 +138,7 @@ async function replay(t) {
   const perStream = Math.ceil((REPLAY_MB * 1024 * 1024) / chunk.length);
   const urls = [];
   for (let s = 0; s < REPLAY_STREAMS; s++) {
-    const url = streamUrl(t.url, `replay-${s}`);
+    const url = streamUrl(t, `replay-${s}`);
     await expectOk(await fetch(url, { method: "PUT", headers: { "content-type": "text/plain" } }), "create");
     urls.push(url);
   }
@@ -145,7 +176,7 @@ const results = {};
 for (const t of targets) {
   failures = 0;
   const r = { target: t.name };
-  for (const count of COUNTS) {
+  for (const count of t.counts) {
     const m = await manyStreams(t, count);
     for (const [k, v] of Object.entries(m)) r[`${k}@${count}`] = v;
     console.error(`${t.name} ${count}: ${JSON.stringify(m)}`);
@@ -177,7 +208,8 @@ console.log(`| metric | ${names.join(" | ")} |${names.length > 1 ? ` ratio ${nam
 console.log(`| --- | ${names.map(() => "---").join(" | ")} |${names.length > 1 ? " --- |" : ""}`);
 for (const [k, label] of cols) {
   const vals = names.map((n) => results[n][k]);
-  const ratio = names.length > 1 ? ` ${(vals[0] / vals[other]).toFixed(2)} |` : "";
+  const r = vals[0] / vals[other];
+  const ratio = names.length > 1 ? ` ${Number.isFinite(r) ? r.toFixed(2) : "–"} |` : "";
   console.log(`| ${label} | ${vals.map(fmt).join(" | ")} |${ratio}`);
 }
 if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify(results, null, 2));

@@ -10,11 +10,25 @@
 # DS_BENCH=many runs ds-many.mjs instead (10,000 and 100,000 streams; the edge and the peers in
 # DS_PEER_URLS, no Node server): give a peer's pid after its URL (name=url@pid) to have its
 # memory per idle stream measured; the edge's counts the edge and the nats-server behind it.
+# A peer may be a set of shards, `name=url|url|…@pid,pid,…` (each stream on one of them by a
+# stable hash of its path; memory summed over the pids), and may be limited to some stream
+# counts with `#10000` (ds-many.mjs's header has the form). The Rust server keeps a file
+# descriptor per stream, so one process cannot hold 100,000 streams under a 20,000 fd limit;
+# run.sh starts it sharded itself when given its binary:
+#
+#   DS_BENCH=many BENCH_RATIO_TO=rust-ds DS_RUST_SERVER=/var/cache/ds-rust/bin/durable-streams-server \
+#     DS_RUST_SHARDS=7 DS_RUST_SINGLE=1 services/shape-edge/bench/run.sh
+#
+# starts DS_RUST_SHARDS (default 7) independent Rust servers on ports DS_RUST_PORT+1… (default
+# 4471), each with its own data dir (removed afterwards), measured as the target `rust-ds`; with
+# DS_RUST_SINGLE=1 also one Rust server on DS_RUST_PORT measured as `rust-ds-1` at 10,000
+# streams only (to show what sharding does to the Rust figures).
 #
 # Env: FOLIO_NATS_URL, CARGO_TARGET_DIR, DS_BENCH_DIR (npm cache, default ~/.cache/folio/ds-bench),
 #      DS_PEER_URLS (space-separated name=url[@pid]), DS_BENCH (ds or many), SHAPE_EDGE_BIN (skip
 #      the build and run this binary, e.g. an earlier build to compare with), BENCH_OUT (JSON
-#      results), and the BENCH_* variables of ds-bench.mjs and ds-many.mjs.
+#      results), DS_RUST_SERVER, DS_RUST_SHARDS, DS_RUST_PORT, DS_RUST_SINGLE (DS_BENCH=many), and
+#      the BENCH_* variables of ds-bench.mjs and ds-many.mjs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -56,6 +70,28 @@ if [ "${DS_BENCH:-ds}" = many ]; then
   nats_pid=$(ss -ltnpH "sport = :$nats_port" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
   wait_port "$edge_port"
   targets=("shape-edge=http://127.0.0.1:$edge_port@$edge_pid${nats_pid:+,$nats_pid}")
+  if [ -n "${DS_RUST_SERVER:-}" ]; then
+    # Any HTTP answer will do (the Rust server may refuse OPTIONS on an unknown stream).
+    wait_http() { for _ in $(seq 1 100); do curl -sS -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1"; return 1; }
+    rust_port=${DS_RUST_PORT:-4471}
+    start_rust() { # port name
+      mkdir -p "$data/$2"
+      "$DS_RUST_SERVER" --host 127.0.0.1 --port "$1" --data-dir "$data/$2" --long-poll-timeout-ms 30000 >"$data/$2.log" 2>&1 &
+      pids+=($!)
+    }
+    urls=() rpids=()
+    for k in $(seq 1 "${DS_RUST_SHARDS:-7}"); do
+      start_rust $((rust_port + k)) "rust-shard-$k"
+      urls+=("http://127.0.0.1:$((rust_port + k))") rpids+=("${pids[-1]}")
+      wait_http $((rust_port + k))
+    done
+    targets+=("rust-ds=$(IFS='|'; echo "${urls[*]}")@$(IFS=,; echo "${rpids[*]}")")
+    if [ "${DS_RUST_SINGLE:-0}" = 1 ]; then
+      start_rust "$rust_port" rust-single
+      wait_http "$rust_port"
+      targets+=("rust-ds-1=http://127.0.0.1:$rust_port@${pids[-1]}#10000")
+    fi
+  fi
   for peer in ${DS_PEER_URLS:-}; do targets+=("$peer"); done
   node "$here/ds-many.mjs" "${targets[@]}"
   exit
