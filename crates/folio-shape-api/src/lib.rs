@@ -34,7 +34,14 @@ mod shape;
 mod snapshots;
 mod subset;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use async_nats::jetstream;
 use folio_auth::{Authenticator, Caller};
@@ -72,6 +79,11 @@ pub struct Shapes {
     quota: AgencyQuota,
     /// Cancelled when the edge starts draining: live requests answer and end.
     shutdown: CancellationToken,
+    /// Set soon after `shutdown` is cancelled, then `drain_started` wakes every SSE stream:
+    /// what they check between events (the token's own check takes a lock that 50,000
+    /// streams would share).
+    draining: AtomicBool,
+    drain_started: tokio::sync::Notify,
 }
 
 /// Why the shape API could not start.
@@ -143,6 +155,17 @@ impl Shapes {
             registry: Registry::default(),
             handles,
             shutdown: shutdown.clone(),
+            draining: AtomicBool::new(false),
+            drain_started: tokio::sync::Notify::new(),
+        });
+        // The flag first: a stream woken by the notice must see it.
+        let draining = Arc::downgrade(&shapes);
+        let drained = shutdown.clone();
+        tasks.spawn(async move {
+            drained.cancelled().await;
+            let Some(shapes) = draining.upgrade() else { return };
+            shapes.draining.store(true, Ordering::SeqCst);
+            shapes.drain_started.notify_waiters();
         });
         let sweeper = Arc::downgrade(&shapes);
         tasks.spawn(async move {

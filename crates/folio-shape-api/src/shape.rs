@@ -143,6 +143,9 @@ pub struct Shape {
     pub(super) queued: AtomicBool,
     changed: watch::Sender<StreamSeq>,
     invalid: Mutex<Option<&'static str>>,
+    /// Whether `invalid` holds a reason: every live reader asks at every wake-up, and 50,000
+    /// of them taking the lock made it a contended one.
+    invalidated: AtomicBool,
     pub last_used: AtomicU64,
     memo: Mutex<Option<(StreamSeq, Arc<Rendered>)>>,
     /// The shape's place in its agency's live-shape quota, freed when the shape is dropped.
@@ -291,6 +294,7 @@ impl Shape {
             queued: AtomicBool::new(false),
             changed: watch::channel(seq0).0,
             invalid: Mutex::new(None),
+            invalidated: AtomicBool::new(false),
             last_used: AtomicU64::new(now_secs()),
             memo: Mutex::new(None),
             _permit: permit,
@@ -309,7 +313,12 @@ impl Shape {
     }
 
     pub fn touch(&self) {
-        self.last_used.store(now_secs(), Ordering::Relaxed);
+        // Written once a second at most: every SSE client of the shape calls this per event,
+        // and a store from both cores each time would bounce the line between them.
+        let now = now_secs();
+        if self.last_used.load(Ordering::Relaxed) != now {
+            self.last_used.store(now, Ordering::Relaxed);
+        }
     }
 
     /// Called by the feed under its lock: the log starts where the feed is. Events between the
@@ -575,6 +584,7 @@ impl Shape {
         if invalid.is_none() {
             tracing::info!(handle = %self.handle, table = %self.def.table.name, reason, "shape invalidated");
             *invalid = Some(reason);
+            self.invalidated.store(true, Ordering::SeqCst);
             INVALIDATIONS.fetch_add(1, Ordering::SeqCst);
         }
         drop(invalid);
@@ -582,6 +592,9 @@ impl Shape {
     }
 
     pub fn invalid_reason(&self) -> Option<&'static str> {
+        if !self.invalidated.load(Ordering::SeqCst) {
+            return None;
+        }
         *self.invalid.lock()
     }
 

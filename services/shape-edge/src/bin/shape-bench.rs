@@ -61,6 +61,11 @@ struct Args {
     /// event) instead of long-polls.
     #[arg(long)]
     sse: bool,
+    /// With `--http2 --sse`: the SSE clients' streams through hyper's client (a task per
+    /// stream, as a real application would hold them) instead of the lean frame reader that
+    /// reads each connection in one task (as h2load does), for the client's own CPU.
+    #[arg(long)]
+    hyper_sse: bool,
     /// The shapes' where clauses in `shapes` mode: `eq` (`bucket = k`, indexable) or `like`
     /// (`tag LIKE 'k…-%'`, evaluated for every change).
     #[arg(long, default_value = "eq")]
@@ -277,8 +282,8 @@ async fn catch_up(conn: &Conn, url: String) -> anyhow::Result<Client1> {
 /// when, and how many are waiting at the edge right now.
 struct Live {
     waiting: Arc<AtomicUsize>,
-    received: Arc<Mutex<Vec<(usize, Instant)>>>,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    received: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Notes>>>,
     n: usize,
 }
 
@@ -287,21 +292,24 @@ impl Live {
     fn spawn<F, Fut>(clients: Vec<(Client1, Conn)>, rows: usize, follow: F) -> Live
     where
         F: Fn(Client1, Conn, Arc<AtomicUsize>, Notes) -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<Notes>> + Send + 'static,
     {
         let n = clients.len();
         let waiting = Arc::new(AtomicUsize::new(0));
-        let received: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(n * rows)));
+        let received = Arc::new(AtomicUsize::new(0));
         let tasks = clients
             .into_iter()
-            .map(|(c, conn)| tokio::spawn(follow(c, conn, Arc::clone(&waiting), Notes(Arc::clone(&received)))))
+            .map(|(c, conn)| {
+                let notes = Notes { got: Vec::with_capacity(rows), count: Arc::clone(&received), held: None };
+                tokio::spawn(follow(c, conn, Arc::clone(&waiting), notes))
+            })
             .collect();
         Live { waiting, received, tasks, n }
     }
 
     /// Long-polling clients, counted as waiting while a request is open.
     fn start(clients: Vec<(Client1, Conn)>, rows: usize) -> Live {
-        Live::spawn(clients, rows, move |mut c, conn, waiting, notes| async move {
+        Live::spawn(clients, rows, move |mut c, conn, waiting, mut notes| async move {
             let mut seen = 0usize;
             while seen < rows {
                 let u = format!("{}&offset={}&handle={}&live=true&cursor={}", c.url, c.offset, c.handle, c.cursor);
@@ -314,14 +322,14 @@ impl Live {
                 c.cursor = header(&r, "electric-cursor");
                 seen += notes.note(&r.body, at);
             }
-            anyhow::Ok(())
+            anyhow::Ok(notes)
         })
     }
 
     /// Clients in SSE mode: one open response each, counted as waiting once its headers came;
     /// every event's rows are noted as they arrive.
     fn start_sse(clients: Vec<(Client1, Conn)>, rows: usize) -> Live {
-        Live::spawn(clients, rows, move |c, conn, waiting, notes| async move {
+        Live::spawn(clients, rows, move |c, conn, waiting, mut notes| async move {
             let u = format!("{}&offset={}&handle={}&live=true&live_sse=true", c.url, c.offset, c.handle);
             let res = open(&conn, &u).await?;
             if res.status() != http::StatusCode::OK {
@@ -336,13 +344,43 @@ impl Live {
                 let Some(frame) = body.frame().await else { bail!("the SSE response ended after {seen} rows") };
                 let Ok(data) = frame?.into_data() else { continue };
                 let at = Instant::now();
+                if pending.is_empty() && data.ends_with(b"\n\n") {
+                    // Whole events, the usual case: read in place.
+                    seen += notes.note(&data, at);
+                    continue;
+                }
                 pending.extend_from_slice(&data);
                 let Some(end) = memchr::memmem::rfind(&pending, b"\n\n") else { continue };
                 seen += notes.note(&pending[..end], at);
                 pending.drain(..end + 2);
             }
-            anyhow::Ok(())
+            notes.held = Some(Box::new(body));
+            anyhow::Ok(notes)
         })
+    }
+
+    /// SSE clients as [`Live::start_sse`], their streams read by [`lean_h2`]: 180 streams per
+    /// HTTP/2 connection, each connection's frames read by one task.
+    fn start_sse_lean(edge_url: &str, clients: Vec<Client1>, rows: usize) -> Live {
+        let n = clients.len();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(AtomicUsize::new(0));
+        let authority = edge_url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let mut tasks = Vec::new();
+        let mut clients = clients.into_iter().peekable();
+        while clients.peek().is_some() {
+            let paths: Vec<String> = clients
+                .by_ref()
+                .take(180)
+                .map(|c| {
+                    let url = format!("{}&offset={}&handle={}&live=true&live_sse=true", c.url, c.offset, c.handle);
+                    url.strip_prefix(edge_url.trim_end_matches('/')).unwrap_or(&url).to_owned()
+                })
+                .collect();
+            let notes = Notes { got: Vec::with_capacity(paths.len() * rows), count: Arc::clone(&received), held: None };
+            tasks.push(tokio::spawn(lean_h2::sse(authority.clone(), paths, rows, Arc::clone(&waiting), notes)));
+        }
+        Live { waiting, received, tasks, n }
     }
 
     /// Until every client has a request open at the edge.
@@ -358,36 +396,52 @@ impl Live {
     }
 
     fn received(&self) -> usize {
-        self.received.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.received.load(Ordering::Relaxed)
     }
 
-    /// Until every client has received what it waits for.
+    /// Until every client has received what it waits for. Responses are closed only then: a
+    /// client closing its stream while others still wait would add the edge's clean-up to
+    /// their latency (the last commit's p99 was twice the others').
     async fn finish(self, expected: usize) -> anyhow::Result<Vec<(usize, Instant)>> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        let mut all = Vec::with_capacity(expected);
+        let mut held = Vec::with_capacity(self.tasks.len());
         for t in self.tasks {
             match tokio::time::timeout_at(deadline, t).await {
-                Ok(r) => r??,
+                Ok(r) => {
+                    let mut notes = r??;
+                    all.append(&mut notes.got);
+                    held.push(notes.held);
+                }
                 Err(_) => bail!(
                     "clients did not receive every write within 3 minutes: {} of {expected} deliveries",
-                    self.received.lock().unwrap_or_else(|p| p.into_inner()).len(),
+                    self.received.load(Ordering::Relaxed),
                 ),
             }
         }
-        Ok(std::mem::take(&mut *self.received.lock().unwrap_or_else(|p| p.into_inner())))
+        drop(held);
+        Ok(all)
     }
 }
 
-/// Where a client notes the rows it received, with when.
-struct Notes(Arc<Mutex<Vec<(usize, Instant)>>>);
+/// Where a client notes the rows it received, with when: its own list (collected at the end),
+/// and a count shared by all. The client shares the 2 cores with the edge, so what it does per
+/// delivery is kept small: no lock shared by 50,000 clients, no parsing.
+struct Notes {
+    got: Vec<(usize, Instant)>,
+    count: Arc<AtomicUsize>,
+    /// What keeps the client's response open once it has all its rows (see [`Live::finish`]).
+    held: Option<Box<dyn std::any::Any + Send>>,
+}
 
 impl Notes {
-    /// Notes the rows in `body` (found by scanning, not parsing: the client's own CPU would
-    /// otherwise weigh on the edge's figure, both sharing the machine); returns how many.
-    fn note(&self, body: &[u8], at: Instant) -> usize {
-        let rounds = round_values(body);
-        let mut got = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        got.extend(rounds.iter().map(|&round| (round, at)));
-        rounds.len()
+    /// Notes the rows in `body` (found by scanning, not parsing); returns how many.
+    fn note(&mut self, body: &[u8], at: Instant) -> usize {
+        let before = self.got.len();
+        self.got.extend(round_values(body).map(|round| (round, at)));
+        let n = self.got.len() - before;
+        self.count.fetch_add(n, Ordering::Relaxed);
+        n
     }
 }
 
@@ -422,13 +476,33 @@ impl Rounds {
 
     /// Deliveries, commit → client p50 and p99, commit → stream p50 (ms).
     fn percentiles(mut self, received: &[(usize, Instant)]) -> (usize, f64, f64, f64) {
-        let mut lat: Vec<f64> = received
-            .iter()
-            .map(|(round, at)| at.saturating_duration_since(self.commits[round]).as_secs_f64() * 1000.0)
-            .collect();
+        let mut lat: Vec<f64> = received.iter().map(|(round, at)| self.latency_ms(*round, *at)).collect();
         lat.sort_by(f64::total_cmp);
         self.stream_latency.sort_by(f64::total_cmp);
         (lat.len(), pct(&lat, 0.5), pct(&lat, 0.99), pct(&self.stream_latency, 0.5))
+    }
+
+    fn latency_ms(&self, round: usize, at: Instant) -> f64 {
+        at.saturating_duration_since(self.commits[&round]).as_secs_f64() * 1000.0
+    }
+
+    /// Each round's commit → client p50 / p99 / last (ms): whether a tail is every commit's or
+    /// one commit's (the first, say, while buffers grow).
+    fn per_round(&self, received: &[(usize, Instant)]) -> String {
+        let mut by_round: Vec<Vec<f64>> = vec![Vec::new(); self.commits.len()];
+        for (round, at) in received {
+            if let Some(lat) = by_round.get_mut(*round) {
+                lat.push(self.latency_ms(*round, *at));
+            }
+        }
+        by_round
+            .iter_mut()
+            .map(|lat| {
+                lat.sort_by(f64::total_cmp);
+                format!("{:.0}/{:.0}/{:.0}", pct(lat, 0.5), pct(lat, 0.99), lat.last().copied().unwrap_or(f64::NAN))
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -479,7 +553,13 @@ async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Conn, n: usize, shapes
         clients.push(c?);
     }
     drop(setup);
-    let live = if args.sse { Live::start_sse(clients, args.writes) } else { Live::start(clients, args.writes) };
+    let live = match (args.sse, args.http2 && !args.hyper_sse) {
+        (true, true) => {
+            Live::start_sse_lean(&args.edge_url, clients.into_iter().map(|(c, _)| c).collect(), args.writes)
+        }
+        (true, false) => Live::start_sse(clients, args.writes),
+        (false, _) => Live::start(clients, args.writes),
+    };
     let (stream_arrivals, listener) = stream_arrivals(args, &table).await?;
     let mut rounds = Rounds::default();
     let mut rss_waiting = 0;
@@ -512,13 +592,15 @@ async fn fan_out(args: &Args, pool: &sqlx::PgPool, http: &Conn, n: usize, shapes
     }
     let received = live.finish(n * args.writes).await?;
     listener.abort();
+    let per_round = rounds.per_round(&received);
     let (deliveries, p50, p99, s50) = rounds.percentiles(&received);
     let per_client = (rss_waiting.saturating_sub(rss_before)) as f64 / n as f64;
     let window: f64 = windows.iter().sum();
     println!(
         "RESULT fan_out clients={n} shapes={shapes} transport={} deliveries={} commit_to_client_p50_ms={p50:.1} p99_ms={p99:.1} \
          commit_to_stream_p50_ms={s50:.1} ratio_p50={:.1} edge_rss_mb={:.0} rss_per_client_kib={per_client:.2} \
-         delivery_window_ms={window:.0} client_cpu_ms={bench_cpu:.0} edge_cpu_ms={edge_cpu:.0}",
+         delivery_window_ms={window:.0} client_cpu_ms={bench_cpu:.0} edge_cpu_ms={edge_cpu:.0} \
+         rounds_p50_p99_last_ms={per_round}",
         match (args.http2, args.sse) {
             (true, true) => "h2-sse",
             (true, false) => "h2",
@@ -713,17 +795,203 @@ fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
 }
 
 /// The `round` values of the rows in a response body (`"round":"<n>"`).
-fn round_values(body: &[u8]) -> Vec<usize> {
+fn round_values(body: &[u8]) -> impl Iterator<Item = usize> + '_ {
     const NEEDLE: &[u8] = b"\"round\":\"";
-    let mut out = Vec::new();
-    let mut i = 0;
-    while let Some(p) = body[i..].windows(NEEDLE.len()).position(|w| w == NEEDLE) {
-        let start = i + p + NEEDLE.len();
-        let end = body[start..].iter().position(|b| *b == b'"').map_or(body.len(), |e| start + e);
-        if let Some(n) = std::str::from_utf8(&body[start..end]).ok().and_then(|s| s.parse().ok()) {
-            out.push(n);
-        }
-        i = end;
+    memchr::memmem::find_iter(body, NEEDLE).filter_map(|p| {
+        let start = p + NEEDLE.len();
+        let end = memchr::memchr(b'"', &body[start..]).map_or(body.len(), |e| start + e);
+        std::str::from_utf8(&body[start..end]).ok()?.parse().ok()
+    })
+}
+
+/// A minimal HTTP/2 client for many SSE streams on one connection, read by one task: frames
+/// are parsed as they arrive and each DATA frame's rows noted, with no task, lock or wake-up
+/// per stream (hyper's client costs about as much CPU per event as the edge does, on the same
+/// 2 cores). Response headers are not decoded beyond `:status 200`; flow-control windows are
+/// opened wide at the start, so the edge never waits for this client's window updates.
+mod lean_h2 {
+    use std::{
+        collections::HashMap,
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Instant,
+    };
+
+    use anyhow::{Context, bail};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::Notes;
+
+    const DATA: u8 = 0x0;
+    const HEADERS: u8 = 0x1;
+    const RST_STREAM: u8 = 0x3;
+    const SETTINGS: u8 = 0x4;
+    const PING: u8 = 0x6;
+    const GOAWAY: u8 = 0x7;
+    const CONTINUATION: u8 = 0x9;
+    const END_STREAM: u8 = 0x1;
+    const ACK: u8 = 0x1;
+    const END_HEADERS: u8 = 0x4;
+    const PADDED: u8 = 0x8;
+    const PRIORITY: u8 = 0x20;
+    const MAX_WINDOW: u32 = (1 << 31) - 1;
+
+    fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
     }
-    out
+
+    /// An HPACK integer with an `n`-bit prefix (RFC 7541 §5.1).
+    fn hpack_int(out: &mut Vec<u8>, first: u8, n: u32, mut value: usize) {
+        let max = (1usize << n) - 1;
+        if value < max {
+            out.push(first | value as u8);
+            return;
+        }
+        out.push(first | max as u8);
+        value -= max;
+        while value >= 128 {
+            out.push((value % 128 + 128) as u8);
+            value /= 128;
+        }
+        out.push(value as u8);
+    }
+
+    /// `GET path` as an HPACK block: static-table method and scheme, the path and authority
+    /// as literals without indexing (no Huffman, no dynamic table).
+    fn get_block(authority: &str, path: &str) -> Vec<u8> {
+        let mut b = vec![0x82, 0x86]; // :method GET, :scheme http
+        for (name_index, value) in [(4, path), (1, authority)] {
+            hpack_int(&mut b, 0x00, 4, name_index);
+            hpack_int(&mut b, 0x00, 7, value.len());
+            b.extend_from_slice(value.as_bytes());
+        }
+        b
+    }
+
+    struct Stream {
+        pending: Vec<u8>,
+        seen: usize,
+    }
+
+    /// Opens one SSE stream per path on a new connection to `authority` and reads them until
+    /// each has noted `rows` rows; counts a stream in `waiting` once its 200 came.
+    pub async fn sse(
+        authority: String,
+        paths: Vec<String>,
+        rows: usize,
+        waiting: Arc<AtomicUsize>,
+        mut notes: Notes,
+    ) -> anyhow::Result<Notes> {
+        let mut tcp = tokio::net::TcpStream::connect(&authority).await.context("connecting to the edge")?;
+        tcp.set_nodelay(true)?;
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        // ENABLE_PUSH 0, INITIAL_WINDOW_SIZE 2^31-1; then the connection's window likewise.
+        let mut settings = vec![0, 2, 0, 0, 0, 0, 0, 4];
+        settings.extend_from_slice(&MAX_WINDOW.to_be_bytes());
+        frame(&mut out, SETTINGS, 0, 0, &settings);
+        frame(&mut out, 0x8, 0, 0, &(MAX_WINDOW - 65_535).to_be_bytes());
+        let mut streams = HashMap::with_capacity(paths.len());
+        for (i, path) in paths.iter().enumerate() {
+            let id = 2 * i as u32 + 1;
+            frame(&mut out, HEADERS, END_STREAM | END_HEADERS, id, &get_block(&authority, path));
+            streams.insert(id, Stream { pending: Vec::new(), seen: 0 });
+        }
+        tcp.write_all(&out).await?;
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+        let mut done = 0;
+        let mut consumed: u64 = 0;
+        while done < paths.len() {
+            if buf.capacity() - buf.len() < 1 << 14 {
+                buf.reserve(1 << 16);
+            }
+            if tcp.read_buf(&mut buf).await? == 0 {
+                bail!("the edge closed the connection with {} of {} streams done", done, paths.len());
+            }
+            let at = Instant::now();
+            let mut pos = 0;
+            let mut reply = Vec::new();
+            while buf.len() - pos >= 9 {
+                let len = u32::from_be_bytes([0, buf[pos], buf[pos + 1], buf[pos + 2]]) as usize;
+                if buf.len() - pos < 9 + len {
+                    break;
+                }
+                let (kind, flags) = (buf[pos + 3], buf[pos + 4]);
+                let id = u32::from_be_bytes([buf[pos + 5], buf[pos + 6], buf[pos + 7], buf[pos + 8]]) & 0x7fff_ffff;
+                let mut payload = &buf[pos + 9..pos + 9 + len];
+                pos += 9 + len;
+                if flags & PADDED != 0 && matches!(kind, DATA | HEADERS) {
+                    let pad = *payload.first().context("a padded frame without its pad length")? as usize;
+                    payload = payload.get(1..payload.len().saturating_sub(pad)).context("bad padding")?;
+                }
+                match kind {
+                    DATA => {
+                        consumed += len as u64;
+                        let s = streams.get_mut(&id).with_context(|| format!("DATA on unknown stream {id}"))?;
+                        let before = s.seen;
+                        if s.pending.is_empty() && payload.ends_with(b"\n\n") {
+                            s.seen += notes.note(payload, at);
+                        } else {
+                            s.pending.extend_from_slice(payload);
+                            if let Some(end) = memchr::memmem::rfind(&s.pending, b"\n\n") {
+                                s.seen += notes.note(&s.pending[..end], at);
+                                s.pending.drain(..end + 2);
+                            }
+                        }
+                        if before < rows && s.seen >= rows {
+                            done += 1;
+                        }
+                        if flags & END_STREAM != 0 && s.seen < rows {
+                            bail!("stream {id}: the SSE response ended after {} rows", s.seen);
+                        }
+                    }
+                    HEADERS => {
+                        if flags & END_HEADERS == 0 {
+                            bail!("stream {id}: headers continued in CONTINUATION frames (not expected)");
+                        }
+                        let block = if flags & PRIORITY != 0 { payload.get(5..).unwrap_or_default() } else { payload };
+                        // :status 200 is the static table's entry 8, indexed.
+                        if block.first() != Some(&0x88) {
+                            bail!("stream {id}: the response was not 200 (first header byte {:?})", block.first());
+                        }
+                        waiting.fetch_add(1, Ordering::SeqCst);
+                    }
+                    SETTINGS if flags & ACK == 0 => frame(&mut reply, SETTINGS, ACK, 0, &[]),
+                    PING if flags & ACK == 0 => frame(&mut reply, PING, ACK, 0, payload),
+                    RST_STREAM => bail!("stream {id} reset by the edge: {payload:?}"),
+                    GOAWAY => bail!("the edge sent GOAWAY: {payload:?}"),
+                    CONTINUATION => bail!("unexpected CONTINUATION frame"),
+                    _ => {}
+                }
+            }
+            buf.drain(..pos);
+            // Keep the connection's window open (streams' windows are 2^31-1 each).
+            if consumed > 1 << 30 {
+                frame(&mut reply, 0x8, 0, 0, &(consumed as u32).to_be_bytes());
+                consumed = 0;
+            }
+            if !reply.is_empty() {
+                tcp.write_all(&reply).await?;
+            }
+        }
+        notes.held = Some(Box::new(tcp));
+        Ok(notes)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn hpack_integers() {
+            let mut b = Vec::new();
+            super::hpack_int(&mut b, 0, 5, 1337);
+            assert_eq!(b, [31, 154, 10]); // RFC 7541 C.1.2
+            b.clear();
+            super::hpack_int(&mut b, 0, 7, 10);
+            assert_eq!(b, [10]);
+        }
+    }
 }

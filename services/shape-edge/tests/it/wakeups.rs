@@ -280,3 +280,126 @@ async fn shape_clients_at_the_tail_get_the_next_commit_within_a_second() -> anyh
     long_poll.check()?;
     sse.check()
 }
+
+/// Reads `body` to its end; whether it ended within `within` (an error ends it too).
+async fn ends_within(body: &mut hyper::body::Incoming, within: Duration) -> bool {
+    let read = async { while let Some(Ok(_)) = body.frame().await {} };
+    tokio::time::timeout(within, read).await.is_ok()
+}
+
+/// Inserts a row into `table` every 50 ms for about `for_how_long`: a busy shape.
+async fn keep_busy(env: &Env, table: &str, first_id: u32, for_how_long: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut id = first_id;
+    while started.elapsed() < for_how_long {
+        env.sql(&format!("INSERT INTO {table} VALUES ({id}, 'busy')")).await?;
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// An SSE response ends at its lifetime, and as soon as the edge drains, whether its shape is
+/// quiet (the stream waits on timers it does not poll per wake-up) or busy (it never waits on
+/// them). A stream that missed either would stay open: until its 60 s lifetime, or holding
+/// the edge's shutdown.
+#[tokio::test]
+async fn shape_sse_streams_end_at_their_lifetime_and_when_the_edge_drains() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    env.sql("CREATE TABLE beats (id int8 PRIMARY KEY, note text NOT NULL)").await?;
+    let auth = bearer(&uuid::Uuid::new_v4().to_string());
+    // Rows noted 'busy' (kept coming) or 'quiet' (none ever).
+    let sse_path = |c: TestClient, note: &'static str| {
+        let auth = auth.clone();
+        async move {
+            let shape = format!("/v1/shape?table=beats&where=note%20%3D%20%27{note}%27");
+            let first = c
+                .expect(Method::GET, &format!("{shape}&offset=-1"), &[("authorization", &auth)], "", StatusCode::OK)
+                .await;
+            let (handle, offset) = (first.header("electric-handle"), first.header("electric-offset"));
+            let path = format!(
+                "{shape}&offset={}&handle={}&live=true&live_sse=true&cursor=",
+                offset.unwrap_or_default(),
+                handle.unwrap_or_default()
+            );
+            // At the head: nothing is sent until a change, and the stream waits on its timers.
+            open(&c, &path, Some(&auth)).await
+        }
+    };
+
+    // Lifetime 2 s: a quiet stream and a busy one both end after it.
+    let edge = env.edge(&["--shape-sse-timeout", "2s"]).await?;
+    let opened = Instant::now();
+    let mut quiet = sse_path(edge.client.clone(), "quiet").await?;
+    let mut busy = sse_path(edge.client.clone(), "busy").await?;
+    let (quiet_ended, busy_ended, writes) = tokio::join!(
+        ends_within(&mut quiet, Duration::from_secs(5)),
+        ends_within(&mut busy, Duration::from_secs(5)),
+        keep_busy(&env, "beats", 0, Duration::from_secs(3)),
+    );
+    writes?;
+    let lived = opened.elapsed();
+    assert!(quiet_ended && busy_ended, "quiet ended: {quiet_ended}, busy ended: {busy_ended}");
+    assert!(lived >= Duration::from_millis(1900), "the streams ended after {lived:?}, before their lifetime");
+    edge.stop().await?;
+
+    // Lifetime 60 s: draining ends both at once, and the edge stops within seconds.
+    let edge = env.edge(&["--shape-sse-timeout", "60s"]).await?;
+    let mut quiet = sse_path(edge.client.clone(), "quiet").await?;
+    let mut busy = sse_path(edge.client.clone(), "busy").await?;
+    let stopping = Instant::now();
+    let (stopped, quiet_ended, busy_ended, writes) = tokio::join!(
+        async {
+            // Some changes flow first, so the busy stream is mid-delivery when the drain starts.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            edge.stop().await
+        },
+        ends_within(&mut quiet, Duration::from_secs(5)),
+        ends_within(&mut busy, Duration::from_secs(5)),
+        keep_busy(&env, "beats", 10_000, Duration::from_secs(2)),
+    );
+    writes?;
+    stopped?;
+    let took = stopping.elapsed();
+    assert!(quiet_ended && busy_ended, "after the drain: quiet ended: {quiet_ended}, busy ended: {busy_ended}");
+    assert!(took < Duration::from_secs(4), "draining took {took:?}");
+    env.stop().await
+}
+
+/// A quiet SSE response gets a keep-alive comment 21 s after its last frame (proxies close
+/// silent responses), though the stream does not poll its timers per wake-up.
+#[tokio::test]
+async fn a_quiet_shape_sse_stream_gets_its_keep_alive() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    env.sql("CREATE TABLE hushed (id int8 PRIMARY KEY)").await?;
+    let edge = env.edge(&["--shape-sse-timeout", "40s"]).await?;
+    let auth = bearer(&uuid::Uuid::new_v4().to_string());
+    let c = &edge.client;
+    let first = c
+        .expect(Method::GET, "/v1/shape?table=hushed&offset=-1", &[("authorization", &auth)], "", StatusCode::OK)
+        .await;
+    let path = format!(
+        "/v1/shape?table=hushed&offset={}&handle={}&live=true&live_sse=true&cursor=",
+        first.header("electric-offset").unwrap_or_default(),
+        first.header("electric-handle").unwrap_or_default()
+    );
+    let opened = Instant::now();
+    let mut body = open(c, &path, Some(&auth)).await?;
+    let mut got = String::new();
+    let read = async {
+        while !got.contains(": keep-alive") {
+            match body.frame().await {
+                Some(Ok(f)) => got.push_str(&String::from_utf8_lossy(&f.into_data().unwrap_or_default())),
+                _ => return false,
+            }
+        }
+        true
+    };
+    let kept_alive = tokio::time::timeout(Duration::from_secs(25), read).await.unwrap_or(false);
+    let after = opened.elapsed();
+    assert!(kept_alive, "no keep-alive within 25 s (received {got:?})");
+    assert!(after >= Duration::from_secs(20), "the keep-alive came early, after {after:?}");
+    drop(body);
+    edge.stop().await?;
+    env.stop().await
+}
