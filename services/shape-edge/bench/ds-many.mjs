@@ -23,11 +23,16 @@
 // Env: BENCH_STREAM_COUNTS (10000,100000), BENCH_CONCURRENCY (128 requests in flight),
 //      BENCH_APPENDS (20000 per phase), BENCH_BATCH (10), BENCH_REPLAY_STREAMS (8),
 //      BENCH_REPLAY_MB (8 per stream), BENCH_RATIO_TO (the target the ratio column divides by;
-//      default the second).
+//      default the second), BENCH_STREAM_COUNTS= (empty: the replay phase only),
+//      BENCH_REPLAY_ROUNDS (1: how many times the replay streams are read; MB/s over all rounds),
+//      BENCH_REPLAY_WRITE=sequential (write the replay streams one after another, not at once).
+// The replay row also reports CPU per MiB read, from /proc/<pid>/stat around the reads: the
+// server process(es) and what stands behind them (the edge's nats-server, shared with whatever
+// else uses it, so an upper bound).
 import { readFileSync, writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 
-const COUNTS = (process.env.BENCH_STREAM_COUNTS ?? "10000,100000").split(",").map(Number);
+const COUNTS = (process.env.BENCH_STREAM_COUNTS ?? "10000,100000").split(",").filter(Boolean).map(Number);
 const targets = process.argv.slice(2).map((a) => {
   const [name, rest0] = a.split(/=(.*)/s);
   const [rest, counts] = rest0.split("#");
@@ -45,6 +50,7 @@ const APPENDS = Number(process.env.BENCH_APPENDS ?? 20000);
 const BATCH = Number(process.env.BENCH_BATCH ?? 10);
 const REPLAY_STREAMS = Number(process.env.BENCH_REPLAY_STREAMS ?? 8);
 const REPLAY_MB = Number(process.env.BENCH_REPLAY_MB ?? 8);
+const REPLAY_ROUNDS = Number(process.env.BENCH_REPLAY_ROUNDS ?? 1);
 const run = Date.now().toString(36);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -91,6 +97,13 @@ const streamUrl = (t, name) => {
 };
 // The server processes: one per shard URL; the PIDs after them (the edge's nats-server) are not.
 const ownPids = (t) => t.pids.slice(0, Math.max(1, t.shards.length));
+const behindPids = (t) => t.pids.slice(Math.max(1, t.shards.length));
+// CPU time (user + system) of some processes, in ms.
+const cpuMs = (pids) =>
+  pids.reduce((sum, pid) => {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return sum + ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in clock ticks (100 Hz)
+  }, 0);
 const message = (i) => ({ n: i, body: "m".repeat(88) }); // ~100 bytes as JSON
 
 async function manyStreams(t, count) {
@@ -138,38 +151,53 @@ async function replay(t) {
   const perStream = Math.ceil((REPLAY_MB * 1024 * 1024) / chunk.length);
   const urls = [];
   for (let s = 0; s < REPLAY_STREAMS; s++) {
-    const url = streamUrl(t, `replay-${s}`);
+    const url = streamUrl(t, `replay-${t.name}-${s}`);
     await expectOk(await fetch(url, { method: "PUT", headers: { "content-type": "text/plain" } }), "create");
     urls.push(url);
   }
-  await Promise.all(
-    urls.map(async (url) => {
-      for (let i = 0; i < perStream; i++) {
-        await expectOk(await fetch(url, { method: "POST", headers: { "content-type": "text/plain" }, body: chunk }), "replay append");
-      }
-    }),
-  );
+  const write = async (url) => {
+    for (let i = 0; i < perStream; i++) {
+      await expectOk(await fetch(url, { method: "POST", headers: { "content-type": "text/plain" }, body: chunk }), "replay append");
+    }
+  };
+  // Concurrent writers interleave the streams' messages in the server's storage; one stream
+  // after another does not (BENCH_REPLAY_WRITE=sequential, to see what interleaving costs).
+  if (process.env.BENCH_REPLAY_WRITE === "sequential") for (const url of urls) await write(url);
+  else await Promise.all(urls.map(write));
   let bytes = 0;
   let requests = 0;
+  const own0 = cpuMs(ownPids(t));
+  const behind0 = cpuMs(behindPids(t));
+  const client0 = process.cpuUsage();
   const t0 = performance.now();
-  await Promise.all(
-    urls.map(async (url) => {
-      let offset = "-1";
-      for (;;) {
-        const res = await fetch(`${url}?offset=${offset}`);
-        const body = await res.arrayBuffer();
-        requests++;
-        if (res.status !== 200) throw new Error(`replay read: HTTP ${res.status}`);
-        bytes += body.byteLength;
-        offset = res.headers.get("stream-next-offset");
-        if (res.headers.get("stream-up-to-date") === "true") break;
-      }
-    }),
-  );
+  for (let round = 0; round < REPLAY_ROUNDS; round++) {
+    await Promise.all(
+      urls.map(async (url) => {
+        let offset = "-1";
+        for (;;) {
+          const res = await fetch(`${url}?offset=${offset}`);
+          const body = await res.arrayBuffer();
+          requests++;
+          if (res.status !== 200) throw new Error(`replay read: HTTP ${res.status}`);
+          bytes += body.byteLength;
+          offset = res.headers.get("stream-next-offset");
+          if (res.headers.get("stream-up-to-date") === "true") break;
+        }
+      }),
+    );
+  }
   const s = (performance.now() - t0) / 1000;
-  const expected = REPLAY_STREAMS * perStream * chunk.length;
+  const client = process.cpuUsage(client0);
+  const expected = REPLAY_ROUNDS * REPLAY_STREAMS * perStream * chunk.length;
   if (bytes !== expected) throw new Error(`replay read ${bytes} bytes, wrote ${expected}`);
-  return { replay_mb_per_s: bytes / 1e6 / s, replay_requests: requests };
+  const mib = bytes / (1024 * 1024);
+  return {
+    replay_mb_per_s: bytes / 1e6 / s,
+    replay_requests: requests,
+    replay_cpu_ms_per_mib_own: t.pids.length ? (cpuMs(ownPids(t)) - own0) / mib : undefined,
+    replay_cpu_ms_per_mib_behind: behindPids(t).length ? (cpuMs(behindPids(t)) - behind0) / mib : undefined,
+    replay_cpu_ms_per_mib_client: (client.user + client.system) / 1000 / mib,
+  };
 }
 
 const results = {};
@@ -199,7 +227,14 @@ for (const count of COUNTS) {
     [`batched_msgs_per_s@${count}`, `${n} streams: batched msgs/s`],
   );
 }
-cols.push(["replay_mb_per_s", `catch-up replay, ${REPLAY_STREAMS} × ${REPLAY_MB} MB (MB/s)`], ["failures", "failed requests"]);
+cols.push(
+  ["replay_mb_per_s", `catch-up replay, ${REPLAY_STREAMS} × ${REPLAY_MB} MB${REPLAY_ROUNDS > 1 ? ` × ${REPLAY_ROUNDS} rounds` : ""} (MB/s)`],
+  ["replay_requests", "catch-up replay: requests"],
+  ["replay_cpu_ms_per_mib_own", "catch-up replay: CPU ms per MiB, server process(es) (lower is better)"],
+  ["replay_cpu_ms_per_mib_behind", "catch-up replay: CPU ms per MiB, its JetStream (lower is better)"],
+  ["replay_cpu_ms_per_mib_client", "catch-up replay: CPU ms per MiB, client"],
+  ["failures", "failed requests"],
+);
 const names = Object.keys(results);
 // The ratio column compares the first target with BENCH_RATIO_TO (default: the second).
 const other = names.includes(process.env.BENCH_RATIO_TO) ? names.indexOf(process.env.BENCH_RATIO_TO) : 1;
