@@ -32,6 +32,16 @@ pub fn start_position(offset: Option<OffsetQuery>, tail: StreamSeq) -> (StreamSe
     }
 }
 
+/// Where a read starts when that does not depend on the tail (`None` for `offset=now` and for
+/// a position of a foreign epoch, which read as the tail).
+pub fn start_without_tail(offset: Option<OffsetQuery>) -> Option<StreamSeq> {
+    match offset {
+        None | Some(OffsetQuery::Start) => Some(StreamSeq::ZERO),
+        Some(OffsetQuery::Now) => None,
+        Some(OffsetQuery::At(o)) => o.seq(),
+    }
+}
+
 /// `?offset=…&live=…&cursor=…`; unknown parameters are ignored, a repeated or empty offset is not.
 pub fn parse_read_query(query: Option<&str>) -> Result<ReadQuery> {
     let mut offset = None;

@@ -17,7 +17,7 @@ use super::{
     hub::LiveSnapshot,
     meta::StreamMeta,
     offset::{Offset, next_cursor},
-    query::{Live, ReadQuery, start_position},
+    query::{Live, ReadQuery, start_position, start_without_tail},
     store::path_hash,
 };
 
@@ -67,6 +67,53 @@ impl Streams {
         Ok(Chunk { payloads, next: if up_to_date { tail } else { cursor }, up_to_date, sse_data: Default::default() })
     }
 
+    /// A catch-up page of a stream without inherited data, read without asking for its tail
+    /// first: the end of each JetStream batch says how many messages of the stream's subject
+    /// are left after it, so a page that reaches the end knows the tail from its own last
+    /// message (the tail as of that batch, later than a tail read before it would be). Saves
+    /// a round trip per page, and the last message that `last_by_subj` would send whole.
+    /// `None` when the first batch is empty (the read starts at or past the tail): the caller
+    /// reads the tail then, as before.
+    async fn read_own_chunk(&self, meta: &StreamMeta, after: StreamSeq) -> Result<Option<Chunk>> {
+        let subject = self.store.data_subject(&meta.incarnation);
+        let base = StreamSeq::new(meta.base_seq);
+        let max = self.config.max_read_bytes;
+        let mut payloads = Vec::new();
+        let mut bytes = 0usize;
+        let mut cursor = after;
+        let up_to_date = loop {
+            // What is left of the page, as in `read_chunk`.
+            let batch = self.store.batch_counted(&subject, cursor.next(), BATCH_MESSAGES, max - bytes).await?;
+            if batch.messages.is_empty() {
+                if payloads.is_empty() {
+                    return Ok(None);
+                }
+                // Nothing after `cursor`, one of the subject's own messages: it is the tail.
+                break true;
+            }
+            let last = batch.messages.last().map(|(seq, _)| *seq);
+            for (seq, payload) in batch.messages {
+                if !payloads.is_empty() && bytes + payload.len() > max {
+                    break;
+                }
+                bytes += payload.len();
+                cursor = seq;
+                payloads.push(payload);
+            }
+            // All of the batch taken and nothing after it: up to date.
+            let taken_all = last == Some(cursor);
+            if taken_all && batch.pending == Some(0) {
+                break true;
+            }
+            if !taken_all || bytes >= max {
+                break false;
+            }
+        };
+        metrics::counter!("folio_edge_stream_read_bytes_total").increment(bytes as u64);
+        let next = if up_to_date { cursor.max(base) } else { cursor };
+        Ok(Some(Chunk { payloads, next, up_to_date, sse_data: Default::default() }))
+    }
+
     /// Metadata and tail for a live reader; after a wake-up (`woken` = notice version) the read
     /// is shared with every reader of the path woken by the same notice.
     pub async fn live_snapshot(&self, path: &str, key: &str, woken: Option<u64>) -> Result<Arc<LiveSnapshot>> {
@@ -108,6 +155,14 @@ impl Streams {
         let v = self.live(path).await?;
         let meta = v.meta;
         self.hub.touch(&meta);
+        // From a known position on a stream of its own data only, the page comes first and the
+        // tail only if it found nothing.
+        if meta.inherited.is_empty()
+            && let Some(after) = start_without_tail(query.offset)
+            && let Some(chunk) = self.read_own_chunk(&meta, after).await?
+        {
+            return Ok(self.data_response(&meta, after, &chunk, None, req));
+        }
         let tail = self.store.tail(&meta).await?;
         let (after, at_now) = start_position(query.offset, tail);
         if at_now {

@@ -190,6 +190,20 @@ impl Store {
             .map_err(|e| StorageError::new("read a batch", e))
     }
 
+    /// [`Store::batch`], with how many messages of `subject` the server held after it
+    /// ([`folio_live::Batch::pending`]).
+    pub async fn batch_counted(
+        &self,
+        subject: &str,
+        from: StreamSeq,
+        max_msgs: usize,
+        max_bytes: usize,
+    ) -> R<folio_live::Batch> {
+        folio_live::direct_get_batch_counted(&self.nats, &self.data_name, subject, from, max_msgs, max_bytes)
+            .await
+            .map_err(|e| StorageError::new("read a batch", e))
+    }
+
     /// The first message of `subject` with sequence >= `from`.
     pub async fn next(&self, subject: &str, from: StreamSeq) -> R<Option<StreamMessage>> {
         match self.data.direct_get_next_for_subject(subject, Some(from.get().max(1))).await {

@@ -36,6 +36,30 @@ pub async fn direct_get_batch(
     max_msgs: usize,
     max_bytes: usize,
 ) -> Result<Vec<(StreamSeq, Bytes)>, BatchError> {
+    Ok(direct_get_batch_counted(nats, stream, subject, from, max_msgs, max_bytes).await?.messages)
+}
+
+/// One batched direct get's answer: its messages, and how many messages of the filter the
+/// server still held after the last of them when it ended the batch.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub messages: Vec<(StreamSeq, Bytes)>,
+    /// `Nats-Num-Pending` of the end-of-batch marker, counted by the server as it ended the
+    /// batch (recounted if the stream grew meanwhile): `Some(0)` means the last message returned
+    /// was the filter's last. `None` when the server said nothing (no marker, or no count in it)
+    /// or there was no message at all.
+    pub pending: Option<u64>,
+}
+
+/// [`direct_get_batch`], with what the server counted after the batch ([`Batch::pending`]).
+pub async fn direct_get_batch_counted(
+    nats: &async_nats::Client,
+    stream: &str,
+    subject: &str,
+    from: StreamSeq,
+    max_msgs: usize,
+    max_bytes: usize,
+) -> Result<Batch, BatchError> {
     let inbox = nats.new_inbox();
     let mut replies = nats.subscribe(inbox.clone()).await.map_err(BatchError::Subscribe)?;
     let request = serde_json::json!({
@@ -44,15 +68,25 @@ pub async fn direct_get_batch(
     nats.publish_with_reply(folio_bus::Subjects::direct_get(stream), inbox, request.to_string().into())
         .await
         .map_err(BatchError::Request)?;
-    let mut out = Vec::new();
+    let mut out = Batch::default();
     loop {
         let msg = tokio::time::timeout(BATCH_TIMEOUT, replies.next())
             .await
             .map_err(|_| BatchError::TimedOut)?
             .ok_or(BatchError::Closed)?;
         match msg.status.map(|s| s.as_u16()) {
-            // 204 ends a batch; 404 means there was nothing to send.
-            Some(204) | Some(404) => break,
+            // 204 ends a batch (with the count left after it); 404 means there was nothing to
+            // send (and no end marker follows).
+            Some(204) => {
+                out.pending = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Num-Pending"))
+                    .and_then(|v| v.as_str().parse::<u64>().ok())
+                    .filter(|_| !out.messages.is_empty());
+                break;
+            }
+            Some(404) => break,
             Some(code) => {
                 return Err(BatchError::Status { code, description: msg.description.unwrap_or_default().to_string() });
             }
@@ -64,8 +98,10 @@ pub async fn direct_get_batch(
             .and_then(|h| h.get("Nats-Sequence"))
             .and_then(|v| v.as_str().parse::<u64>().ok())
             .ok_or(BatchError::NoSequence)?;
-        out.push((StreamSeq::new(seq), msg.payload));
-        if out.len() >= max_msgs {
+        out.messages.push((StreamSeq::new(seq), msg.payload));
+        // The server sends at most `max_msgs` messages, then its end marker, which carries the
+        // count: read on to it.
+        if out.messages.len() > max_msgs {
             break;
         }
     }

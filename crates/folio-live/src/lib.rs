@@ -8,5 +8,5 @@ pub mod direct_get;
 pub mod follow;
 
 pub use cursor::{CursorScale, next_cursor, unix_now};
-pub use direct_get::{BatchError, direct_get_batch};
+pub use direct_get::{Batch, BatchError, direct_get_batch, direct_get_batch_counted};
 pub use follow::{Follower, Reconnects};

@@ -209,6 +209,27 @@ async fn enforces_size_limits_and_pages_large_reads() -> anyhow::Result<()> {
     assert!(pages >= 4, "15000 bytes need several 4 KiB pages, got {pages}");
     let expected: Vec<u8> = (0..10u8).flat_map(|i| vec![i; 1500]).collect();
     assert_eq!(collected, expected);
+    // At the tail: an empty, up-to-date page that stays at the tail.
+    let at_tail = c.expect(Method::GET, &format!("{path}?offset={offset}"), &[], "", StatusCode::OK).await;
+    assert!(at_tail.body.is_empty());
+    assert_eq!(at_tail.header("stream-up-to-date"), Some("true"));
+    assert_eq!(at_tail.next_offset(), offset);
+
+    // More small messages than one JetStream batch asks for (256) fit in one page: the page
+    // takes several batches and still ends up to date, at the tail a HEAD reports. (JSON
+    // arrays append many messages per request, under the per-token append rate.)
+    let small = &agency.path("small");
+    let json = &[("content-type", "application/json")];
+    c.expect(Method::PUT, small, json, "", StatusCode::CREATED).await;
+    for batch in 0..6u32 {
+        let values: Vec<u32> = (batch * 100..(batch + 1) * 100).collect();
+        c.expect(Method::POST, small, json, serde_json::to_vec(&values)?, StatusCode::NO_CONTENT).await;
+    }
+    let page = c.expect(Method::GET, &format!("{small}?offset=-1"), &[], "", StatusCode::OK).await;
+    assert_eq!(serde_json::from_slice::<Vec<u32>>(&page.body)?, (0..600).collect::<Vec<u32>>());
+    assert_eq!(page.header("stream-up-to-date"), Some("true"));
+    let head = c.expect(Method::HEAD, small, &[], "", StatusCode::OK).await;
+    assert_eq!(page.next_offset(), head.next_offset());
     edge.stop().await?;
     Ok(())
 }
