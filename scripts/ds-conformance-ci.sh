@@ -42,7 +42,7 @@ edges=${DS_CONFORMANCE_EDGES:-1}
 pids=()
 stop() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  [ -n "${FOLIO_DS_KEEP:-}" ] || delete_jetstream_streams "${prefix}_streams" "KV_${prefix}_meta"
+  [ -n "${FOLIO_DS_KEEP:-}" ] || delete_jetstream_streams "${prefix}_streams" "KV_${prefix}_meta" "KV_${prefix}_shapes" "OBJ_${prefix}_yjs_snapshots"
 }
 trap stop EXIT
 ports=()
