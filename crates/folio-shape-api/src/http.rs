@@ -509,24 +509,34 @@ fn sse(
                 let (end, keepalive, timers_waker) = (&mut st.end, &mut st.keepalive, &mut st.timers_waker);
                 let next_timer = st.deadline.min(st.keepalive_at);
                 let draining = &st.shapes.draining;
+                let is_draining = || draining.load(std::sync::atomic::Ordering::SeqCst);
                 std::future::poll_fn(|cx| {
                     if changed.as_mut().poll(cx).is_ready() {
                         return std::task::Poll::Ready(Woken::Change);
                     }
+                    if is_draining() {
+                        return std::task::Poll::Ready(Woken::End);
+                    }
                     if timers_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
                         && tokio::time::Instant::now() < next_timer
-                        && !draining.load(std::sync::atomic::Ordering::SeqCst)
                     {
                         return std::task::Poll::Pending;
                     }
-                    if end.as_mut().poll(cx).is_ready() {
+                    // Outside the task's budget: with it spent, a timer would answer Pending
+                    // without registering, and the fast path above would then trust a timer
+                    // that never fires.
+                    if std::pin::pin!(tokio::task::unconstrained(end.as_mut())).poll(cx).is_ready() {
                         return std::task::Poll::Ready(Woken::End);
                     }
-                    if keepalive.as_mut().poll(cx).is_ready() {
+                    if std::pin::pin!(tokio::task::unconstrained(keepalive.as_mut())).poll(cx).is_ready() {
                         return std::task::Poll::Ready(Woken::Timer);
                     }
                     if !timers_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                         *timers_waker = Some(cx.waker().clone());
+                    }
+                    // A drain that began before `end` registered for its notice.
+                    if is_draining() {
+                        return std::task::Poll::Ready(Woken::End);
                     }
                     std::task::Poll::Pending
                 })
