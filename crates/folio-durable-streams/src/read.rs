@@ -7,6 +7,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use bytes::Bytes;
 use folio_bus::StreamSeq;
 
 use super::{
@@ -24,18 +25,52 @@ use super::{
 /// Messages asked for per JetStream round trip.
 const BATCH_MESSAGES: usize = 256;
 
+/// A catch-up page being filled, bounded by the page size (the first message always fits).
+struct Page {
+    payloads: Vec<Bytes>,
+    bytes: usize,
+    max: usize,
+    /// The last message taken (where the read started, before any).
+    cursor: StreamSeq,
+}
+
+impl Page {
+    fn new(after: StreamSeq, max: usize) -> Self {
+        Page { payloads: Vec::new(), bytes: 0, max, cursor: after }
+    }
+
+    /// What is left of the page's size.
+    fn left(&self) -> usize {
+        self.max.saturating_sub(self.bytes)
+    }
+
+    /// Takes the message unless the page is full; whether it did.
+    fn take(&mut self, seq: StreamSeq, payload: Bytes) -> bool {
+        if !self.payloads.is_empty() && self.bytes + payload.len() > self.max {
+            return false;
+        }
+        self.bytes += payload.len();
+        self.cursor = seq;
+        self.payloads.push(payload);
+        true
+    }
+
+    fn into_chunk(self, next: StreamSeq, up_to_date: bool) -> Chunk {
+        metrics::counter!("folio_edge_stream_read_bytes_total").increment(self.bytes as u64);
+        Chunk { payloads: self.payloads, next, up_to_date, sse_data: Default::default() }
+    }
+}
+
 impl Streams {
     /// Reads messages after `after` up to `tail`, stopping at the page size, so memory per
     /// reader is bounded by about one page.
     pub async fn read_chunk(&self, meta: &StreamMeta, after: StreamSeq, tail: StreamSeq) -> Result<Chunk> {
-        let mut payloads = Vec::new();
-        let mut bytes = 0usize;
-        let mut cursor = after;
+        let mut page = Page::new(after, self.config.max_read_bytes);
         let mut full = false;
         'segments: for segment in self.store.view(meta) {
             let bound = segment.end().min(tail);
-            while cursor < bound {
-                if bytes >= self.config.max_read_bytes {
+            while page.cursor < bound {
+                if page.left() == 0 {
                     full = true;
                     break 'segments;
                 }
@@ -43,28 +78,23 @@ impl Streams {
                 // bytes reach the budget, the one that crosses it included, and always at least
                 // one (a message larger than the budget still comes, alone). Asking for more
                 // than the page takes costs NATS and the edge bytes that are thrown away.
-                let budget = self.config.max_read_bytes - bytes;
-                let batch = self.store.batch(&segment.subject, cursor.next(), BATCH_MESSAGES, budget).await?;
-                if batch.is_empty() {
+                let batch = self.store.batch(&segment.subject, page.cursor.next(), BATCH_MESSAGES, page.left()).await?;
+                if batch.messages.is_empty() {
                     break;
                 }
-                for (seq, payload) in batch {
+                for (seq, payload) in batch.messages {
                     if seq > bound {
                         continue 'segments;
                     }
-                    if !payloads.is_empty() && bytes + payload.len() > self.config.max_read_bytes {
+                    if !page.take(seq, payload) {
                         full = true;
                         break 'segments;
                     }
-                    bytes += payload.len();
-                    cursor = seq;
-                    payloads.push(payload);
                 }
             }
         }
-        metrics::counter!("folio_edge_stream_read_bytes_total").increment(bytes as u64);
-        let up_to_date = !full;
-        Ok(Chunk { payloads, next: if up_to_date { tail } else { cursor }, up_to_date, sse_data: Default::default() })
+        let next = if full { page.cursor } else { tail };
+        Ok(page.into_chunk(next, !full))
     }
 
     /// A catch-up page of a stream without inherited data, read without asking for its tail
@@ -77,15 +107,12 @@ impl Streams {
     async fn read_own_chunk(&self, meta: &StreamMeta, after: StreamSeq) -> Result<Option<Chunk>> {
         let subject = self.store.data_subject(&meta.incarnation);
         let base = StreamSeq::new(meta.base_seq);
-        let max = self.config.max_read_bytes;
-        let mut payloads = Vec::new();
-        let mut bytes = 0usize;
-        let mut cursor = after;
+        let mut page = Page::new(after, self.config.max_read_bytes);
         let up_to_date = loop {
             // What is left of the page, as in `read_chunk`.
-            let batch = self.store.batch_counted(&subject, cursor.next(), BATCH_MESSAGES, max - bytes).await?;
+            let batch = self.store.batch(&subject, page.cursor.next(), BATCH_MESSAGES, page.left()).await?;
             if batch.messages.is_empty() {
-                if payloads.is_empty() {
+                if page.payloads.is_empty() {
                     return Ok(None);
                 }
                 // Nothing after `cursor`, one of the subject's own messages: it is the tail.
@@ -93,25 +120,21 @@ impl Streams {
             }
             let last = batch.messages.last().map(|(seq, _)| *seq);
             for (seq, payload) in batch.messages {
-                if !payloads.is_empty() && bytes + payload.len() > max {
+                if !page.take(seq, payload) {
                     break;
                 }
-                bytes += payload.len();
-                cursor = seq;
-                payloads.push(payload);
             }
             // All of the batch taken and nothing after it: up to date.
-            let taken_all = last == Some(cursor);
+            let taken_all = last == Some(page.cursor);
             if taken_all && batch.pending == Some(0) {
                 break true;
             }
-            if !taken_all || bytes >= max {
+            if !taken_all || page.left() == 0 {
                 break false;
             }
         };
-        metrics::counter!("folio_edge_stream_read_bytes_total").increment(bytes as u64);
-        let next = if up_to_date { cursor.max(base) } else { cursor };
-        Ok(Some(Chunk { payloads, next, up_to_date, sse_data: Default::default() }))
+        let next = if up_to_date { page.cursor.max(base) } else { page.cursor };
+        Ok(Some(page.into_chunk(next, up_to_date)))
     }
 
     /// Metadata and tail for a live reader; after a wake-up (`woken` = notice version) the read

@@ -176,23 +176,9 @@ impl Store {
         }
     }
 
-    /// Up to `max_msgs` messages of `subject` from sequence `from` on (see
-    /// [`folio_live::direct_get_batch`]).
+    /// Up to `max_msgs` messages of `subject` from sequence `from` on, with how many of
+    /// `subject` the server held after them (see [`folio_live::direct_get_batch_counted`]).
     pub async fn batch(
-        &self,
-        subject: &str,
-        from: StreamSeq,
-        max_msgs: usize,
-        max_bytes: usize,
-    ) -> R<Vec<(StreamSeq, Bytes)>> {
-        folio_live::direct_get_batch(&self.nats, &self.data_name, subject, from, max_msgs, max_bytes)
-            .await
-            .map_err(|e| StorageError::new("read a batch", e))
-    }
-
-    /// [`Store::batch`], with how many messages of `subject` the server held after it
-    /// ([`folio_live::Batch::pending`]).
-    pub async fn batch_counted(
         &self,
         subject: &str,
         from: StreamSeq,

@@ -142,10 +142,9 @@ pub struct Shape {
     /// In its feed's list of shapes with entries not yet visible to readers.
     pub(super) queued: AtomicBool,
     changed: watch::Sender<StreamSeq>,
-    invalid: Mutex<Option<&'static str>>,
-    /// Whether `invalid` holds a reason: every live reader asks at every wake-up, and 50,000
-    /// of them taking the lock made it a contended one.
-    invalidated: AtomicBool,
+    /// Why the shape stopped, set once: every live reader asks at every wake-up, so reading it
+    /// takes no lock (50,000 readers made a mutex here a contended one).
+    invalid: std::sync::OnceLock<&'static str>,
     pub last_used: AtomicU64,
     memo: Mutex<Option<(StreamSeq, Arc<Rendered>)>>,
     /// The shape's place in its agency's live-shape quota, freed when the shape is dropped.
@@ -293,8 +292,7 @@ impl Shape {
             feed_committed: OnceLock::new(),
             queued: AtomicBool::new(false),
             changed: watch::channel(seq0).0,
-            invalid: Mutex::new(None),
-            invalidated: AtomicBool::new(false),
+            invalid: std::sync::OnceLock::new(),
             last_used: AtomicU64::new(now_secs()),
             memo: Mutex::new(None),
             _permit: permit,
@@ -580,22 +578,15 @@ impl Shape {
     }
 
     pub fn invalidate(&self, reason: &'static str) {
-        let mut invalid = self.invalid.lock();
-        if invalid.is_none() {
+        if self.invalid.set(reason).is_ok() {
             tracing::info!(handle = %self.handle, table = %self.def.table.name, reason, "shape invalidated");
-            *invalid = Some(reason);
-            self.invalidated.store(true, Ordering::SeqCst);
             INVALIDATIONS.fetch_add(1, Ordering::SeqCst);
         }
-        drop(invalid);
         self.changed.send_modify(|_| {});
     }
 
     pub fn invalid_reason(&self) -> Option<&'static str> {
-        if !self.invalidated.load(Ordering::SeqCst) {
-            return None;
-        }
-        *self.invalid.lock()
+        self.invalid.get().copied()
     }
 
     /// The last committed point readers are served up to: the shape's own, or its feed's when

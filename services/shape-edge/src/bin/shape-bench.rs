@@ -343,16 +343,7 @@ impl Live {
             while seen < rows {
                 let Some(frame) = body.frame().await else { bail!("the SSE response ended after {seen} rows") };
                 let Ok(data) = frame?.into_data() else { continue };
-                let at = Instant::now();
-                if pending.is_empty() && data.ends_with(b"\n\n") {
-                    // Whole events, the usual case: read in place.
-                    seen += notes.note(&data, at);
-                    continue;
-                }
-                pending.extend_from_slice(&data);
-                let Some(end) = memchr::memmem::rfind(&pending, b"\n\n") else { continue };
-                seen += notes.note(&pending[..end], at);
-                pending.drain(..end + 2);
+                seen += notes.note_events(&mut pending, &data, Instant::now());
             }
             notes.held = Some(Box::new(body));
             anyhow::Ok(notes)
@@ -441,6 +432,20 @@ impl Notes {
         self.got.extend(round_values(body).map(|round| (round, at)));
         let n = self.got.len() - before;
         self.count.fetch_add(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Notes the rows of the whole SSE events in `data`, after what `pending` held of an event
+    /// split between frames; keeps the unfinished rest in `pending`.
+    fn note_events(&mut self, pending: &mut Vec<u8>, data: &[u8], at: Instant) -> usize {
+        if pending.is_empty() && data.ends_with(b"\n\n") {
+            // Whole events, the usual case: read in place.
+            return self.note(data, at);
+        }
+        pending.extend_from_slice(data);
+        let Some(end) = memchr::memmem::rfind(pending, b"\n\n") else { return 0 };
+        let n = self.note(&pending[..end], at);
+        pending.drain(..end + 2);
         n
     }
 }
@@ -933,15 +938,7 @@ mod lean_h2 {
                         consumed += len as u64;
                         let s = streams.get_mut(&id).with_context(|| format!("DATA on unknown stream {id}"))?;
                         let before = s.seen;
-                        if s.pending.is_empty() && payload.ends_with(b"\n\n") {
-                            s.seen += notes.note(payload, at);
-                        } else {
-                            s.pending.extend_from_slice(payload);
-                            if let Some(end) = memchr::memmem::rfind(&s.pending, b"\n\n") {
-                                s.seen += notes.note(&s.pending[..end], at);
-                                s.pending.drain(..end + 2);
-                            }
-                        }
+                        s.seen += notes.note_events(&mut s.pending, payload, at);
                         if before < rows && s.seen >= rows {
                             done += 1;
                         }

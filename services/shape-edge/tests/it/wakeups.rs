@@ -72,6 +72,16 @@ async fn open(client: &TestClient, path: &str, auth: Option<&str>) -> anyhow::Re
 
 /// Reads the body until `done` holds for what was received (or 5 s pass).
 async fn read_until(body: &mut hyper::body::Incoming, received: &mut String, done: impl Fn(&str) -> bool) -> bool {
+    read_until_within(body, received, done, Duration::from_secs(5)).await
+}
+
+/// [`read_until`], for at most `within`.
+async fn read_until_within(
+    body: &mut hyper::body::Incoming,
+    received: &mut String,
+    done: impl Fn(&str) -> bool,
+    within: Duration,
+) -> bool {
     let read = async {
         while !done(received) {
             match body.frame().await {
@@ -85,7 +95,18 @@ async fn read_until(body: &mut hyper::body::Incoming, received: &mut String, don
         }
         true
     };
-    tokio::time::timeout(Duration::from_secs(5), read).await.unwrap_or(false)
+    tokio::time::timeout(within, read).await.unwrap_or(false)
+}
+
+/// The live SSE request of the shape at `shape` (a `/v1/shape?…` URL), from its current end.
+async fn live_sse_path(c: &TestClient, auth: &str, shape: &str) -> String {
+    let first =
+        c.expect(Method::GET, &format!("{shape}&offset=-1"), &[("authorization", auth)], "", StatusCode::OK).await;
+    format!(
+        "{shape}&offset={}&handle={}&live=true&live_sse=true&cursor=",
+        first.header("electric-offset").unwrap_or_default(),
+        first.header("electric-handle").unwrap_or_default()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -313,15 +334,7 @@ async fn shape_sse_streams_end_at_their_lifetime_and_when_the_edge_drains() -> a
         let auth = auth.clone();
         async move {
             let shape = format!("/v1/shape?table=beats&where=note%20%3D%20%27{note}%27");
-            let first = c
-                .expect(Method::GET, &format!("{shape}&offset=-1"), &[("authorization", &auth)], "", StatusCode::OK)
-                .await;
-            let (handle, offset) = (first.header("electric-handle"), first.header("electric-offset"));
-            let path = format!(
-                "{shape}&offset={}&handle={}&live=true&live_sse=true&cursor=",
-                offset.unwrap_or_default(),
-                handle.unwrap_or_default()
-            );
+            let path = live_sse_path(&c, &auth, &shape).await;
             // At the head: nothing is sent until a change, and the stream waits on its timers.
             open(&c, &path, Some(&auth)).await
         }
@@ -378,14 +391,7 @@ async fn a_shape_sse_stream_gets_its_keep_alive_21_s_after_its_last_frame() -> a
     let edge = env.edge(&["--shape-sse-timeout", "40s"]).await?;
     let auth = bearer(&uuid::Uuid::new_v4().to_string());
     let c = &edge.client;
-    let first = c
-        .expect(Method::GET, "/v1/shape?table=hushed&offset=-1", &[("authorization", &auth)], "", StatusCode::OK)
-        .await;
-    let path = format!(
-        "/v1/shape?table=hushed&offset={}&handle={}&live=true&live_sse=true&cursor=",
-        first.header("electric-offset").unwrap_or_default(),
-        first.header("electric-handle").unwrap_or_default()
-    );
+    let path = live_sse_path(c, &auth, "/v1/shape?table=hushed").await;
     let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<http_body_util::Full<Bytes>>();
@@ -406,16 +412,8 @@ async fn a_shape_sse_stream_gets_its_keep_alive_21_s_after_its_last_frame() -> a
     }
     let last_frame = Instant::now();
     got.clear();
-    let read = async {
-        while !got.contains(": keep-alive") {
-            match body.frame().await {
-                Some(Ok(f)) => got.push_str(&String::from_utf8_lossy(&f.into_data().unwrap_or_default())),
-                _ => return false,
-            }
-        }
-        true
-    };
-    let kept_alive = tokio::time::timeout(Duration::from_secs(25), read).await.unwrap_or(false);
+    let kept_alive =
+        read_until_within(&mut body, &mut got, |s| s.contains(": keep-alive"), Duration::from_secs(25)).await;
     let after = last_frame.elapsed();
     assert!(kept_alive, "no keep-alive within 25 s of the last frame (received {got:?})");
     assert!(after >= Duration::from_secs(20), "the keep-alive came {after:?} after the last frame, early");
