@@ -5,19 +5,27 @@
 //
 //   node ds-bench.mjs name=http://127.0.0.1:4437 other=http://127.0.0.1:4438 ...
 //
-// Every target is measured in turn, in one run, with the same client. Prints a Markdown table
-// and writes the raw figures as JSON to BENCH_OUT (if set). Env: BENCH_RTT_ROUNDS (200),
+// Every target is measured in turn, in one run, with the same client, BENCH_ROUNDS times (3):
+// odd rounds in the order given, even rounds in reverse, after one warm-up pass against the
+// first target that is not counted (a cold client - JIT, connection pool - made whichever
+// target came first look up to 40 % slower). Prints a Markdown table of each target's median
+// over the rounds (and its range), and writes every round's figures as JSON to BENCH_OUT (if
+// set). Env: BENCH_ROUNDS (3), BENCH_WARMUP (1; 0 for none), BENCH_RTT_ROUNDS (200),
 // BENCH_SSE_SUBSCRIBERS (1000), BENCH_WRITERS (100), BENCH_RATIO_TO (the target the ratio column
 // divides by; default the second).
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 
 const targets = process.argv.slice(2).map((a) => {
-  // `name=url[@pids]`: the pids are ds-many.mjs's (memory); this bench ignores them.
-  const [name, url] = a.split(/=(.*)/s);
-  return { name, url: url.split("@")[0].replace(/\/$/, "") };
+  // `name=url[@pid,pid…]`: the server's processes (the edge and its nats-server), whose CPU is
+  // counted per operation in each phase.
+  const [name, rest] = a.split(/=(.*)/s);
+  const [url, pids = ""] = rest.split("@");
+  return { name, url: url.replace(/\/$/, ""), pids: pids.split(",").filter(Boolean).map(Number) };
 });
 const RTT_ROUNDS = Number(process.env.BENCH_RTT_ROUNDS ?? 200);
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
+const WARMUP = process.env.BENCH_WARMUP !== "0";
 const SUBSCRIBERS = Number(process.env.BENCH_SSE_SUBSCRIBERS ?? 1000);
 const WRITERS = Number(process.env.BENCH_WRITERS ?? 100);
 const run = Date.now().toString(36);
@@ -27,12 +35,26 @@ const pct = (xs, p) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// CPU seconds (user + system) the processes have used: fields 14 and 15 of /proc/<pid>/stat, in
+// clock ticks of 1/100 s. A shared process (a nats-server other runs also use) counts theirs too.
+const cpuSeconds = (pids) =>
+  pids.reduce((sum, pid) => {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return sum + (Number(f[11]) + Number(f[12])) / 100;
+  }, 0);
+// Started where a phase's clock starts: `per(n)` is µs of the target's CPU per operation since
+// (undefined without pids).
+function cpuMeter(t) {
+  const before = t.pids.length ? cpuSeconds(t.pids) : 0;
+  return { per: (n) => (t.pids.length && n ? ((cpuSeconds(t.pids) - before) * 1e6) / n : undefined) };
+}
 
+let pass = 0;
 async function create(base, name, contentType = "text/plain") {
-  const res = await fetch(`${base}/v1/stream/bench-${run}-${name}`, { method: "PUT", headers: { "content-type": contentType } });
+  const res = await fetch(`${base}/v1/stream/bench-${run}-p${pass}-${name}`, { method: "PUT", headers: { "content-type": contentType } });
   if (res.status !== 201 && res.status !== 200) throw new Error(`create ${name}: ${res.status}`);
   await res.arrayBuffer();
-  return `${base}/v1/stream/bench-${run}-${name}`;
+  return `${base}/v1/stream/bench-${run}-p${pass}-${name}`;
 }
 
 // Failed appends are counted, not fatal: a peer that drops a few under load still gets figures.
@@ -77,9 +99,10 @@ async function roundTrip(base) {
   return { head_p50_ms: headP50, rtt_p50_ms: pct(rtts, 50), overhead_p50_ms: pct(overhead, 50), overhead_p99_ms: pct(overhead, 99) };
 }
 
-async function smallThroughput(base, total = 1000, concurrency = 10) {
-  const url = await create(base, "small");
+async function smallThroughput(t, total = 1000, concurrency = 10) {
+  const url = await create(t.url, "small");
   const msg = "y".repeat(100);
+  const cpu = cpuMeter(t);
   const t0 = performance.now();
   let next = 0;
   await Promise.all(
@@ -90,29 +113,34 @@ async function smallThroughput(base, total = 1000, concurrency = 10) {
       }
     }),
   );
-  return { small_msgs_per_s: total / ((performance.now() - t0) / 1000) };
+  return { small_msgs_per_s: total / ((performance.now() - t0) / 1000), small_cpu_us: cpu.per(total) };
 }
 
-async function largeThroughput(base, total = 50) {
-  const url = await create(base, "large");
+async function largeThroughput(t, total = 50) {
+  const url = await create(t.url, "large");
   const mb = "z".repeat(1_000_000);
+  const cpu = cpuMeter(t);
   const t0 = performance.now();
   for (let i = 0; i < total; i++) await append(url, mb);
   const s = (performance.now() - t0) / 1000;
-  return { large_msgs_per_s: total / s, large_mb_per_s: total / s };
+  return { large_msgs_per_s: total / s, large_mb_per_s: total / s, large_cpu_us: cpu.per(total) };
 }
 
-async function manyWriters(base, writers = WRITERS, each = 20) {
+async function manyWriters(t, writers = WRITERS, each = 20) {
   const urls = [];
-  for (let i = 0; i < writers; i++) urls.push(await create(base, `w${i}`));
+  for (let i = 0; i < writers; i++) urls.push(await create(t.url, `w${i}`));
   const msg = "w".repeat(100);
+  const cpu = cpuMeter(t);
   const t0 = performance.now();
   await Promise.all(urls.map(async (u) => { for (let i = 0; i < each; i++) await append(u, msg); }));
-  return { many_writers_appends_per_s: (writers * each) / ((performance.now() - t0) / 1000) };
+  return {
+    many_writers_appends_per_s: (writers * each) / ((performance.now() - t0) / 1000),
+    many_writers_cpu_us: cpu.per(writers * each),
+  };
 }
 
-async function sseFanout(base, subscribers = SUBSCRIBERS, messages = 20) {
-  const url = await create(base, "fanout");
+async function sseFanout(t, subscribers = SUBSCRIBERS, messages = 20) {
+  const url = await create(t.url, "fanout");
   const sent = new Map();
   const latencies = [];
   const controllers = [];
@@ -147,33 +175,63 @@ async function sseFanout(base, subscribers = SUBSCRIBERS, messages = 20) {
   });
   const deadline = Date.now() + 60_000;
   while (ready < subscribers && Date.now() < deadline) await sleep(20);
+  const cpu = cpuMeter(t);
   for (let i = 0; i < messages; i++) {
     sent.set(i, performance.now());
     await append(url, `msg-${i}-${"s".repeat(80)}`);
     await sleep(50);
   }
   await Promise.race([Promise.all(readers), sleep(10_000)]);
+  const sseCpu = cpu.per(latencies.length);
   controllers.forEach((c) => c.abort());
   return {
     sse_subscribers: ready,
     sse_deliveries: latencies.length,
     sse_p50_ms: pct(latencies, 50),
     sse_p99_ms: pct(latencies, 99),
+    sse_cpu_us: sseCpu,
   };
 }
 
-const results = {};
-for (const t of targets) {
+async function measure(t) {
+  pass++;
   failedAppends = 0;
   const r = { target: t.name };
   Object.assign(r, await roundTrip(t.url));
-  Object.assign(r, await smallThroughput(t.url));
-  Object.assign(r, await largeThroughput(t.url));
-  Object.assign(r, await manyWriters(t.url));
-  Object.assign(r, await sseFanout(t.url));
+  Object.assign(r, await smallThroughput(t));
+  Object.assign(r, await largeThroughput(t));
+  Object.assign(r, await manyWriters(t));
+  Object.assign(r, await sseFanout(t));
   r.failed_appends = failedAppends;
-  results[t.name] = r;
-  console.error(`${t.name}: ${JSON.stringify(r)}`);
+  return r;
+}
+
+if (WARMUP && targets.length) {
+  const r = await measure(targets[0]);
+  console.error(`warm-up (not counted), ${targets[0].name}: ${JSON.stringify(r)}`);
+}
+const rounds = Object.fromEntries(targets.map((t) => [t.name, []]));
+for (let round = 0; round < ROUNDS; round++) {
+  const order = round % 2 === 0 ? targets : [...targets].reverse();
+  for (const t of order) {
+    const r = await measure(t);
+    rounds[t.name].push(r);
+    console.error(`round ${round + 1}, ${t.name}: ${JSON.stringify(r)}`);
+  }
+}
+// Each figure is the median over the rounds; failed appends are summed.
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const results = {};
+for (const [name, rs] of Object.entries(rounds)) {
+  results[name] = { target: name, rounds: rs };
+  for (const k of Object.keys(rs[0]).filter((k) => typeof rs[0][k] === "number")) {
+    const xs = rs.map((r) => r[k]);
+    results[name][k] = k === "failed_appends" ? xs.reduce((a, b) => a + b, 0) : median(xs);
+    results[name][`${k}_range`] = [Math.min(...xs), Math.max(...xs)];
+  }
 }
 
 const cols = [
@@ -184,6 +242,10 @@ const cols = [
   ["many_writers_appends_per_s", `${WRITERS} writers (appends/s)`],
   ["sse_p50_ms", `SSE ×${SUBSCRIBERS} p50 (ms)`],
   ["sse_p99_ms", `SSE ×${SUBSCRIBERS} p99 (ms)`],
+  ["small_cpu_us", "server CPU per 100 B append (µs)"],
+  ["large_cpu_us", "server CPU per 1 MB append (µs)"],
+  ["many_writers_cpu_us", "server CPU per append, many writers (µs)"],
+  ["sse_cpu_us", "server CPU per SSE delivery (µs)"],
   ["failed_appends", "failed appends"],
 ];
 const names = Object.keys(results);
@@ -192,10 +254,17 @@ const other = names.includes(process.env.BENCH_RATIO_TO) ? names.indexOf(process
 const fmt = (v) => (v === undefined ? "–" : v >= 100 ? v.toFixed(0) : v.toFixed(2));
 console.log(`| metric | ${names.join(" | ")} |${names.length > 1 ? ` ratio ${names[0]}/${names[other]} |` : ""}`);
 console.log(`| --- | ${names.map(() => "---").join(" | ")} |${names.length > 1 ? " --- |" : ""}`);
-for (const [k, label] of cols) {
+for (const [k, label] of cols.filter(([k]) => names.some((n) => results[n][k] !== undefined))) {
   const vals = names.map((n) => results[n][k]);
   const ratio = names.length > 1 ? ` ${(vals[0] / vals[other]).toFixed(2)} |` : "";
   console.log(`| ${label} | ${vals.map(fmt).join(" | ")} |${ratio}`);
+}
+if (ROUNDS > 1) {
+  console.log(`\nMedians of ${ROUNDS} rounds (odd rounds in the order above, even ones reversed, after a warm-up pass). Ranges:`);
+  for (const [k, label] of cols.filter(([k]) => k !== "failed_appends")) {
+    const ranges = names.filter((n) => results[n][`${k}_range`]);
+    if (ranges.length) console.log(`- ${label}: ${ranges.map((n) => `${n} ${results[n][`${k}_range`].map(fmt).join("–")}`).join(", ")}`);
+  }
 }
 console.log(`\nSSE subscribers connected / deliveries: ${names.map((n) => `${n} ${results[n].sse_subscribers}/${results[n].sse_deliveries}`).join(", ")}`);
 if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify(results, null, 2));

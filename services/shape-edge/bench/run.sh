@@ -3,9 +3,12 @@
 # and its peers: the Node reference server (@durable-streams/server, file-backed with dataDir),
 # started here, and any already running server given in DS_PEER_URLS (e.g. the Rust server from
 # `cargo install durable-streams --version 0.1.5`: DS_PEER_URLS="rust-ds=http://127.0.0.1:4437").
-# Prints a Markdown table with the ratio edge / first peer.
+# Prints a Markdown table of medians over BENCH_ROUNDS interleaved rounds (see ds-bench.mjs), the
+# servers' CPU per operation among them, with the ratio edge / BENCH_RATIO_TO. Given the Rust
+# server's binary in DS_RUST_SERVER, run.sh starts one on DS_RUST_PORT itself (target rust-ds):
 #
-#   FOLIO_NATS_URL=nats://127.0.0.1:4333 services/shape-edge/bench/run.sh
+#   BENCH_RATIO_TO=rust-ds DS_RUST_SERVER=/var/cache/ds-rust/bin/durable-streams-server \
+#     FOLIO_NATS_URL=nats://127.0.0.1:4333 services/shape-edge/bench/run.sh
 #
 # DS_BENCH=many runs ds-many.mjs instead (10,000 and 100,000 streams; the edge and the peers in
 # DS_PEER_URLS, no Node server): give a peer's pid after its URL (name=url@pid) to have its
@@ -27,7 +30,7 @@
 # Env: FOLIO_NATS_URL, CARGO_TARGET_DIR, DS_BENCH_DIR (npm cache, default ~/.cache/folio/ds-bench),
 #      DS_PEER_URLS (space-separated name=url[@pid]), DS_BENCH (ds or many), SHAPE_EDGE_BIN (skip
 #      the build and run this binary, e.g. an earlier build to compare with), BENCH_OUT (JSON
-#      results), DS_RUST_SERVER, DS_RUST_SHARDS, DS_RUST_PORT, DS_RUST_SINGLE (DS_BENCH=many), and
+#      results), DS_RUST_SERVER, DS_RUST_PORT, DS_RUST_SHARDS and DS_RUST_SINGLE (DS_BENCH=many), and
 #      the BENCH_* variables of ds-bench.mjs and ds-many.mjs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -65,20 +68,20 @@ FOLIO_NATS_URL=$nats_url FOLIO_EDGE_ADDR=127.0.0.1:$edge_port FOLIO_DS_PREFIX=$p
   "$edge_bin" >"$data/edge.log" 2>&1 &
 edge_pid=$!
 pids+=("$edge_pid")
+nats_port=${nats_url##*:}; nats_port=${nats_port%%/*}
+nats_pid=$(ss -ltnpH "sport = :$nats_port" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
+# Any HTTP answer will do (the Rust server may refuse OPTIONS on an unknown stream).
+wait_http() { for _ in $(seq 1 100); do curl -sS -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1"; return 1; }
+rust_port=${DS_RUST_PORT:-4471}
+start_rust() { # port name
+  mkdir -p "$data/$2"
+  "$DS_RUST_SERVER" --host 127.0.0.1 --port "$1" --data-dir "$data/$2" --long-poll-timeout-ms 30000 >"$data/$2.log" 2>&1 &
+  pids+=($!)
+}
 if [ "${DS_BENCH:-ds}" = many ]; then
-  nats_port=${nats_url##*:}; nats_port=${nats_port%%/*}
-  nats_pid=$(ss -ltnpH "sport = :$nats_port" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
   wait_port "$edge_port"
   targets=("shape-edge=http://127.0.0.1:$edge_port@$edge_pid${nats_pid:+,$nats_pid}")
   if [ -n "${DS_RUST_SERVER:-}" ]; then
-    # Any HTTP answer will do (the Rust server may refuse OPTIONS on an unknown stream).
-    wait_http() { for _ in $(seq 1 100); do curl -sS -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1"; return 1; }
-    rust_port=${DS_RUST_PORT:-4471}
-    start_rust() { # port name
-      mkdir -p "$data/$2"
-      "$DS_RUST_SERVER" --host 127.0.0.1 --port "$1" --data-dir "$data/$2" --long-poll-timeout-ms 30000 >"$data/$2.log" 2>&1 &
-      pids+=($!)
-    }
     urls=() rpids=()
     for k in $(seq 1 "${DS_RUST_SHARDS:-7}"); do
       start_rust $((rust_port + k)) "rust-shard-$k"
@@ -100,7 +103,14 @@ ref_port=$(free_port)
 DS_SERVER_MODULE="$dir/node_modules/@durable-streams/server/dist/index.js" PORT=$ref_port DATA_DIR="$data/ref" \
   node "$here/reference-server.mjs" >"$data/ref.log" 2>&1 &
 pids+=($!)
-targets=("shape-edge=http://127.0.0.1:$edge_port" "node-ref=http://127.0.0.1:$ref_port")
+ref_pid=$!
+# With pids the bench counts each server's CPU per operation (the edge's with its nats-server).
+targets=("shape-edge=http://127.0.0.1:$edge_port@$edge_pid${nats_pid:+,$nats_pid}" "node-ref=http://127.0.0.1:$ref_port@$ref_pid")
 wait_port "$edge_port"; wait_port "$ref_port"
+if [ -n "${DS_RUST_SERVER:-}" ]; then
+  start_rust "$rust_port" rust-ds
+  targets+=("rust-ds=http://127.0.0.1:$rust_port@${pids[-1]}")
+  wait_http "$rust_port"
+fi
 for peer in ${DS_PEER_URLS:-}; do targets+=("$peer"); done
 node "$here/ds-bench.mjs" "${targets[@]}"
