@@ -4,9 +4,13 @@
 // subject per durable stream, BENCH_SUBJECTS of them). Speaks the NATS text protocol directly
 // (no client library) and deletes its stream afterwards.
 //
-//   node js-publish.mjs nats://127.0.0.1:4333
+//   node js-publish.mjs nats://127.0.0.1:4333 [NATS_SERVER_PID]
 //
-// Env: BENCH_PUBLISHES (100000), BENCH_WINDOW (list, default 1,16,256), BENCH_SUBJECTS (10000).
+// With the nats-server's pid it also reports that server's CPU per acknowledged publish (from
+// /proc/<pid>/stat; it counts whatever else the server did meanwhile).
+// Env: BENCH_PUBLISHES (100000), BENCH_WINDOW (list, default 1,16,256), BENCH_SUBJECTS (10000),
+//      BENCH_SIZE (payload bytes, 100).
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import { performance } from "node:perf_hooks";
 
@@ -14,6 +18,12 @@ const u = new URL(process.argv[2] ?? "nats://127.0.0.1:4333");
 const TOTAL = Number(process.env.BENCH_PUBLISHES ?? 100000);
 const WINDOWS = (process.env.BENCH_WINDOW ?? "1,16,256").split(",").map(Number);
 const SUBJECTS = Number(process.env.BENCH_SUBJECTS ?? 10000);
+const SIZE = Number(process.env.BENCH_SIZE ?? 100);
+const serverPid = process.argv[3] ? Number(process.argv[3]) : null;
+const serverCpu = () => {
+  const f = readFileSync(`/proc/${serverPid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+};
 const name = `jsprobe_${Date.now().toString(36)}`;
 const inbox = `_INBOX.${name}`;
 
@@ -62,12 +72,13 @@ const created = JSON.parse(
 );
 if (created.error) throw new Error(JSON.stringify(created.error));
 
-const body = "p".repeat(100);
+const body = "p".repeat(SIZE);
 const results = [];
 for (const window of WINDOWS) {
   let sent = 0;
   let acked = 0;
   let errors = 0;
+  const cpu0 = serverPid ? serverCpu() : 0;
   const t0 = performance.now();
   await new Promise((done) => {
     const send = () => {
@@ -82,11 +93,16 @@ for (const window of WINDOWS) {
     send();
   });
   const s = (performance.now() - t0) / 1000;
-  results.push({ window, publishes_per_s: TOTAL / s, errors });
+  const cpuUs = serverPid ? ((serverCpu() - cpu0) * 1e6) / TOTAL : undefined;
+  results.push({ window, publishes_per_s: TOTAL / s, server_cpu_us_per_publish: cpuUs, errors });
   console.error(JSON.stringify(results.at(-1)));
 }
 await request(`$JS.API.STREAM.DELETE.${name}`, "");
 sock.end();
-console.log(`| publishes in flight | acknowledged publishes/s (100 B, file storage, ${SUBJECTS.toLocaleString("en-US")} subjects) |`);
-console.log("| --- | --- |");
-for (const r of results) console.log(`| ${r.window} | ${r.publishes_per_s.toFixed(0)}${r.errors ? ` (${r.errors} errors)` : ""} |`);
+const what = `${SIZE.toLocaleString("en-US")} B, file storage, ${SUBJECTS.toLocaleString("en-US")} subjects`;
+console.log(`| publishes in flight | acknowledged publishes/s (${what}) |${serverPid ? " nats-server CPU per publish (µs) |" : ""}`);
+console.log(`| --- | --- |${serverPid ? " --- |" : ""}`);
+for (const r of results) {
+  const cpu = serverPid ? ` ${r.server_cpu_us_per_publish.toFixed(0)} |` : "";
+  console.log(`| ${r.window} | ${r.publishes_per_s.toFixed(0)}${r.errors ? ` (${r.errors} errors)` : ""} |${cpu}`);
+}
