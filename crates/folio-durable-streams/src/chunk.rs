@@ -13,6 +13,17 @@ pub struct Chunk {
     pub up_to_date: bool,
     /// The page as one SSE `data` event, encoded once for every live reader sharing the page.
     pub sse_data: std::sync::OnceLock<String>,
+    /// The page's data event with its control event, as the first live reader to send it
+    /// wrote them; readers that connected alike (the same cursor, or none) send these very
+    /// bytes instead of writing their own.
+    pub sse_events: std::sync::OnceLock<SseEvents>,
+}
+
+/// A page's SSE events for readers that connected with `cursor`.
+pub struct SseEvents {
+    pub cursor: Option<String>,
+    pub closed: bool,
+    pub bytes: bytes::Bytes,
 }
 
 impl Chunk {

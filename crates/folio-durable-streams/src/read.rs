@@ -57,7 +57,13 @@ impl Page {
 
     fn into_chunk(self, next: StreamSeq, up_to_date: bool) -> Chunk {
         metrics::counter!("folio_edge_stream_read_bytes_total").increment(self.bytes as u64);
-        Chunk { payloads: self.payloads, next, up_to_date, sse_data: Default::default() }
+        Chunk {
+            payloads: self.payloads,
+            next,
+            up_to_date,
+            sse_data: Default::default(),
+            sse_events: Default::default(),
+        }
     }
 }
 

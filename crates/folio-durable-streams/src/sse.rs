@@ -19,10 +19,11 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{
     Streams,
-    chunk::Chunk,
+    chunk::{Chunk, SseEvents},
     error::{Result, StreamError},
     headers as h,
     hub::{LiveSnapshot, Watch},
+    meta::StreamMeta,
     offset::{Offset, next_cursor},
     query::{ReadQuery, start_position},
     read::LiveGauge,
@@ -142,26 +143,22 @@ impl Follow {
                         return Bytes::new();
                     }
                 };
-                let data = chunk.sse_data.get_or_init(|| {
-                    let mut data = String::new();
-                    let body = chunk.body(meta);
-                    if self.base64 {
-                        event(&mut data, "data", &base64::engine::general_purpose::STANDARD.encode(&body));
-                    } else {
-                        event(&mut data, "data", &String::from_utf8_lossy(&body));
-                    }
-                    data
-                });
-                // One buffer per subscriber for the shared data event and its own control
-                // event: one copy, one allocation, one write.
-                let mut out = String::with_capacity(data.len() + CONTROL_EVENT_BYTES);
-                out.push_str(data);
-                self.after = chunk.next;
                 let closed = meta.closed && chunk.up_to_date;
-                event(&mut out, "control", &self.control(chunk.next, chunk.up_to_date, closed));
+                self.after = chunk.next;
                 self.announced = Some(chunk.next);
                 self.done = closed;
-                return Bytes::from(out);
+                // The control event depends only on the page, the stream's state and the
+                // reader's cursor, so readers that connected alike share one copy of both
+                // events (a fan-out used to write, allocate and copy them once per reader).
+                let shared = chunk.sse_events.get_or_init(|| SseEvents {
+                    cursor: self.cursor.clone(),
+                    closed,
+                    bytes: self.page_events(&chunk, meta, closed),
+                });
+                if shared.cursor == self.cursor && shared.closed == closed {
+                    return shared.bytes.clone();
+                }
+                return self.page_events(&chunk, meta, closed);
             }
             if meta.closed {
                 let mut out = String::new();
@@ -199,6 +196,25 @@ impl Follow {
                 }
             }
         }
+    }
+
+    /// A page's data event, shared by every reader of the page, followed by this reader's
+    /// control event: one copy, one allocation.
+    fn page_events(&self, chunk: &Chunk, meta: &StreamMeta, closed: bool) -> Bytes {
+        let data = chunk.sse_data.get_or_init(|| {
+            let mut data = String::new();
+            let body = chunk.body(meta);
+            if self.base64 {
+                event(&mut data, "data", &base64::engine::general_purpose::STANDARD.encode(&body));
+            } else {
+                event(&mut data, "data", &String::from_utf8_lossy(&body));
+            }
+            data
+        });
+        let mut out = String::with_capacity(data.len() + CONTROL_EVENT_BYTES);
+        out.push_str(data);
+        event(&mut out, "control", &self.control(chunk.next, chunk.up_to_date, closed));
+        Bytes::from(out)
     }
 
     fn control(&self, next: StreamSeq, up_to_date: bool, closed: bool) -> String {

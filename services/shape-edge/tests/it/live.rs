@@ -129,6 +129,50 @@ async fn many_sse_subscribers_each_receive_every_append() -> anyhow::Result<()> 
     Ok(())
 }
 
+#[tokio::test]
+async fn sse_readers_of_one_page_share_its_events_unless_their_cursors_differ() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    let edge = spawn_edge(&prefix, &[]).await?;
+    let agency = Agency::new();
+    let c = edge.client.with_auth(&agency.editor);
+    let path = &agency.path("cursors");
+    c.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
+    // Two readers without a cursor, and one that echoes a cursor ahead of the current interval:
+    // its control events must move past its own cursor, whoever encoded the page first.
+    let echoed: u64 = 999_999_999_999;
+    let mut readers = Vec::new();
+    for query in ["", "", &format!("&cursor={echoed}")] {
+        let (status, _, body) = c.open(&format!("{path}?offset=now&live=sse{query}")).await?;
+        assert_eq!(status, StatusCode::OK);
+        let mut frames = body.into_data_stream();
+        let mut received = String::new();
+        read_until(&mut frames, &mut received, |r| r.contains("upToDate")).await?;
+        readers.push((frames, received));
+    }
+    c.expect(Method::POST, path, TEXT, "hello", StatusCode::NO_CONTENT).await;
+    // The data event and the control event after it, as one reader received them.
+    let page_events = |r: &str| -> Option<String> {
+        let events: Vec<&str> = r.split("\n\n").collect();
+        let at = events.iter().position(|e| e.starts_with("event: data") && e.contains("hello"))?;
+        let control = events.get(at + 1).filter(|e| e.starts_with("event: control") && r.ends_with("\n\n"))?;
+        Some(format!("{}\n\n{control}\n\n", events[at]))
+    };
+    let mut pages = Vec::new();
+    for (frames, received) in &mut readers {
+        read_until(frames, received, |r| page_events(r).is_some()).await?;
+        pages.push(page_events(received).expect("read until present"));
+    }
+    assert_eq!(pages[0], pages[1], "readers that connected alike send the same events");
+    let cursor = |page: &str| -> u64 {
+        let at = page.find("\"streamCursor\":\"").expect("a cursor") + "\"streamCursor\":\"".len();
+        page[at..].split('"').next().and_then(|c| c.parse().ok()).expect("a numeric cursor")
+    };
+    assert!(cursor(&pages[0]) < echoed, "{}", pages[0]);
+    assert!(cursor(&pages[2]) > echoed, "the echoing reader got another's cursor: {}", pages[2]);
+    edge.stop().await?;
+    Ok(())
+}
+
 async fn read_until(
     frames: &mut (impl futures::Stream<Item = Result<Bytes, hyper::Error>> + Unpin),
     received: &mut String,
