@@ -103,12 +103,7 @@ async fn many_sse_subscribers_each_receive_every_append() -> anyhow::Result<()> 
     c.expect(Method::PUT, path, TEXT, "", StatusCode::CREATED).await;
     let mut readers = Vec::new();
     for _ in 0..20 {
-        let (status, _, body) = c.open(&format!("{path}?offset=now&live=sse")).await?;
-        assert_eq!(status, StatusCode::OK);
-        let mut frames = body.into_data_stream();
-        let mut received = String::new();
-        read_until(&mut frames, &mut received, |r| r.contains("upToDate")).await?;
-        readers.push((frames, received));
+        readers.push(sse_reader_at_tail(&c, &format!("{path}?offset=now&live=sse")).await?);
     }
     // Readers woken by the same append share one metadata, tail and page read.
     for msg in ["one", "two", "three"] {
@@ -142,12 +137,7 @@ async fn sse_readers_of_one_page_share_its_events_unless_their_cursors_differ() 
     let echoed: u64 = 999_999_999_999;
     let mut readers = Vec::new();
     for query in ["", "", &format!("&cursor={echoed}")] {
-        let (status, _, body) = c.open(&format!("{path}?offset=now&live=sse{query}")).await?;
-        assert_eq!(status, StatusCode::OK);
-        let mut frames = body.into_data_stream();
-        let mut received = String::new();
-        read_until(&mut frames, &mut received, |r| r.contains("upToDate")).await?;
-        readers.push((frames, received));
+        readers.push(sse_reader_at_tail(&c, &format!("{path}?offset=now&live=sse{query}")).await?);
     }
     c.expect(Method::POST, path, TEXT, "hello", StatusCode::NO_CONTENT).await;
     // The data event and the control event after it, as one reader received them.
@@ -171,6 +161,20 @@ async fn sse_readers_of_one_page_share_its_events_unless_their_cursors_differ() 
     assert!(cursor(&pages[2]) > echoed, "the echoing reader got another's cursor: {}", pages[2]);
     edge.stop().await?;
     Ok(())
+}
+
+/// An SSE response opened at `url` and read up to its first up-to-date control event: its frames
+/// and what was received so far.
+async fn sse_reader_at_tail(
+    c: &crate::helpers::TestClient,
+    url: &str,
+) -> anyhow::Result<(http_body_util::BodyDataStream<hyper::body::Incoming>, String)> {
+    let (status, _, body) = c.open(url).await?;
+    assert_eq!(status, StatusCode::OK);
+    let mut frames = body.into_data_stream();
+    let mut received = String::new();
+    read_until(&mut frames, &mut received, |r| r.contains("upToDate")).await?;
+    Ok((frames, received))
 }
 
 async fn read_until(
