@@ -131,7 +131,14 @@ impl Hub {
             map.insert(key.to_owned(), SharedReads::default());
         }
         let entry = map.get_mut(key).expect("inserted above");
-        if entry.version != version {
+        if entry.version > version {
+            // A reader still on an older wake-up reads for itself. Moving the entry back would
+            // let readers of that wake-up share a page built from another snapshot than theirs:
+            // one that saw the stream closed at a later tail would send `streamClosed` after a
+            // page that ends before the close's data, and stop.
+            return pick(&mut SharedReads { version, ..Default::default() });
+        }
+        if entry.version < version {
             *entry = SharedReads { version, ..Default::default() };
         }
         pick(entry)
@@ -350,5 +357,23 @@ mod tests {
         hub.wake_with("k", epoch, || snapshot(9));
         let version = reader.changed().await.unwrap();
         assert!(hub.snapshot_cell("k", version).get().is_none(), "a plain wake-up, nothing pre-read");
+    }
+
+    #[test]
+    fn a_reader_of_an_older_wake_up_reads_alone_and_leaves_the_newer_reads_shared() {
+        let hub = Hub::default();
+        let newer = hub.snapshot_cell("k", 2);
+        let newer_page = hub.page_cell("k", 2, StreamSeq::new(5));
+        assert!(newer.set(Arc::new(snapshot(9))).is_ok());
+
+        let older = hub.snapshot_cell("k", 1);
+        let older_page = hub.page_cell("k", 1, StreamSeq::new(5));
+        assert!(!Arc::ptr_eq(&older, &newer) && older.get().is_none(), "the older reader reads its own snapshot");
+        assert!(!Arc::ptr_eq(&older_page, &newer_page), "and its own page");
+        assert!(!Arc::ptr_eq(&older_page, &hub.page_cell("k", 1, StreamSeq::new(5))), "unshared, not a second entry");
+
+        assert!(Arc::ptr_eq(&newer, &hub.snapshot_cell("k", 2)), "the newer wake-up's reads are still shared");
+        assert!(Arc::ptr_eq(&newer_page, &hub.page_cell("k", 2, StreamSeq::new(5))));
+        assert!(!Arc::ptr_eq(&newer, &hub.snapshot_cell("k", 3)), "a later wake-up starts afresh");
     }
 }
