@@ -70,6 +70,7 @@ edge_pid=$!
 pids+=("$edge_pid")
 nats_port=${nats_url##*:}; nats_port=${nats_port%%/*}
 nats_pid=$(ss -ltnpH "sport = :$nats_port" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
+[ -n "$nats_pid" ] || echo "run.sh: no pid for the nats-server on port $nats_port: the edge's CPU and memory leave it out" >&2
 # Any HTTP answer will do (the Rust server may refuse OPTIONS on an unknown stream).
 wait_http() { for _ in $(seq 1 100); do curl -sS -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1"; return 1; }
 rust_port=${DS_RUST_PORT:-4471}
