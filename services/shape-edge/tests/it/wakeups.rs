@@ -421,3 +421,108 @@ async fn a_shape_sse_stream_gets_its_keep_alive_21_s_after_its_last_frame() -> a
     edge.stop().await?;
     env.stop().await
 }
+
+/// A Durable Streams SSE reader ends at its maximum age and as soon as the edge drains, with
+/// the clean end of its response, whether its stream is quiet (it waits on its timers) or busy
+/// (it finds more data after each event), and a quiet one gets its keep-alive control events.
+#[tokio::test]
+async fn stream_sse_readers_end_at_their_max_age_and_when_the_edge_drains() -> anyhow::Result<()> {
+    let (prefix, _cleanup) = test_prefix();
+    let agency = Agency::new();
+    const TEXT: &[(&str, &str)] = &[("content-type", "text/plain")];
+    // One quiet stream, one that gets an append every 50 ms for `for_how_long`, each read over
+    // HTTP/2 (hyper polls each response body in a task of its own).
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<Bytes>>();
+    let readers = |edge: &crate::helpers::TestEdge| {
+        let c = edge.client.with_auth(&agency.editor);
+        let (quiet, busy) = (agency.path("quiet"), agency.path("busy"));
+        let (h2, base, auth) = (h2.clone(), edge.client.base().to_owned(), agency.editor.clone());
+        async move {
+            let mut bodies = Vec::new();
+            for path in [&quiet, &busy] {
+                c.send(Method::PUT, path, TEXT, Bytes::new()).await?;
+                let req = http::Request::get(format!("{base}{path}?offset=now&live=sse"))
+                    .header("authorization", &auth)
+                    .body(http_body_util::Full::new(Bytes::new()))?;
+                let res = h2.request(req).await?;
+                anyhow::ensure!(res.status() == StatusCode::OK && res.version() == http::Version::HTTP_2, "{res:?}");
+                bodies.push(res.into_body());
+            }
+            let busy_body = bodies.pop().expect("two");
+            anyhow::Ok((c, busy, bodies.pop().expect("two"), busy_body))
+        }
+    };
+    let keep_appending = |c: TestClient, path: String, for_how_long: Duration| async move {
+        let started = Instant::now();
+        while started.elapsed() < for_how_long {
+            c.expect(Method::POST, &path, TEXT, "beat", StatusCode::NO_CONTENT).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+
+    // Max age 2 s, keep-alives every second: both end after 2 s, the quiet one with keep-alives.
+    let edge = spawn_edge(&prefix, &["--ds-sse-max-age", "2s", "--ds-long-poll-timeout", "1s"]).await?;
+    let opened = Instant::now();
+    let (c, busy_path, mut quiet, mut busy) = readers(&edge).await?;
+    let (quiet_read, busy_ended, ()) = tokio::join!(
+        async {
+            let mut controls = 0;
+            let read = async {
+                while let Some(Ok(frame)) = quiet.frame().await {
+                    if let Ok(data) = frame.into_data() {
+                        controls += String::from_utf8_lossy(&data).matches("event: control").count();
+                    }
+                }
+            };
+            (tokio::time::timeout(Duration::from_secs(5), read).await.is_ok(), controls)
+        },
+        ends_within(&mut busy, Duration::from_secs(5)),
+        keep_appending(c.clone(), busy_path.clone(), Duration::from_secs(3)),
+    );
+    let lived = opened.elapsed();
+    let (quiet_ended, quiet_controls) = quiet_read;
+    assert!(quiet_ended && busy_ended, "quiet ended: {quiet_ended}, busy ended: {busy_ended}");
+    assert!(lived >= Duration::from_millis(1900), "the readers ended after {lived:?}, before their max age");
+    // The first control event at connect, then one keep-alive a second.
+    assert!(quiet_controls >= 2, "the quiet reader got {quiet_controls} control events in 2 s");
+    edge.stop().await?;
+
+    // Max age 60 s: draining ends both at once, each response with its clean end (not cut off
+    // when the edge gives up on open connections after its grace period), and the edge stops
+    // within a second of the drain starting.
+    let edge = spawn_edge(&prefix, &["--ds-sse-max-age", "60s", "--shutdown-grace", "10s"]).await?;
+    let (c, busy_path, mut quiet, mut busy) = readers(&edge).await?;
+    let stopping = Instant::now();
+    let (stopped, quiet_ended, busy_ended, ()) = tokio::join!(
+        async {
+            // Some appends flow first, so the busy reader is mid-delivery when the drain starts.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            edge.stop().await
+        },
+        ends_cleanly_within(&mut quiet, Duration::from_secs(5)),
+        ends_cleanly_within(&mut busy, Duration::from_secs(5)),
+        keep_appending(c, busy_path, Duration::from_millis(400)),
+    );
+    stopped?;
+    let took = stopping.elapsed();
+    assert!(quiet_ended && busy_ended, "after the drain: quiet ended: {quiet_ended}, busy ended: {busy_ended}");
+    assert!(took < Duration::from_millis(1500), "draining took {took:?}");
+    Ok(())
+}
+
+/// Reads `body` to its end; whether it ended within `within` with the end of the response (not
+/// an error, not a cut connection).
+async fn ends_cleanly_within(body: &mut hyper::body::Incoming, within: Duration) -> bool {
+    let read = async {
+        loop {
+            match body.frame().await {
+                Some(Ok(_)) => {}
+                Some(Err(_)) => return false,
+                None => return true,
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.unwrap_or(false)
+}
