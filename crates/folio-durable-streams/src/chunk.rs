@@ -11,7 +11,8 @@ pub struct Chunk {
     /// Sequence after the last message returned (the tail when up to date).
     pub next: StreamSeq,
     pub up_to_date: bool,
-    /// The page as one SSE `data` event, encoded once for every live reader sharing the page.
+    /// The page as one SSE `data` event, encoded once for the live readers sharing the page
+    /// that cannot send `sse_events` (they connected with another cursor).
     pub sse_data: std::sync::OnceLock<String>,
     /// The page's data event with its control event, as the first live reader to send it
     /// wrote them; readers that connected alike (the same cursor, or none) send these very

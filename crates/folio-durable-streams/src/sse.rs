@@ -153,12 +153,12 @@ impl Follow {
                 let shared = chunk.sse_events.get_or_init(|| SseEvents {
                     cursor: self.cursor.clone(),
                     closed,
-                    bytes: self.page_events(&chunk, meta, closed),
+                    bytes: self.page_events(&chunk, meta, closed, true),
                 });
                 if shared.cursor == self.cursor && shared.closed == closed {
                     return shared.bytes.clone();
                 }
-                return self.page_events(&chunk, meta, closed);
+                return self.page_events(&chunk, meta, closed, false);
             }
             if meta.closed {
                 let mut out = String::new();
@@ -198,21 +198,33 @@ impl Follow {
         }
     }
 
-    /// A page's data event, shared by every reader of the page, followed by this reader's
-    /// control event: one copy, one allocation.
-    fn page_events(&self, chunk: &Chunk, meta: &StreamMeta, closed: bool) -> Bytes {
-        let data = chunk.sse_data.get_or_init(|| {
-            let mut data = String::new();
+    /// The page's data event followed by this reader's control event, in one buffer. The data
+    /// event is encoded straight into it for the page's shared events (`shared`), so a page
+    /// read by readers that connected alike holds its data twice (the messages and the events),
+    /// not three times; readers with another cursor share one encoded data event and copy it.
+    fn page_events(&self, chunk: &Chunk, meta: &StreamMeta, closed: bool, shared: bool) -> Bytes {
+        let encode = |out: &mut String| {
             let body = chunk.body(meta);
             if self.base64 {
-                event(&mut data, "data", &base64::engine::general_purpose::STANDARD.encode(&body));
+                event(out, "data", &base64::engine::general_purpose::STANDARD.encode(&body));
             } else {
-                event(&mut data, "data", &String::from_utf8_lossy(&body));
+                event(out, "data", &String::from_utf8_lossy(&body));
             }
-            data
-        });
-        let mut out = String::with_capacity(data.len() + CONTROL_EVENT_BYTES);
-        out.push_str(data);
+        };
+        let mut out;
+        if shared {
+            out = String::new();
+            encode(&mut out);
+            out.reserve(CONTROL_EVENT_BYTES);
+        } else {
+            let data = chunk.sse_data.get_or_init(|| {
+                let mut data = String::new();
+                encode(&mut data);
+                data
+            });
+            out = String::with_capacity(data.len() + CONTROL_EVENT_BYTES);
+            out.push_str(data);
+        }
         event(&mut out, "control", &self.control(chunk.next, chunk.up_to_date, closed));
         Bytes::from(out)
     }
