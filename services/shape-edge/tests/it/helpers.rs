@@ -26,6 +26,8 @@ pub struct TestEdge {
 pub const SECRET: &str = "edge-test-secret-edge-test-secret-0123";
 
 /// A service token for tests that start the edge with `--ds-service-token SERVICE_TOKEN`.
+/// Headers of a plain-text Durable Streams request.
+pub const TEXT: &[(&str, &str)] = &[("content-type", "text/plain")];
 pub const SERVICE_TOKEN: &str = "edge-test-service-token-0123456789abcdef";
 
 pub fn config(prefix: &str, extra: &[&str]) -> Config {
@@ -290,6 +292,19 @@ impl TestClient {
         let res = self.send(method.clone(), path, headers, body).await.expect("request succeeds");
         assert_eq!(res.status, status, "{method} {path}: {}", res.text());
         res
+    }
+
+    /// Opens a streaming GET over HTTP/2 (prior knowledge, a connection of its own), where hyper
+    /// polls each response body in a task of its own; the response must be a 200.
+    pub async fn open_h2(&self, path: &str) -> anyhow::Result<hyper::body::Incoming> {
+        let h2 = Client::builder(TokioExecutor::new()).http2_only(true).build_http::<Full<Bytes>>();
+        let mut req = Request::builder().uri(format!("{}{path}", self.base));
+        if let Some(auth) = &self.auth {
+            req = req.header("authorization", auth);
+        }
+        let res = h2.request(req.body(Full::new(Bytes::new()))?).await?;
+        anyhow::ensure!(res.status() == StatusCode::OK && res.version() == http::Version::HTTP_2, "{res:?}");
+        Ok(res.into_body())
     }
 
     /// Opens a streaming GET and returns the response head plus the body as it arrives.

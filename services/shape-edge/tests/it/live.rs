@@ -7,9 +7,7 @@ use futures::StreamExt;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 
-use crate::helpers::{Agency, spawn_edge, test_prefix};
-
-const TEXT: &[(&str, &str)] = &[("content-type", "text/plain")];
+use crate::helpers::{Agency, TEXT, spawn_edge, test_prefix};
 
 #[tokio::test]
 async fn long_poll_wakes_on_an_append_made_through_another_edge() -> anyhow::Result<()> {

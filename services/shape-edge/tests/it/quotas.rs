@@ -11,9 +11,7 @@ use std::{
 
 use http::{Method, StatusCode};
 
-use crate::helpers::{Agency, TestClient, TestResponse, spawn_edge, test_prefix};
-
-const TEXT: &[(&str, &str)] = &[("content-type", "text/plain")];
+use crate::helpers::{Agency, TEXT, TestClient, TestResponse, spawn_edge, test_prefix};
 
 /// A 429 of folio-quota inside this API's `{"error": …}`.
 fn assert_exhausted(res: &TestResponse) {

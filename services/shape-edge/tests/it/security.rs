@@ -10,9 +10,8 @@ use folio_auth::Role;
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Agency, SERVICE_TOKEN, TestClient, TestResponse, spawn_edge, test_prefix, token};
+use crate::helpers::{Agency, SERVICE_TOKEN, TEXT, TestClient, TestResponse, spawn_edge, test_prefix, token};
 
-const TEXT: &[(&str, &str)] = &[("content-type", "text/plain")];
 const JSON: &[(&str, &str)] = &[("content-type", "application/json")];
 const SUBSCRIPTIONS: &str = "/v1/stream/__ds/subscriptions";
 

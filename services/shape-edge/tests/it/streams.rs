@@ -2,9 +2,7 @@
 
 use http::{Method, StatusCode};
 
-use crate::helpers::{Agency, spawn_edge, test_prefix};
-
-const TEXT: &[(&str, &str)] = &[("content-type", "text/plain")];
+use crate::helpers::{Agency, TEXT, spawn_edge, test_prefix};
 
 #[tokio::test]
 async fn create_append_read_and_resume_on_a_restarted_edge() -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ use rand::Rng;
 
 use crate::{
     activity::change,
-    helpers::{Agency, TestClient, changes_stream, spawn_edge, test_prefix},
+    helpers::{Agency, TEXT, TestClient, changes_stream, spawn_edge, test_prefix},
     shapes::{Env, bearer},
 };
 
@@ -392,15 +392,7 @@ async fn a_shape_sse_stream_gets_its_keep_alive_21_s_after_its_last_frame() -> a
     let auth = bearer(&uuid::Uuid::new_v4().to_string());
     let c = &edge.client;
     let path = live_sse_path(c, &auth, "/v1/shape?table=hushed").await;
-    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<http_body_util::Full<Bytes>>();
-    let req = http::Request::get(format!("{}{path}", c.base()))
-        .header("authorization", &auth)
-        .body(http_body_util::Full::new(Bytes::new()))?;
-    let res = h2.request(req).await?;
-    anyhow::ensure!(res.status() == StatusCode::OK && res.version() == http::Version::HTTP_2, "{res:?}");
-    let mut body = res.into_body();
+    let mut body = c.with_auth(&auth).open_h2(&path).await?;
     let mut got = String::new();
     for id in 0..10 {
         env.sql(&format!("INSERT INTO hushed VALUES ({id})")).await?;
@@ -429,26 +421,16 @@ async fn a_shape_sse_stream_gets_its_keep_alive_21_s_after_its_last_frame() -> a
 async fn stream_sse_readers_end_at_their_max_age_and_when_the_edge_drains() -> anyhow::Result<()> {
     let (prefix, _cleanup) = test_prefix();
     let agency = Agency::new();
-    const TEXT: &[(&str, &str)] = &[("content-type", "text/plain")];
     // One quiet stream, one that gets an append every 50 ms for `for_how_long`, each read over
-    // HTTP/2 (hyper polls each response body in a task of its own).
-    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<http_body_util::Full<Bytes>>();
+    // HTTP/2.
     let readers = |edge: &crate::helpers::TestEdge| {
         let c = edge.client.with_auth(&agency.editor);
         let (quiet, busy) = (agency.path("quiet"), agency.path("busy"));
-        let (h2, base, auth) = (h2.clone(), edge.client.base().to_owned(), agency.editor.clone());
         async move {
             let mut bodies = Vec::new();
             for path in [&quiet, &busy] {
                 c.send(Method::PUT, path, TEXT, Bytes::new()).await?;
-                let req = http::Request::get(format!("{base}{path}?offset=now&live=sse"))
-                    .header("authorization", &auth)
-                    .body(http_body_util::Full::new(Bytes::new()))?;
-                let res = h2.request(req).await?;
-                anyhow::ensure!(res.status() == StatusCode::OK && res.version() == http::Version::HTTP_2, "{res:?}");
-                bodies.push(res.into_body());
+                bodies.push(c.open_h2(&format!("{path}?offset=now&live=sse")).await?);
             }
             let busy_body = bodies.pop().expect("two");
             anyhow::Ok((c, busy, bodies.pop().expect("two"), busy_body))
