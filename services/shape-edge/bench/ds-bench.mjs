@@ -13,8 +13,9 @@
 // set). Env: BENCH_ROUNDS (3), BENCH_WARMUP (1; 0 for none), BENCH_RTT_ROUNDS (200),
 // BENCH_SSE_SUBSCRIBERS (1000), BENCH_WRITERS (100), BENCH_RATIO_TO (the target the ratio column
 // divides by; default the second).
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
+import { cpuSeconds } from "./proc.mjs";
 
 const targets = process.argv.slice(2).map((a) => {
   // `name=url[@pid,pid…]`: the server's processes (the edge and its nats-server), whose CPU is
@@ -35,13 +36,6 @@ const pct = (xs, p) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-// CPU seconds (user + system) the processes have used: fields 14 and 15 of /proc/<pid>/stat, in
-// clock ticks of 1/100 s. A shared process (a nats-server other runs also use) counts theirs too.
-const cpuSeconds = (pids) =>
-  pids.reduce((sum, pid) => {
-    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-    return sum + (Number(f[11]) + Number(f[12])) / 100;
-  }, 0);
 // Started where a phase's clock starts: `per(n)` is µs of the target's CPU per operation since
 // (undefined without pids).
 function cpuMeter(t) {

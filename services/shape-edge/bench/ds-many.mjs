@@ -29,8 +29,9 @@
 // The replay row also reports CPU per MiB read, from /proc/<pid>/stat around the reads: the
 // server process(es) and what stands behind them (the edge's nats-server, shared with whatever
 // else uses it, so an upper bound).
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
+import { cpuSeconds, rssKb } from "./proc.mjs";
 
 const COUNTS = (process.env.BENCH_STREAM_COUNTS ?? "10000,100000").split(",").filter(Boolean).map(Number);
 const targets = process.argv.slice(2).map((a) => {
@@ -54,11 +55,6 @@ const REPLAY_ROUNDS = Number(process.env.BENCH_REPLAY_ROUNDS ?? 1);
 const run = Date.now().toString(36);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const rssKb = (pids) =>
-  pids.reduce((sum, pid) => {
-    const m = readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+)/);
-    return sum + (m ? Number(m[1]) : 0);
-  }, 0);
 
 // Runs `task(i)` for i in [0, total) with `concurrency` in flight; returns the seconds taken.
 async function pool(total, concurrency, task) {
@@ -99,11 +95,7 @@ const streamUrl = (t, name) => {
 const ownPids = (t) => t.pids.slice(0, Math.max(1, t.shards.length));
 const behindPids = (t) => t.pids.slice(Math.max(1, t.shards.length));
 // CPU time (user + system) of some processes, in ms.
-const cpuMs = (pids) =>
-  pids.reduce((sum, pid) => {
-    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-    return sum + ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in clock ticks (100 Hz)
-  }, 0);
+const cpuMs = (pids) => cpuSeconds(pids) * 1000;
 const message = (i) => ({ n: i, body: "m".repeat(88) }); // ~100 bytes as JSON
 
 async function manyStreams(t, count) {

@@ -10,9 +10,9 @@
 // /proc/<pid>/stat; it counts whatever else the server did meanwhile).
 // Env: BENCH_PUBLISHES (100000), BENCH_WINDOW (list, default 1,16,256), BENCH_SUBJECTS (10000),
 //      BENCH_SIZE (payload bytes, 100).
-import { readFileSync } from "node:fs";
 import net from "node:net";
 import { performance } from "node:perf_hooks";
+import { cpuSeconds } from "./proc.mjs";
 
 const u = new URL(process.argv[2] ?? "nats://127.0.0.1:4333");
 const TOTAL = Number(process.env.BENCH_PUBLISHES ?? 100000);
@@ -20,10 +20,7 @@ const WINDOWS = (process.env.BENCH_WINDOW ?? "1,16,256").split(",").map(Number);
 const SUBJECTS = Number(process.env.BENCH_SUBJECTS ?? 10000);
 const SIZE = Number(process.env.BENCH_SIZE ?? 100);
 const serverPid = process.argv[3] ? Number(process.argv[3]) : null;
-const serverCpu = () => {
-  const f = readFileSync(`/proc/${serverPid}/stat`, "utf8").split(") ")[1].split(" ");
-  return (Number(f[11]) + Number(f[12])) / 100;
-};
+const serverCpu = () => cpuSeconds([serverPid]);
 const name = `jsprobe_${Date.now().toString(36)}`;
 const inbox = `_INBOX.${name}`;
 
